@@ -1,0 +1,110 @@
+"""The error tree of uniapi and the one place that renders OpenAI error JSON.
+
+Every error the gateway can answer with carries its HTTP status, its OpenAI ``type`` and its
+``code``, so ``to_openai_error`` never has to guess. Blame is decided where the error is raised:
+``ClientError`` is the client's fault (4xx), ``UpstreamError`` the upstream's, ``GatewayError``
+ours. ``DecodeError`` is raised only by the stream decoders and is the only exception a decoder
+may let escape (vendor-protocols DEC-2).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+__all__ = [
+    "UniapiError",
+    "ClientError",
+    "UpstreamError",
+    "GatewayError",
+    "DecodeError",
+    "ConfigError",
+    "error_body",
+    "to_openai_error",
+]
+
+
+class UniapiError(Exception):
+    """Root of every error uniapi raises on purpose."""
+
+    status: int = 500
+    type: str = "server_error"
+    code: str | int | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        type: str | None = None,
+        code: str | int | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        if type is not None:
+            self.type = type
+        if code is not None:
+            self.code = code
+        #: extra response headers (e.g. ``Retry-After``)
+        self.headers = headers
+
+
+class ClientError(UniapiError):
+    """The request is at fault (bad JSON, bad key, unknown model...)."""
+
+    status = 400
+    type = "invalid_request_error"
+
+
+class UpstreamError(UniapiError):
+    """An upstream failed: connection, timeout, bad status or a malformed answer."""
+
+    status = 502
+    type = "server_error"
+    code = "upstream_error"
+
+
+class GatewayError(UniapiError):
+    """uniapi itself cannot serve the request (no channel left, internal fault)."""
+
+    status = 500
+    type = "server_error"
+
+
+class DecodeError(UniapiError):
+    """A vendor byte stream violates its framing or carries unparseable data."""
+
+    status = 502
+    type = "server_error"
+    code = "upstream_decode_error"
+
+    def __init__(self, kind: str, detail: str = "") -> None:
+        super().__init__(f"upstream stream decode error ({kind}): {detail}" if detail else
+                         f"upstream stream decode error ({kind})")
+        self.kind = kind
+        self.detail = detail
+
+
+class ConfigError(UniapiError):
+    """``api.yaml`` cannot be used. ``problems`` lists ``path: message (line N)`` strings."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems) if problems else "invalid configuration")
+        self.problems = list(problems)
+
+
+def error_body(message: str, type: str, code: str | int | None, **extra: Any) -> dict[str, Any]:
+    """The OpenAI error object ``{"error": {"message", "type", "code", "param"}}``."""
+    err: dict[str, Any] = {"message": message, "type": type, "param": None, "code": code}
+    err.update(extra)
+    return {"error": err}
+
+
+def to_openai_error(exc: UniapiError) -> bytes:
+    """Render ``exc`` as compact OpenAI error JSON bytes."""
+    return json.dumps(
+        error_body(exc.message, exc.type, exc.code), ensure_ascii=False, separators=(",", ":")
+    ).encode()
