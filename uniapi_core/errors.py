@@ -60,11 +60,32 @@ class ClientError(UniapiError):
 
 
 class UpstreamError(UniapiError):
-    """An upstream failed: connection, timeout, bad status or a malformed answer."""
+    """An upstream failed: connection, timeout, bad status or a malformed answer.
+
+    ``kind`` says what happened (``connect``, ``timeout``, ``status``, ``empty``,
+    ``truncated``, ``decode``, ``protocol``, ``trigger``); ``upstream_status`` is the vendor's
+    HTTP status when there was one. Whether it may be retried is decided in one place,
+    ``uniapi_core.relay.policy.is_retryable``.
+    """
 
     status = 502
     type = "server_error"
     code = "upstream_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str = "status",
+        upstream_status: int | None = None,
+        status: int | None = None,
+        type: str | None = None,
+        code: str | int | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        super().__init__(message, status=status, type=type, code=code, headers=headers)
+        self.kind = kind
+        self.upstream_status = upstream_status
 
 
 class GatewayError(UniapiError):

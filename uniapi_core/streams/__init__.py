@@ -1,0 +1,12 @@
+"""Stream framing for vendor byte streams: line splitting and server-sent events.
+
+Pure and incremental: bytes in, lines or events out, ``DecodeError`` for malformed input
+(vendor-protocols 0.5 and 0.6).
+"""
+
+from __future__ import annotations
+
+from .lines import LineSplitter
+from .sse import DONE, SSEDecoder, SSEEvent, encode_event
+
+__all__ = ["LineSplitter", "SSEDecoder", "SSEEvent", "encode_event", "DONE"]

@@ -1,0 +1,87 @@
+"""JSON in and out, with the defences a gateway needs.
+
+``parse_request_json`` is the single door for client JSON: a linear pre-scan refuses nesting
+deeper than ``MAX_DEPTH`` before ``json.loads`` can recurse, ``NaN``/``Infinity`` and integers
+too long to convert are refused, and every failure is a ``ClientError`` (400), never a
+traceback. ``dumps`` is the single encoder for what we write: compact, UTF-8, with U+2028 and
+U+2029 escaped (vendor-protocols S-8) so naive line splitters downstream do not break.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from .errors import ClientError
+
+__all__ = ["MAX_DEPTH", "parse_request_json", "loads_upstream", "dumps", "nesting_depth"]
+
+MAX_DEPTH = 64
+
+# A JSON string (with escapes) or one bracket. Strings are matched whole so brackets inside
+# them are skipped; the regex engine does the scanning in C, so the pre-scan stays linear.
+_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.S)
+_OPEN = frozenset(b"[{")
+
+
+def nesting_depth(data: bytes, limit: int = MAX_DEPTH) -> int:
+    """Maximum bracket depth of ``data`` (strings skipped), scanning stops past ``limit``."""
+    if data.count(b"[") + data.count(b"{") <= limit:
+        return 0  # too few brackets to exceed the limit: skip the scan
+    depth = deepest = 0
+    for m in _TOKENS.finditer(data):
+        c = m.group()
+        if len(c) != 1:
+            continue
+        if c[0] in _OPEN:
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    return deepest
+        else:
+            depth -= 1
+    return deepest
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_request_json(body: bytes) -> Any:
+    """Parse a client body; any problem is a ``ClientError`` with status 400."""
+    if not body.strip():
+        raise ClientError("request body is empty; expected a JSON object", code="invalid_json")
+    if nesting_depth(body) > MAX_DEPTH:
+        raise ClientError(f"JSON nested deeper than {MAX_DEPTH} levels", code="invalid_json")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ClientError(f"request body is not valid UTF-8 (byte {exc.start})",
+                          code="invalid_json") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ClientError("JSON nested too deeply", code="invalid_json") from None
+    except ValueError as exc:  # JSONDecodeError, NaN, int too long to convert
+        raise ClientError(f"request body is not valid JSON: {exc}", code="invalid_json") from None
+
+
+def loads_upstream(body: bytes | str) -> Any:
+    """Parse upstream JSON; raises ``ValueError`` (callers turn it into an UpstreamError)."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def dumps(obj: Any) -> bytes:
+    """Compact UTF-8 JSON with U+2028/U+2029 escaped."""
+    text = _ENCODER.encode(obj)
+    if "\u2028" in text or "\u2029" in text:
+        text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    return text.encode("utf-8")
