@@ -1,0 +1,220 @@
+"""Provider-key pools: which of a provider's ``api`` keys an attempt uses.
+
+Theory of operation
+-------------------
+One pool per provider name (semantics.md "Retries, cooldown, keys", "Rate limits"). Each
+``pick`` walks the provider's keys in an order set by ``preferences.api_key_schedule_algorithm``
+and returns the first *usable* one:
+
+- ``round_robin`` (default): from a cursor shared by every model and client key of the provider;
+  the cursor then moves just past the key handed out;
+- ``fixed_priority``: from key 0, so always the first usable key;
+- ``random``: a uniform shuffle with the caller's ``rng``, i.e. a uniformly random usable key.
+
+A key is skipped when it is in ``exclude`` (already tried in this request), *benched*, or over
+its ``api_key_rate_limit``. Rate limits use an exact sliding-window ``Limiter``; ``pick`` calls
+``admit``, which records a request only for the key it returns (a refused key records nothing).
+Subjects:
+
+- a single rule set (``"15/min,1000/day"``) limits each key across all its requests:
+  subject ``(provider, index)``;
+- a per-model map is matched against the *upstream* model with ``timeouts.lookup`` (exact,
+  longest prefix, longest contained): each entry has its own window per key, shared by every
+  model the entry matches: subject ``(provider, index, entry)``; a model no entry matches uses
+  ``default`` with a window of its own: subject ``(provider, index, "default", model)``; with no
+  ``default`` such a model is not limited.
+
+When no key is usable the answer is ``KeyPick(None, retry_after)``: ``retry_after`` is the
+smallest ``Refused.retry_after`` among the keys refused by their rate limit (whole seconds until
+the earliest of them frees a slot), or ``None`` when every key was benched or excluded.
+
+A provider without keys (Vertex service account, AWS, ...) is one implicit credential: ``pick``
+gives ``KeyPick(None, None, usable=True)`` (send without a provider key), still subject to
+``api_key_rate_limit`` if one is configured (with ``None`` in place of the index) and unusable
+for that reason only.
+
+Benching: ``record_failure`` with status 429, 401 or 403 benches the key for
+``api_key_cooldown_period`` seconds (default 0 = off): skipped while ``now < failure + period``,
+usable again from ``failure + period``. As the seed README says, this applies only to a provider
+with at least two keys; a lone key is never benched (the channel cooldown handles the channel).
+
+A pool remembers the key list it was built for. A reload that changes a provider's ``api`` list
+starts that pool afresh (cursor, benches, windows), since indexes no longer name the same keys;
+an unchanged provider keeps everything across reloads. At most ``max_providers`` pools are kept
+(least recently used dropped). Time is only the ``now`` argument; randomness only ``rng``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import OrderedDict
+from collections.abc import Collection, Hashable, Sequence
+
+import attrs
+
+from ..config.model import Provider, RateLimit, RateRule
+from ..ratelimit.limiter import Admitted, Limiter
+from .timeouts import lookup
+
+__all__ = ["KEY_ALGORITHMS", "BENCH_STATUSES", "KeyPick", "KeyPools"]
+
+#: every value ``api_key_schedule_algorithm`` may take (``None`` means ``round_robin``)
+KEY_ALGORITHMS = ("round_robin", "random", "fixed_priority")
+
+#: upstream statuses that bench a key (when ``api_key_cooldown_period`` > 0)
+BENCH_STATUSES = frozenset({429, 401, 403})
+
+
+def _usable_default(self: KeyPick) -> bool:
+    return self.index is not None
+
+
+@attrs.frozen
+class KeyPick:
+    """The outcome of ``KeyPools.pick``.
+
+    - ``KeyPick(i)``: use key ``i`` of ``provider.api`` (``usable`` is True);
+    - ``KeyPick(None, None, usable=True)``: the provider has no keys; send without one;
+    - ``KeyPick(None, retry_after)``: no key usable now; ``retry_after`` = whole seconds until
+      the earliest rate-limited key frees a slot, ``None`` if the keys are only benched/excluded.
+    """
+
+    index: int | None
+    retry_after: int | None = None
+    usable: bool = attrs.field(default=attrs.Factory(_usable_default, takes_self=True))
+
+    def __attrs_post_init__(self) -> None:
+        if self.index is not None and not self.usable:
+            raise ValueError("a pick with a key index is usable")
+        if self.usable and self.retry_after is not None:
+            raise ValueError("retry_after only goes with an unusable pick")
+
+
+@attrs.define
+class _Pool:
+    keys: tuple[str, ...]
+    limiter: Limiter = attrs.Factory(Limiter)
+    cursor: int = 0
+    #: key index -> end of its bench
+    benched: dict[int, float] = attrs.Factory(dict)
+
+    def is_benched(self, index: int, now: float) -> bool:
+        end = self.benched.get(index)
+        if end is None:
+            return False
+        if now >= end:
+            del self.benched[index]
+            return False
+        return True
+
+
+def _windows(limit: RateLimit | None, provider: str, index: int | None, model: str
+             ) -> tuple[Hashable, Sequence[RateRule]] | None:
+    """(limiter subject, windows) for one key and upstream model, or ``None``: no limit."""
+    if limit is None:
+        return None
+    if limit.per_model:
+        table = [(name, (name, rules)) for name, rules in limit.per_model]
+        found = lookup(table, model)
+        if found is not None:
+            entry, rules = found
+            return ((provider, index, entry), rules) if rules else None
+        for name, rules in limit.per_model:
+            if name == "default":
+                return ((provider, index, "default", model), rules) if rules else None
+        return None
+    if limit.rules:
+        return (provider, index), limit.rules
+    return None
+
+
+class KeyPools:
+    """Provider-key selection, rate limits and benches, for every provider."""
+
+    def __init__(self, *, max_providers: int = 10_000) -> None:
+        if max_providers < 1:
+            raise ValueError("max_providers must be at least 1")
+        self._max = max_providers
+        self._pools: OrderedDict[str, _Pool] = OrderedDict()
+
+    def _pool(self, provider: Provider) -> _Pool:
+        name = provider.provider
+        pool = self._pools.get(name)
+        if pool is None or pool.keys != provider.api:
+            pool = _Pool(provider.api)
+            self._pools[name] = pool
+        self._pools.move_to_end(name)
+        while len(self._pools) > self._max:
+            self._pools.popitem(last=False)
+        return pool
+
+    def pick(self, provider: Provider, upstream_model: str, now: float, rng: random.Random,
+             exclude: Collection[int] = ()) -> KeyPick:
+        """The key for one attempt of ``provider`` serving ``upstream_model``; see ``KeyPick``.
+
+        A returned key is recorded in its rate-limit windows; nothing else is. Raises
+        ``ValueError`` for an ``api_key_schedule_algorithm`` outside ``KEY_ALGORITHMS``.
+        """
+        prefs = provider.preferences
+        algo = prefs.api_key_schedule_algorithm or "round_robin"
+        if algo not in KEY_ALGORITHMS:
+            raise ValueError(f"unknown api_key_schedule_algorithm {algo!r}; "
+                             f"expected one of {', '.join(KEY_ALGORITHMS)}")
+        pool = self._pool(provider)
+        name = provider.provider
+        n = len(pool.keys)
+        if n == 0:
+            limited = _windows(prefs.api_key_rate_limit, name, None, upstream_model)
+            if limited is not None:
+                verdict = pool.limiter.admit(limited[0], limited[1], now)
+                if not isinstance(verdict, Admitted):
+                    return KeyPick(None, verdict.retry_after)
+            return KeyPick(None, None, usable=True)
+
+        if algo == "fixed_priority":
+            order: list[int] = list(range(n))
+        elif algo == "random":
+            order = list(range(n))
+            rng.shuffle(order)
+        else:
+            start = pool.cursor % n
+            order = [(start + k) % n for k in range(n)]
+
+        retry_after: int | None = None
+        for i in order:
+            if i in exclude or pool.is_benched(i, now):
+                continue
+            limited = _windows(prefs.api_key_rate_limit, name, i, upstream_model)
+            if limited is not None:
+                verdict = pool.limiter.admit(limited[0], limited[1], now)
+                if not isinstance(verdict, Admitted):
+                    if retry_after is None or verdict.retry_after < retry_after:
+                        retry_after = verdict.retry_after
+                    continue
+            if algo == "round_robin":
+                pool.cursor = (i + 1) % n
+            return KeyPick(i)
+        return KeyPick(None, retry_after)
+
+    def record_failure(self, provider: Provider, index: int | None, status: int | None,
+                       now: float) -> None:
+        """An attempt with key ``index`` failed with ``status`` (``None``: no HTTP status).
+
+        429, 401 and 403 bench the key for ``api_key_cooldown_period`` seconds when that is
+        positive and the provider has at least two keys; anything else does nothing.
+        """
+        period = provider.preferences.api_key_cooldown_period or 0.0
+        if status not in BENCH_STATUSES or not period > 0 or index is None:
+            return
+        pool = self._pool(provider)
+        if len(pool.keys) < 2 or not 0 <= index < len(pool.keys):
+            return
+        end = now + period
+        old = pool.benched.get(index)
+        if old is None or end > old:
+            pool.benched[index] = end
+
+    def benched_until(self, provider: Provider, index: int, now: float) -> float | None:
+        """When key ``index``'s bench ends, if it is benched at ``now``; else ``None``."""
+        pool = self._pool(provider)
+        return pool.benched[index] if pool.is_benched(index, now) else None
