@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from hypothesis import given
-from hypothesis import strategies as st
-
 from uniapi_core.config.model import (
     ApiKey,
     Config,
@@ -130,14 +127,9 @@ def test_timeout_precedence_chain():
     assert model_timeout(with_match, glob, "my-alias", "gpt-4o-2024", 99) == 40.0
 
 
-@given(st.one_of(st.booleans(), st.integers(min_value=0, max_value=20)),
-       st.integers(min_value=0, max_value=30))
-def test_attempt_budget_bounds(auto_retry, candidates):
-    budget = attempt_budget(auto_retry, candidates)
-    assert 0 <= budget <= min(candidates, 10)
-    if auto_retry is False and candidates:
-        assert budget == 1
-    if auto_retry is True:
-        assert budget == min(candidates, 10)
-    if not isinstance(auto_retry, bool) and candidates:
-        assert budget == min(candidates, 1 + auto_retry, 10)
+def test_attempt_budget():
+    assert attempt_budget(None) == attempt_budget(True) == 10
+    assert attempt_budget(False) == 1
+    assert attempt_budget(0) == 1
+    assert attempt_budget(2) == 3
+    assert attempt_budget(50) == 10

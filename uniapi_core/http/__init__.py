@@ -1,0 +1,44 @@
+"""HTTP/1.1 framing for the core: sans-IO server and client connections over h11, and URLs.
+
+``server`` turns client bytes into whole requests under reliability.md's limits and renders
+responses; ``client`` does the same for upstream connections; ``url`` parses upstream URLs.
+Nothing here does I/O: transports feed bytes and ``now`` in and write the bytes that come out.
+"""
+
+from .client import (
+    ClientConnection,
+    ClientEvent,
+    ResponseData,
+    ResponseEnd,
+    ResponseHead,
+    UpstreamProtocolError,
+)
+from .server import (
+    ClientClosed,
+    ProtocolFailure,
+    RequestReceived,
+    ServerConnection,
+    ServerEvent,
+    ServerLimits,
+    clean_headers,
+)
+from .url import Url, parse_url, replace_path_suffix
+
+__all__ = [
+    "ClientClosed",
+    "ClientConnection",
+    "ClientEvent",
+    "ProtocolFailure",
+    "RequestReceived",
+    "ResponseData",
+    "ResponseEnd",
+    "ResponseHead",
+    "ServerConnection",
+    "ServerEvent",
+    "ServerLimits",
+    "UpstreamProtocolError",
+    "Url",
+    "clean_headers",
+    "parse_url",
+    "replace_path_suffix",
+]

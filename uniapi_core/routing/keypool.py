@@ -18,7 +18,7 @@ Subjects:
 
 - a single rule set (``"15/min,1000/day"``) limits each key across all its requests:
   subject ``(provider, index)``;
-- a per-model map is matched against the *upstream* model with ``timeouts.lookup`` (exact,
+- a per-model map is matched against the *upstream* model with ``modelmatch.lookup`` (exact,
   longest prefix, longest contained): each entry has its own window per key, shared by every
   model the entry matches: subject ``(provider, index, entry)``; a model no entry matches uses
   ``default`` with a window of its own: subject ``(provider, index, "default", model)``; with no
@@ -54,7 +54,7 @@ import attrs
 
 from ..config.model import Provider, RateLimit, RateRule
 from ..ratelimit.limiter import Admitted, Limiter
-from .timeouts import lookup
+from ..ratelimit.scope import limit_scope
 
 __all__ = ["KEY_ALGORITHMS", "BENCH_STATUSES", "KeyPick", "KeyPools"]
 
@@ -111,21 +111,11 @@ class _Pool:
 def _windows(limit: RateLimit | None, provider: str, index: int | None, model: str
              ) -> tuple[Hashable, Sequence[RateRule]] | None:
     """(limiter subject, windows) for one key and upstream model, or ``None``: no limit."""
-    if limit is None:
+    found = limit_scope(limit, model)
+    if found is None:
         return None
-    if limit.per_model:
-        table = [(name, (name, rules)) for name, rules in limit.per_model]
-        found = lookup(table, model)
-        if found is not None:
-            entry, rules = found
-            return ((provider, index, entry), rules) if rules else None
-        for name, rules in limit.per_model:
-            if name == "default":
-                return ((provider, index, "default", model), rules) if rules else None
-        return None
-    if limit.rules:
-        return (provider, index), limit.rules
-    return None
+    scope, rules = found
+    return (provider, index, *scope), rules
 
 
 class KeyPools:

@@ -1,24 +1,20 @@
-"""The attempts one request may make: candidates in order, within the retry budget.
+"""What the relay pulls attempts from, and the retry budget (semantics.md "Retries").
 
-``AttemptPlan`` is the ``AttemptSource`` the relay pulls from. It hands out each candidate
-channel at most once, in the order routing produced, until the ``AUTO_RETRY`` budget is spent
-(semantics.md: ``true`` = every distinct candidate once, at most 10 attempts; ``false`` = one
-attempt; a number N = at most N retries after the first). What to do with the outcome of each
-attempt (cooldowns, key benches, stats) is the ``on_finished`` callback's business.
+``AUTO_RETRY: true`` (the default) lets every distinct candidate channel be tried once, at
+most 10 attempts in all (a key-level failure may also try the channel's other keys within
+that); ``false`` makes one attempt; a number N allows at most N retries after the first.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import attrs
 
-from ..errors import UpstreamError
+from ..errors import UniapiError, UpstreamError
 from ..vendors.base import Exchange
-from .resolve import Channel
 
-__all__ = ["Attempt", "AttemptSource", "AttemptPlan", "attempt_budget", "MAX_ATTEMPTS"]
+__all__ = ["Attempt", "AttemptSource", "attempt_budget", "MAX_ATTEMPTS"]
 
 #: the most attempts one request makes, whatever the config says
 MAX_ATTEMPTS = 10
@@ -49,35 +45,15 @@ class AttemptSource(Protocol):
         """``attempt`` ended: ``error`` None means success."""
         ...
 
+    def refusal(self) -> UniapiError:
+        """The error to answer when not even a first attempt could be made."""
+        ...
 
-def attempt_budget(auto_retry: bool | int | None, candidates: int) -> int:
-    """How many attempts a request may make over ``candidates`` channels."""
+
+def attempt_budget(auto_retry: bool | int | None) -> int:
+    """How many attempts one request may make in all."""
     if auto_retry is None or auto_retry is True:
-        return min(candidates, MAX_ATTEMPTS)
+        return MAX_ATTEMPTS
     if auto_retry is False:
-        return min(candidates, 1)
-    return min(candidates, 1 + max(0, int(auto_retry)), MAX_ATTEMPTS)
-
-
-class AttemptPlan:
-    """Hands out ``channels`` in order, building each attempt with ``build``."""
-
-    def __init__(self, channels: Sequence[Channel], budget: int,
-                 build: Callable[[Channel, int], Attempt],
-                 on_finished: Callable[[Attempt, float, UpstreamError | None], None]) -> None:
-        self._channels = list(channels)
-        self._budget = budget
-        self._build = build
-        self._on_finished = on_finished
-        self._made = 0
-
-    def next_attempt(self, now: float, failure: UpstreamError | None) -> Attempt | None:
-        if self._made >= self._budget or self._made >= len(self._channels):
-            return None
-        channel = self._channels[self._made]
-        self._made += 1
-        return self._build(channel, self._made)
-
-    def attempt_finished(self, attempt: Attempt, now: float,
-                         error: UpstreamError | None) -> None:
-        self._on_finished(attempt, now, error)
+        return 1
+    return min(1 + max(0, int(auto_retry)), MAX_ATTEMPTS)

@@ -1,0 +1,46 @@
+"""Vendor translators: one module per wire protocol, each with three pure parts.
+
+``TRANSLATORS`` maps an engine name to its exchange builder
+(``(openai_request_dict, ChatContext) -> Exchange``). Engines without an entry are not served
+yet; routing skips their channels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..config.model import Provider
+from . import azure, openai
+from .base import ChatContext, Exchange, UpstreamRequest
+from .engine import ENGINES, detect_engine
+
+__all__ = ["TRANSLATORS", "ENGINES", "detect_engine", "discovery_request", "parse_discovery"]
+
+TRANSLATORS: dict[str, Callable[[dict[str, Any], ChatContext], Exchange]] = {
+    "gpt": openai.build_exchange,
+    "openrouter": openai.build_exchange,
+    "azure": azure.build_exchange,
+}
+
+
+def discovery_request(provider: Provider) -> UpstreamRequest | None:
+    """The request that lists ``provider``'s models, or None when it cannot be discovered."""
+    if detect_engine(provider) not in ("gpt", "openrouter") or not provider.base_url:
+        return None
+    key = provider.api[0] if provider.api else None
+    headers = [("accept", "application/json")]
+    if key:
+        headers.append(("authorization", f"Bearer {key}"))
+    headers.extend(provider.preferences.headers)
+    return UpstreamRequest("GET", openai.models_url(provider.base_url), tuple(headers))
+
+
+def parse_discovery(provider: Provider, status: int, body: bytes) -> list[str]:
+    """Model ids from a discovery answer; raises ValueError when there are none."""
+    if status != 200:
+        raise ValueError(f"HTTP {status}")
+    ids = openai.parse_models_list(body)
+    if not ids:
+        raise ValueError("the upstream listed no models")
+    return ids

@@ -1,0 +1,102 @@
+"""Run a real gateway on 127.0.0.1:0 in a background thread, for end-to-end tests.
+
+Each backend gets its own loop in its own thread, so test bodies are plain synchronous code
+driving the official ``openai`` SDK or raw sockets. ``BACKENDS`` lists what can be started.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import trio
+
+from uniapi_core.config import load_config
+from uniapi_core.gateway import Gateway, Settings
+from uniapi_core.http.server import ServerLimits
+
+BACKENDS = ["trio"]
+
+
+class RunningGateway:
+    def __init__(self, gateway: Gateway, port: int) -> None:
+        self.gateway = gateway
+        self.port = port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def openai(self, key: str, **kw):  # type: ignore[no-untyped-def]
+        import openai
+
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0,
+                             timeout=kw.pop("timeout", 15), **kw)
+
+    def raw(self, data: bytes, *, read_timeout: float = 5.0) -> bytes:
+        """Send raw bytes on a fresh connection; return everything until the server closes
+        or ``read_timeout`` of silence."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=read_timeout) as s:
+            s.sendall(data)
+            out = b""
+            try:
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    out += chunk
+            except TimeoutError:
+                pass
+            return out
+
+
+@contextmanager
+def run_gateway(config_text: str, *, backend: str = "trio", env_timeout: float | None = None,
+                limits: ServerLimits | None = None, discover: bool = True
+                ) -> Iterator[RunningGateway]:
+    loaded = load_config(config_text, "test.yaml")
+    gateway = Gateway(loaded.config, settings=Settings(env_timeout=env_timeout),
+                      entropy=random.Random(1))
+    if backend != "trio":
+        raise NotImplementedError(backend)
+    from uniapi_trio.runtime import discover as run_discovery
+    from uniapi_trio.server import serve
+    from uniapi_trio.upstream import UpstreamPool
+
+    ready = threading.Event()
+    state: dict = {}
+
+    async def main() -> None:
+        pool = UpstreamPool()
+        if discover:
+            await run_discovery(gateway, pool)
+        async with trio.open_nursery() as nursery:
+            state["cancel"] = nursery.cancel_scope
+            state["token"] = trio.lowlevel.current_trio_token()
+            state["port"] = await nursery.start(
+                lambda task_status: serve(lambda: gateway, "127.0.0.1", 0, limits=limits,
+                                          pool=pool, task_status=task_status))
+            ready.set()
+
+    def thread() -> None:
+        try:
+            trio.run(main)
+        except BaseException as exc:  # surfaced to the test below
+            state["error"] = exc
+            ready.set()
+
+    t = threading.Thread(target=thread, daemon=True)
+    t.start()
+    ready.wait(20)
+    if "error" in state:
+        raise state["error"]
+    try:
+        yield RunningGateway(gateway, state["port"])
+    finally:
+        trio.from_thread.run_sync(state["cancel"].cancel, trio_token=state["token"])
+        t.join(10)
+        if "error" in state:
+            raise state["error"]

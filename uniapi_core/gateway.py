@@ -1,0 +1,283 @@
+"""The gateway: one object that owns the routing state and answers requests.
+
+``Gateway.handle(...)`` takes a complete client request and returns either a ``Respond``
+(a whole answer the transport writes as is) or a ``Relay`` (a state machine the transport
+drives until it is finished). Everything a transport would otherwise have to decide — paths,
+auth, JSON validation, routing, which vendor protocol, timeouts, ids — is decided here, from
+the ``now``/``wall`` values and the ``entropy`` the caller passes in. No I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import random
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from .config.model import ApiKey, Config, ModelEntry
+from .errors import ClientError, UniapiError, to_openai_error
+from .jsonutil import dumps, parse_request_json
+from .relay.machine import JSON_HEADERS, Relay
+from .routing.plan import Attempt
+from .routing.resolve import Catalog, Channel, key_models
+from .routing.router import Need, Router
+from .routing.timeouts import model_timeout
+from .vendors import TRANSLATORS, detect_engine, discovery_request, parse_discovery
+from .vendors.base import ChatContext, UpstreamRequest
+
+__all__ = ["Settings", "Respond", "Gateway", "ADMIN_ONLY"]
+
+ADMIN_ONLY = frozenset({"/v1/stats", "/v1/generate-api-key"})
+_ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    """Values from the environment and command line, read by the transport's CLI."""
+
+    #: env ``TIMEOUT``: the last fallback of the per-model timeout chain
+    env_timeout: float | None = None
+    #: biggest upstream body read whole (non-streamed answers)
+    max_upstream_body: int = 64 << 20
+
+
+@attrs.frozen
+class Respond:
+    """A complete response."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+    @classmethod
+    def json(cls, status: int, obj: Any, headers: tuple[tuple[str, str], ...] = ()) -> "Respond":
+        return cls(status, JSON_HEADERS + headers, dumps(obj))
+
+    @classmethod
+    def error(cls, exc: UniapiError, headers: tuple[tuple[str, str], ...] = ()) -> "Respond":
+        return cls(exc.status, JSON_HEADERS + exc.headers + headers, to_openai_error(exc))
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+
+
+class Gateway:
+    """Routing state plus request dispatch for one loaded config."""
+
+    def __init__(self, config: Config, *, settings: Settings | None = None,
+                 entropy: random.Random | None = None,
+                 discovered: Mapping[str, tuple[ModelEntry, ...]] | None = None) -> None:
+        self.config = config
+        self.settings = settings or Settings()
+        self.entropy = entropy if entropy is not None else random.Random(0)
+        self.catalog = Catalog(config, discovered)
+        # R10: only digests of client keys are kept for lookup
+        self._keys: dict[bytes, ApiKey] = {_digest(k.api): k for k in config.api_keys}
+        admins = [k for k in config.api_keys if k.role and "admin" in k.role]
+        self._admins = {_digest(k.api) for k in (admins or config.api_keys[:1])}
+        self.router = Router(config, self.catalog, detect_engine)
+
+    # -- model discovery (the transport fetches; the core decides what and reads the answer) --
+
+    def discovery_requests(self) -> list[tuple[str, UpstreamRequest]]:
+        """What to fetch before serving: one request per provider without a model list."""
+        out = []
+        for p in self.config.providers:
+            if p.model is None:
+                req = discovery_request(p)
+                if req is not None:
+                    out.append((p.provider, req))
+        return out
+
+    def discovered(self, results: Mapping[str, tuple[int, bytes] | str]) -> list[str]:
+        """Take discovery answers (status and body, or an error text) and rebuild the catalog.
+
+        Returns warnings for the providers that found nothing."""
+        found: dict[str, tuple[ModelEntry, ...]] = dict(self.catalog.discovered)
+        warnings = []
+        for name, result in results.items():
+            if isinstance(result, str):
+                warnings.append(f"provider {name}: model discovery failed: {result}")
+                continue
+            status, body = result
+            provider = self.catalog.providers[name]
+            try:
+                ids = parse_discovery(provider, status, body)
+            except ValueError as exc:
+                warnings.append(f"provider {name}: model discovery failed: {exc}")
+                continue
+            found[name] = tuple(ModelEntry(upstream=i, alias=i) for i in ids)
+        self.catalog = self.router.catalog = Catalog(self.config, found)
+        return warnings
+
+    # -- route explanation (``uniapi route``) ------------------------------------------------
+
+    def explain_route(self, token: str, model: str, *, requests: int, now: float,
+                      tools: bool = False) -> str:
+        """What routing would do for the next ``requests`` requests of ``token`` for
+        ``model``: every attempt in order (provider, upstream model, key index) and why each
+        candidate was chosen, skipped, cooling or over its limit. Deterministic for a seed."""
+        key = self._keys.get(_digest(token))
+        if key is None:
+            return "no api key in the config matches the given key\n"
+        lines = []
+
+        def build(channel: Channel, key_index: int | None, number: int) -> Attempt:
+            return Attempt(number=number, provider=channel.provider.provider,
+                           upstream_model=channel.upstream_model, key_index=key_index,
+                           exchange=None, timeout=0.0)  # type: ignore[arg-type]
+
+        need = Need(tools=tools, engines=frozenset(TRANSLATORS))
+        for i in range(1, requests + 1):
+            lines.append(f"request {i}:")
+            try:
+                plan = self.router.plan(key, _digest(key.api), model, need, now, self.entropy,
+                                        build)
+            except UniapiError as exc:
+                lines.append(f"  refused: HTTP {exc.status} {exc.message}")
+                continue
+            while plan.next_attempt(now, None) is not None:
+                pass
+            if not any(d.verdict == "attempt" for d in plan.explained):
+                err = plan.refusal()
+                lines.append(f"  refused: HTTP {err.status} {err.message}")
+            for d in plan.explained:
+                key_text = "" if d.key_index is None else f" key[{d.key_index}]"
+                detail = f" ({d.detail})" if d.detail else ""
+                lines.append(f"  {d.verdict:<10} {d.provider} → {d.upstream_model}{key_text}"
+                             f"{detail}")
+        return "\n".join(lines) + "\n"
+
+    # -- request dispatch --------------------------------------------------------------------
+
+    def handle(self, method: str, target: str, headers: tuple[tuple[str, str], ...],
+               body: bytes, *, now: float, wall: float) -> Respond | Relay:
+        request_id = f"{self.entropy.getrandbits(128):032x}"
+        extra = (("x-request-id", request_id),)
+        try:
+            return self._dispatch(method, target, headers, body, now, wall, extra)
+        except UniapiError as exc:
+            return Respond.error(exc, extra)
+
+    def _dispatch(self, method: str, target: str, headers: tuple[tuple[str, str], ...],
+                  body: bytes, now: float, wall: float,
+                  extra: tuple[tuple[str, str], ...]) -> Respond | Relay:
+        path = target.split("?", 1)[0]
+        if len(path) > 1:
+            path = path.rstrip("/")
+        route = _ROUTES.get(path)
+        if route is None:
+            raise ClientError(f"Unknown path {path!r}", status=404, code="unknown_url")
+        methods, needs_key, handler = route
+        if method not in methods:
+            raise ClientError(f"Method {method} is not allowed on {path}", status=405,
+                              code="method_not_allowed",
+                              headers=(("allow", ", ".join(sorted(methods))),))
+        key = self._authenticate(headers) if needs_key else None
+        if path in ADMIN_ONLY and _digest(key.api) not in self._admins:  # type: ignore[union-attr]
+            raise ClientError("This endpoint is for admin keys only", status=403,
+                              type="permission_error", code="admin_only")
+        return handler(self, key, body, now, wall, extra)
+
+    def _authenticate(self, headers: tuple[tuple[str, str], ...]) -> ApiKey:
+        token = None
+        for name, value in headers:
+            if name == "authorization":
+                scheme, _, rest = value.strip().partition(" ")
+                if scheme.lower() == "bearer" and rest.strip():
+                    token = rest.strip()
+                break
+        if token is None:
+            for name, value in headers:
+                if name == "x-api-key" and value.strip():
+                    token = value.strip()
+                    break
+        if token is None:
+            raise ClientError("Missing API key: send 'Authorization: Bearer <key>'",
+                              status=401, code="missing_api_key")
+        presented = _digest(token)
+        found = self._keys.get(presented)
+        if found is None or not hmac.compare_digest(_digest(found.api), presented):
+            raise ClientError("Invalid API key", status=401, code="invalid_api_key")
+        return found
+
+    # -- endpoints ---------------------------------------------------------------------------
+
+    def _healthz(self, key: ApiKey | None, body: bytes, now: float, wall: float,
+                 extra: tuple[tuple[str, str], ...]) -> Respond:
+        return Respond.json(200, {"status": "ok"}, extra)
+
+    def _models(self, key: ApiKey, body: bytes, now: float, wall: float,
+                extra: tuple[tuple[str, str], ...]) -> Respond:
+        data = [{"id": name, "object": "model", "created": int(wall), "owned_by": "uniapi"}
+                for name in key_models(self.catalog, key)]
+        return Respond.json(200, {"object": "list", "data": data}, extra)
+
+    def _generate_key(self, key: ApiKey, body: bytes, now: float, wall: float,
+                      extra: tuple[tuple[str, str], ...]) -> Respond:
+        token = "sk-" + "".join(self.entropy.choice(_ALNUM) for _ in range(48))
+        return Respond.json(200, {"api_key": token}, extra)
+
+    def _stats(self, key: ApiKey, body: bytes, now: float, wall: float,
+               extra: tuple[tuple[str, str], ...]) -> Respond:
+        rows = [{"provider": p, "model": m, "success": ok, "failure": bad,
+                 "success_rate": ok / (ok + bad) if ok + bad else 0.0}
+                for (p, m), (ok, bad) in sorted(self.router.stats.items())]
+        return Respond.json(200, {"stats": {"channel_model_success_rates": rows}}, extra)
+
+    def _chat(self, key: ApiKey, body: bytes, now: float, wall: float,
+              extra: tuple[tuple[str, str], ...]) -> Relay:
+        req = parse_request_json(body)
+        if not isinstance(req, dict):
+            raise ClientError("request body must be a JSON object", code="invalid_json")
+        model = req.get("model")
+        if not isinstance(model, str) or not model:
+            raise ClientError("'model' is required and must be a string", code="invalid_model",
+                              status=400)
+        messages = req.get("messages")
+        if not isinstance(messages, list) or not messages or not all(
+                isinstance(m, dict) for m in messages):
+            raise ClientError("'messages' must be a non-empty list of message objects",
+                              code="invalid_messages")
+        stream = req.get("stream", False)
+        if stream is None:
+            stream = False
+        if not isinstance(stream, bool):
+            raise ClientError("'stream' must be a boolean", code="invalid_stream")
+        options = req.get("stream_options")
+        include_usage = bool(isinstance(options, dict) and options.get("include_usage") is True)
+
+        response_id = "chatcmpl-" + "".join(self.entropy.choice(_ALNUM) for _ in range(24))
+
+        def build(channel: Channel, key_index: int | None, number: int) -> Attempt:
+            provider = channel.provider
+            ctx = ChatContext(client_model=model, upstream_model=channel.upstream_model,
+                              provider=provider,
+                              api_key=None if key_index is None else provider.api[key_index],
+                              stream=stream, include_usage=include_usage,
+                              response_id=response_id, created=int(wall))
+            exchange = TRANSLATORS[detect_engine(provider)](req, ctx)
+            timeout = model_timeout(provider, self.config.preferences, channel.alias,
+                                    channel.upstream_model, self.settings.env_timeout)
+            proxy = provider.preferences.proxy or self.config.preferences.proxy
+            return Attempt(number=number, provider=provider.provider,
+                           upstream_model=channel.upstream_model, key_index=key_index,
+                           exchange=exchange, timeout=timeout, proxy=proxy)
+
+        need = Need(tools=bool(req.get("tools")), engines=frozenset(TRANSLATORS))
+        plan = self.router.plan(key, _digest(key.api), model, need, now, self.entropy, build)
+        return Relay(plan, stream=stream, headers=extra,
+                     max_body=self.settings.max_upstream_body)
+
+
+_ROUTES: dict[str, tuple[frozenset[str], bool, Any]] = {
+    "/healthz": (frozenset({"GET", "HEAD"}), False, Gateway._healthz),
+    "/v1/models": (frozenset({"GET"}), True, Gateway._models),
+    "/v1/chat/completions": (frozenset({"POST"}), True, Gateway._chat),
+    "/v1/generate-api-key": (frozenset({"GET", "POST"}), True, Gateway._generate_key),
+    "/v1/stats": (frozenset({"GET"}), True, Gateway._stats),
+}

@@ -1,0 +1,58 @@
+"""Inputs of the relay machine: facts the transport reports, in the past tense.
+
+Every upstream event names the attempt it belongs to, so a late event from an attempt the
+relay already abandoned is recognised and ignored.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+__all__ = ["UpstreamHead", "UpstreamData", "UpstreamEnded", "UpstreamFailed", "ClientGone",
+           "DeadlineReached", "RelayEvent"]
+
+
+@attrs.frozen
+class UpstreamHead:
+    attempt: int
+    status: int
+    headers: tuple[tuple[str, str], ...]
+
+
+@attrs.frozen
+class UpstreamData:
+    attempt: int
+    data: bytes
+
+
+@attrs.frozen
+class UpstreamEnded:
+    """The upstream response body is complete (its connection may be reused)."""
+
+    attempt: int
+
+
+@attrs.frozen
+class UpstreamFailed:
+    """The transport could not complete the exchange.
+
+    ``kind``: ``connect`` (DNS, refused, TLS, proxy), ``reset`` (connection lost), ``protocol``
+    (the upstream broke HTTP), ``eof`` (closed before the response ended).
+    """
+
+    attempt: int
+    kind: str
+    message: str
+
+
+@attrs.frozen
+class ClientGone:
+    """The client closed its connection or reset its stream."""
+
+
+@attrs.frozen
+class DeadlineReached:
+    """``relay.next_deadline()`` has passed."""
+
+
+RelayEvent = UpstreamHead | UpstreamData | UpstreamEnded | UpstreamFailed | ClientGone | DeadlineReached

@@ -1,0 +1,413 @@
+"""The per-request relay: attempts over candidate channels, the commit point, the relay itself.
+
+Theory of operation
+-------------------
+One ``Relay`` serves one client request. It is a sans-IO state machine: the transport feeds it
+*events* (``relay.events``) with the current monotonic time and executes the *actions*
+(``relay.actions``) it returns, in order. It owns no sockets and reads no clock; the only time it
+knows is the ``now`` it is given, and ``next_deadline()`` tells the transport when to wake it
+with ``DeadlineReached``.
+
+The attempts come from an ``AttemptSource`` (the router): it hands out the next attempt and is
+told how each one ended, which is how cooldowns, key benches and stats learn of failures.
+
+The **commit point** is the first byte sent to the client. Before it, any failure (connection
+error, timeout, retryable status, empty answer, cut or garbled stream) may move on to the next
+attempt; the client has seen nothing. A streamed response commits with its first content chunk;
+a whole-body response commits when the body has been read and translated. After the commit
+point a failure ends the stream with a final ``event: error`` / ``data: {"error": …}`` event
+and no ``[DONE]`` — never silence, a fake success or a hang.
+
+States and the events each accepts are the table ``_TRANSITIONS``; an event a state does not
+list is ignored (late events of abandoned attempts, or anything after the end).
+
+    CONNECTING  --head 2xx, stream-->     STREAM_OPEN --first chunk--> STREAMING
+    CONNECTING  --head 2xx, whole body--> BUFFERING
+    CONNECTING  --head >= 400-->          ERROR_BODY
+    STREAMING   --[DONE] before upstream end--> DRAINING  (client finished; wait for the end
+                                                           so the upstream connection can be reused)
+    any failure before commit --> CONNECTING (next attempt) or FAILED (final error response)
+    any failure after commit  --> FAILED (error event)
+    client gone               --> CANCELLED
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+
+import attrs
+
+from ..errors import DecodeError, UniapiError, UpstreamError, to_openai_error
+from ..streams import DONE, encode_event
+from ..routing.plan import Attempt, AttemptSource
+from ..vendors.base import StreamChunk, StreamDecoder, StreamDone, StreamFailed
+from .actions import CancelUpstream, EndResponse, OpenUpstream, RelayAction, SendData, SendHead
+from .events import (
+    ClientGone,
+    DeadlineReached,
+    RelayEvent,
+    UpstreamData,
+    UpstreamEnded,
+    UpstreamFailed,
+    UpstreamHead,
+)
+from .policy import is_retryable
+
+__all__ = ["State", "Relay", "Outcome", "SSE_HEADERS",
+           "JSON_HEADERS"]
+
+SSE_HEADERS = (("content-type", "text/event-stream; charset=utf-8"),
+               ("cache-control", "no-cache"), ("x-accel-buffering", "no"))
+JSON_HEADERS = (("content-type", "application/json"),)
+
+#: how long to wait for the upstream to end its body after ``[DONE]`` before dropping it
+DRAIN_TIMEOUT = 5.0
+#: an upstream error body is read up to this size (ERR-3)
+MAX_ERROR_BODY = 65536
+
+
+class State(enum.Enum):
+    CONNECTING = "connecting"
+    BUFFERING = "buffering"
+    ERROR_BODY = "error_body"
+    STREAM_OPEN = "stream_open"
+    STREAMING = "streaming"
+    DRAINING = "draining"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FINAL_STATES = frozenset({State.DONE, State.FAILED, State.CANCELLED})
+
+
+@attrs.define
+class Outcome:
+    """What happened, for logs and stats."""
+
+    status: int = 0
+    attempts: list[tuple[str, str, str]] = attrs.Factory(list)  # (provider, model, result)
+    error: UniapiError | None = None
+    client_closed: bool = False
+    usage: dict | None = None
+
+
+class Relay:
+    """The relay machine for one request (see the module docstring)."""
+
+    def __init__(self, source: AttemptSource, *, stream: bool,
+                 headers: tuple[tuple[str, str], ...] = (), max_body: int = 64 << 20) -> None:
+        self._source = source
+        self._stream = stream
+        self._headers = headers  # extra response headers (x-request-id…)
+        self._max_body = max_body
+        self.state = State.CONNECTING
+        self.outcome = Outcome()
+        self._attempt: Attempt | None = None
+        self._deadline: float | None = None
+        self._status = 0
+        self._resp_headers: tuple[tuple[str, str], ...] = ()
+        self._body = bytearray()
+        self._decoder: StreamDecoder | None = None
+        self._upstream_open = False
+        self._committed = False
+
+    # -- public API ---------------------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINAL_STATES
+
+    @property
+    def committed(self) -> bool:
+        """Whether the client has been sent anything (the commit point has passed)."""
+        return self._committed
+
+    def next_deadline(self) -> float | None:
+        return None if self.finished else self._deadline
+
+    def start(self, now: float) -> list[RelayAction]:
+        """The first actions: open the first attempt (or answer at once if there is none)."""
+        out: list[RelayAction] = []
+        self._next_or_fail(now, None, out)
+        return out
+
+    def handle(self, event: RelayEvent, now: float) -> list[RelayAction]:
+        """Feed one event; returns the actions to perform, in order."""
+        if isinstance(event, (UpstreamHead, UpstreamData, UpstreamEnded, UpstreamFailed)):
+            if self._attempt is None or event.attempt != self._attempt.number:
+                return []  # a late event from an abandoned attempt
+        handler = _TRANSITIONS.get((self.state, type(event)))
+        if handler is None:
+            return []
+        out: list[RelayAction] = []
+        handler(self, event, now, out)
+        return out
+
+    # -- transitions --------------------------------------------------------------------------
+
+    def _on_head(self, ev: UpstreamHead, now: float, out: list[RelayAction]) -> None:
+        self._status, self._resp_headers = ev.status, ev.headers
+        self._touch(now)
+        if ev.status >= 400:
+            self.state = State.ERROR_BODY
+        elif ev.status < 200 or ev.status >= 300:
+            self._attempt_failed(UpstreamError(f"upstream answered HTTP {ev.status}",
+                                               kind="protocol", upstream_status=ev.status),
+                                 now, out)
+        elif self._stream and _is_event_stream(ev.headers):
+            assert self._attempt is not None
+            self._decoder = self._attempt.exchange.stream_decoder()
+            self.state = State.STREAM_OPEN
+        else:
+            # whole body; a JSON answer to a streaming request is read whole too: it is
+            # almost always an error object sent with status 200 (ERR-4)
+            self.state = State.BUFFERING
+
+    def _on_body_data(self, ev: UpstreamData, now: float, out: list[RelayAction]) -> None:
+        self._touch(now)
+        self._body += ev.data
+        limit = MAX_ERROR_BODY if self.state is State.ERROR_BODY else self._max_body
+        if len(self._body) > limit:
+            if self.state is State.ERROR_BODY:
+                del self._body[limit:]
+                self._on_body_end(ev, now, out)  # enough to report the error
+            else:
+                self._attempt_failed(UpstreamError("upstream response body is too large",
+                                                   kind="protocol"), now, out)
+
+    def _on_body_end(self, ev: RelayEvent, now: float, out: list[RelayAction]) -> None:
+        attempt = self._attempt
+        assert attempt is not None
+        if isinstance(ev, UpstreamEnded):
+            self._upstream_open = False
+        body, self._body = bytes(self._body), bytearray()
+        if self.state is State.ERROR_BODY:
+            err = attempt.exchange.parse_error(self._status, self._resp_headers, body)
+            self._attempt_failed(err, now, out)
+            return
+        try:
+            payload = attempt.exchange.parse_body(self._status, self._resp_headers, body)
+            if self._stream:  # a 2xx JSON answer to a streaming request
+                raise UpstreamError("upstream answered a streaming request without a stream",
+                                    kind="protocol", upstream_status=self._status)
+        except UpstreamError as err:
+            self._attempt_failed(err, now, out)
+            return
+        self._succeeded(now)
+        self._committed = True
+        out.append(SendHead(200, JSON_HEADERS + self._headers, len(payload)))
+        out.append(SendData(payload))
+        out.append(EndResponse())
+
+    def _on_stream_data(self, ev: UpstreamData, now: float, out: list[RelayAction]) -> None:
+        self._touch(now)
+        assert self._decoder is not None
+        try:
+            items = self._decoder.feed(ev.data)
+        except DecodeError as exc:
+            self._stream_failed(_decode_failure(exc), now, out)
+            return
+        self._stream_items(items, now, out, ended=False)
+
+    def _on_stream_end(self, ev: UpstreamEnded, now: float, out: list[RelayAction]) -> None:
+        self._upstream_open = False
+        assert self._decoder is not None
+        try:
+            items = self._decoder.close()
+        except DecodeError as exc:
+            self._stream_failed(_decode_failure(exc), now, out)
+            return
+        self._stream_items(items, now, out, ended=True)
+
+    def _stream_items(self, items: list, now: float, out: list[RelayAction], *,
+                      ended: bool) -> None:
+        chunks: list[bytes] = []
+        for item in items:
+            if isinstance(item, StreamChunk):
+                chunks.append(item.data)
+                continue
+            if chunks:
+                self._send_chunks(chunks, out)
+                chunks = []
+            if isinstance(item, StreamDone):
+                self.outcome.usage = item.usage
+                if self.state is State.STREAM_OPEN:  # nothing came: an empty answer
+                    self._attempt_failed(UpstreamError("upstream sent an empty stream",
+                                                       kind="empty"), now, out)
+                    return
+                out.append(SendData(DONE))
+                out.append(EndResponse())
+                self._succeeded(now)
+                if self._upstream_open and not ended:
+                    self.state = State.DRAINING
+                    self._deadline = now + DRAIN_TIMEOUT
+                return
+            if isinstance(item, StreamFailed):
+                self._stream_failed(item.error, now, out)
+                return
+        if chunks:
+            self._send_chunks(chunks, out)
+
+    def _send_chunks(self, chunks: list[bytes], out: list[RelayAction]) -> None:
+        if self.state is State.STREAM_OPEN:  # the commit point
+            self.state = State.STREAMING
+            self.outcome.status = 200
+            self._committed = True
+            out.append(SendHead(200, SSE_HEADERS + self._headers, None))
+        out.append(SendData(chunks[0] if len(chunks) == 1 else b"".join(chunks)))
+
+    def _on_failed(self, ev: UpstreamFailed, now: float, out: list[RelayAction]) -> None:
+        self._upstream_open = False
+        err = UpstreamError(f"upstream connection failed: {ev.message}", kind=ev.kind,
+                            status=502, code="upstream_unreachable" if ev.kind == "connect"
+                            else "upstream_connection_error")
+        self._any_failure(err, now, out)
+
+    def _on_deadline(self, ev: DeadlineReached, now: float, out: list[RelayAction]) -> None:
+        if self._deadline is None or now < self._deadline:
+            return
+        if self.state is State.DRAINING:
+            self._close_upstream(out)
+            self.state = State.DONE
+            return
+        assert self._attempt is not None
+        err = UpstreamError(f"upstream did not answer within {self._attempt.timeout:g} s",
+                            kind="timeout", status=504, type="timeout_error",
+                            code="upstream_timeout")
+        self._any_failure(err, now, out)
+
+    def _on_drained(self, ev: UpstreamEnded, now: float, out: list[RelayAction]) -> None:
+        self._upstream_open = False
+        self.state = State.DONE
+
+    def _on_drain_failed(self, ev: UpstreamFailed, now: float, out: list[RelayAction]) -> None:
+        self._upstream_open = False
+        self.state = State.DONE
+
+    def _on_client_gone(self, ev: ClientGone, now: float, out: list[RelayAction]) -> None:
+        self._close_upstream(out)
+        self.outcome.client_closed = True
+        if self.state is not State.DRAINING:
+            if self._attempt is not None:
+                self.outcome.attempts.append((self._attempt.provider,
+                                              self._attempt.upstream_model, "client_closed"))
+            self.outcome.status = self.outcome.status or 499
+        self.state = State.CANCELLED if self.state is not State.DRAINING else State.DONE
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _touch(self, now: float) -> None:
+        """Activity on the current attempt: the timeout counts from here (idle timeout)."""
+        assert self._attempt is not None
+        self._deadline = now + self._attempt.timeout
+
+    def _any_failure(self, err: UpstreamError, now: float, out: list[RelayAction]) -> None:
+        if self.state is State.STREAMING:
+            self._stream_failed(err, now, out)
+        else:
+            self._attempt_failed(err, now, out)
+
+    def _stream_failed(self, err: UpstreamError, now: float, out: list[RelayAction]) -> None:
+        if self.state is State.STREAM_OPEN:
+            self._attempt_failed(err, now, out)
+            return
+        # after the commit point: end the stream with an error event, never retry
+        self._close_upstream(out)
+        self._record(err, now)
+        self.outcome.error = err
+        out.append(SendData(encode_event(to_openai_error(err), "error")))
+        out.append(EndResponse())
+        self.state = State.FAILED
+
+    def _attempt_failed(self, err: UpstreamError, now: float, out: list[RelayAction]) -> None:
+        """A failure before the commit point: next attempt if allowed, else the final error."""
+        self._close_upstream(out)
+        self._record(err, now)
+        if is_retryable(err):
+            self._next_or_fail(now, err, out)
+        else:
+            self._respond_error(err, out)
+
+    def _next_or_fail(self, now: float, failure: UpstreamError | None,
+                      out: list[RelayAction]) -> None:
+        attempt = self._source.next_attempt(now, failure)
+        if attempt is None:
+            self._respond_error(failure or self._source.refusal(), out)
+            return
+        self._attempt = attempt
+        self._status, self._resp_headers, self._body = 0, (), bytearray()
+        self._decoder = None
+        self._upstream_open = True
+        self.state = State.CONNECTING
+        self._deadline = now + attempt.timeout
+        out.append(OpenUpstream(attempt.number, attempt.exchange.request, attempt.proxy))
+
+    def _respond_error(self, err: UniapiError, out: list[RelayAction]) -> None:
+        body = to_openai_error(err)
+        self.outcome.status = err.status
+        self.outcome.error = err
+        self.state = State.FAILED
+        self._committed = True
+        out.append(SendHead(err.status, JSON_HEADERS + err.headers + self._headers, len(body)))
+        out.append(SendData(body))
+        out.append(EndResponse())
+
+    def _succeeded(self, now: float) -> None:
+        assert self._attempt is not None
+        self.outcome.status = 200
+        self.outcome.attempts.append((self._attempt.provider, self._attempt.upstream_model, "ok"))
+        self._source.attempt_finished(self._attempt, now, None)
+        self.state = State.DONE
+
+    def _record(self, err: UpstreamError, now: float) -> None:
+        assert self._attempt is not None
+        self.outcome.attempts.append((self._attempt.provider, self._attempt.upstream_model,
+                                      f"{err.kind}:{err.upstream_status or err.status}"))
+        self._source.attempt_finished(self._attempt, now, err)
+
+    def _close_upstream(self, out: list[RelayAction]) -> None:
+        if self._upstream_open and self._attempt is not None:
+            out.append(CancelUpstream(self._attempt.number))
+        self._upstream_open = False
+
+
+def _is_event_stream(headers: tuple[tuple[str, str], ...]) -> bool:
+    for k, v in headers:
+        if k == "content-type":
+            return "json" not in v.lower()  # SSE, or a host that forgot the header
+    return True
+
+
+def _decode_failure(exc: DecodeError) -> UpstreamError:
+    return UpstreamError(exc.message, kind="decode", code="upstream_decode_error")
+
+
+Handler = Callable[[Relay, object, float, list], None]
+
+#: (state, event type) -> transition; pairs not listed are ignored
+_TRANSITIONS: dict[tuple[State, type], Handler] = {}
+for _s in (State.CONNECTING, State.BUFFERING, State.ERROR_BODY, State.STREAM_OPEN,
+           State.STREAMING):
+    _TRANSITIONS[(_s, UpstreamFailed)] = Relay._on_failed
+    _TRANSITIONS[(_s, DeadlineReached)] = Relay._on_deadline
+    _TRANSITIONS[(_s, ClientGone)] = Relay._on_client_gone
+_TRANSITIONS.update({
+    (State.CONNECTING, UpstreamHead): Relay._on_head,
+    (State.CONNECTING, UpstreamEnded): lambda r, e, now, out: r._attempt_failed(
+        UpstreamError("upstream closed without answering", kind="eof"), now, out),
+    (State.BUFFERING, UpstreamData): Relay._on_body_data,
+    (State.BUFFERING, UpstreamEnded): Relay._on_body_end,
+    (State.ERROR_BODY, UpstreamData): Relay._on_body_data,
+    (State.ERROR_BODY, UpstreamEnded): Relay._on_body_end,
+    (State.STREAM_OPEN, UpstreamData): Relay._on_stream_data,
+    (State.STREAM_OPEN, UpstreamEnded): Relay._on_stream_end,
+    (State.STREAMING, UpstreamData): Relay._on_stream_data,
+    (State.STREAMING, UpstreamEnded): Relay._on_stream_end,
+    (State.DRAINING, UpstreamEnded): Relay._on_drained,
+    (State.DRAINING, UpstreamFailed): Relay._on_drain_failed,
+    (State.DRAINING, DeadlineReached): Relay._on_deadline,
+    (State.DRAINING, ClientGone): Relay._on_client_gone,
+})
+del _s

@@ -1,0 +1,236 @@
+"""The router: every routing rule of api.yaml, as one object that owns the routing state.
+
+Theory of operation
+-------------------
+For one request (api key, requested model, what the request needs) the router:
+
+1. resolves the key's rules into candidate channels (``resolve``);
+2. drops channels that cannot serve the request at all (capability pre-flight: an engine
+   uniapi does not speak yet, ``tools: false`` with tools in the request) — stated in the
+   explanation, never counted as failures;
+3. applies the key's ``rate_limit`` (429 with ``Retry-After`` when over it);
+4. orders the rest by the key's ``SCHEDULING_ALGORITHM`` (``Scheduler``), then moves channels
+   in cooldown behind the available ones (``Cooldowns``: never a refusal by itself);
+5. returns a ``RoutePlan``, the ``AttemptSource`` the relay pulls attempts from. The plan picks
+   a provider key for each attempt (``KeyPools``: rotation, per-key limits, benches); a
+   key-level failure (401/403/429) tries the channel's next key before the next channel; a
+   channel whose keys are all over their limits is skipped, and when every channel is skipped
+   that way the client gets 429 with ``Retry-After`` and nothing is sent upstream.
+
+Attempts never exceed the ``AUTO_RETRY`` budget and never repeat a channel before all were
+tried. Failures cool the (provider, requested model) channel for ``cooldown_period`` (provider
+preference, else global, else 300 s; 0 = off) and bench keys (``api_key_cooldown_period``).
+Everything is a function of the ``now`` and ``random.Random`` passed in.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Hashable
+
+import attrs
+
+from ..config.model import ApiKey, Config, Provider
+from ..errors import ClientError, GatewayError, UniapiError, UpstreamError
+from ..ratelimit import Admitted, Limiter, limit_scope
+from .cooldown import Cooldowns
+from .keypool import KeyPools
+from .plan import Attempt, attempt_budget
+from .resolve import Catalog, Channel, resolve
+from .schedule import Scheduler
+
+__all__ = ["Router", "RoutePlan", "Need", "Decision", "DEFAULT_COOLDOWN"]
+
+#: seconds a failed channel is skipped when api.yaml does not say (semantics.md)
+DEFAULT_COOLDOWN = 300.0
+KEY_LEVEL_STATUSES = frozenset({401, 403, 429})
+
+
+@attrs.frozen(kw_only=True)
+class Need:
+    """What a request needs from a channel (capability pre-flight)."""
+
+    tools: bool = False
+    engines: frozenset[str] | None = None  # engines able to serve this endpoint; None = any
+
+
+@attrs.frozen
+class Decision:
+    """One line of a route explanation."""
+
+    provider: str
+    upstream_model: str
+    verdict: str  # "attempt", "skipped", "cooling", "over limit", "failed"
+    detail: str = ""
+    key_index: int | None = None
+
+
+BuildAttempt = Callable[[Channel, int | None, int], Attempt]
+
+
+class Router:
+    """Routing state for one gateway; survives reloads for what still applies."""
+
+    def __init__(self, config: Config, catalog: Catalog,
+                 engine_of: Callable[[Provider], str]) -> None:
+        self.config = config
+        self.catalog = catalog
+        self.engine_of = engine_of
+        self.scheduler = Scheduler()
+        self.cooldowns = Cooldowns()
+        self.keys = KeyPools()
+        self.limiter = Limiter()
+        #: (provider, upstream model) -> [successes, failures]
+        self.stats: dict[tuple[str, str], list[int]] = {}
+
+    def plan(self, key: ApiKey, key_id: Hashable, model: str, need: Need, now: float,
+             rng: random.Random, build: BuildAttempt) -> "RoutePlan":
+        """The attempts for one request; raises ``ClientError`` (404/429) when none may run."""
+        explained: list[Decision] = []
+        channels = []
+        for c in resolve(self.catalog, key, model):
+            reason = self._cannot_serve(c, need)
+            if reason:
+                explained.append(Decision(c.provider.provider, c.upstream_model, "skipped",
+                                          reason))
+            else:
+                channels.append(c)
+        if not channels:
+            detail = "; ".join(f"{d.provider}: {d.detail}" for d in explained)
+            raise ClientError(
+                f"The model '{model}' does not exist or you do not have access to it"
+                + (f" ({detail})" if detail else ""), status=404, code="model_not_found")
+        self._admit_key(key, key_id, model, now)
+        ordered = self.scheduler.order(key.preferences.SCHEDULING_ALGORITHM, channels,
+                                       (key_id, model), rng)
+        available, cooling = self.cooldowns.split(ordered, now)
+        for c in cooling:
+            until = self.cooldowns.until(c.provider.provider, c.alias, now)
+            explained.append(Decision(c.provider.provider, c.upstream_model, "cooling",
+                                      f"for {max(0.0, (until or now) - now):.0f} s more"))
+        budget = attempt_budget(key.preferences.AUTO_RETRY)
+        return RoutePlan(self, available + cooling, budget, rng, build, explained)
+
+    def _cannot_serve(self, channel: Channel, need: Need) -> str:
+        engine = self.engine_of(channel.provider)
+        if need.engines is not None and engine not in need.engines:
+            return f"engine {engine!r} is not served yet"
+        if need.tools and not channel.provider.tools:
+            return "the provider has tools: false and the request has tools"
+        return ""
+
+    def _admit_key(self, key: ApiKey, key_id: Hashable, model: str, now: float) -> None:
+        found = limit_scope(key.preferences.rate_limit, model)
+        if found is None:
+            return
+        scope, rules = found
+        verdict = self.limiter.admit(("key", key_id, *scope), rules, now)
+        if not isinstance(verdict, Admitted):
+            raise ClientError(
+                f"Rate limit exceeded for this API key ({verdict.window.text or 'rate_limit'}); "
+                f"retry in {verdict.retry_after} s", status=429, type="rate_limit_error",
+                code="rate_limit_exceeded",
+                headers=(("retry-after", str(verdict.retry_after)),))
+
+    def cooldown_period(self, provider: Provider) -> float:
+        own = provider.preferences.cooldown_period
+        if own is not None:
+            return own
+        glob = self.config.preferences.cooldown_period
+        return DEFAULT_COOLDOWN if glob is None else glob
+
+    def finished(self, channel: Channel, key_index: int | None, now: float,
+                 error: UpstreamError | None, other_keys_left: bool) -> None:
+        """Learn from one attempt's outcome."""
+        row = self.stats.setdefault((channel.provider.provider, channel.upstream_model), [0, 0])
+        row[0 if error is None else 1] += 1
+        if error is None:
+            return
+        status = error.upstream_status
+        if status in KEY_LEVEL_STATUSES:
+            self.keys.record_failure(channel.provider, key_index, status, now)
+            if other_keys_left:
+                return  # the key is at fault, not the channel
+        if _channel_failure(error):
+            self.cooldowns.cool(channel.provider.provider, channel.alias, now,
+                                self.cooldown_period(channel.provider))
+
+
+def _channel_failure(error: UpstreamError) -> bool:
+    """Failures that say the channel is unwell (not that the request is wrong)."""
+    if error.kind == "status":
+        s = error.upstream_status or error.status
+        return s >= 500 or s in (401, 403, 408, 409, 429)
+    return True
+
+
+class RoutePlan:
+    """The ``AttemptSource`` for one request (see the module docstring)."""
+
+    def __init__(self, router: Router, channels: list[Channel], budget: int, rng: random.Random,
+                 build: BuildAttempt, explained: list[Decision]) -> None:
+        self._router = router
+        self.channels = channels
+        self._budget = budget
+        self._rng = rng
+        self._build = build
+        self.explained = explained
+        self._pos = 0  # index of the channel being tried
+        self._tried_keys: dict[int, set[int]] = {}
+        self._made = 0
+        self._retry_after: int | None = None
+        self._current: tuple[int, int | None] | None = None
+
+    def next_attempt(self, now: float, failure: UpstreamError | None) -> Attempt | None:
+        if self._made >= self._budget:
+            return None
+        stay = (failure is not None and failure.upstream_status in KEY_LEVEL_STATUSES
+                and self._current is not None)
+        if self._current is not None and not stay:
+            self._pos += 1
+        while self._pos < len(self.channels):
+            channel = self.channels[self._pos]
+            tried = self._tried_keys.setdefault(self._pos, set())
+            pick = self._router.keys.pick(channel.provider, channel.upstream_model, now,
+                                          self._rng, exclude=tried)
+            if pick.usable:
+                if pick.index is not None:
+                    tried.add(pick.index)
+                self._made += 1
+                self._current = (self._pos, pick.index)
+                self.explained.append(Decision(channel.provider.provider, channel.upstream_model,
+                                               "attempt", f"#{self._made}", pick.index))
+                return self._build(channel, pick.index, self._made)
+            if pick.retry_after is not None:
+                self._retry_after = min(self._retry_after or pick.retry_after, pick.retry_after)
+                self.explained.append(Decision(channel.provider.provider, channel.upstream_model,
+                                               "over limit",
+                                               f"every key is over api_key_rate_limit; "
+                                               f"frees in {pick.retry_after} s"))
+            elif not tried:
+                self.explained.append(Decision(channel.provider.provider, channel.upstream_model,
+                                               "skipped", "every key is benched"))
+            self._pos += 1
+            self._current = None
+        return None
+
+    def attempt_finished(self, attempt: Attempt, now: float, error: UpstreamError | None) -> None:
+        assert self._current is not None
+        pos, key_index = self._current
+        channel = self.channels[pos]
+        others = len(channel.provider.api) - len(self._tried_keys.get(pos, ())) > 0
+        if error is not None:
+            self.explained.append(Decision(channel.provider.provider, channel.upstream_model,
+                                           "failed", f"{error.kind} {error.upstream_status or ''}"
+                                           .strip(), key_index))
+        self._router.finished(channel, key_index, now, error, others)
+
+    def refusal(self) -> UniapiError:
+        """Why no attempt could be made at all."""
+        if self._retry_after is not None:
+            return ClientError(
+                f"All upstream keys are over their rate limits; retry in {self._retry_after} s",
+                status=429, type="rate_limit_error", code="upstream_keys_rate_limited",
+                headers=(("retry-after", str(self._retry_after)),))
+        return GatewayError("No upstream channel is available right now", status=503,
+                            code="no_channel_available")

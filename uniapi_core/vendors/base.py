@@ -1,0 +1,184 @@
+"""What every vendor translator provides, and the values passed between it and the relay.
+
+A translator turns one OpenAI chat request into one *exchange* per attempt: the exact upstream
+request (method, URL, headers, body bytes), a whole-body parser and an incremental stream
+decoder. The relay never looks inside vendor formats; it only sees the client-ready bytes and
+the outcome markers defined here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import attrs
+
+from ..errors import UniapiError, UpstreamError
+
+__all__ = [
+    "UpstreamRequest",
+    "ChatContext",
+    "ImagesNeeded",
+    "StreamChunk",
+    "StreamDone",
+    "StreamFailed",
+    "StreamItem",
+    "StreamDecoder",
+    "Exchange",
+    "error_from_body",
+    "client_status_for",
+]
+
+
+@attrs.frozen
+class UpstreamRequest:
+    """An HTTP request to send upstream, byte-exact (``body`` is what goes on the wire)."""
+
+    method: str
+    url: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes = b""
+
+
+@attrs.frozen(kw_only=True)
+class ChatContext:
+    """Everything a translator needs besides the request body, decided by the gateway."""
+
+    client_model: str  # the name the client asked for (O-3)
+    upstream_model: str
+    provider: Any  # uniapi_core.config.Provider
+    api_key: str | None  # the provider key chosen for this attempt
+    stream: bool
+    include_usage: bool
+    response_id: str  # chatcmpl-… from the injected entropy (O-1)
+    created: int  # from the injected wall clock (O-2)
+    #: remote image URLs already fetched by the transport: url -> (media type, bytes)
+    images: Mapping[str, tuple[str, bytes]] = attrs.field(factory=dict)
+    #: opaque ids from the injected entropy for synthesized tool-call ids (TC-4)
+    entropy: Any = None
+
+
+class ImagesNeeded(UniapiError):
+    """A translator needs these remote images inline; the transport fetches them (within the
+    SSRF policy and size caps) and the exchange is built again with ``ChatContext.images``."""
+
+    status = 400
+    type = "invalid_request_error"
+    code = "image_fetch_required"
+
+    def __init__(self, urls: Sequence[str]) -> None:
+        super().__init__(f"{len(urls)} remote image(s) must be fetched first")
+        self.urls = tuple(urls)
+
+
+@attrs.frozen
+class StreamChunk:
+    """One client-ready SSE event (``data: …\\n\\n`` bytes) carrying content or metadata."""
+
+    data: bytes
+
+
+@attrs.frozen
+class StreamDone:
+    """The upstream ended its stream properly; ``usage`` is the last usage seen, if any."""
+
+    usage: dict[str, Any] | None = None
+
+
+@attrs.frozen
+class StreamFailed:
+    """The upstream reported an error inside the stream."""
+
+    error: UpstreamError
+
+
+StreamItem = StreamChunk | StreamDone | StreamFailed
+
+
+class StreamDecoder(Protocol):
+    """Vendor bytes in, stream items out; any split of the input gives the same items."""
+
+    def feed(self, data: bytes) -> list[StreamItem]: ...
+
+    def close(self) -> list[StreamItem]: ...
+
+
+class Exchange(Protocol):
+    """One attempt's translation: the request to send and how to read its answer."""
+
+    request: UpstreamRequest
+
+    def parse_body(self, status: int, headers: tuple[tuple[str, str], ...], body: bytes) -> bytes:
+        """A 2xx body → client JSON bytes; raises ``UpstreamError`` if it is an error."""
+        ...
+
+    def parse_error(
+        self, status: int, headers: tuple[tuple[str, str], ...], body: bytes
+    ) -> UpstreamError: ...
+
+    def stream_decoder(self) -> StreamDecoder: ...
+
+
+_TYPE_FOR_STATUS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    408: "timeout_error",
+    409: "invalid_request_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def client_status_for(upstream_status: int) -> int:
+    """The status the client sees for a vendor error: the upstream's own (semantics.md)."""
+    return upstream_status if 400 <= upstream_status <= 599 else 502
+
+
+def error_from_body(status: int, headers: tuple[tuple[str, str], ...], body: bytes,
+                    parsed: Any = None) -> UpstreamError:
+    """Normalise a vendor error body into an ``UpstreamError`` (vendor-protocols 0.2, ERR-3).
+
+    Understands ``{"error": {"message", "type", "code"}}``, ``{"error": "text"}``,
+    ``{"message": …}``, ``{"detail": …}`` and plain text; the vendor's message is kept
+    verbatim, the vendor's code is kept, the HTTP status fills in what is missing.
+    """
+    message: str | None = None
+    etype: str | None = None
+    code: Any = None
+    obj = parsed
+    if obj is None:
+        try:
+            obj = json.loads(body[:65536]) if body else None
+        except (ValueError, RecursionError):
+            obj = None
+    if isinstance(obj, list) and obj and isinstance(obj[0], dict):
+        obj = obj[0]  # Google sometimes wraps the error in a list
+    if isinstance(obj, dict):
+        err = obj.get("error", obj)
+        if isinstance(err, dict):
+            m = err.get("message") or err.get("detail") or err.get("msg")
+            message = m if isinstance(m, str) else (None if m is None else str(m))
+            t = err.get("type") or err.get("status")
+            etype = t if isinstance(t, str) else None
+            c = err.get("code")
+            code = c if isinstance(c, (str, int)) and not isinstance(c, bool) else None
+        elif isinstance(err, str):
+            message = err
+        if message is None and isinstance(obj.get("detail"), (str, list, dict)):
+            d = obj["detail"]
+            message = d if isinstance(d, str) else str(d)
+    if message is None:
+        text = body[:1024].decode("utf-8", "replace").strip()
+        message = text or f"upstream answered HTTP {status}"
+    if etype is None:
+        etype = _TYPE_FOR_STATUS.get(status, "server_error" if status >= 500 else "upstream_error")
+    if code is None:
+        code = str(status)
+    retry_after = tuple((k, v) for k, v in headers if k.lower() == "retry-after")[:1]
+    return UpstreamError(message, kind="status", upstream_status=status,
+                         status=client_status_for(status), type=etype, code=code,
+                         headers=retry_after)

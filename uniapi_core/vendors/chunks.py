@@ -1,0 +1,118 @@
+"""The OpenAI objects translators produce: ``chat.completion`` and ``chat.completion.chunk``.
+
+Every translating vendor (Anthropic, Gemini, Bedrock, Cohere…) writes its output through
+``ChunkWriter`` (streams) or ``completion`` (whole bodies), so the stream grammar of
+vendor-protocols §0.1 is enforced in one place:
+
+- exactly one role chunk, first (S-1), emitted by the first body call or by ``start()``;
+- one ``tool_start`` per tool call carrying id/type/name, before its ``tool_args`` (S-2), with
+  indexes 0, 1, 2… in order of first appearance (S-3), argument fragments verbatim (TC-2);
+- exactly one finish chunk with an empty delta, after every body chunk (S-4);
+- a usage chunk (``choices: []``) only when the client asked for it, every other chunk with
+  ``"usage": null`` in that case (S-5); then ``[DONE]`` is the relay's business;
+- never an empty body delta (S-7); compact UTF-8 JSON with U+2028/9 escaped (S-8).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..jsonutil import dumps
+from .base import ChatContext, StreamChunk
+
+__all__ = ["ChunkWriter", "completion", "usage_object"]
+
+
+def usage_object(prompt: int = 0, completion: int = 0, cached: int = 0,
+                 reasoning: int = 0) -> dict[str, Any]:
+    """OpenAI usage with details (vendor-protocols 0.3)."""
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": cached},
+            "completion_tokens_details": {"reasoning_tokens": reasoning}}
+
+
+def completion(ctx: ChatContext, *, content: str, reasoning: str = "",
+               tool_calls: list[dict[str, Any]] | None = None, finish_reason: str = "stop",
+               usage: dict[str, Any] | None = None) -> bytes:
+    """A whole ``chat.completion`` body (O-1..O-6). ``tool_calls`` items are
+    ``{"id", "name", "arguments"}``."""
+    message: dict[str, Any] = {"role": "assistant",
+                               "content": None if (tool_calls and not content) else content,
+                               "refusal": None}
+    if reasoning:
+        message["reasoning_content"] = reasoning
+    if tool_calls:
+        message["tool_calls"] = [{"id": t["id"], "type": "function",
+                                  "function": {"name": t["name"], "arguments": t["arguments"]}}
+                                 for t in tool_calls]
+    return dumps({"id": ctx.response_id, "object": "chat.completion", "created": ctx.created,
+                  "model": ctx.client_model,
+                  "choices": [{"index": 0, "message": message, "logprobs": None,
+                               "finish_reason": finish_reason}],
+                  "usage": usage or usage_object()})
+
+
+class ChunkWriter:
+    """Builds the client's SSE chunks for one streamed response."""
+
+    def __init__(self, ctx: ChatContext) -> None:
+        self.ctx = ctx
+        self._started = False
+        self._finished = False
+        self._tools: dict[Any, int] = {}  # vendor key -> openai index (TC-1)
+        self._prefix = (b'{"id":' + dumps(ctx.response_id)
+                        + b',"object":"chat.completion.chunk","created":'
+                        + str(int(ctx.created)).encode() + b',"model":'
+                        + dumps(ctx.client_model) + b',"choices":')
+        self._suffix = b',"usage":null}' if ctx.include_usage else b"}"
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> StreamChunk:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return StreamChunk(b"data: " + self._prefix + dumps([choice]) + self._suffix + b"\n\n")
+
+    def start(self) -> list[StreamChunk]:
+        """The role chunk, once (S-1); call when the first event proves success."""
+        if self._started:
+            return []
+        self._started = True
+        return [self._chunk({"role": "assistant", "content": ""})]
+
+    def text(self, text: str) -> list[StreamChunk]:
+        if not text:
+            return []
+        return self.start() + [self._chunk({"content": text})]
+
+    def reasoning(self, text: str) -> list[StreamChunk]:
+        if not text:
+            return []
+        return self.start() + [self._chunk({"reasoning_content": text})]
+
+    def tool_start(self, vendor_key: Any, call_id: str, name: str,
+                   arguments: str = "") -> list[StreamChunk]:
+        """A new tool call (S-2); ``vendor_key`` identifies it in later ``tool_args``."""
+        index = self._tools.setdefault(vendor_key, len(self._tools))
+        call = {"index": index, "id": call_id, "type": "function",
+                "function": {"name": name, "arguments": arguments}}
+        return self.start() + [self._chunk({"tool_calls": [call]})]
+
+    def tool_args(self, vendor_key: Any, fragment: str) -> list[StreamChunk]:
+        if not fragment or vendor_key not in self._tools:
+            return []
+        call = {"index": self._tools[vendor_key], "function": {"arguments": fragment}}
+        return [self._chunk({"tool_calls": [call]})]
+
+    @property
+    def tool_count(self) -> int:
+        return len(self._tools)
+
+    def finish(self, reason: str, usage: dict[str, Any] | None) -> list[StreamChunk]:
+        """The finish chunk (S-4) and, if asked for, the usage chunk (S-5)."""
+        if self._finished:
+            return []
+        self._finished = True
+        out = self.start() + [self._chunk({}, reason)]
+        if self.ctx.include_usage:
+            out.append(StreamChunk(b"data: " + self._prefix + b"[]" + b',"usage":'
+                                   + dumps(usage or usage_object()) + b"}\n\n"))
+        return out

@@ -1,0 +1,199 @@
+"""OpenAI-compatible upstreams (OpenAI, DeepSeek, Groq, xAI, OpenRouter, any /chat/completions).
+
+The request passes through untouched except the model name (vendor-protocols OAI-2/OAI-3).
+Responses are relayed event by event: each upstream ``data:`` event is re-framed as
+``data: …\\n\\n`` from its original text, and only re-encoded when something must change (the
+model name, when the client asked for an alias: O-3). The decoder recognises ``[DONE]``,
+in-stream error objects (OAI-9) and a stream cut before its end (DEC-5).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..errors import DecodeError, UpstreamError
+from ..jsonutil import dumps
+from ..streams import SSEDecoder, encode_event
+from .base import (
+    ChatContext,
+    StreamChunk,
+    StreamDone,
+    StreamFailed,
+    StreamItem,
+    UpstreamRequest,
+    error_from_body,
+)
+
+__all__ = ["chat_url", "models_url", "build_exchange", "OpenAIExchange", "OpenAIStreamDecoder",
+           "parse_models_list"]
+
+_SUFFIXES = ("/chat/completions", "/images/generations", "/audio/transcriptions",
+             "/moderations", "/embeddings", "/models")
+
+
+def _split_query(url: str) -> tuple[str, str]:
+    base, sep, query = url.partition("?")
+    return base, (sep + query)
+
+
+def chat_url(base_url: str) -> str:
+    """The chat-completions URL: ``base_url`` as given; a bare ``…/v1`` gets the path (OAI-1)."""
+    base, query = _split_query(base_url)
+    if base.rstrip("/").endswith("/v1"):
+        return base.rstrip("/") + "/chat/completions" + query
+    return base_url
+
+
+def sibling_url(base_url: str, endpoint: str) -> str:
+    """Another OpenAI endpoint (``/models``, ``/embeddings``…) derived from the chat URL."""
+    base, query = _split_query(chat_url(base_url))
+    base = base.rstrip("/")
+    for suffix in _SUFFIXES:
+        if base.endswith(suffix):
+            base = base[: -len(suffix)]
+            break
+    return base + endpoint + query
+
+
+def models_url(base_url: str) -> str:
+    return sibling_url(base_url, "/models")
+
+
+def parse_models_list(body: bytes) -> list[str]:
+    """Model ids from an OpenAI ``/v1/models`` answer, in order, without duplicates."""
+    obj = json.loads(body)
+    data = obj.get("data") if isinstance(obj, dict) else None
+    if not isinstance(data, list):
+        raise ValueError("no 'data' list in the models answer")
+    seen: dict[str, None] = {}
+    for item in data:
+        if isinstance(item, dict) and isinstance(item.get("id"), str) and item["id"]:
+            seen.setdefault(item["id"], None)
+    return list(seen)
+
+
+def auth_headers(api_key: str | None, *, stream: bool) -> list[tuple[str, str]]:
+    headers = [("content-type", "application/json"),
+               ("accept", "text/event-stream" if stream else "application/json")]
+    if api_key:
+        headers.append(("authorization", f"Bearer {api_key}"))
+    return headers
+
+
+def merge_headers(base: list[tuple[str, str]],
+                  extra: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """``extra`` (the provider's ``preferences.headers``) replaces same-named headers."""
+    names = {k.lower() for k, _ in extra}
+    return tuple([h for h in base if h[0].lower() not in names] + list(extra))
+
+
+def build_exchange(body: dict[str, Any], ctx: ChatContext) -> "OpenAIExchange":
+    """The upstream request for an OpenAI-compatible provider."""
+    out = dict(body)
+    out["model"] = ctx.upstream_model
+    headers = merge_headers(auth_headers(ctx.api_key, stream=ctx.stream),
+                            ctx.provider.preferences.headers)
+    request = UpstreamRequest("POST", chat_url(ctx.provider.base_url or ""), headers, dumps(out))
+    return OpenAIExchange(request, ctx)
+
+
+class OpenAIExchange:
+    """One attempt against an OpenAI-compatible upstream."""
+
+    def __init__(self, request: UpstreamRequest, ctx: ChatContext) -> None:
+        self.request = request
+        self.ctx = ctx
+
+    def parse_body(self, status: int, headers: tuple[tuple[str, str], ...], body: bytes) -> bytes:
+        try:
+            obj = json.loads(body)
+        except (ValueError, RecursionError):
+            raise UpstreamError("upstream answered with a body that is not JSON",
+                                kind="decode", upstream_status=status) from None
+        if not isinstance(obj, dict):
+            raise UpstreamError("upstream answered with JSON that is not an object",
+                                kind="decode", upstream_status=status)
+        if obj.get("error"):  # ERR-4: an error object with a 2xx status
+            raise error_from_body(status if status >= 400 else 502, headers, body, obj)
+        choices = obj.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise UpstreamError("upstream answered with no choices", kind="empty",
+                                upstream_status=status)
+        if obj.get("model") != self.ctx.client_model:
+            obj["model"] = self.ctx.client_model
+            return dumps(obj)
+        return body
+
+    def parse_error(self, status: int, headers: tuple[tuple[str, str], ...],
+                    body: bytes) -> UpstreamError:
+        return error_from_body(status, headers, body)
+
+    def stream_decoder(self) -> "OpenAIStreamDecoder":
+        return OpenAIStreamDecoder(self.ctx.client_model)
+
+
+class OpenAIStreamDecoder:
+    """OpenAI SSE bytes → client-ready chunks, relayed without re-encoding when possible."""
+
+    def __init__(self, client_model: str) -> None:
+        self._sse = SSEDecoder()
+        self._model = client_model
+        self._model_json = json.dumps(client_model)
+        self._done = False
+        self._finished = False  # a finish_reason was seen
+        self.usage: dict[str, Any] | None = None
+
+    def feed(self, data: bytes) -> list[StreamItem]:
+        return self._map(self._sse.feed(data))
+
+    def close(self) -> list[StreamItem]:
+        out = self._map(self._sse.close())
+        if not self._done:
+            self._done = True
+            if self._finished:  # DEC-5: some hosts end without [DONE]
+                out.append(StreamDone(self.usage))
+            else:
+                out.append(StreamFailed(UpstreamError(
+                    "upstream stream ended before it was complete", kind="truncated")))
+        return out
+
+    def _map(self, events: list[Any]) -> list[StreamItem]:
+        out: list[StreamItem] = []
+        for ev in events:
+            if self._done:
+                continue  # DEC-4: nothing after the terminal condition
+            text = ev.data
+            if text == "[DONE]":
+                self._done = True
+                out.append(StreamDone(self.usage))
+                continue
+            if not text.strip():
+                continue
+            try:
+                obj = json.loads(text)
+            except (ValueError, RecursionError):
+                raise DecodeError("invalid_json", "an upstream event is not JSON") from None
+            if not isinstance(obj, dict):
+                raise DecodeError("invalid_json", "an upstream event is not a JSON object")
+            if obj.get("error"):  # OAI-9
+                self._done = True
+                out.append(StreamFailed(error_from_body(502, (), b"", obj)))
+                continue
+            usage = obj.get("usage")
+            if isinstance(usage, dict):
+                self.usage = usage
+            choices = obj.get("choices")
+            if choices == [] and not isinstance(usage, dict):
+                continue  # Azure's prompt-filter chunk (AZ-5): no content, no usage
+            if isinstance(choices, list):
+                for choice in choices:
+                    if isinstance(choice, dict) and choice.get("finish_reason"):
+                        self._finished = True
+            model = obj.get("model")
+            if model is not None and model != self._model:
+                obj["model"] = self._model
+                out.append(StreamChunk(b"data: " + dumps(obj) + b"\n\n"))
+            else:
+                out.append(StreamChunk(encode_event(text)))
+        return out

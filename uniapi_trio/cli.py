@@ -1,0 +1,148 @@
+"""The ``uniapi`` command: read files, env and URLs, print, and start a backend.
+
+Everything it decides (config meaning, the text of ``check``) is in the core; this is the
+effectful shell: argv, files, environment, stdout/stderr, exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+import sys
+from collections.abc import Callable, Sequence
+
+from uniapi_core.config import ConfigError, Loaded, load_config
+from uniapi_core.demo import demo_config
+from uniapi_core.gateway import Gateway, Settings
+from uniapi_core.summary import render_summary
+
+__all__ = ["main", "read_config_source"]
+
+
+def _env_timeout() -> float | None:
+    raw = os.environ.get("TIMEOUT")
+    if raw is None or not raw.strip():
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SystemExit(f"uniapi: TIMEOUT={raw!r} is not a number of seconds") from None
+    if value <= 0:
+        raise SystemExit("uniapi: TIMEOUT must be positive")
+    return value
+
+
+def read_config_source(path: str | None) -> tuple[str, str]:
+    """(text, source name): ``--config``, else env ``CONFIG_URL``, else ``./api.yaml``."""
+    if path is None:
+        url = os.environ.get("CONFIG_URL", "").strip()
+        if url.startswith(("http://", "https://")):
+            from .runtime import fetch_text
+
+            return fetch_text(url), url
+        path = url or "api.yaml"
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read(), path
+    except FileNotFoundError:
+        raise SystemExit(f"uniapi: config file {path!r} not found (use --config PATH, "
+                         f"CONFIG_URL, or ./api.yaml; try `uniapi demo`)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SystemExit(f"uniapi: cannot read {path!r}: {exc}") from None
+
+
+def load_or_exit(text: str, source: str) -> Loaded:
+    try:
+        loaded = load_config(text, source)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"{source}: error: {problem}", file=sys.stderr)
+        raise SystemExit(2) from None
+    for w in loaded.warnings:
+        print(f"{source}: warning: {w}", file=sys.stderr)
+    return loaded
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="uniapi", description="One OpenAI-compatible endpoint "
+                                 "in front of every LLM vendor, driven by api.yaml.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", help="path to api.yaml (default: $CONFIG_URL, ./api.yaml)")
+    _listen_args(serve)
+    check = sub.add_parser("check", help="validate api.yaml and print what it means")
+    check.add_argument("path")
+    route = sub.add_parser("route", help="show the attempts routing would make, and why")
+    route.add_argument("--config", help="path to api.yaml (default: $CONFIG_URL, ./api.yaml)")
+    route.add_argument("--key", required=True, help="the client api key")
+    route.add_argument("--model", required=True)
+    route.add_argument("--requests", type=int, default=1, help="how many requests (default 1)")
+    route.add_argument("--seed", type=int, default=0, help="seed for random/lottery (default 0)")
+    route.add_argument("--tools", action="store_true", help="the requests carry tools")
+    demo = sub.add_parser("demo", help="run the gateway in front of a built-in local fake "
+                          "upstream (no vendor keys needed)")
+    _listen_args(demo)
+    return ap
+
+
+def _listen_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--backend", choices=("trio", "asyncio"), default="trio")
+
+
+def _run(backend: str, make_config: Callable[[str | None], Loaded], host: str, port: int, *,
+         demo: bool = False) -> None:
+    """Start ``backend``; ``make_config(demo_upstream_url)`` gives the config to serve."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    settings = Settings(env_timeout=_env_timeout())
+
+    def make_gateway(demo_url: str | None) -> Gateway:
+        return Gateway(make_config(demo_url).config, settings=settings,
+                       entropy=random.Random())
+
+    if backend == "asyncio":
+        raise SystemExit("uniapi: the asyncio backend is not available yet; use --backend trio")
+    from .runtime import run
+
+    try:
+        run(make_gateway, host, port, demo=demo)
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        raise SystemExit(f"uniapi: cannot listen on {host}:{port}: {exc}") from None
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    if args.command == "check":
+        text, source = read_config_source(args.path)
+        loaded = load_or_exit(text, source)
+        sys.stdout.write(render_summary(loaded.config, ()))
+        return
+    if args.command == "route":
+        text, source = read_config_source(args.config)
+        gateway = Gateway(load_or_exit(text, source).config, entropy=random.Random(args.seed))
+        sys.stdout.write(gateway.explain_route(args.key, args.model, requests=args.requests,
+                                               now=0.0, tools=args.tools))
+        return
+    if args.command == "demo":
+        _run(args.backend, lambda url: load_or_exit(demo_config(url or ""), "demo api.yaml"),
+             args.host, args.port, demo=True)
+        return
+    text, source = read_config_source(args.config)
+    loaded = load_or_exit(text, source)
+    _run(args.backend, lambda url: loaded, args.host, args.port)
+
+
+def module_main(argv: Sequence[str] | None = None) -> None:
+    """``python -m uniapi_trio --config PATH --host H --port P``."""
+    ap = argparse.ArgumentParser(prog="python -m uniapi_trio")
+    ap.add_argument("--config")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8000)
+    args = ap.parse_args(argv)
+    main(["serve", *(["--config", args.config] if args.config else []),
+          "--host", args.host, "--port", str(args.port), "--backend", "trio"])

@@ -1,0 +1,126 @@
+"""Process-level plumbing on trio: start-up (model discovery, the demo upstream), serving, and
+the one-shot fetch of ``CONFIG_URL``."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from functools import partial
+
+import trio
+
+from uniapi_core.demo import DEMO_KEY, demo_answer
+from uniapi_core.gateway import Gateway
+from uniapi_core.http import ClientClosed, ProtocolFailure, RequestReceived, ServerConnection
+from uniapi_core.vendors.base import UpstreamRequest
+
+from .server import serve
+from .upstream import UpstreamPool
+
+__all__ = ["run", "discover", "fetch_text", "serve_demo_upstream", "DISCOVERY_TIMEOUT"]
+
+DISCOVERY_TIMEOUT = 10.0
+
+
+async def discover(gateway: Gateway, pool: UpstreamPool) -> list[str]:
+    """Fetch the model lists the core asks for, all at once, and hand the answers back."""
+    results: dict[str, tuple[int, bytes] | str] = {}
+
+    async def one(name: str, request: UpstreamRequest) -> None:
+        try:
+            results[name] = await pool.fetch(request, DISCOVERY_TIMEOUT)
+        except trio.TooSlowError:
+            results[name] = f"no answer within {DISCOVERY_TIMEOUT:g} s"
+        except OSError as exc:
+            results[name] = str(exc)
+
+    async with trio.open_nursery() as nursery:
+        for name, request in gateway.discovery_requests():
+            nursery.start_soon(one, name, request)
+    return gateway.discovered(results) if results else []
+
+
+async def serve_demo_upstream(host: str, port: int, *,
+                              task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+                              ) -> None:
+    """The demo's fake OpenAI-compatible upstream (answers from ``uniapi_core.demo``)."""
+
+    async def handler(stream: trio.SocketStream) -> None:
+        conn = ServerConnection(now=trio.current_time())
+        try:
+            while True:
+                data = await stream.receive_some(16384)
+                for ev in conn.receive_data(data, trio.current_time()):
+                    if isinstance(ev, (ClientClosed, ProtocolFailure)):
+                        return
+                    if isinstance(ev, RequestReceived):
+                        status, headers, pieces = demo_answer(ev.target, ev.body,
+                                                              int(time.time()))
+                        await stream.send_all(conn.start_response(status, headers))
+                        for piece in pieces:
+                            await stream.send_all(conn.send_data(piece))
+                        await stream.send_all(conn.end_response(trio.current_time()))
+                        if conn.must_close:
+                            return
+                        conn.next_request(trio.current_time())
+        except (trio.BrokenResourceError, OSError):
+            return
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    task_status.started(listeners[0].socket.getsockname()[1])
+    await trio.serve_listeners(handler, listeners)
+
+
+async def _main(make_gateway: Callable[[str | None], Gateway], host: str, port: int,
+                demo: bool) -> None:
+    pool = UpstreamPool()
+    async with trio.open_nursery() as nursery:
+        demo_url = None
+        if demo:
+            demo_port = await nursery.start(serve_demo_upstream, "127.0.0.1", 0)
+            demo_url = f"http://127.0.0.1:{demo_port}"
+        gateway = make_gateway(demo_url)
+        for warning in await discover(gateway, pool):
+            print(f"uniapi: warning: {warning}", file=sys.stderr)
+        bound = await nursery.start(partial(serve, lambda: gateway, host, port, pool=pool))
+        print(f"uniapi: serving on http://{host}:{bound} (trio)", file=sys.stderr, flush=True)
+        if demo:
+            print(f"""uniapi demo: try
+  curl http://{host}:{bound}/v1/chat/completions -H 'Authorization: Bearer {DEMO_KEY}' \\
+       -H 'Content-Type: application/json' \\
+       -d '{{"model": "gpt-4o-mini", "messages": [{{"role": "user", "content": "Hello"}}]}}'
+""", file=sys.stderr, flush=True)
+
+
+def run(make_gateway: Callable[[str | None], Gateway], host: str, port: int, *,
+        demo: bool = False) -> None:
+    trio.run(_main, make_gateway, host, port, demo)
+
+
+def fetch_text(url: str) -> str:
+    """Fetch ``CONFIG_URL`` once, before the server starts."""
+    from uniapi_core.http import parse_url
+
+    parse_url(url)  # refuse bad URLs before connecting
+    request = UpstreamRequest("GET", url, (("accept", "*/*"),))
+
+    async def go() -> tuple[int, bytes]:
+        pool = UpstreamPool()
+        try:
+            return await pool.fetch(request, DISCOVERY_TIMEOUT)
+        finally:
+            await pool.aclose()
+
+    try:
+        status, body = trio.run(go)
+    except (OSError, trio.TooSlowError) as exc:
+        raise SystemExit(f"uniapi: cannot fetch CONFIG_URL {url}: {exc}") from None
+    if status != 200:
+        raise SystemExit(f"uniapi: CONFIG_URL {url} answered HTTP {status}")
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SystemExit(f"uniapi: CONFIG_URL {url} is not UTF-8 text") from None

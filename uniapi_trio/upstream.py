@@ -1,0 +1,167 @@
+"""Upstream connections on trio: connect (TCP, TLS with system roots and SNI), pool per origin,
+and run one attempt, reporting what happens as relay events. It decides nothing."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from uniapi_core.http import ClientConnection, ResponseData, ResponseEnd, ResponseHead, parse_url
+from uniapi_core.http.client import UpstreamProtocolError
+from uniapi_core.relay import OpenUpstream, UpstreamData, UpstreamEnded, UpstreamFailed, UpstreamHead
+from uniapi_core.vendors.base import UpstreamRequest
+
+__all__ = ["UpstreamPool", "CONNECT_TIMEOUT"]
+
+CONNECT_TIMEOUT = 5.0
+IDLE_KEEPALIVE = 60.0
+MAX_IDLE_PER_ORIGIN = 32
+READ_SIZE = 65536
+
+Origin = tuple[str, str, int]
+Post = Callable[[object], Awaitable[None]]
+
+
+class _Conn:
+    def __init__(self, stream: trio.abc.Stream, origin: Origin) -> None:
+        self.stream = stream
+        self.origin = origin
+        self.h11 = ClientConnection()
+        self.idle_since = 0.0
+
+
+class UpstreamPool:
+    """Keep-alive connections per origin; TLS verified against the system roots."""
+
+    def __init__(self) -> None:
+        self._idle: dict[Origin, list[_Conn]] = {}
+        self._ssl = ssl.create_default_context()
+        self._ssl.set_alpn_protocols(["http/1.1"])
+
+    async def _connect(self, origin: Origin) -> _Conn:
+        scheme, host, port = origin
+        with trio.fail_after(CONNECT_TIMEOUT):
+            if scheme == "https":
+                stream: trio.abc.Stream = await trio.open_ssl_over_tcp_stream(
+                    host, port, ssl_context=self._ssl, https_compatible=True)
+                await stream.do_handshake()
+            else:
+                stream = await trio.open_tcp_stream(host, port)
+        return _Conn(stream, origin)
+
+    def _take_idle(self, origin: Origin) -> _Conn | None:
+        conns = self._idle.get(origin)
+        now = trio.current_time()
+        while conns:
+            conn = conns.pop()
+            if now - conn.idle_since < IDLE_KEEPALIVE:
+                return conn
+            trio.lowlevel.spawn_system_task(trio.aclose_forcefully, conn.stream)
+        return None
+
+    def _release(self, conn: _Conn) -> None:
+        conns = self._idle.setdefault(conn.origin, [])
+        if conn.h11.reusable and len(conns) < MAX_IDLE_PER_ORIGIN:
+            conn.h11.start_next_cycle()
+            conn.idle_since = trio.current_time()
+            conns.append(conn)
+        else:
+            trio.lowlevel.spawn_system_task(trio.aclose_forcefully, conn.stream)
+
+    async def aclose(self) -> None:
+        for conns in self._idle.values():
+            for conn in conns:
+                await trio.aclose_forcefully(conn.stream)
+        self._idle.clear()
+
+    async def fetch(self, request: UpstreamRequest, timeout: float) -> tuple[int, bytes]:
+        """One whole request (model discovery, CONFIG_URL): status and body."""
+        parts: list[bytes] = []
+        status = 0
+
+        async def post(ev: object) -> None:
+            nonlocal status
+            if isinstance(ev, UpstreamHead):
+                status = ev.status
+            elif isinstance(ev, UpstreamData):
+                parts.append(ev.data)
+            elif isinstance(ev, UpstreamFailed):
+                raise OSError(ev.message)
+
+        with trio.fail_after(timeout):
+            await self.run(OpenUpstream(0, request), post)
+        return status, b"".join(parts)
+
+    async def run(self, action: OpenUpstream, post: Post) -> None:
+        """Perform one attempt, posting UpstreamHead/Data/Ended/Failed events."""
+        req = action.request
+        if action.proxy:
+            await post(UpstreamFailed(action.attempt, "connect",
+                                      "outbound proxies are not supported yet"))
+            return
+        try:
+            url = parse_url(req.url)
+        except ValueError as exc:
+            await post(UpstreamFailed(action.attempt, "connect", f"bad upstream URL: {exc}"))
+            return
+        headers = (("host", url.host_header),) + tuple(
+            h for h in req.headers if h[0].lower() != "host")
+        conn = self._take_idle(url.origin)
+        while True:
+            fresh = conn is None
+            if conn is None:
+                try:
+                    conn = await self._connect(url.origin)
+                except trio.TooSlowError:
+                    await post(UpstreamFailed(action.attempt, "connect",
+                                              f"connecting to {url.host} timed out"))
+                    return
+                except (OSError, ssl.SSLError, trio.BrokenResourceError) as exc:
+                    await post(UpstreamFailed(action.attempt, "connect",
+                                              f"cannot connect to {url.host}: {exc}"))
+                    return
+            result: bool | None = False
+            try:
+                result = await self._exchange(conn, action.attempt, req.method, url.target,
+                                              headers, req.body, post, retry_stale=not fresh)
+            finally:  # also on cancellation: an abandoned exchange never returns to the pool
+                if result is True:
+                    self._release(conn)
+                else:
+                    await trio.aclose_forcefully(conn.stream)
+            if result is not None:
+                return
+            conn = None  # a stale pooled connection: try once more on a fresh one
+
+    async def _exchange(self, conn: _Conn, attempt: int, method: str, target: str,
+                        headers: tuple[tuple[str, str], ...], body: bytes, post: Post, *,
+                        retry_stale: bool) -> bool | None:
+        """True: response complete (reusable); False: failed and reported; None: a stale
+        pooled connection failed before any byte came back — try a fresh one."""
+        got_any = False
+        try:
+            await conn.stream.send_all(conn.h11.send_request(method, target, headers, body))
+            while True:
+                data = await conn.stream.receive_some(READ_SIZE)
+                if not data and retry_stale and not got_any:
+                    return None
+                got_any = True
+                for ev in conn.h11.receive_data(data):
+                    if isinstance(ev, ResponseHead):
+                        await post(UpstreamHead(attempt, ev.status, ev.headers))
+                    elif isinstance(ev, ResponseData):
+                        await post(UpstreamData(attempt, ev.data))
+                    elif isinstance(ev, ResponseEnd):
+                        await post(UpstreamEnded(attempt))
+                        return True
+        except UpstreamProtocolError as exc:
+            await post(UpstreamFailed(attempt, exc.kind, str(exc)))
+        except ValueError as exc:  # a request the HTTP layer refuses to send
+            await post(UpstreamFailed(attempt, "protocol", f"cannot send the request: {exc}"))
+        except (OSError, ssl.SSLError, trio.BrokenResourceError) as exc:
+            if retry_stale and not got_any:
+                return None
+            await post(UpstreamFailed(attempt, "reset", f"connection lost: {exc}"))
+        return False
