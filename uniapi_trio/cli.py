@@ -146,3 +146,7 @@ def module_main(argv: Sequence[str] | None = None) -> None:
     args = ap.parse_args(argv)
     main(["serve", *(["--config", args.config] if args.config else []),
           "--host", args.host, "--port", str(args.port), "--backend", "trio"])
+
+
+if __name__ == "__main__":
+    main()

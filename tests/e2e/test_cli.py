@@ -1,0 +1,136 @@
+"""The commands as a new user runs them: real processes, real ports, the openai SDK."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import openai
+
+from tests.fakes.upstream import FakeUpstream, Reply
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+CLI = [sys.executable, "-m", "uniapi_trio.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def process(args: list[str], port: int, env: dict[str, str] | None = None):
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, **(env or {})})
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(proc.stdout.read().decode() if proc.stdout else "")
+                time.sleep(0.05)
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60)
+
+
+def test_check_prints_a_summary_or_the_mistakes(tmp_path):
+    ok = run("check", str(DATA / "seed-advanced.yaml"))
+    assert ok.returncode == 0, ok.stderr
+    assert "providers: 7" in ok.stdout and "api keys: 3" in ok.stdout
+    assert "sk-KjjI60Yf0JFWxfgRmXqFWyGtWUd9GZnmi3KlvowmRWpWpQRo" not in ok.stdout  # redacted
+    bad = tmp_path / "api.yaml"
+    bad.write_text("providers:\n  - provider: a\n    api: {x: 1}\napi_keys:\n  - api: k\n")
+    got = run("check", str(bad))
+    assert got.returncode == 2
+    assert "providers[0].api: expected a string or a list of strings, got a mapping (line 3)" \
+        in got.stderr
+
+
+def test_route_is_deterministic_for_a_seed(tmp_path):
+    conf = tmp_path / "api.yaml"
+    conf.write_text("""
+providers:
+  - {provider: a, base_url: "http://127.0.0.1:9/v1/chat/completions", api: [k1, k2], model: [m]}
+  - {provider: b, base_url: "http://127.0.0.1:9/v1/chat/completions", api: k3, model: [m]}
+api_keys:
+  - api: sk-c
+    preferences: {SCHEDULING_ALGORITHM: random}
+""")
+    args = ("route", "--config", str(conf), "--key", "sk-c", "--model", "m", "--requests", "4",
+            "--seed", "7")
+    first, second = run(*args), run(*args)
+    assert first.returncode == 0 and first.stdout == second.stdout
+    assert first.stdout.count("request ") == 4 and "attempt" in first.stdout
+
+
+def test_module_entry_serves_a_config(tmp_path):
+    up = FakeUpstream()
+    up.handler = lambda seen: Reply(pieces=[b'{"id":"x","object":"chat.completion","created":1,'
+                                            b'"model":"m","choices":[{"index":0,"message":{"role":'
+                                            b'"assistant","content":"pong"},"finish_reason":'
+                                            b'"stop"}]}'], chunked=False)
+    conf = tmp_path / "api.yaml"
+    conf.write_text(f"providers:\n  - provider: up\n    base_url: {up.url}/v1/chat/completions\n"
+                    f"    api: sk-up\n    model: [m]\napi_keys:\n  - api: sk-user\n")
+    port = free_port()
+    try:
+        with process([sys.executable, "-m", "uniapi_trio", "--config", str(conf), "--port",
+                      str(port)], port):
+            client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-user",
+                                   max_retries=0)
+            reply = client.chat.completions.create(model="m", messages=[
+                {"role": "user", "content": "ping"}])
+            assert reply.choices[0].message.content == "pong"
+    finally:
+        up.close()
+
+
+def test_config_url_is_fetched_once_at_start(tmp_path):
+    up = FakeUpstream()
+    text = (f"providers:\n  - provider: up\n    base_url: {up.url}/v1/chat/completions\n"
+            f"    api: sk-up\n    model: [m]\napi_keys:\n  - api: sk-user\n")
+    up.handler = lambda seen: Reply(headers=[("content-type", "text/yaml")],
+                                    pieces=[text.encode()], chunked=False)
+    port = free_port()
+    try:
+        with process([*CLI, "serve", "--port", str(port)], port,
+                     env={"CONFIG_URL": f"{up.url}/api.yaml"}):
+            assert [s.path for s in up.seen] == ["/api.yaml"]
+    finally:
+        up.close()
+
+
+def test_demo_answers_the_sdk_with_no_vendor_key():
+    port = free_port()
+    with process([*CLI, "demo", "--port", str(port)], port):
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-uniapi-demo",
+                               max_retries=0)
+        reply = client.chat.completions.create(model="gpt-4o-mini", messages=[
+            {"role": "user", "content": "Hello"}])
+        assert reply.choices[0].message.content == "You said: Hello"
+        chunks = list(client.chat.completions.create(model="gpt-4o-mini", stream=True, messages=[
+            {"role": "user", "content": "Hello there"}]))
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text == "You said: Hello there"
