@@ -502,6 +502,7 @@ def load_config(text: str, source: str = "api.yaml") -> Loaded:
             w.problems.append(f"{required}: required (line 1)")
     _unique(w, providers, "provider", "providers", "provider name")
     _unique(w, keys, "api", "api_keys", "api key")
+    _key_cycles(w, keys, {p.get("provider") for p in providers})
     if w.problems:
         raise ConfigError(w.problems)
     try:
@@ -513,6 +514,32 @@ def load_config(text: str, source: str = "api.yaml") -> Loaded:
         raise ConfigError([f"{source}: internal error while building the config: "
                            f"{type(exc).__name__}"]) from None
     return Loaded(config, tuple(w.warnings))
+
+
+def _key_cycles(w: _Walk, keys: list[dict[str, Any]], provider_names: set[Any]) -> None:
+    """Refuse api keys that reach themselves through ``other-key/…`` rules."""
+    index = {k.get("api"): i for i, k in enumerate(keys)}
+    edges: dict[int, list[int]] = {}
+    for i, k in enumerate(keys):
+        for rule in k.get("model") or ():
+            head, slash, _ = rule.rule.partition("/")
+            if slash and head in index and head not in provider_names:
+                edges.setdefault(i, []).append(index[head])
+    state: dict[int, int] = {}  # 1 = on the current path, 2 = done
+
+    def visit(i: int) -> bool:
+        state[i] = 1
+        for j in edges.get(i, ()):
+            if state.get(j) == 1 or (j not in state and visit(j)):
+                return True
+        state[i] = 2
+        return False
+
+    for i in range(len(keys)):
+        if i not in state and visit(i):
+            w.problems.append(f"api_keys[{i}].model: uses another api key as a channel in a "
+                              f"cycle that leads back to itself (line {keys[i]['line']})")
+            return
 
 
 def _unique(w: _Walk, items: list[dict[str, Any]], field: str, path: str, what: str) -> None:

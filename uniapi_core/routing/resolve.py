@@ -11,7 +11,9 @@ An api key's ``model`` rules are read in their own order; each yields candidates
 - ``<literal/name>``: the same for the literal text between the brackets;
 - ``prov/*``: provider ``prov`` if it exposes the model;
 - ``prov/name``: provider ``prov`` if ``name`` is the model and ``prov`` exposes it;
-- ``a/b`` where ``a`` names no provider: the literal name ``a/b`` (lenient; see
+- ``sk-other/*`` / ``sk-other/name`` where ``sk-other`` is another client key: that key's own
+  candidates for the model, in place (resolved in-process; the loader refuses cycles);
+- ``a/b`` where ``a`` names no provider or key: the literal name ``a/b`` (lenient; see
   docs/migrating-from-uni-api.md);
 - no ``model`` list: every provider exposing the model.
 
@@ -47,6 +49,7 @@ class Catalog:
         self.config = config
         self.discovered = dict(discovered or {})
         self.providers: dict[str, Provider] = {p.provider: p for p in config.providers}
+        self.keys: dict[str, ApiKey] = {k.api: k for k in config.api_keys}
         self._exposed: dict[str, dict[str, str]] = {}
         for p in config.providers:
             entries = p.model if p.model is not None else self.discovered.get(p.provider, ())
@@ -75,7 +78,11 @@ class Catalog:
         return list(names)
 
 
-def _rule_channels(catalog: Catalog, rule: str, model: str) -> list[Channel]:
+#: how deep api-key-as-channel references may nest (the loader refuses cycles)
+MAX_KEY_DEPTH = 8
+
+
+def _rule_channels(catalog: Catalog, rule: str, model: str, depth: int = 0) -> list[Channel]:
     if rule.startswith("<") and rule.endswith(">") and len(rule) > 2:
         return catalog.offering(model) if rule[1:-1] == model else []
     prov, slash, name = rule.partition("/")
@@ -84,18 +91,26 @@ def _rule_channels(catalog: Catalog, rule: str, model: str) -> list[Channel]:
             return []
         upstream = catalog.exposed(prov).get(model)
         return [Channel(catalog.providers[prov], upstream, model)] if upstream is not None else []
+    if slash and prov in catalog.keys:
+        if (name != "*" and name != model) or depth >= MAX_KEY_DEPTH:
+            return []
+        return _resolve(catalog, catalog.keys[prov], model, depth + 1)
     return catalog.offering(model) if rule == model else []
 
 
 def resolve(catalog: Catalog, key: ApiKey, model: str) -> list[Channel]:
     """The candidate channels for ``model`` under ``key``, in priority order, no duplicates."""
+    return _resolve(catalog, key, model, 0)
+
+
+def _resolve(catalog: Catalog, key: ApiKey, model: str, depth: int) -> list[Channel]:
     if key.model is None:
         found = catalog.offering(model)
     else:
         found = []
         for r in key.model:
-            found.extend(attrs.evolve(c, weight=r.weight) for c in
-                         _rule_channels(catalog, r.rule, model))
+            found.extend(c if r.weight is None else attrs.evolve(c, weight=r.weight)
+                         for c in _rule_channels(catalog, r.rule, model, depth))
     seen: set[tuple[str, str]] = set()
     out = []
     for c in found:
@@ -106,7 +121,7 @@ def resolve(catalog: Catalog, key: ApiKey, model: str) -> list[Channel]:
     return out
 
 
-def key_models(catalog: Catalog, key: ApiKey) -> list[str]:
+def key_models(catalog: Catalog, key: ApiKey, depth: int = 0) -> list[str]:
     """Every model name ``key`` may call and some provider serves, in rule order."""
     if key.model is None:
         return catalog.all_names()
@@ -120,9 +135,12 @@ def key_models(catalog: Catalog, key: ApiKey) -> list[str]:
             if slash and prov in catalog.providers:
                 exposed = catalog.exposed(prov)
                 candidates = list(exposed) if name == "*" else [name]
+            elif slash and prov in catalog.keys and depth < MAX_KEY_DEPTH:
+                candidates = (key_models(catalog, catalog.keys[prov], depth + 1)
+                              if name == "*" else [name])
             else:
                 candidates = [rule]
         for n in candidates:
-            if _rule_channels(catalog, rule, n):
+            if _rule_channels(catalog, rule, n, depth):
                 names.setdefault(n, None)
     return list(names)
