@@ -3,10 +3,10 @@ the one-shot fetch of ``CONFIG_URL``."""
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from collections.abc import Callable
-from functools import partial
 
 import trio
 
@@ -74,10 +74,24 @@ async def serve_demo_upstream(host: str, port: int, *,
     await trio.serve_listeners(handler, listeners)
 
 
+async def _signals(stop: trio.Event, cancel: trio.CancelScope) -> None:
+    """SIGTERM/SIGINT: drain gracefully; a second one: stop at once."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            if stop.is_set():
+                cancel.cancel()
+                return
+            print(f"uniapi: {signal.Signals(signum).name}: draining (again to stop now)",
+                  file=sys.stderr, flush=True)
+            stop.set()
+
+
 async def _main(make_gateway: Callable[[str | None], Gateway], host: str, port: int,
                 demo: bool) -> None:
     pool = UpstreamPool()
+    stop = trio.Event()
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(_signals, stop, nursery.cancel_scope)
         demo_url = None
         if demo:
             demo_port = await nursery.start(serve_demo_upstream, "127.0.0.1", 0)
@@ -85,7 +99,12 @@ async def _main(make_gateway: Callable[[str | None], Gateway], host: str, port: 
         gateway = make_gateway(demo_url)
         for warning in await discover(gateway, pool):
             print(f"uniapi: warning: {warning}", file=sys.stderr)
-        bound = await nursery.start(partial(serve, lambda: gateway, host, port, pool=pool))
+        async def serving(task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+            await serve(lambda: gateway, host, port, pool=pool, stop=stop,
+                        task_status=task_status)
+            nursery.cancel_scope.cancel()  # drained: end the demo upstream and signal watcher
+
+        bound = await nursery.start(serving)
         print(f"uniapi: serving on http://{host}:{bound} (trio)", file=sys.stderr, flush=True)
         if demo:
             print(f"""uniapi demo: try

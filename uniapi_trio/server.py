@@ -1,9 +1,8 @@
-"""The trio front: accept connections, move bytes between sockets and the core, run relays.
+"""The trio front: accept connections and run each as a ``uniapi_core.session.Session``.
 
-Every decision is the core's: ``ServerConnection`` frames HTTP and enforces limits,
-``Gateway`` answers requests, ``Relay`` says what to send where. This module only executes
-actions, reports events, and keeps the clocks: ``trio.current_time()`` (monotonic) for
-deadlines, ``time.time()`` (wall) for ``created`` fields.
+Per connection: one reader task feeding client bytes, one task per upstream exchange, and
+the loop below, which hands every input to the session and performs the actions it returns.
+Clocks: ``trio.current_time()`` (monotonic) for deadlines, ``time.time()`` for wall time.
 """
 
 from __future__ import annotations
@@ -12,22 +11,13 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from functools import partial
 
 import trio
 
-from uniapi_core.gateway import Gateway, Respond
-from uniapi_core.http import ClientClosed, ProtocolFailure, RequestReceived, ServerConnection
+from uniapi_core.gateway import Gateway
 from uniapi_core.http.server import ServerLimits
-from uniapi_core.relay import (
-    CancelUpstream,
-    ClientGone,
-    DeadlineReached,
-    EndResponse,
-    OpenUpstream,
-    Relay,
-    SendData,
-    SendHead,
-)
+from uniapi_core.session import Close, Served, Session, StartUpstream, StopUpstream, Write
 
 from .upstream import UpstreamPool
 
@@ -35,151 +25,123 @@ __all__ = ["serve", "handle_connection"]
 
 log = logging.getLogger("uniapi")
 
-READ_SIZE = 16384
+READ_SIZE = 65536
 #: a client that accepts no bytes for this long is dropped (reliability.md: write stall)
 WRITE_STALL_TIMEOUT = 60.0
-#: events buffered between upstream tasks and the relay; a full channel pauses upstream reads
-EVENT_BUFFER = 16
-
-
-class _ClientGone(Exception):
-    """The client socket broke while we were writing to it."""
-
-
-async def _send(stream: trio.abc.Stream, data: bytes) -> None:
-    if not data:
-        return
-    try:
-        with trio.fail_after(WRITE_STALL_TIMEOUT):
-            await stream.send_all(data)
-    except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError):
-        raise _ClientGone() from None
+#: inputs buffered for the loop; a full inbox pauses the client reader and upstream reads
+INBOX = 16
+#: how long in-flight requests may run on after a shutdown signal
+DRAIN_GRACE = 30.0
 
 
 async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], Gateway],
-                            pool: UpstreamPool, limits: ServerLimits) -> None:
-    """Serve one client connection until it closes."""
-    conn = ServerConnection(limits, now=trio.current_time())
-    try:
-        events: list = []
-        while True:
-            while not events:
-                events = await _receive_events(stream, conn)
-            event = events.pop(0)
-            if isinstance(event, ClientClosed):
-                return
-            if isinstance(event, ProtocolFailure):
-                await _send(stream, conn.error_response(event.status, event.message,
-                                                        now=trio.current_time()))
-                return
-            assert isinstance(event, RequestReceived)
-            started = trio.current_time()
-            reply = get_gateway().handle(event.method, event.target, event.headers, event.body,
-                                         now=started, wall=time.time())
-            if isinstance(reply, Respond):
-                await _send(stream, conn.respond(reply.status, reply.headers, reply.body,
-                                                 now=trio.current_time()))
-                status = reply.status
-            else:
-                status = await _drive_relay(stream, conn, reply, pool)
-                if status is None:
-                    return  # client gone mid-response
-            log.info("%s %s %s %.1fms", event.method, event.target.split("?", 1)[0], status,
-                     (trio.current_time() - started) * 1000)
-            if conn.must_close:
-                return
-            events.extend(conn.next_request(trio.current_time()))
-    except _ClientGone:
-        return
-    finally:
-        await trio.aclose_forcefully(stream)
+                            pool: UpstreamPool, limits: ServerLimits,
+                            draining: trio.Event | None = None) -> None:
+    """Serve one client connection until the session closes it; ``draining`` set means
+    shut down gracefully."""
+    session = Session(get_gateway, limits, now=trio.current_time())
+    send, inbox = trio.open_memory_channel[tuple](INBOX)
+    scopes: dict[int, trio.CancelScope] = {}
 
-
-async def _receive_events(stream: trio.abc.Stream, conn: ServerConnection) -> list:
-    deadline = conn.next_deadline()
-    with trio.move_on_at(deadline if deadline is not None else math.inf):
-        try:
-            data = await stream.receive_some(READ_SIZE)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            data = b""
-        events = conn.receive_data(data, trio.current_time())
-        await _send(stream, conn.data_to_send())  # e.g. 100 Continue
-        return events
-    return conn.deadline_reached(trio.current_time())
-
-
-async def _drive_relay(stream: trio.abc.Stream, conn: ServerConnection, relay: Relay,
-                       pool: UpstreamPool) -> int | None:
-    """Run ``relay`` to its end. Returns the response status, or None if the client left."""
-    send_ch, recv_ch = trio.open_memory_channel[object](EVENT_BUFFER)
-    attempts: dict[int, trio.CancelScope] = {}
-
-    async def watch_client() -> None:
-        # keep reading so a client that goes away is noticed at once (R6)
+    async def read_client() -> None:
         while True:
             try:
                 data = await stream.receive_some(READ_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 data = b""
-            if any(isinstance(e, ClientClosed) for e in conn.receive_data(
-                    data, trio.current_time())) or not data:
-                await send_ch.send(ClientGone())
+            await send.send((None, data))
+            if not data:
                 return
 
-    async def run_attempt(action: OpenUpstream, scope: trio.CancelScope) -> None:
+    async def run_upstream(ref: int, action: StartUpstream, scope: trio.CancelScope) -> None:
         with scope:
-            await pool.run(action, send_ch.send)
+            await pool.run(action.request, action.proxy, lambda ev: send.send((ref, ev)))
 
-    gone = False
+    async def perform(actions: list) -> bool:
+        """Carry out the session's actions; False once the connection is to be closed."""
+        for action in actions:
+            if isinstance(action, Write):
+                if not await _write(stream, action.data):
+                    return await perform(session.write_failed(trio.current_time(), time.time()))
+            elif isinstance(action, StartUpstream):
+                scopes[action.ref] = trio.CancelScope()
+                nursery.start_soon(run_upstream, action.ref, action, scopes[action.ref])
+            elif isinstance(action, StopUpstream):
+                scopes.pop(action.ref, trio.CancelScope()).cancel()
+            elif isinstance(action, Served):
+                _log(action)
+            elif isinstance(action, Close):
+                return False
+        return True
+
+    async def watch_drain() -> None:
+        assert draining is not None
+        await draining.wait()
+        await send.send((0, None))
+
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(watch_client)
-        actions = relay.start(trio.current_time())
-        while True:
-            try:
-                for action in actions:
-                    if isinstance(action, OpenUpstream):
-                        scope = trio.CancelScope()
-                        attempts[action.attempt] = scope
-                        nursery.start_soon(run_attempt, action, scope)
-                    elif isinstance(action, CancelUpstream):
-                        attempts.pop(action.attempt, trio.CancelScope()).cancel()
-                    elif isinstance(action, SendHead):
-                        await _send(stream, conn.start_response(
-                            action.status, action.headers, content_length=action.content_length))
-                    elif isinstance(action, SendData):
-                        await _send(stream, conn.send_data(action.data))
-                    elif isinstance(action, EndResponse):
-                        await _send(stream, conn.end_response(trio.current_time()))
-            except _ClientGone:
-                gone = True
-                actions = relay.handle(ClientGone(), trio.current_time())
-                continue
-            if relay.finished:
-                break
-            deadline = relay.next_deadline()
-            with trio.move_on_at(deadline if deadline is not None else math.inf):
-                event = await recv_ch.receive()
-                if isinstance(event, ClientGone):
-                    gone = True
-                actions = relay.handle(event, trio.current_time())
-                continue
-            actions = relay.handle(DeadlineReached(), trio.current_time())
-        nursery.cancel_scope.cancel()
-    return None if gone or relay.outcome.client_closed else relay.outcome.status
+        nursery.start_soon(read_client)
+        if draining is not None:
+            nursery.start_soon(watch_drain)
+        try:
+            while True:
+                deadline = session.next_deadline()
+                with trio.move_on_at(deadline if deadline is not None else math.inf) as waited:
+                    ref, item = await inbox.receive()
+                now, wall = trio.current_time(), time.time()
+                if waited.cancelled_caught:
+                    actions = session.timer(now, wall)
+                elif ref is None:
+                    actions = session.data_received(item, now, wall)
+                elif ref == 0:
+                    actions = session.drain(now, wall)
+                else:
+                    actions = session.upstream_event(ref, item, now, wall)
+                if not await perform(actions):
+                    break
+        finally:
+            nursery.cancel_scope.cancel()
+            await trio.aclose_forcefully(stream)
+
+
+def _log(action: Served) -> None:
+    r = action.record
+    log.info("%s %s %s %.1fms%s", r.method, r.path, r.status, r.duration * 1000,
+             " client_closed" if r.client_closed else "")
+
+
+async def _write(stream: trio.abc.Stream, data: bytes) -> bool:
+    if not data:
+        return True
+    try:
+        with trio.fail_after(WRITE_STALL_TIMEOUT):
+            await stream.send_all(data)
+        return True
+    except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError):
+        return False
 
 
 async def serve(get_gateway: Callable[[], Gateway], host: str, port: int, *,
                 limits: ServerLimits | None = None, pool: UpstreamPool | None = None,
+                stop: trio.Event | None = None, grace: float = DRAIN_GRACE,
                 task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-    """Listen on ``host:port`` and serve forever; reports the bound port when ready."""
+    """Listen on ``host:port`` until ``stop`` is set (or forever), then drain: accept no
+    more, let requests in flight finish for up to ``grace`` seconds, then cut the rest."""
     limits = limits or ServerLimits()
     pool = pool or UpstreamPool()
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound = listeners[0].socket.getsockname()[1]
+    draining = trio.Event()
 
     async def handler(stream: trio.SocketStream) -> None:
-        await handle_connection(stream, get_gateway, pool, limits)
+        await handle_connection(stream, get_gateway, pool, limits, draining)
 
-    async with trio.open_nursery() as nursery:
-        await nursery.start(trio.serve_listeners, handler, listeners)
-        task_status.started(bound)
+    async with trio.open_nursery() as connections:
+        async with trio.open_nursery() as accepting:
+            await accepting.start(partial(trio.serve_listeners, handler, listeners,
+                                          handler_nursery=connections))
+            task_status.started(bound)
+            await (stop if stop is not None else trio.Event()).wait()
+            accepting.cancel_scope.cancel()
+        draining.set()
+        connections.cancel_scope.deadline = trio.current_time() + grace

@@ -10,7 +10,7 @@ import trio
 
 from uniapi_core.http import ClientConnection, ResponseData, ResponseEnd, ResponseHead, parse_url
 from uniapi_core.http.client import UpstreamProtocolError
-from uniapi_core.relay import OpenUpstream, UpstreamData, UpstreamEnded, UpstreamFailed, UpstreamHead
+from uniapi_core.relay import UpstreamData, UpstreamEnded, UpstreamFailed, UpstreamHead
 from uniapi_core.vendors.base import UpstreamRequest
 
 __all__ = ["UpstreamPool", "CONNECT_TIMEOUT"]
@@ -91,20 +91,19 @@ class UpstreamPool:
                 raise OSError(ev.message)
 
         with trio.fail_after(timeout):
-            await self.run(OpenUpstream(0, request), post)
+            await self.run(request, None, post)
         return status, b"".join(parts)
 
-    async def run(self, action: OpenUpstream, post: Post) -> None:
-        """Perform one attempt, posting UpstreamHead/Data/Ended/Failed events."""
-        req = action.request
-        if action.proxy:
-            await post(UpstreamFailed(action.attempt, "connect",
-                                      "outbound proxies are not supported yet"))
+    async def run(self, req: UpstreamRequest, proxy: str | None, post: Post) -> None:
+        """Perform one exchange, posting UpstreamHead/Data/Ended/Failed events (attempt 0:
+        the session knows whose exchange it is)."""
+        if proxy:
+            await post(UpstreamFailed(0, "connect", "outbound proxies are not supported yet"))
             return
         try:
             url = parse_url(req.url)
         except ValueError as exc:
-            await post(UpstreamFailed(action.attempt, "connect", f"bad upstream URL: {exc}"))
+            await post(UpstreamFailed(0, "connect", f"bad upstream URL: {exc}"))
             return
         headers = (("host", url.host_header),) + tuple(
             h for h in req.headers if h[0].lower() != "host")
@@ -115,17 +114,15 @@ class UpstreamPool:
                 try:
                     conn = await self._connect(url.origin)
                 except trio.TooSlowError:
-                    await post(UpstreamFailed(action.attempt, "connect",
-                                              f"connecting to {url.host} timed out"))
+                    await post(UpstreamFailed(0, "connect", f"connecting to {url.host} timed out"))
                     return
                 except (OSError, ssl.SSLError, trio.BrokenResourceError) as exc:
-                    await post(UpstreamFailed(action.attempt, "connect",
-                                              f"cannot connect to {url.host}: {exc}"))
+                    await post(UpstreamFailed(0, "connect", f"cannot connect to {url.host}: {exc}"))
                     return
             result: bool | None = False
             try:
-                result = await self._exchange(conn, action.attempt, req.method, url.target,
-                                              headers, req.body, post, retry_stale=not fresh)
+                result = await self._exchange(conn, req.method, url.target, headers, req.body,
+                                              post, retry_stale=not fresh)
             finally:  # also on cancellation: an abandoned exchange never returns to the pool
                 if result is True:
                     self._release(conn)
@@ -135,7 +132,7 @@ class UpstreamPool:
                 return
             conn = None  # a stale pooled connection: try once more on a fresh one
 
-    async def _exchange(self, conn: _Conn, attempt: int, method: str, target: str,
+    async def _exchange(self, conn: _Conn, method: str, target: str,
                         headers: tuple[tuple[str, str], ...], body: bytes, post: Post, *,
                         retry_stale: bool) -> bool | None:
         """True: response complete (reusable); False: failed and reported; None: a stale
@@ -150,18 +147,18 @@ class UpstreamPool:
                 got_any = True
                 for ev in conn.h11.receive_data(data):
                     if isinstance(ev, ResponseHead):
-                        await post(UpstreamHead(attempt, ev.status, ev.headers))
+                        await post(UpstreamHead(0, ev.status, ev.headers))
                     elif isinstance(ev, ResponseData):
-                        await post(UpstreamData(attempt, ev.data))
+                        await post(UpstreamData(0, ev.data))
                     elif isinstance(ev, ResponseEnd):
-                        await post(UpstreamEnded(attempt))
+                        await post(UpstreamEnded(0))
                         return True
         except UpstreamProtocolError as exc:
-            await post(UpstreamFailed(attempt, exc.kind, str(exc)))
+            await post(UpstreamFailed(0, exc.kind, str(exc)))
         except ValueError as exc:  # a request the HTTP layer refuses to send
-            await post(UpstreamFailed(attempt, "protocol", f"cannot send the request: {exc}"))
+            await post(UpstreamFailed(0, "protocol", f"cannot send the request: {exc}"))
         except (OSError, ssl.SSLError, trio.BrokenResourceError) as exc:
             if retry_stale and not got_any:
                 return None
-            await post(UpstreamFailed(attempt, "reset", f"connection lost: {exc}"))
+            await post(UpstreamFailed(0, "reset", f"connection lost: {exc}"))
         return False

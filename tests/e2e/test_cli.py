@@ -43,7 +43,7 @@ def process(args: list[str], port: int, env: dict[str, str] | None = None):
                 time.sleep(0.05)
         yield proc
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:

@@ -278,6 +278,16 @@ class ServerConnection:
         """Nothing more will be read or answered: the caller closes the socket."""
         return self._state is _State.CLOSED
 
+    def close_after_response(self) -> None:
+        """Serve no further request on this connection (shutdown): the current response, if
+        any, carries ``connection: close`` when its head is still to be sent."""
+        self._must_close = True
+
+    @property
+    def busy(self) -> bool:
+        """A request is being read or answered (an idle keep-alive connection is not busy)."""
+        return self._state is not _State.IDLE or bool(self._pending)
+
     def data_to_send(self) -> bytes:
         """Drain bytes the connection wants written on its own (``100 Continue``)."""
         out = bytes(self._outbound)
