@@ -259,7 +259,8 @@ class Gateway:
                               provider=provider,
                               api_key=None if key_index is None else provider.api[key_index],
                               stream=stream, include_usage=include_usage,
-                              response_id=response_id, created=int(wall))
+                              response_id=response_id, created=int(wall),
+                              entropy=self.entropy)
             exchange = TRANSLATORS[detect_engine(provider)](req, ctx)
             timeout = model_timeout(provider, self.config.preferences, channel.alias,
                                     channel.upstream_model, self.settings.env_timeout)

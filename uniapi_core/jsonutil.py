@@ -49,6 +49,16 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (_INF, -_INF):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
+
+
+_INF = float("inf")
+
+
 def parse_request_json(body: bytes) -> Any:
     """Parse a client body; any problem is a ``ClientError`` with status 400."""
     if not body.strip():
@@ -61,7 +71,7 @@ def parse_request_json(body: bytes) -> Any:
         raise ClientError(f"request body is not valid UTF-8 (byte {exc.start})",
                           code="invalid_json") from None
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except RecursionError:
         raise ClientError("JSON nested too deeply", code="invalid_json") from None
     except ValueError as exc:  # JSONDecodeError, NaN, int too long to convert
@@ -79,9 +89,16 @@ def loads_upstream(body: bytes | str) -> Any:
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
+_ASCII_ENCODER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+
+
 def dumps(obj: Any) -> bytes:
-    """Compact UTF-8 JSON with U+2028/U+2029 escaped."""
+    """Compact UTF-8 JSON with U+2028/U+2029 escaped. Text holding lone surrogates (valid in
+    JSON escapes, not in UTF-8) is written with ASCII escapes instead of failing."""
     text = _ENCODER.encode(obj)
     if "\u2028" in text or "\u2029" in text:
         text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
-    return text.encode("utf-8")
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _ASCII_ENCODER.encode(obj).encode("ascii")

@@ -142,7 +142,14 @@ class Relay:
         if handler is None:
             return []
         out: list[RelayAction] = []
-        handler(self, event, now, out)
+        try:
+            handler(self, event, now, out)
+        except Exception as exc:  # a translator bug: fail this attempt, never the server
+            out.clear()
+            err = UpstreamError(f"internal error while reading the upstream answer "
+                                f"({type(exc).__name__})", kind="decode",
+                                code="translation_error")
+            self._any_failure(err, now, out)
         return out
 
     # -- transitions --------------------------------------------------------------------------

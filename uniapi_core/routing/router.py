@@ -180,6 +180,7 @@ class RoutePlan:
         self._made = 0
         self._retry_after: int | None = None
         self._current: tuple[int, int | None] | None = None
+        self._unbuildable: UniapiError | None = None
 
     def next_attempt(self, now: float, failure: UpstreamError | None) -> Attempt | None:
         if self._made >= self._budget:
@@ -194,13 +195,23 @@ class RoutePlan:
             pick = self._router.keys.pick(channel.provider, channel.upstream_model, now,
                                           self._rng, exclude=tried)
             if pick.usable:
+                try:
+                    attempt = self._build(channel, pick.index, self._made + 1)
+                except UniapiError as exc:  # this vendor cannot take this request
+                    self._skip_unbuildable(channel, exc, exc.message)
+                    continue
+                except Exception as exc:  # a translator bug must not take the server down
+                    self._skip_unbuildable(channel, GatewayError(
+                        "internal error while translating the request", status=500,
+                        code="translation_error"), f"{type(exc).__name__}")
+                    continue
                 if pick.index is not None:
                     tried.add(pick.index)
                 self._made += 1
                 self._current = (self._pos, pick.index)
                 self.explained.append(Decision(channel.provider.provider, channel.upstream_model,
                                                "attempt", f"#{self._made}", pick.index))
-                return self._build(channel, pick.index, self._made)
+                return attempt
             if pick.retry_after is not None:
                 self._retry_after = min(self._retry_after or pick.retry_after, pick.retry_after)
                 self.explained.append(Decision(channel.provider.provider, channel.upstream_model,
@@ -213,6 +224,13 @@ class RoutePlan:
             self._pos += 1
             self._current = None
         return None
+
+    def _skip_unbuildable(self, channel: Channel, error: UniapiError, detail: str) -> None:
+        self.explained.append(Decision(channel.provider.provider, channel.upstream_model,
+                                       "skipped", f"cannot translate the request: {detail}"))
+        self._unbuildable = self._unbuildable or error
+        self._pos += 1
+        self._current = None
 
     def attempt_finished(self, attempt: Attempt, now: float, error: UpstreamError | None) -> None:
         assert self._current is not None
@@ -227,6 +245,8 @@ class RoutePlan:
 
     def refusal(self) -> UniapiError:
         """Why no attempt could be made at all."""
+        if self._unbuildable is not None:
+            return self._unbuildable
         if self._retry_after is not None:
             return ClientError(
                 f"All upstream keys are over their rate limits; retry in {self._retry_after} s",

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..config.model import Provider
-from . import azure, openai
+from . import anthropic, azure, gemini, openai
 from .base import ChatContext, Exchange, UpstreamRequest
 from .engine import ENGINES, detect_engine
 
@@ -21,6 +21,8 @@ TRANSLATORS: dict[str, Callable[[dict[str, Any], ChatContext], Exchange]] = {
     "gpt": openai.build_exchange,
     "openrouter": openai.build_exchange,
     "azure": azure.build_exchange,
+    "claude": anthropic.build_exchange,
+    "gemini": gemini.build_exchange,
 }
 
 

@@ -68,7 +68,8 @@ class ImagesNeeded(UniapiError):
     code = "image_fetch_required"
 
     def __init__(self, urls: Sequence[str]) -> None:
-        super().__init__(f"{len(urls)} remote image(s) must be fetched first")
+        super().__init__("this provider needs images inline and fetching remote image URLs is "
+                         "not available yet: send the image as a data: URL")
         self.urls = tuple(urls)
 
 

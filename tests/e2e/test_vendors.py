@@ -1,0 +1,176 @@
+"""The openai SDK through the gateway to fake Anthropic, Gemini and Azure upstreams: the same
+text, tool calls and usage as the vendor sent, in OpenAI's shape."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import openai
+import pytest
+
+from tests.fakes.upstream import FakeUpstream, Reply, json_reply
+from tests.harness import BACKENDS, run_gateway
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+KEY = "sk-vendor-test"
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}}}}]
+MESSAGES = [{"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Weather in Paris?"}]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    return request.param
+
+
+@pytest.fixture
+def up():
+    u = FakeUpstream()
+    yield u
+    u.close()
+
+
+def config(up: FakeUpstream, kind: str) -> str:
+    provider = {
+        "anthropic": f"base_url: {up.url}/v1/messages\n    api: sk-ant-test",
+        "gemini": f"base_url: {up.url}/v1beta\n    api: AIza-test",
+        "azure": f"base_url: {up.url}\n    engine: azure\n    api: az-key",
+    }[kind]
+    return f"""
+providers:
+  - provider: {kind}
+    {provider}
+    model:
+      - vendor-model: m
+api_keys:
+  - api: {KEY}
+"""
+
+
+def fixture_reply(path: str, stream: bool) -> Reply:
+    body = (DATA / path).read_bytes()
+    if stream:
+        return Reply(headers=[("content-type", "text/event-stream")],
+                     pieces=[body[i:i + 97] for i in range(0, len(body), 97)])
+    return Reply(pieces=[body], chunked=False)
+
+
+def collect(chunks):
+    text, reasoning, calls, finish, usage = "", "", {}, None, None
+    for c in chunks:
+        if c.usage:
+            usage = c.usage
+        for ch in c.choices:
+            text += ch.delta.content or ""
+            reasoning += getattr(ch.delta, "reasoning_content", None) or ""
+            for tc in ch.delta.tool_calls or []:
+                entry = calls.setdefault(tc.index, {"id": None, "name": None, "arguments": ""})
+                if tc.id:
+                    entry["id"], entry["name"] = tc.id, tc.function.name
+                entry["arguments"] += tc.function.arguments or ""
+            finish = ch.finish_reason or finish
+    return text, reasoning, calls, finish, usage
+
+
+def test_anthropic_stream(backend, up):
+    up.replies.append(fixture_reply("anthropic/tools_stream.sse", stream=True))
+    with run_gateway(config(up, "anthropic"), backend=backend) as gw:
+        chunks = list(gw.openai(KEY).chat.completions.create(
+            model="m", messages=MESSAGES, tools=TOOLS, stream=True,
+            stream_options={"include_usage": True}))
+    text, _, calls, finish, usage = collect(chunks)
+    assert text == "I'll check both for you."
+    assert [calls[i]["name"] for i in sorted(calls)] == [
+        "get_weather", "get_local_time", "get_date"]
+    assert calls[0]["id"] == "toolu_01FmK2wYdQ8cR4vLp7Xn3TsB"
+    assert json.loads(calls[0]["arguments"]) == {"city": "Paris", "unit": "celsius"}
+    assert json.loads(calls[1]["arguments"])["label"] == "café \"noir\""
+    assert calls[2]["arguments"] == "{}"
+    assert finish == "tool_calls"
+    assert usage.prompt_tokens == 412 and usage.completion_tokens == 96
+    sent = up.seen[0]
+    assert sent.path == "/v1/messages"
+    assert sent.headers["x-api-key"] == "sk-ant-test"
+    body = sent.json()
+    assert body["model"] == "vendor-model" and body["system"] and body["stream"] is True
+    assert body["tools"][0]["name"] == "get_weather"
+
+
+def test_anthropic_whole_body(backend, up):
+    up.replies.append(fixture_reply("anthropic/message_tool_use.json", stream=False))
+    with run_gateway(config(up, "anthropic"), backend=backend) as gw:
+        resp = gw.openai(KEY).chat.completions.create(model="m", messages=MESSAGES, tools=TOOLS)
+    msg = resp.choices[0].message
+    assert msg.content == "I'll check the weather and the time."
+    assert [t.function.name for t in msg.tool_calls] == ["get_weather", "get_time"]
+    assert json.loads(msg.tool_calls[0].function.arguments)["note"] == "café \"noir\""
+    assert resp.choices[0].finish_reason == "tool_calls"
+    assert resp.usage.prompt_tokens == 472 + 1200 + 3000
+    assert resp.usage.prompt_tokens_details.cached_tokens == 3000
+    assert resp.model == "m"
+
+
+def test_anthropic_error_is_mapped(backend, up):
+    up.replies.append(json_reply(json.loads((DATA / "anthropic/error_400.json").read_text()),
+                                 status=400))
+    with run_gateway(config(up, "anthropic"), backend=backend) as gw:
+        with pytest.raises(openai.BadRequestError) as exc:
+            gw.openai(KEY).chat.completions.create(model="m", messages=MESSAGES)
+    assert exc.value.body["type"] == "invalid_request_error"
+
+
+def test_gemini_stream(backend, up):
+    up.replies.append(fixture_reply("gemini/stream_parallel_calls.sse", stream=True))
+    with run_gateway(config(up, "gemini"), backend=backend) as gw:
+        chunks = list(gw.openai(KEY).chat.completions.create(
+            model="m", messages=MESSAGES, tools=TOOLS, stream=True,
+            stream_options={"include_usage": True}))
+    _, reasoning, calls, finish, usage = collect(chunks)
+    assert reasoning.startswith("The user wants the weather")
+    assert [json.loads(calls[i]["arguments"])["city"] for i in sorted(calls)] == [
+        "Paris", "Tokyo"]
+    assert len({calls[i]["id"] for i in calls}) == 2
+    assert finish == "tool_calls"
+    assert usage.prompt_tokens == 88 and usage.completion_tokens == 36 + 51
+    sent = up.seen[0]
+    assert sent.path == "/v1beta/models/vendor-model:streamGenerateContent?alt=sse"
+    assert sent.headers["x-goog-api-key"] == "AIza-test"
+    assert "key=" not in sent.path
+    assert sent.json()["systemInstruction"]
+
+
+def test_gemini_whole_body(backend, up):
+    up.replies.append(fixture_reply("gemini/body_function_calls.json", stream=False))
+    with run_gateway(config(up, "gemini"), backend=backend) as gw:
+        resp = gw.openai(KEY).chat.completions.create(model="m", messages=MESSAGES, tools=TOOLS)
+    msg = resp.choices[0].message
+    assert msg.content == "Let me check."
+    assert [t.function.name for t in msg.tool_calls] == ["get_weather", "get_time", "list_alerts"]
+    assert json.loads(msg.tool_calls[1].function.arguments) == {"tz": "Asia/Tokyo"}
+    assert resp.usage.prompt_tokens == 130
+    assert up.seen[0].path == "/v1beta/models/vendor-model:generateContent"
+
+
+def test_azure_url_header_and_filter_chunk(backend, up):
+    events = [
+        {"choices": [], "created": 0, "id": "", "model": "", "object": "",
+         "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {}}]},
+        {"id": "chatcmpl-az", "object": "chat.completion.chunk", "created": 1,
+         "model": "gpt-4o", "choices": [{"index": 0, "delta": {"role": "assistant",
+                                                              "content": "Azure"},
+                                         "finish_reason": None, "content_filter_results": {}}]},
+        {"id": "chatcmpl-az", "object": "chat.completion.chunk", "created": 1,
+         "model": "gpt-4o", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+    ]
+    body = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events)
+    up.replies.append(Reply(headers=[("content-type", "text/event-stream")],
+                            pieces=[body, b"data: [DONE]\n\n"]))
+    with run_gateway(config(up, "azure"), backend=backend) as gw:
+        chunks = list(gw.openai(KEY).chat.completions.create(model="m", messages=MESSAGES,
+                                                             stream=True))
+    assert collect(chunks)[0] == "Azure"
+    sent = up.seen[0]
+    assert sent.path == "/openai/deployments/vendor-model/chat/completions?api-version=2024-10-21"
+    assert sent.headers["api-key"] == "az-key" and "authorization" not in sent.headers

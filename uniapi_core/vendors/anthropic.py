@@ -1,0 +1,839 @@
+"""Anthropic Messages (``engine: claude``): OpenAI chat request in, OpenAI answer out (§3).
+
+Theory of operation
+-------------------
+``build_exchange`` is a pure function of the OpenAI request and the ``ChatContext``. It reads
+only the fields in ``MAPPED`` (REQ-3: nothing else is copied; ``DROPPED`` documents why the rest
+are left out) and builds the Messages body in three steps:
+
+1. *Messages* (ANT-R1..R8): system/developer text goes to ``system``; every other message
+   becomes a ``(role, blocks)`` turn (tool results are user turns, every assistant tool call a
+   ``tool_use`` block); empty text is dropped, consecutive same-role turns are merged with the
+   ``tool_result`` blocks first, every ``tool_use`` must be answered in the next turn, the
+   first turn is a user turn and a final assistant turn (prefill) is right-stripped. Tool-call
+   ids are mapped injectively onto Anthropic's alphabet (TC-5). Images become base64 blocks
+   (REQ-4); remote images come from ``ctx.images`` or raise ``ImagesNeeded`` with every
+   missing URL.
+2. *Tools* (ANT-T1..T3, TC-6): OpenAI functions become ``{name, description, input_schema}``;
+   ``tool_choice`` and ``parallel_tool_calls`` map to Anthropic's tool choice. A history that
+   holds tool blocks but no ``tools`` gets placeholder definitions and ``tool_choice: none``.
+3. *Sampling and thinking* (ANT-K1..K4): an explicit ``thinking`` object, else ``-think-N`` in
+   the alias, else ``reasoning_effort``, else ``think`` in the alias enables extended thinking;
+   the budget and ``max_tokens`` are made consistent, temperature/top_k/top_p are trimmed, and
+   thinking is switched off when the last tool turn cannot be replayed with its signature.
+   Signed thinking comes back from history through an assistant message's ``thinking_blocks``
+   (``{"type":"thinking","thinking","signature"}`` / ``{"type":"redacted_thinking","data"}``,
+   LiteLLM's convention) or ``reasoning_content`` with ``reasoning_signature``; reasoning
+   without a signature is dropped (Anthropic refuses unsigned thinking blocks).
+
+``AnthropicExchange.parse_body`` walks the content blocks in order (ANT-N1); ``parse_error``
+maps Anthropic's error JSON by HTTP status first and ``error.type`` second (§0.2, §3.8).
+``AnthropicStreamDecoder`` frames with ``SSEDecoder`` and emits through ``ChunkWriter`` (§3.7,
+S-1..S-7, TC-1..TC-3, U-3). It feeds the framer one line at a time, so a framing or JSON error
+never hides the items of the lines before it: those are returned and the error is raised by the
+next call, which makes items and errors independent of how the bytes were cut (DEC-1, DEC-2).
+After ``message_stop`` or ``error`` every byte is ignored (DEC-4); EOF without them is a
+``truncated`` failure (DEC-5).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+from typing import Any
+from urllib.parse import unquote_to_bytes, urlsplit
+
+from ..errors import ClientError, DecodeError, UpstreamError
+from ..jsonutil import dumps
+from ..streams import SSEDecoder, SSEEvent
+from .base import (ChatContext, ImagesNeeded, StreamDone, StreamFailed, StreamItem,
+                   UpstreamRequest, client_status_for, error_from_body)
+from .chunks import ChunkWriter, completion, usage_object
+from .openai import merge_headers
+
+__all__ = ["DEFAULT_URL", "API_VERSION", "MAPPED", "DROPPED", "FINISH_REASONS", "ERROR_TYPES",
+           "EFFORT_BUDGETS", "messages_url", "build_exchange", "AnthropicExchange",
+           "AnthropicStreamDecoder"]
+
+DEFAULT_URL = "https://api.anthropic.com/v1/messages"
+API_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 4096  # ANT §3.2 fallback; also the answer room added above a budget
+DEFAULT_BUDGET = 4096  # ANT-K1
+MIN_BUDGET = 1024  # ANT-K2
+MAX_IMAGE_BYTES = 5 * 1024 * 1024  # Anthropic's documented per-image cap
+PREFILL_PLACEHOLDER = "."  # ANT-R6
+
+#: request fields this translator reads (REQ-3); everything else never reaches Anthropic
+MAPPED = frozenset({"model", "messages", "max_tokens", "max_completion_tokens", "stop",
+                    "temperature", "top_p", "top_k", "stream", "tools", "tool_choice",
+                    "parallel_tool_calls", "user", "n", "response_format", "thinking",
+                    "reasoning_effort"})
+#: fields left out on purpose, with the reason (documented in docs/)
+DROPPED = {
+    "stream_options": "Anthropic streams always carry usage; include_usage is the gateway's",
+    "presence_penalty": "no Anthropic equivalent", "frequency_penalty": "no Anthropic equivalent",
+    "logit_bias": "no Anthropic equivalent", "logprobs": "no Anthropic equivalent",
+    "top_logprobs": "no Anthropic equivalent", "seed": "no Anthropic equivalent",
+    "service_tier": "OpenAI-only", "store": "OpenAI-only", "metadata": "OpenAI-only shape",
+    "modalities": "text only", "audio": "text only", "prediction": "OpenAI-only",
+}
+#: Anthropic ``stop_reason`` -> OpenAI ``finish_reason`` (§0.4; unknown values -> ``stop``)
+FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop",
+                  "max_tokens": "length", "model_context_window_exceeded": "length",
+                  "tool_use": "tool_calls", "refusal": "content_filter"}
+#: Anthropic ``error.type`` -> (OpenAI ``type``, the HTTP status Anthropic pairs it with) (§3.8)
+ERROR_TYPES = {
+    "invalid_request_error": ("invalid_request_error", 400),
+    "authentication_error": ("authentication_error", 401),
+    "billing_error": ("insufficient_quota", 402),
+    "permission_error": ("permission_error", 403),
+    "not_found_error": ("not_found_error", 404),
+    "conflict_error": ("invalid_request_error", 409),
+    "request_too_large": ("invalid_request_error", 413),
+    "rate_limit_error": ("rate_limit_error", 429),
+    "api_error": ("server_error", 500),
+    "timeout_error": ("timeout_error", 504),
+    "overloaded_error": ("server_error", 529),
+}
+#: HTTP status -> OpenAI ``type``, consulted before ``error.type`` (§0.2); >= 500 is server_error
+_STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+                 403: "permission_error", 404: "not_found_error", 408: "timeout_error",
+                 409: "invalid_request_error", 413: "invalid_request_error",
+                 422: "invalid_request_error", 429: "rate_limit_error"}
+#: ``reasoning_effort`` -> thinking budget (§3.2); ``none`` switches thinking off
+EFFORT_BUDGETS = {"minimal": 1024, "low": 1024, "medium": 4096, "high": 16384}
+_TOOL_CHOICES = {"auto": {"type": "auto"}, "required": {"type": "any"},
+                 "none": {"type": "none"}}
+_IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+_TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")  # TC-6
+_ID_BAD = re.compile(r"[^A-Za-z0-9_-]")
+_THINK_N = re.compile(r"-think-(\d+)$", re.I)
+_ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+
+def _fail(message: str, code: str = "invalid_request") -> ClientError:
+    return ClientError(message, code=code)
+
+
+def _str(v: Any) -> str:
+    return v if isinstance(v, str) else ""
+
+
+def _dict(v: Any) -> dict[str, Any]:
+    return v if isinstance(v, dict) else {}
+
+
+def _int(v: Any) -> int:
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
+
+
+def _num(req: dict[str, Any], key: str) -> float | None:
+    v = req.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+        raise _fail(f"'{key}' must be a number", "invalid_value")
+    return v
+
+
+def _strict_loads(data: str | bytes) -> Any:
+    def reject(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+    return json.loads(data, parse_constant=reject)
+
+
+def messages_url(base_url: str | None) -> str:
+    """The Messages URL: ``…/v1/messages`` as given, an origin or ``…/v1`` completed (ANT-1)."""
+    if not base_url:
+        return DEFAULT_URL
+    base, sep, query = base_url.partition("?")
+    try:
+        path = urlsplit(base).path.rstrip("/")
+    except ValueError:  # not a URL at all: the transport will say so
+        return base_url
+    if path.endswith("/v1/messages"):
+        return base_url
+    if not path:
+        return base.rstrip("/") + "/v1/messages" + sep + query
+    if path.endswith("/v1"):
+        return base.rstrip("/") + "/messages" + sep + query
+    return base_url
+
+
+# -- images (REQ-4, §3.3.1) --------------------------------------------------------------------
+
+def _sniff(raw: bytes) -> str | None:
+    if raw.startswith(b"\x89PNG"):
+        return "image/png"
+    if raw.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if raw.startswith(b"GIF8"):
+        return "image/gif"
+    if raw[:4] == b"RIFF" and raw[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+def _image_block(raw: bytes, declared: str, where: str) -> dict[str, Any]:
+    declared = declared.strip().lower().replace("image/jpg", "image/jpeg")
+    media = _sniff(raw) or (declared if declared in _IMAGE_TYPES else None)
+    if media is None or not raw:
+        raise _fail(f"{where}: image type {declared or 'unknown'!r} not accepted by Anthropic "
+                    "(jpeg, png, gif, webp)", "unsupported_image")
+    if len(raw) > MAX_IMAGE_BYTES:
+        raise _fail(f"{where}: image of {len(raw)} bytes exceeds Anthropic's "
+                    f"{MAX_IMAGE_BYTES}-byte limit", "image_too_large")
+    return {"type": "image", "source": {"type": "base64", "media_type": media,
+                                        "data": base64.b64encode(raw).decode("ascii")}}
+
+
+def _data_url(url: str, where: str) -> tuple[bytes, str]:
+    """``data:<mime>[;base64],<payload>`` → (bytes, declared mime); REQ-4 normalisation."""
+    head, comma, payload = url[5:].partition(",")
+    if not comma:
+        raise _fail(f"{where}: malformed data URL", "invalid_image")
+    params = head.split(";")
+    if params[-1].strip().lower() == "base64":
+        text = re.sub(r"\s+", "", unquote_to_bytes(payload).decode("latin-1")).rstrip("=")
+        text += "=" * (-len(text) % 4)  # restore missing padding
+        try:
+            raw = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise _fail(f"{where}: data URL payload is not valid base64", "invalid_image") from None
+    else:
+        raw = unquote_to_bytes(payload)
+    return raw, params[0]
+
+
+# -- request building ------------------------------------------------------------------------
+
+class _Builder:
+    """One request's conversion state: id map, missing images, placeholders (§3.3)."""
+
+    def __init__(self, ctx: ChatContext) -> None:
+        self.ctx = ctx
+        self.missing: list[str] = []
+        self.ids: dict[str, str] = {}
+        self.tool_names: list[str] = []
+
+    # ids (TC-5): valid ids map to themselves, others to a cleaned form, hashed on collision
+    def prepare_ids(self, messages: list[dict[str, Any]]) -> None:
+        raw = [str(c.get("id")) for m in messages for c in _list(m.get("tool_calls"))
+               if isinstance(c, dict) and c.get("id")]
+        raw += [m["tool_call_id"] for m in messages if isinstance(m.get("tool_call_id"), str)]
+        used = {i for i in raw if not _ID_BAD.search(i) and 0 < len(i) <= 64}
+        for i in raw:
+            if i in self.ids:
+                continue
+            if i in used:
+                self.ids[i] = i
+                continue
+            clean = _ID_BAD.sub("_", i)[:64] or "_"
+            if clean in used:
+                clean = clean[:55] + "_" + hashlib.sha256(i.encode()).hexdigest()[:8]
+            used.add(clean)
+            self.ids[i] = clean
+
+    def image(self, part: dict[str, Any], where: str) -> dict[str, Any] | None:
+        spec = part.get("image_url")
+        url = spec if isinstance(spec, str) else _str(_dict(spec).get("url"))
+        if url[:5].lower() == "data:":
+            raw, declared = _data_url(url, where)
+            return _image_block(raw, declared, where)
+        if url[:7].lower() == "http://" or url[:8].lower() == "https://":
+            got = self.ctx.images.get(url)
+            if got is None:
+                if url not in self.missing:
+                    self.missing.append(url)
+                return None
+            return _image_block(got[1], got[0], where)
+        raise _fail(f"{where}: image URL must be a data: or http(s) URL", "invalid_image")
+
+    def parts(self, content: Any, where: str, *, images: bool = True) -> list[dict[str, Any]]:
+        """OpenAI content (string or parts) → Anthropic text/image/document blocks."""
+        if content is None:
+            return []
+        if isinstance(content, str):
+            return [{"type": "text", "text": content}]
+        if not isinstance(content, list):
+            raise _fail(f"{where}: content must be a string or a list of parts")
+        out: list[dict[str, Any]] = []
+        for j, part in enumerate(content):
+            w = f"{where}.content[{j}]"
+            if isinstance(part, str):
+                part = {"type": "text", "text": part}
+            if not isinstance(part, dict):
+                raise _fail(f"{w}: a content part must be an object")
+            kind = part.get("type")
+            if kind in ("text", "refusal"):
+                text = part.get(kind)
+                if not isinstance(text, str):
+                    raise _fail(f"{w}: '{kind}' must be a string")
+                block: dict[str, Any] | None = {"type": "text", "text": text}
+            elif kind == "image_url" and images:
+                block = self.image(part, w)
+            else:
+                raise _fail(f"{w}: content part type {kind!r} is not supported here",
+                            "unsupported_content")
+            if block is not None:
+                if isinstance(part.get("cache_control"), dict):
+                    block["cache_control"] = part["cache_control"]
+                out.append(block)
+        return out
+
+    def thinking(self, m: dict[str, Any]) -> list[dict[str, Any]]:
+        """Signed thinking replayed from history (ANT-K4); unsigned reasoning is dropped."""
+        out = []
+        for b in _list(m.get("thinking_blocks")):
+            b = _dict(b)
+            if b.get("type") == "thinking" and isinstance(b.get("thinking"), str) \
+                    and _str(b.get("signature")):
+                out.append({"type": "thinking", "thinking": b["thinking"],
+                            "signature": b["signature"]})
+            elif b.get("type") == "redacted_thinking" and _str(b.get("data")):
+                out.append({"type": "redacted_thinking", "data": b["data"]})
+        if not out and isinstance(m.get("reasoning_content"), str) \
+                and _str(m.get("reasoning_signature")):
+            out.append({"type": "thinking", "thinking": m["reasoning_content"],
+                        "signature": m["reasoning_signature"]})
+        return out
+
+    def tool_use(self, call: Any, where: str) -> dict[str, Any]:
+        fn = _dict(_dict(call).get("function"))
+        cid, name, args = _dict(call).get("id"), fn.get("name"), fn.get("arguments")
+        if not cid or not isinstance(name, str):
+            raise _fail(f"{where}: a tool call needs an 'id' and a function 'name'")
+        _check_name(name, where)
+        if isinstance(args, str):
+            try:
+                args = _strict_loads(args) if args.strip() else {}
+            except (ValueError, RecursionError):
+                raise _fail(f"{where}: tool call arguments are not valid JSON") from None
+        if args is None:
+            args = {}
+        if not isinstance(args, dict):
+            raise _fail(f"{where}: tool call arguments must be a JSON object")
+        self.tool_names.append(name)
+        return {"type": "tool_use", "id": self.ids[str(cid)], "name": name, "input": args}
+
+    def convert(self, messages: list[dict[str, Any]], thinking_on: bool
+                ) -> tuple[Any, list[dict[str, Any]]]:
+        """ANT-R1..R8: (system, alternating turns)."""
+        self.prepare_ids(messages)
+        system: list[dict[str, Any]] = []
+        turns: list[tuple[str, list[dict[str, Any]]]] = []
+        calls: set[str] = set()
+        for i, m in enumerate(messages):
+            role, where = m.get("role"), f"messages[{i}]"
+            if role not in ("system", "developer", "user", "assistant", "tool"):
+                raise _fail(f"{where}: role {role!r} is not supported", "invalid_role")
+            if role in ("system", "developer"):
+                blocks = self.parts(m.get("content"), where, images=False)
+            elif role == "user":
+                blocks = self.parts(m.get("content"), where)
+            elif role == "assistant":
+                blocks = self.thinking(m) if thinking_on else []
+                blocks += [b for b in self.parts(m.get("content"), where, images=False)
+                           if b.get("type") != "text" or b["text"].strip()]
+                for k, call in enumerate(_list(m.get("tool_calls"))):
+                    blocks.append(self.tool_use(call, f"{where}.tool_calls[{k}]"))
+                    calls.add(str(call["id"]))
+            else:  # tool
+                cid = m.get("tool_call_id")
+                if not isinstance(cid, str) or cid not in calls:
+                    raise _fail(f"{where}: 'tool_call_id' does not name an earlier tool call")
+                block = {"type": "tool_result", "tool_use_id": self.ids[cid]}
+                content = m.get("content")
+                if not isinstance(content, str):
+                    content = [b for b in self.parts(content, where) if b.get("text") != ""]
+                if content:  # an empty result has no content at all (ANT-R2)
+                    block["content"] = content
+                blocks = [block]
+            blocks = [b for b in blocks if b.get("type") != "text" or b["text"]]  # ANT-R3
+            if blocks and isinstance(m.get("cache_control"), dict):
+                blocks[-1]["cache_control"] = m["cache_control"]
+            if role in ("system", "developer"):
+                system += blocks
+            elif blocks:
+                r = "assistant" if role == "assistant" else "user"
+                if turns and turns[-1][0] == r:  # ANT-R4
+                    turns[-1][1].extend(blocks)
+                else:
+                    turns.append((r, blocks))
+        if self.missing:
+            raise ImagesNeeded(self.missing)
+        out = []
+        for r, blocks in turns:
+            if r == "user":
+                blocks.sort(key=lambda b: b.get("type") != "tool_result")  # stable: results first
+            out.append({"role": r, "content": blocks})
+        for k, t in enumerate(out):  # ANT-R5
+            if t["role"] == "assistant":
+                after = out[k + 1]["content"] if k + 1 < len(out) else []
+                answered = {b.get("tool_use_id") for b in after}
+                for b in t["content"]:
+                    if b["type"] == "tool_use" and b["id"] not in answered:
+                        raise _fail(f"tool call {b['id']!r} has no tool result right after it")
+        if out and out[0]["role"] == "assistant":  # ANT-R6
+            out.insert(0, {"role": "user", "content": [{"type": "text",
+                                                        "text": PREFILL_PLACEHOLDER}]})
+        if out and out[-1]["role"] == "assistant":  # ANT-R7
+            last = out[-1]["content"]
+            if last[-1]["type"] == "text":
+                last[-1]["text"] = last[-1]["text"].rstrip()
+                if not last[-1]["text"]:
+                    last.pop()
+                if not last:
+                    out.pop()
+        if not out:  # ANT-R8
+            raise _fail("at least one user message is required", "invalid_messages")
+        if len(system) == 1 and set(system[0]) == {"type", "text"}:
+            return system[0]["text"], out
+        return (system or None), out
+
+
+def _list(v: Any) -> list[Any]:
+    return v if isinstance(v, list) else []
+
+
+def _check_name(name: Any, where: str) -> None:
+    if not isinstance(name, str) or not _TOOL_NAME.fullmatch(name):
+        raise _fail(f"{where}: tool name {name!r} not accepted by Anthropic "
+                    "(1-128 of A-Z a-z 0-9 _ -)", "invalid_tool_name")
+
+
+def _tools(req: dict[str, Any]) -> tuple[list[dict[str, Any]], Any]:
+    """ANT-T1/T2: (tools, tool_choice) in Anthropic form."""
+    choice, tools = req.get("tool_choice"), []
+    for i, t in enumerate(_list(req.get("tools"))):
+        fn = _dict(_dict(t).get("function"))
+        if _dict(t).get("type", "function") != "function" or not fn:
+            raise _fail(f"tools[{i}]: only function tools are supported", "invalid_tools")
+        _check_name(fn.get("name"), f"tools[{i}]")
+        tool = {"name": fn["name"]}
+        if isinstance(fn.get("description"), str):
+            tool["description"] = fn["description"]
+        params = fn.get("parameters")
+        tool["input_schema"] = params if isinstance(params, dict) else \
+            {"type": "object", "properties": {}}
+        if isinstance(_dict(t).get("cache_control"), dict):
+            tool["cache_control"] = t["cache_control"]
+        tools.append(tool)
+    if choice is None:
+        return tools, None
+    if isinstance(choice, str) and choice in _TOOL_CHOICES:
+        return tools, dict(_TOOL_CHOICES[choice])
+    name = _dict(_dict(choice).get("function")).get("name", _dict(choice).get("name"))
+    if isinstance(name, str):
+        return tools, {"type": "tool", "name": name}
+    raise _fail("'tool_choice' must be auto, none, required or a function", "invalid_value")
+
+
+def _thinking(req: dict[str, Any], alias: str) -> tuple[dict[str, Any] | None, bool]:
+    """(thinking config, explicit?) per ANT-K1 and §3.2 ``reasoning_effort``."""
+    explicit = req.get("thinking")
+    if explicit is not None:
+        if not isinstance(explicit, dict) or explicit.get("type") not in (
+                "enabled", "disabled", "adaptive"):
+            raise _fail("'thinking' must be an Anthropic thinking object", "invalid_value")
+        if explicit["type"] == "enabled" and not _int(explicit.get("budget_tokens")):
+            raise _fail("'thinking.budget_tokens' must be a positive integer", "invalid_value")
+        return {k: explicit[k] for k in ("type", "budget_tokens") if k in explicit}, True
+    m = _THINK_N.search(alias)
+    if m:
+        return {"type": "enabled", "budget_tokens": int(m.group(1))}, False
+    effort = req.get("reasoning_effort")
+    if effort is not None:
+        if effort == "none":
+            return None, False
+        if not isinstance(effort, str) or effort not in EFFORT_BUDGETS:
+            raise _fail(f"'reasoning_effort' {effort!r} is not one of "
+                        f"{', '.join(['none', *EFFORT_BUDGETS])}", "invalid_value")
+        return {"type": "enabled", "budget_tokens": EFFORT_BUDGETS[effort]}, False
+    if "think" in alias.lower():
+        return {"type": "enabled", "budget_tokens": DEFAULT_BUDGET}, False
+    return None, False
+
+
+def build_exchange(req: dict[str, Any], ctx: ChatContext) -> "AnthropicExchange":
+    """The Anthropic Messages request for one attempt (§3.1–3.5); ``ClientError`` (400) for a
+    request Anthropic cannot serve, ``ImagesNeeded`` when remote images must be fetched first."""
+    n = req.get("n")
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n != 1):
+        raise _fail("'n' other than 1 is not supported by Anthropic", "unsupported_parameter")
+    fmt = _dict(req.get("response_format")).get("type")
+    if fmt not in (None, "text"):
+        raise _fail(f"response_format {fmt!r} is not supported by Anthropic",
+                    "unsupported_parameter")
+    limit = req.get("max_completion_tokens", req.get("max_tokens"))
+    if limit is not None and not _int(limit):
+        raise _fail("'max_tokens' must be a positive integer", "invalid_value")
+    thinking, explicit = _thinking(req, ctx.client_model)
+    tools, choice = _tools(req)
+    if thinking and not explicit and tools and choice and choice["type"] in ("any", "tool"):
+        thinking = None  # a forced tool cannot be combined with thinking (ANT-K3)
+    if thinking and thinking["type"] == "enabled":  # ANT-K2
+        budget = max(MIN_BUDGET, thinking["budget_tokens"])
+        if limit is not None and limit <= budget:
+            budget = limit - 1
+        thinking = {**thinking, "budget_tokens": budget} if budget >= MIN_BUDGET else None
+    messages = req.get("messages")
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        raise _fail("'messages' must be a list of message objects", "invalid_messages")
+    on = bool(thinking and thinking["type"] != "disabled")
+    b = _Builder(ctx)
+    system, turns = b.convert(messages, on)
+    if on:
+        last = next((t for t in reversed(turns) if t["role"] == "assistant"), None)
+        if last is not None and last is turns[-1]:
+            raise _fail("a final assistant message (prefill) cannot be used with thinking")
+        if last and any(x["type"] == "tool_use" for x in last["content"]) and \
+                last["content"][0]["type"] not in ("thinking", "redacted_thinking"):
+            thinking, on = None, False  # ANT-K4: nothing to replay, so no thinking this time
+            b = _Builder(ctx)
+            system, turns = b.convert(messages, on)
+    if limit is None:  # the default leaves room for an answer above the budget (ANT-K2)
+        limit = DEFAULT_MAX_TOKENS + (thinking or {}).get("budget_tokens", 0)
+    body: dict[str, Any] = {"model": ctx.upstream_model, "max_tokens": limit}
+    if system is not None:
+        body["system"] = system
+    body["messages"] = turns
+    stop = req.get("stop")
+    if stop is not None:
+        if isinstance(stop, str):
+            stop = [stop]
+        if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+            raise _fail("'stop' must be a string or a list of strings", "invalid_value")
+        if [s for s in stop if s]:
+            body["stop_sequences"] = [s for s in stop if s]
+    temperature, top_p, top_k = _num(req, "temperature"), _num(req, "top_p"), req.get("top_k")
+    if on:  # ANT-K3
+        temperature = top_k = None
+        if top_p is not None and not 0.95 <= top_p <= 1:
+            top_p = None
+    elif temperature is not None:
+        temperature = min(max(temperature, 0), 1)
+        top_p = None  # newer models refuse both (§3.2)
+    if temperature is not None:
+        body["temperature"] = temperature
+    if top_p is not None:
+        body["top_p"] = top_p
+    if top_k is not None and not _int(top_k):
+        raise _fail("'top_k' must be a positive integer", "invalid_value")
+    if top_k is not None:
+        body["top_k"] = top_k
+    if not tools and b.tool_names:  # ANT-T3: history needs tools; placeholders, never used
+        tools = [{"name": t, "description": "(tool from the conversation history)",
+                  "input_schema": {"type": "object", "properties": {}}}
+                 for t in dict.fromkeys(b.tool_names)]
+        choice = {"type": "none"}
+    if tools:
+        body["tools"] = tools
+        if req.get("parallel_tool_calls") is False and (choice or {}).get("type") != "none":
+            choice = {**(choice or {"type": "auto"}), "disable_parallel_tool_use": True}
+        if choice:
+            body["tool_choice"] = choice
+    if thinking:
+        body["thinking"] = thinking
+    if isinstance(req.get("user"), str) and req["user"]:
+        body["metadata"] = {"user_id": req["user"]}
+    if ctx.stream:
+        body["stream"] = True
+    headers = [("anthropic-version", API_VERSION), ("content-type", "application/json"),
+               ("accept", "text/event-stream" if ctx.stream else "application/json")]
+    if ctx.api_key:
+        headers.insert(0, ("x-api-key", ctx.api_key))
+    try:
+        data = dumps(body)
+    except (ValueError, RecursionError):  # lone surrogates, 1e999 (inf) from the client's JSON
+        raise _fail("the request holds text or numbers that cannot be sent as JSON") from None
+    request = UpstreamRequest("POST", messages_url(ctx.provider.base_url),
+                              merge_headers(headers, ctx.provider.preferences.headers), data)
+    return AnthropicExchange(request, ctx)
+
+
+# -- responses -------------------------------------------------------------------------------
+
+def _usage(raw: dict[str, Any]) -> dict[str, Any]:
+    """Anthropic usage → OpenAI usage (§0.3, U-1)."""
+    cached = _int(raw.get("cache_read_input_tokens"))
+    prompt = _int(raw.get("input_tokens")) + cached + _int(raw.get("cache_creation_input_tokens"))
+    return usage_object(prompt, _int(raw.get("output_tokens")), cached,
+                        _int(_dict(raw.get("output_tokens_details")).get("thinking_tokens")))
+
+
+def _finish(stop_reason: Any, tools: bool) -> str:
+    if not isinstance(stop_reason, str):
+        return "tool_calls" if tools else "stop"
+    return FINISH_REASONS.get(stop_reason.lower(), "stop")
+
+
+def _call_id(ctx: ChatContext, vendor_id: Any, n: int) -> str:
+    """TC-4: the vendor's id when valid, else ``call_`` + 24 characters from the entropy."""
+    if isinstance(vendor_id, str) and 0 < len(vendor_id) <= 40 and not _ID_BAD.search(vendor_id):
+        return vendor_id
+    if ctx.entropy is not None:
+        return "call_" + "".join(ctx.entropy.choice(_ALNUM) for _ in range(24))
+    return "call_" + hashlib.sha256(f"{ctx.response_id}/{n}".encode()).hexdigest()[:24]
+
+
+def _upstream_error(status: int, headers: tuple[tuple[str, str], ...], message: str,
+                    etype: Any) -> UpstreamError:
+    vendor = ERROR_TYPES.get(etype) if isinstance(etype, str) else None
+    if status < 400:  # an error sent with a 2xx status or inside a stream: its usual status
+        status = vendor[1] if vendor else 500
+    otype = _STATUS_TYPES.get(status) or ("server_error" if status >= 500 else None) \
+        or (vendor[0] if vendor else "upstream_error")
+    retry = tuple((k, v) for k, v in headers if k.lower() == "retry-after")[:1]
+    return UpstreamError(message, kind="status", upstream_status=status,
+                         status=client_status_for(status), type=otype,
+                         code=etype if isinstance(etype, str) and etype else str(status),
+                         headers=retry)
+
+
+class AnthropicExchange:
+    """One attempt against the Messages API: the request and how to read its answers."""
+
+    def __init__(self, request: UpstreamRequest, ctx: ChatContext) -> None:
+        self.request = request
+        self.ctx = ctx
+        #: signed thinking / redacted blocks of the last parsed body, for replay (ANT-K4)
+        self.thinking_blocks: list[dict[str, Any]] = []
+
+    def parse_body(self, status: int, headers: tuple[tuple[str, str], ...], body: bytes) -> bytes:
+        """A Messages response → ``chat.completion`` bytes (ANT-N1, ANT-N2)."""
+        try:
+            obj = _strict_loads(body)
+        except (ValueError, RecursionError):
+            raise UpstreamError("upstream answered with a body that is not JSON", kind="decode",
+                                upstream_status=status) from None
+        if not isinstance(obj, dict):
+            raise UpstreamError("upstream answered with JSON that is not an object",
+                                kind="decode", upstream_status=status)
+        if obj.get("type") == "error" or obj.get("error"):  # ERR-4
+            raise self.parse_error(status if status >= 400 else 0, headers, body)
+        if not isinstance(obj.get("content"), list):
+            raise UpstreamError("upstream answered without a content list", kind="protocol",
+                                upstream_status=status)
+        text, reasoning, calls, blocks = [], [], [], []
+        for block in obj["content"]:
+            block, kind = _dict(block), _dict(block).get("type")
+            if kind == "text":
+                text.append(_str(block.get("text")))
+            elif kind == "thinking":
+                reasoning.append(_str(block.get("thinking")))
+                blocks.append({"type": "thinking", "thinking": _str(block.get("thinking")),
+                               "signature": _str(block.get("signature"))})
+            elif kind == "redacted_thinking":
+                blocks.append({"type": "redacted_thinking", "data": _str(block.get("data"))})
+            elif kind == "tool_use":
+                args = block.get("input")
+                calls.append({"id": _call_id(self.ctx, block.get("id"), len(calls)),
+                              "name": _str(block.get("name")),
+                              "arguments": {} if args is None else args})
+        self.thinking_blocks = blocks
+        try:
+            for c in calls:
+                c["arguments"] = dumps(c["arguments"]).decode()
+            return completion(self.ctx, content="".join(text), reasoning="".join(reasoning),
+                              tool_calls=calls, usage=_usage(_dict(obj.get("usage"))),
+                              finish_reason=_finish(obj.get("stop_reason"), bool(calls)))
+        except (ValueError, RecursionError):  # lone surrogates, nesting beyond the encoder
+            raise UpstreamError("upstream answer cannot be re-encoded", kind="decode",
+                                upstream_status=status) from None
+
+    def parse_error(self, status: int, headers: tuple[tuple[str, str], ...],
+                    body: bytes) -> UpstreamError:
+        """Anthropic error JSON → ``UpstreamError`` (§0.2, §3.8); other shapes via the base."""
+        try:
+            obj = _strict_loads(body[:65536])
+        except (ValueError, RecursionError):
+            obj = None
+        err = _dict(_dict(obj).get("error"))
+        if isinstance(err.get("message"), str):
+            return _upstream_error(status, headers, err["message"], err.get("type"))
+        return error_from_body(status or 502, headers, body)
+
+    def stream_decoder(self) -> "AnthropicStreamDecoder":
+        return AnthropicStreamDecoder(self.ctx)
+
+
+_LINE_END = re.compile(rb"(?<=[\r\n])")
+
+
+class AnthropicStreamDecoder:
+    """Anthropic SSE bytes → OpenAI chunks, split-invariant (§3.7; see the module docstring).
+
+    ``usage`` is the OpenAI usage seen so far (``None`` before any); ``thinking_blocks`` the
+    signed thinking and redacted blocks, kept for replay and never emitted (ANT-K4).
+    """
+
+    def __init__(self, ctx: ChatContext) -> None:
+        self.ctx = ctx
+        self._sse = SSEDecoder()
+        self._writer = ChunkWriter(ctx)
+        self._raw_usage: dict[str, Any] | None = None
+        self._blocks: dict[int, dict[str, Any]] = {}  # Anthropic block index -> state
+        self._stop_reason: Any = None
+        self._done = self._closed = False
+        self._error: DecodeError | None = None
+        self.thinking_blocks: list[dict[str, Any]] = []
+
+    @property
+    def usage(self) -> dict[str, Any] | None:
+        return None if self._raw_usage is None else _usage(self._raw_usage)
+
+    def feed(self, data: bytes) -> list[StreamItem]:
+        """Consume ``data``; return the items it completes (``DecodeError`` on bad input)."""
+        self._check()
+        out: list[StreamItem] = []
+        if self._done:
+            return out
+        try:
+            for piece in _LINE_END.split(data):
+                for ev in self._sse.feed(piece):
+                    out += self._event(ev)
+                    if self._done:
+                        return out
+        except DecodeError as exc:
+            self._error = exc
+            if not out:
+                raise
+        return out  # an error after items is raised by the next call
+
+    def close(self) -> list[StreamItem]:
+        """EOF: the pending event, then ``truncated`` if the stream did not end (DEC-5)."""
+        self._check()
+        self._closed = True
+        out: list[StreamItem] = []
+        if self._done:
+            return out
+        try:
+            for ev in self._sse.close():
+                out += self._event(ev)
+                if self._done:
+                    return out
+        except DecodeError as exc:
+            if exc.kind != "truncated":
+                raise
+        self._done = True
+        out.append(StreamFailed(UpstreamError(
+            "upstream stream ended before message_stop", kind="truncated")))
+        return out
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise DecodeError(self._error.kind, self._error.detail)
+        if self._closed:
+            raise DecodeError("closed", "the decoder was already closed")
+
+    def _event(self, ev: SSEEvent) -> list[StreamItem]:
+        if not ev.data or ev.data == "[DONE]":
+            return []
+        try:
+            obj = _strict_loads(ev.data)
+        except (ValueError, RecursionError):
+            raise DecodeError("invalid_json", "an Anthropic event is not JSON") from None
+        if not isinstance(obj, dict):
+            raise DecodeError("invalid_json", "an Anthropic event is not a JSON object")
+        kind = obj.get("type", ev.event)  # SSE-11: trust the JSON type
+        handler = _HANDLERS.get(kind) if isinstance(kind, str) else None
+        if handler is None:
+            return []  # ping, vertex_event, anything new
+        try:
+            return handler(self, obj)
+        except UnicodeEncodeError:
+            raise DecodeError("invalid_text", "an Anthropic event has a lone surrogate") from None
+
+    def _message_start(self, obj: dict[str, Any]) -> list[StreamItem]:
+        usage = _dict(_dict(obj.get("message")).get("usage"))
+        if self._raw_usage is None:
+            self._raw_usage = dict(usage)
+        return list(self._writer.start())
+
+    def _block_start(self, obj: dict[str, Any]) -> list[StreamItem]:
+        index, block = obj.get("index"), _dict(obj.get("content_block"))
+        if not isinstance(index, int) or index in self._blocks:
+            return []
+        kind = block.get("type")
+        state = self._blocks[index] = {"type": kind, "args": False, "text": "", "sig": ""}
+        w = self._writer
+        if kind == "text":
+            return list(w.text(_str(block.get("text"))))
+        if kind == "thinking":
+            state["text"], state["sig"] = _str(block.get("thinking")), _str(block.get("signature"))
+            return list(w.reasoning(state["text"]))
+        if kind == "redacted_thinking":
+            self.thinking_blocks.append({"type": "redacted_thinking",
+                                         "data": _str(block.get("data"))})
+        elif kind == "tool_use":
+            call = _call_id(self.ctx, block.get("id"), w.tool_count)
+            return list(w.tool_start(index, call, _str(block.get("name"))))
+        return []
+
+    def _block_delta(self, obj: dict[str, Any]) -> list[StreamItem]:
+        index, delta = obj.get("index"), _dict(obj.get("delta"))
+        state = self._blocks.get(index) if isinstance(index, int) else None
+        kind = delta.get("type")
+        if kind == "text_delta":
+            return list(self._writer.text(_str(delta.get("text"))))
+        if kind == "thinking_delta":
+            if state is not None:
+                state["text"] += _str(delta.get("thinking"))
+            return list(self._writer.reasoning(_str(delta.get("thinking"))))
+        if kind == "signature_delta" and state is not None:
+            state["sig"] += _str(delta.get("signature"))
+        elif kind == "input_json_delta" and state is not None and state["type"] == "tool_use":
+            fragment = _str(delta.get("partial_json"))  # S-7: "" gives nothing
+            state["args"] = state["args"] or bool(fragment)
+            return list(self._writer.tool_args(index, fragment))
+        return []
+
+    def _block_stop(self, obj: dict[str, Any]) -> list[StreamItem]:
+        index = obj.get("index")
+        state = self._blocks.get(index) if isinstance(index, int) else None
+        if state is None or state.get("stopped"):
+            return []
+        state["stopped"] = True
+        if state["type"] == "thinking" and state["sig"]:
+            self.thinking_blocks.append({"type": "thinking", "thinking": state["text"],
+                                         "signature": state["sig"]})
+        if state["type"] == "tool_use" and not state["args"]:  # TC-3
+            return list(self._writer.tool_args(index, "{}"))
+        return []
+
+    def _message_delta(self, obj: dict[str, Any]) -> list[StreamItem]:
+        stop = _dict(obj.get("delta")).get("stop_reason")
+        if stop is not None:
+            self._stop_reason = stop  # ANT-S3: the last one wins
+        usage = obj.get("usage")
+        if isinstance(usage, dict):  # U-3: running totals, overwrite
+            self._raw_usage = {**(self._raw_usage or {}),
+                               **{k: v for k, v in usage.items() if v is not None}}
+        return []
+
+    def _message_stop(self, obj: dict[str, Any]) -> list[StreamItem]:
+        self._done = True
+        usage = self.usage or usage_object()
+        reason = _finish(self._stop_reason, self._writer.tool_count > 0)
+        return [*self._writer.finish(reason, usage), StreamDone(usage)]
+
+    def _error_event(self, obj: dict[str, Any]) -> list[StreamItem]:
+        self._done = True
+        err = _dict(obj.get("error"))
+        message = _str(err.get("message")) or "upstream reported an error in the stream"
+        return [StreamFailed(_upstream_error(0, (), message, err.get("type")))]
+
+
+_HANDLERS = {
+    "message_start": AnthropicStreamDecoder._message_start,
+    "content_block_start": AnthropicStreamDecoder._block_start,
+    "content_block_delta": AnthropicStreamDecoder._block_delta,
+    "content_block_stop": AnthropicStreamDecoder._block_stop,
+    "message_delta": AnthropicStreamDecoder._message_delta,
+    "message_stop": AnthropicStreamDecoder._message_stop,
+    "error": AnthropicStreamDecoder._error_event,
+}

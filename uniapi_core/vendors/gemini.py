@@ -1,0 +1,982 @@
+"""Gemini (Google AI Studio ``generateContent`` / ``streamGenerateContent?alt=sse``), §4.
+
+Theory of operation
+-------------------
+``build_exchange`` turns one OpenAI chat request into one Gemini request. The URL is the
+provider's ``base_url`` cut after its API version (GEM-1, GEM-2, GEM-4); the key travels in
+``x-goog-api-key`` only (GEM-3). Messages are converted in order (``_History``):
+``system``/``developer`` text becomes ``systemInstruction``; ``user`` parts become text and
+``inlineData`` parts (data URLs are decoded and re-encoded; remote URLs come from
+``ctx.images`` or raise ``ImagesNeeded`` naming every missing one: REQ-4); an ``assistant``
+message becomes one ``model`` content, its text then one ``functionCall`` per tool call; a run of
+``tool`` messages becomes ONE user content of ``functionResponse`` parts whose names come from
+the assistant's calls (4.2.1, 4.2.2, REQ-2, TC-6). Consecutive plain contents of one role are
+merged (GEM-R2); a function-response turn stays on its own so Gemini's call/response part
+counts match. Empty text is dropped (GEM-R3). Tool schemas go through ``_Schema`` (§4.2.3:
+allow-list of Schema keywords, ``$ref`` inlining under a node budget, nullable types,
+``const``, ``default`` into the description). Fields are mapped through ``MAPPED``; ``DROPPED``
+and every unknown field are never copied (REQ-3, GEM-R1). Thinking follows the per-model
+``_THINKING`` table (§4.2.4); ``-search`` aliases add Google Search (§4.2.5); safetySettings per
+§4.2.6.
+
+Thought signatures (GEM-R4) make a round trip without server state: a ``functionCall`` part's
+``thoughtSignature`` goes to the client as the tool call's
+``extra_content.google.thought_signature`` (the form Google's own OpenAI endpoint uses; a
+Gemini ``functionCall.id`` rides along as ``function_call_id``), and comes back from there into
+the replayed part. A caller-owned store can fill in for clients that drop ``extra_content``
+(``signatures=`` in, ``thought_signatures`` out); Gemini 3 gets the documented placeholder when
+neither knows the signature. Tool-call ids stay ``call_`` + 24 characters (TC-4).
+
+``GeminiExchange.parse_body`` reads every candidate (GEM-N1..N3). ``GeminiStreamDecoder`` frames
+with ``SSEDecoder`` (LF/CRLF/CR), feeding it line by line so that any error is met in stream
+order: what was completed before an error is returned and the error is raised by the next call,
+so every split of the bytes gives identical items and errors (DEC-1, DEC-2). Each
+``GenerateContentResponse`` goes through ``ChunkWriter`` (S-1..S-8): text, ``thought`` parts as
+reasoning, each ``functionCall`` as one complete tool call, indexes continuing across chunks
+(GEM-S1, GEM-S2, TC-1..TC-4). ``usageMetadata`` is kept, never summed (U-3). A
+``finishReason`` ends the content (DEC-4), but the finish chunk, the usage chunk and
+``StreamDone`` wait for EOF, so a trailing usage-only object still counts (GEM-S6); EOF after
+the finish, even inside a line, is a complete answer, EOF before it a truncation (DEC-5).
+Errors follow §0.2/§4.5, with ``RetryInfo.retryDelay`` as ``retry-after`` (ERR-2); a blocked
+prompt is a 400 ``content_filter`` (GEM-N3, ERR-4).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote, unquote_to_bytes, urlsplit, urlunsplit
+
+from ..errors import ClientError, DecodeError, UpstreamError
+from ..jsonutil import MAX_DEPTH, dumps, nesting_depth
+from ..streams import SSEDecoder
+from .base import (ChatContext, ImagesNeeded, StreamChunk, StreamDone, StreamFailed, StreamItem,
+                   UpstreamRequest, client_status_for, error_from_body)
+from .chunks import ChunkWriter, completion, usage_object
+from .openai import merge_headers
+
+__all__ = ["DEFAULT_BASE", "SIGNATURE_PLACEHOLDER", "MAX_INLINE_BYTES", "MAPPED", "DROPPED",
+           "gemini_base", "build_exchange", "GeminiExchange", "GeminiStreamDecoder"]
+
+DEFAULT_BASE = "https://generativelanguage.googleapis.com/v1beta"
+SIGNATURE_PLACEHOLDER = "skip_thought_signature_validator"
+MAX_INLINE_BYTES = 20 * 1024 * 1024  # AI Studio's inline-data request limit (§4.2)
+_SCHEMA_BUDGET = 10_000  # schema nodes after $ref inlining
+
+_NAME_OK = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,63}\Z")  # TC-6, Gemini's rule
+_ID_OK = re.compile(r"[A-Za-z0-9_-]{1,40}\Z")  # TC-4
+_ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+_VERSION = re.compile(r"/v1(?:beta)?(?=/|$)")
+_MODELS = re.compile(r"/models(?:[/:]|$)")
+_DELAY = re.compile(r"\d{1,9}(?:\.\d{1,9})?s\Z")
+_SIGNATURE_REQUIRED = re.compile(r"gemini-3")  # models that 400 on unsigned replayed calls
+_LINES = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
+_THINK_ALIAS = re.compile(r"-think-(\d{1,7})(?=-|$)")
+
+#: OpenAI field -> (generationConfig field, accepted types) (§4.2)
+_GENERATION: dict[str, tuple[str, tuple[type, ...]]] = {
+    "temperature": ("temperature", (int, float)), "top_p": ("topP", (int, float)),
+    "top_k": ("topK", (int,)), "presence_penalty": ("presencePenalty", (int, float)),
+    "frequency_penalty": ("frequencyPenalty", (int, float)), "seed": ("seed", (int,)),
+}
+#: every OpenAI field this translator maps (REQ-3); ``DROPPED`` lists the ones dropped on
+#: purpose, and any other field is dropped too: nothing is copied into the body unmapped
+MAPPED = frozenset({"model", "messages", "tools", "tool_choice", "max_tokens", "stop", "n",
+                    "max_completion_tokens", "response_format", "reasoning_effort",
+                    *_GENERATION})
+DROPPED: dict[str, str] = {
+    "stream": "the URL decides", "stream_options": "include_usage is handled by the gateway",
+    "user": "no Gemini field", "logit_bias": "no Gemini field",
+    "parallel_tool_calls": "Gemini decides", "logprobs": "logprobs are not relayed",
+    "top_logprobs": "logprobs are not relayed", "store": "OpenAI only",
+    "metadata": "OpenAI only", "service_tier": "OpenAI only",
+}
+#: Gemini finishReason -> OpenAI (§0.4); STOP with calls becomes tool_calls
+_FINISH: dict[str, str] = {
+    "MAX_TOKENS": "length", "SAFETY": "content_filter", "RECITATION": "content_filter",
+    "BLOCKLIST": "content_filter", "PROHIBITED_CONTENT": "content_filter",
+    "SPII": "content_filter", "IMAGE_SAFETY": "content_filter",
+    "IMAGE_PROHIBITED_CONTENT": "content_filter", "IMAGE_RECITATION": "content_filter",
+}
+#: google.rpc status -> OpenAI error type (§0.2, §4.5)
+_ERROR_TYPES: dict[str, str] = {
+    "INVALID_ARGUMENT": "invalid_request_error", "FAILED_PRECONDITION": "invalid_request_error",
+    "OUT_OF_RANGE": "invalid_request_error", "UNAUTHENTICATED": "authentication_error",
+    "PERMISSION_DENIED": "permission_error", "NOT_FOUND": "not_found_error",
+    "RESOURCE_EXHAUSTED": "rate_limit_error", "DEADLINE_EXCEEDED": "timeout_error",
+    "INTERNAL": "server_error", "UNAVAILABLE": "server_error", "UNKNOWN": "server_error",
+}
+_STATUS_TYPES: dict[int, str] = {400: "invalid_request_error", 401: "authentication_error",
+                                 403: "permission_error", 404: "not_found_error",
+                                 408: "timeout_error", 413: "invalid_request_error",
+                                 422: "invalid_request_error", 429: "rate_limit_error"}
+_SAFETY_CATEGORIES = ("HARM_CATEGORY_HARASSMENT", "HARM_CATEGORY_HATE_SPEECH",
+                      "HARM_CATEGORY_SEXUALLY_EXPLICIT", "HARM_CATEGORY_DANGEROUS_CONTENT")
+_SAFETY_THRESHOLD = "BLOCK_NONE"
+_TOOL_CHOICE: dict[str, str] = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
+#: upstream model pattern -> ("budget", min, max, 0 disables) or ("level", effort -> level)
+_THINKING: tuple[tuple[re.Pattern[str], tuple[Any, ...]], ...] = (
+    (re.compile(r"gemini-3[.\d]*-pro"), ("level", {"none": "low", "minimal": "low", "low": "low",
+                                                   "medium": "high", "high": "high"})),
+    (re.compile(r"gemini-3"), ("level", {"none": "minimal", "minimal": "minimal", "low": "low",
+                                         "medium": "medium", "high": "high"})),
+    (re.compile(r"gemini-2\.5-pro"), ("budget", 128, 32768, False)),
+    (re.compile(r"gemini-2\.5-flash-lite"), ("budget", 512, 24576, True)),
+    (re.compile(r"gemini-2\.5|gemini-(?:flash|pro)(?:-lite)?-latest|thinking"),
+     ("budget", 1, 24576, True)),
+)
+_EFFORT_BUDGET: dict[str, int] = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192,
+                                  "high": 24576}
+#: Schema keywords Gemini accepts, with the value types kept (§4.2.3 allow-list)
+_SCHEMA_SCALARS: dict[str, tuple[type, ...]] = {
+    "description": (str,), "nullable": (bool,), "pattern": (str,),
+    "minItems": (int,), "maxItems": (int,), "minLength": (int,), "maxLength": (int,),
+    "minProperties": (int,), "maxProperties": (int,), "minimum": (int, float),
+    "maximum": (int, float), "propertyOrdering": (list,),
+}
+_MAGIC = ((b"\x89PNG", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF8", "image/gif"))
+
+
+def _bad(message: str, code: str = "invalid_request") -> ClientError:
+    return ClientError(message, code=code)
+
+
+def _is(value: Any, types: tuple[type, ...]) -> bool:
+    return isinstance(value, types) and not isinstance(value, bool)
+
+
+def _reject(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e999: json.loads accepts it, nothing can write it back
+        raise ValueError("number out of range")
+    return value
+
+
+def _loads(text: str | bytes) -> Any:
+    """JSON that can be written back: no NaN/Infinity, no overflowing floats, bounded depth;
+    any problem is a ``ValueError``."""
+    if nesting_depth(text if isinstance(text, bytes) else text.encode("utf-8", "replace")) \
+            > MAX_DEPTH:
+        raise ValueError("JSON nested too deeply")
+    try:
+        return json.loads(text, parse_constant=_reject, parse_float=_finite)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+# -- request -----------------------------------------------------------------------------------
+
+
+def gemini_base(base_url: str | None) -> str:
+    """``scheme://host/<prefix>/v1beta`` (or ``/v1``) from any base_url form (GEM-1)."""
+    if not base_url:
+        return DEFAULT_BASE
+    parts = urlsplit(base_url)
+    path = parts.path
+    cut = _MODELS.search(path)
+    if cut:
+        path = path[:cut.start()]
+    versions = list(_VERSION.finditer(path))
+    path = path[:versions[-1].end()] if versions else path.rstrip("/") + "/v1beta"
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def build_exchange(req: dict[str, Any], ctx: ChatContext, *,
+                   signatures: Mapping[str, str] | None = None) -> GeminiExchange:
+    """The Gemini request for one attempt. ``signatures`` is an optional caller-owned store
+    ``tool_call_id -> thoughtSignature`` (GEM-R4) used when the history lacks ``extra_content``.
+    Raises ``ClientError`` (400) for requests Gemini cannot take, ``ImagesNeeded`` for remote
+    images not yet in ``ctx.images``."""
+    if not isinstance(req, dict):
+        raise _bad("the request must be a JSON object")
+    messages = req.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _bad("'messages' must be a non-empty list")
+    n = req.get("n")
+    if n is not None and (not _is(n, (int,)) or n < 1):
+        raise _bad("'n' must be a positive integer")
+    if n and n > 1 and ctx.stream:
+        raise _bad("'n' > 1 cannot be streamed from gemini", "unsupported_parameter")
+    system, contents = _History(ctx, signatures).convert(messages)
+    body: dict[str, Any] = {"contents": contents}
+    if system:
+        body["systemInstruction"] = {"parts": system}
+    declarations = _declarations(req)
+    tools: list[dict[str, Any]] = [{"functionDeclarations": declarations}] if declarations else []
+    if ctx.client_model.endswith("-search"):  # §4.2.5
+        tools.append({"googleSearchRetrieval": {}} if "gemini-1.5" in ctx.upstream_model
+                     else {"googleSearch": {}})
+    if tools:
+        body["tools"] = tools
+    tool_config = _tool_config(req, declarations)
+    if tool_config:
+        body["toolConfig"] = {"functionCallingConfig": tool_config}
+    body["safetySettings"] = [{"category": c, "threshold": _SAFETY_THRESHOLD}
+                              for c in _SAFETY_CATEGORIES]
+    config = _generation_config(req, ctx)
+    if config:
+        body["generationConfig"] = config
+    model = quote(ctx.upstream_model.removeprefix("models/"), safe="-._~@")
+    url = f"{gemini_base(ctx.provider.base_url)}/models/{model}:" + (
+        "streamGenerateContent?alt=sse" if ctx.stream else "generateContent")
+    headers = [("content-type", "application/json")]
+    if ctx.api_key:
+        headers.append(("x-goog-api-key", ctx.api_key))
+    try:
+        data = dumps(body)
+    except ValueError:  # a float the client sent that JSON cannot carry (1e999)
+        raise _bad("the request holds a number out of JSON's range") from None
+    request = UpstreamRequest("POST", url, merge_headers(headers, ctx.provider.preferences.headers),
+                              data)
+    return GeminiExchange(request, ctx)
+
+
+class _History:
+    """OpenAI messages -> (systemInstruction parts, contents) (§4.2, 4.2.1, 4.2.2)."""
+
+    def __init__(self, ctx: ChatContext, signatures: Mapping[str, str] | None) -> None:
+        self.ctx = ctx
+        self.signatures = signatures or {}
+        self.calls: dict[str, tuple[str, str | None]] = {}  # tool_call_id -> (name, gemini id)
+        self.missing: list[str] = []
+        self.inline = 0
+
+    def convert(self, messages: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        system: list[dict[str, Any]] = []
+        contents: list[dict[str, Any]] = []
+        for i, m in enumerate(messages):
+            if not isinstance(m, dict):
+                raise _bad(f"messages[{i}] must be an object")
+            role = m.get("role")
+            if role in ("system", "developer"):
+                system += [{"text": t} for t in _texts(m.get("content"), i)]
+            elif role == "user":
+                _append(contents, "user", self.user_parts(m.get("content"), i))
+            elif role == "assistant":
+                _append(contents, "model", self.model_parts(m, i))
+            elif role == "tool":
+                _append(contents, "user", [self.response_part(m, i)], results=True)
+            else:
+                raise _bad(f"messages[{i}].role {role!r} is not supported")
+        if self.missing:
+            raise ImagesNeeded(self.missing)
+        if not contents:
+            raise _bad("the request has no user, assistant or tool content for gemini")
+        return system, contents
+
+    def user_parts(self, content: Any, i: int) -> list[dict[str, Any]]:
+        if content is None or isinstance(content, str):
+            return [{"text": content}] if content else []
+        if not isinstance(content, list):
+            raise _bad(f"messages[{i}].content must be a string or a list of parts")
+        parts: list[dict[str, Any]] = []
+        for j, p in enumerate(content):
+            kind = p.get("type") if isinstance(p, dict) else None
+            where = f"messages[{i}].content[{j}]"
+            if kind == "text" and isinstance(p.get("text"), str):
+                if p["text"]:
+                    parts.append({"text": p["text"]})
+            elif kind == "image_url":
+                image = p.get("image_url")
+                url = image.get("url") if isinstance(image, dict) else image
+                if not isinstance(url, str):
+                    raise _bad(f"{where}.image_url.url must be a string")
+                parts += self.image(url, where)
+            elif kind == "input_audio" and isinstance(p.get("input_audio"), dict):
+                audio = p["input_audio"]
+                fmt, data = audio.get("format"), audio.get("data")
+                if not (isinstance(fmt, str) and fmt.isalnum() and isinstance(data, str)):
+                    raise _bad(f"{where}.input_audio needs 'data' and 'format'")
+                parts.append(self.inline_part(f"audio/{fmt.lower()}", _b64(data, where)))
+            elif kind == "file" and isinstance(p.get("file"), dict) \
+                    and isinstance(p["file"].get("file_data"), str) \
+                    and p["file"]["file_data"].startswith("data:"):
+                parts.append(self.inline_part(*_data_url(p["file"]["file_data"], where)))
+            else:
+                raise _bad(f"{where}: part type {kind!r} is not supported by gemini")
+        return parts
+
+    def image(self, url: str, where: str) -> list[dict[str, Any]]:
+        if url[:5].lower() == "data:":
+            return [self.inline_part(*_data_url(url, where))]
+        if url[:7].lower() == "http://" or url[:8].lower() == "https://":
+            fetched = self.ctx.images.get(url)
+            if fetched is None:
+                if url not in self.missing:
+                    self.missing.append(url)
+                return []
+            media, data = fetched
+            return [self.inline_part(_sniff(data) or media or "application/octet-stream", data)]
+        raise _bad(f"{where}: image URLs must be data: or http(s): URLs")
+
+    def inline_part(self, media: str, data: bytes) -> dict[str, Any]:
+        self.inline += len(data)
+        if self.inline > MAX_INLINE_BYTES:
+            raise _bad("inline images/audio exceed gemini's 20 MiB request limit",
+                       "request_too_large")
+        return {"inlineData": {"mimeType": media, "data": base64.b64encode(data).decode()}}
+
+    def model_parts(self, m: dict[str, Any], i: int) -> list[dict[str, Any]]:
+        parts: list[dict[str, Any]] = [{"text": t} for t in _texts(m.get("content"), i)]
+        calls = m.get("tool_calls")
+        if calls is None:
+            return parts
+        if not isinstance(calls, list):
+            raise _bad(f"messages[{i}].tool_calls must be a list")
+        for j, tc in enumerate(calls):
+            where = f"messages[{i}].tool_calls[{j}]"
+            fn = tc.get("function") if isinstance(tc, dict) else None
+            if not isinstance(fn, dict) or not isinstance(tc.get("id"), str):
+                raise _bad(f"{where} needs an 'id' and a 'function'")
+            name = _check_name(fn.get("name"), where)
+            google = tc.get("extra_content")
+            google = google.get("google") if isinstance(google, dict) else None
+            google = google if isinstance(google, dict) else {}
+            gid = google.get("function_call_id")
+            gid = gid if isinstance(gid, str) and gid else None
+            call: dict[str, Any] = {"name": name, "args": _arguments(fn.get("arguments"), where)}
+            if gid:
+                call["id"] = gid
+            part: dict[str, Any] = {"functionCall": call}
+            sig = google.get("thought_signature")
+            sig = sig if isinstance(sig, str) and sig else self.signatures.get(tc["id"])
+            if sig:
+                part["thoughtSignature"] = sig
+            elif j == 0 and _SIGNATURE_REQUIRED.search(self.ctx.upstream_model):
+                part["thoughtSignature"] = SIGNATURE_PLACEHOLDER  # GEM-R4
+            parts.append(part)
+            self.calls[tc["id"]] = (name, gid)
+        return parts
+
+    def response_part(self, m: dict[str, Any], i: int) -> dict[str, Any]:
+        tid = m.get("tool_call_id")
+        if not isinstance(tid, str) or tid not in self.calls:  # REQ-2
+            raise _bad(f"messages[{i}].tool_call_id {tid!r} does not name an earlier "
+                       "assistant tool call", "invalid_tool_call_id")
+        name, gid = self.calls[tid]
+        text = "".join(_texts(m.get("content"), i))
+        try:
+            value = _loads(text)
+            response = value if isinstance(value, dict) else {"result": value}
+        except ValueError:
+            response = {"result": text}
+        result: dict[str, Any] = {"name": name, "response": response}
+        if gid:
+            result["id"] = gid
+        return {"functionResponse": result}
+
+
+def _append(contents: list[dict[str, Any]], role: str, parts: list[dict[str, Any]], *,
+            results: bool = False) -> None:
+    """Merge into the previous content when role and kind match (GEM-R2); drop empty ones."""
+    if not parts:
+        return
+    if contents and contents[-1]["role"] == role and \
+            ("functionResponse" in contents[-1]["parts"][0]) == results:
+        contents[-1]["parts"].extend(parts)
+    else:
+        contents.append({"role": role, "parts": parts})
+
+
+def _texts(content: Any, i: int) -> list[str]:
+    """The non-empty texts of a system/assistant/tool content (string or text parts)."""
+    if content is None or isinstance(content, str):
+        return [content] if content else []
+    if not isinstance(content, list):
+        raise _bad(f"messages[{i}].content must be a string or a list of parts")
+    out = []
+    for p in content:
+        text = p.get("text", p.get("refusal")) if isinstance(p, dict) else None
+        if not isinstance(text, str) or p.get("type") not in ("text", "refusal"):
+            raise _bad(f"messages[{i}].content may only hold text parts here")
+        if text:
+            out.append(text)
+    return out
+
+
+def _check_name(name: Any, where: str) -> str:
+    if not isinstance(name, str) or not _NAME_OK.match(name):
+        raise _bad(f"{where}: tool name {name!r} is not accepted by gemini (letters, digits, "
+                   "'_', '.', ':', '-', at most 64, starting with a letter or '_')",
+                   "invalid_tool_name")
+    return name
+
+
+def _arguments(raw: Any, where: str) -> dict[str, Any]:
+    if raw is None or raw == "":
+        return {}
+    if isinstance(raw, dict):
+        return raw
+    try:
+        value = _loads(raw) if isinstance(raw, str) else None
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise _bad(f"{where}.function.arguments must be a JSON object text")
+    return value
+
+
+def _b64(text: str, where: str) -> bytes:
+    raw = re.sub(r"\s+", "", text).replace("-", "+").replace("_", "/")
+    try:
+        return base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise _bad(f"{where}: invalid base64 data") from None
+
+
+def _data_url(url: str, where: str) -> tuple[str, bytes]:
+    """``data:<mime>[;base64],<payload>`` -> (media type, bytes) (REQ-4)."""
+    head, sep, payload = url[5:].partition(",")
+    if not sep:
+        raise _bad(f"{where}: malformed data URL")
+    params = [p.strip().lower() for p in head.split(";")]
+    if "base64" in params[1:]:
+        data = _b64(unquote_to_bytes(payload).decode("latin-1") if "%" in payload else payload,
+                    where)
+    else:
+        data = unquote_to_bytes(payload)
+    media = params[0]
+    if not media or media == "application/octet-stream":
+        media = _sniff(data) or ""
+    if "/" not in media:
+        raise _bad(f"{where}: cannot tell the media type of the data URL")
+    return media, data
+
+
+def _sniff(data: bytes) -> str | None:
+    for magic, media in _MAGIC:
+        if data.startswith(magic):
+            return media
+    return "image/webp" if data[:4] == b"RIFF" and data[8:12] == b"WEBP" else None
+
+
+def _declarations(req: dict[str, Any]) -> list[dict[str, Any]]:
+    tools = req.get("tools")
+    if tools is None:
+        return []
+    if not isinstance(tools, list):
+        raise _bad("'tools' must be a list")
+    out = []
+    for k, tool in enumerate(tools):
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(fn, dict) or tool.get("type", "function") != "function":
+            raise _bad(f"tools[{k}]: only function tools are supported by gemini")
+        decl: dict[str, Any] = {"name": _check_name(fn.get("name"), f"tools[{k}]")}
+        if isinstance(fn.get("description"), str) and fn["description"]:
+            decl["description"] = fn["description"]
+        params = fn.get("parameters")
+        if params is not None:
+            if not isinstance(params, dict):
+                raise _bad(f"tools[{k}].function.parameters must be an object")
+            schema = _Schema(params).clean(params, ())
+            if schema.get("properties") or schema.get("type", "object") != "object":
+                decl["parameters"] = schema
+        out.append(decl)
+    return out
+
+
+class _Schema:
+    """JSON Schema -> Gemini's OpenAPI-subset Schema (§4.2.3), bounded by a node budget."""
+
+    def __init__(self, root: dict[str, Any]) -> None:
+        self.defs: dict[str, Any] = {}
+        for key in ("definitions", "$defs"):
+            if isinstance(root.get(key), dict):
+                self.defs.update(root[key])
+        self.budget = _SCHEMA_BUDGET
+
+    def clean(self, node: Any, stack: tuple[str, ...], depth: int = 0) -> dict[str, Any]:
+        self.budget -= 1
+        if self.budget < 0 or depth > 2 * MAX_DEPTH:
+            raise _bad("a tool schema is too large after $ref expansion")
+        if not isinstance(node, dict):
+            return {}
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            name = ref.rsplit("/", 1)[-1]
+            if name in stack or not isinstance(self.defs.get(name), dict):
+                return {"type": "object"}  # recursive or unresolvable: cut here
+            merged = {**self.defs[name], **{k: v for k, v in node.items() if k != "$ref"}}
+            return self.clean(merged, stack + (name,), depth + 1)
+        out: dict[str, Any] = {}
+        kind = node.get("type")
+        if isinstance(kind, list):
+            kinds = [k for k in kind if isinstance(k, str) and k != "null"]
+            if len(kinds) == 1:
+                out["type"] = kinds[0]
+            elif kinds:
+                out["anyOf"] = [{"type": k} for k in kinds]
+            if "null" in kind:
+                out["nullable"] = True
+        elif kind == "null":
+            out["nullable"] = True
+        elif isinstance(kind, str):
+            out["type"] = kind
+        for key, value in node.items():
+            if key == "properties" and isinstance(value, dict):
+                out["properties"] = {str(k): self.clean(v, stack, depth + 1)
+                                     for k, v in value.items()}
+            elif key == "items":
+                out["items"] = self.clean(value[0] if isinstance(value, list) and value
+                                          else value, stack, depth + 1)
+            elif key in ("anyOf", "oneOf") and isinstance(value, list):
+                variants = [self.clean(v, stack, depth + 1) for v in value]
+                if {"nullable": True} in variants:
+                    out["nullable"] = True
+                variants = [v for v in variants if v != {"nullable": True}]
+                if len(variants) == 1:
+                    out.update({k: v for k, v in variants[0].items() if k not in out})
+                elif variants:
+                    out["anyOf"] = variants
+            elif key == "allOf" and isinstance(value, list):
+                for sub in (self.clean(v, stack, depth + 1) for v in value):
+                    props = {**out.get("properties", {}), **sub.pop("properties", {})}
+                    out.update({k: v for k, v in sub.items() if k != "required"})
+                    if props:
+                        out["properties"] = props
+                    out["required"] = [*out.get("required", []), *sub.get("required", [])]
+            elif key == "const":
+                out["enum"] = [value]
+                if isinstance(value, str) and "type" not in out:
+                    out["type"] = "string"
+            elif key == "enum" and isinstance(value, list):
+                out["enum"] = value
+            elif key == "required" and isinstance(value, list):
+                out["required"] = [*out.get("required", []), *value]
+            elif key == "format" and isinstance(value, str):
+                if out.get("type") != "string" or value in ("enum", "date-time"):
+                    out["format"] = value
+            elif key in _SCHEMA_SCALARS and _is(value, _SCHEMA_SCALARS[key]):
+                out[key] = value
+        if "default" in node:
+            try:
+                note = "Default: " + json.dumps(node["default"], ensure_ascii=False)
+            except (TypeError, ValueError, RecursionError):
+                note = ""
+            if note:
+                out["description"] = f"{out['description']} {note}" \
+                    if out.get("description") else note
+        if "required" in out:
+            props = out.get("properties", {})
+            required = list(dict.fromkeys(r for r in out["required"]
+                                          if isinstance(r, str) and r in props))
+            if required:
+                out["required"] = required
+            else:
+                del out["required"]
+        return out
+
+
+def _tool_config(req: dict[str, Any], declarations: list[dict[str, Any]]) -> dict[str, Any]:
+    choice = req.get("tool_choice")
+    if choice is None or not declarations:
+        if isinstance(choice, dict) or choice == "required":
+            raise _bad("'tool_choice' requires 'tools'")
+        if choice is not None and not (isinstance(choice, str) and choice in _TOOL_CHOICE):
+            raise _bad(f"'tool_choice' {choice!r} is not supported")
+        return {}
+    if isinstance(choice, str) and choice in _TOOL_CHOICE:
+        return {"mode": _TOOL_CHOICE[choice]}
+    fn = choice.get("function") if isinstance(choice, dict) else None
+    name = fn.get("name") if isinstance(fn, dict) else None
+    if not isinstance(name, str) or name not in {d["name"] for d in declarations}:
+        raise _bad("'tool_choice' must be auto, none, required or name a declared tool")
+    return {"mode": "ANY", "allowedFunctionNames": [name]}
+
+
+def _generation_config(req: dict[str, Any], ctx: ChatContext) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    for field, (target, types) in _GENERATION.items():
+        value = req.get(field)
+        if value is not None:
+            if not _is(value, types):
+                raise _bad(f"'{field}' must be a number")
+            config[target] = value
+    limit = req.get("max_completion_tokens")
+    limit = req.get("max_tokens") if limit is None else limit  # REQ-1
+    if limit is not None:
+        if not _is(limit, (int,)) or limit < 1:
+            raise _bad("'max_completion_tokens' must be a positive integer")
+        config["maxOutputTokens"] = limit
+    stop = req.get("stop")
+    stop = [stop] if isinstance(stop, str) else stop
+    if stop is not None:
+        if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop) \
+                or len(stop) > 5:
+            raise _bad("'stop' must be a string or a list of at most 5 strings")
+        if stop:
+            config["stopSequences"] = stop
+    if _is(req.get("n"), (int,)) and req["n"] > 1:
+        config["candidateCount"] = req["n"]
+    fmt = req.get("response_format")
+    if fmt is not None:
+        kind = fmt.get("type") if isinstance(fmt, dict) else None
+        if kind in ("json_object", "json_schema"):
+            config["responseMimeType"] = "application/json"
+            spec = fmt.get("json_schema")
+            if kind == "json_schema" and isinstance(spec, dict) \
+                    and isinstance(spec.get("schema"), dict):
+                config["responseSchema"] = _Schema(spec["schema"]).clean(spec["schema"], ())
+        elif kind != "text":
+            raise _bad("'response_format' must be text, json_object or json_schema")
+    thinking = _thinking(req.get("reasoning_effort"), ctx)
+    if thinking:
+        config["thinkingConfig"] = thinking
+    return config
+
+
+def _thinking(effort: Any, ctx: ChatContext) -> dict[str, Any] | None:
+    """thinkingConfig from ``reasoning_effort`` or a ``-think-N`` alias (§4.2.4)."""
+    if effort is not None and not (isinstance(effort, str) and effort in _EFFORT_BUDGET):
+        raise _bad("'reasoning_effort' must be none, minimal, low, medium or high")
+    spec = next((s for pattern, s in _THINKING if pattern.search(ctx.upstream_model.lower())),
+                None)
+    if spec is None:
+        return None  # not a thinking model: reasoning_effort is dropped
+    alias = _THINK_ALIAS.search(ctx.client_model.lower())
+    config: dict[str, Any] = {"includeThoughts": True}
+    if spec[0] == "level":
+        if alias:
+            n = int(alias.group(1))
+            effort = "minimal" if n == 0 else "low" if n <= 1024 else \
+                "medium" if n <= 8192 else "high"
+        if effort:
+            config["thinkingLevel"] = spec[1][effort]
+        return config
+    budget = int(alias.group(1)) if alias else _EFFORT_BUDGET.get(effort or "")
+    if budget is not None:
+        _, low, high, can_disable = spec
+        budget = 0 if budget == 0 and can_disable else min(max(budget, low), high)
+        config["thinkingBudget"] = budget
+        if budget == 0:
+            del config["includeThoughts"]
+    return config
+
+
+# -- responses -----------------------------------------------------------------------------------
+
+
+def _usage(meta: Any) -> dict[str, Any]:
+    """usageMetadata -> OpenAI usage (§0.3, U-2)."""
+    meta = meta if isinstance(meta, dict) else {}
+
+    def n(key: str) -> int:
+        v = meta.get(key)
+        return v if _is(v, (int,)) and v >= 0 else 0
+
+    thoughts = n("thoughtsTokenCount")
+    return usage_object(n("promptTokenCount") + n("toolUsePromptTokenCount"),
+                        n("candidatesTokenCount") + thoughts, n("cachedContentTokenCount"),
+                        thoughts)
+
+
+def _finish_reason(value: Any, has_calls: bool) -> str:
+    reason = _FINISH.get(value.upper(), "stop") if isinstance(value, str) else "stop"
+    return "tool_calls" if reason == "stop" and has_calls else reason
+
+
+def _new_id(ctx: ChatContext, n: int) -> str:
+    """``call_`` + 24 characters from the injected entropy (TC-4); a digest of the response
+    id when the context has no entropy source."""
+    if ctx.entropy is not None:
+        return "call_" + "".join(ctx.entropy.choice(_ALNUM) for _ in range(24))
+    return "call_" + hashlib.sha256(f"{ctx.response_id}:{n}".encode()).hexdigest()[:24]
+
+
+def _tool_call(part: dict[str, Any], fc: dict[str, Any], ctx: ChatContext, n: int
+               ) -> dict[str, Any]:
+    """One functionCall part -> ``{"id", "name", "arguments", "extra"}`` (TC-2, TC-4, GEM-R4)."""
+    vid = fc.get("id")
+    google: dict[str, Any] = {}
+    if isinstance(part.get("thoughtSignature"), str) and part["thoughtSignature"]:
+        google["thought_signature"] = part["thoughtSignature"]
+    if isinstance(vid, str) and vid:
+        google["function_call_id"] = vid
+    args = fc.get("args")
+    return {"id": vid if isinstance(vid, str) and _ID_OK.match(vid) else _new_id(ctx, n),
+            "name": fc.get("name") if isinstance(fc.get("name"), str) else "",
+            "arguments": "{}" if args is None else dumps(args).decode(),
+            "extra": {"google": google} if google else None}
+
+
+def _image_text(part: dict[str, Any]) -> str:
+    """An ``inlineData`` answer part (image models) as a markdown data URL (GEM-N1)."""
+    data = part.get("inlineData")
+    if isinstance(data, dict) and isinstance(data.get("data"), str) \
+            and isinstance(data.get("mimeType"), str):
+        return f"![image](data:{data['mimeType']};base64,{data['data']})"
+    return ""
+
+
+def _blocked(reason: Any) -> UpstreamError:
+    return UpstreamError(f"gemini blocked the prompt ({reason})", kind="status",
+                         upstream_status=400, status=400, type="invalid_request_error",
+                         code="content_filter")
+
+
+def _google_error(status: int, headers: tuple[tuple[str, str], ...], body: bytes,
+                  obj: Any) -> UpstreamError:
+    """Google's ``{"error": {code, message, status, details}}`` -> UpstreamError (§4.5)."""
+    if isinstance(obj, list) and obj and isinstance(obj[0], dict):
+        obj = obj[0]
+    err = obj.get("error") if isinstance(obj, dict) else None
+    if not isinstance(err, dict):
+        return error_from_body(status, headers, body, obj)
+    message = err.get("message") if isinstance(err.get("message"), str) \
+        else f"upstream answered HTTP {status}"
+    gstatus = err.get("status") if isinstance(err.get("status"), str) else None
+    etype = _ERROR_TYPES.get(gstatus or "") or _STATUS_TYPES.get(status) or \
+        ("server_error" if status >= 500 else "upstream_error")
+    code = gstatus or str(status)
+    retry = [(k, v) for k, v in headers if k.lower() == "retry-after"][:1]
+    details = err.get("details") if isinstance(err.get("details"), list) else []
+    for d in details:
+        if not isinstance(d, dict):
+            continue
+        m = _DELAY.match(d["retryDelay"]) if isinstance(d.get("retryDelay"), str) else None
+        if m and not retry:  # ERR-2
+            retry = [("retry-after", str(math.ceil(float(d["retryDelay"][:-1]))))]
+        if d.get("reason") == "API_KEY_INVALID":  # Google says 400; the key is what is bad
+            status, etype, code = 401, "authentication_error", "API_KEY_INVALID"
+    return UpstreamError(message, kind="status", upstream_status=status,
+                         status=client_status_for(status), type=etype, code=code,
+                         headers=tuple(retry))
+
+
+def _add_extra(data: bytes, extras: list[Any], path: str) -> bytes:
+    """Add ``extra_content`` to the tool calls of a chunk or body (until ``chunks.py`` takes an
+    ``extra`` argument): ``path`` is ``delta`` (stream) or ``message`` (body)."""
+    prefix = b"data: " if data.startswith(b"data: ") else b""
+    obj = json.loads(data[len(prefix):])
+    for call, extra in zip(obj["choices"][0][path]["tool_calls"], extras):
+        if extra:
+            call["extra_content"] = extra
+    return prefix + dumps(obj) + (b"\n\n" if prefix else b"")
+
+
+class GeminiExchange:
+    """One attempt against Gemini: the request and how to read its answer."""
+
+    def __init__(self, request: UpstreamRequest, ctx: ChatContext) -> None:
+        self.request = request
+        self.ctx = ctx
+        #: (tool_call_id, thoughtSignature) pairs seen in the whole-body answer (GEM-R4)
+        self.thought_signatures: list[tuple[str, str]] = []
+
+    def parse_body(self, status: int, headers: tuple[tuple[str, str], ...], body: bytes) -> bytes:
+        """A 2xx ``GenerateContentResponse`` -> ``chat.completion`` bytes (GEM-N1..N3)."""
+        try:
+            obj = _loads(body)
+        except ValueError:
+            raise UpstreamError("gemini answered with a body that is not JSON", kind="decode",
+                                upstream_status=status) from None
+        if isinstance(obj, list) and len(obj) == 1:
+            obj = obj[0]
+        if not isinstance(obj, dict):
+            raise UpstreamError("gemini answered with JSON that is not an object",
+                                kind="decode", upstream_status=status)
+        if obj.get("error"):  # ERR-4
+            raise _google_error(_error_status(obj), headers, body, obj)
+        candidates = obj.get("candidates")
+        candidates = [c for c in candidates if isinstance(c, dict)] \
+            if isinstance(candidates, list) else []
+        feedback = obj.get("promptFeedback")
+        if not candidates:
+            if isinstance(feedback, dict) and feedback.get("blockReason"):
+                raise _blocked(feedback["blockReason"])
+            raise UpstreamError("gemini answered with no candidates", kind="empty",
+                                upstream_status=status)
+        usage = _usage(obj.get("usageMetadata"))
+        choices: list[dict[str, Any]] = []
+        count = 0
+        for k, cand in enumerate(candidates):
+            texts, thoughts, calls = [], [], []
+            content = cand.get("content")
+            parts = content.get("parts") if isinstance(content, dict) else None
+            for part in parts if isinstance(parts, list) else []:
+                if not isinstance(part, dict):
+                    continue
+                if isinstance(part.get("functionCall"), dict):
+                    calls.append(_tool_call(part, part["functionCall"], self.ctx, count))
+                    count += 1
+                elif isinstance(part.get("text"), str):
+                    (thoughts if part.get("thought") is True else texts).append(part["text"])
+                else:
+                    texts.append(_image_text(part))
+            self.thought_signatures += _signatures(calls)
+            data = completion(self.ctx, content="".join(texts), reasoning="".join(thoughts),
+                              tool_calls=calls or None,
+                              finish_reason=_finish_reason(cand.get("finishReason"),
+                                                           bool(calls)), usage=usage)
+            if any(c["extra"] for c in calls):
+                data = _add_extra(data, [c["extra"] for c in calls], "message")
+            if len(candidates) == 1:
+                return data
+            choice = json.loads(data)["choices"][0]
+            choice["index"] = cand["index"] if _is(cand.get("index"), (int,)) else k
+            choices.append(choice)
+        out = json.loads(completion(self.ctx, content="", usage=usage))
+        out["choices"] = sorted(choices, key=lambda c: c["index"])
+        return dumps(out)
+
+    def parse_error(self, status: int, headers: tuple[tuple[str, str], ...],
+                    body: bytes) -> UpstreamError:
+        """A Google error body (maybe list-wrapped) -> UpstreamError (§0.2, §4.5, ERR-2/3)."""
+        try:
+            obj = _loads(body[:65536]) if body else None
+        except ValueError:
+            obj = None
+        return _google_error(status, headers, body, obj)
+
+    def stream_decoder(self) -> GeminiStreamDecoder:
+        """A fresh decoder for this attempt's ``streamGenerateContent`` body."""
+        return GeminiStreamDecoder(self.ctx)
+
+
+def _error_status(obj: dict[str, Any]) -> int:
+    """The HTTP status of an error object sent inside a 2xx answer (ERR-4, GEM-S7)."""
+    code = obj["error"].get("code") if isinstance(obj["error"], dict) else None
+    return code if _is(code, (int,)) and 400 <= code <= 599 else 502
+
+
+def _signatures(calls: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [(c["id"], c["extra"]["google"]["thought_signature"]) for c in calls
+            if c["extra"] and "thought_signature" in c["extra"]["google"]]
+
+
+class GeminiStreamDecoder:
+    """``streamGenerateContent?alt=sse`` bytes -> client chunks (§4.4, DEC-1..DEC-6)."""
+
+    def __init__(self, ctx: ChatContext) -> None:
+        self._ctx = ctx
+        self._sse = SSEDecoder()
+        self._writer = ChunkWriter(ctx)
+        self._finish: str | None = None  # mapped finishReason once seen (terminal, DEC-4)
+        self._started = False  # the role chunk went out (S-1)
+        self._ended = False  # StreamDone/StreamFailed returned
+        self._error: DecodeError | None = None
+        self._calls = 0
+        #: the last usage seen, OpenAI-shaped (U-3); None until Gemini reports one
+        self.usage: dict[str, Any] | None = None
+        #: (tool_call_id, thoughtSignature) pairs seen so far (GEM-R4)
+        self.thought_signatures: list[tuple[str, str]] = []
+
+    def feed(self, data: bytes) -> list[StreamItem]:
+        """Consume bytes; return the items they complete. Raises only ``DecodeError``.
+
+        The bytes go to the SSE decoder one line at a time, so an error is met in stream
+        order whatever the feed boundaries; the items completed before it are returned and
+        the error is raised by the next call (DEC-1, DEC-2)."""
+        self._check()
+        out: list[StreamItem] = []
+        try:
+            for line in _LINES.findall(data):
+                out += self._map(self._sse.feed(line))
+        except DecodeError as exc:
+            self._error = exc
+            if not out:
+                raise
+        return out
+
+    def close(self) -> list[StreamItem]:
+        """End of the upstream body: finish (GEM-S6, DEC-5) or report a truncation."""
+        self._check()
+        try:
+            events = self._sse.close()
+        except DecodeError as exc:
+            if exc.kind != "truncated":
+                raise
+            events = []  # EOF inside a line: the stream was cut (DEC-5)
+        out = self._map(events)
+        if not self._ended:
+            self._ended = True
+            if self._finish is None:
+                out.append(StreamFailed(UpstreamError(
+                    "gemini stream ended before a finishReason", kind="truncated")))
+            else:
+                out += self._writer.finish(self._finish, self.usage)
+                out.append(StreamDone(self.usage))
+        return out
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise DecodeError(self._error.kind, self._error.detail)
+
+    def _map(self, events: list[Any]) -> list[StreamItem]:
+        out: list[StreamItem] = []
+        for ev in events:
+            if self._ended or not ev.data.strip() or ev.data == "[DONE]":
+                continue
+            try:
+                obj = _loads(ev.data)
+            except ValueError:
+                obj = None
+            objs = obj if isinstance(obj, list) else [obj]
+            if not all(isinstance(o, dict) for o in objs):
+                if self._finish is not None:
+                    continue  # nothing after the finish matters but usage (DEC-4)
+                raise DecodeError("invalid_json", "a gemini event is not a JSON object")
+            for o in objs:
+                out += self._object(o)
+        return out
+
+    def _object(self, obj: dict[str, Any]) -> list[StreamItem]:
+        if isinstance(obj.get("usageMetadata"), dict):
+            self.usage = _usage(obj["usageMetadata"])
+        if self._finish is not None or self._ended:
+            return []  # DEC-4: only usage counts after the finish
+        if obj.get("error"):  # GEM-S7
+            self._ended = True
+            return [StreamFailed(_google_error(_error_status(obj), (), b"", obj))]
+        feedback = obj.get("promptFeedback")
+        block = feedback.get("blockReason") if isinstance(feedback, dict) else None
+        candidates = obj.get("candidates")
+        candidates = [c for c in candidates if isinstance(c, dict)] \
+            if isinstance(candidates, list) else []
+        if block and not candidates:
+            if not self._started:
+                self._ended = True
+                return [StreamFailed(_blocked(block))]
+            self._finish = "content_filter"
+            return []
+        self._started = True
+        out: list[StreamItem] = list(self._writer.start())  # S-1
+        for cand in candidates:
+            if _is(cand.get("index"), (int,)) and cand["index"] != 0:
+                continue
+            content = cand.get("content")
+            parts = content.get("parts") if isinstance(content, dict) else None
+            for part in parts if isinstance(parts, list) else []:
+                if not isinstance(part, dict):
+                    continue
+                if isinstance(part.get("functionCall"), dict):
+                    out += self._tool(part)
+                elif isinstance(part.get("text"), str):
+                    emit = self._writer.reasoning if part.get("thought") is True \
+                        else self._writer.text
+                    out += emit(part["text"])  # S-7: empty text gives nothing
+                else:
+                    out += self._writer.text(_image_text(part))
+            if cand.get("finishReason"):
+                self._finish = _finish_reason(cand["finishReason"], self._calls > 0)
+        return out
+
+    def _tool(self, part: dict[str, Any]) -> list[StreamChunk]:
+        call = _tool_call(part, part["functionCall"], self._ctx, self._calls)
+        chunks = self._writer.tool_start(self._calls, call["id"], call["name"],
+                                         call["arguments"])  # GEM-S1: whole call at once
+        self._calls += 1
+        if call["extra"]:
+            chunks[-1] = StreamChunk(_add_extra(chunks[-1].data, [call["extra"]], "delta"))
+            self.thought_signatures += _signatures([call])
+        return chunks
