@@ -174,3 +174,33 @@ def test_azure_url_header_and_filter_chunk(backend, up):
     sent = up.seen[0]
     assert sent.path == "/openai/deployments/vendor-model/chat/completions?api-version=2024-10-21"
     assert sent.headers["api-key"] == "az-key" and "authorization" not in sent.headers
+
+
+def test_anthropic_overloaded_right_after_start_is_retried(backend):
+    """vendor-protocols §3.9: nothing has reached the client, so the next channel answers."""
+    first, second = FakeUpstream(), FakeUpstream()
+    start = {"type": "message_start", "message": {
+        "id": "msg_1", "type": "message", "role": "assistant", "model": "x", "content": [],
+        "stop_reason": None, "usage": {"input_tokens": 5, "output_tokens": 1}}}
+    overloaded = {"type": "error", "error": {"type": "overloaded_error",
+                                             "message": "Overloaded"}}
+    body = (b"event: message_start\ndata: " + json.dumps(start).encode() + b"\n\n"
+            b"event: error\ndata: " + json.dumps(overloaded).encode() + b"\n\n")
+    first.replies.append(Reply(headers=[("content-type", "text/event-stream")], pieces=[body]))
+    second.replies.append(fixture_reply("anthropic/tools_stream.sse", stream=True))
+    conf = f"""
+providers:
+  - {{provider: a1, base_url: "{first.url}/v1/messages", api: k1, model: [m]}}
+  - {{provider: a2, base_url: "{second.url}/v1/messages", api: k2, model: [m]}}
+api_keys:
+  - api: {KEY}
+"""
+    try:
+        with run_gateway(conf, backend=backend) as gw:
+            chunks = list(gw.openai(KEY).chat.completions.create(
+                model="m", messages=MESSAGES, stream=True))
+        assert collect(chunks)[0] == "I'll check both for you."
+        assert len(first.seen) == len(second.seen) == 1
+    finally:
+        first.close()
+        second.close()

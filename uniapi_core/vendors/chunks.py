@@ -4,7 +4,10 @@ Every translating vendor (Anthropic, Gemini, Bedrock, Cohere…) writes its outp
 ``ChunkWriter`` (streams) or ``completion`` (whole bodies), so the stream grammar of
 vendor-protocols §0.1 is enforced in one place:
 
-- exactly one role chunk, first (S-1), emitted by the first body call or by ``start()``;
+- exactly one role chunk, first (S-1). It goes out together with the first body, tool or
+  finish chunk, not on its own: a vendor that opens its stream and then fails (Anthropic's
+  ``overloaded_error`` right after ``message_start``) has then sent the client nothing, and
+  the relay may still retry on the next channel (vendor-protocols §3.9, S-9);
 - one ``tool_start`` per tool call carrying id/type/name, before its ``tool_args`` (S-2), with
   indexes 0, 1, 2… in order of first appearance (S-3), argument fragments verbatim (TC-2);
 - exactly one finish chunk with an empty delta, after every body chunk (S-4);
@@ -72,7 +75,10 @@ class ChunkWriter:
         return StreamChunk(b"data: " + self._prefix + dumps([choice]) + self._suffix + b"\n\n")
 
     def start(self) -> list[StreamChunk]:
-        """The role chunk, once (S-1); call when the first event proves success."""
+        """The stream opened; the role chunk waits for the first real chunk (see above)."""
+        return []
+
+    def _role(self) -> list[StreamChunk]:
         if self._started:
             return []
         self._started = True
@@ -81,12 +87,12 @@ class ChunkWriter:
     def text(self, text: str) -> list[StreamChunk]:
         if not text:
             return []
-        return self.start() + [self._chunk({"content": text})]
+        return self._role() + [self._chunk({"content": text})]
 
     def reasoning(self, text: str) -> list[StreamChunk]:
         if not text:
             return []
-        return self.start() + [self._chunk({"reasoning_content": text})]
+        return self._role() + [self._chunk({"reasoning_content": text})]
 
     def tool_start(self, vendor_key: Any, call_id: str, name: str,
                    arguments: str = "") -> list[StreamChunk]:
@@ -94,7 +100,7 @@ class ChunkWriter:
         index = self._tools.setdefault(vendor_key, len(self._tools))
         call = {"index": index, "id": call_id, "type": "function",
                 "function": {"name": name, "arguments": arguments}}
-        return self.start() + [self._chunk({"tool_calls": [call]})]
+        return self._role() + [self._chunk({"tool_calls": [call]})]
 
     def tool_args(self, vendor_key: Any, fragment: str) -> list[StreamChunk]:
         if not fragment or vendor_key not in self._tools:
@@ -111,7 +117,7 @@ class ChunkWriter:
         if self._finished:
             return []
         self._finished = True
-        out = self.start() + [self._chunk({}, reason)]
+        out = self._role() + [self._chunk({}, reason)]
         if self.ctx.include_usage:
             out.append(StreamChunk(b"data: " + self._prefix + b"[]" + b',"usage":'
                                    + dumps(usage or usage_object()) + b"}\n\n"))
