@@ -25,12 +25,14 @@ from .routing.plan import Attempt
 from .routing.resolve import Catalog, Channel, key_models
 from .routing.router import Need, Router
 from .routing.timeouts import model_timeout
-from .vendors import TRANSLATORS, detect_engine, discovery_request, parse_discovery
+from .vendors import ENDPOINTS, TRANSLATORS, detect_engine, discovery_request, parse_discovery
 from .vendors.base import ChatContext, UpstreamRequest
 
 __all__ = ["Settings", "Respond", "Gateway", "ADMIN_ONLY"]
 
 ADMIN_ONLY = frozenset({"/v1/stats", "/v1/generate-api-key"})
+#: the moderation model when a /v1/moderations request names none (the seed FAQ)
+DEFAULT_MODERATION_MODEL = "text-moderation-latest"
 _ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
 
@@ -80,6 +82,8 @@ class Gateway:
         admins = [k for k in config.api_keys if k.role and "admin" in k.role]
         self._admins = {_digest(k.api) for k in (admins or config.api_keys[:1])}
         self.router = Router(config, self.catalog, detect_engine)
+        # error_triggers as they appear inside JSON text (escaped, without the quotes)
+        self._triggers = tuple(dumps(t)[1:-1] for t in config.preferences.error_triggers if t)
 
     # -- model discovery (the transport fetches; the core decides what and reads the answer) --
 
@@ -272,7 +276,49 @@ class Gateway:
         need = Need(tools=bool(req.get("tools")), engines=frozenset(TRANSLATORS))
         plan = self.router.plan(key, _digest(key.api), model, need, now, self.entropy, build)
         return Relay(plan, stream=stream, headers=extra,
-                     max_body=self.settings.max_upstream_body)
+                     max_body=self.settings.max_upstream_body, triggers=self._triggers)
+
+    def _endpoint(self, path: str, key: ApiKey, body: bytes, now: float, wall: float,
+                  extra: tuple[tuple[str, str], ...]) -> Relay:
+        """Embeddings, moderations, images: whole-body passthroughs routed by ``model`` with
+        the same keys, permissions, scheduling, retries and limits as chat."""
+        req = parse_request_json(body)
+        if not isinstance(req, dict):
+            raise ClientError("request body must be a JSON object", code="invalid_json")
+        if path == "/v1/moderations" and req.get("model") is None:
+            req["model"] = DEFAULT_MODERATION_MODEL
+        model = req.get("model")
+        if not isinstance(model, str) or not model:
+            raise ClientError("'model' is required and must be a string", code="invalid_model")
+        if req.get("stream"):
+            raise ClientError(f"{path} does not stream", code="stream_not_supported")
+        builders = ENDPOINTS[path]
+
+        def build(channel: Channel, key_index: int | None, number: int) -> Attempt:
+            provider = channel.provider
+            ctx = ChatContext(client_model=model, upstream_model=channel.upstream_model,
+                              provider=provider,
+                              api_key=None if key_index is None else provider.api[key_index],
+                              stream=False, include_usage=False, response_id="",
+                              created=int(wall), entropy=self.entropy)
+            exchange = builders[detect_engine(provider)](req, ctx)
+            timeout = model_timeout(provider, self.config.preferences, channel.alias,
+                                    channel.upstream_model, self.settings.env_timeout)
+            return Attempt(number=number, provider=provider.provider,
+                           upstream_model=channel.upstream_model, key_index=key_index,
+                           exchange=exchange, timeout=timeout,
+                           proxy=provider.preferences.proxy or self.config.preferences.proxy)
+
+        plan = self.router.plan(key, _digest(key.api), model, Need(engines=frozenset(builders)),
+                                now, self.entropy, build)
+        return Relay(plan, stream=False, headers=extra, max_body=self.settings.max_upstream_body)
+
+
+def _endpoint_handler(path: str) -> Any:
+    def handler(self: Gateway, key: ApiKey, body: bytes, now: float, wall: float,
+                extra: tuple[tuple[str, str], ...]) -> Relay:
+        return self._endpoint(path, key, body, now, wall, extra)
+    return handler
 
 
 _ROUTES: dict[str, tuple[frozenset[str], bool, Any]] = {
@@ -281,4 +327,5 @@ _ROUTES: dict[str, tuple[frozenset[str], bool, Any]] = {
     "/v1/chat/completions": (frozenset({"POST"}), True, Gateway._chat),
     "/v1/generate-api-key": (frozenset({"GET", "POST"}), True, Gateway._generate_key),
     "/v1/stats": (frozenset({"GET"}), True, Gateway._stats),
+    **{path: (frozenset({"POST"}), True, _endpoint_handler(path)) for path in ENDPOINTS},
 }

@@ -171,3 +171,30 @@ def test_bad_key_on_upstream_tries_next_key_first(backend, ups):
     with run_gateway(conf, backend=backend) as gw:
         assert ask(gw).choices[0].message.content == "ai1"
     assert [s.headers["authorization"] for s in ups[0].seen] == ["Bearer sk-bad", "Bearer sk-ok"]
+
+
+def test_error_trigger_answer_is_a_failure_and_next_channel_answers(backend, ups):
+    ups[0].handler = echo("ai1")
+    ups[1].handler = echo("Sorry, I can't process this request due to overload or policy")
+    glob = "  error_triggers:\n    - process this request due to overload or policy\n"
+    with run_gateway(cfg(ups[:2], glob=glob), backend=backend) as gw:
+        assert ask(gw).choices[0].message.content == "ai1"
+    assert len(ups[1].seen) == 1  # tried first, its answer never relayed
+
+
+def test_embeddings_moderations_images_are_routed_passthroughs(backend, ups):
+    vectors = {"object": "list", "data": [{"object": "embedding", "index": 0,
+                                           "embedding": [0.1, 0.2]}],
+               "model": "m", "usage": {"prompt_tokens": 2, "total_tokens": 2}}
+    ups[0].handler = lambda seen: json_reply(vectors)
+    with run_gateway(cfg(ups[:1], rules="      - ai1/*\n"), backend=backend) as gw:
+        client = gw.openai("sk-client")
+        got = client.embeddings.create(model="m", input="hello")
+        assert got.data[0].embedding == [0.1, 0.2]
+        with pytest.raises(openai.NotFoundError):
+            client.embeddings.create(model="not-allowed", input="x")
+        ups[0].handler = lambda seen: json_reply({"created": 1, "data": [{"url": "http://i"}]})
+        img = client.images.generate(model="m", prompt="a cat")
+        assert img.data[0].url == "http://i"
+    assert [s.path for s in ups[0].seen] == ["/v1/embeddings", "/v1/images/generations"]
+    assert ups[0].seen[0].json()["input"] == "hello"

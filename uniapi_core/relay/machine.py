@@ -97,8 +97,11 @@ class Relay:
     """The relay machine for one request (see the module docstring)."""
 
     def __init__(self, source: AttemptSource, *, stream: bool,
-                 headers: tuple[tuple[str, str], ...] = (), max_body: int = 64 << 20) -> None:
+                 headers: tuple[tuple[str, str], ...] = (), max_body: int = 64 << 20,
+                 triggers: tuple[bytes, ...] = ()) -> None:
         self._source = source
+        #: ``error_triggers`` as they appear in JSON text: a first answer holding one fails
+        self._triggers = triggers
         self._stream = stream
         self._headers = headers  # extra response headers (x-request-id…)
         self._max_body = max_body
@@ -196,6 +199,7 @@ class Relay:
             return
         try:
             payload = attempt.exchange.parse_body(self._status, self._resp_headers, body)
+            self._check_triggers(payload)
             if self._stream:  # a 2xx JSON answer to a streaming request
                 raise UpstreamError("upstream answered a streaming request without a stream",
                                     kind="protocol", upstream_status=self._status)
@@ -236,7 +240,9 @@ class Relay:
                 chunks.append(item.data)
                 continue
             if chunks:
-                self._send_chunks(chunks, out)
+                self._send_chunks(chunks, out, now)
+                if self.state is not State.STREAMING:
+                    return
                 chunks = []
             if isinstance(item, StreamDone):
                 self.outcome.usage = item.usage
@@ -255,10 +261,21 @@ class Relay:
                 self._stream_failed(item.error, now, out)
                 return
         if chunks:
-            self._send_chunks(chunks, out)
+            self._send_chunks(chunks, out, now)
 
-    def _send_chunks(self, chunks: list[bytes], out: list[RelayAction]) -> None:
+    def _check_triggers(self, data: bytes) -> None:
+        for trigger in self._triggers:
+            if trigger in data:
+                raise UpstreamError("the upstream answer matched an error trigger",
+                                    kind="trigger", code="error_trigger")
+
+    def _send_chunks(self, chunks: list[bytes], out: list[RelayAction], now: float) -> None:
         if self.state is State.STREAM_OPEN:  # the commit point
+            try:
+                self._check_triggers(b"".join(chunks))
+            except UpstreamError as err:
+                self._attempt_failed(err, now, out)
+                return
             self.state = State.STREAMING
             self.outcome.status = 200
             self._committed = True

@@ -15,7 +15,8 @@ from . import anthropic, azure, gemini, openai
 from .base import ChatContext, Exchange, UpstreamRequest
 from .engine import ENGINES, detect_engine
 
-__all__ = ["TRANSLATORS", "ENGINES", "detect_engine", "discovery_request", "parse_discovery"]
+__all__ = ["TRANSLATORS", "ENDPOINTS", "ENGINES", "detect_engine", "discovery_request",
+           "parse_discovery"]
 
 TRANSLATORS: dict[str, Callable[[dict[str, Any], ChatContext], Exchange]] = {
     "gpt": openai.build_exchange,
@@ -23,6 +24,17 @@ TRANSLATORS: dict[str, Callable[[dict[str, Any], ChatContext], Exchange]] = {
     "azure": azure.build_exchange,
     "claude": anthropic.build_exchange,
     "gemini": gemini.build_exchange,
+}
+
+
+#: the whole-body OpenAI endpoints (vendor-protocols §9): path -> engine -> exchange builder
+ENDPOINTS: dict[str, dict[str, Callable[[dict[str, Any], ChatContext], Exchange]]] = {
+    path: {"gpt": openai.build_passthrough(suffix),
+           "openrouter": openai.build_passthrough(suffix),
+           "azure": azure.build_passthrough(suffix)}
+    for path, suffix in (("/v1/embeddings", "/embeddings"),
+                         ("/v1/moderations", "/moderations"),
+                         ("/v1/images/generations", "/images/generations"))
 }
 
 

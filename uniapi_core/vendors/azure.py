@@ -15,9 +15,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..jsonutil import dumps
 from .base import ChatContext, UpstreamRequest
-from .openai import OpenAIExchange, merge_headers
+from .openai import OpenAIExchange, PassthroughExchange, merge_headers, passthrough_request
 
-__all__ = ["DEFAULT_API_VERSION", "azure_url", "build_exchange"]
+__all__ = ["DEFAULT_API_VERSION", "azure_url", "build_exchange", "build_passthrough"]
 
 DEFAULT_API_VERSION = "2024-10-21"
 
@@ -49,3 +49,13 @@ def build_exchange(body: dict[str, Any], ctx: ChatContext) -> OpenAIExchange:
     request = UpstreamRequest("POST", url, merge_headers(headers, ctx.provider.preferences.headers),
                               dumps(out))
     return OpenAIExchange(request, ctx)
+
+
+def build_passthrough(endpoint: str) -> Any:
+    """Embeddings/moderations/images at the deployment URL form (AZ-3)."""
+    def build(body: dict[str, Any], ctx: ChatContext) -> PassthroughExchange:
+        auth = [("api-key", ctx.api_key)] if ctx.api_key else []
+        return passthrough_request(body, ctx, azure_url(ctx.provider.base_url or "",
+                                                        ctx.upstream_model, endpoint), auth)
+    return build
+

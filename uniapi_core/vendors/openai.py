@@ -25,8 +25,9 @@ from .base import (
     error_from_body,
 )
 
-__all__ = ["chat_url", "models_url", "build_exchange", "OpenAIExchange", "OpenAIStreamDecoder",
-           "parse_models_list"]
+__all__ = ["chat_url", "models_url", "sibling_url", "build_exchange", "OpenAIExchange",
+           "OpenAIStreamDecoder", "parse_models_list", "PassthroughExchange", "build_passthrough",
+           "passthrough_request"]
 
 _SUFFIXES = ("/chat/completions", "/images/generations", "/audio/transcriptions",
              "/moderations", "/embeddings", "/models")
@@ -197,3 +198,48 @@ class OpenAIStreamDecoder:
             else:
                 out.append(StreamChunk(encode_event(text)))
         return out
+
+
+class PassthroughExchange:
+    """A whole-body OpenAI endpoint (embeddings, moderations, images): the upstream's JSON
+    answer is relayed as it came (vendor-protocols §9), after checking it is not an error."""
+
+    def __init__(self, request: UpstreamRequest) -> None:
+        self.request = request
+
+    def parse_body(self, status: int, headers: tuple[tuple[str, str], ...], body: bytes) -> bytes:
+        try:
+            obj = json.loads(body)
+        except (ValueError, RecursionError):
+            raise UpstreamError("upstream answered with a body that is not JSON",
+                                kind="decode", upstream_status=status) from None
+        if isinstance(obj, dict) and obj.get("error"):
+            raise error_from_body(status if status >= 400 else 502, headers, body, obj)
+        return body
+
+    def parse_error(self, status: int, headers: tuple[tuple[str, str], ...],
+                    body: bytes) -> UpstreamError:
+        return error_from_body(status, headers, body)
+
+    def stream_decoder(self) -> OpenAIStreamDecoder:  # pragma: no cover - never streamed
+        raise UpstreamError("this endpoint does not stream", kind="protocol")
+
+
+def passthrough_request(body: dict[str, Any], ctx: ChatContext, url: str,
+                        auth: list[tuple[str, str]]) -> PassthroughExchange:
+    out = dict(body)
+    out["model"] = ctx.upstream_model
+    headers = merge_headers([("content-type", "application/json"),
+                             ("accept", "application/json")] + auth,
+                            ctx.provider.preferences.headers)
+    return PassthroughExchange(UpstreamRequest("POST", url, headers, dumps(out)))
+
+
+def build_passthrough(endpoint: str) -> Any:
+    """An exchange builder for the OpenAI endpoint ``endpoint`` (``/embeddings``…)."""
+    def build(body: dict[str, Any], ctx: ChatContext) -> PassthroughExchange:
+        auth = [("authorization", f"Bearer {ctx.api_key}")] if ctx.api_key else []
+        return passthrough_request(body, ctx, sibling_url(ctx.provider.base_url or "", endpoint),
+                                   auth)
+    return build
+
