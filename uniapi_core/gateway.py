@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -22,15 +22,17 @@ from .errors import ClientError, UniapiError, to_openai_error
 from .jsonutil import dumps, parse_request_json
 from .relay.machine import JSON_HEADERS, Relay
 from .routing.plan import Attempt
-from .routing.resolve import Catalog, Channel, key_models
+from .routing.resolve import Catalog, Channel, key_models, resolve
 from .routing.router import Need, Router
 from .routing.timeouts import model_timeout
 from .vendors import ENDPOINTS, TRANSLATORS, detect_engine, discovery_request, parse_discovery
 from .vendors.base import ChatContext, UpstreamRequest
 
-__all__ = ["Settings", "Respond", "Gateway", "ADMIN_ONLY"]
+__all__ = ["Settings", "Respond", "FetchFirst", "Gateway", "ADMIN_ONLY", "INLINE_IMAGE_ENGINES"]
 
 ADMIN_ONLY = frozenset({"/v1/stats", "/v1/generate-api-key"})
+#: engines that need image bytes inline: remote image URLs are fetched for them (REQ-4)
+INLINE_IMAGE_ENGINES = frozenset({"claude", "gemini"})
 #: the moderation model when a /v1/moderations request names none (the seed FAQ)
 DEFAULT_MODERATION_MODEL = "text-moderation-latest"
 _ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
@@ -44,6 +46,21 @@ class Settings:
     env_timeout: float | None = None
     #: biggest upstream body read whole (non-streamed answers)
     max_upstream_body: int = 64 << 20
+    #: remote image fetching (R11): private/loopback addresses and any port (tests only),
+    #: plain-http image URLs
+    fetch_allow_private: bool = False
+    fetch_allow_http: bool = False
+
+
+@attrs.frozen
+class FetchFirst:
+    """The request names remote images a vendor needs inline: fetch ``urls`` (within the
+    ``ssrf`` policy), then call ``resume(images, now, wall)`` with url -> (media type, bytes);
+    it answers like ``Gateway.handle``."""
+
+    urls: tuple[str, ...]
+    resume: Callable[[Mapping[str, tuple[str, bytes]], float, float], "Respond | Relay"]
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @attrs.frozen
@@ -159,7 +176,7 @@ class Gateway:
     # -- request dispatch --------------------------------------------------------------------
 
     def handle(self, method: str, target: str, headers: tuple[tuple[str, str], ...],
-               body: bytes, *, now: float, wall: float) -> Respond | Relay:
+               body: bytes, *, now: float, wall: float) -> Respond | Relay | FetchFirst:
         request_id = f"{self.entropy.getrandbits(128):032x}"
         extra = (("x-request-id", request_id),)
         try:
@@ -169,7 +186,7 @@ class Gateway:
 
     def _dispatch(self, method: str, target: str, headers: tuple[tuple[str, str], ...],
                   body: bytes, now: float, wall: float,
-                  extra: tuple[tuple[str, str], ...]) -> Respond | Relay:
+                  extra: tuple[tuple[str, str], ...]) -> Respond | Relay | FetchFirst:
         path = target.split("?", 1)[0]
         if len(path) > 1:
             path = path.rstrip("/")
@@ -234,7 +251,7 @@ class Gateway:
         return Respond.json(200, {"stats": {"channel_model_success_rates": rows}}, extra)
 
     def _chat(self, key: ApiKey, body: bytes, now: float, wall: float,
-              extra: tuple[tuple[str, str], ...]) -> Relay:
+              extra: tuple[tuple[str, str], ...]) -> "Relay | FetchFirst":
         req = parse_request_json(body)
         if not isinstance(req, dict):
             raise ClientError("request body must be a JSON object", code="invalid_json")
@@ -255,6 +272,23 @@ class Gateway:
         options = req.get("stream_options")
         include_usage = bool(isinstance(options, dict) and options.get("include_usage") is True)
 
+        remote = _remote_images(messages)
+        if remote and any(detect_engine(c.provider) in INLINE_IMAGE_ENGINES
+                          for c in resolve(self.catalog, key, model)):
+            def resume(images: Mapping[str, tuple[str, bytes]], now: float,
+                       wall: float) -> Respond | Relay:
+                try:
+                    return self._chat_relay(key, req, model, stream, include_usage, images,
+                                            now, wall, extra)
+                except UniapiError as exc:
+                    return Respond.error(exc, extra)
+
+            return FetchFirst(remote, resume, extra)
+        return self._chat_relay(key, req, model, stream, include_usage, {}, now, wall, extra)
+
+    def _chat_relay(self, key: ApiKey, req: dict[str, Any], model: str, stream: bool,
+                    include_usage: bool, images: Mapping[str, tuple[str, bytes]], now: float,
+                    wall: float, extra: tuple[tuple[str, str], ...]) -> Relay:
         response_id = "chatcmpl-" + "".join(self.entropy.choice(_ALNUM) for _ in range(24))
 
         def build(channel: Channel, key_index: int | None, number: int) -> Attempt:
@@ -264,7 +298,7 @@ class Gateway:
                               api_key=None if key_index is None else provider.api[key_index],
                               stream=stream, include_usage=include_usage,
                               response_id=response_id, created=int(wall),
-                              entropy=self.entropy)
+                              entropy=self.entropy, images=images)
             exchange = TRANSLATORS[detect_engine(provider)](req, ctx)
             timeout = model_timeout(provider, self.config.preferences, channel.alias,
                                     channel.upstream_model, self.settings.env_timeout)
@@ -312,6 +346,22 @@ class Gateway:
         plan = self.router.plan(key, _digest(key.api), model, Need(engines=frozenset(builders)),
                                 now, self.entropy, build)
         return Relay(plan, stream=False, headers=extra, max_body=self.settings.max_upstream_body)
+
+
+def _remote_images(messages: list[Any]) -> tuple[str, ...]:
+    """The http(s) image URLs of a chat request, in order, once each."""
+    found: dict[str, None] = {}
+    for m in messages:
+        content = m.get("content") if isinstance(m, dict) else None
+        if not isinstance(content, list):
+            continue
+        for part in content:
+            if isinstance(part, dict) and part.get("type") == "image_url":
+                image = part.get("image_url")
+                url = image.get("url") if isinstance(image, dict) else image
+                if isinstance(url, str) and url.lower().startswith(("http://", "https://")):
+                    found.setdefault(url, None)
+    return tuple(found)
 
 
 def _endpoint_handler(path: str) -> Any:

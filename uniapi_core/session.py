@@ -14,6 +14,7 @@ input                              when
 ``timer(now, wall)``               ``next_deadline()`` has passed
 ``write_failed(now, wall)``        writing to the client failed (it went away)
 ``drain(now, wall)``               shutting down: finish what is in flight, take no more
+``fetch_done(ref, result, now…)``  the outcome of a ``Fetch`` (an image URL)
 =================================  ==========================================================
 
 =====================================  ======================================================
@@ -24,6 +25,10 @@ action                                 the transport…
 ``StartUpstream(ref, request, proxy)`` runs an upstream exchange, reporting its events with
                                        ``ref``
 ``StopUpstream(ref)``                  cancels that exchange and closes its connection
+``Fetch(ref, url, allow_private, …)``  GETs a remote image for a vendor that needs it inline:
+                                       resolves the name, connects only to the address
+                                       ``ssrf.pick_address`` allows, reads at most
+                                       ``max_bytes``, reports a ``FetchResult`` with ``ref``
 ``Close()``                            closes the client connection; the session is over
 ``Served(record)``                     logs one finished request
 =====================================  ======================================================
@@ -36,11 +41,14 @@ after another; a relay must finish before the next request is looked at.
 from __future__ import annotations
 
 from collections.abc import Callable
+from urllib.parse import urljoin
 
 import attrs
 
-from .errors import GatewayError
-from .gateway import Gateway, Respond
+from .errors import ClientError, GatewayError
+from .gateway import FetchFirst, Gateway, Respond
+from .http.url import Url
+from .ssrf import FETCH_TIMEOUT, MAX_IMAGE_BYTES, MAX_REDIRECTS, url_refusal
 from .http.server import (
     ClientClosed,
     ProtocolFailure,
@@ -63,7 +71,7 @@ from .relay.events import UpstreamData, UpstreamEnded, UpstreamFailed, UpstreamH
 from .vendors.base import UpstreamRequest
 
 __all__ = ["Session", "Write", "StartUpstream", "StopUpstream", "Close", "Served",
-           "ServedRecord", "SessionAction"]
+           "ServedRecord", "SessionAction", "Fetch", "FetchResult"]
 
 
 @attrs.frozen
@@ -89,6 +97,27 @@ class Close:
 
 
 @attrs.frozen
+class Fetch:
+    ref: int
+    url: Url
+    allow_private: bool = False
+    max_bytes: int = MAX_IMAGE_BYTES
+    timeout: float = FETCH_TIMEOUT
+
+
+@attrs.frozen
+class FetchResult:
+    """What a ``Fetch`` got: a response (``body`` cut at ``max_bytes``: ``truncated``), or
+    ``error`` when there was none (refused address, DNS, connection, timeout)."""
+
+    status: int = 0
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+    truncated: bool = False
+    error: str | None = None
+
+
+@attrs.frozen
 class ServedRecord:
     method: str
     path: str
@@ -103,7 +132,7 @@ class Served:
     record: ServedRecord
 
 
-SessionAction = Write | StartUpstream | StopUpstream | Close | Served
+SessionAction = Write | StartUpstream | StopUpstream | Close | Served | Fetch
 UpstreamEvent = UpstreamHead | UpstreamData | UpstreamEnded | UpstreamFailed
 
 
@@ -121,6 +150,10 @@ class Session:
         self._next_ref = 0
         self._refs: dict[int, int] = {}  # ref -> relay attempt number
         self._by_attempt: dict[int, int] = {}  # relay attempt number -> ref
+        self._fetch: FetchFirst | None = None  # remote images being fetched for a request
+        self._fetching: dict[int, tuple[str, str, int]] = {}  # ref -> (url, current, hops)
+        self._images: dict[str, tuple[str, bytes]] = {}
+        self._fetch_error: str | None = None
 
     # -- inputs -------------------------------------------------------------------------------
 
@@ -168,13 +201,38 @@ class Session:
         self._close(out)
         return out
 
+    def fetch_done(self, ref: int, result: FetchResult, now: float,
+                   wall: float) -> list[SessionAction]:
+        if self.closed or ref not in self._fetching:
+            return []
+        out: list[SessionAction] = []
+        url, current, hops = self._fetching.pop(ref)
+        location = dict(result.headers).get("location")
+        if result.error is not None:
+            self._fetch_error = self._fetch_error or f"{url}: {result.error}"
+        elif result.status in (301, 302, 303, 307, 308) and location:
+            if hops >= MAX_REDIRECTS:
+                self._fetch_error = self._fetch_error or f"{url}: too many redirects"
+            else:
+                self._start_fetch(url, urljoin(current, location), hops + 1, out)
+        elif result.status != 200:
+            self._fetch_error = self._fetch_error or f"{url}: HTTP {result.status}"
+        elif result.truncated:
+            self._fetch_error = self._fetch_error or f"{url}: larger than {MAX_IMAGE_BYTES} bytes"
+        else:
+            media = dict(result.headers).get("content-type", "").split(";")[0].strip().lower()
+            self._images[url] = (media, result.body)  # the vendor sniffs the bytes too
+        if not self._fetching and self._fetch is not None and not self.closed:
+            self._fetched(now, wall, out)
+        return out
+
     def drain(self, now: float, wall: float) -> list[SessionAction]:
         """Graceful shutdown: an idle connection closes now; a busy one after its response."""
         if self.closed:
             return []
         out: list[SessionAction] = []
         self.conn.close_after_response()
-        if self._relay is None and not self.conn.busy:
+        if self._relay is None and self._fetch is None and not self.conn.busy:
             self._close(out)
         return out
 
@@ -200,23 +258,64 @@ class Session:
                 out.append(Write(self.conn.error_response(event.status, event.message, now=now)))
                 self._close(out)
             elif isinstance(event, RequestReceived):
-                if self._relay is not None:  # cannot happen: requests wait for the relay
-                    continue
+                if self._relay is not None or self._fetch is not None:
+                    continue  # cannot happen: requests wait for the one in progress
                 self._request, self._started = event, now
                 try:
                     reply = self._gateway().handle(event.method, event.target, event.headers,
                                                    event.body, now=now, wall=wall)
                 except Exception:  # a bug must cost one 500, never the connection or a hang
-                    reply = Respond.error(GatewayError("internal error", status=500,
-                                                       code="internal_error"))
-                if isinstance(reply, Respond):
-                    out.append(Write(self.conn.respond(reply.status, reply.headers, reply.body,
-                                                       now=now)))
-                    self._served(reply.status, (), False, now, out)
-                    queue.extend(self._after_response(now, out))
-                else:
-                    self._relay = reply
-                    self._relay_actions(reply.start(now), now, wall, out, drain_into=queue)
+                    reply = _internal_error()
+                self._answer(reply, now, wall, out, queue)
+
+    def _answer(self, reply: "Respond | Relay | FetchFirst", now: float, wall: float,
+                out: list[SessionAction], queue: list) -> None:
+        if isinstance(reply, Respond):
+            out.append(Write(self.conn.respond(reply.status, reply.headers, reply.body, now=now)))
+            self._served(reply.status, (), False, now, out)
+            queue.extend(self._after_response(now, out))
+        elif isinstance(reply, FetchFirst):
+            self._fetch, self._images, self._fetch_error = reply, {}, None
+            for url in reply.urls:
+                self._start_fetch(url, url, 0, out)
+            if not self._fetching:  # every URL refused before fetching
+                self._fetched(now, wall, out, queue)
+        else:
+            self._relay = reply
+            self._relay_actions(reply.start(now), now, wall, out, drain_into=queue)
+
+    def _start_fetch(self, url: str, current: str, hops: int, out: list[SessionAction]) -> None:
+        settings = self._gateway().settings
+        parsed, why = url_refusal(current, allow_http=settings.fetch_allow_http,
+                                  allow_any_port=settings.fetch_allow_private)
+        if parsed is None:
+            self._fetch_error = self._fetch_error or f"{url}: {why}"
+            return
+        self._next_ref += 1
+        self._fetching[self._next_ref] = (url, current, hops)
+        out.append(Fetch(self._next_ref, parsed, settings.fetch_allow_private))
+
+    def _fetched(self, now: float, wall: float, out: list[SessionAction],
+                 queue: list | None = None) -> None:
+        """Every image is in (or one failed): go on with the request."""
+        fetch, self._fetch = self._fetch, None
+        assert fetch is not None
+        for ref in list(self._fetching):
+            out.append(StopUpstream(ref))
+        self._fetching.clear()
+        if self._fetch_error is not None:
+            reply: Respond | Relay | FetchFirst = Respond.error(ClientError(
+                f"image URL could not be fetched: {self._fetch_error}",
+                code="image_fetch_failed"), fetch.headers)
+        else:
+            try:
+                reply = fetch.resume(self._images, now, wall)
+            except Exception:
+                reply = _internal_error()
+        pending: list = [] if queue is None else queue
+        self._answer(reply, now, wall, out, pending)
+        if queue is None and pending:
+            self._connection_events(pending, now, wall, out)
 
     def _relay_actions(self, actions: list[RelayAction], now: float, wall: float,
                        out: list[SessionAction], drain_into: list | None = None) -> None:
@@ -278,5 +377,12 @@ class Session:
 
     def _close(self, out: list[SessionAction]) -> None:
         if not self.closed:
+            for ref in list(self._fetching):
+                out.append(StopUpstream(ref))
+            self._fetching.clear()
             self.closed = True
             out.append(Close())
+
+
+def _internal_error() -> Respond:
+    return Respond.error(GatewayError("internal error", status=500, code="internal_error"))

@@ -17,7 +17,16 @@ import trio
 
 from uniapi_core.gateway import Gateway
 from uniapi_core.http.server import ServerLimits
-from uniapi_core.session import Close, Served, Session, StartUpstream, StopUpstream, Write
+from uniapi_core.session import (
+    Close,
+    Fetch,
+    FetchResult,
+    Served,
+    Session,
+    StartUpstream,
+    StopUpstream,
+    Write,
+)
 
 from .upstream import UpstreamPool
 
@@ -57,6 +66,10 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
         with scope:
             await pool.run(action.request, action.proxy, lambda ev: send.send((ref, ev)))
 
+    async def run_fetch(action: Fetch, scope: trio.CancelScope) -> None:
+        with scope:
+            await send.send((action.ref, await pool.fetch_image(action)))
+
     async def perform(actions: list) -> bool:
         """Carry out the session's actions; False once the connection is to be closed."""
         for action in actions:
@@ -66,6 +79,9 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
             elif isinstance(action, StartUpstream):
                 scopes[action.ref] = trio.CancelScope()
                 nursery.start_soon(run_upstream, action.ref, action, scopes[action.ref])
+            elif isinstance(action, Fetch):
+                scopes[action.ref] = trio.CancelScope()
+                nursery.start_soon(run_fetch, action, scopes[action.ref])
             elif isinstance(action, StopUpstream):
                 scopes.pop(action.ref, trio.CancelScope()).cancel()
             elif isinstance(action, Served):
@@ -95,6 +111,8 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
                     actions = session.data_received(item, now, wall)
                 elif ref == 0:
                     actions = session.drain(now, wall)
+                elif isinstance(item, FetchResult):
+                    actions = session.fetch_done(ref, item, now, wall)
                 else:
                     actions = session.upstream_event(ref, item, now, wall)
                 if not await perform(actions):

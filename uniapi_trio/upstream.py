@@ -11,6 +11,8 @@ import trio
 from uniapi_core.http import ClientConnection, ResponseData, ResponseEnd, ResponseHead, parse_url
 from uniapi_core.http.client import UpstreamProtocolError
 from uniapi_core.relay import UpstreamData, UpstreamEnded, UpstreamFailed, UpstreamHead
+from uniapi_core.session import Fetch, FetchResult
+from uniapi_core.ssrf import pick_address
 from uniapi_core.vendors.base import UpstreamRequest
 
 __all__ = ["UpstreamPool", "CONNECT_TIMEOUT"]
@@ -21,6 +23,10 @@ MAX_IDLE_PER_ORIGIN = 32
 READ_SIZE = 65536
 
 Origin = tuple[str, str, int]
+
+
+class _TooBig(Exception):
+    """An image went past its size cap."""
 Post = Callable[[object], Awaitable[None]]
 
 
@@ -93,6 +99,56 @@ class UpstreamPool:
         with trio.fail_after(timeout):
             await self.run(request, None, post)
         return status, b"".join(parts)
+
+    async def fetch_image(self, action: Fetch) -> FetchResult:
+        """GET a remote image for the core: resolve, connect only to the address the core's
+        policy allows (pinned; the name stays in SNI and Host), read at most ``max_bytes``."""
+        url = action.url
+        parts: list[bytes] = []
+        head: list[UpstreamHead] = []
+        size = 0
+
+        async def post(ev: object) -> None:
+            nonlocal size
+            if isinstance(ev, UpstreamHead):
+                head.append(ev)
+            elif isinstance(ev, UpstreamData):
+                size += len(ev.data)
+                parts.append(ev.data)
+                if size > action.max_bytes:
+                    raise _TooBig()
+            elif isinstance(ev, UpstreamFailed):
+                raise OSError(ev.message)
+
+        with trio.move_on_after(action.timeout):
+            try:
+                infos = await trio.socket.getaddrinfo(url.host, url.port,
+                                                      type=trio.socket.SOCK_STREAM)
+                address = pick_address([i[4][0] for i in infos],
+                                       allow_private=action.allow_private)
+                if address is None:
+                    return FetchResult(error="the address is not allowed (private or local)")
+                tcp = await trio.open_tcp_stream(address, url.port)
+                stream: trio.abc.Stream = tcp
+                if url.scheme == "https":
+                    stream = trio.SSLStream(tcp, self._ssl, server_hostname=url.host,
+                                            https_compatible=True)
+                conn = _Conn(stream, url.origin)
+                try:
+                    await self._exchange(conn, "GET", url.target, (
+                        ("host", url.host_header), ("accept", "image/*")), b"", post,
+                        retry_stale=False)
+                finally:
+                    await trio.aclose_forcefully(stream)
+            except _TooBig:
+                return FetchResult(head[0].status, head[0].headers, b"".join(parts),
+                                   truncated=True)
+            except (OSError, ssl.SSLError, trio.BrokenResourceError) as exc:
+                return FetchResult(error=f"cannot fetch: {exc}")
+            if not head:
+                return FetchResult(error="no answer")
+            return FetchResult(head[0].status, head[0].headers, b"".join(parts))
+        return FetchResult(error=f"no answer within {action.timeout:g} s")
 
     async def run(self, req: UpstreamRequest, proxy: str | None, post: Post) -> None:
         """Perform one exchange, posting UpstreamHead/Data/Ended/Failed events (attempt 0:

@@ -1,0 +1,138 @@
+"""The per-connection session, driven by hand: bytes and events in, actions out, no sockets."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+
+from uniapi_core.config import load_config
+from uniapi_core.gateway import Gateway, Settings
+from uniapi_core.relay.events import UpstreamData, UpstreamEnded, UpstreamHead
+from uniapi_core.session import (
+    Close,
+    Fetch,
+    FetchResult,
+    Served,
+    Session,
+    StartUpstream,
+    StopUpstream,
+    Write,
+)
+
+CONFIG = """
+providers:
+  - {provider: oa, base_url: "http://u/v1/chat/completions", api: k, model: [m]}
+  - {provider: an, base_url: "http://a/v1/messages", api: k, model: [claude]}
+api_keys:
+  - api: sk-s
+"""
+PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 32
+
+
+def session(**settings) -> Session:
+    gw = Gateway(load_config(CONFIG).config, settings=Settings(**settings),
+                 entropy=random.Random(0))
+    return Session(lambda: gw, now=0.0)
+
+
+def request(body: dict, path: str = "/v1/chat/completions") -> bytes:
+    data = json.dumps(body).encode()
+    return (f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-s\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+            ).encode() + data
+
+
+def written(actions) -> bytes:
+    return b"".join(a.data for a in actions if isinstance(a, Write))
+
+
+def of(actions, kind):
+    return [a for a in actions if isinstance(a, kind)]
+
+
+CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+ANSWER = json.dumps({"id": "x", "model": "m", "choices": [{"index": 0, "message": {
+    "role": "assistant", "content": "ok"}, "finish_reason": "stop"}]}).encode()
+
+
+def test_whole_answer_then_keep_alive():
+    s = session()
+    acts = s.data_received(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 0.0, 0.0)
+    assert written(acts).startswith(b"HTTP/1.1 200 ") and of(acts, Served)
+    acts = s.data_received(request(CHAT), 1.0, 1.0)
+    (start,) = of(acts, StartUpstream)
+    assert json.loads(start.request.body)["model"] == "m"
+    acts = s.upstream_event(start.ref, UpstreamHead(0, 200, (("content-type",
+                                                              "application/json"),)), 1.1, 1.1)
+    acts += s.upstream_event(start.ref, UpstreamData(0, ANSWER), 1.1, 1.1)
+    acts += s.upstream_event(start.ref, UpstreamEnded(0), 1.2, 1.2)
+    out = written(acts)
+    assert out.startswith(b"HTTP/1.1 200 ") and out.endswith(ANSWER)
+    assert of(acts, Served)[0].record.status == 200 and not s.closed
+
+
+def test_client_eof_mid_relay_stops_upstream_and_closes():
+    s = session()
+    (start,) = of(s.data_received(request(dict(CHAT, stream=True)), 0.0, 0.0), StartUpstream)
+    acts = s.data_received(b"", 0.5, 0.5)
+    assert StopUpstream(start.ref) in acts and of(acts, Close)
+    assert of(acts, Served)[0].record.client_closed
+
+
+def test_drain_closes_idle_and_lets_busy_finish():
+    s = session()
+    assert of(s.drain(0.0, 0.0), Close)
+    s = session()
+    (start,) = of(s.data_received(request(CHAT), 0.0, 0.0), StartUpstream)
+    assert s.drain(0.1, 0.1) == []
+    s.upstream_event(start.ref, UpstreamHead(0, 200, (("content-type", "application/json"),)),
+                     0.2, 0.2)
+    acts = s.upstream_event(start.ref, UpstreamData(0, ANSWER), 0.2, 0.2)
+    acts += s.upstream_event(start.ref, UpstreamEnded(0), 0.3, 0.3)
+    assert b"connection: close" in written(acts).lower() and of(acts, Close)
+
+
+def test_remote_image_is_fetched_following_redirects_then_inlined():
+    s = session(fetch_allow_http=True, fetch_allow_private=True)
+    body = {"model": "claude", "max_tokens": 10, "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "what is this"},
+        {"type": "image_url", "image_url": {"url": "http://img.test/a.png"}}]}]}
+    (fetch,) = of(s.data_received(request(body), 0.0, 0.0), Fetch)
+    assert fetch.url.host == "img.test" and fetch.allow_private
+    (again,) = of(s.fetch_done(fetch.ref, FetchResult(302, (("location", "/b.png"),)), 0.1, 0.1),
+                  Fetch)
+    assert again.url.target == "/b.png"
+    acts = s.fetch_done(again.ref, FetchResult(200, (("content-type", "image/png"),), PNG),
+                        0.2, 0.2)
+    (start,) = of(acts, StartUpstream)
+    sent = json.loads(start.request.body)
+    image = sent["messages"][0]["content"][1]
+    assert image["source"]["data"] == base64.b64encode(PNG).decode()
+
+
+def test_image_fetch_refused_by_default_never_calls_upstream():
+    s = session()
+    body = {"model": "claude", "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "http://127.0.0.1/a.png"}}]}]}
+    acts = s.data_received(request(body), 0.0, 0.0)
+    assert not of(acts, StartUpstream) and not of(acts, Fetch)
+    out = written(acts)
+    assert out.startswith(b"HTTP/1.1 400 ") and b"image_fetch_failed" in out
+
+
+def test_failed_fetch_is_400_and_oversize_too():
+    s = session(fetch_allow_http=True, fetch_allow_private=True)
+    body = {"model": "claude", "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "http://img.test/a.png"}}]}]}
+    (fetch,) = of(s.data_received(request(body), 0.0, 0.0), Fetch)
+    acts = s.fetch_done(fetch.ref, FetchResult(200, (), PNG, truncated=True), 0.1, 0.1)
+    assert b"larger than" in written(acts) and written(acts).startswith(b"HTTP/1.1 400 ")
+
+
+def test_openai_channels_get_the_url_untouched():
+    s = session()
+    body = {"model": "m", "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "https://img.test/a.png"}}]}]}
+    (start,) = of(s.data_received(request(body), 0.0, 0.0), StartUpstream)
+    assert b"https://img.test/a.png" in start.request.body
