@@ -92,7 +92,8 @@ class SSEDecoder:
         self.comments = 0
 
     def feed(self, data: bytes) -> list[SSEEvent]:
-        """Consume ``data``; return the events it completes, in order."""
+        """Consume ``data``; return the events it completes, in order. A ``DecodeError`` is
+        raised once no complete event precedes it (possibly on the next call)."""
         self._check_usable()
         lines, error = self._lines.feed_lines(data)
         out: list[SSEEvent] = []
@@ -104,11 +105,13 @@ class SSEDecoder:
             try:
                 self._process(lines, out)
             except DecodeError as exc:
-                self._error = exc
-                raise
+                error = exc
         if error is not None:
+            # events completed before the error come out now and the error on the next call,
+            # so that how the input was cut never changes what comes out (DEC-1)
             self._error = error
-            raise error
+            if not out:
+                raise error
         return out
 
     def close(self) -> list[SSEEvent]:

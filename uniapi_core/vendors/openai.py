@@ -135,21 +135,37 @@ class OpenAIExchange:
 
 
 class OpenAIStreamDecoder:
-    """OpenAI SSE bytes → client-ready chunks, relayed without re-encoding when possible."""
+    """OpenAI SSE bytes → client-ready chunks, relayed without re-encoding when possible.
+
+    Split-invariant even on bad input (DEC-1): chunks completed before a ``DecodeError`` come
+    out first and the error is raised by the next call, however the bytes were cut.
+    """
 
     def __init__(self, client_model: str) -> None:
         self._sse = SSEDecoder()
         self._model = client_model
-        self._model_json = json.dumps(client_model)
         self._done = False
         self._finished = False  # a finish_reason was seen
+        self._error: DecodeError | None = None
         self.usage: dict[str, Any] | None = None
 
     def feed(self, data: bytes) -> list[StreamItem]:
-        return self._map(self._sse.feed(data))
+        self._raise_pending()
+        out: list[StreamItem] = []
+        try:
+            self._map(self._sse.feed(data), out)
+        except DecodeError as exc:
+            return self._defer(exc, out)
+        return out
 
     def close(self) -> list[StreamItem]:
-        out = self._map(self._sse.close())
+        self._raise_pending()
+        out: list[StreamItem] = []
+        try:
+            self._map(self._sse.close(), out)
+        except DecodeError as exc:
+            if exc.kind != "truncated":
+                return self._defer(exc, out)
         if not self._done:
             self._done = True
             if self._finished:  # DEC-5: some hosts end without [DONE]
@@ -159,11 +175,22 @@ class OpenAIStreamDecoder:
                     "upstream stream ended before it was complete", kind="truncated")))
         return out
 
-    def _map(self, events: list[Any]) -> list[StreamItem]:
-        out: list[StreamItem] = []
+    def _raise_pending(self) -> None:
+        if self._error is not None:
+            raise DecodeError(self._error.kind, self._error.detail)
+
+    def _defer(self, exc: DecodeError, out: list[StreamItem]) -> list[StreamItem]:
+        if self._done:  # garbage after the terminal event is nobody's business (DEC-4)
+            return out
+        self._error = exc
+        if not out:
+            raise exc
+        return out
+
+    def _map(self, events: list[Any], out: list[StreamItem]) -> None:
         for ev in events:
             if self._done:
-                continue  # DEC-4: nothing after the terminal condition
+                return  # DEC-4: nothing after the terminal condition
             text = ev.data
             if text == "[DONE]":
                 self._done = True
@@ -197,7 +224,6 @@ class OpenAIStreamDecoder:
                 out.append(StreamChunk(b"data: " + dumps(obj) + b"\n\n"))
             else:
                 out.append(StreamChunk(encode_event(text)))
-        return out
 
 
 class PassthroughExchange:
