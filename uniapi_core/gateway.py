@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import random
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -28,7 +29,7 @@ from .routing.timeouts import model_timeout
 from .vendors import ENDPOINTS, TRANSLATORS, detect_engine, discovery_request, parse_discovery
 from .vendors.base import ChatContext, UpstreamRequest
 
-__all__ = ["Settings", "Respond", "FetchFirst", "Gateway", "ADMIN_ONLY", "INLINE_IMAGE_ENGINES"]
+__all__ = ["Settings", "Respond", "FetchFirst", "ModerateFirst", "Gateway", "ADMIN_ONLY", "INLINE_IMAGE_ENGINES"]
 
 ADMIN_ONLY = frozenset({"/v1/stats", "/v1/generate-api-key"})
 #: engines that need image bytes inline: remote image URLs are fetched for them (REQ-4)
@@ -78,6 +79,15 @@ class Respond:
     @classmethod
     def error(cls, exc: UniapiError, headers: tuple[tuple[str, str], ...] = ()) -> "Respond":
         return cls(exc.status, JSON_HEADERS + exc.headers + headers, to_openai_error(exc))
+
+
+@attrs.frozen
+class ModerateFirst:
+    """``ENABLE_MODERATION``: run ``relay`` (a /v1/moderations request) first, without
+    sending its answer; then ``resume(status, body, now, wall)`` answers the request."""
+
+    relay: "Relay"
+    resume: Callable[[int, bytes, float, float], Any]
 
 
 def _digest(key: str) -> bytes:
@@ -251,8 +261,13 @@ class Gateway:
         return Respond.json(200, {"stats": {"channel_model_success_rates": rows}}, extra)
 
     def _chat(self, key: ApiKey, body: bytes, now: float, wall: float,
-              extra: tuple[tuple[str, str], ...]) -> "Relay | FetchFirst":
-        req = parse_request_json(body)
+              extra: tuple[tuple[str, str], ...]) -> "Relay | FetchFirst | ModerateFirst":
+        return self._chat_request(key, parse_request_json(body), now, wall, extra,
+                                  moderate=bool(key.preferences.ENABLE_MODERATION))
+
+    def _chat_request(self, key: ApiKey, req: Any, now: float, wall: float,
+                      extra: tuple[tuple[str, str], ...], *, moderate: bool
+                      ) -> "Relay | FetchFirst | ModerateFirst":
         if not isinstance(req, dict):
             raise ClientError("request body must be a JSON object", code="invalid_json")
         model = req.get("model")
@@ -272,6 +287,10 @@ class Gateway:
         options = req.get("stream_options")
         include_usage = bool(isinstance(options, dict) and options.get("include_usage") is True)
 
+        if moderate:
+            check = self._moderation(key, req, now, wall, extra)
+            if check is not None:
+                return check
         remote = _remote_images(messages)
         if remote and any(detect_engine(c.provider) in INLINE_IMAGE_ENGINES
                           for c in resolve(self.catalog, key, model)):
@@ -285,6 +304,35 @@ class Gateway:
 
             return FetchFirst(remote, resume, extra)
         return self._chat_relay(key, req, model, stream, include_usage, {}, now, wall, extra)
+
+    def _moderation(self, key: ApiKey, req: dict[str, Any], now: float, wall: float,
+                    extra: tuple[tuple[str, str], ...]) -> "ModerateFirst | None":
+        """The moderation check of semantics.md: the last user text, the key's moderation
+        model; flagged → 400 and no upstream call; the check failing → the request goes on
+        (fail open)."""
+        text = _last_user_text(req.get("messages") or [])
+        if not text:
+            return None
+        names = [n for n in key_models(self.catalog, key) if "moderation" in n]
+        model = names[0] if names else DEFAULT_MODERATION_MODEL
+        try:
+            relay = self._endpoint("/v1/moderations", key, dumps({"model": model, "input": text}),
+                                   now, wall, extra)
+        except UniapiError:
+            return None  # the key cannot reach a moderation model: fail open
+
+        def resume(status: int, body: bytes, now: float, wall: float) -> Any:
+            flagged = _flagged_categories(body) if status == 200 else []
+            if flagged:
+                return Respond.error(ClientError(
+                    "The request was flagged by moderation: " + ", ".join(flagged),
+                    code="moderation_flagged"), extra)
+            try:
+                return self._chat_request(key, req, now, wall, extra, moderate=False)
+            except UniapiError as exc:
+                return Respond.error(exc, extra)
+
+        return ModerateFirst(relay, resume)
 
     def _chat_relay(self, key: ApiKey, req: dict[str, Any], model: str, stream: bool,
                     include_usage: bool, images: Mapping[str, tuple[str, bytes]], now: float,
@@ -346,6 +394,32 @@ class Gateway:
         plan = self.router.plan(key, _digest(key.api), model, Need(engines=frozenset(builders)),
                                 now, self.entropy, build)
         return Relay(plan, stream=False, headers=extra, max_body=self.settings.max_upstream_body)
+
+
+def _last_user_text(messages: list[Any]) -> str:
+    for m in reversed(messages):
+        if isinstance(m, dict) and m.get("role") == "user":
+            content = m.get("content")
+            if isinstance(content, str):
+                return content
+            if isinstance(content, list):
+                return "\n".join(p["text"] for p in content if isinstance(p, dict)
+                                 and p.get("type") == "text" and isinstance(p.get("text"), str))
+    return ""
+
+
+def _flagged_categories(body: bytes) -> list[str]:
+    try:
+        obj = json.loads(body)
+    except (ValueError, RecursionError):
+        return []
+    flagged: list[str] = []
+    for result in (obj.get("results") or []) if isinstance(obj, dict) else []:
+        if isinstance(result, dict) and result.get("flagged"):
+            cats = result.get("categories") or {}
+            flagged += [k for k, v in cats.items() if v] if isinstance(cats, dict) else []
+            flagged = flagged or ["flagged"]
+    return list(dict.fromkeys(flagged))
 
 
 def _remote_images(messages: list[Any]) -> tuple[str, ...]:

@@ -46,7 +46,7 @@ from urllib.parse import urljoin
 import attrs
 
 from .errors import ClientError, GatewayError
-from .gateway import FetchFirst, Gateway, Respond
+from .gateway import FetchFirst, Gateway, ModerateFirst, Respond
 from .http.url import Url
 from .ssrf import FETCH_TIMEOUT, MAX_IMAGE_BYTES, MAX_REDIRECTS, url_refusal
 from .http.server import (
@@ -154,6 +154,9 @@ class Session:
         self._fetching: dict[int, tuple[str, str, int]] = {}  # ref -> (url, current, hops)
         self._images: dict[str, tuple[str, bytes]] = {}
         self._fetch_error: str | None = None
+        self._check: ModerateFirst | None = None  # a moderation relay running for a request
+        self._check_status = 0
+        self._check_body = bytearray()
 
     # -- inputs -------------------------------------------------------------------------------
 
@@ -268,12 +271,17 @@ class Session:
                     reply = _internal_error()
                 self._answer(reply, now, wall, out, queue)
 
-    def _answer(self, reply: "Respond | Relay | FetchFirst", now: float, wall: float,
+    def _answer(self, reply: "Respond | Relay | FetchFirst | ModerateFirst", now: float,
+                wall: float,
                 out: list[SessionAction], queue: list) -> None:
         if isinstance(reply, Respond):
             out.append(Write(self.conn.respond(reply.status, reply.headers, reply.body, now=now)))
             self._served(reply.status, (), False, now, out)
             queue.extend(self._after_response(now, out))
+        elif isinstance(reply, ModerateFirst):
+            self._check, self._check_status, self._check_body = reply, 0, bytearray()
+            self._relay = reply.relay
+            self._relay_actions(reply.relay.start(now), now, wall, out, drain_into=queue)
         elif isinstance(reply, FetchFirst):
             self._fetch, self._images, self._fetch_error = reply, {}, None
             for url in reply.urls:
@@ -330,6 +338,11 @@ class Session:
                 if ref is not None:
                     self._forget(ref)
                     out.append(StopUpstream(ref))
+            elif self._check is not None:  # a moderation check: its answer is ours, not sent
+                if isinstance(action, SendHead):
+                    self._check_status = action.status
+                elif isinstance(action, SendData):
+                    self._check_body += action.data
             elif isinstance(action, SendHead):
                 out.append(Write(self.conn.start_response(
                     action.status, action.headers, content_length=action.content_length)))
@@ -344,6 +357,24 @@ class Session:
             self._forget(ref)
             out.append(StopUpstream(ref))
         self._relay = None
+        check = self._check
+        if check is not None:
+            self._check = None
+            if relay.outcome.client_closed:
+                self._close(out)
+                return
+            try:
+                reply = check.resume(self._check_status, bytes(self._check_body), now, wall)
+            except Exception:
+                reply = _internal_error()
+            pending: list = []
+            self._answer(reply, now, wall, out, pending)
+            if pending:
+                if drain_into is not None:
+                    drain_into.extend(pending)
+                else:
+                    self._connection_events(pending, now, wall, out)
+            return
         o = relay.outcome
         self._served(o.status, tuple(o.attempts), o.client_closed, now, out)
         if o.client_closed:

@@ -136,3 +136,49 @@ def test_openai_channels_get_the_url_untouched():
         {"type": "image_url", "image_url": {"url": "https://img.test/a.png"}}]}]}
     (start,) = of(s.data_received(request(body), 0.0, 0.0), StartUpstream)
     assert b"https://img.test/a.png" in start.request.body
+
+
+MOD_CONFIG = """
+providers:
+  - {provider: oa, base_url: "http://u/v1/chat/completions", api: k,
+     model: [m, text-moderation-latest]}
+api_keys:
+  - api: sk-s
+    preferences: {ENABLE_MODERATION: true}
+"""
+
+
+def moderated_session() -> Session:
+    gw = Gateway(load_config(MOD_CONFIG).config, entropy=random.Random(0))
+    return Session(lambda: gw, now=0.0)
+
+
+def answer(s, start, status, body, now):
+    acts = s.upstream_event(start.ref, UpstreamHead(0, status, (("content-type",
+                                                                 "application/json"),)), now, now)
+    acts += s.upstream_event(start.ref, UpstreamData(0, body), now, now)
+    return acts + s.upstream_event(start.ref, UpstreamEnded(0), now, now)
+
+
+def test_flagged_by_moderation_is_400_and_chat_upstream_never_called():
+    s = moderated_session()
+    (check,) = of(s.data_received(request(CHAT), 0.0, 0.0), StartUpstream)
+    assert check.request.url.endswith("/v1/moderations")
+    assert json.loads(check.request.body) == {"model": "text-moderation-latest", "input": "hi"}
+    verdict = json.dumps({"results": [{"flagged": True, "categories": {"violence": True,
+                                                                       "hate": False}}]})
+    acts = answer(s, check, 200, verdict.encode(), 0.1)
+    assert not of(acts, StartUpstream)
+    out = written(acts)
+    assert out.startswith(b"HTTP/1.1 400 ") and b"moderation_flagged" in out
+    assert b"violence" in out and b"hate" not in out
+
+
+def test_clean_moderation_goes_on_and_a_failed_check_fails_open():
+    for status, body in ((200, b'{"results":[{"flagged":false}]}'), (503, b"{}")):
+        s = moderated_session()
+        (check,) = of(s.data_received(request(CHAT), 0.0, 0.0), StartUpstream)
+        acts = answer(s, check, status, body, 0.1)
+        (chat,) = of(acts, StartUpstream)
+        assert chat.request.url.endswith("/v1/chat/completions")
+        assert written(acts) == b""  # nothing of the check reached the client
