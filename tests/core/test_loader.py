@@ -78,12 +78,12 @@ def test_seed_advanced_loads_with_its_meaning():
     (BASE.replace("model: [gpt-4o]", "model: gpt-4o"),
      "providers[0].model: expected a list of model names, got a string (line 5)"),
     (BASE.replace("  - provider: openai\n", "  - base_url_only: 1\n"),
-     "providers[0]: `provider` (the channel's name) is required (line 2)"),
+     "providers[0].provider: required (line 2)"),
     (BASE + "    preferences:\n      AUTO_RETRY: maybe\n",
      "api_keys[0].preferences.AUTO_RETRY: expected true, false or a number of retries ≥ 0, "
      "got a string (line 9)"),
     (BASE + "    preferences:\n      rate_limit: 15/fortnight\n",
-     "api_keys[0].preferences.rate_limit: unknown time unit 'fortnight' (use s, min, hour, day, "
+     "api_keys[0].preferences.rate_limit: unknown time unit (use s, min, hour, day, "
      "month or year) (line 9)"),
     (BASE + "    model:\n      - gcp1/*: 0\n",
      "api_keys[0].model[0]: a weight must be a positive whole number (line 9)"),
@@ -115,7 +115,8 @@ def test_every_problem_is_listed_at_once():
 
 def test_duplicates_are_errors_with_both_lines():
     text = BASE + "  - api: sk-client\n"
-    assert "api_keys: duplicate api key (lines 7 and 8)" in problems(text)
+    assert ("api_keys[1].api: duplicate api key, already used by api_keys[0] at line 7 (line 8)"
+            in problems(text))
 
 
 def test_unknown_and_compatibility_keys_warn_with_lines():
@@ -124,7 +125,7 @@ def test_unknown_and_compatibility_keys_warn_with_lines():
     loaded = load_config(text)
     assert "providers[0].colour: unknown key, ignored (line 6)" in loaded.warnings
     assert ("providers[0].preferences.keepalive_interval: accepted for compatibility, not acted "
-            "on by uniapi (line 8)") in loaded.warnings
+            "on (line 8)") in loaded.warnings
     assert "extra: unknown key, ignored (line 11)" in loaded.warnings
     assert loaded.config.providers[0].preferences.extra == (("keepalive_interval",
                                                              {"gpt-4o": 5}),)
@@ -161,13 +162,15 @@ def test_model_timeout_number_or_map_and_per_model_rate_maps():
 @pytest.mark.parametrize("text,count,period", [
     ("15/min", 15, 60), ("2/s", 2, 1), ("5/hour", 5, 3600), ("10/day", 10, 86400),
     ("10/month", 10, 30 * 86400), ("1/year", 1, 365 * 86400), (" 3 / minutes ", 3, 60),
+    ("2/m", 2, 60), ("2/h", 2, 3600), ("2/hr", 2, 3600), ("2/d", 2, 86400),
+    ("2/mo", 2, 30 * 86400), ("2/y", 2, 365 * 86400),  # uni-api's short units
 ])
 def test_rate_rules(text, count, period):
     (rule,) = parse_rate_rules(text)
     assert (rule.count, rule.period) == (count, period)
 
 
-@pytest.mark.parametrize("text", ["", "15", "0/min", "x/min", "15/m", "15/min,", "-1/s"])
+@pytest.mark.parametrize("text", ["", "15", "0/min", "x/min", "15/w", "15/min,", "-1/s"])
 def test_bad_rate_rules(text):
     with pytest.raises(ValueError):
         parse_rate_rules(text)

@@ -1,7 +1,11 @@
-"""api.yaml: the typed config model and its loader."""
+"""api.yaml: the typed, frozen config model (``model``), its loader (``load``) and rate syntax.
+
+``load_config(text)`` is the one entry point: it returns a ``Loaded`` (the ``Config`` plus
+warnings) or raises ``ConfigError`` listing every problem with its path and line.
+"""
 
 from ..errors import ConfigError
-from .loader import Loaded, load_config
+from .load import Loaded, load_config
 from .model import (
     ApiKey,
     ApiKeyPreferences,
