@@ -37,6 +37,8 @@ def config(up: FakeUpstream, kind: str) -> str:
         "anthropic": f"base_url: {up.url}/v1/messages\n    api: sk-ant-test",
         "gemini": f"base_url: {up.url}/v1beta\n    api: AIza-test",
         "azure": f"base_url: {up.url}\n    engine: azure\n    api: az-key",
+        "cohere": f"base_url: {up.url}/v2/chat\n    engine: cohere\n    api: co-key",
+        "cloudflare": f"base_url: {up.url}\n    cf_account_id: acct1\n    api: cf-key",
     }[kind]
     return f"""
 providers:
@@ -204,3 +206,22 @@ api_keys:
     finally:
         first.close()
         second.close()
+
+
+@pytest.mark.parametrize("kind,fixture,text", [
+    ("cohere", "cohere/stream_text.sse", "Cohere streams événements in order."),
+    ("cloudflare", "cloudflare/stream_text.sse", "Workers AI says hello!"),
+])
+def test_cohere_and_cloudflare_streams(backend, up, kind, fixture, text):
+    up.replies.append(fixture_reply(fixture, stream=True))
+    with run_gateway(config(up, kind), backend=backend) as gw:
+        chunks = list(gw.openai(KEY).chat.completions.create(
+            model="m", messages=MESSAGES, stream=True, stream_options={"include_usage": True}))
+    got, _, _, finish, usage = collect(chunks)
+    assert got == text and finish == "stop" and usage.total_tokens > 0
+    sent = up.seen[0]
+    if kind == "cohere":
+        assert sent.path == "/v2/chat" and sent.headers["authorization"] == "Bearer co-key"
+    else:
+        assert sent.path == "/client/v4/accounts/acct1/ai/run/vendor-model"
+        assert sent.headers["authorization"] == "Bearer cf-key"

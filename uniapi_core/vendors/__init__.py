@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..config.model import Provider
-from . import anthropic, azure, gemini, openai
+from . import anthropic, azure, cloudflare, cohere, gemini, openai
 from .base import ChatContext, Exchange, UpstreamRequest
 from .engine import ENGINES, detect_engine
 
@@ -24,6 +24,8 @@ TRANSLATORS: dict[str, Callable[[dict[str, Any], ChatContext], Exchange]] = {
     "azure": azure.build_exchange,
     "claude": anthropic.build_exchange,
     "gemini": gemini.build_exchange,
+    "cohere": cohere.build_exchange,
+    "cloudflare": cloudflare.build_exchange,
 }
 
 

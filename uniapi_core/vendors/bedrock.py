@@ -1,0 +1,406 @@
+"""AWS Bedrock (``engine: aws``): Claude through ``InvokeModel`` / ``InvokeModelWithResponseStream``.
+
+Theory of operation
+-------------------
+Bedrock carries the Anthropic Messages protocol inside AWS framing (vendor-protocols §6), so
+this module only adds the AWS layer around ``anthropic.py``:
+
+* *Request* (BR-1..BR-3, §6.2). ``build_exchange`` lets ``anthropic.build_exchange`` build the
+  Messages body (all of §3: message conversion, tools, thinking, images), then removes
+  ``model`` and ``stream``, adds ``"anthropic_version": "bedrock-2023-05-31"`` and moves any
+  ``anthropic-beta`` header from the provider's ``preferences.headers`` into the body list
+  ``anthropic_beta`` (BR-2). The URL is ``<base_url>/model/<model id>/invoke`` or
+  ``…/invoke-with-response-stream``, the model id percent-encoded as one path segment (``:``
+  → ``%3A``, ``/`` of an ARN → ``%2F``; BR-1). The region is the provider's ``aws_region``,
+  else the region label of a ``bedrock-runtime[-fips].<region>.amazonaws.com`` host (VPC
+  endpoint names included); without one the request is a gateway configuration error
+  (``GatewayError`` 500), as are missing credentials.
+* *Signing* (§6.2). Headers are ``content-type``, ``accept`` (``application/vnd.amazon.eventstream``
+  for the stream, whose inference body type goes in ``x-amzn-bedrock-accept``), then the
+  provider's ``preferences.headers`` — merged **before** signing, so every header the core
+  emits is covered by the signature and none can break it (the transport adds ``host``,
+  which is signed from the URL, and ``content-length``, which is not signed). Headers the
+  signer owns (``authorization``, ``x-amz-date``, ``x-amz-security-token``,
+  ``x-amz-content-sha256``) and ``host`` are not taken from preferences. ``sigv4.sign`` then
+  signs the exact body bytes at ``ctx.created`` (the injected wall clock; AWS refuses a skew
+  of more than 5 minutes).
+* *Whole bodies*: a 2xx body is an Anthropic message and goes to ``AnthropicExchange``
+  (usage falls back to the ``x-amzn-bedrock-*-token-count`` headers). Errors (§6.4) are
+  ``{"message": …}`` with the class in ``x-amzn-errortype`` (or the body's ``__type``); the
+  status picks the OpenAI type, the class is the ``code``. A 424 model error becomes 502 for
+  the client and a 408 model timeout 504 (§0.2).
+* *Streams* (BR-S1..S7): ``eventstream.EventStreamDecoder`` cuts frames; an ``event`` frame
+  with ``:event-type: chunk`` carries ``{"bytes": <base64>}`` whose decoded bytes are one
+  Anthropic stream event, handed to an ``AnthropicStreamDecoder`` as one SSE event (the JSON is
+  validated first, so replacing its CR/LF — legal only as whitespace between tokens — by spaces
+  cannot change it). Other event types are ignored (BR-S4). ``exception`` frames
+  (``throttlingException`` → 429, ``modelStreamErrorException`` → 424 → client 502, …) and
+  generic ``error`` frames are ``StreamFailed``. If the Anthropic events carry no usage, the
+  ``amazon-bedrock-invocationMetrics`` of the final chunk are used (BR-S6, §0.3). EOF inside a
+  frame or before ``message_stop`` is a ``truncated`` failure (BR-S7, DEC-5); a bad frame, bad
+  base64 or bad JSON is ``DecodeError`` with the usual "items first, error on the next call"
+  convention (DEC-1, DEC-2), and after a terminal item every byte is ignored (DEC-4).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from typing import Any
+from urllib.parse import quote
+
+from ..errors import DecodeError, GatewayError, UpstreamError
+from ..jsonutil import dumps
+from . import anthropic
+from .base import (ChatContext, StreamDone, StreamFailed, StreamItem,
+                   UpstreamRequest, client_status_for, error_from_body)
+from .eventstream import MAX_FRAME, EventStreamDecoder, Message
+from .sigv4 import amz_date, sign
+
+__all__ = ["BEDROCK_VERSION", "SERVICE", "EXCEPTIONS", "STREAM_CONTENT_TYPE", "region_of",
+           "endpoint", "invoke_url", "build_exchange", "BedrockExchange",
+           "BedrockStreamDecoder"]
+
+BEDROCK_VERSION = "bedrock-2023-05-31"  # BR-2
+SERVICE = "bedrock"
+STREAM_CONTENT_TYPE = "application/vnd.amazon.eventstream"
+#: Bedrock error class (lower-cased; HTTP ``x-amzn-errortype`` or stream ``:exception-type``)
+#: -> (HTTP status Bedrock pairs it with, OpenAI ``type``) (§6.3, §6.4, §0.2)
+EXCEPTIONS: dict[str, tuple[int, str]] = {
+    "validationexception": (400, "invalid_request_error"),
+    "accessdeniedexception": (403, "permission_error"),
+    "unrecognizedclientexception": (403, "permission_error"),
+    "invalidsignatureexception": (403, "permission_error"),
+    "resourcenotfoundexception": (404, "not_found_error"),
+    "modeltimeoutexception": (408, "timeout_error"),
+    "modelerrorexception": (424, "server_error"),
+    "modelstreamerrorexception": (424, "server_error"),
+    "throttlingexception": (429, "rate_limit_error"),
+    "servicequotaexceededexception": (429, "rate_limit_error"),
+    "internalserverexception": (500, "server_error"),
+    "serviceunavailableexception": (503, "server_error"),
+    "modelnotreadyexception": (503, "server_error"),
+}
+_STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+                 403: "permission_error", 404: "not_found_error", 408: "timeout_error",
+                 413: "invalid_request_error", 422: "invalid_request_error",
+                 429: "rate_limit_error"}
+#: statuses the client should not see as such (§0.2): model error -> bad gateway, timeout -> 504
+_CLIENT_STATUS = {424: 502, 408: 504}
+_HOST_REGION = re.compile(r"(?:^|\.)bedrock-runtime(?:-fips)?\.([a-z0-9-]+)\.(?:vpce\.)?"
+                          r"amazonaws\.com(?:\.cn)?\.?$")
+_SIGNER_OWNED = frozenset({"authorization", "x-amz-date", "x-amz-security-token",
+                           "x-amz-content-sha256", "host"})
+
+
+# -- request ---------------------------------------------------------------------------------
+
+def _host(url: str) -> str:
+    m = re.match(r"[A-Za-z][A-Za-z0-9+.-]*://(?:[^@/?#]*@)?([^/?#:]*)", url)
+    return m.group(1).lower() if m else ""
+
+
+def region_of(provider: Any) -> str | None:
+    """The provider's AWS region: ``aws_region``, else parsed from a Bedrock host, else None."""
+    if isinstance(provider.aws_region, str) and provider.aws_region.strip():
+        return provider.aws_region.strip()
+    if provider.base_url:
+        m = _HOST_REGION.search(_host(provider.base_url))
+        if m:
+            return m.group(1)
+    return None
+
+
+def endpoint(provider: Any, region: str) -> str:
+    """The Bedrock runtime origin: ``base_url`` (trailing ``/`` dropped) or the regional one."""
+    if provider.base_url:
+        return provider.base_url.rstrip("/")
+    return f"https://bedrock-runtime.{region}.amazonaws.com"
+
+
+def invoke_url(base: str, model_id: str, stream: bool) -> str:
+    """``<base>/model/<id>/invoke[-with-response-stream]``, the id one encoded segment (BR-1)."""
+    action = "invoke-with-response-stream" if stream else "invoke"
+    return f"{base}/model/{quote(model_id, safe='')}/{action}"
+
+
+def _config_error(ctx: ChatContext, what: str) -> GatewayError:
+    return GatewayError(f"provider {ctx.provider.provider!r} {what}", status=500,
+                        code="provider_misconfigured")
+
+
+def build_exchange(req: dict[str, Any], ctx: ChatContext) -> "BedrockExchange":
+    """The signed Bedrock request for one attempt (§6.1, §6.2).
+
+    ``ClientError`` / ``ImagesNeeded`` come from the Anthropic body builder; ``GatewayError``
+    (500) when the provider has no region, no credentials or an unusable ``base_url``.
+    """
+    p = ctx.provider
+    region = region_of(p)
+    if region is None:
+        raise _config_error(ctx, "has no AWS region (set aws_region, or a base_url "
+                                 "https://bedrock-runtime.<region>.amazonaws.com)")
+    if not p.aws_access_key or not p.aws_secret_key:
+        raise _config_error(ctx, "has no AWS credentials (aws_access_key, aws_secret_key)")
+    inner = anthropic.build_exchange(req, ctx)
+    body = json.loads(inner.request.body)
+    body.pop("model", None)
+    body.pop("stream", None)
+    prefs = list(p.preferences.headers)
+    betas = [b.strip() for k, v in prefs if k.lower() == "anthropic-beta"
+             for b in str(v).split(",") if b.strip()]
+    body = {"anthropic_version": BEDROCK_VERSION, **body}
+    if betas:
+        body["anthropic_beta"] = list(dict.fromkeys(betas))
+    data = dumps(body)
+    headers: list[tuple[str, str]] = [("content-type", "application/json")]
+    if ctx.stream:
+        headers += [("accept", STREAM_CONTENT_TYPE), ("x-amzn-bedrock-accept", "application/json")]
+    else:
+        headers.append(("accept", "application/json"))
+    extra = [(k, v) for k, v in prefs
+             if k.lower() not in _SIGNER_OWNED and k.lower() != "anthropic-beta"]
+    names = {k.lower() for k, _ in extra}
+    headers = [h for h in headers if h[0] not in names] + extra
+    url = invoke_url(endpoint(p, region), ctx.upstream_model, ctx.stream)
+    try:
+        signed = sign("POST", url, headers, data, access_key=p.aws_access_key,
+                      secret_key=p.aws_secret_key, session_token=p.aws_session_token or None,
+                      region=region, service=SERVICE, amz_date=amz_date(ctx.created))
+    except ValueError:  # parse_url refused the base_url; never quote it (it may hold secrets)
+        raise _config_error(ctx, "has a base_url that is not a usable http(s) URL") from None
+    request = UpstreamRequest("POST", url, tuple(headers + signed), data)
+    return BedrockExchange(request, ctx, inner)
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+def _error_class(headers: tuple[tuple[str, str], ...], obj: Any) -> str | None:
+    for k, v in headers:
+        if k.lower() == "x-amzn-errortype" and v:
+            return v.split(":", 1)[0].strip() or None
+    if isinstance(obj, dict):
+        t = obj.get("__type") or obj.get("code")
+        if isinstance(t, str) and t:
+            return t.rsplit("#", 1)[-1]
+    return None
+
+
+def _make_error(status: int, message: str, cls: str | None,
+                headers: tuple[tuple[str, str], ...] = ()) -> UpstreamError:
+    """A Bedrock error → ``UpstreamError``: type by status first, class second (§0.2, §6.4).
+    ``status`` 0 (a stream exception) takes the class's documented status."""
+    known = EXCEPTIONS.get(cls.lower()) if cls else None
+    if status < 400:
+        status = known[0] if known else 500
+    otype = _STATUS_TYPES.get(status) or ("server_error" if status >= 500 else None) \
+        or (known[1] if known else "upstream_error")
+    retry = tuple((k, v) for k, v in headers if k.lower() == "retry-after")[:1]
+    return UpstreamError(message, kind="status", upstream_status=status,
+                         status=_CLIENT_STATUS.get(status, client_status_for(status)),
+                         type=otype, code=cls or str(status), headers=retry)
+
+
+def _message_of(obj: Any) -> str | None:
+    if isinstance(obj, dict):
+        for key in ("message", "Message"):
+            if isinstance(obj.get(key), str):
+                return obj[key]
+    return None
+
+
+def _loads(data: bytes | str) -> Any:
+    def reject(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+    return json.loads(data, parse_constant=reject)
+
+
+# -- exchange --------------------------------------------------------------------------------
+
+class BedrockExchange:
+    """One attempt against Bedrock: the signed request and how to read its answers."""
+
+    def __init__(self, request: UpstreamRequest, ctx: ChatContext,
+                 inner: "anthropic.AnthropicExchange | None" = None) -> None:
+        self.request = request
+        self.ctx = ctx
+        self._inner = inner or anthropic.AnthropicExchange(request, ctx)
+
+    @property
+    def thinking_blocks(self) -> list[dict[str, Any]]:
+        """Signed thinking of the last parsed body, for replay (ANT-K4)."""
+        return self._inner.thinking_blocks
+
+    def parse_body(self, status: int, headers: tuple[tuple[str, str], ...], body: bytes) -> bytes:
+        """An InvokeModel answer (an Anthropic message) → ``chat.completion`` bytes."""
+        try:
+            obj = _loads(body)
+        except (ValueError, RecursionError):
+            obj = None
+        if isinstance(obj, dict) and "content" not in obj and (
+                _message_of(obj) is not None or _error_class(headers, obj)):
+            raise self.parse_error(status if status >= 400 else 0, headers, body)  # ERR-4
+        if isinstance(obj, dict) and not isinstance(obj.get("usage"), dict):
+            counts = {k.lower(): v for k, v in headers}
+            try:
+                usage = {"input_tokens": int(counts["x-amzn-bedrock-input-token-count"]),
+                         "output_tokens": int(counts["x-amzn-bedrock-output-token-count"])}
+            except (KeyError, ValueError):
+                usage = None
+            if usage is not None:
+                try:
+                    body = dumps({**obj, "usage": usage})
+                except (ValueError, RecursionError):
+                    pass
+        return self._inner.parse_body(status, headers, body)
+
+    def parse_error(self, status: int, headers: tuple[tuple[str, str], ...],
+                    body: bytes) -> UpstreamError:
+        """Bedrock error JSON (``{"message"}`` + ``x-amzn-errortype``) → ``UpstreamError``."""
+        try:
+            obj = _loads(body[:65536])
+        except (ValueError, RecursionError):
+            obj = None
+        message = _message_of(obj)
+        cls = _error_class(headers, obj)
+        if message is None and cls is None:
+            return error_from_body(status or 502, headers, body)
+        if message is None:
+            message = body[:1024].decode("utf-8", "replace").strip() or cls or ""
+        return _make_error(status, message, cls, headers)
+
+    def stream_decoder(self) -> "BedrockStreamDecoder":
+        return BedrockStreamDecoder(self.ctx)
+
+
+# -- stream ----------------------------------------------------------------------------------
+
+def _text(v: Any) -> str | None:
+    return v if isinstance(v, str) else None
+
+
+class BedrockStreamDecoder:
+    """Bedrock event-stream bytes → OpenAI chunks, split-invariant (see the module docstring).
+
+    ``usage`` is the OpenAI usage seen so far (``None`` before any), ``thinking_blocks`` the
+    signed thinking kept for replay (ANT-K4), both from the inner Anthropic decoder.
+    """
+
+    def __init__(self, ctx: ChatContext, max_frame: int = MAX_FRAME) -> None:
+        self.ctx = ctx
+        self._frames = EventStreamDecoder(max_frame)
+        self._events = anthropic.AnthropicStreamDecoder(ctx)
+        self._done = self._closed = False
+        self._error: DecodeError | None = None
+
+    @property
+    def usage(self) -> dict[str, Any] | None:
+        return self._events.usage
+
+    @property
+    def thinking_blocks(self) -> list[dict[str, Any]]:
+        return self._events.thinking_blocks
+
+    def feed(self, data: bytes) -> list[StreamItem]:
+        """Consume ``data``; return the items it completes (``DecodeError`` on bad input)."""
+        self._check()
+        out: list[StreamItem] = []
+        if self._done:
+            return out
+        try:
+            for msg in self._frames.feed(data):
+                out += self._message(msg)
+                if self._done:
+                    return out
+        except DecodeError as exc:
+            self._error = exc
+            if not out:
+                raise
+        return out  # an error after items is raised by the next call
+
+    def close(self) -> list[StreamItem]:
+        """EOF: ``truncated`` unless the stream ended (BR-S7, DEC-5)."""
+        self._check()
+        self._closed = True
+        if self._done:
+            return []
+        self._done = True
+        try:
+            self._frames.close()
+        except DecodeError as exc:
+            if exc.kind != "truncated":
+                raise
+            return [StreamFailed(UpstreamError("upstream stream ended inside an event-stream "
+                                               "frame", kind="truncated"))]
+        return [StreamFailed(UpstreamError("upstream stream ended before message_stop",
+                                           kind="truncated"))]
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise DecodeError(self._error.kind, self._error.detail)
+        if self._closed:
+            raise DecodeError("closed", "the decoder was already closed")
+
+    def _message(self, msg: Message) -> list[StreamItem]:
+        kind = msg.headers.get(":message-type")
+        if kind == "event":
+            if msg.headers.get(":event-type") != "chunk":
+                return []  # BR-S4: unknown event types are ignored
+            return self._chunk(msg.payload)
+        if kind == "exception":
+            cls = _text(msg.headers.get(":exception-type")) or "exception"
+            try:
+                obj = _loads(msg.payload)
+            except (ValueError, RecursionError, UnicodeDecodeError):
+                obj = None
+            message = _message_of(obj) or msg.payload[:1024].decode("utf-8", "replace") \
+                or f"upstream raised {cls} in the stream"
+            return self._fail(_make_error(0, message, cls))
+        if kind == "error":
+            code = _text(msg.headers.get(":error-code")) or "error"
+            message = _text(msg.headers.get(":error-message")) \
+                or f"upstream reported event-stream error {code}"
+            return self._fail(_make_error(0, message, code))
+        return []  # an unknown message type: nothing to act on
+
+    def _fail(self, error: UpstreamError) -> list[StreamItem]:
+        self._done = True
+        return [StreamFailed(error)]
+
+    def _chunk(self, payload: bytes) -> list[StreamItem]:
+        try:
+            wrapper = _loads(payload.decode("utf-8"))
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+            raise DecodeError("invalid_json", "a Bedrock chunk payload is not JSON") from None
+        encoded = wrapper.get("bytes") if isinstance(wrapper, dict) else None
+        if not isinstance(encoded, str):
+            raise DecodeError("invalid_chunk", "a Bedrock chunk has no base64 'bytes'")
+        try:
+            raw = base64.b64decode(encoded, validate=True)
+            event = _loads(raw.decode("utf-8"))
+        except (binascii.Error, ValueError, RecursionError):
+            raise DecodeError("invalid_chunk", "a Bedrock chunk does not hold an Anthropic "
+                                               "event as base64 JSON") from None
+        if not isinstance(event, dict):
+            raise DecodeError("invalid_json", "an Anthropic event is not a JSON object")
+        out: list[StreamItem] = []
+        if event.get("type") == "message_stop":  # BR-S6: usage fallback
+            metrics = event.get("amazon-bedrock-invocationMetrics")
+            usage = self._events.usage
+            if isinstance(metrics, dict) and (
+                    usage is None or not (usage["prompt_tokens"] or usage["completion_tokens"])):
+                counts = {k: v for k, v in (("input_tokens", metrics.get("inputTokenCount")),
+                                            ("output_tokens", metrics.get("outputTokenCount")))
+                          if isinstance(v, int) and not isinstance(v, bool) and v >= 0}
+                if counts:
+                    out += self._feed_event(dumps({"type": "message_delta", "delta": {},
+                                                   "usage": counts}))
+        out += self._feed_event(raw.replace(b"\r", b" ").replace(b"\n", b" "))
+        if out and isinstance(out[-1], (StreamDone, StreamFailed)):
+            self._done = True
+        return out
+
+    def _feed_event(self, event_json: bytes) -> list[StreamItem]:
+        return self._events.feed(b"data: " + event_json + b"\n\n")

@@ -1,0 +1,557 @@
+"""Cloudflare Workers AI (``engine: cloudflare``): the native ``ai/run`` API (§8).
+
+Theory of operation
+-------------------
+``build_exchange`` is a pure function of the OpenAI request and the ``ChatContext``:
+
+* URL (CF-1): ``https://api.cloudflare.com/client/v4/accounts/<cf_account_id>/ai/run/<model>``
+  with ``@`` and ``/`` of the model kept literally. When the provider has a ``base_url``, its
+  origin (scheme and host[:port]) replaces ``https://api.cloudflare.com`` so a test double or a
+  proxy can stand in; the path is always the documented one. Exception (CF-3): a ``base_url``
+  whose path contains ``/ai/v1`` is Cloudflare's OpenAI-compatible endpoint, and the request
+  is handed to the OpenAI-compatible translator (``openai.build_exchange``) unchanged.
+  ``Authorization: Bearer <api token>``. A provider without ``cf_account_id`` (and no
+  ``/ai/v1`` base_url) is a configuration error (``GatewayError``).
+* Body (CF-2): ``messages`` with string ``content`` (text parts are concatenated verbatim,
+  O-6; image parts are refused with 400: this path takes no images), ``stream``, and the
+  numbers in ``_SAMPLING`` (``max_completion_tokens`` wins over ``max_tokens``). ``tools`` go
+  in the OpenAI function shape; an assistant's tool calls and the tool results are sent as
+  ``tool_calls`` (OpenAI shape, arguments as text) and ``{"role":"tool","tool_call_id",
+  "content"}`` (unverified against Cloudflare's per-model schemas; models without tool
+  support ignore them). Every tool result must answer an earlier call (REQ-2). Nothing else
+  is copied (REQ-3; ``DROPPED`` says why).
+
+``CloudflareExchange.parse_body`` (§8.2) reads the envelope ``{"result", "success", "errors",
+"messages"}``: ``success: false`` or a non-empty ``errors`` list is an error even with HTTP 200
+(ERR-4). ``result.response`` is the content (a non-string ``response``, as JSON-mode models send,
+is serialised), ``result.tool_calls`` — ``{"name","arguments"}`` or the OpenAI shape — become
+tool calls with synthesized ids (TC-4) and arguments serialised compactly (TC-2); the finish
+reason is ``tool_calls`` when there are calls, else ``stop`` (§0.4). Models that answer in
+the OpenAI ``choices`` shape inside ``result`` are read from ``choices[0].message``.
+``parse_error`` (§8.3) takes the first ``errors[].message`` verbatim (all of them joined by
+``"; "``) and keeps its numeric ``code``; the type comes from the HTTP status (§0.2).
+
+``CloudflareStreamDecoder`` (§8.2) frames with ``SSEDecoder`` one line at a time (items before
+an error are returned, the error is raised by the next call: DEC-1, DEC-2). Each ``data:``
+object's ``response`` is a text chunk, ``usage`` is kept (last one wins, U-3), ``tool_calls``
+(whole ``{"name","arguments"}`` calls, or OpenAI-style indexed fragments) go through
+``ChunkWriter``; an OpenAI-shaped chunk (``choices[0].delta``) is read the same way. An error
+object (``{"errors":[…]}``/``success:false``/``{"error":…}``) is a ``StreamFailed``. ``[DONE]``
+is terminal (DEC-4): finish chunk (``tool_calls`` if calls were produced, else ``stop``, or the
+OpenAI-shaped ``finish_reason`` when one was given) and ``StreamDone``. EOF without ``[DONE]``
+after the final usage object (the object Cloudflare sends last) synthesizes the ending; EOF
+before it is a ``truncated`` failure (DEC-5).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..errors import ClientError, DecodeError, GatewayError, UpstreamError
+from ..jsonutil import MAX_DEPTH, dumps, nesting_depth
+from ..streams import SSEDecoder, SSEEvent
+from . import openai
+from .base import (ChatContext, StreamDone, StreamFailed, StreamItem, UpstreamRequest,
+                   client_status_for, error_from_body)
+from .chunks import ChunkWriter, completion, usage_object
+from .openai import merge_headers
+
+__all__ = ["DEFAULT_ORIGIN", "MAPPED", "DROPPED", "run_url", "build_exchange",
+           "CloudflareExchange", "CloudflareStreamDecoder"]
+
+DEFAULT_ORIGIN = "https://api.cloudflare.com"
+
+#: OpenAI field -> (Workers AI field, accepted types) (CF-2)
+_SAMPLING: dict[str, tuple[str, tuple[type, ...]]] = {
+    "temperature": ("temperature", (int, float)), "top_p": ("top_p", (int, float)),
+    "top_k": ("top_k", (int,)), "seed": ("seed", (int,)),
+    "repetition_penalty": ("repetition_penalty", (int, float)),
+    "frequency_penalty": ("frequency_penalty", (int, float)),
+    "presence_penalty": ("presence_penalty", (int, float)),
+}
+#: every OpenAI field this translator reads (REQ-3)
+MAPPED = frozenset({"model", "messages", "stream", "max_tokens", "max_completion_tokens",
+                    "tools", "n", *_SAMPLING})
+#: fields left out on purpose, with the reason (any other field is dropped too)
+DROPPED: dict[str, str] = {
+    "stream_options": "include_usage is the gateway's", "stop": "no ai/run field",
+    "tool_choice": "no ai/run field", "parallel_tool_calls": "no ai/run field",
+    "response_format": "per-model JSON mode is not mapped", "logit_bias": "no ai/run field",
+    "logprobs": "no ai/run field", "top_logprobs": "no ai/run field", "user": "no ai/run field",
+    "store": "OpenAI only", "metadata": "OpenAI only", "service_tier": "OpenAI only",
+}
+#: OpenAI-shaped finish reasons kept when a model reports one (§0.4)
+_FINISH_KEEP = frozenset({"stop", "length", "tool_calls", "content_filter"})
+_STATUS_TYPES: dict[int, str] = {400: "invalid_request_error", 401: "authentication_error",
+                                 403: "permission_error", 404: "not_found_error",
+                                 408: "timeout_error", 409: "invalid_request_error",
+                                 413: "invalid_request_error", 422: "invalid_request_error",
+                                 429: "rate_limit_error"}
+_OPENAI_MODE = re.compile(r"/ai/v1(?:/|$)")
+_ID_OK = re.compile(r"[A-Za-z0-9_-]{1,40}\Z")  # TC-4
+_ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+_LINE_END = re.compile(rb"(?<=[\r\n])")
+
+
+# -- small helpers -----------------------------------------------------------------------------
+
+
+def _bad(message: str, code: str = "invalid_request") -> ClientError:
+    return ClientError(message, code=code)
+
+
+def _is(value: Any, types: tuple[type, ...]) -> bool:
+    return isinstance(value, types) and not isinstance(value, bool)
+
+
+def _str(v: Any) -> str:
+    return v if isinstance(v, str) else ""
+
+
+def _dict(v: Any) -> dict[str, Any]:
+    return v if isinstance(v, dict) else {}
+
+
+def _list(v: Any) -> list[Any]:
+    return v if isinstance(v, list) else []
+
+
+def _count(v: Any) -> int:
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
+
+
+def _reject(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError("number out of range")
+    return value
+
+
+def _loads(text: str | bytes) -> Any:
+    """Strict JSON (no NaN/Infinity/overflow, bounded depth); any problem is ``ValueError``."""
+    raw = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
+    if nesting_depth(raw) > MAX_DEPTH:
+        raise ValueError("JSON nested too deeply")
+    try:
+        return json.loads(text, parse_constant=_reject, parse_float=_finite)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def _json_text(value: Any) -> str:
+    """Arguments as text: strings verbatim, objects serialised compactly (TC-2)."""
+    if isinstance(value, str):
+        return value
+    return "" if value is None else dumps(value).decode()
+
+
+# -- request -----------------------------------------------------------------------------------
+
+
+def run_url(base_url: str | None, account_id: str, model: str) -> str:
+    """``<origin>/client/v4/accounts/<account>/ai/run/<model>`` (CF-1); the origin is
+    ``base_url``'s when one is given."""
+    origin = DEFAULT_ORIGIN
+    if base_url:
+        try:
+            parts = urlsplit(base_url)
+        except ValueError:
+            parts = None
+        if parts is not None and parts.scheme and parts.netloc:
+            origin = f"{parts.scheme}://{parts.netloc}"
+    return f"{origin}/client/v4/accounts/{account_id}/ai/run/{model}"
+
+
+def _text(content: Any, where: str) -> str:
+    """Any message content as one string (CF-2): text parts concatenated, images refused."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    if not isinstance(content, list):
+        raise _bad(f"{where}.content must be a string or a list of parts")
+    out = []
+    for j, p in enumerate(content):
+        kind = p.get("type") if isinstance(p, dict) else None
+        text = p.get("text", p.get("refusal")) if isinstance(p, dict) else None
+        if kind in ("text", "refusal") and isinstance(text, str):
+            out.append(text)
+        elif kind == "image_url":
+            raise _bad(f"{where}.content[{j}]: images are not supported by cloudflare ai/run",
+                       "unsupported_content")
+        else:
+            raise _bad(f"{where}.content[{j}]: part type {kind!r} is not supported by "
+                       "cloudflare", "unsupported_content")
+    return "".join(out)
+
+
+def _messages(messages: list[Any]) -> list[dict[str, Any]]:
+    calls: set[str] = set()
+    out: list[dict[str, Any]] = []
+    for i, m in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(m, dict):
+            raise _bad(f"{where} must be an object")
+        role = m.get("role")
+        if role in ("system", "developer"):
+            out.append({"role": "system", "content": _text(m.get("content"), where)})
+        elif role == "user":
+            out.append({"role": "user", "content": _text(m.get("content"), where)})
+        elif role == "assistant":
+            msg: dict[str, Any] = {"role": "assistant",
+                                   "content": _text(m.get("content"), where)}
+            tcs = m.get("tool_calls")
+            if tcs is not None and not isinstance(tcs, list):
+                raise _bad(f"{where}.tool_calls must be a list")
+            converted = []
+            for j, tc in enumerate(tcs or []):
+                fn = tc.get("function") if isinstance(tc, dict) else None
+                if not isinstance(fn, dict) or not isinstance(tc.get("id"), str) \
+                        or not isinstance(fn.get("name"), str) or not fn["name"]:
+                    raise _bad(f"{where}.tool_calls[{j}] needs an 'id' and a function 'name'")
+                calls.add(tc["id"])
+                args = fn.get("arguments")
+                converted.append({"id": tc["id"], "type": "function",
+                                  "function": {"name": fn["name"],
+                                               "arguments": _json_text(args) or "{}"}})
+            if converted:
+                msg["tool_calls"] = converted
+            out.append(msg)
+        elif role == "tool":
+            tid = m.get("tool_call_id")
+            if not isinstance(tid, str) or tid not in calls:
+                raise _bad(f"{where}.tool_call_id {tid!r} does not name an earlier assistant "
+                           "tool call", "invalid_tool_call_id")
+            out.append({"role": "tool", "tool_call_id": tid,
+                        "content": _text(m.get("content"), where)})
+        else:
+            raise _bad(f"{where}.role {role!r} is not supported")
+    return out
+
+
+def _tools(req: dict[str, Any]) -> list[dict[str, Any]]:
+    tools = req.get("tools")
+    if tools is None:
+        return []
+    if not isinstance(tools, list):
+        raise _bad("'tools' must be a list")
+    out = []
+    for j, t in enumerate(tools):
+        fn = t.get("function") if isinstance(t, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
+            raise _bad(f"tools[{j}] must be a function tool with a name")
+        f: dict[str, Any] = {"name": fn["name"]}
+        if isinstance(fn.get("description"), str):
+            f["description"] = fn["description"]
+        f["parameters"] = fn["parameters"] if isinstance(fn.get("parameters"), dict) else \
+            {"type": "object", "properties": {}}
+        out.append({"type": "function", "function": f})
+    return out
+
+
+def build_exchange(req: dict[str, Any], ctx: ChatContext
+                   ) -> CloudflareExchange | openai.OpenAIExchange:
+    """The Workers AI request for one attempt (CF-1..CF-3). Raises ``ClientError`` (400) for
+    requests ai/run cannot take, ``GatewayError`` when the provider has no account id."""
+    provider = ctx.provider
+    base_url = provider.base_url or ""
+    try:
+        path = urlsplit(base_url).path
+    except ValueError:
+        path = ""
+    if _OPENAI_MODE.search(path):  # CF-3: the OpenAI-compatible endpoint
+        return openai.build_exchange(req, ctx)
+    if not isinstance(req, dict):
+        raise _bad("the request must be a JSON object")
+    account = provider.cf_account_id
+    if not account:
+        raise GatewayError(f"cloudflare provider {provider.provider!r} has no cf_account_id",
+                           code="provider_misconfigured")
+    messages = req.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _bad("'messages' must be a non-empty list")
+    n = req.get("n")
+    if n is not None and (not _is(n, (int,)) or n != 1):
+        raise _bad("'n' other than 1 is not supported by cloudflare", "unsupported_parameter")
+    body: dict[str, Any] = {"messages": _messages(messages)}
+    if ctx.stream:
+        body["stream"] = True
+    max_tokens = req.get("max_completion_tokens")
+    if max_tokens is None:
+        max_tokens = req.get("max_tokens")
+    if max_tokens is not None:
+        if not _is(max_tokens, (int,)) or max_tokens < 1:
+            raise _bad("'max_tokens' must be a positive integer", "invalid_value")
+        body["max_tokens"] = max_tokens
+    for key, (name, types) in _SAMPLING.items():
+        value = req.get(key)
+        if value is None:
+            continue
+        if not _is(value, types):
+            raise _bad(f"'{key}' must be a number", "invalid_value")
+        body[name] = value
+    tools = _tools(req)
+    if tools:
+        body["tools"] = tools
+    headers = [("content-type", "application/json"),
+               ("accept", "text/event-stream" if ctx.stream else "application/json")]
+    if ctx.api_key:
+        headers.insert(0, ("authorization", f"Bearer {ctx.api_key}"))
+    try:
+        data = dumps(body)
+    except (ValueError, RecursionError):
+        raise _bad("the request holds numbers or nesting that cannot be sent as JSON") from None
+    request = UpstreamRequest("POST", run_url(provider.base_url, account, ctx.upstream_model),
+                              merge_headers(headers, provider.preferences.headers), data)
+    return CloudflareExchange(request, ctx)
+
+
+# -- responses ---------------------------------------------------------------------------------
+
+
+def _usage(raw: Any) -> dict[str, Any]:
+    """Workers AI usage -> OpenAI usage (§0.3)."""
+    raw = _dict(raw)
+    return usage_object(_count(raw.get("prompt_tokens")), _count(raw.get("completion_tokens")))
+
+
+def _call_id(ctx: ChatContext, vendor_id: Any, n: int) -> str:
+    """TC-4: the vendor's id when valid, else ``call_`` + 24 characters from the entropy."""
+    if isinstance(vendor_id, str) and _ID_OK.match(vendor_id):
+        return vendor_id
+    if ctx.entropy is not None:
+        return "call_" + "".join(ctx.entropy.choice(_ALNUM) for _ in range(24))
+    return "call_" + hashlib.sha256(f"{ctx.response_id}/{n}".encode()).hexdigest()[:24]
+
+
+def _is_error(obj: dict[str, Any]) -> bool:
+    """ERR-4: the envelope says it failed, or carries errors, or is an ``{"error":…}``."""
+    return obj.get("success") is False or bool(_list(obj.get("errors"))) or bool(obj.get("error"))
+
+
+def _cf_error(status: int, headers: tuple[tuple[str, str], ...], body: bytes,
+              obj: Any) -> UpstreamError:
+    """``{"errors":[{"code","message"}]}`` -> ``UpstreamError`` (§8.3, §0.2)."""
+    errors = [e for e in _list(_dict(obj).get("errors")) if isinstance(e, dict)]
+    messages = [e["message"] for e in errors if isinstance(e.get("message"), str)
+                and e["message"]]
+    if not messages:
+        return error_from_body(status, headers, body, obj)
+    code = errors[0].get("code")
+    code = code if isinstance(code, (str, int)) and not isinstance(code, bool) else str(status)
+    etype = _STATUS_TYPES.get(status) or ("server_error" if status >= 500 else "upstream_error")
+    retry = tuple((k, v) for k, v in headers if k.lower() == "retry-after")[:1]
+    return UpstreamError("; ".join(messages), kind="status", upstream_status=status,
+                         status=client_status_for(status), type=etype, code=code,
+                         headers=retry)
+
+
+def _whole_call(tc: dict[str, Any]) -> tuple[Any, str, str]:
+    """(vendor id, name, arguments text) of a native or OpenAI-shaped tool call."""
+    fn = tc.get("function") if isinstance(tc.get("function"), dict) else tc
+    return tc.get("id"), _str(fn.get("name")), _json_text(fn.get("arguments"))
+
+
+class CloudflareExchange:
+    """One attempt against Workers AI ``ai/run``: the request and how to read its answers."""
+
+    def __init__(self, request: UpstreamRequest, ctx: ChatContext) -> None:
+        self.request = request
+        self.ctx = ctx
+
+    def parse_body(self, status: int, headers: tuple[tuple[str, str], ...], body: bytes) -> bytes:
+        """The ai/run envelope -> ``chat.completion`` bytes (§8.2); errors raise (ERR-4)."""
+        try:
+            obj = _loads(body)
+        except ValueError:
+            raise UpstreamError("cloudflare answered with a body that is not JSON",
+                                kind="decode", upstream_status=status) from None
+        if not isinstance(obj, dict):
+            raise UpstreamError("cloudflare answered with JSON that is not an object",
+                                kind="decode", upstream_status=status)
+        if _is_error(obj):
+            raise _cf_error(status if status >= 400 else 502, headers, body, obj)
+        result = obj.get("result", obj if "response" in obj else None)
+        if not isinstance(result, dict):
+            raise UpstreamError("cloudflare answered without a result", kind="protocol",
+                                upstream_status=status)
+        choices = _list(result.get("choices"))
+        finish = None
+        if choices and isinstance(choices[0], dict):  # an OpenAI-shaped result
+            message = _dict(choices[0].get("message"))
+            content: Any = message.get("content")
+            reasoning = _str(message.get("reasoning_content"))
+            raw_calls = _list(message.get("tool_calls"))
+            finish = choices[0].get("finish_reason")
+        else:
+            content, reasoning = result.get("response"), ""
+            raw_calls = _list(result.get("tool_calls"))
+        text = content if isinstance(content, str) else _json_text(content)
+        calls = []
+        for tc in raw_calls:
+            if isinstance(tc, dict):
+                vid, name, args = _whole_call(tc)
+                calls.append({"id": _call_id(self.ctx, vid, len(calls)), "name": name,
+                              "arguments": args or "{}"})
+        reason = finish if finish in _FINISH_KEEP else ("tool_calls" if calls else "stop")
+        if reason == "stop" and calls:
+            reason = "tool_calls"
+        return completion(self.ctx, content=text, reasoning=reasoning,
+                          tool_calls=calls or None, finish_reason=reason,
+                          usage=_usage(result.get("usage")))
+
+    def parse_error(self, status: int, headers: tuple[tuple[str, str], ...],
+                    body: bytes) -> UpstreamError:
+        """A Cloudflare error envelope -> ``UpstreamError`` (§8.3); other shapes via the base."""
+        try:
+            obj = _loads(body[:65536]) if body else None
+        except ValueError:
+            obj = None
+        return _cf_error(status, headers, body, obj)
+
+    def stream_decoder(self) -> CloudflareStreamDecoder:
+        """A fresh decoder for this attempt's SSE body."""
+        return CloudflareStreamDecoder(self.ctx)
+
+
+class CloudflareStreamDecoder:
+    """Workers AI SSE bytes -> OpenAI chunks, split-invariant (§8.2; see the module docstring).
+
+    ``usage`` is the last usage seen, OpenAI-shaped (``None`` until one arrives).
+    """
+
+    def __init__(self, ctx: ChatContext) -> None:
+        self.ctx = ctx
+        self._sse = SSEDecoder()
+        self._writer = ChunkWriter(ctx)
+        self._args: dict[Any, bool] = {}  # tool-call key -> arguments seen
+        self._whole = 0  # un-indexed (whole) calls seen
+        self._finish: str | None = None  # an OpenAI-shaped finish_reason, if any
+        self._final = False  # the final (usage) object was seen
+        self._done = self._closed = False
+        self._error: DecodeError | None = None
+        self.usage: dict[str, Any] | None = None
+
+    def feed(self, data: bytes) -> list[StreamItem]:
+        """Consume ``data``; return the items it completes. Raises only ``DecodeError``; an
+        error met after some items is raised by the next call (DEC-1, DEC-2)."""
+        self._check()
+        out: list[StreamItem] = []
+        if self._done:
+            return out
+        try:
+            for piece in _LINE_END.split(data):
+                for ev in self._sse.feed(piece):
+                    out += self._event(ev)
+                    if self._done:
+                        return out
+        except DecodeError as exc:
+            self._error = exc
+            if not out:
+                raise
+        return out
+
+    def close(self) -> list[StreamItem]:
+        """EOF: the pending event; then the ending if the final object came, else
+        ``truncated`` (DEC-5)."""
+        self._check()
+        self._closed = True
+        out: list[StreamItem] = []
+        if self._done:
+            return out
+        try:
+            for ev in self._sse.close():
+                out += self._event(ev)
+                if self._done:
+                    return out
+        except DecodeError as exc:
+            if exc.kind != "truncated":
+                raise
+        if self._final:  # even if cut inside a line after it: the answer was complete
+            return out + self._end()
+        self._done = True
+        out.append(StreamFailed(UpstreamError(
+            "cloudflare stream ended before [DONE]", kind="truncated")))
+        return out
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise DecodeError(self._error.kind, self._error.detail)
+        if self._closed:
+            raise DecodeError("closed", "the decoder was already closed")
+
+    def _end(self) -> list[StreamItem]:
+        self._done = True
+        out: list[StreamItem] = []
+        for key, seen in self._args.items():  # TC-3
+            if not seen:
+                out += self._writer.tool_args(key, "{}")
+        reason = self._finish or ("tool_calls" if self._writer.tool_count else "stop")
+        if reason == "stop" and self._writer.tool_count:
+            reason = "tool_calls"
+        out += self._writer.finish(reason, self.usage)
+        out.append(StreamDone(self.usage))
+        return out
+
+    def _event(self, ev: SSEEvent) -> list[StreamItem]:
+        data = ev.data
+        if data.strip() == "[DONE]":
+            return self._end()
+        if not data.strip():
+            return []
+        try:
+            obj = _loads(data)
+        except ValueError:
+            raise DecodeError("invalid_json", "a cloudflare event is not JSON") from None
+        if not isinstance(obj, dict):
+            raise DecodeError("invalid_json", "a cloudflare event is not a JSON object")
+        if _is_error(obj):
+            self._done = True
+            return [StreamFailed(_cf_error(502, (), b"", obj))]
+        if isinstance(obj.get("usage"), dict):
+            self.usage = _usage(obj["usage"])  # U-3: keep the last
+            self._final = True
+        out: list[StreamItem] = list(self._writer.start())
+        choices = _list(obj.get("choices"))
+        if choices and isinstance(choices[0], dict):  # an OpenAI-shaped chunk
+            delta = _dict(choices[0].get("delta"))
+            out += self._writer.reasoning(_str(delta.get("reasoning_content")))
+            out += self._writer.text(_str(delta.get("content")))
+            out += self._tool_calls(_list(delta.get("tool_calls")))
+            finish = choices[0].get("finish_reason")
+            if isinstance(finish, str) and finish:
+                self._finish = finish if finish in _FINISH_KEEP else "stop"
+                self._final = True
+            return out
+        response = obj.get("response")
+        out += self._writer.text(response if isinstance(response, str)
+                                 else _json_text(response))
+        out += self._tool_calls(_list(obj.get("tool_calls")))
+        return out
+
+    def _tool_calls(self, calls: list[Any]) -> list[StreamItem]:
+        out: list[StreamItem] = []
+        for tc in calls:
+            if not isinstance(tc, dict):
+                continue
+            vid, name, args = _whole_call(tc)
+            index = tc.get("index")
+            if isinstance(index, int) and not isinstance(index, bool):
+                key: Any = ("i", index)  # OpenAI-style fragments of one call
+            else:
+                key = ("w", self._whole)  # a whole call per object
+                self._whole += 1
+            if key not in self._args:
+                self._args[key] = bool(args)
+                call_id = _call_id(self.ctx, vid, self._writer.tool_count)
+                out += self._writer.tool_start(key, call_id, name, args)
+            else:
+                self._args[key] = self._args[key] or bool(args)
+                out += self._writer.tool_args(key, args)
+        return out
