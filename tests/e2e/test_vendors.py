@@ -225,3 +225,32 @@ def test_cohere_and_cloudflare_streams(backend, up, kind, fixture, text):
     else:
         assert sent.path == "/client/v4/accounts/acct1/ai/run/vendor-model"
         assert sent.headers["authorization"] == "Bearer cf-key"
+
+
+def test_bedrock_stream_signed_and_decoded(backend, up):
+    body = (DATA / "bedrock/text_stream.bin").read_bytes()
+    up.replies.append(Reply(headers=[("content-type", "application/vnd.amazon.eventstream")],
+                            pieces=[body[i:i + 50] for i in range(0, len(body), 50)]))
+    conf = f"""
+providers:
+  - provider: aws
+    base_url: {up.url}
+    engine: aws
+    aws_access_key: AKIDEXAMPLE
+    aws_secret_key: wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY
+    aws_region: us-east-1
+    model:
+      - anthropic.claude-3-5-sonnet-20240620-v1:0: m
+api_keys:
+  - api: {KEY}
+"""
+    with run_gateway(conf, backend=backend) as gw:
+        chunks = list(gw.openai(KEY).chat.completions.create(model="m", messages=MESSAGES,
+                                                             stream=True))
+    assert collect(chunks)[0] == "¡Hola, mundo! 👋"
+    sent = up.seen[0]
+    assert sent.path == ("/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0"
+                         "/invoke-with-response-stream")
+    assert sent.headers["authorization"].startswith(
+        "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
+    assert sent.json()["anthropic_version"] == "bedrock-2023-05-31"

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..config.model import Provider
-from . import anthropic, azure, cloudflare, cohere, gemini, openai
+from . import anthropic, azure, bedrock, cloudflare, cohere, gemini, openai
 from .base import ChatContext, Exchange, UpstreamRequest
 from .engine import ENGINES, detect_engine
 
@@ -26,6 +26,7 @@ TRANSLATORS: dict[str, Callable[[dict[str, Any], ChatContext], Exchange]] = {
     "gemini": gemini.build_exchange,
     "cohere": cohere.build_exchange,
     "cloudflare": cloudflare.build_exchange,
+    "aws": bedrock.build_exchange,
 }
 
 

@@ -1,4 +1,4 @@
-"""AWS Bedrock (``engine: aws``): Claude through ``InvokeModel`` / ``InvokeModelWithResponseStream``.
+"""AWS Bedrock (``engine: aws``): Claude via ``InvokeModel`` / ``InvokeModelWithResponseStream``.
 
 Theory of operation
 -------------------
@@ -15,8 +15,9 @@ this module only adds the AWS layer around ``anthropic.py``:
   else the region label of a ``bedrock-runtime[-fips].<region>.amazonaws.com`` host (VPC
   endpoint names included); without one the request is a gateway configuration error
   (``GatewayError`` 500), as are missing credentials.
-* *Signing* (§6.2). Headers are ``content-type``, ``accept`` (``application/vnd.amazon.eventstream``
-  for the stream, whose inference body type goes in ``x-amzn-bedrock-accept``), then the
+* *Signing* (§6.2). Headers are ``content-type``, ``accept``
+  (``application/vnd.amazon.eventstream`` for the stream, whose inference body type goes in
+  ``x-amzn-bedrock-accept``), then the
   provider's ``preferences.headers`` — merged **before** signing, so every header the core
   emits is covered by the signature and none can break it (the transport adds ``host``,
   which is signed from the URL, and ``content-length``, which is not signed). Headers the

@@ -18,7 +18,8 @@ resynchronised: a bad frame is an error, never skipped (BR-S3).
 * BR-S3: the message CRC covers every byte before it; a mismatch is ``DecodeError``.
 * BR-S4: headers are ``name_len:u8 | name | type:u8 | value``; the ten value types are decoded
   like botocore does (bool, int8/16/32/64, bytes, UTF-8 string, timestamp as int milliseconds,
-  uuid as 16 bytes); an unknown type, a truncated header or invalid UTF-8 is ``DecodeError``.
+  uuid as 16 bytes); an unknown type, a truncated header, invalid UTF-8 or a repeated name
+  is ``DecodeError`` (botocore refuses duplicates too).
 * BR-S7: ``close`` with a partial frame buffered raises ``DecodeError("truncated")``.
 
 Errors follow the convention of the SSE-based decoders (``anthropic.py``): a call that decodes
@@ -55,7 +56,7 @@ _INTS = {2: struct.Struct(">b"), 3: struct.Struct(">h"), 4: struct.Struct(">i"),
 
 @attrs.frozen
 class Message:
-    """One decoded frame: its headers (name → value, last one wins) and raw payload."""
+    """One decoded frame: its headers (name → value; names are unique) and raw payload."""
 
     headers: dict[str, HeaderValue]
     payload: bytes
@@ -103,6 +104,8 @@ def decode_headers(block: bytes) -> dict[str, HeaderValue]:
                 i += 16
             else:
                 raise DecodeError("bad_header", f"unknown header value type {kind}")
+            if name in out:
+                raise DecodeError("bad_header", "duplicate header name")
             out[name] = value
     except UnicodeDecodeError:
         raise DecodeError("bad_header", "header name or string value is not UTF-8") from None
