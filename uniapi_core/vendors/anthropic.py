@@ -29,9 +29,8 @@ are left out) and builds the Messages body in three steps:
 ``AnthropicExchange.parse_body`` walks the content blocks in order (ANT-N1); ``parse_error``
 maps Anthropic's error JSON by HTTP status first and ``error.type`` second (§0.2, §3.8).
 ``AnthropicStreamDecoder`` frames with ``SSEDecoder`` and emits through ``ChunkWriter`` (§3.7,
-S-1..S-7, TC-1..TC-3, U-3). It feeds the framer one line at a time, so a framing or JSON error
-never hides the items of the lines before it: those are returned and the error is raised by the
-next call, which makes items and errors independent of how the bytes were cut (DEC-1, DEC-2).
+S-1..S-7, TC-1..TC-3, U-3). Framing, the terminal state and the error contract (items before
+an error come out, the error on the next call: DEC-1, DEC-2) are ``SSEVendorDecoder``'s.
 After ``message_stop`` or ``error`` every byte is ignored (DEC-4); EOF without them is a
 ``truncated`` failure (DEC-5).
 """
@@ -48,8 +47,9 @@ from urllib.parse import unquote_to_bytes, urlsplit
 
 from ..errors import ClientError, DecodeError, UpstreamError
 from ..jsonutil import dumps
-from ..streams import SSEDecoder, SSEEvent
-from .base import (ChatContext, ImagesNeeded, StreamDone, StreamFailed, StreamItem,
+from ..streams import SSEEvent
+from .base import (
+    SSEVendorDecoder,ChatContext, ImagesNeeded, StreamDone, StreamFailed, StreamItem,
                    UpstreamRequest, client_status_for, error_from_body)
 from .chunks import ChunkWriter, completion, usage_object
 from .openai import merge_headers
@@ -661,10 +661,9 @@ class AnthropicExchange:
         return AnthropicStreamDecoder(self.ctx)
 
 
-_LINE_END = re.compile(rb"(?<=[\r\n])")
 
 
-class AnthropicStreamDecoder:
+class AnthropicStreamDecoder(SSEVendorDecoder):
     """Anthropic SSE bytes → OpenAI chunks, split-invariant (§3.7; see the module docstring).
 
     ``usage`` is the OpenAI usage seen so far (``None`` before any); ``thinking_blocks`` the
@@ -672,63 +671,21 @@ class AnthropicStreamDecoder:
     """
 
     def __init__(self, ctx: ChatContext) -> None:
+        super().__init__()
         self.ctx = ctx
-        self._sse = SSEDecoder()
         self._writer = ChunkWriter(ctx)
         self._raw_usage: dict[str, Any] | None = None
         self._blocks: dict[int, dict[str, Any]] = {}  # Anthropic block index -> state
         self._stop_reason: Any = None
-        self._done = self._closed = False
-        self._error: DecodeError | None = None
         self.thinking_blocks: list[dict[str, Any]] = []
+
+    def _eof(self) -> list[StreamItem]:
+        return [StreamFailed(UpstreamError("upstream stream ended before message_stop",
+                                           kind="truncated"))]
 
     @property
     def usage(self) -> dict[str, Any] | None:
         return None if self._raw_usage is None else _usage(self._raw_usage)
-
-    def feed(self, data: bytes) -> list[StreamItem]:
-        """Consume ``data``; return the items it completes (``DecodeError`` on bad input)."""
-        self._check()
-        out: list[StreamItem] = []
-        if self._done:
-            return out
-        try:
-            for piece in _LINE_END.split(data):
-                for ev in self._sse.feed(piece):
-                    out += self._event(ev)
-                    if self._done:
-                        return out
-        except DecodeError as exc:
-            self._error = exc
-            if not out:
-                raise
-        return out  # an error after items is raised by the next call
-
-    def close(self) -> list[StreamItem]:
-        """EOF: the pending event, then ``truncated`` if the stream did not end (DEC-5)."""
-        self._check()
-        self._closed = True
-        out: list[StreamItem] = []
-        if self._done:
-            return out
-        try:
-            for ev in self._sse.close():
-                out += self._event(ev)
-                if self._done:
-                    return out
-        except DecodeError as exc:
-            if exc.kind != "truncated":
-                raise
-        self._done = True
-        out.append(StreamFailed(UpstreamError(
-            "upstream stream ended before message_stop", kind="truncated")))
-        return out
-
-    def _check(self) -> None:
-        if self._error is not None:
-            raise DecodeError(self._error.kind, self._error.detail)
-        if self._closed:
-            raise DecodeError("closed", "the decoder was already closed")
 
     def _event(self, ev: SSEEvent) -> list[StreamItem]:
         if not ev.data or ev.data == "[DONE]":

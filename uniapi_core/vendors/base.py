@@ -14,7 +14,8 @@ from typing import Any, Protocol
 
 import attrs
 
-from ..errors import UniapiError, UpstreamError
+from ..errors import DecodeError, UniapiError, UpstreamError
+from ..streams import SSEDecoder, SSEEvent
 
 __all__ = [
     "UpstreamRequest",
@@ -25,6 +26,7 @@ __all__ = [
     "StreamFailed",
     "StreamItem",
     "StreamDecoder",
+    "SSEVendorDecoder",
     "Exchange",
     "error_from_body",
     "client_status_for",
@@ -103,6 +105,73 @@ class StreamDecoder(Protocol):
     def feed(self, data: bytes) -> list[StreamItem]: ...
 
     def close(self) -> list[StreamItem]: ...
+
+
+class SSEVendorDecoder:
+    """The part every SSE-based vendor decoder shares: framing, the terminal state and the
+    error contract. Subclasses set up their own state, then implement ``_event(ev)`` (one SSE
+    event → items; may set ``self._done``) and ``_eof()`` (the items when the body ends
+    before the vendor's terminal event: a truncation, or a synthesized ending).
+
+    - DEC-1: items completed before a ``DecodeError`` come out first and the error is raised
+      by the next call, so how the bytes were cut never changes the output;
+    - DEC-2: only ``DecodeError`` escapes; DEC-4: nothing after ``_done`` is looked at;
+    - DEC-5: at EOF the pending event counts, then ``_eof()`` decides.
+    """
+
+    def __init__(self) -> None:
+        self._sse = SSEDecoder()
+        self._done = self._closed = False
+        self._error: DecodeError | None = None
+
+    def feed(self, data: bytes) -> list[StreamItem]:
+        """Consume ``data``; return the items it completes."""
+        self._check()
+        out: list[StreamItem] = []
+        if self._done:
+            return out
+        try:
+            for ev in self._sse.feed(data):
+                out += self._event(ev)
+                if self._done:
+                    return out
+        except DecodeError as exc:
+            self._error = exc
+            if not out:
+                raise
+        return out
+
+    def close(self) -> list[StreamItem]:
+        """The upstream body ended: the pending event, then ``_eof()`` if not yet done."""
+        self._check()
+        self._closed = True
+        out: list[StreamItem] = []
+        if self._done:
+            return out
+        try:
+            for ev in self._sse.close():
+                out += self._event(ev)
+                if self._done:
+                    return out
+        except DecodeError as exc:
+            if exc.kind != "truncated":  # a cut inside a line is a truncation: _eof says
+                raise
+        if not self._done:
+            out += self._eof()
+            self._done = True
+        return out
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise DecodeError(self._error.kind, self._error.detail)
+        if self._closed:
+            raise DecodeError("closed", "the decoder was already closed")
+
+    def _event(self, ev: SSEEvent) -> list[StreamItem]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _eof(self) -> list[StreamItem]:  # pragma: no cover - abstract
+        raise NotImplementedError
 
 
 class Exchange(Protocol):

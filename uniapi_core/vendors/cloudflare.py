@@ -31,8 +31,8 @@ the OpenAI ``choices`` shape inside ``result`` are read from ``choices[0].messag
 ``parse_error`` (§8.3) takes the first ``errors[].message`` verbatim (all of them joined by
 ``"; "``) and keeps its numeric ``code``; the type comes from the HTTP status (§0.2).
 
-``CloudflareStreamDecoder`` (§8.2) frames with ``SSEDecoder`` one line at a time (items before
-an error are returned, the error is raised by the next call: DEC-1, DEC-2). Each ``data:``
+``CloudflareStreamDecoder`` (§8.2) is an ``SSEVendorDecoder`` (items before an error are
+returned, the error is raised by the next call: DEC-1, DEC-2). Each ``data:``
 object's ``response`` is a text chunk, ``usage`` is kept (last one wins, U-3), ``tool_calls``
 (whole ``{"name","arguments"}`` calls, or OpenAI-style indexed fragments) go through
 ``ChunkWriter``; an OpenAI-shaped chunk (``choices[0].delta``) is read the same way. An error
@@ -53,9 +53,10 @@ from urllib.parse import urlsplit
 
 from ..errors import ClientError, DecodeError, GatewayError, UpstreamError
 from ..jsonutil import MAX_DEPTH, dumps, nesting_depth
-from ..streams import SSEDecoder, SSEEvent
+from ..streams import SSEEvent
 from . import openai
-from .base import (ChatContext, StreamDone, StreamFailed, StreamItem, UpstreamRequest,
+from .base import (
+    SSEVendorDecoder,ChatContext, StreamDone, StreamFailed, StreamItem, UpstreamRequest,
                    client_status_for, error_from_body)
 from .chunks import ChunkWriter, completion, usage_object
 from .openai import merge_headers
@@ -94,7 +95,6 @@ _STATUS_TYPES: dict[int, str] = {400: "invalid_request_error", 401: "authenticat
 _OPENAI_MODE = re.compile(r"/ai/v1(?:/|$)")
 _ID_OK = re.compile(r"[A-Za-z0-9_-]{1,40}\Z")  # TC-4
 _ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-_LINE_END = re.compile(rb"(?<=[\r\n])")
 
 
 # -- small helpers -----------------------------------------------------------------------------
@@ -420,71 +420,27 @@ class CloudflareExchange:
         return CloudflareStreamDecoder(self.ctx)
 
 
-class CloudflareStreamDecoder:
+class CloudflareStreamDecoder(SSEVendorDecoder):
     """Workers AI SSE bytes -> OpenAI chunks, split-invariant (§8.2; see the module docstring).
 
     ``usage`` is the last usage seen, OpenAI-shaped (``None`` until one arrives).
     """
 
     def __init__(self, ctx: ChatContext) -> None:
+        super().__init__()
         self.ctx = ctx
-        self._sse = SSEDecoder()
         self._writer = ChunkWriter(ctx)
         self._args: dict[Any, bool] = {}  # tool-call key -> arguments seen
         self._whole = 0  # un-indexed (whole) calls seen
         self._finish: str | None = None  # an OpenAI-shaped finish_reason, if any
         self._final = False  # the final (usage) object was seen
-        self._done = self._closed = False
-        self._error: DecodeError | None = None
         self.usage: dict[str, Any] | None = None
 
-    def feed(self, data: bytes) -> list[StreamItem]:
-        """Consume ``data``; return the items it completes. Raises only ``DecodeError``; an
-        error met after some items is raised by the next call (DEC-1, DEC-2)."""
-        self._check()
-        out: list[StreamItem] = []
-        if self._done:
-            return out
-        try:
-            for piece in _LINE_END.split(data):
-                for ev in self._sse.feed(piece):
-                    out += self._event(ev)
-                    if self._done:
-                        return out
-        except DecodeError as exc:
-            self._error = exc
-            if not out:
-                raise
-        return out
-
-    def close(self) -> list[StreamItem]:
-        """EOF: the pending event; then the ending if the final object came, else
-        ``truncated`` (DEC-5)."""
-        self._check()
-        self._closed = True
-        out: list[StreamItem] = []
-        if self._done:
-            return out
-        try:
-            for ev in self._sse.close():
-                out += self._event(ev)
-                if self._done:
-                    return out
-        except DecodeError as exc:
-            if exc.kind != "truncated":
-                raise
+    def _eof(self) -> list[StreamItem]:
         if self._final:  # even if cut inside a line after it: the answer was complete
-            return out + self._end()
-        self._done = True
-        out.append(StreamFailed(UpstreamError(
-            "cloudflare stream ended before [DONE]", kind="truncated")))
-        return out
-
-    def _check(self) -> None:
-        if self._error is not None:
-            raise DecodeError(self._error.kind, self._error.detail)
-        if self._closed:
-            raise DecodeError("closed", "the decoder was already closed")
+            return self._end()
+        return [StreamFailed(UpstreamError("cloudflare stream ended before [DONE]",
+                                           kind="truncated"))]
 
     def _end(self) -> list[StreamItem]:
         self._done = True

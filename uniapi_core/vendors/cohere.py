@@ -31,9 +31,9 @@ tool calls as given and maps the finish reason (``FINISH_REASONS``, §0.4; ``ERR
 token) and 499 (client closed) are normalised to 401 and 502 so the retry policy treats them as
 a bad key and a transient failure, with the original status kept as ``code``.
 
-``CohereStreamDecoder`` (§7.3) frames with ``SSEDecoder``, one line at a time: the items
-completed before a framing/JSON error are returned and the error is raised by the next call,
-so items and errors never depend on how the bytes were cut (DEC-1, DEC-2). Events are decoded
+``CohereStreamDecoder`` (§7.3) is an ``SSEVendorDecoder``: the items completed before a
+framing/JSON error are returned and the error is raised by the next call, so items and errors
+never depend on how the bytes were cut (DEC-1, DEC-2). Events are decoded
 by their JSON ``type`` (SSE-11); output goes only through ``ChunkWriter`` (S-1..S-8).
 Tool calls are keyed by Cohere's tool-call ``index`` (separate from content indexes) and get
 OpenAI indexes 0, 1, … in first-appearance order (TC-1, S-3); argument fragments are relayed
@@ -53,8 +53,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import ClientError, DecodeError, UpstreamError
 from ..jsonutil import MAX_DEPTH, dumps, nesting_depth
-from ..streams import SSEDecoder, SSEEvent
-from .base import (ChatContext, StreamDone, StreamFailed, StreamItem, UpstreamRequest,
+from ..streams import SSEEvent
+from .base import (
+    SSEVendorDecoder,ChatContext, StreamDone, StreamFailed, StreamItem, UpstreamRequest,
                    client_status_for, error_from_body)
 from .chunks import ChunkWriter, completion, usage_object
 from .openai import merge_headers
@@ -102,7 +103,6 @@ _ID_OK = re.compile(r"[A-Za-z0-9_-]{1,40}\Z")  # TC-4
 _ID_BAD = re.compile(r"[^A-Za-z0-9_-]")
 _NAME_OK = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")  # TC-6 (OpenAI's rule; Cohere's is looser)
 _ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-_LINE_END = re.compile(rb"(?<=[\r\n])")
 
 
 # -- small helpers -----------------------------------------------------------------------------
@@ -563,66 +563,23 @@ class _Call:
         self.ended = False
 
 
-class CohereStreamDecoder:
+class CohereStreamDecoder(SSEVendorDecoder):
     """Cohere v2 SSE bytes -> OpenAI chunks, split-invariant (§7.3; see the module docstring).
 
     ``usage`` is the OpenAI usage from ``message-end`` (``None`` until then).
     """
 
     def __init__(self, ctx: ChatContext) -> None:
+        super().__init__()
         self.ctx = ctx
-        self._sse = SSEDecoder()
         self._writer = ChunkWriter(ctx)
         self._kinds: dict[int, str] = {}  # content index -> "text" | "thinking"
         self._calls: dict[Any, _Call] = {}  # Cohere tool-call key -> state
-        self._done = self._closed = False
-        self._error: DecodeError | None = None
         self.usage: dict[str, Any] | None = None
 
-    def feed(self, data: bytes) -> list[StreamItem]:
-        """Consume ``data``; return the items it completes. Raises only ``DecodeError``; an
-        error met after some items is raised by the next call (DEC-1, DEC-2)."""
-        self._check()
-        out: list[StreamItem] = []
-        if self._done:
-            return out
-        try:
-            for piece in _LINE_END.split(data):
-                for ev in self._sse.feed(piece):
-                    out += self._event(ev)
-                    if self._done:
-                        return out
-        except DecodeError as exc:
-            self._error = exc
-            if not out:
-                raise
-        return out
-
-    def close(self) -> list[StreamItem]:
-        """EOF: the pending event, then ``truncated`` if ``message-end`` never came (DEC-5)."""
-        self._check()
-        self._closed = True
-        out: list[StreamItem] = []
-        if self._done:
-            return out
-        try:
-            for ev in self._sse.close():
-                out += self._event(ev)
-                if self._done:
-                    return out
-        except DecodeError as exc:
-            if exc.kind != "truncated":
-                raise
-        self._done = True
-        out.append(StreamFailed(UpstreamError(
-            "cohere stream ended before message-end", kind="truncated")))
-        return out
-
-    def _check(self) -> None:
-        if self._error is not None:
-            raise DecodeError(self._error.kind, self._error.detail)
-        if self._closed:
-            raise DecodeError("closed", "the decoder was already closed")
+    def _eof(self) -> list[StreamItem]:
+        return [StreamFailed(UpstreamError("cohere stream ended before message-end",
+                                           kind="truncated"))]
 
     def _event(self, ev: SSEEvent) -> list[StreamItem]:
         if not ev.data.strip() or ev.data == "[DONE]":

@@ -76,7 +76,6 @@ _VERSION = re.compile(r"/v1(?:beta)?(?=/|$)")
 _MODELS = re.compile(r"/models(?:[/:]|$)")
 _DELAY = re.compile(r"\d{1,9}(?:\.\d{1,9})?s\Z")
 _SIGNATURE_REQUIRED = re.compile(r"gemini-3")  # models that 400 on unsigned replayed calls
-_LINES = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
 _THINK_ALIAS = re.compile(r"-think-(\d{1,7})(?=-|$)")
 
 #: OpenAI field -> (generationConfig field, accepted types) (§4.2)
@@ -874,14 +873,15 @@ class GeminiStreamDecoder:
     def feed(self, data: bytes) -> list[StreamItem]:
         """Consume bytes; return the items they complete. Raises only ``DecodeError``.
 
-        The bytes go to the SSE decoder one line at a time, so an error is met in stream
-        order whatever the feed boundaries; the items completed before it are returned and
-        the error is raised by the next call (DEC-1, DEC-2)."""
+        The SSE decoder returns what it completed before a framing error and events are
+        mapped one by one, so an error is met in stream order whatever the feed boundaries;
+        the items completed before it are returned and the error is raised by the next call
+        (DEC-1, DEC-2)."""
         self._check()
         out: list[StreamItem] = []
         try:
-            for line in _LINES.findall(data):
-                out += self._map(self._sse.feed(line))
+            for event in self._sse.feed(data):
+                out += self._map([event])
         except DecodeError as exc:
             self._error = exc
             if not out:
