@@ -9,16 +9,14 @@ from __future__ import annotations
 import random
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-
-import trio
 
 from uniapi_core.config import load_config
 from uniapi_core.gateway import Gateway, Settings
 from uniapi_core.http.server import ServerLimits
 
-BACKENDS = ["trio"]
+BACKENDS = ["trio", "asyncio"]
 
 
 class RunningGateway:
@@ -60,30 +58,16 @@ def run_gateway(config_text: str, *, backend: str = "trio", env_timeout: float |
     loaded = load_config(config_text, "test.yaml")
     gateway = Gateway(loaded.config, settings=Settings(env_timeout=env_timeout),
                       entropy=random.Random(1))
-    if backend != "trio":
+    if backend not in BACKENDS:
         raise NotImplementedError(backend)
-    from uniapi_trio.runtime import discover as run_discovery
-    from uniapi_trio.server import serve
-    from uniapi_trio.upstream import UpstreamPool
-
     ready = threading.Event()
     state: dict = {}
-
-    async def main() -> None:
-        pool = UpstreamPool()
-        if discover:
-            await run_discovery(gateway, pool)
-        async with trio.open_nursery() as nursery:
-            state["cancel"] = nursery.cancel_scope
-            state["token"] = trio.lowlevel.current_trio_token()
-            state["port"] = await nursery.start(
-                lambda task_status: serve(lambda: gateway, "127.0.0.1", 0, limits=limits,
-                                          pool=pool, task_status=task_status))
-            ready.set()
+    start = _start_trio if backend == "trio" else _start_asyncio
+    main, stop = start(gateway, limits, discover, ready, state)
 
     def thread() -> None:
         try:
-            trio.run(main)
+            main()
         except BaseException as exc:  # surfaced to the test below
             state["error"] = exc
             ready.set()
@@ -96,7 +80,73 @@ def run_gateway(config_text: str, *, backend: str = "trio", env_timeout: float |
     try:
         yield RunningGateway(gateway, state["port"])
     finally:
-        trio.from_thread.run_sync(state["cancel"].cancel, trio_token=state["token"])
+        stop()
         t.join(10)
         if "error" in state:
             raise state["error"]
+
+
+Start = tuple[Callable[[], None], Callable[[], None]]  # (thread body, stop from another thread)
+
+
+def _start_trio(gateway: Gateway, limits: ServerLimits | None, discover: bool,
+                ready: threading.Event, state: dict) -> Start:
+    import trio
+
+    from uniapi_trio.runtime import discover as run_discovery
+    from uniapi_trio.server import serve
+    from uniapi_trio.upstream import UpstreamPool
+
+    async def main() -> None:
+        pool = UpstreamPool()
+        if discover:
+            await run_discovery(gateway, pool)
+        async with trio.open_nursery() as nursery:
+            state["cancel"] = nursery.cancel_scope
+            state["token"] = trio.lowlevel.current_trio_token()
+            state["port"] = await nursery.start(
+                lambda task_status: serve(lambda: gateway, "127.0.0.1", 0, limits=limits,
+                                          pool=pool, task_status=task_status))
+            ready.set()
+        await pool.aclose()
+
+    def stop() -> None:
+        trio.from_thread.run_sync(state["cancel"].cancel, trio_token=state["token"])
+
+    return lambda: trio.run(main), stop
+
+
+def _start_asyncio(gateway: Gateway, limits: ServerLimits | None, discover: bool,
+                   ready: threading.Event, state: dict) -> Start:
+    import asyncio
+
+    from uniapi_asyncio.runtime import discover as run_discovery
+    from uniapi_asyncio.server import serve
+    from uniapi_asyncio.upstream import UpstreamPool
+
+    async def main() -> None:
+        state["loop"], state["task"] = asyncio.get_running_loop(), asyncio.current_task()
+        pool = UpstreamPool()
+        try:
+            if discover:
+                await run_discovery(gateway, pool)
+
+            def started(port: int) -> None:
+                state["port"] = port
+                ready.set()
+
+            await serve(lambda: gateway, "127.0.0.1", 0, limits=limits, pool=pool,
+                        ready=started)
+        finally:
+            await pool.aclose()
+
+    def run() -> None:
+        try:
+            asyncio.run(main())
+        except asyncio.CancelledError:  # stopped below
+            pass
+
+    def stop() -> None:
+        state["loop"].call_soon_threadsafe(state["task"].cancel)
+
+    return run, stop

@@ -1,0 +1,178 @@
+"""Process-level plumbing on asyncio: start-up (model discovery, the demo upstream), serving, and
+the one-shot fetch of ``CONFIG_URL``. ``uvloop`` is used when it is installed."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from uniapi_core.demo import DEMO_KEY, demo_answer
+from uniapi_core.gateway import Gateway
+from uniapi_core.http import ClientClosed, ProtocolFailure, RequestReceived, ServerConnection
+from uniapi_core.vendors.base import UpstreamRequest
+
+from .server import cancel_all, listen, serve
+from .upstream import UpstreamPool
+
+__all__ = ["run", "discover", "fetch_text", "serve_demo_upstream", "DISCOVERY_TIMEOUT"]
+
+DISCOVERY_TIMEOUT = 10.0
+T = TypeVar("T")
+
+
+async def discover(gateway: Gateway, pool: UpstreamPool) -> list[str]:
+    """Fetch the model lists the core asks for, all at once, and hand the answers back."""
+    results: dict[str, tuple[int, bytes] | str] = {}
+
+    async def one(name: str, request: UpstreamRequest) -> None:
+        try:
+            results[name] = await pool.fetch(request, DISCOVERY_TIMEOUT)
+        except TimeoutError:  # before OSError: TimeoutError is one
+            results[name] = f"no answer within {DISCOVERY_TIMEOUT:g} s"
+        except OSError as exc:
+            results[name] = str(exc)
+
+    async with asyncio.TaskGroup() as nursery:
+        for name, request in gateway.discovery_requests():
+            nursery.create_task(one(name, request))
+    return gateway.discovered(results) if results else []
+
+
+async def serve_demo_upstream(host: str, port: int, *,
+                              ready: Callable[[int], None] | None = None) -> None:
+    """The demo's fake OpenAI-compatible upstream (answers from ``uniapi_core.demo``)."""
+    loop = asyncio.get_running_loop()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = ServerConnection(now=loop.time())
+
+        async def send_all(data: bytes) -> None:
+            writer.write(data)
+            await writer.drain()
+
+        try:
+            while True:
+                data = await reader.read(16384)
+                for ev in conn.receive_data(data, loop.time()):
+                    if isinstance(ev, (ClientClosed, ProtocolFailure)):
+                        return
+                    if isinstance(ev, RequestReceived):
+                        status, headers, pieces = demo_answer(ev.target, ev.body,
+                                                              int(time.time()))
+                        await send_all(conn.start_response(status, headers))
+                        for piece in pieces:
+                            await send_all(conn.send_data(piece))
+                        await send_all(conn.end_response(loop.time()))
+                        if conn.must_close:
+                            return
+                        conn.next_request(loop.time())
+        except OSError:
+            return
+        finally:
+            writer.transport.abort()
+
+    handlers: set[asyncio.Task] = set()
+    server = await listen(handler, host, port, handlers)
+    try:
+        if ready is not None:
+            ready(server.sockets[0].getsockname()[1])
+        await asyncio.Event().wait()
+    finally:
+        server.close()
+        await cancel_all(handlers)
+
+
+def _signals(stop: asyncio.Event, cancel: Callable[[], object]) -> None:
+    """SIGTERM/SIGINT: drain gracefully; a second one: stop at once."""
+
+    def received(signum: int) -> None:
+        if stop.is_set():
+            cancel()
+            return
+        print(f"uniapi: {signal.Signals(signum).name}: draining (again to stop now)",
+              file=sys.stderr, flush=True)
+        stop.set()
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, received, signum)
+
+
+async def _main(make_gateway: Callable[[str | None], Gateway], host: str, port: int,
+                demo: bool) -> None:
+    pool = UpstreamPool()
+    stop = asyncio.Event()
+    _signals(stop, asyncio.current_task().cancel)  # type: ignore[union-attr]
+    background: set[asyncio.Task] = set()
+    try:
+        demo_url = None
+        if demo:
+            started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            background.add(asyncio.create_task(
+                serve_demo_upstream("127.0.0.1", 0, ready=started.set_result)))
+            demo_url = f"http://127.0.0.1:{await started}"
+        gateway = make_gateway(demo_url)
+        for warning in await discover(gateway, pool):
+            print(f"uniapi: warning: {warning}", file=sys.stderr)
+
+        def serving(bound: int) -> None:
+            print(f"uniapi: serving on http://{host}:{bound} (asyncio)", file=sys.stderr,
+                  flush=True)
+            if demo:
+                print(f"""uniapi demo: try
+  curl http://{host}:{bound}/v1/chat/completions -H 'Authorization: Bearer {DEMO_KEY}' \\
+       -H 'Content-Type: application/json' \\
+       -d '{{"model": "gpt-4o-mini", "messages": [{{"role": "user", "content": "Hello"}}]}}'
+""", file=sys.stderr, flush=True)
+
+        await serve(lambda: gateway, host, port, pool=pool, stop=stop, ready=serving)
+    finally:  # drained (or stopped at once): end the demo upstream, close pooled connections
+        await cancel_all(background)
+        await pool.aclose()
+
+
+def _run(main: Coroutine[Any, Any, T]) -> T:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
+
+
+def run(make_gateway: Callable[[str | None], Gateway], host: str, port: int, *,
+        demo: bool = False) -> None:
+    try:
+        _run(_main(make_gateway, host, port, demo))
+    except asyncio.CancelledError:  # a second signal: stopped at once
+        pass
+
+
+def fetch_text(url: str) -> str:
+    """Fetch ``CONFIG_URL`` once, before the server starts."""
+    from uniapi_core.http import parse_url
+
+    parse_url(url)  # refuse bad URLs before connecting
+    request = UpstreamRequest("GET", url, (("accept", "*/*"),))
+
+    async def go() -> tuple[int, bytes]:
+        pool = UpstreamPool()
+        try:
+            return await pool.fetch(request, DISCOVERY_TIMEOUT)
+        finally:
+            await pool.aclose()
+
+    try:
+        status, body = _run(go())
+    except OSError as exc:  # TimeoutError is one
+        raise SystemExit(f"uniapi: cannot fetch CONFIG_URL {url}: {exc}") from None
+    if status != 200:
+        raise SystemExit(f"uniapi: CONFIG_URL {url} answered HTTP {status}")
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SystemExit(f"uniapi: CONFIG_URL {url} is not UTF-8 text") from None

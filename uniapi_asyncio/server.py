@@ -1,0 +1,198 @@
+"""The asyncio front: accept connections and run each as a ``uniapi_core.session.Session``.
+
+Per connection: one reader task feeding client bytes, one task per upstream exchange, and
+the loop below, which hands every input to the session and performs the actions it returns.
+Clocks: ``loop.time()`` (monotonic) for deadlines, ``time.time()`` for wall time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from uniapi_core.gateway import Gateway
+from uniapi_core.http.server import ServerLimits
+from uniapi_core.session import (
+    Close,
+    Fetch,
+    FetchResult,
+    Served,
+    Session,
+    StartUpstream,
+    StopUpstream,
+    Write,
+)
+
+from .upstream import UpstreamPool
+
+__all__ = ["serve", "handle_connection"]
+
+log = logging.getLogger("uniapi")
+
+READ_SIZE = 65536
+#: a client that accepts no bytes for this long is dropped (reliability.md: write stall)
+WRITE_STALL_TIMEOUT = 60.0
+#: inputs buffered for the loop; a full inbox pauses the client reader and upstream reads
+INBOX = 16
+#: how long in-flight requests may run on after a shutdown signal
+DRAIN_GRACE = 30.0
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                            get_gateway: Callable[[], Gateway], pool: UpstreamPool,
+                            limits: ServerLimits, draining: asyncio.Event | None = None) -> None:
+    """Serve one client connection until the session closes it; ``draining`` set means
+    shut down gracefully."""
+    loop = asyncio.get_running_loop()
+    session = Session(get_gateway, limits, now=loop.time())
+    inbox: asyncio.Queue[tuple] = asyncio.Queue(INBOX)
+    tasks: dict[int, asyncio.Task] = {}  # by ref; -1, -2: the reader, the drain watcher
+    # a drained write buffer means the bytes reached the kernel, as a finished send_all does
+    writer.transport.set_write_buffer_limits(0)
+
+    async def read_client() -> None:
+        while True:
+            try:
+                data = await reader.read(READ_SIZE)
+            except OSError:
+                data = b""
+            await inbox.put((None, data))
+            if not data:
+                return
+
+    async def run_upstream(ref: int, action: StartUpstream) -> None:
+        await pool.run(action.request, action.proxy, lambda ev: inbox.put((ref, ev)))
+
+    async def run_fetch(action: Fetch) -> None:
+        await inbox.put((action.ref, await pool.fetch_image(action)))
+
+    async def perform(actions: list) -> bool:
+        """Carry out the session's actions; False once the connection is to be closed."""
+        for action in actions:
+            if isinstance(action, Write):
+                if not await _write(writer, action.data):
+                    return await perform(session.write_failed(loop.time(), time.time()))
+            elif isinstance(action, StartUpstream):
+                tasks[action.ref] = nursery.create_task(run_upstream(action.ref, action))
+            elif isinstance(action, Fetch):
+                tasks[action.ref] = nursery.create_task(run_fetch(action))
+            elif isinstance(action, StopUpstream):
+                task = tasks.pop(action.ref, None)
+                if task is not None:
+                    task.cancel()
+            elif isinstance(action, Served):
+                _log(action)
+            elif isinstance(action, Close):
+                return False
+        return True
+
+    async def watch_drain() -> None:
+        assert draining is not None
+        await draining.wait()
+        await inbox.put((0, None))
+
+    async with asyncio.TaskGroup() as nursery:
+        tasks[-1] = nursery.create_task(read_client())
+        if draining is not None:
+            tasks[-2] = nursery.create_task(watch_drain())
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout_at(session.next_deadline()) as waited:
+                        ref, item = await inbox.get()
+                except TimeoutError:
+                    pass
+                now, wall = loop.time(), time.time()
+                if waited.expired():
+                    actions = session.timer(now, wall)
+                elif ref is None:
+                    actions = session.data_received(item, now, wall)
+                elif ref == 0:
+                    actions = session.drain(now, wall)
+                elif isinstance(item, FetchResult):
+                    actions = session.fetch_done(ref, item, now, wall)
+                else:
+                    actions = session.upstream_event(ref, item, now, wall)
+                if not await perform(actions):
+                    break
+        finally:
+            for task in tasks.values():
+                task.cancel()
+            writer.transport.abort()
+
+
+def _log(action: Served) -> None:
+    r = action.record
+    log.info("%s %s %s %.1fms%s", r.method, r.path, r.status, r.duration * 1000,
+             " client_closed" if r.client_closed else "")
+
+
+async def _write(writer: asyncio.StreamWriter, data: bytes) -> bool:
+    if not data:
+        return True
+    try:
+        async with asyncio.timeout(WRITE_STALL_TIMEOUT):  # not wait_for: on 3.11 it can
+            writer.write(data)                             # swallow a cancellation
+            await writer.drain()
+        return True
+    except OSError:  # TimeoutError (a stalled client) is one
+        return False
+
+
+async def listen(handler: Handler, host: str, port: int,
+                 tasks: set[asyncio.Task]) -> asyncio.Server:
+    """``asyncio.start_server``, keeping every running handler task in ``tasks`` so that
+    shutdown can cancel and await them (none may outlive the loop)."""
+
+    async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        tasks.add(task)
+        try:
+            await handler(reader, writer)
+        except asyncio.CancelledError:  # by cancel_all: asyncio logs cancelled handler tasks
+            pass
+        finally:
+            tasks.discard(task)
+
+    return await asyncio.start_server(tracked, host, port)
+
+
+async def cancel_all(tasks: set[asyncio.Task]) -> None:
+    """Cancel ``tasks`` and wait until every one has finished."""
+    for task in list(tasks):
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def serve(get_gateway: Callable[[], Gateway], host: str, port: int, *,
+                limits: ServerLimits | None = None, pool: UpstreamPool | None = None,
+                stop: asyncio.Event | None = None, grace: float = DRAIN_GRACE,
+                ready: Callable[[int], None] | None = None) -> None:
+    """Listen on ``host:port`` until ``stop`` is set (or forever), then drain: accept no
+    more, let requests in flight finish for up to ``grace`` seconds, then cut the rest."""
+    limits = limits or ServerLimits()
+    pool = pool or UpstreamPool()
+    connections: set[asyncio.Task] = set()
+    draining = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await handle_connection(reader, writer, get_gateway, pool, limits, draining)
+
+    server = await listen(handler, host, port, connections)
+    bound = server.sockets[0].getsockname()[1]
+    try:
+        if ready is not None:
+            ready(bound)
+        await (stop if stop is not None else asyncio.Event()).wait()
+        server.close()
+        draining.set()
+        if connections:
+            await asyncio.wait(set(connections), timeout=grace)
+    finally:
+        server.close()
+        await cancel_all(connections)

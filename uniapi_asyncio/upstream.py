@@ -1,0 +1,224 @@
+"""Upstream connections on asyncio: connect (TCP, TLS with system roots and SNI), pool per origin,
+and run one attempt, reporting what happens as relay events. It decides nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+
+from uniapi_core.http import ClientConnection, ResponseData, ResponseEnd, ResponseHead, parse_url
+from uniapi_core.http.client import UpstreamProtocolError
+from uniapi_core.relay import UpstreamData, UpstreamEnded, UpstreamFailed, UpstreamHead
+from uniapi_core.session import Fetch, FetchResult
+from uniapi_core.ssrf import pick_address
+from uniapi_core.vendors.base import UpstreamRequest
+
+__all__ = ["UpstreamPool", "CONNECT_TIMEOUT"]
+
+CONNECT_TIMEOUT = 5.0
+IDLE_KEEPALIVE = 60.0
+MAX_IDLE_PER_ORIGIN = 32
+READ_SIZE = 65536
+
+Origin = tuple[str, str, int]
+Post = Callable[[object], Awaitable[None]]
+
+
+class _TooBig(Exception):
+    """An image went past its size cap."""
+
+
+class _Conn:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 origin: Origin) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.origin = origin
+        self.h11 = ClientConnection()
+        self.idle_since = 0.0
+
+
+class UpstreamPool:
+    """Keep-alive connections per origin; TLS verified against the system roots."""
+
+    def __init__(self) -> None:
+        self._idle: dict[Origin, list[_Conn]] = {}
+        self._ssl = ssl.create_default_context()
+        self._ssl.set_alpn_protocols(["http/1.1"])
+
+    async def _connect(self, origin: Origin) -> _Conn:
+        scheme, host, port = origin
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            if scheme == "https":
+                reader, writer = await asyncio.open_connection(
+                    host, port, ssl=self._ssl, server_hostname=host)
+            else:
+                reader, writer = await asyncio.open_connection(host, port)
+        return _Conn(reader, writer, origin)
+
+    def _take_idle(self, origin: Origin) -> _Conn | None:
+        conns = self._idle.get(origin)
+        now = asyncio.get_running_loop().time()
+        while conns:
+            conn = conns.pop()
+            if now - conn.idle_since < IDLE_KEEPALIVE:
+                return conn
+            conn.writer.transport.abort()
+        return None
+
+    def _release(self, conn: _Conn) -> None:
+        conns = self._idle.setdefault(conn.origin, [])
+        if conn.h11.reusable and len(conns) < MAX_IDLE_PER_ORIGIN:
+            conn.h11.start_next_cycle()
+            conn.idle_since = asyncio.get_running_loop().time()
+            conns.append(conn)
+        else:
+            conn.writer.transport.abort()
+
+    async def aclose(self) -> None:
+        for conns in self._idle.values():
+            for conn in conns:
+                conn.writer.transport.abort()
+        self._idle.clear()
+        await asyncio.sleep(0)  # let the transports finish closing
+
+    async def fetch(self, request: UpstreamRequest, timeout: float) -> tuple[int, bytes]:
+        """One whole request (model discovery, CONFIG_URL): status and body."""
+        parts: list[bytes] = []
+        status = 0
+
+        async def post(ev: object) -> None:
+            nonlocal status
+            if isinstance(ev, UpstreamHead):
+                status = ev.status
+            elif isinstance(ev, UpstreamData):
+                parts.append(ev.data)
+            elif isinstance(ev, UpstreamFailed):
+                raise OSError(ev.message)
+
+        async with asyncio.timeout(timeout):
+            await self.run(request, None, post)
+        return status, b"".join(parts)
+
+    async def fetch_image(self, action: Fetch) -> FetchResult:
+        """GET a remote image for the core: resolve, connect only to the address the core's
+        policy allows (pinned; the name stays in SNI and Host), read at most ``max_bytes``."""
+        url = action.url
+        parts: list[bytes] = []
+        head: list[UpstreamHead] = []
+        size = 0
+
+        async def post(ev: object) -> None:
+            nonlocal size
+            if isinstance(ev, UpstreamHead):
+                head.append(ev)
+            elif isinstance(ev, UpstreamData):
+                size += len(ev.data)
+                parts.append(ev.data)
+                if size > action.max_bytes:
+                    raise _TooBig()
+            elif isinstance(ev, UpstreamFailed):
+                raise OSError(ev.message)
+
+        try:
+            async with asyncio.timeout(action.timeout):
+                infos = await asyncio.get_running_loop().getaddrinfo(
+                    url.host, url.port, type=socket.SOCK_STREAM)
+                address = pick_address([i[4][0] for i in infos],
+                                       allow_private=action.allow_private)
+                if address is None:
+                    return FetchResult(error="the address is not allowed (private or local)")
+                if url.scheme == "https":
+                    reader, writer = await asyncio.open_connection(
+                        address, url.port, ssl=self._ssl, server_hostname=url.host)
+                else:
+                    reader, writer = await asyncio.open_connection(address, url.port)
+                conn = _Conn(reader, writer, url.origin)
+                try:
+                    await self._exchange(conn, "GET", url.target, (
+                        ("host", url.host_header), ("accept", "image/*")), b"", post,
+                        retry_stale=False)
+                finally:
+                    writer.transport.abort()
+        except _TooBig:
+            return FetchResult(head[0].status, head[0].headers, b"".join(parts),
+                               truncated=True)
+        except TimeoutError:  # before OSError: TimeoutError is one
+            return FetchResult(error=f"no answer within {action.timeout:g} s")
+        except (OSError, ssl.SSLError) as exc:
+            return FetchResult(error=f"cannot fetch: {exc}")
+        if not head:
+            return FetchResult(error="no answer")
+        return FetchResult(head[0].status, head[0].headers, b"".join(parts))
+
+    async def run(self, req: UpstreamRequest, proxy: str | None, post: Post) -> None:
+        """Perform one exchange, posting UpstreamHead/Data/Ended/Failed events (attempt 0:
+        the session knows whose exchange it is)."""
+        if proxy:
+            await post(UpstreamFailed(0, "connect", "outbound proxies are not supported yet"))
+            return
+        try:
+            url = parse_url(req.url)
+        except ValueError as exc:
+            await post(UpstreamFailed(0, "connect", f"bad upstream URL: {exc}"))
+            return
+        headers = (("host", url.host_header),) + tuple(
+            h for h in req.headers if h[0].lower() != "host")
+        conn = self._take_idle(url.origin)
+        while True:
+            fresh = conn is None
+            if conn is None:
+                try:
+                    conn = await self._connect(url.origin)
+                except TimeoutError:  # before OSError: TimeoutError is one
+                    await post(UpstreamFailed(0, "connect", f"connecting to {url.host} timed out"))
+                    return
+                except (OSError, ssl.SSLError) as exc:
+                    await post(UpstreamFailed(0, "connect", f"cannot connect to {url.host}: {exc}"))
+                    return
+            result: bool | None = False
+            try:
+                result = await self._exchange(conn, req.method, url.target, headers, req.body,
+                                              post, retry_stale=not fresh)
+            finally:  # also on cancellation: an abandoned exchange never returns to the pool
+                if result is True:
+                    self._release(conn)
+                else:
+                    conn.writer.transport.abort()
+            if result is not None:
+                return
+            conn = None  # a stale pooled connection: try once more on a fresh one
+
+    async def _exchange(self, conn: _Conn, method: str, target: str,
+                        headers: tuple[tuple[str, str], ...], body: bytes, post: Post, *,
+                        retry_stale: bool) -> bool | None:
+        """True: response complete (reusable); False: failed and reported; None: a stale
+        pooled connection failed before any byte came back — try a fresh one."""
+        got_any = False
+        try:
+            conn.writer.write(conn.h11.send_request(method, target, headers, body))
+            await conn.writer.drain()
+            while True:
+                data = await conn.reader.read(READ_SIZE)
+                if not data and retry_stale and not got_any:
+                    return None
+                got_any = True
+                for ev in conn.h11.receive_data(data):
+                    if isinstance(ev, ResponseHead):
+                        await post(UpstreamHead(0, ev.status, ev.headers))
+                    elif isinstance(ev, ResponseData):
+                        await post(UpstreamData(0, ev.data))
+                    elif isinstance(ev, ResponseEnd):
+                        await post(UpstreamEnded(0))
+                        return True
+        except UpstreamProtocolError as exc:
+            await post(UpstreamFailed(0, exc.kind, str(exc)))
+        except ValueError as exc:  # a request the HTTP layer refuses to send
+            await post(UpstreamFailed(0, "protocol", f"cannot send the request: {exc}"))
+        except (OSError, ssl.SSLError) as exc:
+            if retry_stale and not got_any:
+                return None
+            await post(UpstreamFailed(0, "reset", f"connection lost: {exc}"))
+        return False
