@@ -8,6 +8,7 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable
 
+from uniapi_core.errors import describe_os_error
 from uniapi_core.http import ClientConnection, ResponseData, ResponseEnd, ResponseHead, parse_url
 from uniapi_core.http.client import UpstreamProtocolError
 from uniapi_core.relay import UpstreamData, UpstreamEnded, UpstreamFailed, UpstreamHead
@@ -148,7 +149,7 @@ class UpstreamPool:
         except TimeoutError:  # before OSError: TimeoutError is one
             return FetchResult(error=f"no answer within {action.timeout:g} s")
         except (OSError, ssl.SSLError) as exc:
-            return FetchResult(error=f"cannot fetch: {exc}")
+            return FetchResult(error=f"cannot fetch: {describe_os_error(exc)}")
         if not head:
             return FetchResult(error="no answer")
         return FetchResult(head[0].status, head[0].headers, b"".join(parts))
@@ -176,7 +177,8 @@ class UpstreamPool:
                     await post(UpstreamFailed(0, "connect", f"connecting to {url.host} timed out"))
                     return
                 except (OSError, ssl.SSLError) as exc:
-                    await post(UpstreamFailed(0, "connect", f"cannot connect to {url.host}: {exc}"))
+                    await post(UpstreamFailed(0, "connect", f"cannot connect to {url.host}: "
+                                                            f"{describe_os_error(exc)}"))
                     return
             result: bool | None = False
             try:
@@ -220,5 +222,5 @@ class UpstreamPool:
         except (OSError, ssl.SSLError) as exc:
             if retry_stale and not got_any:
                 return None
-            await post(UpstreamFailed(0, "reset", f"connection lost: {exc}"))
+            await post(UpstreamFailed(0, "reset", f"connection lost: {describe_os_error(exc)}"))
         return False

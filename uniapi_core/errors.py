@@ -9,6 +9,7 @@ may let escape (vendor-protocols DEC-2).
 
 from __future__ import annotations
 
+import errno
 import json
 from typing import Any
 
@@ -21,6 +22,7 @@ __all__ = [
     "ConfigError",
     "error_body",
     "to_openai_error",
+    "describe_os_error",
 ]
 
 
@@ -129,3 +131,33 @@ def to_openai_error(exc: UniapiError) -> bytes:
     return json.dumps(
         error_body(exc.message, exc.type, exc.code), ensure_ascii=False, separators=(",", ":")
     ).encode()
+
+
+_ERRNO_TEXT = {errno.ECONNREFUSED: "connection refused", errno.ECONNRESET: "connection reset",
+               errno.ETIMEDOUT: "timed out", errno.EHOSTUNREACH: "host unreachable",
+               errno.ENETUNREACH: "network unreachable", errno.EPIPE: "broken pipe",
+               errno.ECONNABORTED: "connection aborted",
+               errno.EADDRINUSE: "address already in use", errno.EACCES: "permission denied"}
+
+
+def describe_os_error(exc: BaseException) -> str:
+    """A short, runtime-independent text for a network failure, so both transports report
+    the same thing: the errno's meaning when one is found on the exception, its causes or its
+    group members, else the exception's type."""
+    seen: set[int] = set()
+    stack = [exc]
+    while stack:
+        e = stack.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        code = getattr(e, "errno", None)
+        if isinstance(code, int) and code < 0:  # getaddrinfo's EAI_* codes
+            return "name not resolved"
+        if isinstance(code, int) and code:
+            return _ERRNO_TEXT.get(code, errno.errorcode.get(code, f"errno {code}").lower())
+        stack += [x for x in (e.__cause__, e.__context__) if x is not None]
+        stack += list(getattr(e, "exceptions", ()))
+    if "gaierror" in type(exc).__name__ or "Name or service" in str(exc):
+        return "name not resolved"
+    return type(exc).__name__

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 from uniapi_core.config import ConfigError, Loaded, load_config
 from uniapi_core.demo import demo_config
+from uniapi_core.errors import describe_os_error
 from uniapi_core.gateway import Gateway, Settings
 from uniapi_core.summary import render_summary
 
@@ -114,6 +115,12 @@ def _run(backend: str, make_config: Callable[[str | None], Loaded], host: str, p
         pass
     except OSError as exc:
         raise SystemExit(f"uniapi: cannot listen on {host}:{port}: {exc}") from None
+    except BaseExceptionGroup as group:  # trio wraps a failed bind in a group
+        bind = group.subgroup(OSError)
+        if bind is None:
+            raise
+        raise SystemExit(f"uniapi: cannot listen on {host}:{port}: "
+                         f"{describe_os_error(bind)}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> None:

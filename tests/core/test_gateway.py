@@ -124,3 +124,20 @@ def test_same_entropy_same_ids():
     a = call(Gateway(CONFIG, entropy=random.Random(3)), "GET", "/healthz", key=None)
     b = call(Gateway(CONFIG, entropy=random.Random(3)), "GET", "/healthz", key=None)
     assert a.headers == b.headers
+
+
+def test_network_errors_read_the_same_on_every_runtime():
+    import errno as e
+    import socket
+
+    from uniapi_core.errors import describe_os_error
+
+    refused = ConnectionRefusedError(e.ECONNREFUSED, "Connect call failed ('127.0.0.1', 9)")
+    wrapped = OSError("all attempts to connect to 127.0.0.1:9 failed")
+    wrapped.__cause__ = refused
+    assert describe_os_error(refused) == describe_os_error(wrapped) == "connection refused"
+    assert describe_os_error(socket.gaierror(-2, "Name or service not known")) == \
+        "name not resolved"
+    assert describe_os_error(ExceptionGroup("g", [OSError(e.EADDRINUSE, "x")])) == \
+        "address already in use"
+    assert describe_os_error(TimeoutError()) == "TimeoutError"
