@@ -53,10 +53,10 @@ class RunningGateway:
 
 @contextmanager
 def run_gateway(config_text: str, *, backend: str = "trio", env_timeout: float | None = None,
-                limits: ServerLimits | None = None, discover: bool = True
-                ) -> Iterator[RunningGateway]:
+                limits: ServerLimits | None = None, discover: bool = True,
+                **settings: object) -> Iterator[RunningGateway]:
     loaded = load_config(config_text, "test.yaml")
-    gateway = Gateway(loaded.config, settings=Settings(env_timeout=env_timeout),
+    gateway = Gateway(loaded.config, settings=Settings(env_timeout=env_timeout, **settings),
                       entropy=random.Random(1))
     if backend not in BACKENDS:
         raise NotImplementedError(backend)

@@ -89,16 +89,23 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _listen_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-private-image-urls", action="store_true",
+                   help="fetch remote image URLs that resolve to private/loopback addresses or "
+                        "use non-default ports (off: SSRF protection)")
+    p.add_argument("--allow-http-image-urls", action="store_true",
+                   help="fetch plain-http image URLs too (off: https only)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--backend", choices=("trio", "asyncio"), default="trio")
 
 
 def _run(backend: str, make_config: Callable[[str | None], Loaded], host: str, port: int, *,
-         demo: bool = False) -> None:
+         demo: bool = False, args: argparse.Namespace | None = None) -> None:
     """Start ``backend``; ``make_config(demo_upstream_url)`` gives the config to serve."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    settings = Settings(env_timeout=_env_timeout())
+    settings = Settings(env_timeout=_env_timeout(),
+                        fetch_allow_private=bool(getattr(args, "allow_private_image_urls", False)),
+                        fetch_allow_http=bool(getattr(args, "allow_http_image_urls", False)))
 
     def make_gateway(demo_url: str | None) -> Gateway:
         return Gateway(make_config(demo_url).config, settings=settings,
@@ -138,11 +145,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     if args.command == "demo":
         _run(args.backend, lambda url: load_or_exit(demo_config(url or ""), "demo api.yaml"),
-             args.host, args.port, demo=True)
+             args.host, args.port, demo=True, args=args)
         return
     text, source = read_config_source(args.config)
     loaded = load_or_exit(text, source)
-    _run(args.backend, lambda url: loaded, args.host, args.port)
+    _run(args.backend, lambda url: loaded, args.host, args.port, args=args)
 
 
 def module_main(argv: Sequence[str] | None = None) -> None:

@@ -254,3 +254,32 @@ api_keys:
     assert sent.headers["authorization"].startswith(
         "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
     assert sent.json()["anthropic_version"] == "bedrock-2023-05-31"
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(64))
+
+
+def test_remote_image_is_fetched_and_inlined_for_anthropic(backend, up):
+    images = FakeUpstream()
+    images.handler = lambda seen: (
+        Reply(status=302, headers=[("location", "/real.png")], pieces=[], chunked=False)
+        if seen.path == "/cat.png" else
+        Reply(headers=[("content-type", "image/png")], pieces=[PNG], chunked=False))
+    up.replies.append(fixture_reply("anthropic/message_tool_use.json", stream=False))
+    messages = [{"role": "user", "content": [
+        {"type": "text", "text": "what is it?"},
+        {"type": "image_url", "image_url": {"url": f"{images.url}/cat.png"}}]}]
+    try:
+        with run_gateway(config(up, "anthropic"), backend=backend, fetch_allow_http=True,
+                         fetch_allow_private=True) as gw:
+            gw.openai(KEY).chat.completions.create(model="m", messages=messages)
+        with run_gateway(config(up, "anthropic"), backend=backend) as gw:  # default policy
+            with pytest.raises(openai.BadRequestError) as exc:
+                gw.openai(KEY).chat.completions.create(model="m", messages=messages)
+            assert exc.value.body["code"] == "image_fetch_failed"
+    finally:
+        images.close()
+    assert [s.path for s in images.seen] == ["/cat.png", "/real.png"]
+    block = up.seen[0].json()["messages"][0]["content"][1]
+    assert block["source"]["media_type"] == "image/png"
+    assert len(up.seen) == 1  # the refused request never reached the upstream
