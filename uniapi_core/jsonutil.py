@@ -15,7 +15,8 @@ from typing import Any
 
 from .errors import ClientError
 
-__all__ = ["MAX_DEPTH", "parse_request_json", "loads_upstream", "dumps", "nesting_depth"]
+__all__ = ["MAX_DEPTH", "parse_request_json", "loads_strict", "loads_upstream", "dumps",
+           "nesting_depth"]
 
 MAX_DEPTH = 64
 
@@ -76,6 +77,19 @@ def parse_request_json(body: bytes) -> Any:
         raise ClientError("JSON nested too deeply", code="invalid_json") from None
     except ValueError as exc:  # JSONDecodeError, NaN, int too long to convert
         raise ClientError(f"request body is not valid JSON: {exc}", code="invalid_json") from None
+
+
+def loads_strict(text: bytes | str) -> Any:
+    """JSON that can be written back out: no NaN/Infinity, no overflowing floats, nesting at
+    most ``MAX_DEPTH``; any problem is a ``ValueError``. The one parser the vendor
+    translators use for untrusted JSON (upstream bodies and events, tool arguments)."""
+    raw = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
+    if nesting_depth(raw) > MAX_DEPTH:
+        raise ValueError("JSON nested too deeply")
+    try:
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def loads_upstream(body: bytes | str) -> Any:

@@ -40,13 +40,12 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 import re
 from typing import Any
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from ..errors import ClientError, DecodeError, UpstreamError
-from ..jsonutil import dumps
+from ..jsonutil import dumps, loads_strict
 from ..streams import SSEEvent
 from .base import (
     SSEVendorDecoder,ChatContext, ImagesNeeded, StreamDone, StreamFailed, StreamItem,
@@ -139,10 +138,6 @@ def _num(req: dict[str, Any], key: str) -> float | None:
     return v
 
 
-def _strict_loads(data: str | bytes) -> Any:
-    def reject(name: str) -> Any:
-        raise ValueError(f"{name} is not JSON")
-    return json.loads(data, parse_constant=reject)
 
 
 def messages_url(base_url: str | None) -> str:
@@ -309,7 +304,7 @@ class _Builder:
         _check_name(name, where)
         if isinstance(args, str):
             try:
-                args = _strict_loads(args) if args.strip() else {}
+                args = loads_strict(args) if args.strip() else {}
             except (ValueError, RecursionError):
                 raise _fail(f"{where}: tool call arguments are not valid JSON") from None
         if args is None:
@@ -606,7 +601,7 @@ class AnthropicExchange:
     def parse_body(self, status: int, headers: tuple[tuple[str, str], ...], body: bytes) -> bytes:
         """A Messages response → ``chat.completion`` bytes (ANT-N1, ANT-N2)."""
         try:
-            obj = _strict_loads(body)
+            obj = loads_strict(body)
         except (ValueError, RecursionError):
             raise UpstreamError("upstream answered with a body that is not JSON", kind="decode",
                                 upstream_status=status) from None
@@ -649,7 +644,7 @@ class AnthropicExchange:
                     body: bytes) -> UpstreamError:
         """Anthropic error JSON → ``UpstreamError`` (§0.2, §3.8); other shapes via the base."""
         try:
-            obj = _strict_loads(body[:65536])
+            obj = loads_strict(body[:65536])
         except (ValueError, RecursionError):
             obj = None
         err = _dict(_dict(obj).get("error"))
@@ -691,7 +686,7 @@ class AnthropicStreamDecoder(SSEVendorDecoder):
         if not ev.data or ev.data == "[DONE]":
             return []
         try:
-            obj = _strict_loads(ev.data)
+            obj = loads_strict(ev.data)
         except (ValueError, RecursionError):
             raise DecodeError("invalid_json", "an Anthropic event is not JSON") from None
         if not isinstance(obj, dict):

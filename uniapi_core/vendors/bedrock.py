@@ -53,7 +53,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ..errors import DecodeError, GatewayError, UpstreamError
-from ..jsonutil import dumps
+from ..jsonutil import dumps, loads_strict
 from . import anthropic
 from .base import (ChatContext, StreamDone, StreamFailed, StreamItem,
                    UpstreamRequest, client_status_for, error_from_body)
@@ -212,10 +212,6 @@ def _message_of(obj: Any) -> str | None:
     return None
 
 
-def _loads(data: bytes | str) -> Any:
-    def reject(name: str) -> Any:
-        raise ValueError(f"{name} is not JSON")
-    return json.loads(data, parse_constant=reject)
 
 
 # -- exchange --------------------------------------------------------------------------------
@@ -237,7 +233,7 @@ class BedrockExchange:
     def parse_body(self, status: int, headers: tuple[tuple[str, str], ...], body: bytes) -> bytes:
         """An InvokeModel answer (an Anthropic message) → ``chat.completion`` bytes."""
         try:
-            obj = _loads(body)
+            obj = loads_strict(body)
         except (ValueError, RecursionError):
             obj = None
         if isinstance(obj, dict) and "content" not in obj and (
@@ -261,7 +257,7 @@ class BedrockExchange:
                     body: bytes) -> UpstreamError:
         """Bedrock error JSON (``{"message"}`` + ``x-amzn-errortype``) → ``UpstreamError``."""
         try:
-            obj = _loads(body[:65536])
+            obj = loads_strict(body[:65536])
         except (ValueError, RecursionError):
             obj = None
         message = _message_of(obj)
@@ -353,7 +349,7 @@ class BedrockStreamDecoder:
         if kind == "exception":
             cls = _text(msg.headers.get(":exception-type")) or "exception"
             try:
-                obj = _loads(msg.payload)
+                obj = loads_strict(msg.payload)
             except (ValueError, RecursionError, UnicodeDecodeError):
                 obj = None
             message = _message_of(obj) or msg.payload[:1024].decode("utf-8", "replace") \
@@ -372,7 +368,7 @@ class BedrockStreamDecoder:
 
     def _chunk(self, payload: bytes) -> list[StreamItem]:
         try:
-            wrapper = _loads(payload.decode("utf-8"))
+            wrapper = loads_strict(payload.decode("utf-8"))
         except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
             raise DecodeError("invalid_json", "a Bedrock chunk payload is not JSON") from None
         encoded = wrapper.get("bytes") if isinstance(wrapper, dict) else None
@@ -380,7 +376,7 @@ class BedrockStreamDecoder:
             raise DecodeError("invalid_chunk", "a Bedrock chunk has no base64 'bytes'")
         try:
             raw = base64.b64decode(encoded, validate=True)
-            event = _loads(raw.decode("utf-8"))
+            event = loads_strict(raw.decode("utf-8"))
         except (binascii.Error, ValueError, RecursionError):
             raise DecodeError("invalid_chunk", "a Bedrock chunk does not hold an Anthropic "
                                                "event as base64 JSON") from None

@@ -46,13 +46,12 @@ before it is a ``truncated`` failure (DEC-5).
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import ClientError, DecodeError, GatewayError, UpstreamError
-from ..jsonutil import MAX_DEPTH, dumps, nesting_depth
+from ..jsonutil import dumps, loads_strict
 from ..streams import SSEEvent
 from . import openai
 from .base import (
@@ -124,26 +123,10 @@ def _count(v: Any) -> int:
     return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
 
 
-def _reject(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
 
 
-def _finite(text: str) -> float:
-    value = float(text)
-    if value in (float("inf"), float("-inf")):
-        raise ValueError("number out of range")
-    return value
 
 
-def _loads(text: str | bytes) -> Any:
-    """Strict JSON (no NaN/Infinity/overflow, bounded depth); any problem is ``ValueError``."""
-    raw = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
-    if nesting_depth(raw) > MAX_DEPTH:
-        raise ValueError("JSON nested too deeply")
-    try:
-        return json.loads(text, parse_constant=_reject, parse_float=_finite)
-    except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
 
 
 def _json_text(value: Any) -> str:
@@ -368,7 +351,7 @@ class CloudflareExchange:
     def parse_body(self, status: int, headers: tuple[tuple[str, str], ...], body: bytes) -> bytes:
         """The ai/run envelope -> ``chat.completion`` bytes (§8.2); errors raise (ERR-4)."""
         try:
-            obj = _loads(body)
+            obj = loads_strict(body)
         except ValueError:
             raise UpstreamError("cloudflare answered with a body that is not JSON",
                                 kind="decode", upstream_status=status) from None
@@ -410,7 +393,7 @@ class CloudflareExchange:
                     body: bytes) -> UpstreamError:
         """A Cloudflare error envelope -> ``UpstreamError`` (§8.3); other shapes via the base."""
         try:
-            obj = _loads(body[:65536]) if body else None
+            obj = loads_strict(body[:65536]) if body else None
         except ValueError:
             obj = None
         return _cf_error(status, headers, body, obj)
@@ -462,7 +445,7 @@ class CloudflareStreamDecoder(SSEVendorDecoder):
         if not data.strip():
             return []
         try:
-            obj = _loads(data)
+            obj = loads_strict(data)
         except ValueError:
             raise DecodeError("invalid_json", "a cloudflare event is not JSON") from None
         if not isinstance(obj, dict):

@@ -46,13 +46,12 @@ is terminal (DEC-4): a finish chunk + ``StreamDone``, or ``StreamFailed`` for ``
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import ClientError, DecodeError, UpstreamError
-from ..jsonutil import MAX_DEPTH, dumps, nesting_depth
+from ..jsonutil import dumps, loads_strict
 from ..streams import SSEEvent
 from .base import (
     SSEVendorDecoder,ChatContext, StreamDone, StreamFailed, StreamItem, UpstreamRequest,
@@ -130,26 +129,10 @@ def _count(v: Any) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
 
 
-def _reject(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
 
 
-def _finite(text: str) -> float:
-    value = float(text)
-    if value in (float("inf"), float("-inf")):
-        raise ValueError("number out of range")
-    return value
 
 
-def _loads(text: str | bytes) -> Any:
-    """Strict JSON (no NaN/Infinity/overflow, bounded depth); any problem is ``ValueError``."""
-    raw = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
-    if nesting_depth(raw) > MAX_DEPTH:
-        raise ValueError("JSON nested too deeply")
-    try:
-        return json.loads(text, parse_constant=_reject, parse_float=_finite)
-    except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
 
 
 # -- request -----------------------------------------------------------------------------------
@@ -246,7 +229,7 @@ def _arguments(raw: Any, where: str) -> str:
     if not isinstance(raw, str):
         raise _bad(f"{where}.function.arguments must be a JSON object text")
     try:
-        value = _loads(raw)
+        value = loads_strict(raw)
     except ValueError:
         value = None
     if not isinstance(value, dict):
@@ -493,7 +476,7 @@ class CohereExchange:
     def parse_body(self, status: int, headers: tuple[tuple[str, str], ...], body: bytes) -> bytes:
         """A v2 chat response -> ``chat.completion`` bytes (§7.2); error bodies raise (ERR-4)."""
         try:
-            obj = _loads(body)
+            obj = loads_strict(body)
         except ValueError:
             raise UpstreamError("cohere answered with a body that is not JSON", kind="decode",
                                 upstream_status=status) from None
@@ -540,7 +523,7 @@ class CohereExchange:
                     body: bytes) -> UpstreamError:
         """Cohere ``{"id", "message"}`` -> ``UpstreamError`` (§7.4); other shapes via the base."""
         try:
-            obj = _loads(body[:65536]) if body else None
+            obj = loads_strict(body[:65536]) if body else None
         except ValueError:
             obj = None
         if isinstance(obj, dict) and isinstance(obj.get("message"), str) and obj["message"]:
@@ -585,7 +568,7 @@ class CohereStreamDecoder(SSEVendorDecoder):
         if not ev.data.strip() or ev.data == "[DONE]":
             return []  # [DONE] is tolerated, never required (§7.3)
         try:
-            obj = _loads(ev.data)
+            obj = loads_strict(ev.data)
         except ValueError:
             raise DecodeError("invalid_json", "a cohere event is not JSON") from None
         if not isinstance(obj, dict):

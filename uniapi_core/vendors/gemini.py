@@ -54,7 +54,7 @@ from typing import Any
 from urllib.parse import quote, unquote_to_bytes, urlsplit, urlunsplit
 
 from ..errors import ClientError, DecodeError, UpstreamError
-from ..jsonutil import MAX_DEPTH, dumps, nesting_depth
+from ..jsonutil import MAX_DEPTH, dumps, loads_strict
 from ..streams import SSEDecoder
 from .base import (ChatContext, ImagesNeeded, StreamChunk, StreamDone, StreamFailed, StreamItem,
                    UpstreamRequest, client_status_for, error_from_body)
@@ -150,27 +150,10 @@ def _is(value: Any, types: tuple[type, ...]) -> bool:
     return isinstance(value, types) and not isinstance(value, bool)
 
 
-def _reject(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
 
 
-def _finite(text: str) -> float:
-    value = float(text)
-    if math.isinf(value):  # 1e999: json.loads accepts it, nothing can write it back
-        raise ValueError("number out of range")
-    return value
 
 
-def _loads(text: str | bytes) -> Any:
-    """JSON that can be written back: no NaN/Infinity, no overflowing floats, bounded depth;
-    any problem is a ``ValueError``."""
-    if nesting_depth(text if isinstance(text, bytes) else text.encode("utf-8", "replace")) \
-            > MAX_DEPTH:
-        raise ValueError("JSON nested too deeply")
-    try:
-        return json.loads(text, parse_constant=_reject, parse_float=_finite)
-    except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
 
 
 # -- request -----------------------------------------------------------------------------------
@@ -365,7 +348,7 @@ class _History:
         name, gid = self.calls[tid]
         text = "".join(_texts(m.get("content"), i))
         try:
-            value = _loads(text)
+            value = loads_strict(text)
             response = value if isinstance(value, dict) else {"result": value}
         except ValueError:
             response = {"result": text}
@@ -417,7 +400,7 @@ def _arguments(raw: Any, where: str) -> dict[str, Any]:
     if isinstance(raw, dict):
         return raw
     try:
-        value = _loads(raw) if isinstance(raw, str) else None
+        value = loads_strict(raw) if isinstance(raw, str) else None
     except ValueError:
         value = None
     if not isinstance(value, dict):
@@ -775,7 +758,7 @@ class GeminiExchange:
     def parse_body(self, status: int, headers: tuple[tuple[str, str], ...], body: bytes) -> bytes:
         """A 2xx ``GenerateContentResponse`` -> ``chat.completion`` bytes (GEM-N1..N3)."""
         try:
-            obj = _loads(body)
+            obj = loads_strict(body)
         except ValueError:
             raise UpstreamError("gemini answered with a body that is not JSON", kind="decode",
                                 upstream_status=status) from None
@@ -832,7 +815,7 @@ class GeminiExchange:
                     body: bytes) -> UpstreamError:
         """A Google error body (maybe list-wrapped) -> UpstreamError (§0.2, §4.5, ERR-2/3)."""
         try:
-            obj = _loads(body[:65536]) if body else None
+            obj = loads_strict(body[:65536]) if body else None
         except ValueError:
             obj = None
         return _google_error(status, headers, body, obj)
@@ -918,7 +901,7 @@ class GeminiStreamDecoder:
             if self._ended or not ev.data.strip() or ev.data == "[DONE]":
                 continue
             try:
-                obj = _loads(ev.data)
+                obj = loads_strict(ev.data)
             except ValueError:
                 obj = None
             objs = obj if isinstance(obj, list) else [obj]
