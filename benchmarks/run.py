@@ -1,0 +1,1082 @@
+"""End-to-end gateway benchmark: what does uniapi add between a client and its upstream?
+
+One command::
+
+    python benchmarks/run.py [--quick] [--json OUT.json]
+
+It installs what is missing (``nginx``, ``wrk`` from Debian's packages, when it may run
+``apt-get``), starts a mock upstream (nginx on 127.0.0.1 answering a fixed chat completion and a
+52-event SSE stream; a pure-Python upstream, labelled "python fallback upstream", when nginx is
+not available), starts the gateway on each backend (``trio``; ``asyncio`` when
+``uniapi_asyncio`` imports and serves), pinned to one core, and measures side by side, in
+interleaved rounds, the direct upstream and each gateway:
+
+* wrk (1 thread, on the other core) at c=1/16/64 for the JSON completion and c=16/64 for the
+  stream: req/s, latency percentiles, errors;
+* the gateway's CPU per request (``/proc/<pid>/stat`` utime+stime deltas) and per relayed
+  event, its RSS (``VmRSS``, ``VmHWM``);
+* the time to the first SSE event, direct vs through the gateway (sequential keep-alive
+  requests, median);
+* the translator micro-benchmarks (``bench_translators.py``).
+
+It prints a table (medians of the rounds; ratio = gateway req/s ÷ direct req/s in the same
+round), the targets of issue #6 with met/not met, and writes everything as JSON. HTTP/1.1 only:
+h2c is not implemented yet. Only 127.0.0.1 is contacted; every process started here is ended
+here, by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import http.client
+import importlib.util
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from payloads import (  # noqa: E402
+    CLIENT_KEY,
+    JSON_MODEL,
+    SSE_EVENTS,
+    SSE_MODEL,
+    api_yaml,
+    chat_request_bytes,
+    completion_bytes,
+    sse_body,
+)
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+#: (kind, connections) in the order each round runs them
+SCENARIOS = [("json", 1), ("json", 16), ("json", 64), ("sse", 16), ("sse", 64)]
+
+TARGETS_DOC = "issue #6"
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# -- tools -------------------------------------------------------------------------------------
+
+def _apt(packages: list[str], updated: list[bool]) -> bool:
+    """``apt-get install -y packages`` (``apt-get update`` once first); True on success."""
+    if shutil.which("apt-get") is None:
+        return False
+    prefix: list[str] = []
+    if os.geteuid() != 0:
+        if shutil.which("sudo") is None:
+            return False
+        prefix = ["sudo", "-n"]
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    try:
+        if not updated[0]:
+            log("apt-get update")
+            subprocess.run(prefix + ["apt-get", "update"], env=env, check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=240)
+            updated[0] = True
+        log(f"apt-get install -y {' '.join(packages)}")
+        subprocess.run(prefix + ["apt-get", "install", "-y", "--no-install-recommends",
+                                 *packages], env=env, check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=300)
+        return True
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
+        log(f"apt-get failed: {exc}")
+        return False
+
+
+def nginx_path() -> str | None:
+    return shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None)
+
+
+def ensure_tools(install: bool, want_nginx: bool) -> tuple[str | None, str | None]:
+    """(wrk path, nginx path), installing from Debian's packages what is missing."""
+    updated = [False]
+    wrk = shutil.which("wrk")
+    nginx = nginx_path() if want_nginx else None
+    if install and wrk is None:
+        _apt(["wrk"], updated)
+        wrk = shutil.which("wrk")
+    if install and want_nginx and nginx is None:
+        _apt(["nginx-light"], updated) or _apt(["nginx"], updated)  # trixie has no -light
+        nginx = nginx_path()
+    return wrk, nginx
+
+
+def version_of(cmd: list[str]) -> str:
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    text = (p.stdout + p.stderr).strip().splitlines()
+    return text[0] if text else "?"
+
+
+def source_digest() -> str:
+    """SHA-256 over the gateway's sources (path + bytes), to tie figures to a code state."""
+    h = hashlib.sha256()
+    for pkg in ("uniapi_core", "uniapi_trio", "uniapi_asyncio"):
+        for f in sorted((ROOT / pkg).rglob("*.py")):
+            h.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def machine_info() -> dict[str, Any]:
+    model = "?"
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        m = re.search(r"^Model name:\s*(.+)$", out, re.M)
+        model = m.group(1).strip() if m else model
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    mem = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem = f"{int(line.split()[1]) / 1048576:.1f} GiB"
+    return {"nproc": os.cpu_count(), "cpus_allowed": sorted(os.sched_getaffinity(0)),
+            "cpu_model": model, "memory": mem, "kernel": platform.release(),
+            "python": sys.version.split()[0], "implementation": platform.python_implementation()}
+
+
+# -- processes ---------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pinned(core: int | None, cmd: list[str]) -> list[str]:
+    return cmd if core is None else ["taskset", "-c", str(core), *cmd]
+
+
+class Proc:
+    """A child process we started; ``stop`` ends it (and only it) by PID."""
+
+    def __init__(self, name: str, cmd: list[str], log_path: Path, **kw: Any) -> None:
+        self.name = name
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.popen = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, **kw)
+        self.pid = self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def tail(self, n: int = 15) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        return ""
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        for s, wait in ((sig, 5.0), (signal.SIGINT, 3.0), (signal.SIGKILL, 5.0)):
+            if not self.alive():
+                break
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, s)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(wait)
+        self._log.close()
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """utime + stime of every thread of ``pid``, in seconds."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of stat(5)
+
+
+def core_times(core: int | None) -> tuple[float, float]:
+    """(busy, steal) seconds of one CPU since boot, from /proc/stat (idle and iowait are not
+    busy). Busy minus the gateway's own CPU is what else ran on the gateway's core."""
+    if core is None:
+        return 0.0, 0.0
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{core} "):
+            v = [int(x) for x in line.split()[1:]]
+            user, nice, system, idle, iowait, irq, softirq, steal = (v + [0] * 8)[:8]
+            return (user + nice + system + irq + softirq + steal) / CLK_TCK, steal / CLK_TCK
+    return 0.0, 0.0
+
+
+def machine_busy(interval: float = 0.3) -> float:
+    """Busy cores (0..nproc) over ``interval``, from /proc/stat's total line."""
+    def sample() -> tuple[int, int]:
+        v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = v[3] + (v[4] if len(v) > 4 else 0)
+        return sum(v[:8]), idle
+    t0, i0 = sample()
+    time.sleep(interval)
+    t1, i1 = sample()
+    cores = os.cpu_count() or 1
+    return (1 - (i1 - i0) / max(t1 - t0, 1)) * cores
+
+
+class QuietWait:
+    """Before each measurement, wait (bounded) for other processes to leave the machine:
+    figures taken while someone else's job runs measure that job too."""
+
+    def __init__(self, threshold: float, per_run: float, budget: float) -> None:
+        self.threshold, self.per_run, self.budget = threshold, per_run, budget
+        self.waited = 0.0
+
+    def __call__(self) -> tuple[float, float]:
+        """(seconds waited, busy cores when the run starts); the first 0.3 s sample is not
+        counted as waiting."""
+        busy = machine_busy()
+        start = time.monotonic()
+        for _ in range(int(self.per_run / 0.5) + 1):
+            if busy <= self.threshold or self.waited + time.monotonic() - start >= self.budget:
+                break
+            if time.monotonic() - start >= self.per_run:
+                break
+            time.sleep(0.2)
+            busy = machine_busy()
+        waited = time.monotonic() - start
+        self.waited += waited
+        return waited, busy
+
+
+def proc_memory(pid: int) -> tuple[float, float]:
+    """(VmRSS, VmHWM) in MB."""
+    rss = hwm = 0.0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) / 1024
+        elif line.startswith("VmHWM:"):
+            hwm = int(line.split()[1]) / 1024
+    return rss, hwm
+
+
+# -- the mock upstream -------------------------------------------------------------------------
+
+def nginx_conf(tmp: Path, port: int) -> str:
+    """Two static files under ``tmp/www``; POST to a static file is a 405 in nginx, turned
+    into a 200 with the file by ``error_page 405 =200 $uri`` (``return 200 '…'`` cannot hold
+    the 13 KB stream: nginx's config tokens stop at 4 KB)."""
+    www = tmp / "www"
+    for path, body in (("v1/chat/completions", completion_bytes(JSON_MODEL)),
+                       ("sse/chat/completions", sse_body(SSE_MODEL))):
+        f = www / path
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(body)
+    for d in (tmp, *[p for p in www.rglob("*")], www):  # nginx's workers may run as nobody
+        d.chmod(0o755 if d.is_dir() else 0o644)
+    return f"""\
+# generated by benchmarks/run.py
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    server_tokens off;
+    tcp_nodelay on;
+    sendfile on;
+    etag off;
+    open_file_cache max=16 inactive=600s;
+    open_file_cache_valid 600s;
+    keepalive_requests 10000000;
+    keepalive_timeout 120s;
+    client_body_buffer_size 64k;
+    client_body_temp_path {tmp}/client_body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        root {www};
+        location = /v1/chat/completions {{
+            default_type application/json;
+            error_page 405 =200 $uri;
+        }}
+        location = /sse/chat/completions {{
+            default_type text/event-stream;
+            error_page 405 =200 $uri;
+        }}
+        location = /nginx_status {{
+            stub_status;
+        }}
+    }}
+}}
+"""
+
+
+def start_upstream(kind: str, nginx: str | None, tmp: Path, port: int,
+                   core: int | None) -> tuple[Proc, str]:
+    if kind == "nginx":
+        assert nginx is not None
+        conf = tmp / "nginx.conf"
+        conf.write_text(nginx_conf(tmp, port))
+        proc = Proc("nginx", pinned(core, [nginx, "-e", str(tmp / "nginx-error.log"), "-p",
+                                           str(tmp), "-c", str(conf), "-g", "daemon off;"]),
+                    tmp / "nginx.out")
+        return proc, version_of([nginx, "-v"]).replace("nginx version: ", "")
+    proc = Proc("python fallback upstream",
+                pinned(core, [sys.executable, str(HERE / "fallback_upstream.py"), "--port",
+                              str(port)]), tmp / "fallback-upstream.log")
+    return proc, "python fallback upstream"
+
+
+def request(port: int, method: str, path: str, body: bytes | None = None,
+            headers: dict[str, str] | None = None, timeout: float = 5.0
+            ) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def wait_ready(proc: Proc, port: int, path: str, method: str = "GET", body: bytes | None = None,
+               limit: float = 20.0) -> str | None:
+    """None when ``path`` answers 200 within ``limit`` seconds, else why not."""
+    deadline = time.monotonic() + limit
+    last = "no answer"
+    for _ in range(int(limit / 0.1) + 1):
+        if not proc.alive():
+            return f"exited with {proc.popen.returncode}:\n{proc.tail()}"
+        if time.monotonic() > deadline:
+            break
+        try:
+            status, _, _ = request(port, method, path, body, timeout=1.0)
+            if status == 200:
+                return None
+            last = f"HTTP {status}"
+        except OSError as exc:
+            last = str(exc)
+        time.sleep(0.1)
+    return f"not ready after {limit:g} s ({last})"
+
+
+JSON_HEADERS = {"Content-Type": "application/json", "Authorization": f"Bearer {CLIENT_KEY}"}
+
+
+def check_answers(port: int, gateway: bool) -> str | None:
+    """Both answers are right (through the gateway: same content); None or the problem."""
+    status, headers, body = request(port, "POST", "/v1/chat/completions",
+                                    chat_request_bytes(JSON_MODEL), JSON_HEADERS)
+    if status != 200:
+        return f"JSON completion: HTTP {status}: {body[:300]!r}"
+    if gateway:
+        if json.loads(body) != json.loads(completion_bytes(JSON_MODEL)):
+            return f"JSON completion differs: {body[:300]!r}"
+    elif body != completion_bytes(JSON_MODEL):
+        return f"JSON completion differs: {body[:300]!r}"
+    path = "/v1/chat/completions" if gateway else "/sse/chat/completions"
+    status, headers, body = request(port, "POST", path, chat_request_bytes(SSE_MODEL, True),
+                                    JSON_HEADERS)
+    if status != 200 or not headers.get("content-type", "").startswith("text/event-stream"):
+        return f"stream: HTTP {status} {headers.get('content-type')}: {body[:300]!r}"
+    events = [line for line in body.split(b"\n") if line.startswith(b"data: ")]
+    if len(events) != SSE_EVENTS + 1 or events[-1] != b"data: [DONE]":
+        return f"stream: {len(events)} data lines, last {events[-1:]!r}"
+    if not gateway and body != sse_body(SSE_MODEL):
+        return "stream body differs from the payload (nginx string escaping?)"
+    return None
+
+
+# -- wrk ---------------------------------------------------------------------------------------
+
+LUA = """\
+wrk.method = "POST"
+wrk.path = "{path}"
+wrk.body = [==[{body}]==]
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {key}"
+
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('BENCHJSON {{"requests":%.0f,"duration_us":%.0f,"bytes":%.0f,' ..
+    '"connect_errors":%.0f,"read_errors":%.0f,"write_errors":%.0f,"status_errors":%.0f,' ..
+    '"timeouts":%.0f,"lat_mean_us":%.1f,"lat_max_us":%.0f,"p50_us":%.0f,"p75_us":%.0f,' ..
+    '"p90_us":%.0f,"p99_us":%.0f,"p999_us":%.0f}}\\n',
+    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status,
+    e.timeout, latency.mean, latency.max, latency:percentile(50), latency:percentile(75),
+    latency:percentile(90), latency:percentile(99), latency:percentile(99.9)))
+end
+"""
+
+
+def lua_script(tmp: Path, name: str, path: str, body: bytes) -> Path:
+    p = tmp / f"{name}.lua"
+    p.write_text(LUA.format(path=path, body=body.decode(), key=CLIENT_KEY))
+    return p
+
+
+def run_wrk(wrk: str, core: int | None, port: int, script: Path, conns: int,
+            duration: float) -> dict[str, Any]:
+    cmd = pinned(core, [wrk, "-t1", f"-c{conns}", f"-d{duration:g}s", "--timeout", "5s",
+                        "-s", str(script), f"http://127.0.0.1:{port}"])
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30)
+    m = re.search(r"^BENCHJSON (\{.*\})$", p.stdout, re.M)
+    if p.returncode != 0 or m is None:
+        raise RuntimeError(f"wrk failed ({p.returncode}): {p.stdout[-500:]} {p.stderr[-500:]}")
+    return json.loads(m.group(1))
+
+
+# -- first SSE event latency ------------------------------------------------------------------
+
+class RawClient:
+    """One keep-alive connection; ``first_event`` times a streamed request to its first
+    ``data:`` line and reads the rest of the answer."""
+
+    def __init__(self, port: int, path: str) -> None:
+        body = chat_request_bytes(SSE_MODEL, True)
+        self.request = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                        f"Content-Type: application/json\r\nAuthorization: Bearer {CLIENT_KEY}"
+                        f"\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def first_event(self) -> float:
+        t0 = time.perf_counter()
+        self.sock.sendall(self.request)
+        buf = b""
+        first = None
+        head_end = -1
+        length = None
+        chunked = False
+        for _ in range(100000):  # bounded: a 13 KB answer takes a handful of reads
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError("closed before the answer ended")
+            buf += data
+            if head_end < 0:
+                head_end = buf.find(b"\r\n\r\n")
+                if head_end >= 0:
+                    head = buf[:head_end].decode("latin-1").lower()
+                    if not head.startswith("http/1.1 200"):
+                        raise RuntimeError(head.splitlines()[0])
+                    m = re.search(r"^content-length:\s*(\d+)", head, re.M)
+                    length = int(m.group(1)) if m else None
+                    chunked = "transfer-encoding: chunked" in head
+            if head_end >= 0:
+                if first is None and buf.find(b"data:", head_end) >= 0:
+                    first = time.perf_counter() - t0
+                if length is not None and len(buf) >= head_end + 4 + length:
+                    break
+                if chunked and buf.endswith(b"\r\n0\r\n\r\n"):
+                    break
+        else:
+            raise RuntimeError("answer did not end")
+        if first is None or buf.count(b"data: ") != SSE_EVENTS + 1:
+            raise RuntimeError("stream incomplete")
+        return first
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def first_event_latency(targets: dict[str, tuple[int, str]], n: int) -> dict[str, Any]:
+    clients = {name: RawClient(port, path) for name, (port, path) in targets.items()}
+    times: dict[str, list[float]] = {name: [] for name in targets}
+    try:
+        for c in clients.values():  # warm the connections and the gateway's upstream pool
+            for _ in range(5):
+                c.first_event()
+        for _ in range(n):
+            for name, c in clients.items():  # interleaved, request by request
+                times[name].append(c.first_event())
+    finally:
+        for c in clients.values():
+            c.close()
+    out: dict[str, Any] = {}
+    for name, ts in times.items():
+        ts.sort()
+        out[name] = {"n": len(ts), "median_ms": statistics.median(ts) * 1000,
+                     "p90_ms": ts[int(len(ts) * 0.9)] * 1000, "min_ms": ts[0] * 1000}
+    direct = out["direct"]["median_ms"]
+    for name in out:
+        out[name]["delta_ms"] = out[name]["median_ms"] - direct
+    return out
+
+
+# -- live profile (py-spy) --------------------------------------------------------------------
+
+_FRAME = re.compile(r"^(?P<func>.*) \((?P<path>[^()]*?)(?::(?P<line>\d+))?\)$")
+
+
+def _frame_label(frame: str) -> tuple[str, str]:
+    """(function label, module group) of one py-spy raw frame ``func (path:line)``; lines
+    are dropped so a function's samples add up."""
+    m = _FRAME.match(frame.strip())
+    if not m:
+        return frame.strip(), "?"
+    func, path = m.group("func"), m.group("path")
+    parts = Path(path).parts  # py-spy shortens paths to what follows sys.path entries
+    group = parts[0].removesuffix(".py") if parts else "?"
+    for anchor in ("uniapi_core", "uniapi_trio", "uniapi_asyncio", "benchmarks"):
+        if anchor in parts:
+            rel = parts[parts.index(anchor):]
+            group = "/".join(rel[:2]) if anchor == "uniapi_core" and len(rel) > 2 else \
+                "/".join(rel)
+            path = "/".join(rel)
+            break
+    else:
+        if "site-packages" in parts:
+            i = parts.index("site-packages")
+            group = parts[i + 1].removesuffix(".py")
+            path = "/".join(parts[i + 1:])
+    return f"{func} ({path})", group
+
+
+def summarize_pyspy(raw: str, top: int = 15) -> dict[str, Any]:
+    own: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    groups: dict[str, int] = {}
+    total = 0
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [_frame_label(f) for f in stack.split(";") if f.strip()]
+        if not frames:
+            continue
+        leaf, group = frames[-1]
+        own[leaf] = own.get(leaf, 0) + n
+        groups[group] = groups.get(group, 0) + n
+        for label in {f for f, _ in frames}:
+            incl[label] = incl.get(label, 0) + n
+    def pct(d: dict[str, int], k: int) -> list[list[Any]]:
+        return [[name, round(c / total * 100, 1)] for name, c in
+                sorted(d.items(), key=lambda kv: -kv[1])[:k]] if total else []
+    return {"samples": total, "own_by_module": pct(groups, top), "own": pct(own, top),
+            "inclusive": pct({k: v for k, v in incl.items() if "uniapi" in k}, top)}
+
+
+def live_profile(pyspy: str, wrk: str, load_core: int | None, port: int, pid: int,
+                 script: Path, seconds: float, out: Path) -> dict[str, Any] | None:
+    """Sample the gateway with py-spy while wrk drives it at c=16."""
+    cmd = pinned(load_core, [wrk, "-t1", "-c16", f"-d{seconds + 2:g}s", "-s", str(script),
+                             f"http://127.0.0.1:{port}"])
+    load = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        p = subprocess.run(pinned(load_core, [pyspy, "record", "--pid", str(pid), "--duration",
+                                              f"{seconds:g}", "--rate", "200",
+                                              "--format", "raw", "--output", str(out)]),
+                           capture_output=True, text=True, timeout=seconds + 60)
+    finally:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            load.wait(seconds + 30)
+        if load.poll() is None:
+            load.kill()
+            load.wait(5)
+    if p.returncode != 0 or not out.exists():
+        log(f"py-spy failed: {(p.stderr or p.stdout)[-400:]}")
+        return None
+    return summarize_pyspy(out.read_text())
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+def backend_available(backend: str) -> str | None:
+    """None if the backend's package imports (in a child, so a half-written one cannot hurt
+    us), else why not."""
+    if backend not in ("trio", "asyncio"):
+        return "unknown backend (uniapi serve --backend takes trio or asyncio)"
+    module = f"uniapi_{backend}.runtime"
+    try:
+        if importlib.util.find_spec(module.split(".")[0]) is None:
+            return f"{module.split('.')[0]} is not installed"
+    except (ImportError, ValueError) as exc:
+        return str(exc)
+    p = subprocess.run([sys.executable, "-c", f"import {module}; {module}.run"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60, env=child_env())
+    if p.returncode != 0:
+        return (p.stderr.strip().splitlines() or ["import failed"])[-1]
+    return None
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH")
+                                     else "")
+    env.pop("TIMEOUT", None)
+    env.pop("CONFIG_URL", None)
+    return env
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def summarize(runs: list[dict[str, Any]], targets: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    for kind, conns in SCENARIOS:
+        for target in targets:
+            rs = [r for r in runs if r["kind"] == kind and r["conns"] == conns
+                  and r["target"] == target]
+            if not rs:
+                continue
+            row: dict[str, Any] = {"kind": kind, "conns": conns, "target": target,
+                                   "rounds": len(rs)}
+            for key in ("rps", "p50_ms", "p90_ms", "p99_ms", "ratio", "cpu_us_per_req",
+                        "cpu_us_per_event", "cpu_util", "rss_mb", "hwm_mb", "gw_core_other",
+                        "upstream_conns_per_1k"):
+                vals = [r[key] for r in rs if r.get(key) is not None]
+                row[key] = median(vals) if vals else None
+            row["errors"] = sum(r["errors"] for r in rs)
+            row["requests"] = sum(r["requests"] for r in rs)
+            rows.append(row)
+    return rows
+
+
+def upstream_accepts(port: int | None) -> int | None:
+    """Connections nginx has accepted so far (stub_status), None without nginx. During a
+    gateway run the difference is how many upstream connections the gateway opened."""
+    if port is None:
+        return None
+    try:
+        status, _, body = request(port, "GET", "/nginx_status", timeout=2.0)
+    except OSError:
+        return None
+    m = re.search(rb"\n\s*(\d+)\s+(\d+)\s+(\d+)", body)
+    return int(m.group(1)) if status == 200 and m else None
+
+
+def one_run(wrk: str, load_core: int | None, gw_core: int | None, target: str, port: int,
+            script: Path, kind: str, conns: int, duration: float, pid: int | None,
+            status_port: int | None = None) -> dict[str, Any]:
+    accepts0 = upstream_accepts(status_port) if pid else None
+    cpu0 = proc_cpu_seconds(pid) if pid else 0.0
+    busy0, steal0 = core_times(gw_core)
+    t0 = time.monotonic()
+    w = run_wrk(wrk, load_core, port, script, conns, duration)
+    elapsed = time.monotonic() - t0
+    cpu = proc_cpu_seconds(pid) - cpu0 if pid else None
+    busy1, steal1 = core_times(gw_core)
+    accepts1 = upstream_accepts(status_port) if accepts0 is not None else None
+    requests = int(w["requests"])
+    errors = int(w["connect_errors"] + w["read_errors"] + w["write_errors"] + w["status_errors"]
+                 + w["timeouts"])
+    run: dict[str, Any] = {
+        "kind": kind, "conns": conns, "target": target, "requests": requests, "errors": errors,
+        "rps": requests / (w["duration_us"] / 1e6), "p50_ms": w["p50_us"] / 1000,
+        "p75_ms": w["p75_us"] / 1000, "p90_ms": w["p90_us"] / 1000,
+        "p99_ms": w["p99_us"] / 1000, "p999_ms": w["p999_us"] / 1000,
+        "max_ms": w["lat_max_us"] / 1000, "mean_ms": w["lat_mean_us"] / 1000, "wrk": w,
+        "elapsed_s": elapsed, "gw_core_busy": (busy1 - busy0) / elapsed,
+        "gw_core_steal": (steal1 - steal0) / elapsed,
+    }
+    # what else ran on the gateway's core (other processes, unattributed softirq, steal)
+    run["gw_core_other"] = max(0.0, (busy1 - busy0 - (cpu or 0.0)) / elapsed)
+    if pid:
+        rss, hwm = proc_memory(pid)
+        ok = max(requests - errors, 1)
+        run.update(cpu_s=cpu, cpu_util=cpu / elapsed, cpu_us_per_req=cpu / ok * 1e6,
+                   rss_mb=rss, hwm_mb=hwm)
+        if kind == "sse":
+            run["cpu_us_per_event"] = cpu / ok / SSE_EVENTS * 1e6
+        if accepts0 is not None and accepts1 is not None:
+            # minus the one stub_status connection of the second reading
+            run["upstream_conns_opened"] = accepts1 - accepts0 - 1
+            run["upstream_conns_per_1k"] = run["upstream_conns_opened"] / ok * 1000
+    return run
+
+
+def check_targets(rows: list[dict[str, Any]], first: dict[str, Any] | None,
+                  translators: dict[str, Any] | None, backends: list[str]
+                  ) -> list[dict[str, Any]]:
+    def row(kind: str, conns: int, target: str) -> dict[str, Any] | None:
+        return next((r for r in rows if r["kind"] == kind and r["conns"] == conns
+                     and r["target"] == target), None)
+
+    out = []
+
+    def add(name: str, backend: str, value: float | None, goal: str, met: bool | None,
+            unit: str) -> None:
+        out.append({"target": name, "backend": backend, "value": value, "unit": unit,
+                    "goal": goal, "met": met})
+
+    for b in backends:
+        j1, j16, j64 = row("json", 1, b), row("json", 16, b), row("json", 64, b)
+        s16, s64 = row("sse", 16, b), row("sse", 64, b)
+        if j16:
+            add("JSON req/s at c=16", b, j16["rps"], ">= 2000", j16["rps"] >= 2000, "req/s")
+            add("gateway CPU per JSON request (c=16)", b, j16["cpu_us_per_req"], "<= 400",
+                j16["cpu_us_per_req"] <= 400, "µs")
+        if j64:
+            add("JSON p99 at c=64", b, j64["p99_ms"], "<= 40", j64["p99_ms"] <= 40, "ms")
+        if j1 and j64:  # "no loss of throughput from c=1 to c=64": c=64 vs the best below
+            r = j64["rps"] / max(j1["rps"], j16["rps"] if j16 else 0.0)
+            add("JSON req/s c=64 ÷ best of c=1, c=16", b, r, ">= 0.95 (noise)", r >= 0.95, "×")
+        if s16:
+            add("52-event streams/s at c=16", b, s16["rps"], ">= 500", s16["rps"] >= 500,
+                "streams/s")
+            add("gateway CPU per relayed event (c=16, whole stream ÷ 52)", b,
+                s16["cpu_us_per_event"], "<= 30", s16["cpu_us_per_event"] <= 30, "µs")
+        if first and b in first:
+            d = first[b]["delta_ms"]
+            add("first SSE event, median − direct", b, d, "<= 1", d <= 1, "ms")
+        peaks = [r["hwm_mb"] for r in (j64, s64) if r and r.get("hwm_mb") is not None]
+        if peaks:
+            add("peak RSS (VmHWM) after the c=64 runs", b, max(peaks), "<= 50",
+                max(peaks) <= 50, "MB")
+    if translators:
+        decs = translators.get("decoders", {})
+        if decs:
+            worst = min(decs, key=lambda k: decs[k]["mb_s"])
+            add(f"slowest stream decoder ({worst})", "core", decs[worst]["mb_s"], ">= 50",
+                decs[worst]["mb_s"] >= 50, "MB/s")
+        builds = translators.get("builders", {})
+        if builds:
+            worst = max(builds, key=lambda k: builds[k]["us"])
+            add(f"slowest request build, 2 KB chat ({worst})", "core", builds[worst]["us"],
+                "<= 50", builds[worst]["us"] <= 50, "µs")
+    return out
+
+
+def fmt(v: Any, spec: str = ".1f") -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float) and v != v:
+        return "—"
+    return format(v, spec)
+
+
+def render(result: dict[str, Any]) -> str:
+    lines = []
+    m = result["machine"]
+    lines.append(f"uniapi gateway benchmark — {result['mode']}, {result['rounds']} round(s) × "
+                 f"{result['duration_s']:g} s per cell, medians of the rounds")
+    lines.append(f"machine: {m['cpu_model']}, {m['nproc']} cores, {m['memory']}, Python "
+                 f"{m['python']}, Linux {m['kernel']}; started {result.get('started')}, "
+                 f"sources {result.get('source_digest')}")
+    lines.append(f"upstream: {result['upstream']}; load: {result['wrk']} -t1; gateway pinned to "
+                 f"core {result['gateway_core']}, wrk and upstream to core {result['load_core']}"
+                 f"; HTTP/1.1 only (h2c is not implemented yet)")
+    for b, why in result["backends_skipped"].items():
+        lines.append(f"backend {b}: skipped — {why}")
+    lines.append("")
+    hdr = (f"{'scenario':<9}{'c':>4}  {'target':<8}{'req/s':>9}{'ratio':>7}{'p50 ms':>8}"
+           f"{'p90 ms':>8}{'p99 ms':>8}{'CPU µs/req':>11}{'µs/event':>9}{'CPU %':>7}"
+           f"{'RSS MB':>8}{'HWM MB':>8}{'up/1k':>7}{'other %':>8}{'errors':>7}")
+    lines.append(hdr)
+    lines.append("-" * len(hdr))
+    last = None
+    for r in result["summary"]:
+        key = (r["kind"], r["conns"])
+        if last is not None and key != last:
+            lines.append("")
+        last = key
+        scen = "json" if r["kind"] == "json" else "sse×52"
+        util = None if r.get("cpu_util") is None else r["cpu_util"] * 100
+        other = None if r.get("gw_core_other") is None else r["gw_core_other"] * 100
+        lines.append(
+            f"{scen:<9}{r['conns']:>4}  {r['target']:<8}{fmt(r['rps'], '.0f'):>9}"
+            f"{fmt(r['ratio'], '.3f'):>7}{fmt(r['p50_ms'], '.2f'):>8}{fmt(r['p90_ms'], '.2f'):>8}"
+            f"{fmt(r['p99_ms'], '.2f'):>8}{fmt(r['cpu_us_per_req'], '.0f'):>11}"
+            f"{fmt(r.get('cpu_us_per_event'), '.1f'):>9}{fmt(util, '.0f'):>7}"
+            f"{fmt(r.get('rss_mb'), '.1f'):>8}{fmt(r.get('hwm_mb'), '.1f'):>8}"
+            f"{fmt(r.get('upstream_conns_per_1k'), '.0f'):>7}{fmt(other, '.0f'):>8}"
+            f"{r['errors']:>7}")
+    lines.append("")
+    lines.append("ratio: gateway req/s ÷ direct req/s in the same round; CPU µs/req: gateway "
+                 "utime+stime ÷ requests;")
+    lines.append("µs/event: that ÷ 52; CPU %: of one core; other %: gateway core busy time not "
+                 "charged to the gateway")
+    lines.append("(other processes, unattributed softirq, steal); up/1k: upstream connections "
+                 "the gateway opened per 1000 requests (nginx stub_status).")
+    lines.append(f"loadavg "
+                 f"{' '.join(result['loadavg_start'])} → {' '.join(result['loadavg_end'])}; waited "
+                 f"{result.get('quiet_wait_total_s', 0):.0f} s in all for other processes to "
+                 f"go quiet;")
+    noisy = [r for r in result["runs"] if r.get("busy_before", 0) > 0.25]
+    lines.append(f"{len(noisy)} of {len(result['runs'])} runs started while other processes "
+                 f"used > 0.25 core (busy_before in the JSON); the medians absorb one such round.")
+    fe = result.get("first_event")
+    if fe:
+        lines.append("")
+        lines.append(f"first SSE event (sequential keep-alive requests, n={fe['direct']['n']} "
+                     f"each, interleaved):")
+        for name, v in fe.items():
+            lines.append(f"  {name:<8} median {v['median_ms']:.3f} ms  p90 {v['p90_ms']:.3f} ms"
+                         f"  min {v['min_ms']:.3f} ms  Δ direct {v['delta_ms']:+.3f} ms")
+    tr = result.get("translators")
+    if tr:
+        lines.append("")
+        lines.append("translators (bench_translators.py, gateway core):")
+        for name, v in tr.get("decoders", {}).items():
+            lines.append(f"  decode  {name:<28}{v['mb_s']:8.1f} MB/s")
+        for name, v in tr.get("builders", {}).items():
+            lines.append(f"  build   {name:<28}{v['us']:8.1f} µs/request")
+        for name, v in tr.get("dispatch", {}).items():
+            lines.append(f"  core    {name:<28}{v['us']:8.1f} µs/request")
+        for name, why in tr.get("failed", {}).items():
+            lines.append(f"  FAILED  {name}: {why[:100]}")
+    for name, prof in (result.get("profiles") or {}).items():
+        lines.append("")
+        lines.append(f"py-spy, {name} c=16 ({prof['samples']} samples), own time:")
+        lines.append("  by module: " + ", ".join(f"{m} {p:.0f}%"
+                                                 for m, p in prof["own_by_module"][:8]))
+        for label, p in prof["own"][:8]:
+            lines.append(f"  {p:5.1f}%  {label}")
+    lines.append("")
+    lines.append(f"targets ({TARGETS_DOC}):")
+    for t in result["targets"]:
+        met = {True: "met", False: "NOT met", None: "—"}[t["met"]]
+        spec = ".3f" if t["unit"] == "×" else ".2f"
+        lines.append(f"  {t['backend']:<8}{t['target']:<58}{fmt(t['value'], spec):>10} "
+                     f"{t['unit']:<10}{t['goal']:<20}{met}")
+    return "\n".join(lines)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="1 round, 3 s per cell, 100 first-event requests (~1 minute)")
+    ap.add_argument("--json", default=str(HERE / "results" / "latest.json"),
+                    help="where to write the results (default: benchmarks/results/latest.json)")
+    ap.add_argument("--rounds", type=int, help="interleaved rounds (default 3; --quick 1)")
+    ap.add_argument("--duration", type=float, help="seconds per wrk run (default 6; --quick 3)")
+    ap.add_argument("--backends", default="trio,asyncio",
+                    help="gateway backends to try (default trio,asyncio)")
+    ap.add_argument("--upstream", choices=("auto", "nginx", "python"), default="auto",
+                    help="auto: nginx, else the python fallback upstream")
+    ap.add_argument("--no-install", action="store_true", help="never run apt-get")
+    ap.add_argument("--no-wait", action="store_true",
+                    help="do not wait for other processes to go quiet before each run")
+    ap.add_argument("--no-translators", action="store_true",
+                    help="skip the translator micro-benchmarks")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
+    ap.add_argument("--py-spy", type=float, default=0, metavar="SECONDS",
+                    help="also sample each gateway with py-spy (pip install py-spy) for SECONDS "
+                    "under wrk c=16, JSON and stream, and print the top costs")
+    args = ap.parse_args(argv)
+
+    loadavg_start = Path("/proc/loadavg").read_text().split()[:3]
+    started_wall = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    digest = source_digest()
+    rounds = args.rounds or (1 if args.quick else 3)
+    duration = args.duration or (3.0 if args.quick else 6.0)
+    first_n = 100 if args.quick else 300
+    started = time.monotonic()
+
+    wrk, nginx = ensure_tools(not args.no_install, args.upstream != "python")
+    if wrk is None:
+        log("wrk is not installed and could not be installed (apt-get install wrk)")
+        return 2
+    upstream_kind = "nginx" if nginx is not None and args.upstream != "python" else "python"
+    if args.upstream == "nginx" and upstream_kind != "nginx":
+        log("nginx is not available")
+        return 2
+
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) >= 2:
+        load_core, gw_core = cores[0], cores[-1]
+    else:
+        load_core = gw_core = None
+        log("one core only: nothing is pinned, gateway and load share it")
+    if load_core is not None:
+        os.sched_setaffinity(0, {load_core})  # this script and its clients: the load core
+
+    tmp = Path(tempfile.mkdtemp(prefix="uniapi-bench-"))
+    procs: list[Proc] = []
+    result: dict[str, Any] = {}
+    old_term = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        up_port = free_port()
+        upstream, up_label = start_upstream(upstream_kind, nginx, tmp, up_port, load_core)
+        procs.append(upstream)
+        why = wait_ready(upstream, up_port, "/v1/chat/completions", "POST", b"{}")
+        if why and upstream_kind == "nginx" and args.upstream == "auto":
+            log(f"nginx did not start ({why}); using the python fallback upstream")
+            upstream.stop()
+            upstream_kind = "python"
+            upstream, up_label = start_upstream("python", None, tmp, up_port, load_core)
+            procs.append(upstream)
+            why = wait_ready(upstream, up_port, "/v1/chat/completions", "POST", b"{}")
+        if why:
+            log(f"the upstream did not start: {why}")
+            return 2
+        problem = check_answers(up_port, gateway=False)
+        if problem:
+            log(f"the upstream answers wrongly: {problem}")
+            return 2
+        log(f"upstream: {up_label} on 127.0.0.1:{up_port}")
+
+        (tmp / "api.yaml").write_text(api_yaml(up_port))
+        gateways: dict[str, tuple[Proc, int]] = {}
+        skipped: dict[str, str] = {}
+        for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
+            why = backend_available(backend)
+            if why:
+                skipped[backend] = why
+                log(f"backend {backend}: skipped ({why})")
+                continue
+            port = free_port()
+            proc = Proc(f"gateway-{backend}", pinned(gw_core, [
+                sys.executable, "-m", "uniapi_trio.cli", "serve", "--config",
+                str(tmp / "api.yaml"), "--host", "127.0.0.1", "--port", str(port),
+                "--backend", backend]), tmp / f"gateway-{backend}.log", cwd=ROOT,
+                env=child_env())
+            procs.append(proc)
+            why = wait_ready(proc, port, "/healthz") or check_answers(port, gateway=True)
+            if why:
+                skipped[backend] = f"did not serve correctly: {why}"
+                log(f"backend {backend}: skipped ({why})")
+                proc.stop()
+                continue
+            gateways[backend] = (proc, port)
+            log(f"gateway {backend}: pid {proc.pid} on 127.0.0.1:{port}")
+        if not gateways:
+            log("no gateway backend could be started")
+            return 2
+
+        targets: dict[str, tuple[int, int | None, str]] = {"direct": (up_port, None, "direct")}
+        for b, (proc, port) in gateways.items():
+            targets[b] = (port, proc.pid, b)
+        scripts = {}
+        for name, (port, pid, _) in targets.items():
+            for kind in ("json", "sse"):
+                if name == "direct":
+                    path = "/v1/chat/completions" if kind == "json" else "/sse/chat/completions"
+                else:
+                    path = "/v1/chat/completions"
+                body = (chat_request_bytes(JSON_MODEL) if kind == "json"
+                        else chat_request_bytes(SSE_MODEL, True))
+                scripts[name, kind] = lua_script(tmp, f"{name}-{kind}", path, body)
+
+        log("warm-up")
+        for name, (port, pid, _) in targets.items():
+            for kind in ("json", "sse"):
+                run_wrk(wrk, load_core, port, scripts[name, kind], 16, 1)
+
+        runs: list[dict[str, Any]] = []
+        names = list(targets)
+        # idle gateways and nginx use ~nothing: more than 0.25 busy cores is someone else
+        quiet = QuietWait(0.25, 0 if args.no_wait else 8.0, 60.0 if not args.quick else 20.0)
+        total = rounds * len(SCENARIOS) * len(names)
+        for rnd in range(rounds):
+            for kind, conns in SCENARIOS:
+                order = names[rnd % len(names):] + names[:rnd % len(names)]  # rotate per round
+                cell: dict[str, dict[str, Any]] = {}
+                for name in order:
+                    port, pid, _ = targets[name]
+                    waited, busy = quiet()
+                    r = one_run(wrk, load_core, gw_core, name, port, scripts[name, kind],
+                                kind, conns, duration, pid,
+                                up_port if upstream_kind == "nginx" else None)
+                    r["round"] = rnd + 1
+                    r["quiet_wait_s"], r["busy_before"] = waited, busy
+                    cell[name] = r
+                    runs.append(r)
+                    log(f"[{len(runs)}/{total}] round {rnd + 1} {kind} c={conns} {name}: "
+                        f"{r['rps']:.0f} req/s p99 {r['p99_ms']:.2f} ms"
+                        + (f" cpu {r['cpu_us_per_req']:.0f} µs/req" if pid else "")
+                        + (f" errors {r['errors']}" if r["errors"] else ""))
+                for name, r in cell.items():  # ratio to the direct run of the same round
+                    r["ratio"] = r["rps"] / cell["direct"]["rps"] if name != "direct" else 1.0
+
+        quiet()
+        log("first SSE event latency")
+        fe_targets = {"direct": (up_port, "/sse/chat/completions")}
+        fe_targets.update({b: (port, "/v1/chat/completions")
+                           for b, (_, port) in gateways.items()})
+        first = first_event_latency(fe_targets, first_n)
+
+        translators = None
+        if not args.no_translators:
+            log("translator micro-benchmarks")
+            out = tmp / "translators.json"
+            cmd = pinned(gw_core, [sys.executable, str(HERE / "bench_translators.py"),
+                                   "--json", str(out)] + (["--quick"] if args.quick else []))
+            p = subprocess.run(cmd, cwd=ROOT, env=child_env(), capture_output=True, text=True,
+                               timeout=300)
+            if out.exists():
+                translators = json.loads(out.read_text())
+                for what, why in translators.get("failed", {}).items():
+                    log(f"bench_translators.py: {what} failed: {why}")
+            else:
+                log(f"bench_translators.py failed: {p.stderr[-800:]}")
+
+        profiles: dict[str, Any] = {}
+        pyspy = shutil.which("py-spy") if args.py_spy > 0 else None
+        if args.py_spy > 0 and pyspy is None:
+            log("py-spy not found (pip install py-spy): no live profile")
+        if pyspy:
+            for name, (proc, port) in gateways.items():
+                for kind in ("json", "sse"):
+                    log(f"py-spy: {name} {kind} c=16 for {args.py_spy:g} s")
+                    prof = live_profile(pyspy, wrk, load_core, port, proc.pid,
+                                        scripts[name, kind], args.py_spy,
+                                        tmp / f"pyspy-{name}-{kind}.txt")
+                    if prof:
+                        profiles[f"{name} {kind}"] = prof
+
+        for name, (proc, port) in gateways.items():
+            rss, hwm = proc_memory(proc.pid)
+            log(f"gateway {name}: VmRSS {rss:.1f} MB, VmHWM {hwm:.1f} MB at the end")
+
+        summary = summarize(runs, names)
+        result = {
+            "mode": "quick" if args.quick else "default", "rounds": rounds,
+            "started": started_wall, "source_digest": digest,
+            "duration_s": duration, "machine": machine_info(), "upstream": up_label,
+            "upstream_kind": upstream_kind, "wrk": version_of([wrk, "--version"]).split(" [")[0],
+            "gateway_core": gw_core, "load_core": load_core, "protocol": "HTTP/1.1",
+            "backends": list(gateways), "backends_skipped": skipped,
+            "scenarios": [{"kind": k, "conns": c} for k, c in SCENARIOS],
+            "payloads": {"request_bytes": len(chat_request_bytes()),
+                         "completion_bytes": len(completion_bytes()),
+                         "sse_bytes": len(sse_body()), "sse_events": SSE_EVENTS},
+            "summary": summary, "first_event": first, "translators": translators,
+            "targets": check_targets(summary, first, translators, list(gateways)),
+            "quiet_wait_total_s": quiet.waited,
+            "profiles": profiles, "runs": runs, "loadavg_start": loadavg_start,
+            "loadavg_end": Path("/proc/loadavg").read_text().split()[:3],
+        }
+        result["elapsed_s"] = time.monotonic() - started
+        out_path = Path(args.json)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+        print(render(result))
+        print(f"\nJSON: {out_path}   ({result['elapsed_s']:.0f} s)")
+        return 0
+    except KeyboardInterrupt:
+        log("interrupted")
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        for proc in reversed(procs):
+            proc.stop(signal.SIGQUIT if proc.name == "nginx" else signal.SIGTERM)
+        if args.keep:
+            log(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
