@@ -20,7 +20,7 @@ __all__ = ["UpstreamPool", "CONNECT_TIMEOUT"]
 
 CONNECT_TIMEOUT = 5.0
 IDLE_KEEPALIVE = 60.0
-MAX_IDLE_PER_ORIGIN = 32
+MAX_IDLE_PER_ORIGIN = 256  # ≥ the busiest concurrency we serve, or streams reconnect
 READ_SIZE = 65536
 
 Origin = tuple[str, str, int]
