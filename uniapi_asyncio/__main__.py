@@ -10,6 +10,7 @@ import sys
 
 from uniapi_core.config import ConfigError, load_config
 from uniapi_core.gateway import Gateway, Settings
+from uniapi_core.startup import config_source, env_timeout
 
 from .runtime import fetch_text, run
 
@@ -20,16 +21,13 @@ def main() -> None:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000)
     args = ap.parse_args()
-    raw = os.environ.get("TIMEOUT", "").strip()
     try:
-        timeout = float(raw) if raw else None
-    except ValueError:
-        raise SystemExit(f"uniapi: TIMEOUT={raw!r} is not a number of seconds") from None
-    if timeout is not None and not timeout > 0:
-        raise SystemExit("uniapi: TIMEOUT must be positive")
-    source = args.config or os.environ.get("CONFIG_URL", "").strip() or "api.yaml"
+        timeout = env_timeout(os.environ)
+    except ValueError as exc:
+        raise SystemExit(f"uniapi: {exc}") from None
+    kind, source = config_source(args.config, os.environ)
     try:
-        if source.startswith(("http://", "https://")) and not args.config:
+        if kind == "url":
             text = fetch_text(source)
         else:
             with open(source, encoding="utf-8") as f:

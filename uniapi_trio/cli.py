@@ -17,33 +17,26 @@ from uniapi_core.config import ConfigError, Loaded, load_config
 from uniapi_core.demo import demo_config
 from uniapi_core.errors import describe_os_error
 from uniapi_core.gateway import Gateway, Settings
+from uniapi_core.startup import config_source, env_timeout
 from uniapi_core.summary import render_summary
 
 __all__ = ["main", "read_config_source"]
 
 
 def _env_timeout() -> float | None:
-    raw = os.environ.get("TIMEOUT")
-    if raw is None or not raw.strip():
-        return None
     try:
-        value = float(raw)
-    except ValueError:
-        raise SystemExit(f"uniapi: TIMEOUT={raw!r} is not a number of seconds") from None
-    if value <= 0:
-        raise SystemExit("uniapi: TIMEOUT must be positive")
-    return value
+        return env_timeout(os.environ)
+    except ValueError as exc:
+        raise SystemExit(f"uniapi: {exc}") from None
 
 
 def read_config_source(path: str | None) -> tuple[str, str]:
     """(text, source name): ``--config``, else env ``CONFIG_URL``, else ``./api.yaml``."""
-    if path is None:
-        url = os.environ.get("CONFIG_URL", "").strip()
-        if url.startswith(("http://", "https://")):
-            from .runtime import fetch_text
+    kind, path = config_source(path, os.environ)
+    if kind == "url":
+        from .runtime import fetch_text
 
-            return fetch_text(url), url
-        path = url or "api.yaml"
+        return fetch_text(path), path
     try:
         with open(path, encoding="utf-8") as f:
             return f.read(), path

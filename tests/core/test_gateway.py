@@ -141,3 +141,16 @@ def test_network_errors_read_the_same_on_every_runtime():
     assert describe_os_error(ExceptionGroup("g", [OSError(e.EADDRINUSE, "x")])) == \
         "address already in use"
     assert describe_os_error(TimeoutError()) == "TimeoutError"
+
+
+def test_startup_decisions():
+    from uniapi_core.startup import config_source, env_timeout
+
+    assert config_source("a.yaml", {"CONFIG_URL": "https://x/c.yaml"}) == ("file", "a.yaml")
+    assert config_source(None, {"CONFIG_URL": "https://x/c.yaml"}) == ("url", "https://x/c.yaml")
+    assert config_source(None, {"CONFIG_URL": "/etc/u.yaml"}) == ("file", "/etc/u.yaml")
+    assert config_source(None, {}) == ("file", "api.yaml")
+    assert env_timeout({}) is None and env_timeout({"TIMEOUT": " 30 "}) == 30.0
+    for bad in ("x", "0", "-1", "inf", "nan"):
+        with pytest.raises(ValueError):
+            env_timeout({"TIMEOUT": bad})
