@@ -34,23 +34,8 @@ from uniapi_core.jsonutil import parse_request_json  # noqa: E402
 from uniapi_core.vendors.base import ChatContext, StreamItem  # noqa: E402
 from uniapi_core.vendors.cloudflare import (CloudflareStreamDecoder,  # noqa: E402
                                             build_exchange)
+from fuzz._oracle import _splits, normalize, openai_grammar  # noqa: E402,F401
 
-
-def _load_shared() -> Any:
-    """``fuzz_cohere.py`` (a script, not a package module) for its grammar checker."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("fuzz_cohere_shared", _HERE / "fuzz_cohere.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_shared = _load_shared()
-normalize = _shared.normalize
-openai_grammar = _shared.openai_grammar
-_splits = _shared._splits
 
 KEY = "cf-FUZZTOKEN"
 ACCOUNT = "0123456789abcdef0123456789abcdef"

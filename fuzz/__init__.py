@@ -1,0 +1,1 @@
+"""Fuzz targets (scripts) and their shared oracle; not part of the installed package."""
