@@ -182,3 +182,85 @@ def test_clean_moderation_goes_on_and_a_failed_check_fails_open():
         (chat,) = of(acts, StartUpstream)
         assert chat.request.url.endswith("/v1/chat/completions")
         assert written(acts) == b""  # nothing of the check reached the client
+
+
+# -- AutoSession: the protocol is picked from ALPN or the first bytes ---------------------------
+
+def auto(alpn=None):
+    from uniapi_core.h2session import AutoSession
+
+    gw = Gateway(load_config(CONFIG).config, entropy=random.Random(0))
+    return AutoSession(lambda: gw, now=0.0, alpn=alpn)
+
+
+def h2_request_bytes():
+    import h2.config
+    import h2.connection
+
+    c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True,
+                                                             header_encoding=None))
+    c.initiate_connection()
+    c.send_headers(1, [(b":method", b"POST"), (b":path", b"/v1/chat/completions"),
+                       (b":scheme", b"http"), (b":authority", b"x"),
+                       (b"authorization", b"Bearer sk-s")])
+    c.send_data(1, json.dumps(CHAT).encode(), end_stream=True)
+    return c, c.data_to_send()
+
+
+def test_auto_session_sniffs_h2c_preface_split_anywhere():
+    from uniapi_core.h2session import H2Session
+
+    _, wire = h2_request_bytes()
+    for cut in (1, 5, 23, 24, 25, len(wire) - 1):
+        s = auto()
+        actions = s.data_received(wire[:cut], 0.0, 0.0) + s.data_received(wire[cut:], 0.0, 0.0)
+        assert isinstance(s.inner, H2Session)
+        [start] = of(actions, StartUpstream)
+        assert start.request.url == "http://u/v1/chat/completions"
+        events = s.upstream_event(start.ref, UpstreamHead(0, 200, (
+            ("content-type", "application/json"),)), 0.0, 0.0)
+        events += s.upstream_event(start.ref, UpstreamData(0, ANSWER), 0.0, 0.0)
+        events += s.upstream_event(start.ref, UpstreamEnded(0), 0.0, 0.0)
+        assert of(events, Served)[0].record.status == 200
+
+
+def test_auto_session_falls_back_to_http11_and_alpn_decides_at_once():
+    s = auto()
+    actions = s.data_received(request(CHAT), 0.0, 0.0)
+    assert isinstance(s.inner, Session) and of(actions, StartUpstream)
+    s = auto()
+    assert s.data_received(b"", 0.0, 0.0) == [Close()]
+    from uniapi_core.h2session import H2Session
+
+    assert isinstance(auto("h2").inner, H2Session)
+    assert isinstance(auto("http/1.1").inner, Session)
+
+
+def test_h2_session_pauses_the_upstream_while_the_window_is_shut():
+    import h2.config
+    import h2.connection
+
+    c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True,
+                                                             header_encoding=None))
+    c.initiate_connection()
+    c.send_headers(1, [(b":method", b"POST"), (b":path", b"/v1/chat/completions"),
+                       (b":scheme", b"http"), (b":authority", b"x"),
+                       (b"authorization", b"Bearer sk-s")])
+    c.send_data(1, json.dumps(dict(CHAT, stream=True)).encode(), end_stream=True)
+    s = auto("h2")
+    [start] = of(s.data_received(c.data_to_send(), 0.0, 0.0), StartUpstream)
+    s.upstream_event(start.ref, UpstreamHead(0, 200, (("content-type", "text/event-stream"),)),
+                     0.0, 0.0)
+    sse = {"id": "x", "model": "m", "choices": [{"index": 0, "delta": {"content": "y" * 2000}}]}
+    event = b"data: " + json.dumps(sse).encode() + b"\n\n"
+    n = 0
+    while not s.upstream_paused(start.ref) and n < 1000:
+        s.upstream_event(start.ref, UpstreamData(0, event), 0.0, 0.0)
+        n += 1
+    # the client's 64 KiB window plus our 64 KiB buffer, then the upstream is paused
+    assert s.upstream_paused(start.ref) and 50 < n < 80
+    # the client reads and reopens its window: the buffer drains, reading resumes
+    c.increment_flow_control_window(1 << 20)
+    c.increment_flow_control_window(1 << 20, stream_id=1)
+    s.data_received(c.data_to_send(), 0.1, 0.1)
+    assert not s.upstream_paused(start.ref)

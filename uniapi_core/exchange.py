@@ -1,0 +1,328 @@
+"""One request's life once its head and body are in: gateway, image fetches, moderation, relay.
+
+Theory of operation
+-------------------
+An ``Exchange`` is what both client protocols share. The HTTP/1.1 session runs one at a time
+per connection; the HTTP/2 session runs one per stream. The exchange never touches framing:
+it says *what* to answer with the relay's ``SendHead``/``SendData``/``EndResponse`` and the
+session turns those into bytes for its protocol (h11 or h2).
+
+Inputs mirror the session's (``upstream_event``, ``fetch_done``, ``timer``, ``client_gone``);
+outputs are the session actions ``StartUpstream``, ``StopUpstream``, ``Fetch`` and ``Served``
+plus the three response actions. ``refs`` is the connection's ref allocator, so refs stay
+unique across every exchange of one connection. The exchange is ``finished`` when nothing of
+it runs any more (its relay, if any, is final and every upstream it opened is stopped);
+``client_closed`` then tells whether it ended because the client went away.
+
+A gateway bug costs one 500 response, never the connection: every call into the gateway
+(``handle``, and the ``resume`` of a fetch or a moderation check) is guarded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from urllib.parse import urljoin
+
+import attrs
+
+from .errors import ClientError, GatewayError
+from .gateway import FetchFirst, Gateway, ModerateFirst, Respond
+from .http.server import RequestReceived
+from .http.url import Url
+from .relay import (
+    CancelUpstream,
+    ClientGone,
+    DeadlineReached,
+    EndResponse,
+    OpenUpstream,
+    Relay,
+    RelayAction,
+    SendData,
+    SendHead,
+)
+from .relay.events import UpstreamData, UpstreamEnded, UpstreamFailed, UpstreamHead
+from .ssrf import FETCH_TIMEOUT, MAX_IMAGE_BYTES, MAX_REDIRECTS, url_refusal
+from .vendors.base import UpstreamRequest
+
+__all__ = ["Exchange", "StartUpstream", "StopUpstream", "Fetch", "FetchResult", "Served",
+           "ServedRecord", "ExchangeAction", "UpstreamEvent"]
+
+
+@attrs.frozen
+class StartUpstream:
+    ref: int
+    request: UpstreamRequest
+    proxy: str | None = None
+
+
+@attrs.frozen
+class StopUpstream:
+    ref: int
+
+
+@attrs.frozen
+class Fetch:
+    ref: int
+    url: Url
+    allow_private: bool = False
+    max_bytes: int = MAX_IMAGE_BYTES
+    timeout: float = FETCH_TIMEOUT
+
+
+@attrs.frozen
+class FetchResult:
+    """What a ``Fetch`` got: a response (``body`` cut at ``max_bytes``: ``truncated``), or
+    ``error`` when there was none (refused address, DNS, connection, timeout)."""
+
+    status: int = 0
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+    truncated: bool = False
+    error: str | None = None
+
+
+@attrs.frozen
+class ServedRecord:
+    method: str
+    path: str
+    status: int
+    duration: float
+    attempts: tuple[tuple[str, str, str], ...] = ()
+    client_closed: bool = False
+
+
+@attrs.frozen
+class Served:
+    record: ServedRecord
+
+
+ExchangeAction = (StartUpstream | StopUpstream | Fetch | Served | SendHead | SendData
+                  | EndResponse)
+UpstreamEvent = UpstreamHead | UpstreamData | UpstreamEnded | UpstreamFailed
+Reply = Respond | Relay | FetchFirst | ModerateFirst
+
+
+class Exchange:
+    """One request, from ``start`` until ``finished`` (see the module docstring)."""
+
+    def __init__(self, gateway: Callable[[], Gateway], request: RequestReceived,
+                 refs: Callable[[], int], now: float) -> None:
+        self._gateway = gateway
+        self.request = request
+        self._new_ref = refs
+        self._started = now
+        self.finished = False
+        self.client_closed = False
+        self._relay: Relay | None = None
+        self._refs: dict[int, int] = {}  # ref -> relay attempt number
+        self._by_attempt: dict[int, int] = {}  # relay attempt number -> ref
+        self._fetch: FetchFirst | None = None  # remote images being fetched
+        self._fetching: dict[int, tuple[str, str, int]] = {}  # ref -> (url, current, hops)
+        self._images: dict[str, tuple[str, bytes]] = {}
+        self._fetch_error: str | None = None
+        self._check: ModerateFirst | None = None  # a moderation relay running first
+        self._check_status = 0
+        self._check_body = bytearray()
+
+    # -- inputs -------------------------------------------------------------------------------
+
+    def start(self, now: float, wall: float) -> list[ExchangeAction]:
+        req = self.request
+        try:
+            reply = self._gateway().handle(req.method, req.target, req.headers, req.body,
+                                           now=now, wall=wall)
+        except Exception:  # a bug must cost one 500, never the connection or a hang
+            reply = _internal_error()
+        out: list[ExchangeAction] = []
+        self._answer(reply, now, wall, out)
+        return out
+
+    def owns(self, ref: int) -> bool:
+        return ref in self._refs or ref in self._fetching
+
+    def upstream_event(self, ref: int, event: UpstreamEvent, now: float,
+                       wall: float) -> list[ExchangeAction]:
+        attempt = self._refs.get(ref)
+        if self.finished or self._relay is None or attempt is None:
+            return []
+        if isinstance(event, (UpstreamEnded, UpstreamFailed)):
+            self._forget(ref)
+        out: list[ExchangeAction] = []
+        self._relay_actions(self._relay.handle(attrs.evolve(event, attempt=attempt), now),
+                            now, wall, out)
+        return out
+
+    def fetch_done(self, ref: int, result: FetchResult, now: float,
+                   wall: float) -> list[ExchangeAction]:
+        if self.finished or ref not in self._fetching:
+            return []
+        out: list[ExchangeAction] = []
+        url, current, hops = self._fetching.pop(ref)
+        location = dict(result.headers).get("location")
+        if result.error is not None:
+            self._fetch_error = self._fetch_error or f"{url}: {result.error}"
+        elif result.status in (301, 302, 303, 307, 308) and location:
+            if hops >= MAX_REDIRECTS:
+                self._fetch_error = self._fetch_error or f"{url}: too many redirects"
+            else:
+                self._start_fetch(url, urljoin(current, location), hops + 1, out)
+        elif result.status != 200:
+            self._fetch_error = self._fetch_error or f"{url}: HTTP {result.status}"
+        elif result.truncated:
+            self._fetch_error = self._fetch_error or f"{url}: larger than {MAX_IMAGE_BYTES} bytes"
+        else:
+            media = dict(result.headers).get("content-type", "").split(";")[0].strip().lower()
+            self._images[url] = (media, result.body)  # the vendor sniffs the bytes too
+        if not self._fetching and self._fetch is not None:
+            self._fetched(now, wall, out)
+        return out
+
+    def timer(self, now: float, wall: float) -> list[ExchangeAction]:
+        out: list[ExchangeAction] = []
+        deadline = self.next_deadline()
+        if self._relay is not None and deadline is not None and now >= deadline:
+            self._relay_actions(self._relay.handle(DeadlineReached(), now), now, wall, out)
+        return out
+
+    def client_gone(self, now: float, wall: float) -> list[ExchangeAction]:
+        """The client left (EOF, failed write, stream reset): stop everything."""
+        if self.finished:
+            return []
+        out: list[ExchangeAction] = []
+        self.client_closed = True
+        if self._relay is not None:
+            self._relay_actions(self._relay.handle(ClientGone(), now), now, wall, out)
+        if not self.finished:  # still fetching images, or a relay that would not end
+            self._served(499, (), True, now, out)
+            self._finish(out)
+        return out
+
+    def next_deadline(self) -> float | None:
+        if self.finished or self._relay is None:
+            return None
+        return self._relay.next_deadline()
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _answer(self, reply: Reply, now: float, wall: float, out: list[ExchangeAction]) -> None:
+        if isinstance(reply, Respond):
+            out.append(SendHead(reply.status, reply.headers, len(reply.body)))
+            out.append(SendData(reply.body))
+            out.append(EndResponse())
+            self._served(reply.status, (), False, now, out)
+            self._finish(out)
+        elif isinstance(reply, ModerateFirst):
+            self._check, self._check_status, self._check_body = reply, 0, bytearray()
+            self._relay = reply.relay
+            self._relay_actions(reply.relay.start(now), now, wall, out)
+        elif isinstance(reply, FetchFirst):
+            self._fetch, self._images, self._fetch_error = reply, {}, None
+            for url in reply.urls:
+                self._start_fetch(url, url, 0, out)
+            if not self._fetching:  # every URL refused before fetching
+                self._fetched(now, wall, out)
+        else:
+            self._relay = reply
+            self._relay_actions(reply.start(now), now, wall, out)
+
+    def _start_fetch(self, url: str, current: str, hops: int,
+                     out: list[ExchangeAction]) -> None:
+        settings = self._gateway().settings
+        parsed, why = url_refusal(current, allow_http=settings.fetch_allow_http,
+                                  allow_any_port=settings.fetch_allow_private)
+        if parsed is None:
+            self._fetch_error = self._fetch_error or f"{url}: {why}"
+            return
+        ref = self._new_ref()
+        self._fetching[ref] = (url, current, hops)
+        out.append(Fetch(ref, parsed, settings.fetch_allow_private))
+
+    def _fetched(self, now: float, wall: float, out: list[ExchangeAction]) -> None:
+        """Every image is in (or one failed): go on with the request."""
+        fetch, self._fetch = self._fetch, None
+        assert fetch is not None
+        for ref in list(self._fetching):
+            out.append(StopUpstream(ref))
+        self._fetching.clear()
+        if self._fetch_error is not None:
+            reply: Reply = Respond.error(ClientError(
+                f"image URL could not be fetched: {self._fetch_error}",
+                code="image_fetch_failed"), fetch.headers)
+        else:
+            try:
+                reply = fetch.resume(self._images, now, wall)
+            except Exception:
+                reply = _internal_error()
+        self._answer(reply, now, wall, out)
+
+    def _relay_actions(self, actions: list[RelayAction], now: float, wall: float,
+                       out: list[ExchangeAction]) -> None:
+        for action in actions:
+            if isinstance(action, OpenUpstream):
+                ref = self._new_ref()
+                self._refs[ref] = action.attempt
+                self._by_attempt[action.attempt] = ref
+                out.append(StartUpstream(ref, action.request, action.proxy))
+            elif isinstance(action, CancelUpstream):
+                ref = self._by_attempt.get(action.attempt)
+                if ref is not None:
+                    self._forget(ref)
+                    out.append(StopUpstream(ref))
+            elif self._check is not None:  # a moderation check: its answer is ours, not sent
+                if isinstance(action, SendHead):
+                    self._check_status = action.status
+                elif isinstance(action, SendData):
+                    self._check_body += action.data
+            else:
+                out.append(action)
+        relay = self._relay
+        if relay is None or not relay.finished:
+            return
+        for ref in list(self._refs):  # whatever is still open belongs to nobody now
+            self._forget(ref)
+            out.append(StopUpstream(ref))
+        self._relay = None
+        check = self._check
+        if check is not None:
+            self._check = None
+            if relay.outcome.client_closed:
+                self.client_closed = True
+                self._served(499, tuple(relay.outcome.attempts), True, now, out)
+                self._finish(out)
+                return
+            try:
+                reply = check.resume(self._check_status, bytes(self._check_body), now, wall)
+            except Exception:
+                reply = _internal_error()
+            self._answer(reply, now, wall, out)
+            return
+        o = relay.outcome
+        self.client_closed = self.client_closed or o.client_closed
+        self._served(o.status, tuple(o.attempts), o.client_closed, now, out)
+        self._finish(out)
+
+    def _served(self, status: int, attempts: tuple, client_closed: bool, now: float,
+                out: list[ExchangeAction]) -> None:
+        if self.finished:
+            return
+        req = self.request
+        out.append(Served(ServedRecord(req.method, req.target.split("?", 1)[0], status,
+                                       now - self._started, attempts, client_closed)))
+
+    def _finish(self, out: list[ExchangeAction]) -> None:
+        for ref in list(self._fetching):
+            out.append(StopUpstream(ref))
+        self._fetching.clear()
+        for ref in list(self._refs):
+            self._forget(ref)
+            out.append(StopUpstream(ref))
+        self.finished = True
+
+    def _forget(self, ref: int) -> None:
+        attempt = self._refs.pop(ref, None)
+        if attempt is not None:
+            self._by_attempt.pop(attempt, None)
+
+
+def _internal_error() -> Respond:
+    return Respond.error(GatewayError("internal error", status=500, code="internal_error"))
