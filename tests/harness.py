@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from uniapi_core.config import load_config
 from uniapi_core.gateway import Gateway, Settings
 from uniapi_core.http.server import ServerLimits
+from uniapi_core.startup import FrontOptions
 
 BACKENDS = ["trio", "asyncio"]
 
@@ -54,7 +55,12 @@ class RunningGateway:
 @contextmanager
 def run_gateway(config_text: str, *, backend: str = "trio", env_timeout: float | None = None,
                 limits: ServerLimits | None = None, discover: bool = True,
+                options: FrontOptions | None = None,
                 **settings: object) -> Iterator[RunningGateway]:
+    """Serve ``config_text`` on 127.0.0.1 in a thread; ``options`` (or just ``limits``)
+    set the front."""
+    if options is None:
+        options = FrontOptions(limits=limits or ServerLimits())
     loaded = load_config(config_text, "test.yaml")
     gateway = Gateway(loaded.config, settings=Settings(env_timeout=env_timeout, **settings),
                       entropy=random.Random(1))
@@ -63,7 +69,7 @@ def run_gateway(config_text: str, *, backend: str = "trio", env_timeout: float |
     ready = threading.Event()
     state: dict = {}
     start = _start_trio if backend == "trio" else _start_asyncio
-    main, stop = start(gateway, limits, discover, ready, state)
+    main, stop = start(gateway, options, discover, ready, state)
 
     def thread() -> None:
         try:
@@ -89,7 +95,7 @@ def run_gateway(config_text: str, *, backend: str = "trio", env_timeout: float |
 Start = tuple[Callable[[], None], Callable[[], None]]  # (thread body, stop from another thread)
 
 
-def _start_trio(gateway: Gateway, limits: ServerLimits | None, discover: bool,
+def _start_trio(gateway: Gateway, options: FrontOptions, discover: bool,
                 ready: threading.Event, state: dict) -> Start:
     import trio
 
@@ -105,7 +111,7 @@ def _start_trio(gateway: Gateway, limits: ServerLimits | None, discover: bool,
             state["cancel"] = nursery.cancel_scope
             state["token"] = trio.lowlevel.current_trio_token()
             state["port"] = await nursery.start(
-                lambda task_status: serve(lambda: gateway, "127.0.0.1", 0, limits=limits,
+                lambda task_status: serve(lambda: gateway, "127.0.0.1", 0, options=options,
                                           pool=pool, task_status=task_status))
             ready.set()
         await pool.aclose()
@@ -116,7 +122,7 @@ def _start_trio(gateway: Gateway, limits: ServerLimits | None, discover: bool,
     return lambda: trio.run(main), stop
 
 
-def _start_asyncio(gateway: Gateway, limits: ServerLimits | None, discover: bool,
+def _start_asyncio(gateway: Gateway, options: FrontOptions, discover: bool,
                    ready: threading.Event, state: dict) -> Start:
     import asyncio
 
@@ -135,7 +141,7 @@ def _start_asyncio(gateway: Gateway, limits: ServerLimits | None, discover: bool
                 state["port"] = port
                 ready.set()
 
-            await serve(lambda: gateway, "127.0.0.1", 0, limits=limits, pool=pool,
+            await serve(lambda: gateway, "127.0.0.1", 0, options=options, pool=pool,
                         ready=started)
         finally:
             await pool.aclose()

@@ -10,7 +10,7 @@ import sys
 
 from uniapi_core.config import ConfigError, load_config
 from uniapi_core.gateway import Gateway, Settings
-from uniapi_core.startup import config_source, env_timeout
+from uniapi_core.startup import add_front_args, config_source, env_timeout, front_options
 
 from .runtime import fetch_text, run
 
@@ -20,9 +20,11 @@ def main() -> None:
     ap.add_argument("--config", help="path to api.yaml (default: $CONFIG_URL, ./api.yaml)")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000)
+    add_front_args(ap)
     args = ap.parse_args()
     try:
         timeout = env_timeout(os.environ)
+        options = front_options(args)
     except ValueError as exc:
         raise SystemExit(f"uniapi: {exc}") from None
     kind, source = config_source(args.config, os.environ)
@@ -45,7 +47,7 @@ def main() -> None:
     settings = Settings(env_timeout=timeout)
     try:
         run(lambda demo_url: Gateway(loaded.config, settings=settings, entropy=random.Random()),
-            args.host, args.port)
+            args.host, args.port, options=options)
     except KeyboardInterrupt:
         pass
     except OSError as exc:

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from uniapi_core.demo import DEMO_KEY, demo_answer
 from uniapi_core.gateway import Gateway
 from uniapi_core.http import ClientClosed, ProtocolFailure, RequestReceived, ServerConnection
+from uniapi_core.startup import FrontOptions
 from uniapi_core.vendors.base import UpstreamRequest
 
 from .server import cancel_all, listen, serve
@@ -103,7 +104,7 @@ def _signals(stop: asyncio.Event, cancel: Callable[[], object]) -> None:
 
 
 async def _main(make_gateway: Callable[[str | None], Gateway], host: str, port: int,
-                demo: bool) -> None:
+                demo: bool, options: FrontOptions) -> None:
     pool = UpstreamPool()
     stop = asyncio.Event()
     _signals(stop, asyncio.current_task().cancel)  # type: ignore[union-attr]
@@ -120,8 +121,9 @@ async def _main(make_gateway: Callable[[str | None], Gateway], host: str, port: 
             print(f"uniapi: warning: {warning}", file=sys.stderr)
 
         def serving(bound: int) -> None:
-            print(f"uniapi: serving on http://{host}:{bound} (asyncio)", file=sys.stderr,
-                  flush=True)
+            scheme = "https" if options.certfile else "http"
+            print(f"uniapi: serving on {scheme}://{host}:{bound} (asyncio) "
+                  f"HTTP/1.1 and HTTP/2", file=sys.stderr, flush=True)
             if demo:
                 print(f"""uniapi demo: try
   curl http://{host}:{bound}/v1/chat/completions -H 'Authorization: Bearer {DEMO_KEY}' \\
@@ -129,7 +131,8 @@ async def _main(make_gateway: Callable[[str | None], Gateway], host: str, port: 
        -d '{{"model": "gpt-4o-mini", "messages": [{{"role": "user", "content": "Hello"}}]}}'
 """, file=sys.stderr, flush=True)
 
-        await serve(lambda: gateway, host, port, pool=pool, stop=stop, ready=serving)
+        await serve(lambda: gateway, host, port, options=options, pool=pool, stop=stop,
+                    ready=serving)
     finally:  # drained (or stopped at once): end the demo upstream, close pooled connections
         await cancel_all(background)
         await pool.aclose()
@@ -145,9 +148,9 @@ def _run(main: Coroutine[Any, Any, T]) -> T:
 
 
 def run(make_gateway: Callable[[str | None], Gateway], host: str, port: int, *,
-        demo: bool = False) -> None:
+        demo: bool = False, options: FrontOptions = FrontOptions()) -> None:
     try:
-        _run(_main(make_gateway, host, port, demo))
+        _run(_main(make_gateway, host, port, demo, options))
     except asyncio.CancelledError:  # a second signal: stopped at once
         pass
 

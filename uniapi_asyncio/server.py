@@ -1,7 +1,9 @@
-"""The asyncio front: accept connections and run each as a ``uniapi_core.session.Session``.
+"""The asyncio front: accept connections (TCP, or TLS with ALPN) and run each as a
+``uniapi_core.h2session.AutoSession`` (HTTP/1.1 or HTTP/2, decided by the core).
 
 Per connection: one reader task feeding client bytes, one task per upstream exchange, and
 the loop below, which hands every input to the session and performs the actions it returns.
+An upstream task waits while the session says its stream is paused (HTTP/2 flow control).
 Clocks: ``loop.time()`` (monotonic) for deadlines, ``time.time()`` for wall time.
 """
 
@@ -9,21 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 
 from uniapi_core.gateway import Gateway
-from uniapi_core.http.server import ServerLimits
+from uniapi_core.h2session import AutoSession
 from uniapi_core.session import (
     Close,
     Fetch,
     FetchResult,
     Served,
-    Session,
     StartUpstream,
     StopUpstream,
     Write,
 )
+from uniapi_core.startup import FrontOptions
 
 from .upstream import UpstreamPool
 
@@ -32,27 +35,28 @@ __all__ = ["serve", "handle_connection"]
 log = logging.getLogger("uniapi")
 
 READ_SIZE = 65536
-#: a client that accepts no bytes for this long is dropped (reliability.md: write stall)
-WRITE_STALL_TIMEOUT = 60.0
 #: inputs buffered for the loop; a full inbox pauses the client reader and upstream reads
 INBOX = 16
-#: how long in-flight requests may run on after a shutdown signal
-DRAIN_GRACE = 30.0
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
 async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                             get_gateway: Callable[[], Gateway], pool: UpstreamPool,
-                            limits: ServerLimits, draining: asyncio.Event | None = None) -> None:
+                            options: FrontOptions, draining: asyncio.Event | None = None) -> None:
     """Serve one client connection until the session closes it; ``draining`` set means
     shut down gracefully."""
     loop = asyncio.get_running_loop()
-    session = Session(get_gateway, limits, now=loop.time())
+    tls = writer.get_extra_info("ssl_object")
+    session = AutoSession(get_gateway, options.limits, options.h2, now=loop.time(),
+                          alpn=tls.selected_alpn_protocol() if tls is not None else None)
     inbox: asyncio.Queue[tuple] = asyncio.Queue(INBOX)
+    progress = [asyncio.Event()]  # set (and replaced) after every input the session handled
     tasks: dict[int, asyncio.Task] = {}  # by ref; -1, -2: the reader, the drain watcher
     # a drained write buffer means the bytes reached the kernel, as a finished send_all does
-    writer.transport.set_write_buffer_limits(0)
+    # (not under TLS: asyncio's SSL transport then never resumes a paused writer)
+    if tls is None:
+        writer.transport.set_write_buffer_limits(0)
 
     async def read_client() -> None:
         while True:
@@ -64,8 +68,13 @@ async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
             if not data:
                 return
 
+    async def post(ref: int, event: object) -> None:
+        await inbox.put((ref, event))
+        while session.upstream_paused(ref):
+            await progress[0].wait()
+
     async def run_upstream(ref: int, action: StartUpstream) -> None:
-        await pool.run(action.request, action.proxy, lambda ev: inbox.put((ref, ev)))
+        await pool.run(action.request, action.proxy, lambda ev: post(ref, ev))
 
     async def run_fetch(action: Fetch) -> None:
         await inbox.put((action.ref, await pool.fetch_image(action)))
@@ -74,7 +83,7 @@ async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
         """Carry out the session's actions; False once the connection is to be closed."""
         for action in actions:
             if isinstance(action, Write):
-                if not await _write(writer, action.data):
+                if not await _write(writer, action.data, options.write_stall_timeout):
                     return await perform(session.write_failed(loop.time(), time.time()))
             elif isinstance(action, StartUpstream):
                 tasks[action.ref] = nursery.create_task(run_upstream(action.ref, action))
@@ -119,6 +128,8 @@ async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
                     actions = session.upstream_event(ref, item, now, wall)
                 if not await perform(actions):
                     break
+                progress[0].set()
+                progress[0] = asyncio.Event()
         finally:
             for task in tasks.values():
                 task.cancel()
@@ -131,11 +142,11 @@ def _log(action: Served) -> None:
              " client_closed" if r.client_closed else "")
 
 
-async def _write(writer: asyncio.StreamWriter, data: bytes) -> bool:
+async def _write(writer: asyncio.StreamWriter, data: bytes, stall: float) -> bool:
     if not data:
         return True
     try:
-        async with asyncio.timeout(WRITE_STALL_TIMEOUT):  # not wait_for: on 3.11 it can
+        async with asyncio.timeout(stall):  # not wait_for: on 3.11 it can
             writer.write(data)                             # swallow a cancellation
             await writer.drain()
         return True
@@ -143,12 +154,17 @@ async def _write(writer: asyncio.StreamWriter, data: bytes) -> bool:
         return False
 
 
-async def listen(handler: Handler, host: str, port: int,
-                 tasks: set[asyncio.Task]) -> asyncio.Server:
+async def listen(handler: Handler, host: str, port: int, tasks: set[asyncio.Task], *,
+                 context: ssl.SSLContext | None = None,
+                 max_connections: int | None = None) -> asyncio.Server:
     """``asyncio.start_server``, keeping every running handler task in ``tasks`` so that
-    shutdown can cancel and await them (none may outlive the loop)."""
+    shutdown can cancel and await them (none may outlive the loop). Over
+    ``max_connections`` open handlers, a new connection is closed at once."""
 
     async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if max_connections is not None and len(tasks) >= max_connections:
+            writer.transport.abort()
+            return
         task = asyncio.current_task()
         assert task is not None
         tasks.add(task)
@@ -159,7 +175,18 @@ async def listen(handler: Handler, host: str, port: int,
         finally:
             tasks.discard(task)
 
-    return await asyncio.start_server(tracked, host, port)
+    return await asyncio.start_server(tracked, host, port, ssl=context,
+                                      ssl_handshake_timeout=10.0 if context else None)
+
+
+def tls_context(options: FrontOptions) -> ssl.SSLContext | None:
+    """The server TLS context (ALPN ``h2``, ``http/1.1``), or None for cleartext."""
+    if not options.certfile:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(options.certfile, options.keyfile)
+    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    return ctx
 
 
 async def cancel_all(tasks: set[asyncio.Task]) -> None:
@@ -170,20 +197,21 @@ async def cancel_all(tasks: set[asyncio.Task]) -> None:
 
 
 async def serve(get_gateway: Callable[[], Gateway], host: str, port: int, *,
-                limits: ServerLimits | None = None, pool: UpstreamPool | None = None,
-                stop: asyncio.Event | None = None, grace: float = DRAIN_GRACE,
+                options: FrontOptions = FrontOptions(), pool: UpstreamPool | None = None,
+                stop: asyncio.Event | None = None,
                 ready: Callable[[int], None] | None = None) -> None:
     """Listen on ``host:port`` until ``stop`` is set (or forever), then drain: accept no
-    more, let requests in flight finish for up to ``grace`` seconds, then cut the rest."""
-    limits = limits or ServerLimits()
+    more, let requests in flight finish for up to ``options.drain_grace`` seconds, then cut
+    the rest. Over ``options.max_connections`` a new connection is closed at once."""
     pool = pool or UpstreamPool()
     connections: set[asyncio.Task] = set()
     draining = asyncio.Event()
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await handle_connection(reader, writer, get_gateway, pool, limits, draining)
+        await handle_connection(reader, writer, get_gateway, pool, options, draining)
 
-    server = await listen(handler, host, port, connections)
+    server = await listen(handler, host, port, connections, context=tls_context(options),
+                          max_connections=options.max_connections)
     bound = server.sockets[0].getsockname()[1]
     try:
         if ready is not None:
@@ -192,7 +220,7 @@ async def serve(get_gateway: Callable[[], Gateway], host: str, port: int, *,
         server.close()
         draining.set()
         if connections:
-            await asyncio.wait(set(connections), timeout=grace)
+            await asyncio.wait(set(connections), timeout=options.drain_grace)
     finally:
         server.close()
         await cancel_all(connections)

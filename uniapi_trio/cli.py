@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import random
+import ssl
 import sys
 from collections.abc import Callable, Sequence
 
@@ -17,7 +18,7 @@ from uniapi_core.config import ConfigError, Loaded, load_config
 from uniapi_core.demo import demo_config
 from uniapi_core.errors import describe_os_error
 from uniapi_core.gateway import Gateway, Settings
-from uniapi_core.startup import config_source, env_timeout
+from uniapi_core.startup import FrontOptions, add_front_args, config_source, env_timeout, front_options
 from uniapi_core.summary import render_summary
 
 __all__ = ["main", "read_config_source"]
@@ -90,12 +91,17 @@ def _listen_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--backend", choices=("trio", "asyncio"), default="trio")
+    add_front_args(p)
 
 
 def _run(backend: str, make_config: Callable[[str | None], Loaded], host: str, port: int, *,
          demo: bool = False, args: argparse.Namespace | None = None) -> None:
     """Start ``backend``; ``make_config(demo_upstream_url)`` gives the config to serve."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        options = front_options(args) if args is not None else FrontOptions()
+    except ValueError as exc:
+        raise SystemExit(f"uniapi: {exc}") from None
     settings = Settings(env_timeout=_env_timeout(),
                         fetch_allow_private=bool(getattr(args, "allow_private_image_urls", False)),
                         fetch_allow_http=bool(getattr(args, "allow_http_image_urls", False)))
@@ -110,12 +116,18 @@ def _run(backend: str, make_config: Callable[[str | None], Loaded], host: str, p
         from .runtime import run
 
     try:
-        run(make_gateway, host, port, demo=demo)
+        run(make_gateway, host, port, demo=demo, options=options)
     except KeyboardInterrupt:
         pass
+    except ssl.SSLError as exc:
+        raise SystemExit(f"uniapi: cannot use --certfile/--keyfile: {exc}") from None
     except OSError as exc:
         raise SystemExit(f"uniapi: cannot listen on {host}:{port}: {exc}") from None
     except BaseExceptionGroup as group:  # trio wraps a failed bind in a group
+        tls = group.subgroup(ssl.SSLError)
+        if tls is not None:
+            raise SystemExit(f"uniapi: cannot use --certfile/--keyfile: "
+                             f"{describe_os_error(tls)}") from None
         bind = group.subgroup(OSError)
         if bind is None:
             raise

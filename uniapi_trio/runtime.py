@@ -13,6 +13,7 @@ import trio
 from uniapi_core.demo import DEMO_KEY, demo_answer
 from uniapi_core.gateway import Gateway
 from uniapi_core.http import ClientClosed, ProtocolFailure, RequestReceived, ServerConnection
+from uniapi_core.startup import FrontOptions
 from uniapi_core.vendors.base import UpstreamRequest
 
 from .server import serve
@@ -87,7 +88,7 @@ async def _signals(stop: trio.Event, cancel: trio.CancelScope) -> None:
 
 
 async def _main(make_gateway: Callable[[str | None], Gateway], host: str, port: int,
-                demo: bool) -> None:
+                demo: bool, options: FrontOptions) -> None:
     pool = UpstreamPool()
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
@@ -100,12 +101,14 @@ async def _main(make_gateway: Callable[[str | None], Gateway], host: str, port: 
         for warning in await discover(gateway, pool):
             print(f"uniapi: warning: {warning}", file=sys.stderr)
         async def serving(task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-            await serve(lambda: gateway, host, port, pool=pool, stop=stop,
+            await serve(lambda: gateway, host, port, options=options, pool=pool, stop=stop,
                         task_status=task_status)
             nursery.cancel_scope.cancel()  # drained: end the demo upstream and signal watcher
 
         bound = await nursery.start(serving)
-        print(f"uniapi: serving on http://{host}:{bound} (trio)", file=sys.stderr, flush=True)
+        scheme = "https" if options.certfile else "http"
+        print(f"uniapi: serving on {scheme}://{host}:{bound} (trio) HTTP/1.1 and HTTP/2",
+              file=sys.stderr, flush=True)
         if demo:
             print(f"""uniapi demo: try
   curl http://{host}:{bound}/v1/chat/completions -H 'Authorization: Bearer {DEMO_KEY}' \\
@@ -115,8 +118,8 @@ async def _main(make_gateway: Callable[[str | None], Gateway], host: str, port: 
 
 
 def run(make_gateway: Callable[[str | None], Gateway], host: str, port: int, *,
-        demo: bool = False) -> None:
-    trio.run(_main, make_gateway, host, port, demo)
+        demo: bool = False, options: FrontOptions = FrontOptions()) -> None:
+    trio.run(_main, make_gateway, host, port, demo, options)
 
 
 def fetch_text(url: str) -> str:

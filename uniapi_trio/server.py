@@ -1,7 +1,9 @@
-"""The trio front: accept connections and run each as a ``uniapi_core.session.Session``.
+"""The trio front: accept connections (TCP, or TLS with ALPN) and run each as a
+``uniapi_core.h2session.AutoSession`` (HTTP/1.1 or HTTP/2, decided by the core).
 
 Per connection: one reader task feeding client bytes, one task per upstream exchange, and
 the loop below, which hands every input to the session and performs the actions it returns.
+An upstream task waits while the session says its stream is paused (HTTP/2 flow control).
 Clocks: ``trio.current_time()`` (monotonic) for deadlines, ``time.time()`` for wall time.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import ssl
 import time
 from collections.abc import Callable
 from functools import partial
@@ -16,17 +19,17 @@ from functools import partial
 import trio
 
 from uniapi_core.gateway import Gateway
-from uniapi_core.http.server import ServerLimits
+from uniapi_core.h2session import AutoSession
 from uniapi_core.session import (
     Close,
     Fetch,
     FetchResult,
     Served,
-    Session,
     StartUpstream,
     StopUpstream,
     Write,
 )
+from uniapi_core.startup import FrontOptions
 
 from .upstream import UpstreamPool
 
@@ -35,22 +38,29 @@ __all__ = ["serve", "handle_connection"]
 log = logging.getLogger("uniapi")
 
 READ_SIZE = 65536
-#: a client that accepts no bytes for this long is dropped (reliability.md: write stall)
-WRITE_STALL_TIMEOUT = 60.0
 #: inputs buffered for the loop; a full inbox pauses the client reader and upstream reads
 INBOX = 16
-#: how long in-flight requests may run on after a shutdown signal
-DRAIN_GRACE = 30.0
 
 
 async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], Gateway],
-                            pool: UpstreamPool, limits: ServerLimits,
+                            pool: UpstreamPool, options: FrontOptions,
                             draining: trio.Event | None = None) -> None:
     """Serve one client connection until the session closes it; ``draining`` set means
     shut down gracefully."""
-    session = Session(get_gateway, limits, now=trio.current_time())
+    alpn = None
+    if isinstance(stream, trio.SSLStream):
+        try:
+            with trio.fail_after(options.limits.head_timeout):
+                await stream.do_handshake()
+        except (trio.BrokenResourceError, trio.TooSlowError, OSError):
+            await trio.aclose_forcefully(stream)
+            return
+        alpn = stream.selected_alpn_protocol()
+    session = AutoSession(get_gateway, options.limits, options.h2, now=trio.current_time(),
+                          alpn=alpn)
     send, inbox = trio.open_memory_channel[tuple](INBOX)
     scopes: dict[int, trio.CancelScope] = {}
+    progress = [trio.Event()]  # set (and replaced) after every input the session handled
 
     async def read_client() -> None:
         while True:
@@ -62,9 +72,14 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
             if not data:
                 return
 
+    async def post(ref: int, event: object) -> None:
+        await send.send((ref, event))
+        while session.upstream_paused(ref):
+            await progress[0].wait()
+
     async def run_upstream(ref: int, action: StartUpstream, scope: trio.CancelScope) -> None:
         with scope:
-            await pool.run(action.request, action.proxy, lambda ev: send.send((ref, ev)))
+            await pool.run(action.request, action.proxy, partial(post, ref))
 
     async def run_fetch(action: Fetch, scope: trio.CancelScope) -> None:
         with scope:
@@ -74,7 +89,7 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
         """Carry out the session's actions; False once the connection is to be closed."""
         for action in actions:
             if isinstance(action, Write):
-                if not await _write(stream, action.data):
+                if not await _write(stream, action.data, options.write_stall_timeout):
                     return await perform(session.write_failed(trio.current_time(), time.time()))
             elif isinstance(action, StartUpstream):
                 scopes[action.ref] = trio.CancelScope()
@@ -117,6 +132,8 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
                     actions = session.upstream_event(ref, item, now, wall)
                 if not await perform(actions):
                     break
+                progress[0].set()
+                progress[0] = trio.Event()
         finally:
             nursery.cancel_scope.cancel()
             await trio.aclose_forcefully(stream)
@@ -128,31 +145,53 @@ def _log(action: Served) -> None:
              " client_closed" if r.client_closed else "")
 
 
-async def _write(stream: trio.abc.Stream, data: bytes) -> bool:
+async def _write(stream: trio.abc.Stream, data: bytes, stall: float) -> bool:
     if not data:
         return True
     try:
-        with trio.fail_after(WRITE_STALL_TIMEOUT):
+        with trio.fail_after(stall):
             await stream.send_all(data)
         return True
     except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError):
         return False
 
 
+def tls_context(options: FrontOptions) -> ssl.SSLContext | None:
+    """The server TLS context (ALPN ``h2``, ``http/1.1``), or None for cleartext."""
+    if not options.certfile:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(options.certfile, options.keyfile)
+    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    return ctx
+
+
 async def serve(get_gateway: Callable[[], Gateway], host: str, port: int, *,
-                limits: ServerLimits | None = None, pool: UpstreamPool | None = None,
-                stop: trio.Event | None = None, grace: float = DRAIN_GRACE,
+                options: FrontOptions = FrontOptions(), pool: UpstreamPool | None = None,
+                stop: trio.Event | None = None,
                 task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     """Listen on ``host:port`` until ``stop`` is set (or forever), then drain: accept no
-    more, let requests in flight finish for up to ``grace`` seconds, then cut the rest."""
-    limits = limits or ServerLimits()
+    more, let requests in flight finish for up to ``options.drain_grace`` seconds, then cut
+    the rest. Over ``options.max_connections`` a new connection is closed at once."""
     pool = pool or UpstreamPool()
+    context = tls_context(options)
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound = listeners[0].socket.getsockname()[1]
     draining = trio.Event()
+    open_count = [0]
 
-    async def handler(stream: trio.SocketStream) -> None:
-        await handle_connection(stream, get_gateway, pool, limits, draining)
+    async def handler(tcp: trio.SocketStream) -> None:
+        if open_count[0] >= options.max_connections:
+            await trio.aclose_forcefully(tcp)
+            return
+        open_count[0] += 1
+        try:
+            stream: trio.abc.Stream = tcp
+            if context is not None:
+                stream = trio.SSLStream(tcp, context, server_side=True, https_compatible=True)
+            await handle_connection(stream, get_gateway, pool, options, draining)
+        finally:
+            open_count[0] -= 1
 
     async with trio.open_nursery() as connections:
         async with trio.open_nursery() as accepting:
@@ -162,4 +201,4 @@ async def serve(get_gateway: Callable[[], Gateway], host: str, port: int, *,
             await (stop if stop is not None else trio.Event()).wait()
             accepting.cancel_scope.cancel()
         draining.set()
-        connections.cancel_scope.deadline = trio.current_time() + grace
+        connections.cancel_scope.deadline = trio.current_time() + options.drain_grace
