@@ -1,5 +1,6 @@
-"""Upstream connections on asyncio: connect (TCP, TLS with system roots and SNI), pool per origin,
-and run one attempt, reporting what happens as relay events. It decides nothing."""
+"""Upstream connections on asyncio: connect (TCP, or a tunnel through an outbound proxy; TLS
+with system roots and SNI), pool per (proxy, origin), and run one attempt, reporting what
+happens as relay events. It decides nothing."""
 
 from __future__ import annotations
 
@@ -9,7 +10,17 @@ import ssl
 from collections.abc import Awaitable, Callable
 
 from uniapi_core.errors import describe_os_error
-from uniapi_core.http import ClientConnection, ResponseData, ResponseEnd, ResponseHead, parse_url
+from uniapi_core.http import (
+    ClientConnection,
+    ProxyError,
+    ProxySpec,
+    ResponseData,
+    ResponseEnd,
+    ResponseHead,
+    handshake_for,
+    parse_proxy,
+    parse_url,
+)
 from uniapi_core.http.client import UpstreamProtocolError
 from uniapi_core.relay import UpstreamData, UpstreamEnded, UpstreamFailed, UpstreamHead
 from uniapi_core.session import Fetch, FetchResult
@@ -24,6 +35,7 @@ MAX_IDLE_PER_ORIGIN = 256  # ≥ the busiest concurrency we serve, or streams re
 READ_SIZE = 65536
 
 Origin = tuple[str, str, int]
+Key = tuple[ProxySpec | None, Origin]  # proxied connections never mix with direct ones
 Post = Callable[[object], Awaitable[None]]
 
 
@@ -33,10 +45,10 @@ class _TooBig(Exception):
 
 class _Conn:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 origin: Origin) -> None:
+                 origin: Origin, proxy: ProxySpec | None = None) -> None:
         self.reader = reader
         self.writer = writer
-        self.origin = origin
+        self.key: Key = (proxy, origin)
         self.h11 = ClientConnection()
         self.idle_since = 0.0
 
@@ -45,22 +57,59 @@ class UpstreamPool:
     """Keep-alive connections per origin; TLS verified against the system roots."""
 
     def __init__(self) -> None:
-        self._idle: dict[Origin, list[_Conn]] = {}
+        self._idle: dict[Key, list[_Conn]] = {}
         self._ssl = ssl.create_default_context()
         self._ssl.set_alpn_protocols(["http/1.1"])
 
-    async def _connect(self, origin: Origin) -> _Conn:
+    async def _connect(self, origin: Origin, proxy: ProxySpec | None) -> _Conn:
         scheme, host, port = origin
-        async with asyncio.timeout(CONNECT_TIMEOUT):
-            if scheme == "https":
+        async with asyncio.timeout(CONNECT_TIMEOUT):  # proxy connect, handshake and TLS included
+            if proxy is not None:
+                reader, writer = await self._tunnel(proxy, host, port)
+                if scheme == "https":
+                    try:
+                        await writer.start_tls(self._ssl, server_hostname=host)
+                    except BaseException:
+                        writer.transport.abort()
+                        raise
+            elif scheme == "https":
                 reader, writer = await asyncio.open_connection(
                     host, port, ssl=self._ssl, server_hostname=host)
             else:
                 reader, writer = await asyncio.open_connection(host, port)
-        return _Conn(reader, writer, origin)
+        return _Conn(reader, writer, origin, proxy)
 
-    def _take_idle(self, origin: Origin) -> _Conn | None:
-        conns = self._idle.get(origin)
+    @staticmethod
+    async def _tunnel(proxy: ProxySpec, host: str,
+                      port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A TCP connection to ``proxy`` carrying a tunnel to ``host:port``; ``ProxyError``."""
+        hs = handshake_for(proxy, host, port)
+        try:
+            reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
+        except OSError as exc:
+            raise ProxyError(f"cannot connect: {describe_os_error(exc)}") from None
+        try:
+            writer.write(hs.initial_bytes())
+            await writer.drain()
+            done = False
+            while not done:
+                done = hs.receive_data(await reader.read(READ_SIZE))
+                if out := hs.data_to_send():
+                    writer.write(out)
+                    await writer.drain()
+        except BaseException as exc:
+            writer.transport.abort()
+            if isinstance(exc, OSError):
+                raise ProxyError("connection lost during the handshake: "
+                                 f"{describe_os_error(exc)}") from None
+            raise
+        if hs.leftover:
+            writer.transport.abort()
+            raise ProxyError("the proxy sent unexpected bytes after opening the tunnel")
+        return reader, writer
+
+    def _take_idle(self, key: Key) -> _Conn | None:
+        conns = self._idle.get(key)
         now = asyncio.get_running_loop().time()
         while conns:
             conn = conns.pop()
@@ -70,7 +119,7 @@ class UpstreamPool:
         return None
 
     def _release(self, conn: _Conn) -> None:
-        conns = self._idle.setdefault(conn.origin, [])
+        conns = self._idle.setdefault(conn.key, [])
         if conn.h11.reusable and len(conns) < MAX_IDLE_PER_ORIGIN:
             conn.h11.start_next_cycle()
             conn.idle_since = asyncio.get_running_loop().time()
@@ -157,27 +206,35 @@ class UpstreamPool:
     async def run(self, req: UpstreamRequest, proxy: str | None, post: Post) -> None:
         """Perform one exchange, posting UpstreamHead/Data/Ended/Failed events (attempt 0:
         the session knows whose exchange it is)."""
-        if proxy:
-            await post(UpstreamFailed(0, "connect", "outbound proxies are not supported yet"))
-            return
         try:
             url = parse_url(req.url)
         except ValueError as exc:
             await post(UpstreamFailed(0, "connect", f"bad upstream URL: {exc}"))
             return
+        try:
+            spec = parse_proxy(proxy) if proxy else None
+        except ValueError as exc:  # the message never quotes the URL (credentials)
+            await post(UpstreamFailed(0, "connect", f"bad proxy URL: {exc}"))
+            return
+        shown = spec.display if spec else ""
+        via = f" through proxy {shown}" if spec else ""
         headers = (("host", url.host_header),) + tuple(
             h for h in req.headers if h[0].lower() != "host")
-        conn = self._take_idle(url.origin)
+        conn = self._take_idle((spec, url.origin))
         while True:
             fresh = conn is None
             if conn is None:
                 try:
-                    conn = await self._connect(url.origin)
+                    conn = await self._connect(url.origin, spec)
                 except TimeoutError:  # before OSError: TimeoutError is one
-                    await post(UpstreamFailed(0, "connect", f"connecting to {url.host} timed out"))
+                    await post(UpstreamFailed(0, "connect",
+                                              f"connecting to {url.host}{via} timed out"))
+                    return
+                except ProxyError as exc:
+                    await post(UpstreamFailed(0, "connect", f"proxy {shown}: {exc}"))
                     return
                 except (OSError, ssl.SSLError) as exc:
-                    await post(UpstreamFailed(0, "connect", f"cannot connect to {url.host}: "
+                    await post(UpstreamFailed(0, "connect", f"cannot connect to {url.host}{via}: "
                                                             f"{describe_os_error(exc)}"))
                     return
             result: bool | None = False

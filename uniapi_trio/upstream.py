@@ -1,5 +1,6 @@
-"""Upstream connections on trio: connect (TCP, TLS with system roots and SNI), pool per origin,
-and run one attempt, reporting what happens as relay events. It decides nothing."""
+"""Upstream connections on trio: connect (TCP, or a tunnel through an outbound proxy; TLS with
+system roots and SNI), pool per (proxy, origin), and run one attempt, reporting what happens as
+relay events. It decides nothing."""
 
 from __future__ import annotations
 
@@ -9,7 +10,17 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from uniapi_core.errors import describe_os_error
-from uniapi_core.http import ClientConnection, ResponseData, ResponseEnd, ResponseHead, parse_url
+from uniapi_core.http import (
+    ClientConnection,
+    ProxyError,
+    ProxySpec,
+    ResponseData,
+    ResponseEnd,
+    ResponseHead,
+    handshake_for,
+    parse_proxy,
+    parse_url,
+)
 from uniapi_core.http.client import UpstreamProtocolError
 from uniapi_core.relay import UpstreamData, UpstreamEnded, UpstreamFailed, UpstreamHead
 from uniapi_core.session import Fetch, FetchResult
@@ -24,17 +35,19 @@ MAX_IDLE_PER_ORIGIN = 256  # ≥ the busiest concurrency we serve, or streams re
 READ_SIZE = 65536
 
 Origin = tuple[str, str, int]
+Key = tuple[ProxySpec | None, Origin]  # proxied connections never mix with direct ones
+Post = Callable[[object], Awaitable[None]]
 
 
 class _TooBig(Exception):
     """An image went past its size cap."""
-Post = Callable[[object], Awaitable[None]]
 
 
 class _Conn:
-    def __init__(self, stream: trio.abc.Stream, origin: Origin) -> None:
+    def __init__(self, stream: trio.abc.Stream, origin: Origin,
+                 proxy: ProxySpec | None = None) -> None:
         self.stream = stream
-        self.origin = origin
+        self.key: Key = (proxy, origin)
         self.h11 = ClientConnection()
         self.idle_since = 0.0
 
@@ -43,23 +56,59 @@ class UpstreamPool:
     """Keep-alive connections per origin; TLS verified against the system roots."""
 
     def __init__(self) -> None:
-        self._idle: dict[Origin, list[_Conn]] = {}
+        self._idle: dict[Key, list[_Conn]] = {}
         self._ssl = ssl.create_default_context()
         self._ssl.set_alpn_protocols(["http/1.1"])
 
-    async def _connect(self, origin: Origin) -> _Conn:
+    async def _connect(self, origin: Origin, proxy: ProxySpec | None) -> _Conn:
         scheme, host, port = origin
-        with trio.fail_after(CONNECT_TIMEOUT):
-            if scheme == "https":
-                stream: trio.abc.Stream = await trio.open_ssl_over_tcp_stream(
+        with trio.fail_after(CONNECT_TIMEOUT):  # proxy connect, handshake and TLS included
+            if proxy is not None:
+                stream: trio.abc.Stream = await self._tunnel(proxy, host, port)
+                if scheme == "https":
+                    stream = trio.SSLStream(stream, self._ssl, server_hostname=host,
+                                            https_compatible=True)
+                    try:
+                        await stream.do_handshake()
+                    except BaseException:
+                        await trio.aclose_forcefully(stream)
+                        raise
+            elif scheme == "https":
+                stream = await trio.open_ssl_over_tcp_stream(
                     host, port, ssl_context=self._ssl, https_compatible=True)
                 await stream.do_handshake()
             else:
                 stream = await trio.open_tcp_stream(host, port)
-        return _Conn(stream, origin)
+        return _Conn(stream, origin, proxy)
 
-    def _take_idle(self, origin: Origin) -> _Conn | None:
-        conns = self._idle.get(origin)
+    @staticmethod
+    async def _tunnel(proxy: ProxySpec, host: str, port: int) -> trio.abc.Stream:
+        """A TCP stream to ``proxy`` carrying a tunnel to ``host:port``; ``ProxyError``."""
+        hs = handshake_for(proxy, host, port)
+        try:
+            tcp = await trio.open_tcp_stream(proxy.host, proxy.port)
+        except OSError as exc:
+            raise ProxyError(f"cannot connect: {describe_os_error(exc)}") from None
+        try:
+            await tcp.send_all(hs.initial_bytes())
+            done = False
+            while not done:
+                done = hs.receive_data(await tcp.receive_some(READ_SIZE))
+                if out := hs.data_to_send():
+                    await tcp.send_all(out)
+        except BaseException as exc:
+            await trio.aclose_forcefully(tcp)
+            if isinstance(exc, (OSError, trio.BrokenResourceError)):
+                raise ProxyError("connection lost during the handshake: "
+                                 f"{describe_os_error(exc)}") from None
+            raise
+        if hs.leftover:
+            await trio.aclose_forcefully(tcp)
+            raise ProxyError("the proxy sent unexpected bytes after opening the tunnel")
+        return tcp
+
+    def _take_idle(self, key: Key) -> _Conn | None:
+        conns = self._idle.get(key)
         now = trio.current_time()
         while conns:
             conn = conns.pop()
@@ -69,7 +118,7 @@ class UpstreamPool:
         return None
 
     def _release(self, conn: _Conn) -> None:
-        conns = self._idle.setdefault(conn.origin, [])
+        conns = self._idle.setdefault(conn.key, [])
         if conn.h11.reusable and len(conns) < MAX_IDLE_PER_ORIGIN:
             conn.h11.start_next_cycle()
             conn.idle_since = trio.current_time()
@@ -154,27 +203,35 @@ class UpstreamPool:
     async def run(self, req: UpstreamRequest, proxy: str | None, post: Post) -> None:
         """Perform one exchange, posting UpstreamHead/Data/Ended/Failed events (attempt 0:
         the session knows whose exchange it is)."""
-        if proxy:
-            await post(UpstreamFailed(0, "connect", "outbound proxies are not supported yet"))
-            return
         try:
             url = parse_url(req.url)
         except ValueError as exc:
             await post(UpstreamFailed(0, "connect", f"bad upstream URL: {exc}"))
             return
+        try:
+            spec = parse_proxy(proxy) if proxy else None
+        except ValueError as exc:  # the message never quotes the URL (credentials)
+            await post(UpstreamFailed(0, "connect", f"bad proxy URL: {exc}"))
+            return
+        shown = spec.display if spec else ""
+        via = f" through proxy {shown}" if spec else ""
         headers = (("host", url.host_header),) + tuple(
             h for h in req.headers if h[0].lower() != "host")
-        conn = self._take_idle(url.origin)
+        conn = self._take_idle((spec, url.origin))
         while True:
             fresh = conn is None
             if conn is None:
                 try:
-                    conn = await self._connect(url.origin)
+                    conn = await self._connect(url.origin, spec)
                 except trio.TooSlowError:
-                    await post(UpstreamFailed(0, "connect", f"connecting to {url.host} timed out"))
+                    await post(UpstreamFailed(0, "connect",
+                                              f"connecting to {url.host}{via} timed out"))
+                    return
+                except ProxyError as exc:
+                    await post(UpstreamFailed(0, "connect", f"proxy {shown}: {exc}"))
                     return
                 except (OSError, ssl.SSLError, trio.BrokenResourceError) as exc:
-                    await post(UpstreamFailed(0, "connect", f"cannot connect to {url.host}: "
+                    await post(UpstreamFailed(0, "connect", f"cannot connect to {url.host}{via}: "
                                                             f"{describe_os_error(exc)}"))
                     return
             result: bool | None = False

@@ -1,7 +1,8 @@
 """HTTP/1.1 framing for the core: sans-IO server and client connections over h11, and URLs.
 
 ``server`` turns client bytes into whole requests under reliability.md's limits and renders
-responses; ``client`` does the same for upstream connections; ``url`` parses upstream URLs.
+responses; ``client`` does the same for upstream connections; ``url`` parses upstream URLs;
+``proxy`` parses outbound proxy URLs and opens tunnels (HTTP ``CONNECT``, SOCKS5).
 Nothing here does I/O: transports feed bytes and ``now`` in and write the bytes that come out.
 """
 
@@ -12,6 +13,14 @@ from .client import (
     ResponseEnd,
     ResponseHead,
     UpstreamProtocolError,
+)
+from .proxy import (
+    ConnectHandshake,
+    ProxyError,
+    ProxySpec,
+    Socks5Handshake,
+    handshake_for,
+    parse_proxy,
 )
 from .server import (
     ClientClosed,
@@ -28,7 +37,10 @@ __all__ = [
     "ClientClosed",
     "ClientConnection",
     "ClientEvent",
+    "ConnectHandshake",
     "ProtocolFailure",
+    "ProxyError",
+    "ProxySpec",
     "RequestReceived",
     "ResponseData",
     "ResponseEnd",
@@ -36,9 +48,12 @@ __all__ = [
     "ServerConnection",
     "ServerEvent",
     "ServerLimits",
+    "Socks5Handshake",
     "UpstreamProtocolError",
     "Url",
     "clean_headers",
+    "handshake_for",
+    "parse_proxy",
     "parse_url",
     "replace_path_suffix",
 ]
