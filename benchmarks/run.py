@@ -20,9 +20,11 @@ interleaved rounds, the direct upstream and each gateway:
 * the translator micro-benchmarks (``bench_translators.py``).
 
 It prints a table (medians of the rounds; ratio = gateway req/s ÷ direct req/s in the same
-round), the targets of issue #6 with met/not met, and writes everything as JSON. HTTP/1.1 only:
-h2c is not implemented yet. Only 127.0.0.1 is contacted; every process started here is ended
-here, by PID.
+round), the targets of issue #6 with met/not met, and writes everything as JSON. The matrix is
+HTTP/1.1 (wrk); when ``h2load`` (Debian's ``nghttp2-client``) is present or installable, each
+gateway is also driven over h2c prior knowledge at c=16 (16 connections × 1 stream, and
+4 connections × 10 streams) for the JSON completion and the stream, with errors counted. Only
+127.0.0.1 is contacted; every process started here is ended here, by PID.
 """
 
 from __future__ import annotations
@@ -662,6 +664,33 @@ def upstream_accepts(port: int | None) -> int | None:
     return int(m.group(1)) if status == 200 and m else None
 
 
+def run_h2load(h2load: str, core: int | None, port: int, body: Path, conns: int,
+               streams: int, duration: float) -> dict[str, Any]:
+    """One h2load run over h2c prior knowledge: req/s, successes, failures, latency."""
+    cmd = pinned(core, [h2load, "-c", str(conns), "-m", str(streams), "-D", f"{duration:g}",
+                        "-d", str(body), "-H", f"authorization: Bearer {CLIENT_KEY}",
+                        "-H", "content-type: application/json",
+                        f"http://127.0.0.1:{port}/v1/chat/completions"])
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+    out = p.stdout
+    m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                  r"(\d+) failed, (\d+) errored, (\d+) timeout", out)
+    rps = re.search(r"finished in [\d.]+\w*, ([\d.]+) req/s", out)
+    lat = re.search(r"time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+"
+                    r"([\d.]+)(us|ms|s)", out)
+    if p.returncode != 0 or m is None or rps is None:
+        raise RuntimeError(f"h2load failed ({p.returncode}): {out[-400:]} {p.stderr[-400:]}")
+
+    def ms(v: str, unit: str) -> float:
+        return float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    total, _, done, ok, failed, errored, timeout = (int(x) for x in m.groups())
+    return {"rps": float(rps.group(1)), "done": done, "succeeded": ok,
+            "errors": failed + errored + timeout,
+            "mean_ms": ms(lat.group(5), lat.group(6)) if lat else None,
+            "max_ms": ms(lat.group(3), lat.group(4)) if lat else None}
+
+
 def one_run(wrk: str, load_core: int | None, gw_core: int | None, target: str, port: int,
             script: Path, kind: str, conns: int, duration: float, pid: int | None,
             status_port: int | None = None) -> dict[str, Any]:
@@ -812,6 +841,13 @@ def render(result: dict[str, Any]) -> str:
     noisy = [r for r in result["runs"] if r.get("busy_before", 0) > 0.25]
     lines.append(f"{len(noisy)} of {len(result['runs'])} runs started while other processes "
                  f"used > 0.25 core (busy_before in the JSON); the medians absorb one such round.")
+    if result.get("h2c"):
+        lines.append("")
+        lines.append("h2c prior knowledge (h2load, c=16 as connections × streams):")
+        for h in result["h2c"]:
+            lines.append(f"  {h['kind']:<5}{h['target']:<8}{h['conns']:>3}×{h['streams']:<3}"
+                         f"{h['rps']:>9.0f} req/s  {h['cpu_us_per_req']:>6.0f} µs/req CPU  "
+                         f"{h['succeeded']} ok  {h['errors']} errors")
     fe = result.get("first_event")
     if fe:
         lines.append("")
@@ -1000,6 +1036,36 @@ def main(argv: list[str] | None = None) -> int:
                 for name, r in cell.items():  # ratio to the direct run of the same round
                     r["ratio"] = r["rps"] / cell["direct"]["rps"] if name != "direct" else 1.0
 
+        h2c: list[dict[str, Any]] = []
+        h2load = shutil.which("h2load")
+        if h2load is None and not args.no_install:
+            _apt(["nghttp2-client"], [False])
+            h2load = shutil.which("h2load")
+        if h2load is None:
+            log("h2load not available (apt-get install nghttp2-client): no h2c runs")
+        else:
+            bodies = {"json": tmp / "h2-json.json", "sse": tmp / "h2-sse.json"}
+            bodies["json"].write_bytes(chat_request_bytes(JSON_MODEL))
+            bodies["sse"].write_bytes(chat_request_bytes(SSE_MODEL, True))
+            for name, (proc, port) in gateways.items():
+                for kind in ("json", "sse"):
+                    for conns, streams in ((16, 1), (4, 10)):
+                        quiet()
+                        cpu0 = proc_cpu_seconds(proc.pid)
+                        try:
+                            h = run_h2load(h2load, load_core, port, bodies[kind], conns,
+                                           streams, duration)
+                        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                            log(f"h2c {name} {kind}: {exc}")
+                            continue
+                        cpu = proc_cpu_seconds(proc.pid) - cpu0
+                        h.update(target=name, kind=kind, conns=conns, streams=streams,
+                                 cpu_us_per_req=cpu / max(h["succeeded"], 1) * 1e6)
+                        h2c.append(h)
+                        log(f"h2c {name} {kind} {conns}×{streams}: {h['rps']:.0f} req/s, "
+                            f"{h['succeeded']} ok, {h['errors']} errors, "
+                            f"cpu {h['cpu_us_per_req']:.0f} µs/req")
+
         quiet()
         log("first SSE event latency")
         fe_targets = {"direct": (up_port, "/sse/chat/completions")}
@@ -1046,13 +1112,15 @@ def main(argv: list[str] | None = None) -> int:
             "started": started_wall, "source_digest": digest,
             "duration_s": duration, "machine": machine_info(), "upstream": up_label,
             "upstream_kind": upstream_kind, "wrk": version_of([wrk, "--version"]).split(" [")[0],
-            "gateway_core": gw_core, "load_core": load_core, "protocol": "HTTP/1.1",
+            "gateway_core": gw_core, "load_core": load_core,
+            "protocol": "HTTP/1.1 (wrk); h2c (h2load) in 'h2c'",
             "backends": list(gateways), "backends_skipped": skipped,
             "scenarios": [{"kind": k, "conns": c} for k, c in SCENARIOS],
             "payloads": {"request_bytes": len(chat_request_bytes()),
                          "completion_bytes": len(completion_bytes()),
                          "sse_bytes": len(sse_body()), "sse_events": SSE_EVENTS},
             "summary": summary, "first_event": first, "translators": translators,
+            "h2c": h2c,
             "targets": check_targets(summary, first, translators, list(gateways)),
             "quiet_wait_total_s": quiet.waited,
             "profiles": profiles, "runs": runs, "loadavg_start": loadavg_start,
