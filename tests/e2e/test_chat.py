@@ -333,6 +333,19 @@ def test_body_over_limit_is_413(backend, up):
         assert _post(gw.port, BODY)[0] == 200
 
 
+def test_oversize_head_is_431_and_the_server_serves_the_next_request(backend, up):
+    with run_gateway(config(up), backend=backend) as gw:
+        big = b"X-Filler: " + b"a" * 70000 + b"\r\n"
+        raw = gw.raw(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n" + big + b"\r\n")
+        assert raw.startswith(b"HTTP/1.1 431 ")
+        assert_openai_error(json.loads(raw.split(b"\r\n\r\n", 1)[1]))
+        many = b"".join(b"X-H%d: v\r\n" % i for i in range(150))
+        raw = gw.raw(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n")
+        assert raw.startswith(b"HTTP/1.1 431 ") and b"too many header fields" in raw
+        up.replies.append(json_reply(COMPLETION))
+        assert _post(gw.port, BODY)[0] == 200
+
+
 def test_unknown_path_and_method(backend, up):
     with run_gateway(config(up), backend=backend) as gw:
         status, _, obj = _post(gw.port, b"", path="/v1/nope", method="GET")
