@@ -25,6 +25,8 @@ def main() -> None:
     try:
         timeout = env_timeout(os.environ)
         options = front_options(args)
+        if options.workers > 1:
+            raise ValueError("--workers: use `uniapi serve --backend asyncio --workers N`")
     except ValueError as exc:
         raise SystemExit(f"uniapi: {exc}") from None
     kind, source = config_source(args.config, os.environ)

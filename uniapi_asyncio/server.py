@@ -156,7 +156,8 @@ async def _write(writer: asyncio.StreamWriter, data: bytes, stall: float) -> boo
 
 async def listen(handler: Handler, host: str, port: int, tasks: set[asyncio.Task], *,
                  context: ssl.SSLContext | None = None,
-                 max_connections: int | None = None) -> asyncio.Server:
+                 max_connections: int | None = None, reuse_port: bool = False
+                 ) -> asyncio.Server:
     """``asyncio.start_server``, keeping every running handler task in ``tasks`` so that
     shutdown can cancel and await them (none may outlive the loop). Over
     ``max_connections`` open handlers, a new connection is closed at once."""
@@ -176,7 +177,8 @@ async def listen(handler: Handler, host: str, port: int, tasks: set[asyncio.Task
             tasks.discard(task)
 
     return await asyncio.start_server(tracked, host, port, ssl=context,
-                                      ssl_handshake_timeout=10.0 if context else None)
+                                      ssl_handshake_timeout=10.0 if context else None,
+                                      reuse_port=reuse_port or None)
 
 
 def tls_context(options: FrontOptions) -> ssl.SSLContext | None:
@@ -211,7 +213,8 @@ async def serve(get_gateway: Callable[[], Gateway], host: str, port: int, *,
         await handle_connection(reader, writer, get_gateway, pool, options, draining)
 
     server = await listen(handler, host, port, connections, context=tls_context(options),
-                          max_connections=options.max_connections)
+                          max_connections=options.max_connections,
+                          reuse_port=options.reuse_port)
     bound = server.sockets[0].getsockname()[1]
     try:
         if ready is not None:

@@ -59,6 +59,12 @@ class FrontOptions:
     #: TLS: both set means HTTPS with ALPN h2 and http/1.1 on the port
     certfile: str | None = None
     keyfile: str | None = None
+    #: processes sharing the port (SO_REUSEPORT); each has its own state (limits, cooldowns)
+    workers: int = 1
+
+    @property
+    def reuse_port(self) -> bool:
+        return self.workers > 1
 
 
 def add_front_args(parser: argparse.ArgumentParser) -> None:
@@ -80,6 +86,9 @@ def add_front_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--drain-grace", type=float, default=d.drain_grace,
                    help="seconds in-flight requests get after SIGTERM/SIGINT")
     g.add_argument("--h2-max-streams", type=int, default=d.h2.max_concurrent_streams)
+    g.add_argument("--workers", type=int, default=d.workers,
+                   help="processes serving the port (SO_REUSEPORT), e.g. one per core; rate "
+                   "limits, cooldowns and stats are then per process")
 
 
 def front_options(args: argparse.Namespace) -> FrontOptions:
@@ -87,7 +96,7 @@ def front_options(args: argparse.Namespace) -> FrontOptions:
     if bool(args.certfile) != bool(args.keyfile):
         raise ValueError("--certfile and --keyfile go together")
     for flag in ("max_connections", "max_body_bytes", "max_head_bytes", "max_headers",
-                 "h2_max_streams"):
+                 "h2_max_streams", "workers"):
         if getattr(args, flag) < 1:
             raise ValueError(f"--{flag.replace('_', '-')} must be at least 1")
     for flag in ("head_timeout", "body_timeout", "keepalive_timeout", "write_timeout",
@@ -104,4 +113,4 @@ def front_options(args: argparse.Namespace) -> FrontOptions:
                                         stall_timeout=args.write_timeout),
                         max_connections=args.max_connections,
                         write_stall_timeout=args.write_timeout, drain_grace=args.drain_grace,
-                        certfile=args.certfile, keyfile=args.keyfile)
+                        certfile=args.certfile, keyfile=args.keyfile, workers=args.workers)

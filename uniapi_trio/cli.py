@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import random
+import signal
 import ssl
 import sys
 from collections.abc import Callable, Sequence
@@ -115,6 +116,12 @@ def _run(backend: str, make_config: Callable[[str | None], Loaded], host: str, p
     else:
         from .runtime import run
 
+    if options.workers > 1:
+        if port == 0:
+            raise SystemExit("uniapi: --workers needs a fixed --port")
+        _supervise(options.workers, lambda: run(make_gateway, host, port, demo=demo,
+                                                 options=options))
+        return
     try:
         run(make_gateway, host, port, demo=demo, options=options)
     except KeyboardInterrupt:
@@ -133,6 +140,50 @@ def _run(backend: str, make_config: Callable[[str | None], Loaded], host: str, p
             raise
         raise SystemExit(f"uniapi: cannot listen on {host}:{port}: "
                          f"{describe_os_error(bind)}") from None
+
+
+def _supervise(workers: int, serve: Callable[[], None]) -> None:
+    """Fork ``workers`` processes that each ``serve()`` the same SO_REUSEPORT port; forward
+    SIGTERM/SIGINT to them and wait. Forked before any event loop or thread exists."""
+    children: list[int] = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                serve()
+            except KeyboardInterrupt:
+                pass
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+                if exc.code and not isinstance(exc.code, int):
+                    print(exc.code, file=sys.stderr)
+            except BaseException as exc:  # noqa: BLE001 — a worker's crash is reported below
+                print(f"uniapi: worker {os.getpid()} failed: {exc!r}", file=sys.stderr)
+                code = 1
+            os._exit(code)
+        children.append(pid)
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            try:
+                os.kill(child, signum)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    failed = 0
+    for child in children:
+        while True:
+            try:
+                _, status = os.waitpid(child, 0)
+                break
+            except InterruptedError:
+                continue
+        failed += os.waitstatus_to_exitcode(status) not in (0, -signal.SIGTERM, -signal.SIGINT)
+    if failed:
+        raise SystemExit(f"uniapi: {failed} of {workers} workers failed")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -156,6 +156,20 @@ async def _write(stream: trio.abc.Stream, data: bytes, stall: float) -> bool:
         return False
 
 
+async def _listeners(host: str, port: int, reuse_port: bool) -> list[trio.SocketListener]:
+    """``trio.open_tcp_listeners``, or one SO_REUSEPORT socket shared with sibling workers."""
+    if not reuse_port:
+        return await trio.open_tcp_listeners(port, host=host)
+    family, kind, proto, _, address = (await trio.socket.getaddrinfo(
+        host, port, type=trio.socket.SOCK_STREAM, flags=trio.socket.AI_PASSIVE))[0]
+    sock = trio.socket.socket(family, kind, proto)
+    sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
+    sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEPORT, 1)
+    await sock.bind(address)
+    sock.listen(4096)
+    return [trio.SocketListener(sock)]
+
+
 def tls_context(options: FrontOptions) -> ssl.SSLContext | None:
     """The server TLS context (ALPN ``h2``, ``http/1.1``), or None for cleartext."""
     if not options.certfile:
@@ -175,7 +189,7 @@ async def serve(get_gateway: Callable[[], Gateway], host: str, port: int, *,
     the rest. Over ``options.max_connections`` a new connection is closed at once."""
     pool = pool or UpstreamPool()
     context = tls_context(options)
-    listeners = await trio.open_tcp_listeners(port, host=host)
+    listeners = await _listeners(host, port, options.reuse_port)
     bound = listeners[0].socket.getsockname()[1]
     draining = trio.Event()
     open_count = [0]

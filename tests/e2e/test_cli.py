@@ -13,8 +13,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import openai
+import pytest
 
 from tests.fakes.upstream import FakeUpstream, Reply
+from tests.harness import BACKENDS
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 CLI = [sys.executable, "-m", "uniapi_trio.cli"]
@@ -134,3 +136,45 @@ def test_demo_answers_the_sdk_with_no_vendor_key():
             {"role": "user", "content": "Hello there"}]))
         text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         assert text == "You said: Hello there"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_workers_share_the_port_and_stop_together(backend):
+    port = free_port()
+    with process([*CLI, "demo", "--port", str(port), "--workers", "2", "--backend", backend],
+                 port) as proc:
+        deadline = time.monotonic() + 10
+        while len(_children(proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        workers = _children(proc.pid)
+        assert len(workers) == 2
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-uniapi-demo",
+                               max_retries=0)
+        for _ in range(6):  # fresh connections: the kernel spreads them over the workers
+            with openai.OpenAI(base_url=client.base_url, api_key="sk-uniapi-demo",
+                               max_retries=0) as c:
+                assert c.chat.completions.create(model="gpt-4o-mini", messages=[
+                    {"role": "user", "content": "hi"}]).choices[0].message.content
+    assert proc.returncode == 0
+    assert not any(os.path.exists(f"/proc/{pid}") and _state(pid) != "Z" for pid in workers)
+
+
+def test_workers_need_a_fixed_port_and_a_positive_count():
+    assert "--workers must be at least 1" in run("demo", "--workers", "0").stderr
+    assert "fixed --port" in run("demo", "--workers", "2", "--port", "0").stderr
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
