@@ -221,3 +221,20 @@ def test_idle_connection_times_out():
 def test_preface_constant():
     assert PREFACE == h2.connection.H2Connection().data_to_send()[:24] or \
         client().data_to_send().startswith(PREFACE)
+
+
+def test_header_list_over_64k_closes_with_a_protocol_error():
+    c, s = client(), H2ServerConnection()
+    request(c, extra=[(b"x-big", b"a" * 70000)])
+    assert pump(s, c) == [ConnectionOver("HTTP/2 protocol error: DenialOfServiceError")]
+
+
+def test_continuation_flood_closes():
+    import hyperframe.frame as frames
+
+    c, s = client(), H2ServerConnection()
+    pump(s, c)
+    wire = frames.HeadersFrame(1).serialize()  # no END_HEADERS: CONTINUATION must follow
+    wire += b"".join(frames.ContinuationFrame(1).serialize() for _ in range(100))
+    [over] = s.receive_data(wire, 0.0)
+    assert isinstance(over, ConnectionOver) and s.closed
