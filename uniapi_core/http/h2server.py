@@ -163,6 +163,8 @@ class H2ServerConnection:
         self._idle_since = now
         self._seen_stream = False
         self._draining = False
+        self._inbound = bytearray()  # bytes not yet cut into whole frames
+        self._preface_seen = False
         self.closed = False
 
     # -- public state -------------------------------------------------------------------------
@@ -185,14 +187,19 @@ class H2ServerConnection:
             return []
         if not data:
             return self._over("the client closed the connection", send_goaway=False)
-        try:
-            h2_events = self._h2.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
-            code = getattr(exc, "error_code", h2.errors.ErrorCodes.PROTOCOL_ERROR)
-            return self._over(f"HTTP/2 protocol error: {type(exc).__name__}", code=code)
+        self._inbound += data
         events: list[H2Event] = []
-        for ev in h2_events:
-            events.extend(self._event(ev, now))
+        for frame in self._frames():
+            try:
+                h2_events = self._h2.receive_data(frame)
+            except h2.exceptions.ProtocolError as exc:
+                code = getattr(exc, "error_code", h2.errors.ErrorCodes.PROTOCOL_ERROR)
+                return events + self._over(f"HTTP/2 protocol error: {type(exc).__name__}",
+                                           code=code)
+            for ev in h2_events:
+                events.extend(self._event(ev, now))
+                if self.closed:
+                    break
             if self.closed:
                 break
         if not self.closed:
@@ -205,6 +212,34 @@ class H2ServerConnection:
             events = [e for e in events
                       if not (isinstance(e, (StreamRequest, StreamGone)) and e.stream_id in skip)]
         return events
+
+    def _frames(self) -> list[bytes]:
+        """Whole frames (the preface first) cut from ``_inbound``, to be fed to h2 one at a
+        time: h2 drops every event of a call that raises, so a batch would make what the
+        caller sees before a protocol error depend on how the bytes were cut."""
+        buf = self._inbound
+        out: list[bytes] = []
+        if not self._preface_seen:
+            if len(buf) < len(PREFACE):
+                if bytes(buf) != PREFACE[:len(buf)]:  # not a preface: let h2 say so
+                    out.append(bytes(buf))
+                    buf.clear()
+                return out
+            out.append(bytes(buf[:len(PREFACE)]))
+            del buf[:len(PREFACE)]
+            self._preface_seen = True
+        limit = self._h2.max_inbound_frame_size
+        while len(buf) >= 9:
+            length = int.from_bytes(buf[:3], "big")
+            if length > limit:  # h2 refuses it from the header alone
+                out.append(bytes(buf[:9]))
+                buf.clear()
+                break
+            if len(buf) < 9 + length:
+                break
+            out.append(bytes(buf[:9 + length]))
+            del buf[:9 + length]
+        return out
 
     def _event(self, ev: h2.events.Event, now: float) -> list[H2Event]:
         limits = self._limits

@@ -345,16 +345,29 @@ class ServerConnection:
                 if reading_head and self._head_fed >= limits.max_head:
                     return events + [self._fail(431, "request header block too large")]
                 room = limits.max_head - self._head_fed if reading_head else _SLICE
+                if reading_head and not self._line_done:
+                    # h11 never sees more of an unfinished request line than the limit + CRLF
+                    # allows, so a too-long line gets the same answer however it was cut
+                    room = min(room, limits.max_request_line + 2 - self._line_len)
                 n = min(_SLICE, room, len(self._pending))
                 if n == 0:
                     return events
                 piece = bytes(self._pending[:n])
                 del self._pending[:n]
+                too_long = False
                 if reading_head:
                     self._head_fed += n
-                    if not self._line_done and self._request_line_too_long(piece):
-                        return events + [self._fail(414, "request line too long")]
+                    too_long = not self._line_done and self._request_line_too_long(piece)
                 self._h11.receive_data(piece)
+                if too_long:
+                    # h11 may refuse the line's first bytes early (400): ask it first, so the
+                    # status does not depend on how the bytes arrived
+                    try:
+                        self._h11.next_event()
+                    except h11.ProtocolError as exc:
+                        message = public_message(exc, "malformed request")
+                        return events + [self._fail(exc.error_status_hint, message)]
+                    return events + [self._fail(414, "request line too long")]
             elif isinstance(event, h11.Request):
                 failure = self._check_request(event)
                 if failure is not None:
