@@ -141,9 +141,11 @@ class ClientConnection:
         if body or method.upper() not in ("GET", "HEAD"):
             clean.append((b"content-length", str(len(body)).encode("ascii")))
         try:
+            # _parsed=True: the names and values were validated by clean_headers above;
+            # h11 still checks framing headers, but skips re-running its regexes on each
             out = self._h11.send(
                 h11.Request(method=method.encode("ascii"), target=target.encode("ascii"),
-                            headers=clean)
+                            headers=clean, _parsed=True)
             ) or b""
             if body:
                 out += self._h11.send(h11.Data(data=body)) or b""
