@@ -8,6 +8,8 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+from uniapi_core.vendors import vertex
+
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "vendors.md"
 VENDORS = ["anthropic", "gemini", "cohere", "cloudflare"]
 
@@ -34,6 +36,14 @@ def render() -> str:
     out.append("\n## bedrock\n\nThe Anthropic body (same mapped and dropped fields) without "
                "`model` and `stream`, plus `anthropic_version: bedrock-2023-05-31`, "
                "SigV4-signed.\n")
+    out.append("\n## vertex\n\nGemini models get the gemini body and Claude models the "
+               "anthropic body (same mapped and dropped fields), at "
+               "`…/v1/projects/<project>/locations/<region>/publishers/<google|anthropic>/"
+               "models/<model>:<generateContent|streamGenerateContent?alt=sse|rawPredict|"
+               "streamRawPredict>` with `Authorization: Bearer <service-account token>`; the "
+               "Claude body has no `model` and starts with "
+               f"`anthropic_version: {vertex.ANTHROPIC_VERSION}`. Regions: docs/routing.md "
+               "§6.\n")
     return "".join(out)
 
 

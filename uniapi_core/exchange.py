@@ -16,6 +16,21 @@ it runs any more (its relay, if any, is final and every upstream it opened is st
 
 A gateway bug costs one 500 response, never the connection: every call into the gateway
 (``handle``, and the ``resume`` of a fetch or a moderation check) is guarded.
+
+Vertex access tokens (``TokenFirst``)
+-------------------------------------
+When the gateway answers ``TokenFirst`` the relay is ready but some service account has no
+fresh token in the gateway's ``TokenCache``. For each such account the exchange reads the
+cache's state: ``IDLE`` → it claims the one fetch (``begin``), signs the JWT and runs the token
+POST as a plain ``StartUpstream`` of its own (not a relay attempt; bounded by
+``TOKEN_TIMEOUT`` and ``gauth.MAX_TOKEN_ANSWER``), then records the answer (``succeed`` /
+``fail``); ``FLYING`` → another request (on this connection or any other) is fetching it, so
+this one waits, re-reading the cache every ``TOKEN_POLL`` seconds through ``next_deadline``
+— the only way to be woken without a transport change, since a session runs only on its own
+connection's inputs; ``FRESH``/``BACKOFF`` → nothing to do. Once no account is pending the
+relay starts; an attempt whose token is missing is skipped by routing with the token error.
+The cache holds no references to waiters, so a waiter that goes away costs nothing; a fetcher
+that goes away ``abandon``s its flight and the next waiter to look takes it over.
 """
 
 from __future__ import annotations
@@ -25,8 +40,8 @@ from urllib.parse import urljoin
 
 import attrs
 
-from .errors import ClientError, GatewayError
-from .gateway import FetchFirst, Gateway, ModerateFirst, Respond
+from .errors import ClientError, GatewayError, UniapiError
+from .gateway import FetchFirst, Gateway, ModerateFirst, Respond, TokenFirst
 from .http.server import RequestReceived
 from .http.url import Url
 from .relay import (
@@ -42,6 +57,7 @@ from .relay import (
 )
 from .relay.events import UpstreamData, UpstreamEnded, UpstreamFailed, UpstreamHead
 from .ssrf import FETCH_TIMEOUT, MAX_IMAGE_BYTES, MAX_REDIRECTS, url_refusal
+from .vendors import gauth
 from .vendors.base import UpstreamRequest
 
 __all__ = ["Exchange", "StartUpstream", "StopUpstream", "Fetch", "FetchResult", "Served",
@@ -99,7 +115,23 @@ class Served:
 ExchangeAction = (StartUpstream | StopUpstream | Fetch | Served | SendHead | SendData
                   | EndResponse)
 UpstreamEvent = UpstreamHead | UpstreamData | UpstreamEnded | UpstreamFailed
-Reply = Respond | Relay | FetchFirst | ModerateFirst
+Reply = Respond | Relay | FetchFirst | ModerateFirst | TokenFirst
+
+#: how often a request waiting for another request's token fetch looks at the cache (seconds)
+TOKEN_POLL = 0.01
+#: the longest a token POST may take, head to end (seconds)
+TOKEN_TIMEOUT = 30.0
+
+
+@attrs.define
+class _TokenFetch:
+    """One token POST this exchange runs."""
+
+    account: gauth.ServiceAccount
+    flight: int
+    deadline: float
+    status: int = 0
+    body: bytearray = attrs.Factory(bytearray)
 
 
 class Exchange:
@@ -123,6 +155,9 @@ class Exchange:
         self._check: ModerateFirst | None = None  # a moderation relay running first
         self._check_status = 0
         self._check_body = bytearray()
+        self._token: TokenFirst | None = None  # Vertex tokens being fetched or awaited
+        self._token_refs: dict[int, _TokenFetch] = {}
+        self._token_poll: float | None = None
 
     # -- inputs -------------------------------------------------------------------------------
 
@@ -138,10 +173,12 @@ class Exchange:
         return out
 
     def owns(self, ref: int) -> bool:
-        return ref in self._refs or ref in self._fetching
+        return ref in self._refs or ref in self._fetching or ref in self._token_refs
 
     def upstream_event(self, ref: int, event: UpstreamEvent, now: float,
                        wall: float) -> list[ExchangeAction]:
+        if ref in self._token_refs:
+            return [] if self.finished else self._token_event(ref, event, now, wall)
         attempt = self._refs.get(ref)
         if self.finished or self._relay is None or attempt is None:
             return []
@@ -179,6 +216,9 @@ class Exchange:
 
     def timer(self, now: float, wall: float) -> list[ExchangeAction]:
         out: list[ExchangeAction] = []
+        if self._token is not None and not self.finished:
+            self._token_timer(now, wall, out)
+            return out
         deadline = self.next_deadline()
         if self._relay is not None and deadline is not None and now >= deadline:
             self._relay_actions(self._relay.handle(DeadlineReached(), now), now, wall, out)
@@ -198,7 +238,14 @@ class Exchange:
         return out
 
     def next_deadline(self) -> float | None:
-        if self.finished or self._relay is None:
+        if self.finished:
+            return None
+        if self._token is not None:
+            times = [f.deadline for f in self._token_refs.values()]
+            if self._token_poll is not None:
+                times.append(self._token_poll)
+            return min(times) if times else None
+        if self._relay is None:
             return None
         return self._relay.next_deadline()
 
@@ -215,6 +262,9 @@ class Exchange:
             self._check, self._check_status, self._check_body = reply, 0, bytearray()
             self._relay = reply.relay
             self._relay_actions(reply.relay.start(now), now, wall, out)
+        elif isinstance(reply, TokenFirst):
+            self._token, self._token_refs, self._token_poll = reply, {}, None
+            self._token_step(now, wall, out)
         elif isinstance(reply, FetchFirst):
             self._fetch, self._images, self._fetch_error = reply, {}, None
             for url in reply.urls:
@@ -224,6 +274,89 @@ class Exchange:
         else:
             self._relay = reply
             self._relay_actions(reply.start(now), now, wall, out)
+
+    def _token_step(self, now: float, wall: float, out: list[ExchangeAction]) -> None:
+        """Fetch or wait for every token ``TokenFirst`` needs; start the relay when none is
+        pending any more (see the module docstring)."""
+        tf = self._token
+        assert tf is not None
+        cache = tf.tokens
+        mine = {f.account.key for f in self._token_refs.values()}
+        waiting = False
+        for account, proxy in tf.accounts:
+            key = account.key
+            if key in mine:
+                continue
+            state, _ = cache.state(key, now)
+            if state == gauth.FLYING:
+                waiting = True
+            elif state == gauth.IDLE:
+                flight = cache.begin(key, now)
+                try:
+                    request = gauth.token_request(account, wall)
+                except UniapiError as exc:
+                    cache.fail(key, flight, exc, now)
+                    continue
+                except Exception:  # a signing bug must cost this provider, not the connection
+                    cache.fail(key, flight, GatewayError(
+                        "internal error while signing the Vertex token request", status=500,
+                        code="internal_error"), now)
+                    continue
+                ref = self._new_ref()
+                self._token_refs[ref] = _TokenFetch(account, flight, now + TOKEN_TIMEOUT)
+                mine.add(key)
+                out.append(StartUpstream(ref, request, proxy))
+        if self._token_refs or waiting:
+            self._token_poll = now + TOKEN_POLL if waiting else None
+            return
+        self._token, self._token_poll = None, None
+        self._answer(tf.relay, now, wall, out)
+
+    def _token_event(self, ref: int, event: UpstreamEvent, now: float,
+                     wall: float) -> list[ExchangeAction]:
+        tf = self._token
+        fetch = self._token_refs[ref]
+        assert tf is not None
+        out: list[ExchangeAction] = []
+        account = fetch.account
+        if isinstance(event, UpstreamHead):
+            fetch.status = event.status
+            return out
+        if isinstance(event, UpstreamData):
+            fetch.body += event.data
+            if len(fetch.body) <= gauth.MAX_TOKEN_ANSWER:
+                return out
+            out.append(StopUpstream(ref))
+            tf.tokens.fail(account.key, fetch.flight, gauth.token_failure(
+                account, f"an answer larger than {gauth.MAX_TOKEN_ANSWER} bytes"), now)
+        elif isinstance(event, UpstreamEnded):
+            try:
+                token, expires_in = gauth.parse_token_answer(account, fetch.status,
+                                                             bytes(fetch.body))
+            except UniapiError as exc:
+                tf.tokens.fail(account.key, fetch.flight, exc, now)
+            else:
+                tf.tokens.succeed(account.key, fetch.flight, token, expires_in, now)
+        else:  # UpstreamFailed
+            tf.tokens.fail(account.key, fetch.flight, gauth.token_failure(
+                account, f"{event.message}"), now)
+        del self._token_refs[ref]
+        self._token_step(now, wall, out)
+        return out
+
+    def _token_timer(self, now: float, wall: float, out: list[ExchangeAction]) -> None:
+        tf = self._token
+        assert tf is not None
+        changed = False
+        for ref, fetch in list(self._token_refs.items()):
+            if now >= fetch.deadline:
+                del self._token_refs[ref]
+                out.append(StopUpstream(ref))
+                tf.tokens.fail(fetch.account.key, fetch.flight, gauth.token_failure(
+                    fetch.account, f"no answer within {TOKEN_TIMEOUT:g} s"), now)
+                changed = True
+        if changed or (self._token_poll is not None and now >= self._token_poll):
+            self._token_step(now, wall, out)
 
     def _start_fetch(self, url: str, current: str, hops: int,
                      out: list[ExchangeAction]) -> None:
@@ -310,6 +443,12 @@ class Exchange:
                                        now - self._started, attempts, client_closed)))
 
     def _finish(self, out: list[ExchangeAction]) -> None:
+        for ref, fetch in list(self._token_refs.items()):  # let a waiter take the fetch over
+            if self._token is not None:
+                self._token.tokens.abandon(fetch.account.key, fetch.flight)
+            out.append(StopUpstream(ref))
+        self._token_refs.clear()
+        self._token = self._token_poll = None
         for ref in list(self._fetching):
             out.append(StopUpstream(ref))
         self._fetching.clear()

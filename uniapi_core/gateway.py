@@ -19,21 +19,26 @@ from typing import Any
 import attrs
 
 from .config.model import ApiKey, Config, ModelEntry
-from .errors import ClientError, UniapiError, to_openai_error
+from .errors import ClientError, GatewayError, UniapiError, to_openai_error
 from .jsonutil import dumps, parse_request_json
 from .relay.machine import JSON_HEADERS, Relay
 from .routing.plan import Attempt
 from .routing.resolve import Catalog, Channel, key_models, resolve
 from .routing.router import Need, Router
 from .routing.timeouts import model_timeout
-from .vendors import ENDPOINTS, TRANSLATORS, detect_engine, discovery_request, parse_discovery
+from .multipart import parse_form
+from .vendors import (ENDPOINTS, TRANSLATORS, UPLOADS, detect_engine, discovery_request,
+                      parse_discovery)
+from .vendors.openai import Upload
 from .vendors.base import ChatContext, UpstreamRequest
+from .vendors.gauth import ServiceAccount, TokenCache, service_account
 
-__all__ = ["Settings", "Respond", "FetchFirst", "ModerateFirst", "Gateway", "ADMIN_ONLY", "INLINE_IMAGE_ENGINES"]
+__all__ = ["Settings", "Respond", "FetchFirst", "ModerateFirst", "TokenFirst", "Gateway",
+           "ADMIN_ONLY", "INLINE_IMAGE_ENGINES"]
 
 ADMIN_ONLY = frozenset({"/v1/stats", "/v1/generate-api-key"})
 #: engines that need image bytes inline: remote image URLs are fetched for them (REQ-4)
-INLINE_IMAGE_ENGINES = frozenset({"claude", "gemini"})
+INLINE_IMAGE_ENGINES = frozenset({"claude", "gemini", "vertex"})
 #: the moderation model when a /v1/moderations request names none (the seed FAQ)
 DEFAULT_MODERATION_MODEL = "text-moderation-latest"
 _ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
@@ -60,7 +65,7 @@ class FetchFirst:
     it answers like ``Gateway.handle``."""
 
     urls: tuple[str, ...]
-    resume: Callable[[Mapping[str, tuple[str, bytes]], float, float], "Respond | Relay"]
+    resume: Callable[[Mapping[str, tuple[str, bytes]], float, float], Any]
     headers: tuple[tuple[str, str], ...] = ()
 
 
@@ -90,6 +95,21 @@ class ModerateFirst:
     resume: Callable[[int, bytes, float, float], Any]
 
 
+@attrs.frozen
+class TokenFirst:
+    """Vertex: ``relay`` is ready, but some of its channels need an OAuth2 access token that
+    ``tokens`` does not hold fresh. For each ``(account, proxy)`` the exchange either fetches
+    the token (``vendors/gauth.py``: the first request to find it missing claims the one
+    fetch) or waits for the fetch another request is making, then starts ``relay``. An
+    attempt whose token could not be had is skipped with the token endpoint's error (502), so
+    another channel may still answer."""
+
+    relay: "Relay"
+    accounts: tuple[tuple[ServiceAccount, str | None], ...]
+    tokens: TokenCache
+    headers: tuple[tuple[str, str], ...] = ()
+
+
 def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
 
@@ -109,6 +129,8 @@ class Gateway:
         admins = [k for k in config.api_keys if k.role and "admin" in k.role]
         self._admins = {_digest(k.api) for k in (admins or config.api_keys[:1])}
         self.router = Router(config, self.catalog, detect_engine)
+        #: Vertex service-account access tokens (single-flight refresh; gauth.TokenCache)
+        self.tokens = TokenCache()
         # error_triggers as they appear inside JSON text (escaped, without the quotes)
         self._triggers = tuple(dumps(t)[1:-1] for t in config.preferences.error_triggers if t)
 
@@ -178,6 +200,8 @@ class Gateway:
                 lines.append(f"  refused: HTTP {err.status} {err.message}")
             for d in plan.explained:
                 key_text = "" if d.key_index is None else f" key[{d.key_index}]"
+                if d.region is not None:
+                    key_text = f" region {d.region}"
                 detail = f" ({d.detail})" if d.detail else ""
                 lines.append(f"  {d.verdict:<10} {d.provider} → {d.upstream_model}{key_text}"
                              f"{detail}")
@@ -186,7 +210,7 @@ class Gateway:
     # -- request dispatch --------------------------------------------------------------------
 
     def handle(self, method: str, target: str, headers: tuple[tuple[str, str], ...],
-               body: bytes, *, now: float, wall: float) -> Respond | Relay | FetchFirst:
+               body: bytes, *, now: float, wall: float) -> Any:
         request_id = f"{self.entropy.getrandbits(128):032x}"
         extra = (("x-request-id", request_id),)
         try:
@@ -196,7 +220,7 @@ class Gateway:
 
     def _dispatch(self, method: str, target: str, headers: tuple[tuple[str, str], ...],
                   body: bytes, now: float, wall: float,
-                  extra: tuple[tuple[str, str], ...]) -> Respond | Relay | FetchFirst:
+                  extra: tuple[tuple[str, str], ...]) -> Any:
         path = target.split("?", 1)[0]
         if len(path) > 1:
             path = path.rstrip("/")
@@ -212,6 +236,8 @@ class Gateway:
         if path in ADMIN_ONLY and _digest(key.api) not in self._admins:  # type: ignore[union-attr]
             raise ClientError("This endpoint is for admin keys only", status=403,
                               type="permission_error", code="admin_only")
+        if path in UPLOADS:
+            return self._upload(path, key, headers, body, now, wall, extra)  # type: ignore
         return handler(self, key, body, now, wall, extra)
 
     def _authenticate(self, headers: tuple[tuple[str, str], ...]) -> ApiKey:
@@ -261,13 +287,13 @@ class Gateway:
         return Respond.json(200, {"stats": {"channel_model_success_rates": rows}}, extra)
 
     def _chat(self, key: ApiKey, body: bytes, now: float, wall: float,
-              extra: tuple[tuple[str, str], ...]) -> "Relay | FetchFirst | ModerateFirst":
+              extra: tuple[tuple[str, str], ...]) -> Any:
         return self._chat_request(key, parse_request_json(body), now, wall, extra,
                                   moderate=bool(key.preferences.ENABLE_MODERATION))
 
     def _chat_request(self, key: ApiKey, req: Any, now: float, wall: float,
                       extra: tuple[tuple[str, str], ...], *, moderate: bool
-                      ) -> "Relay | FetchFirst | ModerateFirst":
+                      ) -> Any:
         if not isinstance(req, dict):
             raise ClientError("request body must be a JSON object", code="invalid_json")
         model = req.get("model")
@@ -295,7 +321,7 @@ class Gateway:
         if remote and any(detect_engine(c.provider) in INLINE_IMAGE_ENGINES
                           for c in resolve(self.catalog, key, model)):
             def resume(images: Mapping[str, tuple[str, bytes]], now: float,
-                       wall: float) -> Respond | Relay:
+                       wall: float) -> Any:
                 try:
                     return self._chat_relay(key, req, model, stream, include_usage, images,
                                             now, wall, extra)
@@ -336,18 +362,28 @@ class Gateway:
 
     def _chat_relay(self, key: ApiKey, req: dict[str, Any], model: str, stream: bool,
                     include_usage: bool, images: Mapping[str, tuple[str, bytes]], now: float,
-                    wall: float, extra: tuple[tuple[str, str], ...]) -> Relay:
+                    wall: float, extra: tuple[tuple[str, str], ...]) -> "Relay | TokenFirst":
         response_id = "chatcmpl-" + "".join(self.entropy.choice(_ALNUM) for _ in range(24))
 
         def build(channel: Channel, key_index: int | None, number: int) -> Attempt:
             provider = channel.provider
+            engine = detect_engine(provider)
+            region = token = account = None
+            if engine == "vertex":
+                region, account, token = self._vertex_slot(channel, key_index)
+                api_key = None
+            else:
+                api_key = None if key_index is None else provider.api[key_index]
             ctx = ChatContext(client_model=model, upstream_model=channel.upstream_model,
-                              provider=provider,
-                              api_key=None if key_index is None else provider.api[key_index],
+                              provider=provider, api_key=api_key,
                               stream=stream, include_usage=include_usage,
                               response_id=response_id, created=int(wall),
-                              entropy=self.entropy, images=images)
-            exchange = TRANSLATORS[detect_engine(provider)](req, ctx)
+                              entropy=self.entropy, images=images, region=region,
+                              access_token=token)
+            exchange = TRANSLATORS[engine](req, ctx)
+            if account is not None and token is not None:  # VTX-T4: a 401 drops the token
+                exchange.on_unauthorized = (  # type: ignore[attr-defined]
+                    lambda: self.tokens.invalidate(account.key, token))
             timeout = model_timeout(provider, self.config.preferences, channel.alias,
                                     channel.upstream_model, self.settings.env_timeout)
             proxy = provider.preferences.proxy or self.config.preferences.proxy
@@ -357,8 +393,49 @@ class Gateway:
 
         need = Need(tools=bool(req.get("tools")), engines=frozenset(TRANSLATORS))
         plan = self.router.plan(key, _digest(key.api), model, need, now, self.entropy, build)
-        return Relay(plan, stream=stream, headers=extra,
-                     max_body=self.settings.max_upstream_body, triggers=self._triggers)
+        relay = Relay(plan, stream=stream, headers=extra,
+                      max_body=self.settings.max_upstream_body, triggers=self._triggers)
+        accounts = self._tokens_needed(plan.channels, now)
+        if accounts:
+            return TokenFirst(relay, accounts, self.tokens, extra)
+        return relay
+
+    # -- Vertex --------------------------------------------------------------------------------
+
+    def _tokens_needed(self, channels: list[Channel], now: float
+                       ) -> tuple[tuple[ServiceAccount, str | None], ...]:
+        """The service accounts of the Vertex channels whose token is not fresh at ``now``."""
+        found: dict[tuple[str, str, str], tuple[ServiceAccount, str | None]] = {}
+        for c in channels:
+            if detect_engine(c.provider) != "vertex":
+                continue
+            try:
+                account = service_account(c.provider)
+            except UniapiError:
+                continue  # the attempt's build says what is missing
+            if account.key not in found and not self.tokens.fresh(account.key, now):
+                proxy = c.provider.preferences.proxy or self.config.preferences.proxy
+                found[account.key] = (account, proxy)
+        return tuple(found.values())
+
+    def _vertex_slot(self, channel: Channel, key_index: int | None
+                     ) -> tuple[str, ServiceAccount, str]:
+        """(region, account, access token) of a Vertex attempt, or the reason it cannot be
+        made (the token endpoint's failure: 502; a misconfigured provider: 500)."""
+        slots = self.router.slots(channel) or ()
+        if key_index is None or not 0 <= key_index < len(slots):
+            raise GatewayError("no Vertex region for this attempt", status=500,
+                               code="vertex_region_missing")
+        account = service_account(channel.provider)
+        token = self.tokens.current(account.key)
+        if isinstance(token, UniapiError):  # a fresh copy: never re-raise a stored exception
+            raise type(token)(token.message, status=token.status, type=token.type,
+                              code=token.code)
+        if token is None:
+            raise GatewayError(f"no Vertex access token for {account.client_email} could be "
+                               f"had from {account.token_uri}", status=502,
+                               code="vertex_token_failed")
+        return slots[key_index], account, token
 
     def _endpoint(self, path: str, key: ApiKey, body: bytes, now: float, wall: float,
                   extra: tuple[tuple[str, str], ...]) -> Relay:
@@ -394,6 +471,47 @@ class Gateway:
         plan = self.router.plan(key, _digest(key.api), model, Need(engines=frozenset(builders)),
                                 now, self.entropy, build)
         return Relay(plan, stream=False, headers=extra, max_body=self.settings.max_upstream_body)
+
+    def _upload(self, path: str, key: ApiKey, headers: tuple[tuple[str, str], ...], body: bytes,
+                now: float, wall: float, extra: tuple[tuple[str, str], ...]) -> Relay:
+        """``/v1/audio/transcriptions``: a ``multipart/form-data`` upload routed by its
+        ``model`` field like chat (keys, permissions, scheduling, retries, limits); the body
+        goes upstream as it came unless the model is renamed (``openai.upload_request``)."""
+        content_type = next((v for k, v in headers if k == "content-type"), "")
+        form = parse_form(content_type, body)
+        if form.get("file") is None:
+            raise ClientError("the form has no 'file' part", code="missing_file")
+        model = _form_text(form, "model")
+        if not model:
+            raise ClientError("'model' is required", code="invalid_model")
+        if (_form_text(form, "stream") or "").lower() == "true":
+            raise ClientError(f"{path} does not stream", code="stream_not_supported")
+        upload = Upload(body, content_type, form, model)
+        builders = UPLOADS[path]
+
+        def build(channel: Channel, key_index: int | None, number: int) -> Attempt:
+            provider = channel.provider
+            ctx = ChatContext(client_model=model, upstream_model=channel.upstream_model,
+                              provider=provider,
+                              api_key=None if key_index is None else provider.api[key_index],
+                              stream=False, include_usage=False, response_id="",
+                              created=int(wall), entropy=self.entropy)
+            exchange = builders[detect_engine(provider)](upload, ctx)
+            timeout = model_timeout(provider, self.config.preferences, channel.alias,
+                                    channel.upstream_model, self.settings.env_timeout)
+            return Attempt(number=number, provider=provider.provider,
+                           upstream_model=channel.upstream_model, key_index=key_index,
+                           exchange=exchange, timeout=timeout,
+                           proxy=provider.preferences.proxy or self.config.preferences.proxy)
+
+        plan = self.router.plan(key, _digest(key.api), model, Need(engines=frozenset(builders)),
+                                now, self.entropy, build)
+        return Relay(plan, stream=False, headers=extra, max_body=self.settings.max_upstream_body)
+
+
+def _form_text(form: Any, name: str) -> str | None:
+    part = form.get(name)
+    return None if part is None else part.text().strip()
 
 
 def _last_user_text(messages: list[Any]) -> str:
@@ -452,4 +570,5 @@ _ROUTES: dict[str, tuple[frozenset[str], bool, Any]] = {
     "/v1/generate-api-key": (frozenset({"GET", "POST"}), True, Gateway._generate_key),
     "/v1/stats": (frozenset({"GET"}), True, Gateway._stats),
     **{path: (frozenset({"POST"}), True, _endpoint_handler(path)) for path in ENDPOINTS},
+    **{path: (frozenset({"POST"}), True, None) for path in UPLOADS},  # Gateway._upload
 }

@@ -208,7 +208,11 @@ class Relay:
             return
         self._succeeded(now)
         self._committed = True
-        out.append(SendHead(200, JSON_HEADERS + self._headers, len(payload)))
+        head = JSON_HEADERS
+        content_type = getattr(attempt.exchange, "response_content_type", None)
+        if content_type is not None:  # an exchange relaying non-JSON answers (audio text)
+            head = (("content-type", content_type(self._resp_headers)),)
+        out.append(SendHead(200, head + self._headers, len(payload)))
         out.append(SendData(payload))
         out.append(EndResponse())
 

@@ -28,7 +28,7 @@ When no key is usable the answer is ``KeyPick(None, retry_after)``: ``retry_afte
 smallest ``Refused.retry_after`` among the keys refused by their rate limit (whole seconds until
 the earliest of them frees a slot), or ``None`` when every key was benched or excluded.
 
-A provider without keys (Vertex service account, AWS, ...) is one implicit credential: ``pick``
+A provider without keys (AWS, ...) is one implicit credential: ``pick``
 gives ``KeyPick(None, None, usable=True)`` (send without a provider key), still subject to
 ``api_key_rate_limit`` if one is configured (with ``None`` in place of the index) and unusable
 for that reason only.
@@ -37,6 +37,13 @@ Benching: ``record_failure`` with status 429, 401 or 403 benches the key for
 ``api_key_cooldown_period`` seconds (default 0 = off): skipped while ``now < failure + period``,
 usable again from ``failure + period``. As the seed README says, this applies only to a provider
 with at least two keys; a lone key is never benched (the channel cooldown handles the channel).
+
+*Slots other than keys* (Vertex regions, ``routing/regions.py``): every method takes an optional
+``slots`` tuple; when given, the pool's entries are those slots instead of ``provider.api``
+(one pool per provider and slot list, so each region list keeps its own cursor, windows and
+benches), ``KeyPick.index`` indexes ``slots``, and a slot is benched by 429 only (a 401/403 is
+about the credential, the same in every region) for ``api_key_cooldown_period`` seconds, or
+``REGION_BENCH`` when that is not set (``0`` turns it off).
 
 A pool remembers the key list it was built for. A reload that changes a provider's ``api`` list
 starts that pool afresh (cursor, benches, windows), since indexes no longer name the same keys;
@@ -56,13 +63,18 @@ from ..config.model import Provider, RateLimit, RateRule
 from ..ratelimit.limiter import Admitted, Limiter
 from ..ratelimit.scope import limit_scope
 
-__all__ = ["KEY_ALGORITHMS", "BENCH_STATUSES", "KeyPick", "KeyPools"]
+__all__ = ["KEY_ALGORITHMS", "BENCH_STATUSES", "SLOT_BENCH_STATUSES", "REGION_BENCH", "KeyPick",
+           "KeyPools"]
 
 #: every value ``api_key_schedule_algorithm`` may take (``None`` means ``round_robin``)
 KEY_ALGORITHMS = ("round_robin", "random", "fixed_priority")
 
 #: upstream statuses that bench a key (when ``api_key_cooldown_period`` > 0)
 BENCH_STATUSES = frozenset({429, 401, 403})
+#: upstream statuses that bench a slot (a Vertex region)
+SLOT_BENCH_STATUSES = frozenset({429})
+#: seconds a slot answering 429 is benched when ``api_key_cooldown_period`` is not set
+REGION_BENCH = 60.0
 
 
 def _usable_default(self: KeyPick) -> bool:
@@ -125,13 +137,14 @@ class KeyPools:
         if max_providers < 1:
             raise ValueError("max_providers must be at least 1")
         self._max = max_providers
-        self._pools: OrderedDict[str, _Pool] = OrderedDict()
+        self._pools: OrderedDict[Hashable, _Pool] = OrderedDict()
 
-    def _pool(self, provider: Provider) -> _Pool:
-        name = provider.provider
+    def _pool(self, provider: Provider, slots: tuple[str, ...] | None = None) -> _Pool:
+        name: Hashable = provider.provider if slots is None else (provider.provider, slots)
+        keys = provider.api if slots is None else slots
         pool = self._pools.get(name)
-        if pool is None or pool.keys != provider.api:
-            pool = _Pool(provider.api)
+        if pool is None or pool.keys != keys:
+            pool = _Pool(keys)
             self._pools[name] = pool
         self._pools.move_to_end(name)
         while len(self._pools) > self._max:
@@ -139,8 +152,9 @@ class KeyPools:
         return pool
 
     def pick(self, provider: Provider, upstream_model: str, now: float, rng: random.Random,
-             exclude: Collection[int] = ()) -> KeyPick:
-        """The key for one attempt of ``provider`` serving ``upstream_model``; see ``KeyPick``.
+             exclude: Collection[int] = (), slots: tuple[str, ...] | None = None) -> KeyPick:
+        """The key (or slot) for one attempt of ``provider`` serving ``upstream_model``; see
+        ``KeyPick``.
 
         A returned key is recorded in its rate-limit windows; nothing else is. Raises
         ``ValueError`` for an ``api_key_schedule_algorithm`` outside ``KEY_ALGORITHMS``.
@@ -150,7 +164,7 @@ class KeyPools:
         if algo not in KEY_ALGORITHMS:
             raise ValueError(f"unknown api_key_schedule_algorithm {algo!r}; "
                              f"expected one of {', '.join(KEY_ALGORITHMS)}")
-        pool = self._pool(provider)
+        pool = self._pool(provider, slots)
         name = provider.provider
         n = len(pool.keys)
         if n == 0:
@@ -187,16 +201,21 @@ class KeyPools:
         return KeyPick(None, retry_after)
 
     def record_failure(self, provider: Provider, index: int | None, status: int | None,
-                       now: float) -> None:
+                       now: float, slots: tuple[str, ...] | None = None) -> None:
         """An attempt with key ``index`` failed with ``status`` (``None``: no HTTP status).
 
         429, 401 and 403 bench the key for ``api_key_cooldown_period`` seconds when that is
-        positive and the provider has at least two keys; anything else does nothing.
+        positive and the provider has at least two keys; anything else does nothing. With
+        ``slots``: 429 benches the slot (see the module docstring).
         """
-        period = provider.preferences.api_key_cooldown_period or 0.0
-        if status not in BENCH_STATUSES or not period > 0 or index is None:
+        period = provider.preferences.api_key_cooldown_period
+        if slots is None:
+            period, statuses = period or 0.0, BENCH_STATUSES
+        else:
+            period, statuses = REGION_BENCH if period is None else period, SLOT_BENCH_STATUSES
+        if status not in statuses or not period > 0 or index is None:
             return
-        pool = self._pool(provider)
+        pool = self._pool(provider, slots)
         if len(pool.keys) < 2 or not 0 <= index < len(pool.keys):
             return
         end = now + period
@@ -204,7 +223,8 @@ class KeyPools:
         if old is None or end > old:
             pool.benched[index] = end
 
-    def benched_until(self, provider: Provider, index: int, now: float) -> float | None:
+    def benched_until(self, provider: Provider, index: int, now: float,
+                      slots: tuple[str, ...] | None = None) -> float | None:
         """When key ``index``'s bench ends, if it is benched at ``now``; else ``None``."""
-        pool = self._pool(provider)
+        pool = self._pool(provider, slots)
         return pool.benched[index] if pool.is_benched(index, now) else None

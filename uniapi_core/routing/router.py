@@ -17,6 +17,11 @@ For one request (api key, requested model, what the request needs) the router:
    channel whose keys are all over their limits is skipped, and when every channel is skipped
    that way the client gets 429 with ``Retry-After`` and nothing is sent upstream.
 
+A Vertex channel's slots are its regions (``routing/regions.py``) instead of provider keys:
+the same ``KeyPools`` rotation picks the region of each attempt, and a 429 (only: 401/403 are
+the credential's, the same everywhere) tries the channel's next region before the next channel
+and benches the region.
+
 Attempts never exceed the ``AUTO_RETRY`` budget and never repeat a channel before all were
 tried. Failures cool the (provider, requested model) channel for ``cooldown_period`` (provider
 preference, else global, else 300 s; 0 = off) and bench keys (``api_key_cooldown_period``).
@@ -36,6 +41,7 @@ from ..ratelimit import Admitted, Limiter, limit_scope
 from .cooldown import Cooldowns
 from .keypool import KeyPools
 from .plan import Attempt, attempt_budget
+from .regions import vertex_regions
 from .resolve import Catalog, Channel, resolve
 from .schedule import Scheduler
 
@@ -44,6 +50,8 @@ __all__ = ["Router", "RoutePlan", "Need", "Decision", "DEFAULT_COOLDOWN"]
 #: seconds a failed channel is skipped when api.yaml does not say (semantics.md)
 DEFAULT_COOLDOWN = 300.0
 KEY_LEVEL_STATUSES = frozenset({401, 403, 429})
+#: statuses after which a channel with region slots tries its next region
+SLOT_LEVEL_STATUSES = frozenset({429})
 
 
 @attrs.frozen(kw_only=True)
@@ -63,6 +71,8 @@ class Decision:
     verdict: str  # "attempt", "skipped", "cooling", "over limit", "failed"
     detail: str = ""
     key_index: int | None = None
+    #: the Vertex region of the attempt (its slot), when the channel has regions
+    region: str | None = None
 
 
 BuildAttempt = Callable[[Channel, int | None, int], Attempt]
@@ -132,6 +142,16 @@ class Router:
                 code="rate_limit_exceeded",
                 headers=(("retry-after", str(verdict.retry_after)),))
 
+    def slots(self, channel: Channel) -> tuple[str, ...] | None:
+        """The channel's slots when they are not provider keys: a Vertex channel's regions."""
+        if self.engine_of(channel.provider) != "vertex":
+            return None
+        return vertex_regions(channel.provider, channel.upstream_model)
+
+    def level_statuses(self, slots: tuple[str, ...] | None) -> frozenset[int]:
+        """Statuses that blame the key (or slot) rather than the channel."""
+        return KEY_LEVEL_STATUSES if slots is None else SLOT_LEVEL_STATUSES
+
     def cooldown_period(self, provider: Provider) -> float:
         own = provider.preferences.cooldown_period
         if own is not None:
@@ -147,13 +167,23 @@ class Router:
         if error is None:
             return
         status = error.upstream_status
-        if status in KEY_LEVEL_STATUSES:
-            self.keys.record_failure(channel.provider, key_index, status, now)
+        slots = self.slots(channel)
+        if status in self.level_statuses(slots):
+            self.keys.record_failure(channel.provider, key_index, status, now, slots)
             if other_keys_left:
                 return  # the key is at fault, not the channel
         if _channel_failure(error):
             self.cooldowns.cool(channel.provider.provider, channel.alias, now,
                                 self.cooldown_period(channel.provider))
+
+
+def _decision(channel: Channel, verdict: str, detail: str, index: int | None,
+              slots: tuple[str, ...] | None) -> Decision:
+    """A decision naming the key index, or the region when the channel's slots are regions."""
+    if slots is not None and index is not None and 0 <= index < len(slots):
+        return Decision(channel.provider.provider, channel.upstream_model, verdict, detail,
+                        None, slots[index])
+    return Decision(channel.provider.provider, channel.upstream_model, verdict, detail, index)
 
 
 def _channel_failure(error: UpstreamError) -> bool:
@@ -185,15 +215,17 @@ class RoutePlan:
     def next_attempt(self, now: float, failure: UpstreamError | None) -> Attempt | None:
         if self._made >= self._budget:
             return None
-        stay = (failure is not None and failure.upstream_status in KEY_LEVEL_STATUSES
-                and self._current is not None)
+        stay = (failure is not None and self._current is not None
+                and failure.upstream_status in self._router.level_statuses(
+                    self._router.slots(self.channels[self._current[0]])))
         if self._current is not None and not stay:
             self._pos += 1
         while self._pos < len(self.channels):
             channel = self.channels[self._pos]
             tried = self._tried_keys.setdefault(self._pos, set())
+            slots = self._router.slots(channel)
             pick = self._router.keys.pick(channel.provider, channel.upstream_model, now,
-                                          self._rng, exclude=tried)
+                                          self._rng, exclude=tried, slots=slots)
             if pick.usable:
                 try:
                     attempt = self._build(channel, pick.index, self._made + 1)
@@ -209,8 +241,8 @@ class RoutePlan:
                     tried.add(pick.index)
                 self._made += 1
                 self._current = (self._pos, pick.index)
-                self.explained.append(Decision(channel.provider.provider, channel.upstream_model,
-                                               "attempt", f"#{self._made}", pick.index))
+                self.explained.append(_decision(channel, "attempt", f"#{self._made}",
+                                                pick.index, slots))
                 return attempt
             if pick.retry_after is not None:
                 self._retry_after = min(self._retry_after or pick.retry_after, pick.retry_after)
@@ -220,7 +252,8 @@ class RoutePlan:
                                                f"frees in {pick.retry_after} s"))
             elif not tried:
                 self.explained.append(Decision(channel.provider.provider, channel.upstream_model,
-                                               "skipped", "every key is benched"))
+                                               "skipped", "every region is benched" if slots
+                                               else "every key is benched"))
             self._pos += 1
             self._current = None
         return None
@@ -236,11 +269,13 @@ class RoutePlan:
         assert self._current is not None
         pos, key_index = self._current
         channel = self.channels[pos]
-        others = len(channel.provider.api) - len(self._tried_keys.get(pos, ())) > 0
+        slots = self._router.slots(channel)
+        total = len(channel.provider.api) if slots is None else len(slots)
+        others = total - len(self._tried_keys.get(pos, ())) > 0
         if error is not None:
-            self.explained.append(Decision(channel.provider.provider, channel.upstream_model,
-                                           "failed", f"{error.kind} {error.upstream_status or ''}"
-                                           .strip(), key_index))
+            self.explained.append(_decision(
+                channel, "failed", f"{error.kind} {error.upstream_status or ''}".strip(),
+                key_index, slots))
         self._router.finished(channel, key_index, now, error, others)
 
     def refusal(self) -> UniapiError:

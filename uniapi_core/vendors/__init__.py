@@ -11,11 +11,11 @@ from collections.abc import Callable
 from typing import Any
 
 from ..config.model import Provider
-from . import anthropic, azure, bedrock, cloudflare, cohere, gemini, openai
+from . import anthropic, azure, bedrock, cloudflare, cohere, gemini, openai, vertex
 from .base import ChatContext, Exchange, UpstreamRequest
 from .engine import ENGINES, detect_engine
 
-__all__ = ["TRANSLATORS", "ENDPOINTS", "ENGINES", "detect_engine", "discovery_request",
+__all__ = ["TRANSLATORS", "ENDPOINTS", "UPLOADS", "ENGINES", "detect_engine", "discovery_request",
            "parse_discovery"]
 
 TRANSLATORS: dict[str, Callable[[dict[str, Any], ChatContext], Exchange]] = {
@@ -27,6 +27,7 @@ TRANSLATORS: dict[str, Callable[[dict[str, Any], ChatContext], Exchange]] = {
     "cohere": cohere.build_exchange,
     "cloudflare": cloudflare.build_exchange,
     "aws": bedrock.build_exchange,
+    "vertex": vertex.build_exchange,
 }
 
 
@@ -38,6 +39,13 @@ ENDPOINTS: dict[str, dict[str, Callable[[dict[str, Any], ChatContext], Exchange]
     for path, suffix in (("/v1/embeddings", "/embeddings"),
                          ("/v1/moderations", "/moderations"),
                          ("/v1/images/generations", "/images/generations"))
+}
+
+
+#: the multipart OpenAI endpoints: path -> engine -> exchange builder (``openai.Upload`` in)
+UPLOADS: dict[str, dict[str, Callable[[Any, ChatContext], Exchange]]] = {
+    "/v1/audio/transcriptions": {"gpt": openai.build_upload("/audio/transcriptions"),
+                                 "azure": azure.build_upload("/audio/transcriptions")},
 }
 
 

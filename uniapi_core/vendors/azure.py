@@ -15,9 +15,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..jsonutil import dumps
 from .base import ChatContext, UpstreamRequest
-from .openai import OpenAIExchange, PassthroughExchange, merge_headers, passthrough_request
+from .openai import (OpenAIExchange, PassthroughExchange, Upload, UploadExchange, merge_headers,
+                     passthrough_request, upload_request)
 
-__all__ = ["DEFAULT_API_VERSION", "azure_url", "build_exchange", "build_passthrough"]
+__all__ = ["DEFAULT_API_VERSION", "azure_url", "build_exchange", "build_passthrough",
+           "build_upload"]
 
 DEFAULT_API_VERSION = "2024-10-21"
 
@@ -59,3 +61,12 @@ def build_passthrough(endpoint: str) -> Any:
                                                         ctx.upstream_model, endpoint), auth)
     return build
 
+
+
+def build_upload(endpoint: str) -> Any:
+    """Multipart endpoints (audio transcriptions) at the deployment URL form (AZ-3)."""
+    def build(upload: Upload, ctx: ChatContext) -> UploadExchange:
+        auth = [("api-key", ctx.api_key)] if ctx.api_key else []
+        return upload_request(upload, ctx, azure_url(ctx.provider.base_url or "",
+                                                     ctx.upstream_model, endpoint), auth)
+    return build

@@ -59,6 +59,9 @@ class ChatContext:
     images: Mapping[str, tuple[str, bytes]] = attrs.field(factory=dict)
     #: opaque ids from the injected entropy for synthesized tool-call ids (TC-4)
     entropy: Any = None
+    #: Vertex: the region this attempt goes to (its routing slot) and the OAuth2 access token
+    region: str | None = None
+    access_token: str | None = attrs.field(default=None, repr=False)
 
 
 class ImagesNeeded(UniapiError):

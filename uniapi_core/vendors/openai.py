@@ -12,8 +12,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import attrs
+
 from ..errors import DecodeError, UpstreamError
 from ..jsonutil import dumps
+from ..multipart import Form
 from ..streams import SSEDecoder, encode_event
 from .base import (
     ChatContext,
@@ -27,7 +30,8 @@ from .base import (
 
 __all__ = ["chat_url", "models_url", "sibling_url", "build_exchange", "OpenAIExchange",
            "OpenAIStreamDecoder", "parse_models_list", "PassthroughExchange", "build_passthrough",
-           "passthrough_request"]
+           "passthrough_request", "Upload", "UploadExchange", "upload_request",
+           "build_upload"]
 
 _SUFFIXES = ("/chat/completions", "/images/generations", "/audio/transcriptions",
              "/moderations", "/embeddings", "/models")
@@ -269,3 +273,68 @@ def build_passthrough(endpoint: str) -> Any:
                                    auth)
     return build
 
+
+
+@attrs.frozen
+class Upload:
+    """A ``multipart/form-data`` request (``/v1/audio/transcriptions``): the client's exact
+    bytes and ``Content-Type``, the parsed form, and the ``model`` it names."""
+
+    body: bytes = attrs.field(repr=False)
+    content_type: str
+    form: Form = attrs.field(repr=False)
+    model: str
+
+
+class UploadExchange:
+    """A multipart endpoint: the answer is relayed as it came, JSON or text (the client's
+    ``response_format`` decides), with the upstream's ``Content-Type``."""
+
+    def __init__(self, request: UpstreamRequest) -> None:
+        self.request = request
+
+    def parse_body(self, status: int, headers: tuple[tuple[str, str], ...], body: bytes) -> bytes:
+        if "json" in self.response_content_type(headers):
+            try:
+                obj = json.loads(body)
+            except (ValueError, RecursionError):
+                raise UpstreamError("upstream answered with a body that is not JSON",
+                                    kind="decode", upstream_status=status) from None
+            if isinstance(obj, dict) and obj.get("error"):  # ERR-4
+                raise error_from_body(status if status >= 400 else 502, headers, body, obj)
+        return body
+
+    def response_content_type(self, headers: tuple[tuple[str, str], ...]) -> str:
+        """The ``Content-Type`` the client gets: the upstream's (JSON when it sent none)."""
+        for k, v in headers:
+            if k.lower() == "content-type" and v.strip():
+                return v.strip()
+        return "application/json"
+
+    def parse_error(self, status: int, headers: tuple[tuple[str, str], ...],
+                    body: bytes) -> UpstreamError:
+        return error_from_body(status, headers, body)
+
+    def stream_decoder(self) -> OpenAIStreamDecoder:  # pragma: no cover - never streamed
+        raise UpstreamError("this endpoint does not stream", kind="protocol")
+
+
+def upload_request(upload: Upload, ctx: ChatContext, url: str,
+                   auth: list[tuple[str, str]]) -> UploadExchange:
+    """The upstream request: the client's bytes as they came, unless the model must be renamed
+    for this provider — then the form is written again (same boundary) with that name."""
+    body = upload.body
+    if ctx.upstream_model != upload.model:
+        body = upload.form.with_field("model", ctx.upstream_model).encode()
+    headers = merge_headers([("content-type", upload.content_type)] + auth,
+                            ctx.provider.preferences.headers)
+    return UploadExchange(UpstreamRequest("POST", url, headers, body))
+
+
+def build_upload(endpoint: str) -> Any:
+    """An exchange builder for the multipart OpenAI endpoint ``endpoint``."""
+    def build(upload: Upload, ctx: ChatContext) -> UploadExchange:
+        auth = [("authorization", f"Bearer {ctx.api_key}")] if ctx.api_key else []
+        return upload_request(upload, ctx, sibling_url(ctx.provider.base_url or "", endpoint),
+                              auth)
+    return build
