@@ -462,7 +462,7 @@ def test_head_timeout_is_408_from_the_first_byte() -> None:
 
 
 def test_body_idle_timeout_is_408_since_the_last_bytes() -> None:
-    conn = ServerConnection()
+    conn = ServerConnection(ServerLimits(min_body_rate=0))  # idle time only
     raw = request("POST", "/", body=b"0123456789")
     assert conn.receive_data(raw[:-5], 1.0) == []
     assert conn.next_deadline() == 31.0
@@ -472,6 +472,38 @@ def test_body_idle_timeout_is_408_since_the_last_bytes() -> None:
     failure = only(conn.deadline_reached(50.0))
     assert failure.message == "timed out reading the request body"
     assert_error_response(conn, failure, 408)
+
+
+def test_a_body_trickling_under_the_minimum_rate_is_408() -> None:
+    limits = ServerLimits(body_idle_timeout=0.3, min_body_rate=100)
+    conn = ServerConnection(limits)
+    raw = request("POST", "/", body=b"x" * 1000)
+    head, body = raw.split(b"\r\n\r\n", 1)
+    assert conn.receive_data(head + b"\r\n\r\n", 0.0) == []
+    assert conn.receive_data(body[:1], 0.1) == []
+    assert conn.receive_data(body[1:2], 0.2) == []
+    # never idle for 0.3 s (that alone would end at 0.5), but 2 bytes in the 0.3 s grace is
+    # under 100 B/s
+    assert conn.next_deadline() == 0.3
+    assert conn.deadline_reached(0.29) == []
+    assert_error_response(conn, only(conn.deadline_reached(0.3)), 408)
+
+
+def test_a_body_at_the_minimum_rate_is_not_cut() -> None:
+    limits = ServerLimits(body_idle_timeout=0.3, min_body_rate=100)
+    conn = ServerConnection(limits)
+    raw = request("POST", "/", body=b"x" * 100)
+    head, body = raw.split(b"\r\n\r\n", 1)
+    conn.receive_data(head + b"\r\n\r\n", 0.0)
+    for i in range(50):  # 200 B/s in 20-byte pieces every 0.1 s
+        now = 0.1 * (i + 1)
+        assert conn.deadline_reached(now) == []
+        events = conn.receive_data(body[i * 20:(i + 1) * 20], now)
+        if events:
+            assert isinstance(only(events), RequestReceived)
+            break
+    else:
+        raise AssertionError("the body never completed")
 
 
 def test_keepalive_idle_closes_silently() -> None:

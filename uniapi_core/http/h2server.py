@@ -40,8 +40,9 @@ Defences (reliability.md R7), all closing with GOAWAY and ``ConnectionOver``:
 Headers we emit pass through ``clean_headers`` (h2 would pass CR/LF in values; R8).
 
 Deadlines (``next_deadline``/``deadline_reached``): before any stream, ``head_timeout``;
-with no open stream, ``keepalive_timeout`` (GOAWAY, close); per stream, ``body_idle_timeout``
-while its request body is incomplete (408), and ``stall_timeout`` while a response waits on a
+with no open stream, ``keepalive_timeout`` (GOAWAY, close); per stream, the HTTP/1.1 body
+deadline (``server.body_deadline``: idle time and minimum rate) while its request body is
+incomplete (408), and ``stall_timeout`` while a response waits on a
 closed window without progress (RST_STREAM ``CANCEL``, ``StreamGone``).
 """
 
@@ -61,7 +62,7 @@ import h2.settings
 
 from ..errors import error_body
 from ..jsonutil import dumps
-from .server import RequestReceived, ServerLimits, clean_headers
+from .server import RequestReceived, ServerLimits, body_deadline, clean_headers
 
 __all__ = ["H2Limits", "H2ServerConnection", "StreamRequest", "StreamFailure", "StreamGone",
            "ConnectionOver", "H2Event", "PREFACE"]
@@ -164,6 +165,7 @@ class H2ServerConnection:
         self._seen_stream = False
         self._draining = False
         self._inbound = bytearray()  # bytes not yet cut into whole frames
+        self._goaway_sent = False
         self._preface_seen = False
         self.closed = False
 
@@ -178,6 +180,9 @@ class H2ServerConnection:
         return len(stream.out) if stream is not None else 0
 
     def data_to_send(self) -> bytes:
+        if self._draining and not self._streams and not self._goaway_sent and not self.closed:
+            self._goaway_sent = True
+            self._h2.close_connection(error_code=h2.errors.ErrorCodes.NO_ERROR)
         return self._h2.data_to_send()
 
     # -- input --------------------------------------------------------------------------------
@@ -244,6 +249,9 @@ class H2ServerConnection:
     def _event(self, ev: h2.events.Event, now: float) -> list[H2Event]:
         limits = self._limits
         if isinstance(ev, h2.events.RequestReceived):
+            if self._draining:
+                self._h2.reset_stream(ev.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+                return []
             self._seen_stream = True
             self._empty_data = 0
             stream = self._streams[ev.stream_id] = _Stream(now, list(ev.headers))
@@ -407,6 +415,7 @@ class H2ServerConnection:
             if not stream.responded or stream.ended:
                 continue
             try:
+                before = len(stream.out)
                 while stream.out:
                     window = min(h2c.local_flow_control_window(stream_id),
                                  h2c.max_outbound_frame_size)
@@ -416,7 +425,9 @@ class H2ServerConnection:
                     del stream.out[:window]
                     h2c.send_data(stream_id, chunk)
                 if stream.out:
-                    if stream.stalled_since is None:
+                    # stalled = no byte could go out since stalled_since; a slow reader that
+                    # keeps reopening its window is making progress, not stalling
+                    if len(stream.out) < before or stream.stalled_since is None:
                         stream.stalled_since = now
                     continue
                 stream.stalled_since = None
@@ -451,16 +462,19 @@ class H2ServerConnection:
             pass
 
     def goaway(self) -> None:
-        """Graceful shutdown: take no new streams; ``closed`` once the open ones are done."""
-        if self.closed or self._draining:
-            return
-        self._draining = True
-        self._h2.close_connection(error_code=h2.errors.ErrorCodes.NO_ERROR,
-                                  last_stream_id=self._h2.highest_inbound_stream_id)
+        """Graceful shutdown: streams the client opens from now on are refused
+        (REFUSED_STREAM: safe to retry elsewhere); the open ones run to their end; then a
+        GOAWAY(NO_ERROR) goes out with the last bytes and the connection is ``drained``.
+
+        GOAWAY waits for the open streams because h2-based clients (python's h2, hence
+        httpx) stop accepting frames once they see one, which would cut streams in flight."""
+        if not self.closed:
+            self._draining = True
 
     @property
     def drained(self) -> bool:
-        return self._draining and not self._streams
+        """Draining, nothing open any more, and the final GOAWAY handed to ``data_to_send``."""
+        return self._draining and not self._streams and self._goaway_sent
 
     # -- time ---------------------------------------------------------------------------------
 
@@ -474,7 +488,7 @@ class H2ServerConnection:
         soonest: float | None = None
         for stream in self._streams.values():
             if not stream.delivered and not stream.failed:
-                t = stream.last_data + limits.body_idle_timeout
+                t = body_deadline(limits, stream.opened, stream.last_data, len(stream.body))
             elif stream.stalled_since is not None:
                 t = stream.stalled_since + self._h2limits.stall_timeout
             else:
@@ -492,7 +506,8 @@ class H2ServerConnection:
         limits = self._limits
         for stream_id, stream in list(self._streams.items()):
             if not stream.delivered and not stream.failed:
-                if now >= stream.last_data + limits.body_idle_timeout:
+                if now >= body_deadline(limits, stream.opened, stream.last_data,
+                                        len(stream.body)):
                     out.extend(self._fail(stream_id, stream, 408,
                                           "timed out reading the request body"))
             elif stream.stalled_since is not None and \

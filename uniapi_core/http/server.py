@@ -46,7 +46,9 @@ keys, and they get logged).
 
 Time is always an argument. ``next_deadline()`` tells the transport when to call
 ``deadline_reached(now)``: ``head_timeout`` from the first byte of a head (408),
-``body_idle_timeout`` since the last bytes of a body (408), ``keepalive_timeout`` between
+``body_idle_timeout`` since the last bytes of a body, or a body averaging under
+``min_body_rate`` once it has taken ``body_idle_timeout`` (408: a trickle of one byte just
+inside the idle timeout must not hold a connection forever), ``keepalive_timeout`` between
 requests (silent close; ``head_timeout`` before the first request), nothing while a response
 is in flight (the relay owns those timeouts).
 
@@ -132,6 +134,17 @@ def public_message(exc: h11.ProtocolError, what: str) -> str:
     return f"{what}: {text}" if text else what
 
 
+def body_deadline(limits: "ServerLimits", start: float, last_data: float, received: int
+                  ) -> float:
+    """When a body that began at ``start`` times out (shared by the HTTP/1.1 and HTTP/2
+    fronts): ``body_idle_timeout`` after its last bytes, or once its average rate is under
+    ``min_body_rate`` after ``body_idle_timeout``."""
+    idle = limits.body_idle_timeout
+    rate = start + max(idle, received / limits.min_body_rate) if limits.min_body_rate else \
+        float("inf")
+    return min(last_data + idle, rate)
+
+
 def _reason(status: int) -> bytes:
     try:
         return HTTPStatus(status).phrase.encode("ascii")
@@ -158,6 +171,8 @@ class ServerLimits:
     head_timeout: float = 10.0
     #: seconds a body may go without new bytes (→ 408)
     body_idle_timeout: float = 30.0
+    #: bytes per second a body must average once it has taken ``body_idle_timeout`` (→ 408)
+    min_body_rate: int = 1024
     #: seconds from a response's end to the next request's first byte (→ silent close)
     keepalive_timeout: float = 75.0
     #: requests per connection; the last one is answered with ``Connection: close``
@@ -248,6 +263,7 @@ class ServerConnection:
         self._idle_since = now
         self._head_start = now
         self._last_data = now
+        self._body_start = now
         self._new_cycle()
 
     def _new_cycle(self) -> None:
@@ -373,7 +389,7 @@ class ServerConnection:
                 if failure is not None:
                     return events + [failure]
                 self._state = _State.BODY
-                self._last_data = now
+                self._last_data = self._body_start = now
             elif isinstance(event, h11.Data):
                 self._body += event.data
                 if len(self._body) > limits.max_body:
@@ -459,7 +475,7 @@ class ServerConnection:
         if self._state is _State.HEAD:
             return self._head_start + limits.head_timeout
         if self._state is _State.BODY:
-            return self._last_data + limits.body_idle_timeout
+            return body_deadline(limits, self._body_start, self._last_data, len(self._body))
         return None
 
     def deadline_reached(self, now: float) -> list[ServerEvent]:
