@@ -10,8 +10,11 @@ Clocks: ``loop.time()`` (monotonic) for deadlines, ``time.time()`` for wall time
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
+import struct
+from socket import IPPROTO_TCP, TCP_INFO
 import time
 from collections.abc import Awaitable, Callable
 
@@ -20,12 +23,12 @@ from uniapi_core.h2session import AutoSession
 from uniapi_core.session import (
     Close,
     Fetch,
-    FetchResult,
     Served,
     StartUpstream,
     StopUpstream,
     Write,
 )
+from uniapi_core.http.stall import WriteWatch
 from uniapi_core.startup import FrontOptions
 
 from .upstream import UpstreamPool
@@ -52,7 +55,29 @@ async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
                           alpn=tls.selected_alpn_protocol() if tls is not None else None)
     inbox: asyncio.Queue[tuple] = asyncio.Queue(INBOX)
     progress = [asyncio.Event()]  # set (and replaced) after every input the session handled
-    tasks: dict[int, asyncio.Task] = {}  # by ref; -1, -2: the reader, the drain watcher
+    watch = WriteWatch(options.write_stall_timeout)
+    raw = writer.get_extra_info("socket")
+
+    async def watch_writes() -> None:
+        """Give up on a client whose queued bytes stop going down (uniapi_core.http.stall)."""
+        while True:
+            await asyncio.sleep(watch.timeout / 4)
+            if watch.stalled(loop.time(), acked(raw)):
+                writer.transport.abort()  # the pending drain() then fails
+
+    async def write(data: bytes) -> bool:
+        if not data:
+            return True
+        watch.begin(loop.time())
+        try:
+            writer.write(data)
+            await writer.drain()
+            return True
+        except OSError:
+            return False
+        finally:
+            watch.end()
+    tasks: dict[int, asyncio.Task] = {}  # by ref; -1..-3: reader, drain and write watchers
     # a drained write buffer means the bytes reached the kernel, as a finished send_all does
     # (not under TLS: asyncio's SSL transport then never resumes a paused writer)
     if tls is None:
@@ -83,7 +108,7 @@ async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
         """Carry out the session's actions; False once the connection is to be closed."""
         for action in actions:
             if isinstance(action, Write):
-                if not await _write(writer, action.data, options.write_stall_timeout):
+                if not await write(action.data):
                     return await perform(session.write_failed(loop.time(), time.time()))
             elif isinstance(action, StartUpstream):
                 tasks[action.ref] = nursery.create_task(run_upstream(action.ref, action))
@@ -106,26 +131,21 @@ async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
 
     async with asyncio.TaskGroup() as nursery:
         tasks[-1] = nursery.create_task(read_client())
+        tasks[-3] = nursery.create_task(watch_writes())
         if draining is not None:
             tasks[-2] = nursery.create_task(watch_drain())
         try:
             while True:
-                try:
-                    async with asyncio.timeout_at(session.next_deadline()) as waited:
-                        ref, item = await inbox.get()
-                except TimeoutError:
-                    pass
-                now, wall = loop.time(), time.time()
-                if waited.expired():
-                    actions = session.timer(now, wall)
-                elif ref is None:
-                    actions = session.data_received(item, now, wall)
-                elif ref == 0:
-                    actions = session.drain(now, wall)
-                elif isinstance(item, FetchResult):
-                    actions = session.fetch_done(ref, item, now, wall)
-                else:
-                    actions = session.upstream_event(ref, item, now, wall)
+                try:  # inputs first: they may make a passed deadline moot
+                    got: tuple | None = inbox.get_nowait()
+                except asyncio.QueueEmpty:
+                    got = None
+                    try:
+                        async with asyncio.timeout_at(session.next_deadline()):
+                            got = await inbox.get()
+                    except TimeoutError:
+                        pass
+                actions = session.step(got, loop.time(), time.time())
                 if not await perform(actions):
                     break
                 progress[0].set()
@@ -142,16 +162,11 @@ def _log(action: Served) -> None:
              " client_closed" if r.client_closed else "")
 
 
-async def _write(writer: asyncio.StreamWriter, data: bytes, stall: float) -> bool:
-    if not data:
-        return True
-    try:
-        async with asyncio.timeout(stall):  # not wait_for: on 3.11 it can
-            writer.write(data)                             # swallow a cancellation
-            await writer.drain()
-        return True
-    except OSError:  # TimeoutError (a stalled client) is one
-        return False
+def acked(sock: object) -> int | None:
+    """Bytes the peer has acknowledged on this TCP connection (Linux tcpi_bytes_acked)."""
+    with contextlib.suppress(OSError, AttributeError, struct.error):
+        return struct.unpack_from("Q", sock.getsockopt(IPPROTO_TCP, TCP_INFO, 256), 120)[0]  # type: ignore[attr-defined]
+    return None
 
 
 async def listen(handler: Handler, host: str, port: int, tasks: set[asyncio.Task], *,

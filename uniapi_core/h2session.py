@@ -97,7 +97,8 @@ class H2Session:
         return out
 
     def drain(self, now: float, wall: float) -> list[SessionAction]:
-        """Graceful shutdown: GOAWAY; close once the open streams are answered."""
+        """Graceful shutdown: refuse new streams; GOAWAY and close once the open ones are
+        answered."""
         if self.closed:
             return []
         self.conn.goaway()
@@ -263,4 +264,27 @@ class AutoSession:
 
     def upstream_paused(self, ref: int) -> bool:
         return self._current().upstream_paused(ref)
+
+    def step(self, item: tuple[int | None, object] | None, now: float,
+             wall: float) -> list[SessionAction]:
+        """One turn of a transport's loop. ``item`` is what its inbox gave: ``(None, bytes)``
+        client bytes (``b""`` at EOF), ``(0, None)`` shutdown began, ``(ref, FetchResult)``,
+        ``(ref, upstream event)``; ``None`` when the wait for one ended at ``next_deadline``.
+        A deadline that has passed is also served after an input, so inputs that queued up
+        while a write was blocked count before any timeout they would have prevented."""
+        if item is None:
+            return self.timer(now, wall)
+        ref, value = item
+        if ref is None:
+            out = self.data_received(value, now, wall)  # type: ignore[arg-type]
+        elif ref == 0:
+            out = self.drain(now, wall)
+        elif isinstance(value, FetchResult):
+            out = self.fetch_done(ref, value, now, wall)
+        else:
+            out = self.upstream_event(ref, value, now, wall)  # type: ignore[arg-type]
+        deadline = self.next_deadline()
+        if deadline is not None and now >= deadline:
+            out += self.timer(now, wall)
+        return out
 

@@ -9,9 +9,12 @@ Clocks: ``trio.current_time()`` (monotonic) for deadlines, ``time.time()`` for w
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import ssl
+import struct
+from socket import IPPROTO_TCP, TCP_INFO
 import time
 from collections.abc import Callable
 from functools import partial
@@ -23,12 +26,12 @@ from uniapi_core.h2session import AutoSession
 from uniapi_core.session import (
     Close,
     Fetch,
-    FetchResult,
     Served,
     StartUpstream,
     StopUpstream,
     Write,
 )
+from uniapi_core.http.stall import WriteWatch
 from uniapi_core.startup import FrontOptions
 
 from .upstream import UpstreamPool
@@ -61,6 +64,31 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
     send, inbox = trio.open_memory_channel[tuple](INBOX)
     scopes: dict[int, trio.CancelScope] = {}
     progress = [trio.Event()]  # set (and replaced) after every input the session handled
+    watch = WriteWatch(options.write_stall_timeout)
+    writing = trio.CancelScope()
+    raw = _socket(stream)
+
+    async def watch_writes() -> None:
+        """Give up on a client whose queued bytes stop going down (uniapi_core.http.stall)."""
+        while True:
+            await trio.sleep(watch.timeout / 4)
+            if watch.stalled(trio.current_time(), acked(raw)):
+                writing.cancel()
+
+    async def write(data: bytes) -> bool:
+        nonlocal writing
+        if not data:
+            return True
+        writing = trio.CancelScope()
+        watch.begin(trio.current_time())
+        try:
+            with writing:
+                await stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            return False
+        finally:
+            watch.end()
+        return not writing.cancelled_caught
 
     async def read_client() -> None:
         while True:
@@ -89,7 +117,7 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
         """Carry out the session's actions; False once the connection is to be closed."""
         for action in actions:
             if isinstance(action, Write):
-                if not await _write(stream, action.data, options.write_stall_timeout):
+                if not await write(action.data):
                     return await perform(session.write_failed(trio.current_time(), time.time()))
             elif isinstance(action, StartUpstream):
                 scopes[action.ref] = trio.CancelScope()
@@ -112,24 +140,19 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(read_client)
+        nursery.start_soon(watch_writes)
         if draining is not None:
             nursery.start_soon(watch_drain)
         try:
             while True:
-                deadline = session.next_deadline()
-                with trio.move_on_at(deadline if deadline is not None else math.inf) as waited:
-                    ref, item = await inbox.receive()
-                now, wall = trio.current_time(), time.time()
-                if waited.cancelled_caught:
-                    actions = session.timer(now, wall)
-                elif ref is None:
-                    actions = session.data_received(item, now, wall)
-                elif ref == 0:
-                    actions = session.drain(now, wall)
-                elif isinstance(item, FetchResult):
-                    actions = session.fetch_done(ref, item, now, wall)
-                else:
-                    actions = session.upstream_event(ref, item, now, wall)
+                try:  # inputs first: they may make a passed deadline moot
+                    got: tuple | None = inbox.receive_nowait()
+                except trio.WouldBlock:
+                    deadline = session.next_deadline()
+                    got = None
+                    with trio.move_on_at(deadline if deadline is not None else math.inf):
+                        got = await inbox.receive()
+                actions = session.step(got, trio.current_time(), time.time())
                 if not await perform(actions):
                     break
                 progress[0].set()
@@ -145,15 +168,17 @@ def _log(action: Served) -> None:
              " client_closed" if r.client_closed else "")
 
 
-async def _write(stream: trio.abc.Stream, data: bytes, stall: float) -> bool:
-    if not data:
-        return True
-    try:
-        with trio.fail_after(stall):
-            await stream.send_all(data)
-        return True
-    except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError):
-        return False
+def acked(sock: object) -> int | None:
+    """Bytes the peer has acknowledged on this TCP connection (Linux tcpi_bytes_acked)."""
+    with contextlib.suppress(OSError, AttributeError, struct.error):
+        return struct.unpack_from("Q", sock.getsockopt(IPPROTO_TCP, TCP_INFO, 256), 120)[0]  # type: ignore[attr-defined]
+    return None
+
+
+def _socket(stream: trio.abc.Stream) -> object:
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    return stream.socket if isinstance(stream, trio.SocketStream) else None
 
 
 async def _listeners(host: str, port: int, reuse_port: bool) -> list[trio.SocketListener]:

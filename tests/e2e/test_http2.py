@@ -154,12 +154,12 @@ class RawH2:
 
     def _ack(self, ev: h2.events.DataReceived) -> None:
         n = ev.flow_controlled_length
-        if n:
+        if n and self.conn.state_machine.state != h2.connection.ConnectionState.CLOSED:
             self.conn.increment_flow_control_window(n)
             if ev.stream_id not in self.stalled:
                 try:
                     self.conn.increment_flow_control_window(n, stream_id=ev.stream_id)
-                except h2.exceptions.StreamClosedError:
+                except h2.exceptions.ProtocolError:  # stream (or, after GOAWAY, all) closed
                     pass
 
     def events(self, until: type, timeout: float = 10.0) -> list:
