@@ -39,6 +39,7 @@ from collections.abc import Callable
 import attrs
 
 from ..errors import DecodeError, UniapiError, UpstreamError, to_openai_error
+from .redact import credentials, redact
 from ..streams import DONE, encode_event
 from ..routing.plan import Attempt, AttemptSource
 from ..vendors.base import StreamChunk, StreamDecoder, StreamDone, StreamFailed
@@ -337,7 +338,14 @@ class Relay:
         else:
             self._attempt_failed(err, now, out)
 
+    def _redact(self, err: UpstreamError) -> None:
+        """No credential of the attempt in the message the client and the logs will see."""
+        if self._attempt is not None:
+            err.message = redact(err.message, credentials(self._attempt.exchange.request))
+            err.args = (err.message,)
+
     def _stream_failed(self, err: UpstreamError, now: float, out: list[RelayAction]) -> None:
+        self._redact(err)
         if self.state is State.STREAM_OPEN:
             self._attempt_failed(err, now, out)
             return
@@ -351,6 +359,7 @@ class Relay:
 
     def _attempt_failed(self, err: UpstreamError, now: float, out: list[RelayAction]) -> None:
         """A failure before the commit point: next attempt if allowed, else the final error."""
+        self._redact(err)
         self._close_upstream(out)
         self._record(err, now)
         if is_retryable(err):

@@ -1,0 +1,47 @@
+"""Keep an attempt's credentials out of what the client and the logs see (reliability R9).
+
+Upstreams quote what they received in their errors ("Incorrect API key provided: sk-…"),
+and some quote it whole. Before an upstream error becomes the client's answer or an error
+event, every credential the attempt sent — auth header values, and keys carried in the URL's
+query (Gemini's ``?key=``) — is replaced by a mask that keeps only its last four characters.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, urlsplit
+
+from ..vendors.base import UpstreamRequest
+
+__all__ = ["credentials", "redact"]
+
+_AUTH_HEADERS = {"authorization", "proxy-authorization", "x-api-key", "api-key",
+                 "x-goog-api-key", "x-amz-security-token", "cf-aig-authorization"}
+_QUERY_KEYS = {"key", "api_key", "api-key", "apikey", "access_token", "token"}
+_SCHEMES = ("bearer ", "basic ", "token ")
+_SHORTEST = 8  # shorter values would mask ordinary words
+
+
+def credentials(request: UpstreamRequest) -> list[str]:
+    """The secret strings ``request`` carries, longest first."""
+    found: set[str] = set()
+    for name, value in request.headers:
+        if name.lower() in _AUTH_HEADERS:
+            value = value.strip()
+            if value.lower().startswith(_SCHEMES):
+                value = value.split(" ", 1)[1].strip()
+            found.add(value)
+    try:
+        query = urlsplit(request.url).query
+    except ValueError:
+        query = ""
+    for name, value in parse_qsl(query, keep_blank_values=False):
+        if name.lower() in _QUERY_KEYS:
+            found.add(value)
+    return sorted((s for s in found if len(s) >= _SHORTEST), key=len, reverse=True)
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, "***" + secret[-4:])
+    return text
