@@ -451,7 +451,12 @@ class Gateway:
             raise ClientError("'model' is required and must be a string", code="invalid_model")
         if req.get("stream"):
             raise ClientError(f"{path} does not stream", code="stream_not_supported")
-        builders = ENDPOINTS[path]
+        return self._routed(ENDPOINTS[path], req, key, model, now, wall, extra)
+
+    def _routed(self, builders: Any, payload: Any, key: ApiKey, model: str, now: float,
+                wall: float, extra: tuple[tuple[str, str], ...]) -> Relay:
+        """A non-streaming relay for ``model``, routed like chat, each attempt's exchange
+        made by ``builders[engine](payload, ctx)``."""
 
         def build(channel: Channel, key_index: int | None, number: int) -> Attempt:
             provider = channel.provider
@@ -460,7 +465,7 @@ class Gateway:
                               api_key=None if key_index is None else provider.api[key_index],
                               stream=False, include_usage=False, response_id="",
                               created=int(wall), entropy=self.entropy)
-            exchange = builders[detect_engine(provider)](req, ctx)
+            exchange = builders[detect_engine(provider)](payload, ctx)
             timeout = model_timeout(provider, self.config.preferences, channel.alias,
                                     channel.upstream_model, self.settings.env_timeout)
             return Attempt(number=number, provider=provider.provider,
@@ -487,26 +492,7 @@ class Gateway:
         if (_form_text(form, "stream") or "").lower() == "true":
             raise ClientError(f"{path} does not stream", code="stream_not_supported")
         upload = Upload(body, content_type, form, model)
-        builders = UPLOADS[path]
-
-        def build(channel: Channel, key_index: int | None, number: int) -> Attempt:
-            provider = channel.provider
-            ctx = ChatContext(client_model=model, upstream_model=channel.upstream_model,
-                              provider=provider,
-                              api_key=None if key_index is None else provider.api[key_index],
-                              stream=False, include_usage=False, response_id="",
-                              created=int(wall), entropy=self.entropy)
-            exchange = builders[detect_engine(provider)](upload, ctx)
-            timeout = model_timeout(provider, self.config.preferences, channel.alias,
-                                    channel.upstream_model, self.settings.env_timeout)
-            return Attempt(number=number, provider=provider.provider,
-                           upstream_model=channel.upstream_model, key_index=key_index,
-                           exchange=exchange, timeout=timeout,
-                           proxy=provider.preferences.proxy or self.config.preferences.proxy)
-
-        plan = self.router.plan(key, _digest(key.api), model, Need(engines=frozenset(builders)),
-                                now, self.entropy, build)
-        return Relay(plan, stream=False, headers=extra, max_body=self.settings.max_upstream_body)
+        return self._routed(UPLOADS[path], upload, key, model, now, wall, extra)
 
 
 def _form_text(form: Any, name: str) -> str | None:

@@ -60,22 +60,20 @@ class H2Session:
 
     def upstream_event(self, ref: int, event: UpstreamEvent, now: float,
                        wall: float) -> list[SessionAction]:
-        stream_id = self._owner.get(ref)
-        if self.closed or stream_id is None:
-            return []
-        out: list[SessionAction] = []
-        ex = self._exchanges[stream_id]
-        self._run(stream_id, ex.upstream_event(ref, event, now, wall), now, out)
-        return self._finish(out, now)
+        return self._to_exchange(ref, lambda ex: ex.upstream_event(ref, event, now, wall), now)
 
     def fetch_done(self, ref: int, result: FetchResult, now: float,
                    wall: float) -> list[SessionAction]:
+        return self._to_exchange(ref, lambda ex: ex.fetch_done(ref, result, now, wall), now)
+
+    def _to_exchange(self, ref: int, call: Callable[[Exchange], list[ExchangeAction]],
+                     now: float) -> list[SessionAction]:
+        """Hand an input for ``ref`` to the exchange (stream) that owns it."""
         stream_id = self._owner.get(ref)
         if self.closed or stream_id is None:
             return []
         out: list[SessionAction] = []
-        ex = self._exchanges[stream_id]
-        self._run(stream_id, ex.fetch_done(ref, result, now, wall), now, out)
+        self._run(stream_id, call(self._exchanges[stream_id]), now, out)
         return self._finish(out, now)
 
     def timer(self, now: float, wall: float) -> list[SessionAction]:

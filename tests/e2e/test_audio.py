@@ -12,16 +12,12 @@ import openai
 import pytest
 
 from tests.fakes.upstream import FakeUpstream, Reply, Seen, json_reply
-from tests.harness import BACKENDS, run_gateway
+from tests.harness import run_gateway
 
 KEY = "sk-audio-test"
 #: bytes that look like multipart framing, so a parser that cuts at the wrong place shows it
 AUDIO = b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(range(256)) * 64 + b"\r\n--boundary\r\n\r\n--"
 
-
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    return request.param
 
 
 class FakeWhisper:

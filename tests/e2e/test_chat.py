@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from tests.fakes.upstream import FakeUpstream, Reply, json_reply, sse_reply
-from tests.harness import BACKENDS, run_gateway
+from tests.harness import run_gateway
 
 KEY = "sk-test-key-0001"
 LIMITED = "sk-limited-key-0002"
@@ -81,16 +81,6 @@ STREAM = [
 MESSAGES = [{"role": "user", "content": "weather in Paris?"}]
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    return request.param
-
-
-@pytest.fixture
-def up():
-    u = FakeUpstream()
-    yield u
-    u.close()
 
 
 def test_non_stream_relays_content_tool_calls_and_usage(backend, up):

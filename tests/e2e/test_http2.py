@@ -15,12 +15,11 @@ import h2.events
 import h2.exceptions
 import httpx
 import openai
-import pytest
 
 from tests.e2e.test_chat import COMPLETION, KEY, MESSAGES, STREAM, config
 from tests.fakes.tls import make_cert
-from tests.fakes.upstream import FakeUpstream, json_reply, sse_reply
-from tests.harness import BACKENDS, run_gateway
+from tests.fakes.upstream import json_reply, sse_reply
+from tests.harness import run_gateway
 from uniapi_core.http.h2server import H2Limits
 from uniapi_core.http.server import ServerLimits
 from uniapi_core.startup import FrontOptions
@@ -30,16 +29,6 @@ STREAM_BODY = json.dumps({"model": "gpt-4o", "messages": MESSAGES, "stream": Tru
 HEADERS = {"authorization": f"Bearer {KEY}", "content-type": "application/json"}
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    return request.param
-
-
-@pytest.fixture
-def up():
-    u = FakeUpstream()
-    yield u
-    u.close()
 
 
 def h2c_client(**kw) -> httpx.Client:

@@ -18,7 +18,7 @@ import pytest
 from tests.fakes.proxy import HttpConnectProxy, Socks5Proxy
 from tests.fakes.tls import make_cert
 from tests.fakes.upstream import FakeUpstream, json_reply, sse_reply
-from tests.harness import BACKENDS, run_gateway
+from tests.harness import run_gateway
 from uniapi_core.relay import UpstreamData, UpstreamEnded, UpstreamFailed, UpstreamHead
 from uniapi_core.vendors.base import UpstreamRequest
 
@@ -34,16 +34,6 @@ COMPLETION = {
 MESSAGES = [{"role": "user", "content": "hello"}]
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    return request.param
-
-
-@pytest.fixture
-def up():
-    u = FakeUpstream()
-    yield u
-    u.close()
 
 
 def provider(name: str, url: str, model: str, proxy: str | None = None) -> str:

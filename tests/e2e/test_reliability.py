@@ -38,7 +38,7 @@ from tests.fakes.slowclient import (
     slowloris,
     sse_chunk,
 )
-from tests.harness import BACKENDS, run_gateway
+from tests.harness import run_gateway
 from uniapi_core.config import load_config
 from uniapi_core.gateway import Gateway, Settings
 from uniapi_core.http.h2server import H2Limits
@@ -49,10 +49,6 @@ LIMITS = ServerLimits(head_timeout=1.0, body_idle_timeout=0.3)
 OPTIONS = FrontOptions(limits=LIMITS, write_stall_timeout=1.0,
                        h2=H2Limits(stall_timeout=1.0), drain_grace=10.0)
 
-
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    return request.param
 
 
 @pytest.fixture(params=["h1", "h2c"])

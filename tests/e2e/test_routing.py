@@ -8,7 +8,7 @@ import openai
 import pytest
 
 from tests.fakes.upstream import FakeUpstream, json_reply
-from tests.harness import BACKENDS, run_gateway
+from tests.harness import run_gateway
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 
@@ -28,10 +28,6 @@ def failing(status: int, name: str):
     return lambda seen: json_reply({"error": {"message": f"{name} says {status}",
                                               "type": "x", "code": None}}, status=status)
 
-
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    return request.param
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from tests.fakes.upstream import FakeUpstream, Reply, json_reply
-from tests.harness import BACKENDS, run_gateway
+from tests.harness import run_gateway
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 KEY = "sk-vendor-test"
@@ -20,16 +20,6 @@ MESSAGES = [{"role": "system", "content": "Be brief."},
             {"role": "user", "content": "Weather in Paris?"}]
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    return request.param
-
-
-@pytest.fixture
-def up():
-    u = FakeUpstream()
-    yield u
-    u.close()
 
 
 def config(up: FakeUpstream, kind: str) -> str:

@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from tests.fakes.upstream import FakeUpstream, Reply, Seen, json_reply
-from tests.harness import BACKENDS, run_gateway
+from tests.harness import run_gateway
 
 crypto = pytest.importorskip("cryptography")
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
@@ -108,10 +108,6 @@ class FakeVertex:
         return json_reply({"error": {"code": 404, "message": f"no route {path}",
                                      "status": "NOT_FOUND"}}, 404)
 
-
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    return request.param
 
 
 @pytest.fixture
