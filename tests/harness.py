@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -55,10 +56,10 @@ class RunningGateway:
 @contextmanager
 def run_gateway(config_text: str, *, backend: str = "trio", env_timeout: float | None = None,
                 limits: ServerLimits | None = None, discover: bool = True,
-                options: FrontOptions | None = None,
+                options: FrontOptions | None = None, upstream_ssl: ssl.SSLContext | None = None,
                 **settings: object) -> Iterator[RunningGateway]:
     """Serve ``config_text`` on 127.0.0.1 in a thread; ``options`` (or just ``limits``)
-    set the front."""
+    set the front; ``upstream_ssl`` is the pool's TLS context for upstreams."""
     if options is None:
         options = FrontOptions(limits=limits or ServerLimits())
     loaded = load_config(config_text, "test.yaml")
@@ -69,7 +70,7 @@ def run_gateway(config_text: str, *, backend: str = "trio", env_timeout: float |
     ready = threading.Event()
     state: dict = {}
     start = _start_trio if backend == "trio" else _start_asyncio
-    main, stop = start(gateway, options, discover, ready, state)
+    main, stop = start(gateway, options, discover, ready, state, upstream_ssl)
 
     def thread() -> None:
         try:
@@ -96,7 +97,8 @@ Start = tuple[Callable[[], None], Callable[[], None]]  # (thread body, stop from
 
 
 def _start_trio(gateway: Gateway, options: FrontOptions, discover: bool,
-                ready: threading.Event, state: dict) -> Start:
+                ready: threading.Event, state: dict,
+                upstream_ssl: ssl.SSLContext | None = None) -> Start:
     import trio
 
     from uniapi_trio.runtime import discover as run_discovery
@@ -104,7 +106,7 @@ def _start_trio(gateway: Gateway, options: FrontOptions, discover: bool,
     from uniapi_trio.upstream import UpstreamPool
 
     async def main() -> None:
-        pool = UpstreamPool()
+        pool = UpstreamPool(upstream_ssl)
         if discover:
             await run_discovery(gateway, pool)
         async with trio.open_nursery() as nursery:
@@ -123,7 +125,8 @@ def _start_trio(gateway: Gateway, options: FrontOptions, discover: bool,
 
 
 def _start_asyncio(gateway: Gateway, options: FrontOptions, discover: bool,
-                   ready: threading.Event, state: dict) -> Start:
+                   ready: threading.Event, state: dict,
+                   upstream_ssl: ssl.SSLContext | None = None) -> Start:
     import asyncio
 
     from uniapi_asyncio.runtime import discover as run_discovery
@@ -132,7 +135,7 @@ def _start_asyncio(gateway: Gateway, options: FrontOptions, discover: bool,
 
     async def main() -> None:
         state["loop"], state["task"] = asyncio.get_running_loop(), asyncio.current_task()
-        pool = UpstreamPool()
+        pool = UpstreamPool(upstream_ssl)
         try:
             if discover:
                 await run_discovery(gateway, pool)

@@ -1,6 +1,12 @@
 """Upstream connections on asyncio: connect (TCP, or a tunnel through an outbound proxy; TLS
 with system roots and SNI), pool per (proxy, origin), and run one attempt, reporting what
-happens as relay events. It decides nothing."""
+happens as relay events. It decides nothing.
+
+HTTP/2: when an https origin's ALPN picks ``h2``, requests share one connection per (proxy,
+origin) (``uniapi_core.http.h2client.H2Link``), served by two tracked tasks: a reader that
+delivers each stream's events to its request's unbounded queue, and the one writer (which
+also retires the connection after ``IDLE_KEEPALIVE`` without requests). Other origins use the
+HTTP/1.1 keep-alive pool."""
 
 from __future__ import annotations
 
@@ -17,11 +23,13 @@ from uniapi_core.http import (
     ResponseData,
     ResponseEnd,
     ResponseHead,
+    Url,
     handshake_for,
     parse_proxy,
     parse_url,
 )
 from uniapi_core.http.client import UpstreamProtocolError
+from uniapi_core.http.h2client import H2Link, H2Pool, StreamFailed
 from uniapi_core.relay import UpstreamData, UpstreamEnded, UpstreamFailed, UpstreamHead
 from uniapi_core.session import Fetch, FetchResult
 from uniapi_core.ssrf import pick_address
@@ -43,6 +51,10 @@ class _TooBig(Exception):
     """An image went past its size cap."""
 
 
+class _ConnectFailed(Exception):
+    """A connect failure, as the message to report."""
+
+
 class _Conn:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  origin: Origin, proxy: ProxySpec | None = None) -> None:
@@ -53,31 +65,141 @@ class _Conn:
         self.idle_since = 0.0
 
 
-class UpstreamPool:
-    """Keep-alive connections per origin; TLS verified against the system roots."""
+class _Link(H2Link):
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 key: Key) -> None:
+        super().__init__(key)
+        self.reader = reader
+        self.writer = writer
+        self.wake = asyncio.Event()  # bytes to write, or the request count changed
+        self.finished = asyncio.Event()
+
+
+class _Pending:
+    """A connect that concurrent first requests for a key wait for."""
 
     def __init__(self) -> None:
-        self._idle: dict[Key, list[_Conn]] = {}
-        self._ssl = ssl.create_default_context()
-        self._ssl.set_alpn_protocols(["http/1.1"])
+        self.done = asyncio.Event()
+        self.error = ""
 
-    async def _connect(self, origin: Origin, proxy: ProxySpec | None) -> _Conn:
-        scheme, host, port = origin
-        async with asyncio.timeout(CONNECT_TIMEOUT):  # proxy connect, handshake and TLS included
-            if proxy is not None:
-                reader, writer = await self._tunnel(proxy, host, port)
-                if scheme == "https":
+
+class UpstreamPool:
+    """Keep-alive connections per origin (HTTP/2 multiplexed where ALPN picks it); TLS verified
+    against the system roots, or against ``ssl_context`` (its ALPN is set here)."""
+
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+        self._idle: dict[Key, list[_Conn]] = {}
+        self._h2: H2Pool[_Link] = H2Pool()
+        self._connecting: dict[Key, _Pending] = {}
+        self._tasks: set[asyncio.Task] = set()  # the links' readers and writers
+        self._ssl = ssl_context or ssl.create_default_context()
+        self._ssl.set_alpn_protocols(["h2", "http/1.1"])
+        self._image_ssl = ssl.create_default_context()
+        self._image_ssl.set_alpn_protocols(["http/1.1"])
+
+    async def _connect(self, key: Key) -> _Conn | _Link:
+        """A new connection: an HTTP/2 link (pooled, running) when ALPN picks h2; raises
+        ``_ConnectFailed``."""
+        proxy, (scheme, host, port) = key
+        via = f" through proxy {proxy.display}" if proxy else ""
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT):  # proxy, handshake and TLS included
+                if proxy is not None:
+                    reader, writer = await self._tunnel(proxy, host, port)
+                    if scheme == "https":
+                        try:
+                            await writer.start_tls(self._ssl, server_hostname=host)
+                        except BaseException:
+                            writer.transport.abort()
+                            raise
+                elif scheme == "https":
+                    reader, writer = await asyncio.open_connection(
+                        host, port, ssl=self._ssl, server_hostname=host)
+                else:
+                    reader, writer = await asyncio.open_connection(host, port)
+        except TimeoutError:  # before OSError: TimeoutError is one
+            raise _ConnectFailed(f"connecting to {host}{via} timed out") from None
+        except ProxyError as exc:
+            raise _ConnectFailed(f"proxy {proxy.display if proxy else ''}: {exc}") from None
+        except (OSError, ssl.SSLError) as exc:
+            raise _ConnectFailed(f"cannot connect to {host}{via}: "
+                                 f"{describe_os_error(exc)}") from None
+        tls = writer.get_extra_info("ssl_object")
+        if tls is not None:
+            if tls.selected_alpn_protocol() == "h2":
+                link = _Link(reader, writer, key)
+                self._h2.add(link)
+                for job in (self._read_link(link), self._write_link(link)):
+                    task = asyncio.create_task(job)
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                return link
+            self._h2.h1_only.add(key)
+        return _Conn(reader, writer, key[1], proxy)
+
+    async def _route(self, key: Key, avoid: object, retried: bool
+                     ) -> tuple[_Conn | _Link, bool]:
+        """The connection for one attempt and whether it is new. Concurrent first requests
+        for an https origin share one connect (and its failure)."""
+        while key[1][0] == "https" and key not in self._h2.h1_only:
+            link = self._h2.pick(key, avoid)
+            if link is not None:
+                return link, False
+            pending = self._connecting.get(key)
+            if pending is None:
+                pending = self._connecting[key] = _Pending()
+                try:
+                    return await self._connect(key), True
+                except _ConnectFailed as exc:
+                    pending.error = str(exc)
+                    raise
+                finally:
+                    del self._connecting[key]
+                    pending.done.set()
+            await pending.done.wait()
+            if pending.error:
+                raise _ConnectFailed(pending.error)
+        conn = None if retried else self._take_idle(key)
+        return (conn, False) if conn is not None else (await self._connect(key), True)
+
+    @staticmethod
+    def _deliver(pairs: list) -> None:
+        for sink, event in pairs:
+            sink.put_nowait(event)
+
+    async def _read_link(self, link: _Link) -> None:
+        """Deliver each stream's events; ends at EOF (or once the writer closed the stream)."""
+        while not link.conn.closed:
+            try:
+                data = await link.reader.read(READ_SIZE)
+            except Exception:  # noqa: BLE001 - any read failure ends the link
+                data = b""
+            self._deliver(link.feed(data))
+            link.wake.set()
+
+    async def _write_link(self, link: _Link) -> None:
+        """The link's only writer; it closes the connection once the link is closed."""
+        try:
+            while True:
+                link.wake.clear()
+                if data := link.take():
+                    link.writer.write(data)
+                    await link.writer.drain()
+                elif link.conn.closed:
+                    break
+                else:
                     try:
-                        await writer.start_tls(self._ssl, server_hostname=host)
-                    except BaseException:
-                        writer.transport.abort()
-                        raise
-            elif scheme == "https":
-                reader, writer = await asyncio.open_connection(
-                    host, port, ssl=self._ssl, server_hostname=host)
-            else:
-                reader, writer = await asyncio.open_connection(host, port)
-        return _Conn(reader, writer, origin, proxy)
+                        async with asyncio.timeout(IDLE_KEEPALIVE if link.idle else None):
+                            await link.wake.wait()
+                    except TimeoutError:
+                        self._deliver(link.retire())
+        except Exception:  # noqa: BLE001 - the write failed
+            pass
+        finally:
+            self._h2.discard(link)
+            self._deliver(link.feed(b"") + link.retire())
+            link.writer.transport.abort()
+            link.finished.set()
 
     @staticmethod
     async def _tunnel(proxy: ProxySpec, host: str,
@@ -128,6 +250,15 @@ class UpstreamPool:
             conn.writer.transport.abort()
 
     async def aclose(self) -> None:
+        links = self._h2.all()
+        for link in links:  # GOAWAY, then close
+            self._deliver(link.retire("the gateway is shutting down"))
+            link.wake.set()
+        if tasks := list(self._tasks):
+            await asyncio.wait(tasks, timeout=1.0)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         for conns in self._idle.values():
             for conn in conns:
                 conn.writer.transport.abort()
@@ -182,7 +313,7 @@ class UpstreamPool:
                     return FetchResult(error="the address is not allowed (private or local)")
                 if url.scheme == "https":
                     reader, writer = await asyncio.open_connection(
-                        address, url.port, ssl=self._ssl, server_hostname=url.host)
+                        address, url.port, ssl=self._image_ssl, server_hostname=url.host)
                 else:
                     reader, writer = await asyncio.open_connection(address, url.port)
                 conn = _Conn(reader, writer, url.origin)
@@ -216,39 +347,66 @@ class UpstreamPool:
         except ValueError as exc:  # the message never quotes the URL (credentials)
             await post(UpstreamFailed(0, "connect", f"bad proxy URL: {exc}"))
             return
-        shown = spec.display if spec else ""
-        via = f" through proxy {shown}" if spec else ""
         headers = (("host", url.host_header),) + tuple(
             h for h in req.headers if h[0].lower() != "host")
-        conn = self._take_idle((spec, url.origin))
+        key: Key = (spec, url.origin)
+        retried, avoid = False, None
         while True:
-            fresh = conn is None
-            if conn is None:
-                try:
-                    conn = await self._connect(url.origin, spec)
-                except TimeoutError:  # before OSError: TimeoutError is one
-                    await post(UpstreamFailed(0, "connect",
-                                              f"connecting to {url.host}{via} timed out"))
-                    return
-                except ProxyError as exc:
-                    await post(UpstreamFailed(0, "connect", f"proxy {shown}: {exc}"))
-                    return
-                except (OSError, ssl.SSLError) as exc:
-                    await post(UpstreamFailed(0, "connect", f"cannot connect to {url.host}{via}: "
-                                                            f"{describe_os_error(exc)}"))
-                    return
-            result: bool | None = False
             try:
-                result = await self._exchange(conn, req.method, url.target, headers, req.body,
-                                              post, retry_stale=not fresh)
-            finally:  # also on cancellation: an abandoned exchange never returns to the pool
-                if result is True:
-                    self._release(conn)
-                else:
-                    conn.writer.transport.abort()
+                conn, fresh = await self._route(key, avoid, retried)
+            except _ConnectFailed as exc:
+                await post(UpstreamFailed(0, "connect", str(exc)))
+                return
+            if isinstance(conn, _Link):
+                result = await self._exchange_h2(conn, url, req, post, retry=not retried)
+            else:
+                result = False
+                try:
+                    result = await self._exchange(conn, req.method, url.target, headers,
+                                                  req.body, post,
+                                                  retry_stale=not fresh and not retried)
+                finally:  # also on cancellation: an abandoned exchange never returns to the pool
+                    if result is True:
+                        self._release(conn)
+                    else:
+                        conn.writer.transport.abort()
             if result is not None:
                 return
-            conn = None  # a stale pooled connection: try once more on a fresh one
+            retried, avoid = True, conn  # stale or refused: once more on another connection
+
+    async def _exchange_h2(self, link: _Link, url: Url, req: UpstreamRequest, post: Post, *,
+                           retry: bool) -> bool | None:
+        """One stream on ``link``; None: the server did not process it and nothing came back
+        (``retry``) — try another connection."""
+        queue: asyncio.Queue = asyncio.Queue()
+        try:
+            sid = link.open(req.method, url, req.headers, req.body, queue)
+        except ValueError as exc:  # a request the HTTP layer refuses to send
+            await post(UpstreamFailed(0, "protocol", f"cannot send the request: {exc}"))
+            return False
+        link.wake.set()
+        got_any = False
+        try:
+            while True:
+                ev = await queue.get()
+                if isinstance(ev, ResponseHead):
+                    got_any = True
+                    await post(UpstreamHead(0, ev.status, ev.headers))
+                elif isinstance(ev, ResponseData):
+                    await post(UpstreamData(0, ev.data))
+                    link.acknowledge(sid, len(ev.data))  # only now: a slow client stops it
+                    link.wake.set()
+                elif isinstance(ev, ResponseEnd):
+                    await post(UpstreamEnded(0))
+                    return True
+                elif isinstance(ev, StreamFailed):
+                    if ev.unprocessed and retry and not got_any:
+                        return None
+                    await post(UpstreamFailed(0, ev.kind, ev.message))
+                    return False
+        finally:  # also on cancellation: resets the stream if still open
+            link.finish(sid)
+            link.wake.set()
 
     async def _exchange(self, conn: _Conn, method: str, target: str,
                         headers: tuple[tuple[str, str], ...], body: bytes, post: Post, *,

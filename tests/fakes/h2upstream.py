@@ -15,9 +15,15 @@ an SSE stream of ``chunks`` chunks ``delay`` seconds apart whose texts join to `
 Streams on one HTTP/2 connection are served concurrently (one thread runs a small scheduler),
 respecting the client's flow-control windows. Other paths get a JSON 404.
 
-Recorded: ``connections`` (accepted), ``max_concurrent_streams`` (the most streams open at
-once on one connection), ``requests`` (``Seen``: method, path, headers, body, protocol),
-``resets`` (streams the client reset), ``alpn`` (protocol picked per TLS connection).
+Recorded: ``connections`` (accepted), ``closed`` (of those, ended), ``max_concurrent_streams``
+(the most streams open at once on one connection), ``requests`` (``Seen``: method, path,
+headers, body, protocol), ``resets`` (streams the client reset), ``alpn`` (protocol picked per
+TLS connection). ``Seen.sent`` counts the response body bytes sent so far on an HTTP/2
+stream (as the client's flow-control windows allow).
+
+``end_connections("goaway" | "eof")`` ends every open HTTP/2 connection mid-way: a GOAWAY
+(``last_stream_id``, default the highest stream seen; ``error`` code) and then the close, or
+just the close.
 
     with FakeH2Upstream(H2Reply(stream=True, chunks=5, delay=0.05)) as fake:
         ... fake.url ... fake.requests ... fake.max_concurrent_streams
@@ -25,8 +31,6 @@ once on one connection), ``requests`` (``Seen``: method, path, headers, body, pr
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import select
 import shutil
@@ -47,6 +51,8 @@ import h2.events
 import h2.exceptions
 import h2.settings
 import h11
+
+from tests.fakes.tls import make_cert
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 MAX_BODY = 8 * 1024 * 1024
@@ -75,54 +81,11 @@ class Seen:
     headers: dict[str, str]
     body: bytes
     protocol: str  # "h2" or "http/1.1"
+    sent: int = 0  # HTTP/2: response body bytes sent so far
 
     def json(self) -> Any:
         return json.loads(self.body)
 
-
-def make_cert(directory: str | Path) -> tuple[Path, Path]:
-    """A self-signed certificate (CA:TRUE, SAN 127.0.0.1 and localhost) and its key as PEM
-    files in ``directory``: ``(cert_path, key_path)``. The certificate is its own CA."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    directory = Path(directory)
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "uniapi fake h2 upstream")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.SubjectAlternativeName([
-            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(
-            digital_signature=True, content_commitment=False, key_encipherment=False,
-            data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-            encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
-                       critical=False)
-        .add_extension(ski, critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski),
-                       critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path = directory / "fake-h2-cert.pem"
-    key_path = directory / "fake-h2-key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
 
 
 def _completion(reply: H2Reply) -> bytes:
@@ -158,6 +121,7 @@ def _sse_pieces(reply: H2Reply) -> list[bytes]:
 class _Stream:
     def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
         self.headers = headers
+        self.seen: Seen | None = None
         self.body = bytearray()
         self.actions: list[tuple[float, str, Any]] = []  # (due, "head"|"data"|"end", payload)
         self.outbuf = bytearray()
@@ -178,17 +142,19 @@ class FakeH2Upstream:
         self.max_streams_setting = max_concurrent_streams
         self.max_connections = max_connections
         self.connections = 0
+        self.closed = 0
         self.max_concurrent_streams = 0
         self.requests: list[Seen] = []
         self.resets = 0
         self.alpn: list[str | None] = []
+        self._ending: tuple[int, str, int | None, int] = (0, "", None, 0)  # (generation, …)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._socks: set[socket.socket] = set()
         self._threads: list[threading.Thread] = []
         self._tmpdir: str | None = None
-        self.cert_path: Path | None = None
-        self.key_path: Path | None = None
+        self.cert_path: str | None = None
+        self.key_path: str | None = None
         self._ssl: ssl.SSLContext | None = None
         if tls:
             if cert_dir is None:
@@ -221,6 +187,14 @@ class FakeH2Upstream:
         ctx = ssl.create_default_context(cafile=self.ca_path)
         ctx.set_alpn_protocols(list(alpn))
         return ctx
+
+    def end_connections(self, how: str = "eof", *, last_stream_id: int | None = None,
+                        error: int = 0) -> None:
+        """End every open HTTP/2 connection within ~50 ms (see the module docstring)."""
+        if how not in ("goaway", "eof"):
+            raise ValueError(how)
+        with self._lock:
+            self._ending = (self._ending[0] + 1, how, last_stream_id, error)
 
     def __enter__(self) -> FakeH2Upstream:
         return self
@@ -298,7 +272,8 @@ class FakeH2Upstream:
                 self._serve_h2(conn, first)
             else:
                 self._serve_h1(conn, first)
-        except (OSError, ssl.SSLError, h2.exceptions.H2Error, h11.ProtocolError):
+        # ValueError: select() on a socket that close() shut meanwhile
+        except (OSError, ssl.SSLError, ValueError, h2.exceptions.H2Error, h11.ProtocolError):
             pass
         finally:
             for s in (conn, sock):
@@ -309,6 +284,7 @@ class FakeH2Upstream:
             with self._lock:
                 self._socks.discard(sock)
                 self._socks.discard(conn)
+                self.closed += 1
 
     def _reply_for(self, seen: Seen) -> H2Reply:
         with self._lock:
@@ -343,7 +319,11 @@ class FakeH2Upstream:
         streams: dict[int, _Stream] = {}
         sock.settimeout(None)
         pending = first
+        generation = self._ending[0]
         while not self._stop.is_set():
+            if self._ending[0] != generation:
+                self._end_h2(conn, sock)
+                return
             if pending:
                 for ev in conn.receive_data(pending):
                     self._on_h2_event(conn, streams, ev)
@@ -358,7 +338,7 @@ class FakeH2Upstream:
             wait = max(0.0, min(dues) - time.monotonic()) if dues else 0.5
             if isinstance(sock, ssl.SSLSocket) and sock.pending():
                 wait = 0.0
-            readable, _, _ = select.select([sock], [], [], min(wait, 0.5))
+            readable, _, _ = select.select([sock], [], [], min(wait, 0.05))
             if readable or (isinstance(sock, ssl.SSLSocket) and sock.pending()):
                 try:
                     pending = sock.recv(65536)
@@ -366,6 +346,15 @@ class FakeH2Upstream:
                     continue
                 if not pending:
                     return
+
+    def _end_h2(self, conn: h2.connection.H2Connection, sock: socket.socket) -> None:
+        _, how, last, error = self._ending
+        if how == "goaway":
+            conn.close_connection(error, last_stream_id=last)
+            sock.sendall(conn.data_to_send())
+            sock.settimeout(2.0)  # closing with unread bytes would send RST, losing the GOAWAY
+            while sock.recv(65536):
+                pass
 
     def _on_h2_event(self, conn: h2.connection.H2Connection, streams: dict[int, _Stream],
                      ev: h2.events.Event) -> None:
@@ -397,6 +386,7 @@ class FakeH2Upstream:
                     {k.decode("latin-1"): v.decode("latin-1")
                      for k, v in st.headers if not k.startswith(b":")},
                     bytes(st.body), "h2")
+        st.seen = seen
         reply = self._reply_for(seen)
         now = time.monotonic()
         if self._wants_stream(reply, seen):
@@ -431,6 +421,8 @@ class FakeH2Upstream:
                     break
                 conn.send_data(sid, bytes(st.outbuf[:n]))
                 del st.outbuf[:n]
+                if st.seen is not None:
+                    st.seen.sent += n
             if st.ending and not st.outbuf:
                 conn.end_stream(sid)
                 del streams[sid]

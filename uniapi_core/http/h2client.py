@@ -49,13 +49,24 @@ connection-specific ones (``connection`` and the names it lists, ``keep-alive``,
 dropped, ``host`` becomes ``:authority`` when no authority is given, ``content-length`` is ours.
 Response headers come back lower-cased as ``str`` pairs (latin-1), also through
 ``clean_headers``; ``ResponseHead.reason`` is always ``""`` (HTTP/2 has no reason phrase).
+
+Pooling (``H2Link``, ``H2Pool``)
+--------------------------------
+What a transport's upstream pool would otherwise keep twice. An ``H2Link`` is one pooled
+connection's sans-IO side: the ``H2ClientConnection``, the requests using it (each with the
+transport's opaque ``sink``, typically an unbounded queue: flow control bounds it) and one
+outgoing buffer. Every call appends what must be written to that buffer, so bytes leave in the
+order h2 made them (HPACK state depends on it) however the transport's tasks interleave; the
+transport's single writer sends ``take()``. ``feed`` returns ``(sink, event)`` pairs to
+deliver. ``H2Pool`` holds the links per key (proxy, origin) and the keys whose TLS ALPN did
+not pick ``h2`` (HTTP/1.1 only), and picks a link that can open a stream.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from typing import Union
+from collections.abc import Hashable, Iterable
+from typing import Generic, TypeVar, Union
 
 import attrs
 import h2.config
@@ -67,8 +78,9 @@ import h2.settings
 
 from .client import ResponseData, ResponseEnd, ResponseHead
 from .server import clean_headers, comma_tokens
+from .url import Url
 
-__all__ = ["StreamFailed", "H2ClientEvent", "H2ClientConnection"]
+__all__ = ["StreamFailed", "H2ClientEvent", "H2ClientConnection", "H2Link", "H2Pool"]
 
 _METHOD = re.compile(r"[-!#$%&'*+.^_`|~0-9a-zA-Z]+\Z")
 _TARGET = re.compile(r"[\x21-\x7e]+\Z")
@@ -495,3 +507,106 @@ class H2ClientConnection:
     def _check_drained(self) -> None:
         if self._goaway_last is not None and not self._active:
             self._closed = True
+
+
+# -- pooling (see "Pooling" in the module docstring) -------------------------------------------
+
+
+class H2Link:
+    """One pooled HTTP/2 upstream connection, sans I/O: the connection, the requests using it
+    (stream id → the transport's sink) and the bytes to write, in order."""
+
+    def __init__(self, key: Hashable, **conn_kw: int) -> None:
+        self.key = key
+        self.conn = H2ClientConnection(**conn_kw)
+        self._out = bytearray(self.conn.initiate())
+        self._sinks: dict[int, object] = {}
+        self._settled: set[int] = set()  # got ResponseEnd or StreamFailed
+
+    @property
+    def idle(self) -> bool:
+        """No request is using the connection."""
+        return not self._sinks
+
+    def open(self, method: str, url: Url, headers: Iterable[tuple[str, str]], body: bytes,
+             sink: object) -> int:
+        """Send a request (any ``Host`` header is replaced by the URL's authority); its events
+        go to ``sink``. ``ValueError`` for a request HTTP/2 refuses; check ``conn.can_open``."""
+        rest = [(n, v) for n, v in headers if n.lower() != "host"]
+        sid, out = self.conn.send_request(method, url.target, url.host_header, url.scheme,
+                                          rest, body)
+        self._out += out
+        self._sinks[sid] = sink
+        return sid
+
+    def feed(self, data: bytes) -> list[tuple[object, H2ClientEvent]]:
+        """Bytes read from the upstream (``b""`` = EOF): the events to deliver."""
+        events = self.conn.receive_data(data)
+        self._out += self.conn.data_to_send()
+        out = []
+        for sid, ev in events:
+            sink = self._sinks.get(sid)
+            if sink is not None:
+                if isinstance(ev, (ResponseEnd, StreamFailed)):
+                    self._settled.add(sid)
+                out.append((sink, ev))
+        return out
+
+    def acknowledge(self, stream_id: int, n: int) -> None:
+        """The request passed ``n`` body bytes on: reopen the windows (the backpressure)."""
+        self._out += self.conn.acknowledge(stream_id, n)
+
+    def finish(self, stream_id: int) -> None:
+        """The request is over (also when abandoned: the stream is reset if still open)."""
+        self._out += self.conn.cancel(stream_id)
+        self._sinks.pop(stream_id, None)
+        self._settled.discard(stream_id)
+
+    def retire(self, message: str = "upstream connection closed"
+               ) -> list[tuple[object, H2ClientEvent]]:
+        """Close the connection (GOAWAY if it is still up): requests still waiting for their
+        final event get ``StreamFailed("eof", message)``."""
+        self._out += self.conn.close()
+        out: list[tuple[object, H2ClientEvent]] = []
+        for sid, sink in self._sinks.items():
+            if sid not in self._settled:
+                self._settled.add(sid)
+                out.append((sink, StreamFailed("eof", message)))
+        return out
+
+    def take(self) -> bytes:
+        """The bytes to write now (for the connection's one writer)."""
+        data = bytes(self._out)
+        self._out.clear()
+        return data
+
+
+L = TypeVar("L", bound=H2Link)
+
+
+class H2Pool(Generic[L]):
+    """The HTTP/2 links of a transport's pool per key, and the keys known to be HTTP/1.1-only
+    (their ALPN picked ``http/1.1`` or nothing: requests go straight to the HTTP/1.1 pool)."""
+
+    def __init__(self) -> None:
+        self._links: dict[Hashable, list[L]] = {}
+        self.h1_only: set[Hashable] = set()
+
+    def pick(self, key: Hashable, avoid: object = None) -> L | None:
+        """A link for ``key`` (other than ``avoid``) that can open a stream now."""
+        return next((link for link in self._links.get(key, ())
+                     if link is not avoid and link.conn.can_open), None)
+
+    def add(self, link: L) -> None:
+        self._links.setdefault(link.key, []).append(link)
+        self.h1_only.discard(link.key)
+
+    def discard(self, link: L) -> None:
+        links = self._links.get(link.key, [])
+        if link in links:
+            links.remove(link)
+        if not links:
+            self._links.pop(link.key, None)
+
+    def all(self) -> list[L]:
+        return [link for links in self._links.values() for link in links]
