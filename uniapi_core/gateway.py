@@ -238,6 +238,8 @@ class Gateway:
                               type="permission_error", code="admin_only")
         if path in UPLOADS:
             return self._upload(path, key, headers, body, now, wall, extra)  # type: ignore
+        if path in JSON_BODIES:
+            _check_json_media_type(headers)
         return handler(self, key, body, now, wall, extra)
 
     def _authenticate(self, headers: tuple[tuple[str, str], ...]) -> ApiKey:
@@ -495,6 +497,20 @@ class Gateway:
         return self._routed(UPLOADS[path], upload, key, model, now, wall, extra)
 
 
+def _check_json_media_type(headers: tuple[tuple[str, str], ...]) -> None:
+    """A JSON endpoint's body: ``Content-Type`` absent, ``application/json`` or ``*/*+json``
+    (any parameters); anything else is 415 before the body is parsed."""
+    value = next((v for k, v in headers if k == "content-type"), None)
+    if value is None:
+        return
+    media = value.split(";", 1)[0].strip().lower()
+    if media == "application/json" or (media.endswith("+json") and "/" in media):
+        return
+    raise ClientError(f"Content-Type {value[:100]!r} is not supported here: send the body as "
+                      f"JSON with 'Content-Type: application/json'", status=415,
+                      code="unsupported_media_type")
+
+
 def _form_text(form: Any, name: str) -> str | None:
     part = form.get(name)
     return None if part is None else part.text().strip()
@@ -548,6 +564,8 @@ def _endpoint_handler(path: str) -> Any:
         return self._endpoint(path, key, body, now, wall, extra)
     return handler
 
+
+JSON_BODIES = frozenset({"/v1/chat/completions", *ENDPOINTS})  # POST bodies parsed as JSON
 
 _ROUTES: dict[str, tuple[frozenset[str], bool, Any]] = {
     "/healthz": (frozenset({"GET", "HEAD"}), False, Gateway._healthz),

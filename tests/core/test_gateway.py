@@ -154,3 +154,19 @@ def test_startup_decisions():
     for bad in ("x", "0", "-1", "inf", "nan"):
         with pytest.raises(ValueError):
             env_timeout({"TIMEOUT": bad})
+
+
+@pytest.mark.parametrize("content_type,ok", [
+    (None, True), ("application/json", True), ("Application/JSON; charset=utf-8", True),
+    ("application/vnd.api+json", True), ("text/plain", False),
+    ("application/x-www-form-urlencoded", False), ("multipart/form-data; boundary=x", False),
+    ("+json", False),
+])
+def test_json_endpoints_refuse_other_media_types_with_415(content_type, ok):
+    headers = () if content_type is None else (("content-type", content_type),)
+    for path in ("/v1/chat/completions", "/v1/embeddings"):
+        resp = call(gw(), path=path, headers=headers)
+        if ok:
+            assert not (isinstance(resp, Respond) and resp.status == 415)
+        else:
+            assert resp.status == 415 and error_of(resp)["code"] == "unsupported_media_type"

@@ -286,6 +286,15 @@ def test_bad_json_bodies(backend, up, body, status):
     assert len(up.seen) == 1
 
 
+def test_wrong_content_type_is_415_and_none_is_accepted(backend, up):
+    with run_gateway(config(up), backend=backend) as gw:
+        status, _, obj = _post(gw.port, BODY, {"Content-Type": "application/x-www-form-urlencoded"})
+        assert status == 415 and assert_openai_error(obj)["code"] == "unsupported_media_type"
+        up.replies.append(json_reply(COMPLETION))
+        assert _post(gw.port, BODY, {"Content-Type": ""})[0] == 200  # absent: read as JSON
+    assert len(up.seen) == 1
+
+
 def test_auth_errors(backend, up):
     with run_gateway(config(up), backend=backend) as gw:
         with pytest.raises(openai.AuthenticationError) as exc:
