@@ -265,7 +265,8 @@ class UpstreamPool:
         self._idle.clear()
         await asyncio.sleep(0)  # let the transports finish closing
 
-    async def fetch(self, request: UpstreamRequest, timeout: float) -> tuple[int, bytes]:
+    async def fetch(self, request: UpstreamRequest, timeout: float,
+                    proxy: str | None = None) -> tuple[int, bytes]:
         """One whole request (model discovery, CONFIG_URL): status and body."""
         parts: list[bytes] = []
         status = 0
@@ -280,7 +281,7 @@ class UpstreamPool:
                 raise OSError(ev.message)
 
         async with asyncio.timeout(timeout):
-            await self.run(request, None, post)
+            await self.run(request, proxy, post)
         return status, b"".join(parts)
 
     async def fetch_image(self, action: Fetch) -> FetchResult:

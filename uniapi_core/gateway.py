@@ -136,14 +136,16 @@ class Gateway:
 
     # -- model discovery (the transport fetches; the core decides what and reads the answer) --
 
-    def discovery_requests(self) -> list[tuple[str, UpstreamRequest]]:
-        """What to fetch before serving: one request per provider without a model list."""
+    def discovery_requests(self) -> list[tuple[str, UpstreamRequest, str | None]]:
+        """What to fetch before serving: one request per provider without a model list, with
+        the proxy its chat requests would use."""
         out = []
         for p in self.config.providers:
             if p.model is None:
                 req = discovery_request(p)
                 if req is not None:
-                    out.append((p.provider, req))
+                    out.append((p.provider, req,
+                                p.preferences.proxy or self.config.preferences.proxy))
         return out
 
     def discovered(self, results: Mapping[str, tuple[int, bytes] | str]) -> list[str]:

@@ -28,17 +28,17 @@ async def discover(gateway: Gateway, pool: UpstreamPool) -> list[str]:
     """Fetch the model lists the core asks for, all at once, and hand the answers back."""
     results: dict[str, tuple[int, bytes] | str] = {}
 
-    async def one(name: str, request: UpstreamRequest) -> None:
+    async def one(name: str, request: UpstreamRequest, proxy: str | None) -> None:
         try:
-            results[name] = await pool.fetch(request, DISCOVERY_TIMEOUT)
+            results[name] = await pool.fetch(request, DISCOVERY_TIMEOUT, proxy)
         except trio.TooSlowError:
             results[name] = f"no answer within {DISCOVERY_TIMEOUT:g} s"
         except OSError as exc:
             results[name] = str(exc)
 
     async with trio.open_nursery() as nursery:
-        for name, request in gateway.discovery_requests():
-            nursery.start_soon(one, name, request)
+        for name, request, proxy in gateway.discovery_requests():
+            nursery.start_soon(one, name, request, proxy)
     return gateway.discovered(results) if results else []
 
 

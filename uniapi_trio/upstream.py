@@ -260,7 +260,8 @@ class UpstreamPool:
                 await trio.aclose_forcefully(conn.stream)
         self._idle.clear()
 
-    async def fetch(self, request: UpstreamRequest, timeout: float) -> tuple[int, bytes]:
+    async def fetch(self, request: UpstreamRequest, timeout: float,
+                    proxy: str | None = None) -> tuple[int, bytes]:
         """One whole request (model discovery, CONFIG_URL): status and body."""
         parts: list[bytes] = []
         status = 0
@@ -275,7 +276,7 @@ class UpstreamPool:
                 raise OSError(ev.message)
 
         with trio.fail_after(timeout):
-            await self.run(request, None, post)
+            await self.run(request, proxy, post)
         return status, b"".join(parts)
 
     async def fetch_image(self, action: Fetch) -> FetchResult:

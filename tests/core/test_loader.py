@@ -228,3 +228,23 @@ def test_arbitrary_structures_give_a_config_or_config_error(value):
         load_config(yaml.safe_dump(value))
     except ConfigError as exc:
         assert exc.problems
+
+
+def test_unusable_proxy_urls_warn_at_load_without_quoting_them():
+    """A warning, not an error: uni-api's example config carries a placeholder proxy."""
+    text = BASE.replace("    model: [gpt-4o]\n", "    model: [gpt-4o]\n    preferences:\n"
+                        "      proxy: https://user:s3cret@proxy.example:8443\n")
+    text += "preferences:\n  proxy: ftp://p.example\n"
+    warnings = load_config(text).warnings
+    assert any(g.startswith("providers[0].preferences.proxy: not a usable proxy URL") and
+               "(line 7)" in g for g in warnings), warnings
+    assert any(g.startswith("preferences.proxy: not a usable proxy URL") and "(line 11)" in g
+               for g in warnings), warnings
+    assert not any("s3cret" in g for g in warnings)
+    assert problems(BASE + "preferences:\n  proxy: [1]\n") == [
+        "preferences.proxy: expected a string, got a list (line 9)"]
+    ok = load_config(BASE.replace("    model: [gpt-4o]\n", "    model: [gpt-4o]\n    preferences:\n"
+                                  "      proxy: socks5://u:p@127.0.0.1:1080\n")
+                     + "preferences:\n  proxy: ''\n")
+    assert not ok.warnings
+    assert ok.config.providers[0].preferences.proxy == "socks5://u:p@127.0.0.1:1080"

@@ -281,3 +281,23 @@ def test_silent_proxy_times_out_within_the_connect_limit(backend, monkeypatch):
     assert len(events) == 1 and isinstance(events[0], UpstreamFailed)
     assert events[0].message == (f"connecting to {NAME} through proxy "
                                  f"http://127.0.0.1:{port} timed out")
+
+
+def test_model_discovery_goes_through_the_providers_proxy(backend, up):
+    """A provider without a model list is asked for /v1/models at start-up through the same
+    proxy its requests use (``upstream.test`` resolves only inside the proxy)."""
+    models = {"object": "list", "data": [{"id": "found-model", "object": "model"}]}
+    up.handler = lambda seen: json_reply(models if seen.path.endswith("/models") else COMPLETION)
+    text = config(f"""
+  - provider: p
+    base_url: {named(up)}/v1/chat/completions
+    api: sk-upstream-p
+""", global_proxy=None)
+    with Socks5Proxy(hosts={NAME: "127.0.0.1"}) as proxy:
+        text += f"preferences:\n  proxy: {json.dumps(proxy.url())}\n"
+        with run_gateway(text, backend=backend) as gw:
+            listed = httpx.get(f"{gw.url}/v1/models", headers={"authorization": f"Bearer {KEY}"})
+            assert [m["id"] for m in listed.json()["data"]] == ["found-model"]
+            assert chat(gw, "found-model").json()["choices"][0]["message"]["content"] == "hi"
+        assert proxy.targets and all(t == f"{NAME}:{up.port}" for t in proxy.targets)
+    assert [s.path for s in up.seen] == ["/v1/models", "/v1/chat/completions"]

@@ -30,6 +30,7 @@ import cattrs
 import yaml
 
 from ..errors import ConfigError
+from ..http.proxy import parse_proxy
 from .model import Config, ModelEntry, ModelRule, RateLimit
 from .rates import parse_rate_limit, parse_rate_rules
 
@@ -146,6 +147,22 @@ def _scalar(node: yaml.Node) -> Any:
 
 def _text(w: _Walk, path: str, node: yaml.Node) -> Any:
     return node.value if _is(node, _STR) else w.expected(path, node, "a string")
+
+
+def _proxy(w: _Walk, path: str, node: yaml.Node) -> Any:
+    """``http://``, ``socks5://`` or ``socks5h://`` with optional credentials; ``""`` = none.
+    One that cannot be used is a warning, not an error: uni-api's own example config ships a
+    placeholder (``socks5://[username]:[password]@[ip]:[port]``) and must load; requests
+    through it fail as connect failures. The warning never quotes the URL (passwords)."""
+    if not _is(node, _STR):
+        return w.expected(path, node, "a string")
+    if node.value.strip():
+        try:
+            parse_proxy(node.value)
+        except ValueError as exc:
+            w.warn(path, node, f"not a usable proxy URL ({exc}); requests that would use it "
+                               f"fail until it is fixed")
+    return node.value
 
 
 def _name(w: _Walk, path: str, node: yaml.Node, what: str = "a string") -> Any:
@@ -353,7 +370,7 @@ def _section(w: _Walk, path: str, node: yaml.Node, fields: Mapping[str, _Reader]
 _PROVIDER_PREFS = {
     "api_key_rate_limit": _rate_limit, "api_key_cooldown_period": _seconds,
     "api_key_schedule_algorithm": _choice(KEY_SCHEDULE_ALGORITHMS, alias="round_robin"),
-    "model_timeout": _timeouts, "cooldown_period": _seconds, "proxy": _text, "headers": _headers,
+    "model_timeout": _timeouts, "cooldown_period": _seconds, "proxy": _proxy, "headers": _headers,
 }
 _ROUTING_COMPAT = frozenset({"exclude_endpoints", "only_request_types", "exclude_request_types",
                              "exclude_request_rules", "max_request_body_bytes"})
@@ -433,7 +450,7 @@ def _items(read: Callable[[_Walk, str, yaml.Node], Any], what: str, at_least_one
 
 
 _GLOBAL_PREFS = {"model_timeout": _timeouts, "cooldown_period": _seconds,
-                 "error_triggers": _strings("a list of strings"), "proxy": _text,
+                 "error_triggers": _strings("a list of strings"), "proxy": _proxy,
                  "rate_limit": _rate_limit}
 _TOP = {
     "providers": _items(_provider, "a list of providers"),
