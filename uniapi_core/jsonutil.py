@@ -59,6 +59,11 @@ def _finite_float(text: str) -> float:
 
 _INF = float("inf")
 
+# One decoder for strict parsing, built once: ``json.loads`` with hooks builds a new decoder
+# (and scanner) on every call. Its ``scan_once`` parses one value starting at an index.
+_STRICT_SCAN = json.JSONDecoder(parse_constant=_reject_constant,
+                                parse_float=_finite_float).scan_once
+
 
 def parse_request_json(body: bytes) -> Any:
     """Parse a client body; any problem is a ``ClientError`` with status 400."""
@@ -83,8 +88,19 @@ def loads_strict(text: bytes | str) -> Any:
     """JSON that can be written back out: no NaN/Infinity, no overflowing floats, nesting at
     most ``MAX_DEPTH``; any problem is a ``ValueError``. The one parser the vendor
     translators use for untrusted JSON (upstream bodies and events, tool arguments)."""
-    raw = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
-    if nesting_depth(raw) > MAX_DEPTH:
+    if isinstance(text, str):
+        # the bracket count works on text as well; encode only when a real scan is needed
+        if text.count("[") + text.count("{") > MAX_DEPTH and \
+                nesting_depth(text.encode("utf-8", "surrogatepass")) > MAX_DEPTH:
+            raise ValueError("JSON nested too deeply")
+        try:
+            obj, end = _STRICT_SCAN(text, 0)
+        except (StopIteration, ValueError, RecursionError):
+            pass  # let json.loads give its own error (or succeed after leading whitespace)
+        else:
+            if end == len(text):  # the whole text was one value: what json.loads returns
+                return obj
+    elif nesting_depth(text) > MAX_DEPTH:
         raise ValueError("JSON nested too deeply")
     try:
         return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
@@ -106,10 +122,34 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan
 _ASCII_ENCODER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), allow_nan=False)
 
 
+def _one_shot(encoder: json.JSONEncoder) -> Any:
+    """``encoder.encode`` without its per-call set-up: ``JSONEncoder.iterencode`` builds a C
+    encoder for every call; this builds it once (with the same settings, so the output is
+    the same text). Stateless between calls: no circular-reference markers are kept, so a
+    circular structure is a ``RecursionError`` (what we encode comes from parsed JSON or is
+    built here, never circular). ``None`` when the C accelerator is missing."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has it
+        return None
+    c = make(None, encoder.default, json.encoder.encode_basestring, encoder.indent,
+             encoder.key_separator, encoder.item_separator, encoder.sort_keys,
+             encoder.skipkeys, encoder.allow_nan)
+    strings = json.encoder.encode_basestring
+
+    def encode(obj: Any) -> str:
+        if isinstance(obj, str):
+            return strings(obj)
+        return "".join(c(obj, 0))
+    return encode
+
+
+_ENCODE = _one_shot(_ENCODER) or _ENCODER.encode
+
+
 def dumps(obj: Any) -> bytes:
     """Compact UTF-8 JSON with U+2028/U+2029 escaped. Text holding lone surrogates (valid in
     JSON escapes, not in UTF-8) is written with ASCII escapes instead of failing."""
-    text = _ENCODER.encode(obj)
+    text = _ENCODE(obj)
     if "\u2028" in text or "\u2029" in text:
         text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
     try:
