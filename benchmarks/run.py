@@ -23,8 +23,11 @@ It prints a table (medians of the rounds; ratio = gateway req/s ÷ direct req/s 
 round), the targets of issue #6 with met/not met, and writes everything as JSON. The matrix is
 HTTP/1.1 (wrk); when ``h2load`` (Debian's ``nghttp2-client``) is present or installable, each
 gateway is also driven over h2c prior knowledge at c=16 (16 connections × 1 stream, and
-4 connections × 10 streams) for the JSON completion and the stream, with errors counted. Only
-127.0.0.1 is contacted; every process started here is ended here, by PID.
+4 connections × 10 streams) for the JSON completion and the stream, with errors counted. When
+LiteLLM's proxy is installed in a side venv (``--litellm PATH``, ``$UNIAPI_BENCH_LITELLM`` or
+``benchmarks/.litellm/bin/litellm``) it is measured in the same rounds as a peer, one worker,
+pinned like the gateway. Only 127.0.0.1 is contacted; every process started here is ended
+here, by PID.
 """
 
 from __future__ import annotations
@@ -33,7 +36,6 @@ import argparse
 import contextlib
 import hashlib
 import http.client
-import importlib.util
 import json
 import os
 import platform
@@ -58,6 +60,7 @@ from payloads import (  # noqa: E402
     JSON_MODEL,
     SSE_EVENTS,
     SSE_MODEL,
+    UPSTREAM_KEY,
     api_yaml,
     chat_request_bytes,
     completion_bytes,
@@ -402,6 +405,81 @@ def check_answers(port: int, gateway: bool) -> str | None:
     return None
 
 
+# -- peers -------------------------------------------------------------------------------------
+
+LITELLM_DEFAULT = HERE / ".litellm" / "bin" / "litellm"  # python -m venv benchmarks/.litellm
+
+
+def litellm_path(arg: str | None) -> str | None:
+    """The ``litellm`` executable of a side venv: ``--litellm``, ``$UNIAPI_BENCH_LITELLM`` or
+    ``benchmarks/.litellm/bin/litellm``; None when there is none (the peer is not measured)."""
+    for candidate in (arg, os.environ.get("UNIAPI_BENCH_LITELLM"), str(LITELLM_DEFAULT)):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def litellm_yaml(upstream_port: int) -> str:
+    """The same two models on the same upstream, for LiteLLM's proxy: the client key is its
+    master key (so it checks a key per request, as the gateway does), no database."""
+    return f"""\
+model_list:
+  - model_name: {JSON_MODEL}
+    litellm_params:
+      model: openai/{JSON_MODEL}
+      api_base: http://127.0.0.1:{upstream_port}/v1
+      api_key: {UPSTREAM_KEY}
+  - model_name: {SSE_MODEL}
+    litellm_params:
+      model: openai/{SSE_MODEL}
+      api_base: http://127.0.0.1:{upstream_port}/sse
+      api_key: {UPSTREAM_KEY}
+litellm_settings:
+  drop_params: true
+  telemetry: false
+general_settings:
+  master_key: {CLIENT_KEY}
+"""
+
+
+def check_peer_answers(port: int) -> str | None:
+    """A peer rebuilds the objects: the same content and all 52 events + [DONE] suffice."""
+    status, _, body = request(port, "POST", "/v1/chat/completions",
+                              chat_request_bytes(JSON_MODEL), JSON_HEADERS, timeout=30.0)
+    want = json.loads(completion_bytes(JSON_MODEL))["choices"][0]["message"]["content"]
+    try:
+        got = json.loads(body)["choices"][0]["message"]["content"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        got = None
+    if status != 200 or got != want:
+        return f"JSON completion: HTTP {status}: {body[:300]!r}"
+    status, _, body = request(port, "POST", "/v1/chat/completions",
+                              chat_request_bytes(SSE_MODEL, True), JSON_HEADERS, timeout=30.0)
+    events = [line for line in body.split(b"\n") if line.startswith(b"data: ")]
+    if status != 200 or len(events) < SSE_EVENTS - 2 or events[-1] != b"data: [DONE]":
+        return f"stream: HTTP {status}, {len(events)} data lines: {body[-300:]!r}"
+    return None
+
+
+def start_litellm(path: str, tmp: Path, up_port: int, core: int | None
+                  ) -> tuple[Proc | None, int, str | None]:
+    """LiteLLM's proxy, one worker, pinned like the gateway: (proc, port, problem)."""
+    cfg = tmp / "litellm.yaml"
+    cfg.write_text(litellm_yaml(up_port))
+    port = free_port()
+    env = child_env()
+    env.update(LITELLM_LOG="ERROR", LITELLM_TELEMETRY="False", NO_DOCS="True")
+    proc = Proc("litellm", pinned(core, [path, "--config", str(cfg), "--host", "127.0.0.1",
+                                         "--port", str(port), "--num_workers", "1"]),
+                tmp / "litellm.log", cwd=tmp, env=env)
+    why = (wait_ready(proc, port, "/health/liveliness", limit=120.0)
+           or check_peer_answers(port))
+    if why:
+        proc.stop()
+        return None, port, why
+    return proc, port, None
+
+
 # -- wrk ---------------------------------------------------------------------------------------
 
 LUA = """\
@@ -605,11 +683,8 @@ def backend_available(backend: str) -> str | None:
     if backend not in ("trio", "asyncio"):
         return "unknown backend (uniapi serve --backend takes trio or asyncio)"
     module = f"uniapi_{backend}.runtime"
-    try:
-        if importlib.util.find_spec(module.split(".")[0]) is None:
-            return f"{module.split('.')[0]} is not installed"
-    except (ImportError, ValueError) as exc:
-        return str(exc)
+    if not (ROOT / module.split(".")[0]).is_dir():  # this checkout's, whatever pip points at
+        return f"{module.split('.')[0]} is not in {ROOT}"
     p = subprocess.run([sys.executable, "-c", f"import {module}; {module}.run"], cwd=ROOT,
                        capture_output=True, text=True, timeout=60, env=child_env())
     if p.returncode != 0:
@@ -719,12 +794,12 @@ def one_run(wrk: str, load_core: int | None, gw_core: int | None, target: str, p
     run["gw_core_other"] = max(0.0, (busy1 - busy0 - (cpu or 0.0)) / elapsed)
     if pid:
         rss, hwm = proc_memory(pid)
-        ok = max(requests - errors, 1)
-        run.update(cpu_s=cpu, cpu_util=cpu / elapsed, cpu_us_per_req=cpu / ok * 1e6,
-                   rss_mb=rss, hwm_mb=hwm)
-        if kind == "sse":
+        ok = requests - errors
+        run.update(cpu_s=cpu, cpu_util=cpu / elapsed, rss_mb=rss, hwm_mb=hwm,
+                   cpu_us_per_req=cpu / ok * 1e6 if ok > 0 else None)  # none done: no figure
+        if kind == "sse" and ok > 0:
             run["cpu_us_per_event"] = cpu / ok / SSE_EVENTS * 1e6
-        if accepts0 is not None and accepts1 is not None:
+        if accepts0 is not None and accepts1 is not None and ok > 0:
             # minus the one stub_status connection of the second reading
             run["upstream_conns_opened"] = accepts1 - accepts0 - 1
             run["upstream_conns_per_1k"] = run["upstream_conns_opened"] / ok * 1000
@@ -732,8 +807,8 @@ def one_run(wrk: str, load_core: int | None, gw_core: int | None, target: str, p
 
 
 def check_targets(rows: list[dict[str, Any]], first: dict[str, Any] | None,
-                  translators: dict[str, Any] | None, backends: list[str]
-                  ) -> list[dict[str, Any]]:
+                  translators: dict[str, Any] | None, backends: list[str],
+                  peers: list[str] = ()) -> list[dict[str, Any]]:  # type: ignore[assignment]
     def row(kind: str, conns: int, target: str) -> dict[str, Any] | None:
         return next((r for r in rows if r["kind"] == kind and r["conns"] == conns
                      and r["target"] == target), None)
@@ -752,6 +827,11 @@ def check_targets(rows: list[dict[str, Any]], first: dict[str, Any] | None,
             add("JSON req/s at c=16", b, j16["rps"], ">= 2000", j16["rps"] >= 2000, "req/s")
             add("gateway CPU per JSON request (c=16)", b, j16["cpu_us_per_req"], "<= 400",
                 j16["cpu_us_per_req"] <= 400, "µs")
+        for peer in peers:  # "≥ 15× every peer", JSON at c=16
+            p16 = row("json", 16, peer)
+            if j16 and p16 and p16["rps"]:
+                r = j16["rps"] / p16["rps"]
+                add(f"JSON req/s at c=16 ÷ {peer}", b, r, ">= 15", r >= 15, "×")
         if j64:
             add("JSON p99 at c=64", b, j64["p99_ms"], "<= 40", j64["p99_ms"] <= 40, "ms")
         if j1 and j64:  # "no loss of throughput from c=1 to c=64": c=64 vs the best below
@@ -801,9 +881,11 @@ def render(result: dict[str, Any]) -> str:
                  f"sources {result.get('source_digest')}")
     lines.append(f"upstream: {result['upstream']}; load: {result['wrk']} -t1; gateway pinned to "
                  f"core {result['gateway_core']}, wrk and upstream to core {result['load_core']}"
-                 f"; HTTP/1.1 only (h2c is not implemented yet)")
+                 f"; HTTP/1.1 with wrk (h2c with h2load below)")
+    for name, version in (result.get("peer_versions") or {}).items():
+        lines.append(f"peer {name}: {version}, one worker, pinned like the gateway")
     for b, why in result["backends_skipped"].items():
-        lines.append(f"backend {b}: skipped — {why}")
+        lines.append(f"{'peer' if b == 'litellm' else 'backend'} {b}: skipped — {why}")
     lines.append("")
     hdr = (f"{'scenario':<9}{'c':>4}  {'target':<8}{'req/s':>9}{'ratio':>7}{'p50 ms':>8}"
            f"{'p90 ms':>8}{'p99 ms':>8}{'CPU µs/req':>11}{'µs/event':>9}{'CPU %':>7}"
@@ -907,6 +989,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-translators", action="store_true",
                     help="skip the translator micro-benchmarks")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
+    ap.add_argument("--litellm", metavar="PATH",
+                    help="measure LiteLLM's proxy as a peer: the litellm executable of a side "
+                    "venv (default $UNIAPI_BENCH_LITELLM, else benchmarks/.litellm/bin/litellm "
+                    "when present)")
     ap.add_argument("--py-spy", type=float, default=0, metavar="SECONDS",
                     help="also sample each gateway with py-spy (pip install py-spy) for SECONDS "
                     "under wrk c=16, JSON and stream, and print the top costs")
@@ -991,8 +1077,23 @@ def main(argv: list[str] | None = None) -> int:
             log("no gateway backend could be started")
             return 2
 
+        peers: dict[str, tuple[Proc, int]] = {}
+        peer_versions: dict[str, str] = {}
+        litellm = litellm_path(args.litellm)
+        if litellm is not None:
+            log(f"peer litellm: starting {litellm}")
+            lproc, lport, why = start_litellm(litellm, tmp, up_port, gw_core)
+            if lproc is None:
+                skipped["litellm"] = f"did not serve correctly: {why}"
+                log(f"peer litellm: skipped ({why})")
+            else:
+                procs.append(lproc)
+                peers["litellm"] = (lproc, lport)
+                peer_versions["litellm"] = version_of([litellm, "--version"])
+                log(f"peer litellm: pid {lproc.pid} on 127.0.0.1:{lport}")
+
         targets: dict[str, tuple[int, int | None, str]] = {"direct": (up_port, None, "direct")}
-        for b, (proc, port) in gateways.items():
+        for b, (proc, port) in [*gateways.items(), *peers.items()]:
             targets[b] = (port, proc.pid, b)
         scripts = {}
         for name, (port, pid, _) in targets.items():
@@ -1031,7 +1132,7 @@ def main(argv: list[str] | None = None) -> int:
                     runs.append(r)
                     log(f"[{len(runs)}/{total}] round {rnd + 1} {kind} c={conns} {name}: "
                         f"{r['rps']:.0f} req/s p99 {r['p99_ms']:.2f} ms"
-                        + (f" cpu {r['cpu_us_per_req']:.0f} µs/req" if pid else "")
+                        + (f" cpu {r['cpu_us_per_req']:.0f} µs/req" if r.get("cpu_us_per_req") is not None else "")
                         + (f" errors {r['errors']}" if r["errors"] else ""))
                 for name, r in cell.items():  # ratio to the direct run of the same round
                     r["ratio"] = r["rps"] / cell["direct"]["rps"] if name != "direct" else 1.0
@@ -1070,7 +1171,7 @@ def main(argv: list[str] | None = None) -> int:
         log("first SSE event latency")
         fe_targets = {"direct": (up_port, "/sse/chat/completions")}
         fe_targets.update({b: (port, "/v1/chat/completions")
-                           for b, (_, port) in gateways.items()})
+                           for b, (_, port) in [*gateways.items(), *peers.items()]})
         first = first_event_latency(fe_targets, first_n)
 
         translators = None
@@ -1115,13 +1216,15 @@ def main(argv: list[str] | None = None) -> int:
             "gateway_core": gw_core, "load_core": load_core,
             "protocol": "HTTP/1.1 (wrk); h2c (h2load) in 'h2c'",
             "backends": list(gateways), "backends_skipped": skipped,
+            "peers": list(peers), "peer_versions": peer_versions,
             "scenarios": [{"kind": k, "conns": c} for k, c in SCENARIOS],
             "payloads": {"request_bytes": len(chat_request_bytes()),
                          "completion_bytes": len(completion_bytes()),
                          "sse_bytes": len(sse_body()), "sse_events": SSE_EVENTS},
             "summary": summary, "first_event": first, "translators": translators,
             "h2c": h2c,
-            "targets": check_targets(summary, first, translators, list(gateways)),
+            "targets": check_targets(summary, first, translators, list(gateways),
+                                     list(peers)),
             "quiet_wait_total_s": quiet.waited,
             "profiles": profiles, "runs": runs, "loadavg_start": loadavg_start,
             "loadavg_end": Path("/proc/loadavg").read_text().split()[:3],
