@@ -1132,7 +1132,8 @@ def main(argv: list[str] | None = None) -> int:
                     runs.append(r)
                     log(f"[{len(runs)}/{total}] round {rnd + 1} {kind} c={conns} {name}: "
                         f"{r['rps']:.0f} req/s p99 {r['p99_ms']:.2f} ms"
-                        + (f" cpu {r['cpu_us_per_req']:.0f} µs/req" if r.get("cpu_us_per_req") is not None else "")
+                        + (f" cpu {r['cpu_us_per_req']:.0f} µs/req"
+                           if r.get("cpu_us_per_req") is not None else "")
                         + (f" errors {r['errors']}" if r["errors"] else ""))
                 for name, r in cell.items():  # ratio to the direct run of the same round
                     r["ratio"] = r["rps"] / cell["direct"]["rps"] if name != "direct" else 1.0
