@@ -422,3 +422,48 @@ def test_decode_encode_decode_is_stable(payload):
     events, kind = run([payload])
     again = b"".join(encode_event(e.data, e.event) for e in events)
     assert decode(again) == [SSEEvent(e.data, e.event) for e in events]
+
+
+# -- the fast path (whole stretches of simple events) against the line-by-line reading ---------
+
+class LineByLine(SSEDecoder):
+    """The general reading only: every line through ``_process_lines``."""
+
+    __slots__ = ()
+
+    def _process(self, lines, out):
+        self._process_lines(lines, out)
+
+
+def run_with(cls: type[SSEDecoder], pieces: list[bytes], max_event_size: int
+             ) -> tuple[list[SSEEvent], str | None, int]:
+    d = cls(max_event_size)
+    events: list[SSEEvent] = []
+    kind = None
+    try:
+        for piece in pieces:
+            events += d.feed(piece)
+        events += d.close()
+    except DecodeError as e:
+        kind = e.kind
+    return events, kind, d.comments
+
+
+simple_events = st.lists(st.tuples(
+    st.sampled_from([b"", b"event: content_block_delta\n", b"event:x\n", b"event: \n",
+                     b"event:  two\n", b"id: 7\n", b": ping\n", b"retry: 1\n"]),
+    st.sampled_from([b"data: ", b"data:", b"data:  ", b"data: a\ndata: ", b"data"]),
+    st.sampled_from([b'{"type":"ping"}', b"", "é猫🐈 \u2028".encode(), b"[DONE]", b":x",
+                     b"\xff", b"event: y"]),
+    st.sampled_from([b"\n\n", b"\n\n", b"\n\n", b"\r\n\r\n", b"\n\n\n", b"\n", b"\r\r"]),
+), min_size=1, max_size=60).map(lambda evs: b"".join(a + b + c + d for a, b, c, d in evs))
+
+
+@settings(max_examples=300, deadline=None)
+@given(payload=st.one_of(simple_events, st.tuples(simple_events, junk_bytes).map(b"".join)),
+       max_event_size=st.sampled_from([24, 64, 8 * 1024 * 1024]), data=st.data())
+def test_fast_path_matches_the_line_by_line_reading(payload, max_event_size, data):
+    positions = data.draw(st.lists(st.integers(0, len(payload)), max_size=4))
+    pieces = cut(payload, positions)
+    assert run_with(SSEDecoder, pieces, max_event_size) == \
+        run_with(LineByLine, pieces, max_event_size)

@@ -37,7 +37,8 @@ decoder stays failed and raises an error of the same kind on every later call.
 
 from __future__ import annotations
 
-import attrs
+import re
+from typing import NamedTuple
 
 from ..errors import DecodeError
 from .lines import LineSplitter
@@ -50,18 +51,28 @@ DONE = b"data: [DONE]\n\n"
 _BOM = b"\xef\xbb\xbf"  # U+FEFF in UTF-8
 
 
-@attrs.frozen
-class SSEEvent:
+class SSEEvent(NamedTuple):
     """One dispatched server-sent event.
 
     ``data`` is the event's ``data`` lines joined with ``\\n`` (``""`` for an event that had
     only an ``event:`` line); ``event`` the last ``event:`` value, ``id`` the last ``id:``
     value seen in this event (``None`` when absent; ``id`` is informational only, SSE-12).
+    Immutable; a named tuple because a stream makes one per event and attrs' frozen
+    ``__init__`` costs several times more.
     """
 
     data: str
     event: str | None = None
     id: str | None = None
+
+
+_new_event = tuple.__new__
+
+# The events of a stretch of lines with nothing pending (see SSEDecoder._process): each one an
+# optional "event:" line and one "data:" line, then a blank line. Groups: whether the event
+# line is there, its value, the data value (SSE-6: at most one space dropped after ":").
+_SIMPLE_EVENTS = re.compile(r"(?:(event:) ?([^\n]*)\n)?data: ?([^\n]*)\n\n")
+_ALL_SIMPLE = re.compile(r"(?:(?:event:[^\n]*\n)?data:[^\n]*\n\n)*")
 
 
 class SSEDecoder:
@@ -148,6 +159,64 @@ class SSEDecoder:
     def _process(self, lines: list[bytes], out: list[SSEEvent]) -> None:
         """Interpret complete lines in order, appending dispatched events to ``out``.
 
+        The lines up to the first blank line (they may continue the event pending from the
+        previous feed) and after the last one go through :meth:`_process_lines`, line by
+        line. Between them every event starts and ends inside this feed with nothing
+        pending, so that stretch is decoded at once and cut at blank lines with C-level
+        ``str`` methods (:meth:`_process_events`); anything unusual there falls back to the
+        line-by-line reading, so the events and errors are the same either way.
+        """
+        if len(lines) < 8 or b"" not in lines:
+            self._process_lines(lines, out)
+            return
+        first = lines.index(b"")
+        last = len(lines) - 1 - lines[::-1].index(b"")
+        self._process_lines(lines[:first + 1], out)
+        if last > first + 1:
+            self._process_events(lines[first + 1:last + 1], out)
+        if last + 1 < len(lines):
+            self._process_lines(lines[last + 1:], out)
+
+    def _process_events(self, lines: list[bytes], out: list[SSEEvent]) -> None:
+        """Lines that start with nothing pending and end with a blank line (see _process)."""
+        raw = b"\n".join(lines)
+        if len(raw) >= self._max:  # a data line might reach the size limit: count exactly
+            self._process_lines(lines, out)
+            return
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:  # the line-by-line reading says where
+            self._process_lines(lines, out)
+            return
+        whole = text + "\n"  # each line with its "\n", the last one blank
+        if _ALL_SIMPLE.fullmatch(whole):  # the usual stream: one C pass to check, one to cut
+            out += [_new_event(SSEEvent, (data, event if is_event else None, None))
+                    for is_event, event, data in _SIMPLE_EVENTS.findall(whole)]
+            return
+        append = out.append
+        for block in text.split("\n\n"):
+            # a maximal run of non-blank lines, each run dispatched by the blank line after it;
+            # the "\n" left at either end are blank lines with nothing pending (no-ops)
+            if block[:1] == "\n" or block[-1:] == "\n":
+                block = block.strip("\n")
+                if not block:
+                    continue
+            if block[:5] == "data:":
+                if "\n" not in block:  # one data line: SSE-6 drops one space
+                    append(SSEEvent(block[6:] if block[5:6] == " " else block[5:]))
+                    continue
+            elif block[:6] == "event:":
+                head, sep, rest = block.partition("\n")
+                if rest[:5] == "data:" and "\n" not in rest:
+                    append(SSEEvent(rest[6:] if rest[5:6] == " " else rest[5:],
+                                    head[7:] if head[6:7] == " " else head[6:]))
+                    continue
+            self._process_lines([line.encode("utf-8") for line in block.split("\n")] + [b""],
+                                out)
+
+    def _process_lines(self, lines: list[bytes], out: list[SSEEvent]) -> None:
+        """Interpret complete lines in order, one by one (the general reading).
+
         The pending event lives in locals for speed and is written back at the end; on an
         error the decoder is failed for good, so the write-back does not matter then.
         """
@@ -156,7 +225,6 @@ class SSEDecoder:
         event = self._event
         id_ = self._id
         limit = self._max
-        comments = 0
         for raw in lines:
             if not raw:  # blank line: dispatch (SSE-8)
                 if data or event is not None:
@@ -171,8 +239,8 @@ class SSEDecoder:
                 raise DecodeError(
                     "invalid_utf8",
                     f"invalid UTF-8 at byte {exc.start} of a {len(raw)}-byte line") from None
-            if line[0] == ":":  # SSE-5
-                comments += 1
+            if line[0] == ":":  # SSE-5 (counted at once: the count never depends on the cuts)
+                self.comments += 1
                 continue
             name, _, value = line.partition(":")
             if value and value[0] == " ":  # SSE-6: exactly one optional space
@@ -193,7 +261,6 @@ class SSEDecoder:
         self._size = size
         self._event = event
         self._id = id_
-        self.comments += comments
 
 
 def encode_event(data: str | bytes, event: str | None = None) -> bytes:
