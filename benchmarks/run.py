@@ -212,6 +212,20 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of stat(5)
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """``proc_cpu_seconds`` of ``pid`` and of its live descendants (``--workers`` forks)."""
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            total += proc_cpu_seconds(p)
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):  # gone meanwhile
+            continue
+    return total
+
+
 def core_times(core: int | None) -> tuple[float, float]:
     """(busy, steal) seconds of one CPU since boot, from /proc/stat (idle and iowait are not
     busy). Busy minus the gateway's own CPU is what else ran on the gateway's core."""
@@ -806,6 +820,39 @@ def one_run(wrk: str, load_core: int | None, gw_core: int | None, target: str, p
     return run
 
 
+def workers_run(n: int, cores: list[int], wrk: str, load_core: int | None, tmp: Path,
+                script: Path, duration: float, procs: list[Proc]) -> dict[str, Any] | None:
+    """``uniapi serve --workers n`` (trio), on all cores (shared with wrk and the upstream),
+    JSON at c=64: req/s and the CPU of all its processes per request."""
+    port = free_port()
+    proc = Proc(f"workers-{n}", ["taskset", "-c", ",".join(map(str, cores)), sys.executable,
+                                 "-m", "uniapi_trio.cli", "serve", "--config",
+                                 str(tmp / "api.yaml"), "--host", "127.0.0.1", "--port",
+                                 str(port), "--backend", "trio", "--workers", str(n)],
+                tmp / f"workers-{n}.log", cwd=ROOT, env=child_env())
+    procs.append(proc)
+    try:
+        why = wait_ready(proc, port, "/healthz")
+        if why:
+            log(f"--workers {n}: did not start ({why})")
+            return None
+        run_wrk(wrk, load_core, port, script, 64, 1)  # warm every worker's pool
+        cpu0 = tree_cpu_seconds(proc.pid)
+        w = run_wrk(wrk, load_core, port, script, 64, duration)
+        cpu = tree_cpu_seconds(proc.pid) - cpu0
+    finally:
+        proc.stop()
+    errors = int(w["connect_errors"] + w["read_errors"] + w["write_errors"] + w["status_errors"]
+                 + w["timeouts"])
+    ok = max(int(w["requests"]) - errors, 1)
+    r = {"workers": n, "rps": w["requests"] / (w["duration_us"] / 1e6), "errors": errors,
+         "p99_ms": w["p99_us"] / 1000, "cpu_us_per_req": cpu / ok * 1e6,
+         "cores_used": cpu / (w["duration_us"] / 1e6)}
+    log(f"--workers {n}: {r['rps']:.0f} req/s, {r['cores_used']:.2f} cores, "
+        f"{r['cpu_us_per_req']:.0f} µs/req, p99 {r['p99_ms']:.1f} ms")
+    return r
+
+
 def check_targets(rows: list[dict[str, Any]], first: dict[str, Any] | None,
                   translators: dict[str, Any] | None, backends: list[str],
                   peers: list[str] = ()) -> list[dict[str, Any]]:  # type: ignore[assignment]
@@ -930,6 +977,16 @@ def render(result: dict[str, Any]) -> str:
             lines.append(f"  {h['kind']:<5}{h['target']:<8}{h['conns']:>3}×{h['streams']:<3}"
                          f"{h['rps']:>9.0f} req/s  {h['cpu_us_per_req']:>6.0f} µs/req CPU  "
                          f"{h['succeeded']} ok  {h['errors']} errors")
+    sc = result.get("workers_scaling")
+    if sc:
+        lines.append("")
+        lines.append("--workers scaling (trio, JSON c=64, workers on all cores, which wrk and the "
+                     "upstream share):")
+        for r in sc:
+            lines.append(f"  {r['workers']} worker(s) {r['rps']:>8.0f} req/s  "
+                         f"×{r['rps'] / sc[0]['rps']:.2f}  {r['cores_used']:.2f} cores busy  "
+                         f"{r['cpu_us_per_req']:.0f} µs/req CPU  p99 {r['p99_ms']:.1f} ms  "
+                         f"{r['errors']} errors")
     fe = result.get("first_event")
     if fe:
         lines.append("")
@@ -989,6 +1046,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-translators", action="store_true",
                     help="skip the translator micro-benchmarks")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
+    ap.add_argument("--no-workers", action="store_true",
+                    help="skip the --workers scaling runs (never run with --quick)")
     ap.add_argument("--litellm", metavar="PATH",
                     help="measure LiteLLM's proxy as a peer: the litellm executable of a side "
                     "venv (default $UNIAPI_BENCH_LITELLM, else benchmarks/.litellm/bin/litellm "
@@ -1168,6 +1227,15 @@ def main(argv: list[str] | None = None) -> int:
                             f"{h['succeeded']} ok, {h['errors']} errors, "
                             f"cpu {h['cpu_us_per_req']:.0f} µs/req")
 
+        scaling: list[dict[str, Any]] = []
+        if not args.quick and not args.no_workers and "trio" in gateways and len(cores) >= 2:
+            for n in (1, len(cores)):
+                quiet()
+                r = workers_run(n, cores, wrk, load_core, tmp, scripts["trio", "json"],
+                                duration, procs)
+                if r is not None:
+                    scaling.append(r)
+
         quiet()
         log("first SSE event latency")
         fe_targets = {"direct": (up_port, "/sse/chat/completions")}
@@ -1223,7 +1291,7 @@ def main(argv: list[str] | None = None) -> int:
                          "completion_bytes": len(completion_bytes()),
                          "sse_bytes": len(sse_body()), "sse_events": SSE_EVENTS},
             "summary": summary, "first_event": first, "translators": translators,
-            "h2c": h2c,
+            "h2c": h2c, "workers_scaling": scaling,
             "targets": check_targets(summary, first, translators, list(gateways),
                                      list(peers)),
             "quiet_wait_total_s": quiet.waited,
