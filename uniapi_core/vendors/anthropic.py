@@ -41,6 +41,7 @@ import base64
 import binascii
 import hashlib
 import re
+from json.decoder import scanstring
 from typing import Any
 from urllib.parse import unquote_to_bytes, urlsplit
 
@@ -48,7 +49,7 @@ from ..errors import ClientError, DecodeError, UpstreamError
 from ..jsonutil import dumps, loads_strict
 from ..streams import SSEEvent
 from .base import (
-    SSEVendorDecoder,ChatContext, ImagesNeeded, StreamDone, StreamFailed, StreamItem,
+    SSEVendorDecoder,ChatContext, ImagesNeeded, StreamChunk, StreamDone, StreamFailed, StreamItem,
                    UpstreamRequest, client_status_for, error_from_body)
 from .chunks import ChunkWriter, completion, usage_object
 from .openai import merge_headers
@@ -682,6 +683,30 @@ class AnthropicStreamDecoder(SSEVendorDecoder):
     def usage(self) -> dict[str, Any] | None:
         return None if self._raw_usage is None else _usage(self._raw_usage)
 
+    def _events(self, events: list[SSEEvent], out: list[StreamItem]) -> None:
+        """``SSEVendorDecoder._events`` with text deltas written straight out: a delta in
+        Anthropic's own byte layout needs neither the parsed object nor the block state (see
+        ``_block_delta``), only its string. A string without escapes is already in the form
+        the writer gives it (JSON-escaping only touches quotes, backslashes and controls)."""
+        writer = self._writer
+        match = _TEXT_DELTA.fullmatch
+        head, tail = writer.text_parts
+        for ev in events:
+            data = ev.data
+            m = match(data)
+            if m is not None and writer.started:
+                text = m.group(1)
+                if not text:
+                    continue  # S-7
+                if "\\" in text or "\u2028" in text or "\u2029" in text:
+                    out += writer.text(scanstring(data, m.start(1))[0])
+                else:
+                    out.append(StreamChunk(head + b'"' + text.encode("utf-8") + b'"' + tail))
+                continue
+            out += self._event(ev)
+            if self._done:
+                return
+
     def _event(self, ev: SSEEvent) -> list[StreamItem]:
         if not ev.data or ev.data == "[DONE]":
             return []
@@ -779,6 +804,13 @@ class AnthropicStreamDecoder(SSEVendorDecoder):
         message = _str(err.get("message")) or "upstream reported an error in the stream"
         return [StreamFailed(_upstream_error(0, (), message, err.get("type")))]
 
+
+# A text delta exactly as Anthropic writes it: valid JSON whose parsed form would take
+# _block_delta's text_delta branch (any integer index; the string may hold any JSON escape).
+_TEXT_DELTA = re.compile(
+    r'\{"type":"content_block_delta","index":-?(?:0|[1-9][0-9]*),'
+    r'"delta":\{"type":"text_delta","text":"((?:[^"\\\x00-\x1f]|\\["\\/bfnrt]'
+    r'|\\u[0-9a-fA-F]{4})*)"\}\}')
 
 _HANDLERS = {
     "message_start": AnthropicStreamDecoder._message_start,

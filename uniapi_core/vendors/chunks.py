@@ -18,6 +18,7 @@ vendor-protocols §0.1 is enforced in one place:
 
 from __future__ import annotations
 
+from json.encoder import encode_basestring
 from typing import Any
 
 from ..jsonutil import dumps
@@ -69,10 +70,28 @@ class ChunkWriter:
                         + str(int(ctx.created)).encode() + b',"model":'
                         + dumps(ctx.client_model) + b',"choices":')
         self._suffix = b',"usage":null}' if ctx.include_usage else b"}"
+        # the bytes around the JSON string of a plain text / reasoning delta: what _chunk
+        # writes for {"content": text} and {"reasoning_content": text}, precomputed
+        tail = b'},"logprobs":null,"finish_reason":null}]' + self._suffix + b"\n\n"
+        self._text_parts = (b"data: " + self._prefix + b'[{"index":0,"delta":{"content":', tail)
+        self._reasoning_parts = (
+            b"data: " + self._prefix + b'[{"index":0,"delta":{"reasoning_content":', tail)
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> StreamChunk:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
         return StreamChunk(b"data: " + self._prefix + dumps([choice]) + self._suffix + b"\n\n")
+
+    @property
+    def text_parts(self) -> tuple[bytes, bytes]:
+        """What goes before and after the JSON string (quotes included) of a text delta once
+        the role chunk went out: ``text(t)`` is ``[StreamChunk(before + dumps(t) + after)]``
+        for any ``t`` UTF-8 can hold."""
+        return self._text_parts
+
+    @property
+    def started(self) -> bool:
+        """The role chunk went out."""
+        return self._started
 
     def start(self) -> list[StreamChunk]:
         """The stream opened; the role chunk waits for the first real chunk (see above)."""
@@ -84,15 +103,31 @@ class ChunkWriter:
         self._started = True
         return [self._chunk({"role": "assistant", "content": ""})]
 
+    def _delta(self, parts: tuple[bytes, bytes], key: str, text: str) -> StreamChunk:
+        """``_chunk({key: text})`` from the precomputed ``parts``: the same bytes, with only
+        the string encoded (``dumps`` would write the whole chunk in ASCII escapes for text
+        that UTF-8 cannot hold, so that case takes the general way)."""
+        body = encode_basestring(text)
+        if "\u2028" in body or "\u2029" in body:  # S-8, as dumps does
+            body = body.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+        try:
+            return StreamChunk(parts[0] + body.encode("utf-8") + parts[1])
+        except UnicodeEncodeError:  # a lone surrogate
+            return self._chunk({key: text})
+
     def text(self, text: str) -> list[StreamChunk]:
         if not text:
             return []
-        return self._role() + [self._chunk({"content": text})]
+        if not self._started:
+            return self._role() + [self._chunk({"content": text})]
+        return [self._delta(self._text_parts, "content", text)]
 
     def reasoning(self, text: str) -> list[StreamChunk]:
         if not text:
             return []
-        return self._role() + [self._chunk({"reasoning_content": text})]
+        if not self._started:
+            return self._role() + [self._chunk({"reasoning_content": text})]
+        return [self._delta(self._reasoning_parts, "reasoning_content", text)]
 
     def tool_start(self, vendor_key: Any, call_id: str, name: str,
                    arguments: str = "") -> list[StreamChunk]:

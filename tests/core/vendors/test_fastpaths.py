@@ -1,0 +1,116 @@
+"""Fast paths of the stream decoders against their general ways: byte-identical output.
+
+Each fast path (a text delta written from precomputed bytes, an event recognised by its byte
+layout instead of parsed) must give exactly the items the general path gives, for any input,
+including escapes, U+2028/U+2029, lone surrogates and non-ASCII model names.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from uniapi_core.config.model import Provider
+from uniapi_core.errors import DecodeError
+from uniapi_core.vendors.anthropic import AnthropicStreamDecoder
+from uniapi_core.vendors.base import ChatContext, SSEVendorDecoder, StreamChunk
+from uniapi_core.vendors.chunks import ChunkWriter
+
+texts = st.text(max_size=30) | st.text(alphabet='ab"\\/\n\r\t\x00\x1f\x7f\u2028\u2029é🐈\ud800',
+                                        max_size=12)
+models = st.sampled_from(["gpt-4o", "modèle-\u2028", "m\"x"])
+
+
+def ctx(model: str, include_usage: bool) -> ChatContext:
+    provider = Provider(provider="anthropic", base_url=None, api=("k",))
+    return ChatContext(client_model=model, upstream_model="claude", provider=provider,
+                       api_key="k", stream=True, include_usage=include_usage,
+                       response_id="chatcmpl-x", created=1, entropy=random.Random(0))
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=texts, model=models, include_usage=st.booleans(), reasoning=st.booleans())
+def test_chunk_writer_text_template_is_the_general_chunk(text, model, include_usage, reasoning):
+    w = ChunkWriter(ctx(model, include_usage))
+    w.text("first")  # the role chunk went out: the template path from here on
+    key = "reasoning_content" if reasoning else "content"
+    got = (w.reasoning if reasoning else w.text)(text)
+    assert got == ([w._chunk({key: text})] if text else [])
+    if text and not reasoning:
+        before, after = w.text_parts
+        try:
+            assert got == [StreamChunk(before + json.dumps(text, ensure_ascii=False).replace(
+                "\u2028", "\\u2028").replace("\u2029", "\\u2029").encode() + after)]
+        except UnicodeEncodeError:
+            pass  # lone surrogate: the general (ASCII-escaped) chunk, checked above
+
+
+class GeneralAnthropic(AnthropicStreamDecoder):
+    """Every event parsed and dispatched: the general path."""
+
+    _events = SSEVendorDecoder._events
+
+
+def json_string(text: str, escape_all: bool) -> str:
+    """``text`` as Anthropic might write it: raw UTF-8 or all escaped (a lone surrogate can
+    only come escaped)."""
+    surrogate = any("\ud800" <= c <= "\udfff" for c in text)
+    return json.dumps(text, ensure_ascii=escape_all or surrogate)
+
+
+delta_texts = st.text(alphabet='ab"\\/\n\x00\x7f\u2028\u2029é🐈\ud800', max_size=8) | texts
+
+
+delta_events = st.lists(st.one_of(
+    st.tuples(delta_texts, st.booleans(), st.sampled_from(["0", "1", "-0", "12"])).map(
+        lambda t: '{"type":"content_block_delta","index":%s,"delta":{"type":"text_delta",'
+                  '"text":%s}}' % (t[2], json_string(t[0], t[1]))),
+    st.sampled_from([
+        '{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a\tb"}}',
+        '{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a\\/"}}',
+        '{"type":"content_block_delta","index":01,"delta":{"type":"text_delta","text":"x"}}',
+        '{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"\\x"}}',
+        '{"type":"content_block_delta", "index":0,"delta":{"type":"text_delta","text":"s"}}',
+        '{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"t"}}',
+        '{"type":"content_block_start","index":1,"content_block":{"type":"text","text":"s"}}',
+        '{"type":"ping"}', "[DONE]", "", "nope",
+    ]),
+), max_size=12)
+
+HEAD = ('event: message_start\ndata: {"type":"message_start","message":{"usage":'
+        '{"input_tokens":3,"output_tokens":1}}}\n\n'
+        'data: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}'
+        '\n\n')
+TAIL = 'data: {"type":"message_stop"}\n\n'
+
+
+def run(cls: type, context: ChatContext, pieces: list[bytes]) -> tuple[list, str | None]:
+    d = cls(context)
+    items: list = []
+    try:
+        for p in pieces:
+            items += d.feed(p)
+        items += d.close()
+    except DecodeError as e:
+        return items, e.kind
+    return items, None
+
+
+@settings(max_examples=300, deadline=None)
+@given(events=delta_events, model=models, include_usage=st.booleans(),
+       started=st.sampled_from([True, True, True, False]), data=st.data())
+def test_anthropic_text_delta_fast_path_is_the_general_path(events, model, include_usage,
+                                                             started, data):
+    body = "".join(f"event: content_block_delta\ndata: {e}\n\n" for e in events)
+    if started:
+        body = HEAD + 'data: {"type":"content_block_delta","index":0,"delta":{"type":' \
+            '"text_delta","text":"go"}}\n\n' + body
+    wire = (body + TAIL).encode("utf-8", "surrogatepass")
+    positions = data.draw(st.lists(st.integers(0, len(wire)), max_size=4))
+    bounds = [0, *sorted(positions), len(wire)]
+    pieces = [wire[a:b] for a, b in zip(bounds, bounds[1:])]
+    context = ctx(model, include_usage)
+    assert run(AnthropicStreamDecoder, context, pieces) == run(GeneralAnthropic, context, pieces)
