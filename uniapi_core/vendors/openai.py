@@ -10,6 +10,7 @@ in-stream error objects (OAI-9) and a stream cut before its end (DEC-5).
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import attrs
@@ -145,9 +146,17 @@ class OpenAIStreamDecoder:
     out first and the error is raised by the next call, however the bytes were cut.
     """
 
+    #: the fast-path matcher (a test swaps it for one that never matches)
+    _plain = staticmethod(lambda text: _PLAIN_CHUNK.fullmatch(text))
+
     def __init__(self, client_model: str) -> None:
         self._sse = SSEDecoder()
         self._model = client_model
+        try:  # the client's model as dumps writes it inside a chunk (None: take the long way)
+            self._model_json: bytes | None = dumps(client_model)
+            client_model.encode("utf-8")
+        except UnicodeEncodeError:
+            self._model_json = None
         self._done = False
         self._finished = False  # a finish_reason was seen
         self._error: DecodeError | None = None
@@ -192,10 +201,25 @@ class OpenAIStreamDecoder:
         return out
 
     def _map(self, events: list[Any], out: list[StreamItem]) -> None:
+        plain = self._plain
         for ev in events:
             if self._done:
                 return  # DEC-4: nothing after the terminal condition
             text = ev.data
+            m = plain(text)
+            if m is not None:
+                # a plain content chunk in OpenAI's compact layout: valid JSON with no error,
+                # no usage and no finish_reason, every string and number already in the form
+                # dumps writes, so the general way's output is the text itself, or the text
+                # with the model's JSON string swapped
+                if m.group(2) == self._model:
+                    out.append(StreamChunk(b"data: " + text.encode("utf-8") + b"\n\n"))
+                    continue
+                if self._model_json is not None:
+                    out.append(StreamChunk(b"data: " + m.group(1).encode("utf-8")
+                                           + self._model_json
+                                           + m.group(3).encode("utf-8") + b"\n\n"))
+                    continue
             if text == "[DONE]":
                 self._done = True
                 out.append(StreamDone(self.usage))
@@ -228,6 +252,19 @@ class OpenAIStreamDecoder:
                 out.append(StreamChunk(b"data: " + dumps(obj) + b"\n\n"))
             else:
                 out.append(StreamChunk(encode_event(text)))
+
+
+# A JSON string as dumps writes it: no \\u or \\/ escapes, no raw U+2028/U+2029.
+_STR = r'"(?:[^"\\\x00-\x1f\u2028\u2029]|\\["\\bfnrt])*"'
+_INT = r"(?:0|-?[1-9][0-9]*)"
+# An OpenAI content chunk, field by field as OpenAI sends them. Groups: the text before the
+# model's string, the model (no escapes at all, so the text is the value), the text after.
+_PLAIN_CHUNK = re.compile(
+    r'(\{"id":' + _STR + r',"object":"chat\.completion\.chunk","created":' + _INT
+    + r',"model":)"([^"\\\x00-\x1f\u2028\u2029]*)"((?:,"service_tier":' + _STR
+    + r')?(?:,"system_fingerprint":(?:null|' + _STR + r'))?,"choices":\[\{"index":' + _INT
+    + r',"delta":\{"content":' + _STR + r'\},"logprobs":null,"finish_reason":null\}\]'
+    r'(?:,"usage":null)?(?:,"obfuscation":' + _STR + r')?\})')
 
 
 class PassthroughExchange:

@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 from uniapi_core.config.model import Provider
 from uniapi_core.errors import DecodeError
 from uniapi_core.vendors.anthropic import AnthropicStreamDecoder
-from uniapi_core.vendors.base import ChatContext, SSEVendorDecoder, StreamChunk
+from uniapi_core.vendors.base import ChatContext, SSEVendorDecoder, StreamChunk, StreamFailed
 from uniapi_core.vendors.chunks import ChunkWriter
+from uniapi_core.vendors.openai import OpenAIStreamDecoder
 
 texts = st.text(max_size=30) | st.text(alphabet='ab"\\/\n\r\t\x00\x1f\x7f\u2028\u2029é🐈\ud800',
                                         max_size=12)
@@ -87,7 +88,7 @@ HEAD = ('event: message_start\ndata: {"type":"message_start","message":{"usage":
 TAIL = 'data: {"type":"message_stop"}\n\n'
 
 
-def run(cls: type, context: ChatContext, pieces: list[bytes]) -> tuple[list, str | None]:
+def run(cls: type, context: object, pieces: list[bytes]) -> tuple[list, str | None]:
     d = cls(context)
     items: list = []
     try:
@@ -95,8 +96,14 @@ def run(cls: type, context: ChatContext, pieces: list[bytes]) -> tuple[list, str
             items += d.feed(p)
         items += d.close()
     except DecodeError as e:
-        return items, e.kind
-    return items, None
+        return norm(items), e.kind
+    return norm(items), None
+
+
+def norm(items: list) -> list:
+    """Items comparable by value (exceptions compare by identity)."""
+    return [(type(i).__name__, i.error.__class__, str(i.error), i.error.kind, i.error.status,
+             i.error.type, i.error.code) if isinstance(i, StreamFailed) else i for i in items]
 
 
 @settings(max_examples=300, deadline=None)
@@ -114,3 +121,51 @@ def test_anthropic_text_delta_fast_path_is_the_general_path(events, model, inclu
     pieces = [wire[a:b] for a, b in zip(bounds, bounds[1:])]
     context = ctx(model, include_usage)
     assert run(AnthropicStreamDecoder, context, pieces) == run(GeneralAnthropic, context, pieces)
+
+
+# -- OpenAI: plain content chunks relayed (or renamed) without parsing -------------------------
+
+class GeneralOpenAI(OpenAIStreamDecoder):
+    """Every event parsed: the general path."""
+
+    _plain = staticmethod(lambda text: None)
+
+
+def openai_chunk(content: str, escape_all: bool, model: str, extra: str, fingerprint: str,
+                 finish: str) -> str:
+    return ('{"id":"chatcmpl-1","object":"chat.completion.chunk","created":17,"model":%s%s%s,'
+            '"choices":[{"index":0,"delta":{"content":%s},"logprobs":null,"finish_reason":%s}]'
+            '%s}' % (json.dumps(model), fingerprint, "",
+                     json_string(content, escape_all), finish, extra))
+
+
+openai_events = st.lists(st.one_of(
+    st.builds(openai_chunk, delta_texts, st.booleans(),
+              st.sampled_from(["gpt-4o", "alias", "modèle", "a\\u00e9", "m\u2028"]),
+              st.sampled_from(["", ',"usage":null', ',"obfuscation":"x\\"y"', ',"usage":{}',
+                               ',"error":null', ',"model":"alias"']),
+              st.sampled_from(["", ',"system_fingerprint":null', ',"system_fingerprint":"fp"',
+                               ',"service_tier":"default","system_fingerprint":"fp_1"']),
+              st.sampled_from(["null", "null", "null", '"stop"'])),
+    st.sampled_from([
+        '{"id":"c","object":"chat.completion.chunk","created":01,"model":"gpt-4o","choices":'
+        '[{"index":0,"delta":{"content":"x"},"logprobs":null,"finish_reason":null}]}',
+        '{"id":"c","object":"chat.completion.chunk","created":-0,"model":"gpt-4o","choices":'
+        '[{"index":0,"delta":{"content":"x"},"logprobs":null,"finish_reason":null}]}',
+        '{"id":"c\\/","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":'
+        '[{"index":0,"delta":{"content":"x"},"logprobs":null,"finish_reason":null}]}',
+        '{"error":{"message":"boom"}}', "[DONE]", "nope", '{"choices":[]}',
+    ]),
+), max_size=10)
+
+
+@settings(max_examples=300, deadline=None)
+@given(events=openai_events, client_model=st.sampled_from(["gpt-4o", "alias", "modèle", "aé"]),
+       data=st.data())
+def test_openai_plain_chunk_fast_path_is_the_general_path(events, client_model, data):
+    wire = "".join(f"data: {e}\n\n" for e in events).encode("utf-8", "surrogatepass")
+    positions = data.draw(st.lists(st.integers(0, len(wire)), max_size=4))
+    bounds = [0, *sorted(positions), len(wire)]
+    pieces = [wire[a:b] for a, b in zip(bounds, bounds[1:])]
+    assert run(OpenAIStreamDecoder, client_model, pieces) == \
+        run(GeneralOpenAI, client_model, pieces)
