@@ -807,10 +807,12 @@ class AnthropicStreamDecoder(SSEVendorDecoder):
 
 # A text delta exactly as Anthropic writes it: valid JSON whose parsed form would take
 # _block_delta's text_delta branch (any integer index; the string may hold any JSON escape).
+# Strings are matched as unrolled loops (runs of plain characters between escapes): several
+# times faster in `re` than one alternation per character.
 _TEXT_DELTA = re.compile(
     r'\{"type":"content_block_delta","index":-?(?:0|[1-9][0-9]*),'
-    r'"delta":\{"type":"text_delta","text":"((?:[^"\\\x00-\x1f]|\\["\\/bfnrt]'
-    r'|\\u[0-9a-fA-F]{4})*)"\}\}')
+    r'"delta":\{"type":"text_delta","text":"([^"\\\x00-\x1f]*'
+    r'(?:\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})[^"\\\x00-\x1f]*)*)"\}\}')
 
 _HANDLERS = {
     "message_start": AnthropicStreamDecoder._message_start,

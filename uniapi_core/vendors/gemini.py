@@ -37,6 +37,9 @@ reasoning, each ``functionCall`` as one complete tool call, indexes continuing a
 ``finishReason`` ends the content (DEC-4), but the finish chunk, the usage chunk and
 ``StreamDone`` wait for EOF, so a trailing usage-only object still counts (GEM-S6); EOF after
 the finish, even inside a line, is a complete answer, EOF before it a truncation (DEC-5).
+A one-part text chunk in Gemini's own layout is recognised by one regex and mapped without
+being parsed (its ``usageMetadata`` is parsed only when its text changes); the items are the
+ones the general way gives (tests/core/vendors/test_fastpaths.py).
 Errors follow §0.2/§4.5, with ``RetryInfo.retryDelay`` as ``retry-after`` (ERR-2); a blocked
 prompt is a 400 ``content_filter`` (GEM-N3, ERR-4).
 """
@@ -50,6 +53,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
+from json.decoder import scanstring
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes, urlsplit, urlunsplit
 
@@ -850,6 +854,7 @@ class GeminiStreamDecoder:
         self._calls = 0
         #: the last usage seen, OpenAI-shaped (U-3); None until Gemini reports one
         self.usage: dict[str, Any] | None = None
+        self._usage_text: str | None = None  # the usageMetadata text self.usage came from
         #: (tool_call_id, thoughtSignature) pairs seen so far (GEM-R4)
         self.thought_signatures: list[tuple[str, str]] = []
 
@@ -863,8 +868,7 @@ class GeminiStreamDecoder:
         self._check()
         out: list[StreamItem] = []
         try:
-            for event in self._sse.feed(data):
-                out += self._map([event])
+            self._map(self._sse.feed(data), out)
         except DecodeError as exc:
             self._error = exc
             if not out:
@@ -880,7 +884,8 @@ class GeminiStreamDecoder:
             if exc.kind != "truncated":
                 raise
             events = []  # EOF inside a line: the stream was cut (DEC-5)
-        out = self._map(events)
+        out: list[StreamItem] = []
+        self._map(events, out)
         if not self._ended:
             self._ended = True
             if self._finish is None:
@@ -895,10 +900,19 @@ class GeminiStreamDecoder:
         if self._error is not None:
             raise DecodeError(self._error.kind, self._error.detail)
 
-    def _map(self, events: list[Any]) -> list[StreamItem]:
-        out: list[StreamItem] = []
+    #: the fast-path matcher (a test swaps it for one that never matches)
+    _plain = staticmethod(lambda text: _PLAIN_TEXT.fullmatch(text))
+
+    def _map(self, events: list[Any], out: list[StreamItem]) -> None:
+        """Append the items of ``events`` to ``out``; items before an error stay there."""
+        plain = self._plain
         for ev in events:
-            if self._ended or not ev.data.strip() or ev.data == "[DONE]":
+            if self._ended:
+                continue
+            m = plain(ev.data)
+            if m is not None and self._plain_text(ev.data, m, out):
+                continue
+            if not ev.data.strip() or ev.data == "[DONE]":
                 continue
             try:
                 obj = loads_strict(ev.data)
@@ -911,11 +925,30 @@ class GeminiStreamDecoder:
                 raise DecodeError("invalid_json", "a gemini event is not a JSON object")
             for o in objs:
                 out += self._object(o)
-        return out
+
+    def _plain_text(self, data: str, m: re.Match[str], out: list[StreamItem]) -> bool:
+        """A one-part text chunk in Gemini's own layout (see _PLAIN_TEXT): what _object does
+        with it, without parsing more than a changed usageMetadata. False: take the long way."""
+        usage_text = m.group(2)
+        if usage_text is not None and usage_text != self._usage_text:
+            try:
+                meta = loads_strict(usage_text)
+            except ValueError:
+                return False
+            self.usage = _usage(meta)
+            self._usage_text = usage_text
+        if self._finish is None:  # DEC-4: only usage counts after the finish
+            self._started = True
+            text = m.group(1)
+            if "\\" in text:
+                text = scanstring(data, m.start(1))[0]
+            out += self._writer.text(text)
+        return True
 
     def _object(self, obj: dict[str, Any]) -> list[StreamItem]:
         if isinstance(obj.get("usageMetadata"), dict):
             self.usage = _usage(obj["usageMetadata"])
+            self._usage_text = None  # no longer the usage of the last fast-path text
         if self._finish is not None or self._ended:
             return []  # DEC-4: only usage counts after the finish
         if obj.get("error"):  # GEM-S7
@@ -963,3 +996,23 @@ class GeminiStreamDecoder:
             chunks[-1] = StreamChunk(_add_extra(chunks[-1].data, [call["extra"]], "delta"))
             self.thought_signatures += _signatures([call])
         return chunks
+
+
+# A content chunk as Gemini writes it: one candidate (index 0 or none) whose content is one
+# text part, no finishReason, no promptFeedback, usageMetadata (an object; parsed when it
+# changes), then modelVersion and responseId. Only valid JSON matches (the usage text is
+# checked by parsing it). Groups: the text's string body, the usageMetadata text. Strings and
+# objects are matched as unrolled loops (runs of plain characters between the parts that need
+# care): several times faster in `re` than one alternation per character.
+_G_CHARS = r'[^"\\\x00-\x1f]*(?:\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})[^"\\\x00-\x1f]*)*'
+_G_STR = '"' + _G_CHARS + '"'
+_G_ANY_STR = r'"[^"\\]*(?:\\.[^"\\]*)*"'
+_G_FLAT = r'\{[^{}\[\]"]*(?:' + _G_ANY_STR + r'[^{}\[\]"]*)*\}'
+_G_ARRAY = r'\[[^{}\[\]"]*(?:(?:' + _G_ANY_STR + '|' + _G_FLAT + r')[^{}\[\]"]*)*\]'
+_G_USAGE = (r'\{[^{}\[\]"]*(?:(?:' + _G_ANY_STR + '|' + _G_FLAT + '|' + _G_ARRAY
+            + r')[^{}\[\]"]*)*\}')
+_PLAIN_TEXT = re.compile(
+    r'\{"candidates": ?\[\{"content": ?\{"parts": ?\[\{"text": ?"(' + _G_CHARS
+    + r')"\}\], ?"role": ?"model"\}(?:, ?"index": ?0)?\}\]'
+    r'(?:, ?"usageMetadata": ?(' + _G_USAGE + r'))?(?:, ?"modelVersion": ?' + _G_STR
+    + r')?(?:, ?"responseId": ?' + _G_STR + r')?\}')

@@ -254,8 +254,9 @@ class OpenAIStreamDecoder:
                 out.append(StreamChunk(encode_event(text)))
 
 
-# A JSON string as dumps writes it: no \\u or \\/ escapes, no raw U+2028/U+2029.
-_STR = r'"(?:[^"\\\x00-\x1f\u2028\u2029]|\\["\\bfnrt])*"'
+# A JSON string as dumps writes it: no \\u or \\/ escapes, no raw U+2028/U+2029. Matched as an
+# unrolled loop (runs of plain characters between escapes), several times faster in `re`.
+_STR = r'"[^"\\\x00-\x1f\u2028\u2029]*(?:\\["\\bfnrt][^"\\\x00-\x1f\u2028\u2029]*)*"'
 _INT = r"(?:0|-?[1-9][0-9]*)"
 # An OpenAI content chunk, field by field as OpenAI sends them. Groups: the text before the
 # model's string, the model (no escapes at all, so the text is the value), the text after.

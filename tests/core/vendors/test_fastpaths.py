@@ -18,6 +18,7 @@ from uniapi_core.errors import DecodeError
 from uniapi_core.vendors.anthropic import AnthropicStreamDecoder
 from uniapi_core.vendors.base import ChatContext, SSEVendorDecoder, StreamChunk, StreamFailed
 from uniapi_core.vendors.chunks import ChunkWriter
+from uniapi_core.vendors.gemini import GeminiStreamDecoder
 from uniapi_core.vendors.openai import OpenAIStreamDecoder
 
 texts = st.text(max_size=30) | st.text(alphabet='ab"\\/\n\r\t\x00\x1f\x7f\u2028\u2029é🐈\ud800',
@@ -169,3 +170,58 @@ def test_openai_plain_chunk_fast_path_is_the_general_path(events, client_model, 
     pieces = [wire[a:b] for a, b in zip(bounds, bounds[1:])]
     assert run(OpenAIStreamDecoder, client_model, pieces) == \
         run(GeneralOpenAI, client_model, pieces)
+
+
+# -- Gemini: one-part text chunks mapped without parsing ---------------------------------------
+
+class GeneralGemini(GeminiStreamDecoder):
+    """Every event parsed: the general path."""
+
+    _plain = staticmethod(lambda text: None)
+
+
+def gemini_chunk(text: str, escape_all: bool, sep: str, index: str, usage: str, tail: str) -> str:
+    return ('{"candidates":%s[{"content":%s{"parts":%s[{"text":%s%s}],"role":%s"model"}%s}]%s%s}'
+            % (sep, sep, sep, sep, json_string(text, escape_all), sep, index, usage, tail))
+
+
+gemini_events = st.lists(st.one_of(
+    st.builds(gemini_chunk, delta_texts, st.booleans(), st.sampled_from([" ", ""]),
+              st.sampled_from(["", ', "index": 0', ',"index":0', ', "index": 1']),
+              st.sampled_from(["", ', "usageMetadata": {"promptTokenCount": 9,"totalTokenCount": 9}',
+                               ',"usageMetadata": {"promptTokenCount": 9,"candidatesTokenCount": 3}',
+                               ',"usageMetadata":{"promptTokenCount":9,"promptTokensDetails":'
+                               '[{"modality":"TEXT","tokenCount":9}],"thoughtsTokenCount":2}',
+                               ',"usageMetadata": {"promptTokenCount": 9.0}',
+                               ',"usageMetadata": {"promptTokenCount": true}',
+                               ',"usageMetadata": {"promptTokenCount": NaN}',
+                               ',"usageMetadata": {"a": "x\\\\"}',
+                               ',"usageMetadata": {"promptTokenCount": 1,"promptTokenCount": 5}']),
+              st.sampled_from(["", ',"modelVersion": "gemini-2.0-flash","responseId": "r1"',
+                               ',"responseId": "r\\u00e9"', ',"modelVersion": "x"'])),
+    st.sampled_from([
+        '{"candidates": [{"content": {"parts": [{"text": "end"}],"role": "model"},'
+        '"finishReason": "STOP","index": 0}],"usageMetadata": {"promptTokenCount": 9,'
+        '"candidatesTokenCount": 12,"totalTokenCount": 21}}',
+        '{"candidates": [{"content": {"parts": [{"text": "t", "thought": true}],"role": "model"}}]}',
+        '{"candidates": [{"content": {"parts": [{"functionCall": {"name": "f", "args": {}}}],'
+        '"role": "model"}}]}',
+        '{"promptFeedback": {"blockReason": "SAFETY"}}', '{"error": {"code": 429}}',
+        '[{"candidates": []}]', "[DONE]", "nope", "",
+    ]),
+), max_size=10)
+
+
+@settings(max_examples=300, deadline=None)
+@given(events=gemini_events, model=models, include_usage=st.booleans(),
+       framing=st.sampled_from(["\n", "\r\n"]), data=st.data())
+def test_gemini_text_fast_path_is_the_general_path(events, model, include_usage, framing, data):
+    wire = "".join(f"data: {e}{framing}{framing}" for e in events).encode("utf-8", "surrogatepass")
+    positions = data.draw(st.lists(st.integers(0, len(wire)), max_size=4))
+    bounds = [0, *sorted(positions), len(wire)]
+    pieces = [wire[a:b] for a, b in zip(bounds, bounds[1:])]
+    # each its own context: tool-call ids come from the context's entropy
+    fast = GeminiStreamDecoder(ctx(model, include_usage))
+    slow = GeneralGemini(ctx(model, include_usage))
+    assert run(lambda c: fast, None, pieces) == run(lambda c: slow, None, pieces)
+    assert (fast.usage, fast.thought_signatures) == (slow.usage, slow.thought_signatures)
