@@ -686,11 +686,15 @@ class AnthropicStreamDecoder(SSEVendorDecoder):
     def _events(self, events: list[SSEEvent], out: list[StreamItem]) -> None:
         """``SSEVendorDecoder._events`` with text deltas written straight out: a delta in
         Anthropic's own byte layout needs neither the parsed object nor the block state (see
-        ``_block_delta``), only its string. A string without escapes is already in the form
-        the writer gives it (JSON-escaping only touches quotes, backslashes and controls)."""
+        ``_block_delta``), only its string. A string without \\u or \\/ escapes (and without
+        U+2028/U+2029) is already in the form the writer gives it: JSON-escaping writes
+        quotes, backslashes and controls with exactly the escapes JSON allows for them."""
         writer = self._writer
         match = _TEXT_DELTA.fullmatch
         head, tail = writer.text_parts
+        head += b'"'
+        tail = b'"' + tail
+        append = out.append
         for ev in events:
             data = ev.data
             m = match(data)
@@ -698,10 +702,12 @@ class AnthropicStreamDecoder(SSEVendorDecoder):
                 text = m.group(1)
                 if not text:
                     continue  # S-7
-                if "\\" in text or "\u2028" in text or "\u2029" in text:
+                if ("\\" in text and ("\\u" in text or "\\/" in text)) \
+                        or "\u2028" in text or "\u2029" in text:
+                    # escapes the writer would write otherwise: decode, let it encode
                     out += writer.text(scanstring(data, m.start(1))[0])
-                else:
-                    out.append(StreamChunk(head + b'"' + text.encode("utf-8") + b'"' + tail))
+                else:  # the escapes left (\" \\ \b \f \n \r \t) are the ones it writes
+                    append(StreamChunk(head + text.encode("utf-8") + tail))
                 continue
             out += self._event(ev)
             if self._done:

@@ -63,7 +63,8 @@ def json_string(text: str, escape_all: bool) -> str:
     return json.dumps(text, ensure_ascii=escape_all or surrogate)
 
 
-delta_texts = st.text(alphabet='ab"\\/\n\x00\x7f\u2028\u2029é🐈\ud800', max_size=8) | texts
+delta_texts = st.text(alphabet='ab"\\/u\n\b\f\t\r\x00\x7f\u2028\u2029é🐈\ud800',
+                      max_size=8) | texts
 
 
 delta_events = st.lists(st.one_of(
