@@ -702,12 +702,14 @@ class AnthropicStreamDecoder(SSEVendorDecoder):
                 text = m.group(1)
                 if not text:
                     continue  # S-7
-                if ("\\" in text and ("\\u" in text or "\\/" in text)) \
-                        or "\u2028" in text or "\u2029" in text:
+                if "\\" in text and ("\\u" in text or "\\/" in text):
                     # escapes the writer would write otherwise: decode, let it encode
                     out += writer.text(scanstring(data, m.start(1))[0])
-                else:  # the escapes left (\" \\ \b \f \n \r \t) are the ones it writes
-                    append(StreamChunk(head + text.encode("utf-8") + tail))
+                    continue
+                # the escapes left (\" \\ \b \f \n \r \t) are the ones the writer uses
+                if "\u2028" in text or "\u2029" in text:  # S-8, as dumps does
+                    text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+                append(StreamChunk(head + text.encode("utf-8") + tail))
                 continue
             out += self._event(ev)
             if self._done:
