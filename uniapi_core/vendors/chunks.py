@@ -18,6 +18,7 @@ vendor-protocols §0.1 is enforced in one place:
 
 from __future__ import annotations
 
+from json.decoder import scanstring
 from json.encoder import encode_basestring
 from typing import Any
 
@@ -121,6 +122,23 @@ class ChunkWriter:
         if not self._started:
             return self._role() + [self._chunk({"content": text})]
         return [self._delta(self._text_parts, "content", text)]
+
+    def json_text(self, body: str, source: str, start: int) -> list[StreamChunk]:
+        """``text(t)`` where ``t`` is the value of a valid JSON string whose body (between the
+        quotes) is ``body``, found at ``source[start:]``. Without \\u or \\/ escapes the body
+        is already what JSON-escaping ``t`` gives (quotes, backslashes and controls have one
+        escape each), save U+2028/U+2029, so it is copied instead of decoded and encoded."""
+        if not body:
+            return []
+        if "\\" in body:
+            if not self._started or "\\u" in body or "\\/" in body:
+                return self.text(scanstring(source, start)[0])
+        elif not self._started:
+            return self.text(body)
+        if "\u2028" in body or "\u2029" in body:  # S-8, as dumps does
+            body = body.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+        head, tail = self._text_parts
+        return [StreamChunk(head + b'"' + body.encode("utf-8") + b'"' + tail)]
 
     def reasoning(self, text: str) -> list[StreamChunk]:
         if not text:

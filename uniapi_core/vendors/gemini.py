@@ -53,7 +53,6 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from json.decoder import scanstring
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes, urlsplit, urlunsplit
 
@@ -939,10 +938,7 @@ class GeminiStreamDecoder:
             self._usage_text = usage_text
         if self._finish is None:  # DEC-4: only usage counts after the finish
             self._started = True
-            text = m.group(1)
-            if "\\" in text:
-                text = scanstring(data, m.start(1))[0]
-            out += self._writer.text(text)
+            out += self._writer.json_text(m.group(1), data, m.start(1))
         return True
 
     def _object(self, obj: dict[str, Any]) -> list[StreamItem]:

@@ -50,6 +50,20 @@ def test_chunk_writer_text_template_is_the_general_chunk(text, model, include_us
             pass  # lone surrogate: the general (ASCII-escaped) chunk, checked above
 
 
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(alphabet='ab"\\/u\n\b\f\t\r\x00\x7f\u2028\u2029é🐈\ud800', max_size=8) | texts,
+       escape_all=st.booleans(), model=models, started=st.booleans())
+def test_chunk_writer_json_text_is_text_of_the_decoded_string(text, escape_all, model, started):
+    literal = json.dumps(text, ensure_ascii=escape_all or any(
+        "\ud800" <= c <= "\udfff" for c in text))
+    source = "xy" + literal + "z"
+    a, b = ChunkWriter(ctx(model, True)), ChunkWriter(ctx(model, True))
+    if started:
+        a.text("first"), b.text("first")
+    assert a.json_text(literal[1:-1], source, 3) == b.text(text)
+    assert a.started == b.started
+
+
 class GeneralAnthropic(AnthropicStreamDecoder):
     """Every event parsed and dispatched: the general path."""
 
