@@ -182,8 +182,16 @@ def test_long_line_in_tiny_pieces_is_linear_dec_2():
 # -- properties --------------------------------------------------------------------------------
 
 
+# CRLF framing throughout, sometimes with one lone CR or LF: the splitter's CRLF shortcut
+crlf_bytes = st.tuples(
+    st.lists(st.sampled_from([b"\r\n", b"\r\n\r\n", b"a", b"bc", b"\xe2\x80\xa8"]), max_size=30),
+    st.sampled_from([b"", b"", b"\r", b"\n", b"x\ry", b"\n\r"]), st.integers(0, 30),
+).map(lambda t: b"".join(t[0][:t[2]]) + t[1] + b"".join(t[0][t[2]:]))
+
+
 @settings(max_examples=300, deadline=None)
-@given(payload=line_bytes, max_line=st.sampled_from([3, 16, 1 << 20]), data=st.data())
+@given(payload=line_bytes | crlf_bytes, max_line=st.sampled_from([3, 16, 1 << 20]),
+       data=st.data())
 def test_any_cuts_match_the_reference_dec_1(payload, max_line, data):
     positions = data.draw(st.lists(st.integers(0, len(payload)), max_size=12))
     expected = reference(payload, max_line)

@@ -15,8 +15,9 @@ keeps exactly two pieces of state between feeds:
   one terminator, not two (SSE-2).
 
 Within one feed the work is done by C-level ``bytes`` methods: when the piece holds no ``\\r``
-(the usual case) it is just ``split(b"\\n")``; otherwise CRLF and then lone CR are rewritten to
-LF first. Rewriting *inside one piece* is safe because a CRLF pair can never straddle the
+(the usual case) it is just ``split(b"\\n")``; when every ``\\r`` is part of a CRLF it is the
+same split after dropping the ``\\r`` bytes (checked by joining the lines with CRLF again);
+otherwise CRLF and then lone CR are rewritten to LF first. Rewriting *inside one piece* is safe because a CRLF pair can never straddle the
 rewrite: the only pair that can straddle two pieces is handled by ``_cr``.
 
 A line (complete, or still pending) longer than ``max_line`` bytes is refused with
@@ -95,9 +96,14 @@ class LineSplitter:
                 if not data:
                     return [], None
         if b"\r" in data:
-            self._cr = data[-1] == _CR
-            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        lines = data.split(b"\n")
+            # CRLF framing throughout (Gemini's): dropping every CR leaves the lines, which
+            # joined with CRLF give the piece back; a lone CR or one at the end does not
+            lines = data.replace(b"\r", b"").split(b"\n")
+            if b"\r\n".join(lines) != data:
+                self._cr = data[-1] == _CR
+                lines = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+        else:
+            lines = data.split(b"\n")
         tail = lines.pop()
         buf = self._buf
         if lines:

@@ -38,6 +38,8 @@ decoder stays failed and raises an error of the same kind on every later call.
 from __future__ import annotations
 
 import re
+from functools import partial
+from itertools import repeat
 from typing import NamedTuple
 
 from ..errors import DecodeError
@@ -66,13 +68,12 @@ class SSEEvent(NamedTuple):
     id: str | None = None
 
 
-_new_event = tuple.__new__
-
 # The events of a stretch of lines with nothing pending (see SSEDecoder._process): each one an
-# optional "event:" line and one "data:" line, then a blank line. Groups: whether the event
-# line is there, its value, the data value (SSE-6: at most one space dropped after ":").
-_SIMPLE_EVENTS = re.compile(r"(?:(event:) ?([^\n]*)\n)?data: ?([^\n]*)\n\n")
-_ALL_SIMPLE = re.compile(r"(?:(?:event:[^\n]*\n)?data:[^\n]*\n\n)*")
+# optional "event:" line and one "data:" line, then a blank line (SSE-6: at most one space
+# dropped after ":"). ``split`` gives [between, event value or None, data value, between…]:
+# when every "between" is empty, the stretch is nothing but such events.
+_SIMPLE_EVENTS = re.compile(r"(?:event: ?([^\n]*)\n)?data: ?([^\n]*)\n\n").split
+_make_event = partial(tuple.__new__, SSEEvent)
 
 
 class SSEDecoder:
@@ -188,10 +189,9 @@ class SSEDecoder:
         except UnicodeDecodeError:  # the line-by-line reading says where
             self._process_lines(lines, out)
             return
-        whole = text + "\n"  # each line with its "\n", the last one blank
-        if _ALL_SIMPLE.fullmatch(whole):  # the usual stream: one C pass to check, one to cut
-            out += [_new_event(SSEEvent, (data, event if is_event else None, None))
-                    for is_event, event, data in _SIMPLE_EVENTS.findall(whole)]
+        parts = _SIMPLE_EVENTS(text + "\n")  # each line with its "\n", the last one blank
+        if not any(parts[::3]):  # the usual stream: one regex pass, events made in C
+            out += map(_make_event, zip(parts[2::3], parts[1::3], repeat(None)))
             return
         append = out.append
         for block in text.split("\n\n"):
