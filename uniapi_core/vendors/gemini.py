@@ -839,6 +839,26 @@ def _signatures(calls: list[dict[str, Any]]) -> list[tuple[str, str]]:
             if c["extra"] and "thought_signature" in c["extra"]["google"]]
 
 
+# A content chunk as Gemini writes it: one candidate (index 0 or none) whose content is one
+# text part, no finishReason, no promptFeedback, usageMetadata (an object; parsed when it
+# changes), then modelVersion and responseId. Only valid JSON matches (the usage text is
+# checked by parsing it). Groups: the text's string body, the usageMetadata text. Strings and
+# objects are matched as unrolled loops (runs of plain characters between the parts that need
+# care): several times faster in `re` than one alternation per character.
+_G_CHARS = r'[^"\\\x00-\x1f]*(?:\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})[^"\\\x00-\x1f]*)*'
+_G_STR = '"' + _G_CHARS + '"'
+_G_ANY_STR = r'"[^"\\]*(?:\\.[^"\\]*)*"'
+_G_FLAT = r'\{[^{}\[\]"]*(?:' + _G_ANY_STR + r'[^{}\[\]"]*)*\}'
+_G_ARRAY = r'\[[^{}\[\]"]*(?:(?:' + _G_ANY_STR + '|' + _G_FLAT + r')[^{}\[\]"]*)*\]'
+_G_USAGE = (r'\{[^{}\[\]"]*(?:(?:' + _G_ANY_STR + '|' + _G_FLAT + '|' + _G_ARRAY
+            + r')[^{}\[\]"]*)*\}')
+_PLAIN_TEXT = re.compile(
+    r'\{"candidates": ?\[\{"content": ?\{"parts": ?\[\{"text": ?"(' + _G_CHARS
+    + r')"\}\], ?"role": ?"model"\}(?:, ?"index": ?0)?\}\]'
+    r'(?:, ?"usageMetadata": ?(' + _G_USAGE + r'))?(?:, ?"modelVersion": ?' + _G_STR
+    + r')?(?:, ?"responseId": ?' + _G_STR + r')?\}')
+
+
 class GeminiStreamDecoder:
     """``streamGenerateContent?alt=sse`` bytes -> client chunks (§4.4, DEC-1..DEC-6)."""
 
@@ -900,7 +920,7 @@ class GeminiStreamDecoder:
             raise DecodeError(self._error.kind, self._error.detail)
 
     #: the fast-path matcher (a test swaps it for one that never matches)
-    _plain = staticmethod(lambda text: _PLAIN_TEXT.fullmatch(text))
+    _plain = _PLAIN_TEXT.fullmatch  # a bound builtin: not rebound as a method
 
     def _map(self, events: list[Any], out: list[StreamItem]) -> None:
         """Append the items of ``events`` to ``out``; items before an error stay there."""
@@ -992,23 +1012,3 @@ class GeminiStreamDecoder:
             chunks[-1] = StreamChunk(_add_extra(chunks[-1].data, [call["extra"]], "delta"))
             self.thought_signatures += _signatures([call])
         return chunks
-
-
-# A content chunk as Gemini writes it: one candidate (index 0 or none) whose content is one
-# text part, no finishReason, no promptFeedback, usageMetadata (an object; parsed when it
-# changes), then modelVersion and responseId. Only valid JSON matches (the usage text is
-# checked by parsing it). Groups: the text's string body, the usageMetadata text. Strings and
-# objects are matched as unrolled loops (runs of plain characters between the parts that need
-# care): several times faster in `re` than one alternation per character.
-_G_CHARS = r'[^"\\\x00-\x1f]*(?:\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})[^"\\\x00-\x1f]*)*'
-_G_STR = '"' + _G_CHARS + '"'
-_G_ANY_STR = r'"[^"\\]*(?:\\.[^"\\]*)*"'
-_G_FLAT = r'\{[^{}\[\]"]*(?:' + _G_ANY_STR + r'[^{}\[\]"]*)*\}'
-_G_ARRAY = r'\[[^{}\[\]"]*(?:(?:' + _G_ANY_STR + '|' + _G_FLAT + r')[^{}\[\]"]*)*\]'
-_G_USAGE = (r'\{[^{}\[\]"]*(?:(?:' + _G_ANY_STR + '|' + _G_FLAT + '|' + _G_ARRAY
-            + r')[^{}\[\]"]*)*\}')
-_PLAIN_TEXT = re.compile(
-    r'\{"candidates": ?\[\{"content": ?\{"parts": ?\[\{"text": ?"(' + _G_CHARS
-    + r')"\}\], ?"role": ?"model"\}(?:, ?"index": ?0)?\}\]'
-    r'(?:, ?"usageMetadata": ?(' + _G_USAGE + r'))?(?:, ?"modelVersion": ?' + _G_STR
-    + r')?(?:, ?"responseId": ?' + _G_STR + r')?\}')

@@ -139,6 +139,20 @@ class OpenAIExchange:
         return OpenAIStreamDecoder(self.ctx.client_model)
 
 
+# A JSON string as dumps writes it: no \\u or \\/ escapes, no raw U+2028/U+2029. Matched as an
+# unrolled loop (runs of plain characters between escapes), several times faster in `re`.
+_STR = r'"[^"\\\x00-\x1f\u2028\u2029]*(?:\\["\\bfnrt][^"\\\x00-\x1f\u2028\u2029]*)*"'
+_INT = r"(?:0|-?[1-9][0-9]*)"
+# An OpenAI content chunk, field by field as OpenAI sends them. Groups: the text before the
+# model's string, the model (no escapes at all, so the text is the value), the text after.
+_PLAIN_CHUNK = re.compile(
+    r'(\{"id":' + _STR + r',"object":"chat\.completion\.chunk","created":' + _INT
+    + r',"model":)"([^"\\\x00-\x1f\u2028\u2029]*)"((?:,"service_tier":' + _STR
+    + r')?(?:,"system_fingerprint":(?:null|' + _STR + r'))?,"choices":\[\{"index":' + _INT
+    + r',"delta":\{"content":' + _STR + r'\},"logprobs":null,"finish_reason":null\}\]'
+    r'(?:,"usage":null)?(?:,"obfuscation":' + _STR + r')?\})')
+
+
 class OpenAIStreamDecoder:
     """OpenAI SSE bytes → client-ready chunks, relayed without re-encoding when possible.
 
@@ -147,7 +161,7 @@ class OpenAIStreamDecoder:
     """
 
     #: the fast-path matcher (a test swaps it for one that never matches)
-    _plain = staticmethod(lambda text: _PLAIN_CHUNK.fullmatch(text))
+    _plain = _PLAIN_CHUNK.fullmatch  # a bound builtin: not rebound as a method
 
     def __init__(self, client_model: str) -> None:
         self._sse = SSEDecoder()
@@ -252,20 +266,6 @@ class OpenAIStreamDecoder:
                 out.append(StreamChunk(b"data: " + dumps(obj) + b"\n\n"))
             else:
                 out.append(StreamChunk(encode_event(text)))
-
-
-# A JSON string as dumps writes it: no \\u or \\/ escapes, no raw U+2028/U+2029. Matched as an
-# unrolled loop (runs of plain characters between escapes), several times faster in `re`.
-_STR = r'"[^"\\\x00-\x1f\u2028\u2029]*(?:\\["\\bfnrt][^"\\\x00-\x1f\u2028\u2029]*)*"'
-_INT = r"(?:0|-?[1-9][0-9]*)"
-# An OpenAI content chunk, field by field as OpenAI sends them. Groups: the text before the
-# model's string, the model (no escapes at all, so the text is the value), the text after.
-_PLAIN_CHUNK = re.compile(
-    r'(\{"id":' + _STR + r',"object":"chat\.completion\.chunk","created":' + _INT
-    + r',"model":)"([^"\\\x00-\x1f\u2028\u2029]*)"((?:,"service_tier":' + _STR
-    + r')?(?:,"system_fingerprint":(?:null|' + _STR + r'))?,"choices":\[\{"index":' + _INT
-    + r',"delta":\{"content":' + _STR + r'\},"logprobs":null,"finish_reason":null\}\]'
-    r'(?:,"usage":null)?(?:,"obfuscation":' + _STR + r')?\})')
 
 
 class PassthroughExchange:
