@@ -54,7 +54,9 @@ async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
     session = AutoSession(get_gateway, options.limits, options.h2, now=loop.time(),
                           alpn=tls.selected_alpn_protocol() if tls is not None else None)
     inbox: asyncio.Queue[tuple] = asyncio.Queue(INBOX)
-    progress = [asyncio.Event()]  # set (and replaced) after every input the session handled
+    # set (and dropped) after the next input the session handles; made only when an upstream
+    # task waits on a paused stream (HTTP/2), never for HTTP/1.1
+    progress: list[asyncio.Event | None] = [None]
     watch = WriteWatch(options.write_stall_timeout)
     raw = writer.get_extra_info("socket")
 
@@ -96,6 +98,8 @@ async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
     async def post(ref: int, event: object) -> None:
         await inbox.put((ref, event))
         while session.upstream_paused(ref):
+            if progress[0] is None:
+                progress[0] = asyncio.Event()
             await progress[0].wait()
 
     async def run_upstream(ref: int, action: StartUpstream) -> None:
@@ -106,9 +110,19 @@ async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
 
     async def perform(actions: list) -> bool:
         """Carry out the session's actions; False once the connection is to be closed."""
-        for action in actions:
+        i, n = 0, len(actions)
+        while i < n:
+            action = actions[i]
+            i += 1
             if isinstance(action, Write):
-                if not await write(action.data):
+                data = action.data
+                if i < n and isinstance(actions[i], Write):  # head and body: one write
+                    parts = [data]
+                    while i < n and isinstance(actions[i], Write):
+                        parts.append(actions[i].data)
+                        i += 1
+                    data = b"".join(parts)
+                if not await write(data):
                     return await perform(session.write_failed(loop.time(), time.time()))
             elif isinstance(action, StartUpstream):
                 tasks[action.ref] = nursery.create_task(run_upstream(action.ref, action))
@@ -148,8 +162,9 @@ async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
                 actions = session.step(got, loop.time(), time.time())
                 if not await perform(actions):
                     break
-                progress[0].set()
-                progress[0] = asyncio.Event()
+                if progress[0] is not None:
+                    progress[0].set()
+                    progress[0] = None
         finally:
             for task in tasks.values():
                 task.cancel()

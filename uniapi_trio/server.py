@@ -63,7 +63,9 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
                           alpn=alpn)
     send, inbox = trio.open_memory_channel[tuple](INBOX)
     scopes: dict[int, trio.CancelScope] = {}
-    progress = [trio.Event()]  # set (and replaced) after every input the session handled
+    # set (and dropped) after the next input the session handles; made only when an upstream
+    # task waits on a paused stream (HTTP/2), never for HTTP/1.1
+    progress: list[trio.Event | None] = [None]
     watch = WriteWatch(options.write_stall_timeout)
     writing = trio.CancelScope()
     raw = _socket(stream)
@@ -101,8 +103,13 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
                 return
 
     async def post(ref: int, event: object) -> None:
-        await send.send((ref, event))
+        try:  # no task switch per event while the inbox has room: the loop drains it in turn
+            send.send_nowait((ref, event))
+        except trio.WouldBlock:
+            await send.send((ref, event))
         while session.upstream_paused(ref):
+            if progress[0] is None:
+                progress[0] = trio.Event()
             await progress[0].wait()
 
     async def run_upstream(ref: int, action: StartUpstream, scope: trio.CancelScope) -> None:
@@ -115,9 +122,19 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
 
     async def perform(actions: list) -> bool:
         """Carry out the session's actions; False once the connection is to be closed."""
-        for action in actions:
+        i, n = 0, len(actions)
+        while i < n:
+            action = actions[i]
+            i += 1
             if isinstance(action, Write):
-                if not await write(action.data):
+                data = action.data
+                if i < n and isinstance(actions[i], Write):  # head and body: one send
+                    parts = [data]
+                    while i < n and isinstance(actions[i], Write):
+                        parts.append(actions[i].data)
+                        i += 1
+                    data = b"".join(parts)
+                if not await write(data):
                     return await perform(session.write_failed(trio.current_time(), time.time()))
             elif isinstance(action, StartUpstream):
                 scopes[action.ref] = trio.CancelScope()
@@ -155,8 +172,9 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
                 actions = session.step(got, trio.current_time(), time.time())
                 if not await perform(actions):
                     break
-                progress[0].set()
-                progress[0] = trio.Event()
+                if progress[0] is not None:
+                    progress[0].set()
+                    progress[0] = None
         finally:
             nursery.cancel_scope.cancel()
             await trio.aclose_forcefully(stream)
