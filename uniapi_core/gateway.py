@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 
-from .config.model import ApiKey, Config, ModelEntry
+from .config.model import ApiKey, Config, ModelEntry, Provider
 from .errors import ClientError, GatewayError, UniapiError, to_openai_error
 from .jsonutil import dumps, parse_request_json
 from .relay.machine import JSON_HEADERS, Relay
@@ -110,6 +110,35 @@ class TokenFirst:
     headers: tuple[tuple[str, str], ...] = ()
 
 
+def _alnum(entropy: random.Random, n: int) -> str:
+    """``n`` characters drawn uniformly from ``_ALNUM``: one ``randrange`` written in base 62
+    (24 ``choice`` calls cost ~15 µs a request)."""
+    x = entropy.randrange(62 ** n)
+    out = []
+    for _ in range(n):
+        x, r = divmod(x, 62)
+        out.append(_ALNUM[r])
+    return "".join(out)
+
+
+def _engine_memo() -> Callable[[Provider], str]:
+    """``detect_engine`` remembered per provider object (a config's providers are immutable;
+    it parses the base URL, and a request asks up to five times)."""
+    memo: dict[int, tuple[Provider, str]] = {}
+
+    def engine(provider: Provider) -> str:
+        hit = memo.get(id(provider))
+        if hit is not None and hit[0] is provider:
+            return hit[1]
+        name = detect_engine(provider)
+        if len(memo) >= 4096:  # providers made on the fly (never in practice): stay bounded
+            memo.clear()
+        memo[id(provider)] = (provider, name)
+        return name
+
+    return engine
+
+
 def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
 
@@ -128,7 +157,8 @@ class Gateway:
         self._keys: dict[bytes, ApiKey] = {_digest(k.api): k for k in config.api_keys}
         admins = [k for k in config.api_keys if k.role and "admin" in k.role]
         self._admins = {_digest(k.api) for k in (admins or config.api_keys[:1])}
-        self.router = Router(config, self.catalog, detect_engine)
+        self._engine = _engine_memo()
+        self.router = Router(config, self.catalog, self._engine)
         #: Vertex service-account access tokens (single-flight refresh; gauth.TokenCache)
         self.tokens = TokenCache()
         # error_triggers as they appear inside JSON text (escaped, without the quotes)
@@ -322,7 +352,7 @@ class Gateway:
             if check is not None:
                 return check
         remote = _remote_images(messages)
-        if remote and any(detect_engine(c.provider) in INLINE_IMAGE_ENGINES
+        if remote and any(self._engine(c.provider) in INLINE_IMAGE_ENGINES
                           for c in resolve(self.catalog, key, model)):
             def resume(images: Mapping[str, tuple[str, bytes]], now: float,
                        wall: float) -> Any:
@@ -367,11 +397,11 @@ class Gateway:
     def _chat_relay(self, key: ApiKey, req: dict[str, Any], model: str, stream: bool,
                     include_usage: bool, images: Mapping[str, tuple[str, bytes]], now: float,
                     wall: float, extra: tuple[tuple[str, str], ...]) -> "Relay | TokenFirst":
-        response_id = "chatcmpl-" + "".join(self.entropy.choice(_ALNUM) for _ in range(24))
+        response_id = "chatcmpl-" + _alnum(self.entropy, 24)
 
         def build(channel: Channel, key_index: int | None, number: int) -> Attempt:
             provider = channel.provider
-            engine = detect_engine(provider)
+            engine = self._engine(provider)
             region = token = account = None
             if engine == "vertex":
                 region, account, token = self._vertex_slot(channel, key_index)
@@ -411,7 +441,7 @@ class Gateway:
         """The service accounts of the Vertex channels whose token is not fresh at ``now``."""
         found: dict[tuple[str, str, str], tuple[ServiceAccount, str | None]] = {}
         for c in channels:
-            if detect_engine(c.provider) != "vertex":
+            if self._engine(c.provider) != "vertex":
                 continue
             try:
                 account = service_account(c.provider)
@@ -469,7 +499,7 @@ class Gateway:
                               api_key=None if key_index is None else provider.api[key_index],
                               stream=False, include_usage=False, response_id="",
                               created=int(wall), entropy=self.entropy)
-            exchange = builders[detect_engine(provider)](payload, ctx)
+            exchange = builders[self._engine(provider)](payload, ctx)
             timeout = model_timeout(provider, self.config.preferences, channel.alias,
                                     channel.upstream_model, self.settings.env_timeout)
             return Attempt(number=number, provider=provider.provider,
