@@ -34,7 +34,7 @@ from uniapi_core.session import (
 from uniapi_core.http.stall import WriteWatch
 from uniapi_core.startup import FrontOptions
 
-from .upstream import UpstreamPool
+from .upstream import UpstreamPool, plain_socket, receive_some, send_all
 
 __all__ = ["serve", "handle_connection"]
 
@@ -69,6 +69,7 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
     watch = WriteWatch(options.write_stall_timeout)
     writing = trio.CancelScope()
     raw = _socket(stream)
+    plain = plain_socket(stream)  # reads and writes without SocketStream's wrappers
 
     async def watch_writes() -> None:
         """Give up on a client whose queued bytes stop going down (uniapi_core.http.stall)."""
@@ -85,7 +86,7 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
         watch.begin(trio.current_time())
         try:
             with writing:
-                await stream.send_all(data)
+                await send_all(stream, plain, data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             return False
         finally:
@@ -95,7 +96,7 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
     async def read_client() -> None:
         while True:
             try:
-                data = await stream.receive_some(READ_SIZE)
+                data = await receive_some(stream, plain)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 data = b""
             await send.send((None, data))
@@ -181,9 +182,14 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
 
 
 def _log(action: Served) -> None:
+    """One access log line (the record made directly: ``Logger.info`` would also walk the
+    stack for the caller's file and line, which the format does not show)."""
+    if not log.isEnabledFor(logging.INFO):
+        return
     r = action.record
-    log.info("%s %s %s %.1fms%s", r.method, r.path, r.status, r.duration * 1000,
-             " client_closed" if r.client_closed else "")
+    msg = (f"{r.method} {r.path} {r.status} {r.duration * 1000:.1f}ms"
+           f"{' client_closed' if r.client_closed else ''}")
+    log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, msg, (), None, "_log"))
 
 
 def acked(sock: object) -> int | None:

@@ -11,6 +11,7 @@ HTTP/1.1 keep-alive pool."""
 from __future__ import annotations
 
 import math
+import os
 import ssl
 from collections.abc import Awaitable, Callable
 
@@ -48,6 +49,52 @@ Key = tuple[ProxySpec | None, Origin]  # proxied connections never mix with dire
 Post = Callable[[object], Awaitable[None]]
 
 
+async def receive_some(stream: trio.abc.Stream, sock: object | None) -> bytes:
+    """``stream.receive_some(READ_SIZE)``; on a plain TCP stream (``sock``, its trio socket)
+    the read itself, without ``SocketStream``'s two generator-based context managers per call
+    (~5 µs). Errors are ``OSError`` or ``trio.ClosedResourceError``, as callers expect."""
+    if sock is None:
+        return await stream.receive_some(READ_SIZE)
+    await trio.lowlevel.checkpoint_if_cancelled()
+    fd = sock.fileno()  # type: ignore[attr-defined]
+    try:
+        data = os.read(fd, READ_SIZE)
+    except BlockingIOError:
+        while True:
+            await trio.lowlevel.wait_readable(sock)  # type: ignore[arg-type]
+            try:
+                return os.read(sock.fileno(), READ_SIZE)  # type: ignore[attr-defined]
+            except BlockingIOError:
+                pass
+    await trio.lowlevel.cancel_shielded_checkpoint()
+    return data
+
+
+async def send_all(stream: trio.abc.Stream, sock: object | None, data: bytes) -> None:
+    """``stream.send_all(data)``; on a plain TCP stream written directly (see
+    ``receive_some``)."""
+    if sock is None:
+        await stream.send_all(data)
+        return
+    await trio.lowlevel.checkpoint_if_cancelled()
+    view = memoryview(data)
+    sent = 0
+    blocked = False
+    while sent < len(view):
+        try:
+            sent += os.write(sock.fileno(), view[sent:])  # type: ignore[attr-defined]
+        except BlockingIOError:
+            blocked = True
+            await trio.lowlevel.wait_writable(sock)  # type: ignore[arg-type]
+    if not blocked:
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+
+def plain_socket(stream: trio.abc.Stream) -> object | None:
+    """The trio socket of a plain TCP ``SocketStream`` (not TLS), else None."""
+    return stream.socket if type(stream) is trio.SocketStream else None
+
+
 class _TooBig(Exception):
     """An image went past its size cap."""
 
@@ -60,6 +107,7 @@ class _Conn:
     def __init__(self, stream: trio.abc.Stream, origin: Origin,
                  proxy: ProxySpec | None = None) -> None:
         self.stream = stream
+        self.sock = plain_socket(stream)
         self.key: Key = (proxy, origin)
         self.h11 = ClientConnection()
         self.idle_since = 0.0
@@ -410,9 +458,10 @@ class UpstreamPool:
         pooled connection failed before any byte came back — try a fresh one."""
         got_any = False
         try:
-            await conn.stream.send_all(conn.h11.send_request(method, target, headers, body))
+            stream, sock = conn.stream, conn.sock
+            await send_all(stream, sock, conn.h11.send_request(method, target, headers, body))
             while True:
-                data = await conn.stream.receive_some(READ_SIZE)
+                data = await receive_some(stream, sock)
                 if not data and retry_stale and not got_any:
                     return None
                 got_any = True
