@@ -134,6 +134,18 @@ class _TokenFetch:
     body: bytearray = attrs.Factory(bytearray)
 
 
+def _as_attempt(event: UpstreamEvent, attempt: int) -> UpstreamEvent:
+    """``event`` renumbered for the relay (``attrs.evolve`` costs ~1.7 µs, this ~0.4)."""
+    cls = type(event)
+    if cls is UpstreamData:
+        return UpstreamData(attempt, event.data)  # type: ignore[union-attr]
+    if cls is UpstreamHead:
+        return UpstreamHead(attempt, event.status, event.headers)  # type: ignore[union-attr]
+    if cls is UpstreamEnded:
+        return UpstreamEnded(attempt)
+    return attrs.evolve(event, attempt=attempt)
+
+
 class Exchange:
     """One request, from ``start`` until ``finished`` (see the module docstring)."""
 
@@ -185,7 +197,7 @@ class Exchange:
         if isinstance(event, (UpstreamEnded, UpstreamFailed)):
             self._forget(ref)
         out: list[ExchangeAction] = []
-        self._relay_actions(self._relay.handle(attrs.evolve(event, attempt=attempt), now),
+        self._relay_actions(self._relay.handle(_as_attempt(event, attempt), now),
                             now, wall, out)
         return out
 

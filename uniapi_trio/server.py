@@ -99,7 +99,10 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
                 data = await receive_some(stream, plain)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 data = b""
-            await send.send((None, data))
+            try:  # the next read checkpoints anyway
+                send.send_nowait((None, data))
+            except trio.WouldBlock:
+                await send.send((None, data))
             if not data:
                 return
 

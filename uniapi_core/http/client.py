@@ -170,10 +170,17 @@ class ClientConnection:
                 self._eof = True
             self._reusable = False
             return []
-        if data:
-            self._pending += data
-        else:
+        if not data:
             self._eof = True
+        elif not self._pending and len(data) <= (
+                min(_SLICE, self._max_head - self._head_fed) if self._in_head else _SLICE):
+            # the usual case: the whole read is one slice h11 may take; hand it over as is
+            # (what the loop below would do, without copying it through _pending)
+            if self._in_head:
+                self._head_fed += len(data)
+            self._h11.receive_data(data)
+        else:
+            self._pending += data
         events: list[ClientEvent] = []
         while True:
             try:
