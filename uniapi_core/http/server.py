@@ -273,6 +273,7 @@ class ServerConnection:
         self._line_done = False
         self._line_cr = False  # the last request-line byte seen was CR
         self._request: h11.Request | None = None
+        self._headers: list[tuple[bytes, bytes]] = []  # the request's, as a list
         self._body = bytearray()
         self._can_respond = False
         self._response_started = False
@@ -421,16 +422,19 @@ class ServerConnection:
             return self._fail(505, "HTTP version not supported")
         if req.method == b"CONNECT":
             return self._fail(501, "CONNECT is not supported")
-        if len(req.headers) > limits.max_headers:
+        # h11's Headers iterates through the Sequence ABC (__getitem__ per item): copy once
+        headers = list(req.headers)
+        if len(headers) > limits.max_headers:
             return self._fail(431, f"too many header fields (limit {limits.max_headers})")
-        names = {name for name, _ in req.headers}
+        names = {name for name, _ in headers}
         if b"content-length" in names and b"transfer-encoding" in names:
             return self._fail(400, "both Content-Length and Transfer-Encoding present")
-        for name, value in req.headers:
+        for name, value in headers:
             # h11 has validated the value (digits, one distinct value)
             if name == b"content-length" and int(value) > limits.max_body:
                 return self._fail(413, "request body too large")
         self._request = req
+        self._headers = headers
         if self._h11.they_are_waiting_for_100_continue:
             interim = h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
             self._outbound += self._h11.send(interim) or b""
@@ -444,15 +448,16 @@ class ServerConnection:
         self._state = _State.RESPONDING
         self._can_respond = True
         self._served += 1
+        headers = self._headers
         keep_alive = req.http_version == b"1.1" and b"close" not in comma_tokens(
-            req.headers, b"connection"
+            headers, b"connection"
         )
         if not keep_alive or self._served >= self._limits.max_requests:
             self._must_close = True
         return RequestReceived(
             method=req.method.decode("ascii"),
             target=req.target.decode("ascii"),
-            headers=tuple((n.decode("ascii"), v.decode("latin-1")) for n, v in req.headers),
+            headers=tuple([(n.decode("ascii"), v.decode("latin-1")) for n, v in headers]),
             body=bytes(self._body),
             http_version=req.http_version.decode("ascii"),
         )
