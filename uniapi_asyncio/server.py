@@ -103,10 +103,16 @@ async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
             await progress[0].wait()
 
     async def run_upstream(ref: int, action: StartUpstream) -> None:
-        await pool.run(action.request, action.proxy, lambda ev: post(ref, ev))
+        try:
+            await pool.run(action.request, action.proxy, lambda ev: post(ref, ev))
+        finally:  # refs are never reused: a keep-alive connection must not collect tasks
+            tasks.pop(ref, None)
 
     async def run_fetch(action: Fetch) -> None:
-        await inbox.put((action.ref, await pool.fetch_image(action)))
+        try:
+            await inbox.put((action.ref, await pool.fetch_image(action)))
+        finally:
+            tasks.pop(action.ref, None)
 
     async def perform(actions: list) -> bool:
         """Carry out the session's actions; False once the connection is to be closed."""

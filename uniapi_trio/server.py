@@ -117,12 +117,18 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
             await progress[0].wait()
 
     async def run_upstream(ref: int, action: StartUpstream, scope: trio.CancelScope) -> None:
-        with scope:
-            await pool.run(action.request, action.proxy, partial(post, ref))
+        try:
+            with scope:
+                await pool.run(action.request, action.proxy, partial(post, ref))
+        finally:  # refs are never reused: a keep-alive connection must not collect scopes
+            scopes.pop(ref, None)
 
     async def run_fetch(action: Fetch, scope: trio.CancelScope) -> None:
-        with scope:
-            await send.send((action.ref, await pool.fetch_image(action)))
+        try:
+            with scope:
+                await send.send((action.ref, await pool.fetch_image(action)))
+        finally:
+            scopes.pop(action.ref, None)
 
     async def perform(actions: list) -> bool:
         """Carry out the session's actions; False once the connection is to be closed."""
