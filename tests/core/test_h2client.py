@@ -227,6 +227,7 @@ def test_headers_are_cleaned_and_connection_specific_ones_dropped():
     assert h(req)[b"x-ok"] == b"fine"
     assert h(req)[b"content-length"] == b"2"
     assert h(req)[b"te"] == b"trailers"
+    assert h(req)[b"accept-encoding"] == b"identity"  # as over HTTP/1.1 (RFC 9110 §12.5.3)
     for gone in (b"host", b"x-crlf", b"x-lf", b"x-nul", b"x-ctl", b"x-uni", b"connection",
                  b"x-hop", b"keep-alive", b"proxy-connection", b"transfer-encoding",
                  b"upgrade", b"x-injected", b"bad name"):

@@ -78,13 +78,22 @@ def test_send_request_sets_content_length_and_cleans_headers() -> None:
     req, body = parse_request(raw)
     assert (req.method, req.target, body) == (b"POST", b"/v1/chat/completions", b'{"a":1}')
     assert list(req.headers) == [(b"host", b"api.test"), (b"authorization", b"Bearer k"),
-                                 (b"x-latin", b"caf\xe9"), (b"content-length", b"7")]
+                                 (b"x-latin", b"caf\xe9"), (b"content-length", b"7"),
+                                 (b"accept-encoding", b"identity")]
     assert b"injected" not in raw
+
+
+def test_accept_encoding_is_identity_unless_the_caller_sets_one() -> None:
+    """RFC 9110: no Accept-Encoding lets a server gzip; the relay forwards bodies as sent."""
+    req, _ = parse_request(sent(ClientConnection()))
+    assert (b"accept-encoding", b"identity") in list(req.headers)
+    req, _ = parse_request(sent(ClientConnection(), headers=[("Accept-Encoding", "br")]))
+    assert [v for n, v in req.headers if n == b"accept-encoding"] == [b"br"]
 
 
 def test_get_without_body_has_no_content_length() -> None:
     req, _ = parse_request(sent(ClientConnection(), "GET", b""))
-    assert [n for n, _ in req.headers] == [b"host"]
+    assert [n for n, _ in req.headers] == [b"host", b"accept-encoding"]
     req, _ = parse_request(sent(ClientConnection(), "POST", b""))
     assert (b"content-length", b"0") in list(req.headers)
 

@@ -46,6 +46,10 @@ __all__ = [
     "ClientConnection",
 ]
 
+#: Without ``Accept-Encoding`` a server may pick any content coding (RFC 9110 §12.5.3), and
+#: some CDNs do gzip; the relay reads and forwards bodies as they are, so ask for identity.
+IDENTITY = (b"accept-encoding", b"identity")
+
 _SLICE = 16 * 1024
 _METHOD = re.compile(r"[-!#$%&'*+.^_`|~0-9a-zA-Z]+\Z")
 _TARGET = re.compile(r"[\x21-\x7e]+\Z")
@@ -121,7 +125,8 @@ class ClientConnection:
         body: bytes,
     ) -> bytes:
         """Bytes of a whole request. The caller includes ``Host``; ``Content-Length`` is set
-        here (omitted only for a ``GET``/``HEAD`` without body). Raises ``ValueError`` for a bad
+        here (omitted only for a ``GET``/``HEAD`` without body), ``Accept-Encoding: identity``
+        unless the caller set one. Raises ``ValueError`` for a bad
         method or target or a missing ``Host`` (after header cleaning)."""
         if self._error is not None:
             raise self._error
@@ -140,6 +145,8 @@ class ClientConnection:
             raise ValueError("send_request: a valid Host header is required")
         if body or method.upper() not in ("GET", "HEAD"):
             clean.append((b"content-length", str(len(body)).encode("ascii")))
+        if not any(n == b"accept-encoding" for n, _ in clean):
+            clean.append(IDENTITY)  # see IDENTITY
         try:
             # _parsed=True: the names and values were validated by clean_headers above;
             # h11 still checks framing headers, but skips re-running its regexes on each

@@ -76,7 +76,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
-from .client import ResponseData, ResponseEnd, ResponseHead
+from .client import IDENTITY, ResponseData, ResponseEnd, ResponseHead
 from .server import clean_headers, comma_tokens
 from .url import Url
 
@@ -249,6 +249,8 @@ class H2ClientConnection:
             out.append((name, value))
         if body or method.upper() not in ("GET", "HEAD"):
             out.append((b"content-length", str(len(body)).encode("ascii")))
+        if not any(n == b"accept-encoding" for n, _ in out):
+            out.append(IDENTITY)  # as over HTTP/1.1
         stream_id = self._h2.get_next_available_stream_id()
         try:
             self._h2.send_headers(stream_id, out, end_stream=not body)
