@@ -30,7 +30,7 @@ import cattrs
 import yaml
 
 from ..errors import ConfigError
-from ..http.proxy import parse_proxy
+from ..proxyurl import parse_proxy
 from .model import Config, ModelEntry, ModelRule, RateLimit
 from .rates import parse_rate_limit, parse_rate_rules
 
