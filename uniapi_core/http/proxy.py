@@ -4,8 +4,8 @@ Theory of operation
 -------------------
 ``parse_proxy`` (from ``uniapi_core.proxyurl``, re-exported here, so that the config loader
 can use it from the lowest floor) turns an ``api.yaml`` proxy URL into a ``ProxySpec``:
-``http://`` (HTTP ``CONNECT``) or ``socks5://``/``socks5h://`` (SOCKS5, RFC 1928), optional ``user:password@``
-(percent-decoded), and the default port (80 for ``http``, 1080 for SOCKS5). ``https://``
+``http://`` (HTTP ``CONNECT``) or ``socks5://``/``socks5h://`` (SOCKS5, RFC 1928), optional
+``user:password@`` (percent-decoded), and the default port (80 for ``http``, 1080 for SOCKS5). ``https://``
 proxies (TLS to the proxy itself), SOCKS4 and anything else are refused with a ``ValueError``.
 Like ``url.py``, error messages never quote the URL: it may carry credentials. The password is
 also kept out of ``ProxySpec``'s ``repr``; ``ProxySpec.display`` is the safe name for messages.
