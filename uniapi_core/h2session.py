@@ -26,7 +26,7 @@ from .http.h2server import (
 )
 from .http.server import ServerLimits
 from .relay import EndResponse, SendData, SendHead
-from .session import Close, Session, SessionAction, Write
+from .session import Close, Session, SessionAction, Write, merge_writes
 
 __all__ = ["H2Session", "AutoSession", "PREFACE"]
 
@@ -269,7 +269,8 @@ class AutoSession:
         client bytes (``b""`` at EOF), ``(0, None)`` shutdown began, ``(ref, FetchResult)``,
         ``(ref, upstream event)``; ``None`` when the wait for one ended at ``next_deadline``.
         A deadline that has passed is also served after an input, so inputs that queued up
-        while a write was blocked count before any timeout they would have prevented."""
+        while a write was blocked count before any timeout they would have prevented.
+        Consecutive writes come back as one ``Write``."""
         if item is None:
             return self.timer(now, wall)
         ref, value = item
@@ -284,5 +285,5 @@ class AutoSession:
         deadline = self.next_deadline()
         if deadline is not None and now >= deadline:
             out += self.timer(now, wall)
-        return out
+        return merge_writes(out)
 

@@ -68,7 +68,8 @@ from .http.server import (
 from .relay import EndResponse, SendData, SendHead
 
 __all__ = ["Session", "Write", "StartUpstream", "StopUpstream", "Close", "Served",
-           "ServedRecord", "SessionAction", "Fetch", "FetchResult", "UpstreamEvent"]
+           "ServedRecord", "SessionAction", "Fetch", "FetchResult", "UpstreamEvent",
+           "merge_writes"]
 
 
 @attrs.frozen
@@ -82,6 +83,19 @@ class Close:
 
 
 SessionAction = Write | StartUpstream | StopUpstream | Close | Served | Fetch
+
+
+def merge_writes(actions: list[SessionAction]) -> list[SessionAction]:
+    """Consecutive ``Write``s as one (a response head and its body: one send, one packet)."""
+    if sum(isinstance(a, Write) for a in actions) < 2:
+        return actions
+    out: list[SessionAction] = []
+    for action in actions:
+        if isinstance(action, Write) and out and isinstance(out[-1], Write):
+            out[-1] = Write(out[-1].data + action.data)
+        else:
+            out.append(action)
+    return out
 
 
 class Session:

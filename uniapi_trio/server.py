@@ -132,19 +132,9 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
 
     async def perform(actions: list) -> bool:
         """Carry out the session's actions; False once the connection is to be closed."""
-        i, n = 0, len(actions)
-        while i < n:
-            action = actions[i]
-            i += 1
+        for action in actions:  # step() has merged consecutive writes
             if isinstance(action, Write):
-                data = action.data
-                if i < n and isinstance(actions[i], Write):  # head and body: one send
-                    parts = [data]
-                    while i < n and isinstance(actions[i], Write):
-                        parts.append(actions[i].data)
-                        i += 1
-                    data = b"".join(parts)
-                if not await write(data):
+                if not await write(action.data):
                     return await perform(session.write_failed(trio.current_time(), time.time()))
             elif isinstance(action, StartUpstream):
                 scopes[action.ref] = trio.CancelScope()

@@ -264,3 +264,13 @@ def test_h2_session_pauses_the_upstream_while_the_window_is_shut():
     c.increment_flow_control_window(1 << 20, stream_id=1)
     s.data_received(c.data_to_send(), 0.1, 0.1)
     assert not s.upstream_paused(start.ref)
+
+
+def test_merge_writes_joins_only_consecutive_writes():
+    from uniapi_core.session import Close, Write, merge_writes
+
+    assert merge_writes([Write(b"a"), Write(b"b"), Close(), Write(b"c")]) == [
+        Write(b"ab"), Close(), Write(b"c")]
+    single = [Write(b"a"), Close()]
+    assert merge_writes(single) is single  # the common case allocates nothing
+    assert merge_writes([]) == []
