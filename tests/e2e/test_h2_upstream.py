@@ -138,11 +138,10 @@ def test_client_disconnect_resets_only_its_upstream_stream(backend):
             r.first_chunk()
         assert fake.resets == 0 and fake.max_concurrent_streams == 3
         readers[0].disconnect()
-        took = wait_for(lambda: fake.resets == 1, timeout=2.0)
+        wait_for(lambda: fake.resets == 1, timeout=2.0)  # the reset is what is asserted
         for r in readers[1:]:  # the other streams on that connection go on to the end
             assert "data: [DONE]" in r.rest() and r.text() == "x" * 40
         assert fake.resets == 1 and fake.connections == 1
-    assert took < 2.0
 
 
 @pytest.mark.parametrize("how", ["eof", "goaway"])
