@@ -45,7 +45,7 @@ def env_timeout(env: Mapping[str, str]) -> float | None:
 
 @attrs.frozen(kw_only=True)
 class FrontOptions:
-    """How a transport's front behaves; defaults are reliability.md's table. Both transports
+    """How a transport's front behaves; defaults are docs/architecture.md's table. Both transports
     take this one object, so their flags and limits cannot drift apart."""
 
     limits: ServerLimits = ServerLimits()
@@ -68,7 +68,7 @@ class FrontOptions:
 
 
 def add_front_args(parser: argparse.ArgumentParser) -> None:
-    """The front's flags (the same for ``uniapi serve`` and ``python -m uniapi_asyncio``)."""
+    """The front's flags; every entry gets them, with the rest, from ``cmdline.add_serve_args``."""
     d, limits = FrontOptions(), ServerLimits()
     g = parser.add_argument_group("front limits (defaults: docs/architecture.md)")
     g.add_argument("--certfile", help="TLS certificate chain (PEM); with --keyfile serves "

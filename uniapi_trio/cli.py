@@ -1,7 +1,9 @@
-"""The ``uniapi`` command: read files, env and URLs, print, and start a backend.
+"""The ``uniapi`` command and ``python -m uniapi_trio|uniapi_asyncio``: read files, env and
+URLs, print, and start a backend.
 
-Everything it decides (config meaning, the text of ``check``) is in the core; this is the
-effectful shell: argv, files, environment, stdout/stderr, exit codes.
+Everything it decides (the flags: ``uniapi_core.cmdline``; config meaning, the text of
+``check``) is in the core; this is the one effectful shell every entry runs through: argv,
+files, environment, stdout/stderr, exit codes, ``--workers`` supervision.
 """
 
 from __future__ import annotations
@@ -15,14 +17,15 @@ import ssl
 import sys
 from collections.abc import Callable, Sequence
 
+from uniapi_core.cmdline import build_parser, module_parser
 from uniapi_core.config import ConfigError, Loaded, load_config
 from uniapi_core.demo import demo_config
 from uniapi_core.errors import describe_os_error
 from uniapi_core.gateway import Gateway, Settings
-from uniapi_core.startup import FrontOptions, add_front_args, config_source, env_timeout, front_options
+from uniapi_core.startup import FrontOptions, config_source, env_timeout, front_options
 from uniapi_core.summary import render_summary
 
-__all__ = ["main", "read_config_source"]
+__all__ = ["main", "module_main", "read_config_source"]
 
 
 def _env_timeout() -> float | None:
@@ -61,48 +64,18 @@ def load_or_exit(text: str, source: str) -> Loaded:
     return loaded
 
 
-def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="uniapi", description="One OpenAI-compatible endpoint "
-                                 "in front of every LLM vendor, driven by api.yaml.")
-    sub = ap.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the gateway")
-    serve.add_argument("--config", help="path to api.yaml (default: $CONFIG_URL, ./api.yaml)")
-    _listen_args(serve)
-    check = sub.add_parser("check", help="validate api.yaml and print what it means")
-    check.add_argument("path")
-    route = sub.add_parser("route", help="show the attempts routing would make, and why")
-    route.add_argument("--config", help="path to api.yaml (default: $CONFIG_URL, ./api.yaml)")
-    route.add_argument("--key", required=True, help="the client api key")
-    route.add_argument("--model", required=True)
-    route.add_argument("--requests", type=int, default=1, help="how many requests (default 1)")
-    route.add_argument("--seed", type=int, default=0, help="seed for random/lottery (default 0)")
-    route.add_argument("--tools", action="store_true", help="the requests carry tools")
-    demo = sub.add_parser("demo", help="run the gateway in front of a built-in local fake "
-                          "upstream (no vendor keys needed)")
-    _listen_args(demo)
-    return ap
-
-
-def _listen_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--allow-private-image-urls", action="store_true",
-                   help="fetch remote image URLs that resolve to private/loopback addresses or "
-                        "use non-default ports (off: SSRF protection)")
-    p.add_argument("--allow-http-image-urls", action="store_true",
-                   help="fetch plain-http image URLs too (off: https only)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--backend", choices=("trio", "asyncio"), default="trio")
-    add_front_args(p)
+def _front_options(args: argparse.Namespace) -> FrontOptions:
+    try:
+        return front_options(args)
+    except ValueError as exc:
+        raise SystemExit(f"uniapi: {exc}") from None
 
 
 def _run(backend: str, make_config: Callable[[str | None], Loaded], host: str, port: int, *,
          demo: bool = False, args: argparse.Namespace | None = None) -> None:
     """Start ``backend``; ``make_config(demo_upstream_url)`` gives the config to serve."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    try:
-        options = front_options(args) if args is not None else FrontOptions()
-    except ValueError as exc:
-        raise SystemExit(f"uniapi: {exc}") from None
+    options = _front_options(args) if args is not None else FrontOptions()
     settings = Settings(env_timeout=_env_timeout(),
                         fetch_allow_private=bool(getattr(args, "allow_private_image_urls", False)),
                         fetch_allow_http=bool(getattr(args, "allow_http_image_urls", False)))
@@ -187,7 +160,8 @@ def _supervise(workers: int, serve: Callable[[], None]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
+    """``uniapi serve|check|route|demo``."""
+    args = build_parser().parse_args(argv)
     if args.command == "check":
         text, source = read_config_source(args.path)
         loaded = load_or_exit(text, source)
@@ -203,20 +177,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         _run(args.backend, lambda url: load_or_exit(demo_config(url or ""), "demo api.yaml"),
              args.host, args.port, demo=True, args=args)
         return
+    _serve(args)
+
+
+def module_main(backend: str = "trio", argv: Sequence[str] | None = None) -> None:
+    """``python -m uniapi_<backend> [flags]``: exactly ``uniapi serve``'s flags, with the
+    backend fixed by the module (``--backend`` may only repeat it)."""
+    _serve(module_parser(backend).parse_args(argv))
+
+
+def _serve(args: argparse.Namespace) -> None:
+    _front_options(args)  # a bad flag is reported before the config is read
     text, source = read_config_source(args.config)
     loaded = load_or_exit(text, source)
     _run(args.backend, lambda url: loaded, args.host, args.port, args=args)
-
-
-def module_main(argv: Sequence[str] | None = None) -> None:
-    """``python -m uniapi_trio --config PATH --host H --port P``."""
-    ap = argparse.ArgumentParser(prog="python -m uniapi_trio")
-    ap.add_argument("--config")
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=8000)
-    args = ap.parse_args(argv)
-    main(["serve", *(["--config", args.config] if args.config else []),
-          "--host", args.host, "--port", str(args.port), "--backend", "trio"])
 
 
 if __name__ == "__main__":

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,10 +20,20 @@ import openai
 import pytest
 
 from tests.fakes.upstream import FakeUpstream, Reply
+from uniapi_core.cmdline import add_serve_args, build_parser, module_parser
 from tests.harness import BACKENDS
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 CLI = [sys.executable, "-m", "uniapi_trio.cli"]
+MODULES = ["uniapi_trio", "uniapi_asyncio"]
+
+
+def uniapi_script() -> list[str]:
+    """The installed ``uniapi`` console script (next to this Python, else on PATH); the module
+    it points at when it is not installed."""
+    script = Path(sys.executable).with_name("uniapi")
+    found = str(script) if script.exists() else shutil.which("uniapi")
+    return [found] if found else CLI
 
 
 def free_port() -> int:
@@ -178,3 +192,118 @@ def _state(pid: int) -> str:
             return f.read().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "gone"
+
+
+# One command line for every entry (issue 11): `uniapi serve`, `python -m uniapi_trio` and
+# `python -m uniapi_asyncio` take the same flags from uniapi_core.cmdline.
+
+def _options(parser: argparse.ArgumentParser) -> set[str]:
+    return {o for a in parser._actions for o in a.option_strings}
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return sub.choices[name]
+
+
+def test_every_entry_parser_has_the_serve_flags():
+    reference = argparse.ArgumentParser()
+    add_serve_args(reference)
+    flags = _options(reference)
+    assert {"--config", "--host", "--port", "--backend", "--allow-private-image-urls",
+            "--allow-http-image-urls", "--workers", "--certfile", "--keyfile",
+            "--max-connections", "--max-body-bytes", "--drain-grace"} <= flags
+    assert _options(_subparser(build_parser(), "serve")) == flags
+    assert _options(module_parser("trio")) == flags
+    assert _options(module_parser("asyncio")) == flags
+    assert _options(_subparser(build_parser(), "demo")) == flags - {"--config"}
+
+
+def _help_flags(argv: list[str]) -> set[str]:
+    got = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert got.returncode == 0, got.stderr
+    return set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", got.stdout))
+
+
+def test_every_entry_help_shows_the_same_flags():
+    serve = _help_flags([*uniapi_script(), "serve", "--help"])
+    assert "--workers" in serve and "--max-connections" in serve and "--config" in serve
+    for module in MODULES:
+        assert _help_flags([sys.executable, "-m", module, "--help"]) == serve, module
+
+
+def _chat_config(tmp_path: Path, up: FakeUpstream) -> Path:
+    conf = tmp_path / "api.yaml"
+    conf.write_text(f"providers:\n  - provider: up\n    base_url: {up.url}/v1/chat/completions\n"
+                    f"    api: sk-up\n    model: [m]\napi_keys:\n  - api: sk-user\n")
+    return conf
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_entry_takes_front_flags_and_workers(module, tmp_path):
+    """A front flag changes the served behaviour, and --workers forks from the module form."""
+    up = FakeUpstream()
+    up.handler = lambda seen: Reply(pieces=[b'{"id":"x","object":"chat.completion","created":1,'
+                                            b'"model":"m","choices":[{"index":0,"message":{"role":'
+                                            b'"assistant","content":"pong"},"finish_reason":'
+                                            b'"stop"}]}'], chunked=False)
+    port = free_port()
+    try:
+        with process([sys.executable, "-m", module, "--config", str(_chat_config(tmp_path, up)),
+                      "--host", "127.0.0.1", "--port", str(port), "--max-body-bytes", "2000",
+                      "--workers", "2"], port) as proc:
+            deadline = time.monotonic() + 10
+            while len(_children(proc.pid)) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            workers = _children(proc.pid)
+            assert len(workers) == 2
+            client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-user",
+                                   max_retries=0)
+            reply = client.chat.completions.create(model="m", messages=[
+                {"role": "user", "content": "ping"}])
+            assert reply.choices[0].message.content == "pong"
+            big = urllib.request.Request(
+                f"http://127.0.0.1:{port}/v1/chat/completions", method="POST",
+                data=b'{"model": "m", "messages": [], "pad": "' + b"x" * 3000 + b'"}',
+                headers={"Authorization": "Bearer sk-user", "Content-Type": "application/json"})
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(big, timeout=10)
+            assert refused.value.code == 413
+            assert len(up.seen) == 1  # the oversized request never reached the upstream
+        output = proc.stdout.read().decode() if proc.stdout else ""
+        assert proc.returncode == 0, output
+        assert "Traceback" not in output
+        assert not any(os.path.exists(f"/proc/{pid}") and _state(pid) != "Z" for pid in workers)
+    finally:
+        up.close()
+
+
+@pytest.mark.parametrize("entry", ["uniapi serve", *MODULES])
+def test_a_bad_flag_exits_nonzero_with_a_message(entry, tmp_path):
+    conf = tmp_path / "api.yaml"
+    conf.write_text("providers:\n  - provider: up\n    base_url: http://127.0.0.1:9/v1/chat/"
+                    "completions\n    api: sk-up\n    model: [m]\napi_keys:\n  - api: sk-u\n")
+    argv = [*uniapi_script(), "serve"] if entry == "uniapi serve" else \
+        [sys.executable, "-m", entry]
+    for flags, message in [
+            (["--max-connections", "0"], "uniapi: --max-connections must be at least 1"),
+            (["--drain-grace", "-1"], "uniapi: --drain-grace must be a positive number"),
+            (["--certfile", "cert.pem"], "uniapi: --certfile and --keyfile go together"),
+            (["--port", "eighty"], "argument --port: invalid int value: 'eighty'"),
+            (["--workers", "2", "--port", "0"], "uniapi: --workers needs a fixed --port"),
+            (["--no-such-flag"], "unrecognized arguments: --no-such-flag")]:
+        got = subprocess.run([*argv, "--config", str(conf), *flags], capture_output=True,
+                             text=True, timeout=60)
+        assert got.returncode != 0, (flags, got.stderr)
+        assert message in got.stderr, (flags, got.stderr)
+        assert "Traceback" not in got.stderr, (flags, got.stderr)
+
+
+@pytest.mark.parametrize("module,other", [("uniapi_trio", "asyncio"), ("uniapi_asyncio", "trio")])
+def test_module_entry_refuses_another_backend(module, other):
+    """The module fixes the backend: ``--backend`` may repeat it, not contradict it."""
+    got = subprocess.run([sys.executable, "-m", module, "--backend", other], capture_output=True,
+                         text=True, timeout=60)
+    assert got.returncode == 2
+    assert f"argument --backend: invalid choice: '{other}'" in got.stderr
+    assert "Traceback" not in got.stderr
