@@ -16,7 +16,6 @@ import pytest
 from tests.fakes.upstream import FakeUpstream, Reply, Seen, json_reply
 from tests.harness import run_gateway
 
-crypto = pytest.importorskip("cryptography")
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import padding, rsa  # noqa: E402
 

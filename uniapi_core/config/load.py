@@ -29,7 +29,7 @@ import attrs
 import cattrs
 import yaml
 
-from ..errors import ConfigError
+from ..errors import ConfigError, UniapiError
 from ..proxyurl import parse_proxy
 from .model import Config, ModelEntry, ModelRule, RateLimit
 from .rates import parse_rate_limit, parse_rate_rules
@@ -400,10 +400,25 @@ _PROVIDER = {
 }
 
 
+def _check_private_key(w: _Walk, path: str, node: yaml.Node, pem: str) -> None:
+    """A Vertex ``private_key`` that does not load is a warning now, not a surprise at the
+    first request (uni-api's own example config carries a placeholder, so it stays loadable)."""
+    from ..vendors.gauth import load_private_key  # the vendors import the config model
+
+    try:
+        load_private_key(pem)
+    except UniapiError as exc:
+        key_node = next((v for k, v in node.value if k.value == "private_key"), node)
+        w.warn(_sub(path, "private_key"), key_node,
+               f"{exc.message}; requests to this provider will fail with 500 until it is fixed")
+
+
 def _provider(w: _Walk, path: str, node: yaml.Node) -> Any:
     data = _section(w, path, node, _PROVIDER, _ROUTING_COMPAT, required=("provider",))
     if data is _DROP:
         return None
+    if isinstance(data.get("private_key"), str):
+        _check_private_key(w, path, node, data["private_key"])
     region = data.pop("region", None)  # today's uni-api: one Vertex region
     if region is not None:
         data.setdefault("regions", region)

@@ -2,12 +2,13 @@
 
 Theory of operation
 -------------------
-*The grant* (RFC 7523, vendor-protocols §5.3). ``jwt`` signs
+*The grant* (RFC 7523; docs/vendor-rules.md). ``jwt`` signs
 ``{"alg":"RS256","typ":"JWT"}`` / ``{"iss": client_email, "scope": cloud-platform,
 "aud": token_uri, "iat": wall, "exp": wall + 3600}`` with RSASSA-PKCS1-v1_5 / SHA-256 over
-``base64url(header) "." base64url(claims)`` (no padding), using ``cryptography`` — an optional
-dependency (``pip install 'uniapi[vertex]'``): without it, or with a key that does not load,
-the error is a ``GatewayError`` 500 naming the provider's problem, never a crash.
+``base64url(header) "." base64url(claims)`` (no padding), using ``cryptography`` (a required
+dependency, so that Vertex works after a plain install). A key that does not load is reported
+as a warning when the config is loaded, and at request time as a ``GatewayError`` 500 naming
+the provider's problem, never a crash.
 ``token_request`` is the form-encoded ``POST token_uri`` (``grant_type=urn:ietf:params:oauth:
 grant-type:jwt-bearer&assertion=<jwt>``); ``parse_token_answer`` reads
 ``{"access_token", "expires_in"}`` or turns anything else into a 502 naming the token endpoint
@@ -41,6 +42,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 import attrs
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from ..errors import GatewayError, UniapiError
 from ..jsonutil import dumps, loads_strict
@@ -91,19 +95,8 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def _no_crypto() -> GatewayError:
-    return GatewayError("Vertex providers need the 'cryptography' package to sign their "
-                        "service-account token: pip install 'uniapi[vertex]'", status=500,
-                        code="vertex_needs_cryptography")
-
-
 def load_private_key(pem: str) -> Any:
     """The RSA private key of a PEM text (literal ``\\n`` become newlines)."""
-    try:
-        from cryptography.hazmat.primitives.asymmetric import rsa
-        from cryptography.hazmat.primitives.serialization import load_pem_private_key
-    except ImportError:
-        raise _no_crypto() from None
     text = pem.replace("\\n", "\n").strip() + "\n"
     try:
         key = load_pem_private_key(text.encode("utf-8"), password=None)
@@ -120,9 +113,6 @@ def load_private_key(pem: str) -> Any:
 def jwt(account: ServiceAccount, iat: int) -> str:
     """The signed RS256 assertion for ``account`` issued at ``iat`` (wall seconds)."""
     key = load_private_key(account.private_key)
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import padding
-
     header = dumps({"alg": "RS256", "typ": "JWT"})
     claims = dumps({"iss": account.client_email, "scope": account.scope,
                     "aud": account.token_uri, "iat": iat, "exp": iat + LIFETIME})

@@ -285,7 +285,6 @@ def _botocore(pieces: list[bytes]) -> list[Message]:
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_message, max_size=5), st.randoms(use_true_random=False))
 def test_matches_botocore_over_random_splittings(messages, rnd):
-    pytest.importorskip("botocore")
     data = _encode(messages)
     ref = _botocore([data])
     assert decode_all([data]) == (ref, None)
@@ -296,7 +295,6 @@ def test_matches_botocore_over_random_splittings(messages, rnd):
 
 
 def test_matches_botocore_on_the_fixtures():
-    pytest.importorskip("botocore")
     from pathlib import Path
 
     rnd = random.Random(2024)

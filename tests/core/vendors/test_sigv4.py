@@ -1,4 +1,4 @@
-"""AWS Signature Version 4 (``uniapi_core.vendors.sigv4``; vendor-protocols §6.2).
+"""AWS Signature Version 4 (``uniapi_core.vendors.sigv4``; docs/vendor-rules.md).
 
 The vectors are AWS's published SigV4 test suite (credentials ``AKIDEXAMPLE``, region
 ``us-east-1``, service ``service``, ``20150830T123600Z``). botocore's ``SigV4Auth`` is the
@@ -147,7 +147,6 @@ BEDROCK_CASES = [
 
 
 def _botocore_sign(url, region, token, headers, body, date):
-    pytest.importorskip("botocore")
     from botocore.auth import SigV4Auth
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
@@ -187,7 +186,6 @@ _SEGMENT = st.text(st.characters(codec="utf-8", exclude_characters="/?#%"), min_
 @settings(max_examples=60, deadline=None)
 @given(st.lists(_SEGMENT, min_size=1, max_size=4), st.sampled_from(["us-east-1", "ap-south-1"]))
 def test_random_paths_match_botocore(segments, region):
-    pytest.importorskip("botocore")
     from urllib.parse import quote
 
     url = "https://bedrock-runtime.%s.amazonaws.com/%s" % (
