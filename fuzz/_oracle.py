@@ -2,7 +2,7 @@
 
 ``normalize`` makes stream items comparable, ``_cut``/``_splits`` produce the feed splits whose
 outputs must agree (DEC-1), and ``openai_grammar`` checks the client chunks against
-vendor-protocols §0.1 (S-1..S-8, O-1..O-3, TC-3).
+docs/contracts.md (S-1..S-8, O-1..O-3, TC-3).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def _splits(data: bytes) -> list[list[bytes]]:
 
 
 def openai_grammar(items: list[tuple[Any, ...]], include_usage: bool) -> dict[str, Any]:
-    """Check the client chunks against vendor-protocols §0.1 and assemble the message.
+    """Check the client chunks against docs/contracts.md and assemble the message.
 
     ``items`` are normalized; the stream may be unfinished (an error, or fewer items). Returns
     ``{"content", "reasoning", "tool_calls", "finish", "usage"}``.

@@ -1,4 +1,4 @@
-"""Fuzz target for the Bedrock translator (``eventstream`` + ``bedrock``; vendor-protocols §6).
+"""Fuzz target for the Bedrock translator (``eventstream`` + ``bedrock``; docs/vendor-rules.md).
 
 Run it (needs ``pip install atheris``)::
 

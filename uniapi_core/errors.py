@@ -4,7 +4,7 @@ Every error the gateway can answer with carries its HTTP status, its OpenAI ``ty
 ``code``, so ``to_openai_error`` never has to guess. Blame is decided where the error is raised:
 ``ClientError`` is the client's fault (4xx), ``UpstreamError`` the upstream's, ``GatewayError``
 ours. ``DecodeError`` is raised only by the stream decoders and is the only exception a decoder
-may let escape (vendor-protocols DEC-2).
+may let escape (docs/contracts.md, DEC-2).
 """
 
 from __future__ import annotations

@@ -367,7 +367,7 @@ class Gateway:
 
     def _moderation(self, key: ApiKey, req: dict[str, Any], now: float, wall: float,
                     extra: tuple[tuple[str, str], ...]) -> "ModerateFirst | None":
-        """The moderation check of semantics.md: the last user text, the key's moderation
+        """The moderation check of docs/routing.md §12: the last user text, the key's moderation
         model; flagged → 400 and no upstream call; the check failing → the request goes on
         (fail open)."""
         text = _last_user_text(req.get("messages") or [])

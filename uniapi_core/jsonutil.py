@@ -4,7 +4,7 @@
 deeper than ``MAX_DEPTH`` before ``json.loads`` can recurse, ``NaN``/``Infinity`` and integers
 too long to convert are refused, and every failure is a ``ClientError`` (400), never a
 traceback. ``dumps`` is the single encoder for what we write: compact, UTF-8, with U+2028 and
-U+2029 escaped (vendor-protocols S-8) so naive line splitters downstream do not break.
+U+2029 escaped (S-8, docs/contracts.md) so naive line splitters downstream do not break.
 """
 
 from __future__ import annotations

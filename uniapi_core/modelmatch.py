@@ -1,7 +1,7 @@
 """Per-model table lookups, shared by every per-model setting.
 
 ``model_timeout``, per-model ``rate_limit`` and ``api_key_rate_limit`` maps all match a model
-name the same way (semantics.md "Rate limits"): the exact name, else the longest configured
+name the same way (docs/routing.md §3 "Rate limits"): the exact name, else the longest configured
 name that is a prefix of the model, else the longest contained in it. ``default`` is never
 matched by ``lookup``; each caller decides where the default sits in its own chain.
 """

@@ -1,4 +1,4 @@
-"""Which URLs and addresses the gateway may fetch on a client's behalf (reliability.md R11).
+"""Which URLs and addresses the gateway may fetch on a client's behalf (R11, docs/contracts.md).
 
 Remote image URLs in a chat request are fetched by the transport when a vendor needs images
 inline. The decisions are here, as pure functions of the URL, the *resolved* addresses and the

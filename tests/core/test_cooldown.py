@@ -1,4 +1,4 @@
-"""Channel cooldown (semantics.md "Retries, cooldown, keys")."""
+"""Channel cooldown (docs/routing.md §5 "Cooldowns")."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Everything is in-memory bytes and explicit ``now`` values: no sockets, no sleeps. Responses
 are checked by parsing them with a separate h11 client connection (the oracle).
-Rule ids refer to reliability.md (R3, R8) and its "Defaults" table.
+Rule ids refer to docs/contracts.md (R3, R8); the defaults are in docs/architecture.md.
 """
 
 from __future__ import annotations

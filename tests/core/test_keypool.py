@@ -1,4 +1,4 @@
-"""Provider-key pools (semantics.md "Retries, cooldown, keys", "Rate limits")."""
+"""Provider-key pools (docs/routing.md §6, §3)."""
 
 from __future__ import annotations
 

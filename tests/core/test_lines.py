@@ -1,6 +1,6 @@
 """LineSplitter: byte-level line splitting on LF, CRLF and lone CR, across arbitrary feeds.
 
-Rule ids refer to vendor-protocols §0.5 (DEC-*) and §0.6 (SSE-*).
+Rule ids refer to docs/contracts.md (DEC-*, SSE-*).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Model resolution and the per-model timeout chain (semantics.md), on hand-built configs."""
+"""Model resolution and the per-model timeout chain (docs/routing.md §1, §8), on hand-built configs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SCHEDULING_ALGORITHM (semantics.md "Scheduling"): channel order per request."""
+"""SCHEDULING_ALGORITHM (docs/routing.md §4): channel order per request."""
 
 from __future__ import annotations
 

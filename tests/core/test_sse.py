@@ -1,6 +1,6 @@
 """SSEDecoder and encode_event: every framing rule by example, then split invariance by property.
 
-Rule ids refer to vendor-protocols §0.5 (DEC-*) and §0.6 (SSE-*).
+Rule ids refer to docs/contracts.md (DEC-*, SSE-*).
 """
 
 from __future__ import annotations

@@ -511,7 +511,7 @@ def _steady_reader(backend: str, proto: str) -> None:
 
 
 def test_r5_steady_slow_reader_is_not_dropped_h1(backend):
-    """reliability.md R5: a client reading 1 KiB every 100 ms is slow, not stalled: with the
+    """R5 (docs/contracts.md): a client reading 1 KiB every 100 ms is slow, not stalled: with the
     write-stall timeout at 1 s it keeps its stream."""
     _steady_reader(backend, "h1")
 

@@ -169,7 +169,7 @@ def test_azure_url_header_and_filter_chunk(backend, up):
 
 
 def test_anthropic_overloaded_right_after_start_is_retried(backend):
-    """vendor-protocols §3.9: nothing has reached the client, so the next channel answers."""
+    """S-9 (docs/contracts.md): nothing has reached the client, so the next channel answers."""
     first, second = FakeUpstream(), FakeUpstream()
     start = {"type": "message_start", "message": {
         "id": "msg_1", "type": "message", "role": "assistant", "model": "x", "content": [],

@@ -1,4 +1,4 @@
-"""Rate-limit text: ``"15/min,1000/day"`` → windows (semantics.md "Rate limits").
+"""Rate-limit text: ``"15/min,1000/day"`` → windows (docs/routing.md §3 "Rate limits").
 
 A rate is a comma-separated list of ``COUNT/UNIT`` items; every listed window must admit a
 request. ``COUNT`` is a positive whole number (ASCII digits). Units, case-insensitive, singular

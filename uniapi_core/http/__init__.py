@@ -1,6 +1,6 @@
 """HTTP/1.1 framing for the core: sans-IO server and client connections over h11, and URLs.
 
-``server`` turns client bytes into whole requests under reliability.md's limits and renders
+``server`` turns client bytes into whole requests under the front's limits and renders
 responses; ``client`` does the same for upstream connections; ``url`` parses upstream URLs;
 ``proxy`` parses outbound proxy URLs and opens tunnels (HTTP ``CONNECT``, SOCKS5).
 Nothing here does I/O: transports feed bytes and ``now`` in and write the bytes that come out.

@@ -22,7 +22,7 @@ caller can stop reading the upstream while it is over ``H2Limits.stream_buffer``
 Request bodies are acknowledged (window re-opened) as they arrive; ``ServerLimits.max_body``
 bounds each one.
 
-Defences (reliability.md R7), all closing with GOAWAY and ``ConnectionOver``:
+Defences (R7, docs/contracts.md), all closing with GOAWAY and ``ConnectionOver``:
 
 * rapid reset: a stream reset by the client less than ``premature_window`` seconds after it
   opened, before any response head, is *premature*. Close with ``ENHANCE_YOUR_CALM`` when at
@@ -76,7 +76,7 @@ _CONNECTION_HEADERS = {b"connection", b"keep-alive", b"proxy-connection", b"tran
 
 @attrs.frozen(kw_only=True)
 class H2Limits:
-    """HTTP/2 limits; defaults from reliability.md's table."""
+    """HTTP/2 limits; defaults in docs/architecture.md."""
 
     max_concurrent_streams: int = 100
     #: our receive window per stream, and for the connection (bytes)

@@ -53,7 +53,7 @@ requests (silent close; ``head_timeout`` before the first request), nothing whil
 is in flight (the relay owns those timeouts).
 
 Headers we emit pass through ``clean_headers``: a header whose name is not a token, or whose
-value holds CR, LF, NUL, another control character or (on this side, per reliability R8)
+value holds CR, LF, NUL, another control character or (on this side, per R8)
 non-ASCII, is dropped instead of reaching h11, which would raise on some of them and pass
 others through.
 """
@@ -157,7 +157,7 @@ def _reason(status: int) -> bytes:
 
 @attrs.frozen(kw_only=True)
 class ServerLimits:
-    """Per-connection limits; the defaults are reliability.md's table."""
+    """Per-connection limits; the defaults are in docs/architecture.md."""
 
     #: request line plus headers, bytes (→ 431)
     max_head: int = 65536

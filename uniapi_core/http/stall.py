@@ -3,7 +3,7 @@
 A write to a slow client may take long: the kernel's send buffer (autotuned up to 4 MiB on
 Linux) drains only as fast as the client reads, and a socket is reported writable again only
 once a good part of it has drained. Timing each write whole would drop a client that reads
-slowly but steadily (reliability.md R5). Nor does the kernel's unsent queue tell: the
+slowly but steadily (R5, docs/contracts.md). Nor does the kernel's unsent queue tell: the
 transport refills it as it drains. So a write is *stalled* only when, for ``timeout`` seconds,
 the client has acknowledged no new byte (``delivered``: a counter that only grows, the
 kernel's ``tcpi_bytes_acked`` on Linux).

@@ -1,4 +1,4 @@
-"""Which upstream failures may move on to the next attempt (semantics.md "Retries").
+"""Which upstream failures may move on to the next attempt (ERR-1, docs/contracts.md).
 
 Retryable, before the commit point only: connection errors, timeouts, 408, 409, 429, 5xx, an
 empty answer, an ``error_triggers`` match, a cut or garbled stream, and 401/403 (the key may

@@ -1,4 +1,4 @@
-"""Keep an attempt's credentials out of what the client and the logs see (reliability R9).
+"""Keep an attempt's credentials out of what the client and the logs see (R9).
 
 Upstreams quote what they received in their errors ("Incorrect API key provided: sk-…"),
 and some quote it whole. Before an upstream error becomes the client's answer or an error

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-semantics.md "Retries, cooldown, keys": after a failure the gateway calls
+docs/routing.md §5 "Cooldowns": after a failure the gateway calls
 ``Cooldowns.cool(provider, alias, now, period)`` with the effective ``cooldown_period`` (provider
 preference, else global, default 300; ``0`` = off, so ``period <= 0`` does nothing). The key is
 the provider *name* and the *requested* model alias (as the seed did; keying by the upstream name

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-One pool per provider name (semantics.md "Retries, cooldown, keys", "Rate limits"). Each
+One pool per provider name (docs/routing.md §6 "Provider keys", §3 "Rate limits"). Each
 ``pick`` walks the provider's keys in an order set by ``preferences.api_key_schedule_algorithm``
 and returns the first *usable* one:
 

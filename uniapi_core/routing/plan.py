@@ -1,4 +1,4 @@
-"""What the relay pulls attempts from, and the retry budget (semantics.md "Retries").
+"""What the relay pulls attempts from, and the retry budget (docs/routing.md §7).
 
 ``AUTO_RETRY: true`` (the default) lets every distinct candidate channel be tried once, at
 most 10 attempts in all (a key-level failure may also try the channel's other keys within

@@ -6,7 +6,7 @@ provider's ``api`` keys are slots of an ordinary channel (``KeyPools``): rotatio
 within a request, ``api_key_rate_limit`` and benches all work per region.
 
 The regions of a channel are the provider's ``regions:`` (or ``region:``) when given, else the
-seed-era default list of the model's family (uni-api-reference §4.8, vendor-protocols VTX-1):
+seed-era default list of the model's family (VTX-1; docs/routing.md, "Vertex AI: regions"):
 the first pattern found in the upstream model name wins; unknown Claude families fall back to
 ``us-east5`` and anything else to ``global`` (uni-api crashes on an unknown Claude family).
 """

@@ -2,7 +2,7 @@
 
 A *channel* is one provider serving one exposed model name. Each provider *exposes* names: a
 bare ``model`` entry exposes itself, a rename ``upstream: alias`` exposes only the alias
-(semantics.md "Model resolution"). Providers without a ``model`` list expose what discovery
+(docs/routing.md §1 "Model resolution"). Providers without a ``model`` list expose what discovery
 found (``Catalog.discovered``); until then they expose nothing.
 
 An api key's ``model`` rules are read in their own order; each yields candidates:

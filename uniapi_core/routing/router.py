@@ -47,7 +47,7 @@ from .schedule import Scheduler
 
 __all__ = ["Router", "RoutePlan", "Need", "Decision", "DEFAULT_COOLDOWN"]
 
-#: seconds a failed channel is skipped when api.yaml does not say (semantics.md)
+#: seconds a failed channel is skipped when api.yaml does not say (docs/routing.md §5)
 DEFAULT_COOLDOWN = 300.0
 KEY_LEVEL_STATUSES = frozenset({401, 403, 429})
 #: statuses after which a channel with region slots tries its next region

@@ -1,4 +1,4 @@
-"""Channel order per request: ``SCHEDULING_ALGORITHM`` (semantics.md "Scheduling").
+"""Channel order per request: ``SCHEDULING_ALGORITHM`` (docs/routing.md §4 "Scheduling").
 
 Theory of operation
 -------------------

@@ -1,4 +1,4 @@
-"""The timeout precedence chain (semantics.md "Timeouts")."""
+"""The timeout precedence chain (docs/routing.md §8 "Timeouts")."""
 
 from __future__ import annotations
 

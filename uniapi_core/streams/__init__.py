@@ -1,7 +1,7 @@
 """Stream framing for vendor byte streams: line splitting and server-sent events.
 
 Pure and incremental: bytes in, lines or events out, ``DecodeError`` for malformed input
-(vendor-protocols 0.5 and 0.6).
+(docs/contracts.md: the decoder contract, SSE framing).
 """
 
 from __future__ import annotations

@@ -3,13 +3,13 @@
 Theory of operation
 -------------------
 Bytes arrive in arbitrary pieces. A line ends at ``\\n``, ``\\r\\n`` or a lone ``\\r``
-(vendor-protocols SSE-1); nothing else ends a line (SSE-3: no ``splitlines``). The splitter
+(SSE-1, docs/contracts.md); nothing else ends a line (SSE-3: no ``splitlines``). The splitter
 keeps exactly two pieces of state between feeds:
 
 * ``_buf``: the pending partial line, i.e. the bytes after the last terminator. Only *new*
   bytes are ever searched for terminators; the pending bytes were searched when they arrived
   and are only appended to (a ``bytearray``, so a long line fed in tiny pieces costs O(n), not
-  O(n²)). Total work is O(total bytes) however the input is cut (style §3.5).
+  O(n²)). Total work is O(total bytes) however the input is cut (DEC-2).
 * ``_cr``: "the last byte consumed was a ``\\r`` terminator". A ``\\n`` at the start of the next
   feed is then the second half of a CRLF and is dropped, so a CRLF split across two feeds is
   one terminator, not two (SSE-2).

@@ -9,7 +9,7 @@ Decoding is two layers, each pure and incremental:
    SSE-2, SSE-3). Bytes are never decoded before a line is complete, so a multi-byte UTF-8
    character split across feeds is harmless.
 2. :class:`SSEDecoder` interprets each complete line, strictly in stream order
-   (vendor-protocols 0.6):
+   (docs/contracts.md, "SSE framing"):
 
    * the line is decoded as strict UTF-8, else ``DecodeError("invalid_utf8")``; one leading
      U+FEFF is stripped from the very first line of the stream only (SSE-4);
@@ -77,7 +77,7 @@ _make_event = partial(tuple.__new__, SSEEvent)
 
 
 class SSEDecoder:
-    """Incremental, split-invariant SSE decoder (vendor-protocols SSE-1 … SSE-10, SSE-12).
+    """Incremental, split-invariant SSE decoder (SSE-1 … SSE-10, SSE-12 in docs/contracts.md).
 
     ``feed(bytes)`` returns the events completed so far; ``close()`` signals EOF and returns
     the last, unterminated event if there is one. Any framing problem raises ``DecodeError``

@@ -31,7 +31,7 @@ TRANSLATORS: dict[str, Callable[[dict[str, Any], ChatContext], Exchange]] = {
 }
 
 
-#: the whole-body OpenAI endpoints (vendor-protocols §9): path -> engine -> exchange builder
+#: the whole-body OpenAI endpoints (docs/routing.md §9): path -> engine -> exchange builder
 ENDPOINTS: dict[str, dict[str, Callable[[dict[str, Any], ChatContext], Exchange]]] = {
     path: {"gpt": openai.build_passthrough(suffix),
            "openrouter": openai.build_passthrough(suffix),

@@ -211,13 +211,13 @@ _TYPE_FOR_STATUS = {
 
 
 def client_status_for(upstream_status: int) -> int:
-    """The status the client sees for a vendor error: the upstream's own (semantics.md)."""
+    """The status the client sees for a vendor error (docs/contracts.md, status mapping)."""
     return upstream_status if 400 <= upstream_status <= 599 else 502
 
 
 def error_from_body(status: int, headers: tuple[tuple[str, str], ...], body: bytes,
                     parsed: Any = None) -> UpstreamError:
-    """Normalise a vendor error body into an ``UpstreamError`` (vendor-protocols 0.2, ERR-3).
+    """Normalise a vendor error body into an ``UpstreamError`` (docs/contracts.md, ERR-3).
 
     Understands ``{"error": {"message", "type", "code"}}``, ``{"error": "text"}``,
     ``{"message": …}``, ``{"detail": …}`` and plain text; the vendor's message is kept

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-Bedrock carries the Anthropic Messages protocol inside AWS framing (vendor-protocols §6), so
+Bedrock carries the Anthropic Messages protocol inside AWS framing (docs/vendor-rules.md), so
 this module only adds the AWS layer around ``anthropic.py``:
 
 * *Request* (BR-1..BR-3, §6.2). ``build_exchange`` lets ``anthropic.build_exchange`` build the

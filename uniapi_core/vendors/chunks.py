@@ -2,12 +2,12 @@
 
 Every translating vendor (Anthropic, Gemini, Bedrock, Cohere…) writes its output through
 ``ChunkWriter`` (streams) or ``completion`` (whole bodies), so the stream grammar of
-vendor-protocols §0.1 is enforced in one place:
+docs/contracts.md ("The stream grammar") is enforced in one place:
 
 - exactly one role chunk, first (S-1). It goes out together with the first body, tool or
   finish chunk, not on its own: a vendor that opens its stream and then fails (Anthropic's
   ``overloaded_error`` right after ``message_start``) has then sent the client nothing, and
-  the relay may still retry on the next channel (vendor-protocols §3.9, S-9);
+  the relay may still retry on the next channel (S-9);
 - one ``tool_start`` per tool call carrying id/type/name, before its ``tool_args`` (S-2), with
   indexes 0, 1, 2… in order of first appearance (S-3), argument fragments verbatim (TC-2);
 - exactly one finish chunk with an empty delta, after every body chunk (S-4);
@@ -30,7 +30,7 @@ __all__ = ["ChunkWriter", "completion", "usage_object"]
 
 def usage_object(prompt: int = 0, completion: int = 0, cached: int = 0,
                  reasoning: int = 0) -> dict[str, Any]:
-    """OpenAI usage with details (vendor-protocols 0.3)."""
+    """OpenAI usage with details (docs/contracts.md, "Usage figures")."""
     return {"prompt_tokens": prompt, "completion_tokens": completion,
             "total_tokens": prompt + completion,
             "prompt_tokens_details": {"cached_tokens": cached},

@@ -1,4 +1,4 @@
-"""Which wire protocol a provider speaks (semantics.md "Engines and URLs", vendor-protocols 0.9).
+"""Which wire protocol a provider speaks (docs/routing.md §11 "Engines and URLs").
 
 ``engine:`` wins when given; otherwise the base_url decides. There is deliberately no switching
 by model name (the original's ``openrouter`` heuristic).

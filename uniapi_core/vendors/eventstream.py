@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-A stream is a sequence of frames (vendor-protocols §6.3; big-endian, CRC-32 = zlib's)::
+A stream is a sequence of frames (docs/vendor-rules.md; big-endian, CRC-32 = zlib's)::
 
     u32 total_length | u32 headers_length | u32 prelude_crc | headers | payload | u32 message_crc
 

@@ -1,6 +1,6 @@
 """OpenAI-compatible upstreams (OpenAI, DeepSeek, Groq, xAI, OpenRouter, any /chat/completions).
 
-The request passes through untouched except the model name (vendor-protocols OAI-2/OAI-3).
+The request passes through untouched except the model name (OAI-2/OAI-3, docs/vendor-rules.md).
 Responses are relayed event by event: each upstream ``data:`` event is re-framed as
 ``data: …\\n\\n`` from its original text, and only re-encoded when something must change (the
 model name, when the client asked for an alias: O-3). The decoder recognises ``[DONE]``,
@@ -270,7 +270,7 @@ class OpenAIStreamDecoder:
 
 class PassthroughExchange:
     """A whole-body OpenAI endpoint (embeddings, moderations, images): the upstream's JSON
-    answer is relayed as it came (vendor-protocols §9), after checking it is not an error."""
+    answer is relayed as it came (docs/routing.md §9), after checking it is not an error."""
 
     def __init__(self, request: UpstreamRequest) -> None:
         self.request = request

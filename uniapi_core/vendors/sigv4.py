@@ -1,4 +1,4 @@
-"""AWS Signature Version 4 for request headers, pure (vendor-protocols §6.2, REQ-6).
+"""AWS Signature Version 4 for request headers, pure (docs/vendor-rules.md, REQ-6).
 
 Theory of operation
 -------------------

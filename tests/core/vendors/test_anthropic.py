@@ -1,6 +1,6 @@
 """The Anthropic Messages translator: request building, whole bodies, streams, errors.
 
-Rule ids refer to vendor-protocols.md (§0 shared contracts, §3 ANT-*). Fixtures in
+Rule ids: docs/contracts.md (shared), docs/vendor-rules.md (ANT-*). Fixtures in
 ``tests/data/anthropic/`` are realistic vendor payloads written from the spec and Anthropic's
 docs. Every emitted stream is parsed back as JSON and checked against the OpenAI chunk grammar
 (``summarize``), so the grammar rules are asserted on every stream test, not only in one place.

@@ -1,6 +1,6 @@
 """The Cloudflare Workers AI translator: requests, envelopes, streams, errors (§8).
 
-Rule ids refer to vendor-protocols.md (§0 shared contracts, §8 CF-*). Fixtures in
+Rule ids: docs/contracts.md (shared), docs/vendor-rules.md (CF-*). Fixtures in
 ``tests/data/cloudflare/`` are realistic Workers AI payloads written for these tests from the
 spec's examples and Cloudflare's documented envelope. Every emitted stream is parsed back and
 checked against the OpenAI chunk grammar (``openai_grammar`` from the fuzz targets).

@@ -1,6 +1,6 @@
-"""The Cohere v2 translator: request building, whole bodies, streams, errors (vendor-protocols §7).
+"""The Cohere v2 translator: request building, whole bodies, streams, errors (docs/vendor-rules.md).
 
-Rule ids refer to vendor-protocols.md (§0 shared contracts, §7 CO-*). Fixtures in
+Rule ids: docs/contracts.md (shared), docs/vendor-rules.md (CO-*). Fixtures in
 ``tests/data/cohere/`` are realistic Cohere v2 payloads written for these tests from the spec's
 examples and Cohere's documented event shapes. Every emitted stream is parsed back and checked
 against the OpenAI chunk grammar by ``openai_grammar`` from the fuzz target (S-1..S-8, TC-3).

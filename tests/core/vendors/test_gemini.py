@@ -1,6 +1,6 @@
-"""The Gemini translator: request building, whole bodies, streams, errors (vendor-protocols §4).
+"""The Gemini translator: request building, whole bodies, streams, errors (docs/vendor-rules.md).
 
-Rule ids refer to vendor-protocols.md (§0 shared contracts, §4 GEM-*). Fixtures in
+Rule ids: docs/contracts.md (shared), docs/vendor-rules.md (GEM-*). Fixtures in
 ``tests/data/gemini/`` are realistic Gemini payloads written for these tests from the spec's
 examples and Google's documented shapes (CRLF framing as Google sends it). Every emitted stream
 is parsed back and checked against the OpenAI chunk grammar by ``openai_grammar`` from the fuzz

@@ -1,7 +1,7 @@
 """Regenerate the Bedrock fixtures: ``python tests/data/bedrock/make_fixtures.py``.
 
-The ``.bin`` files are AWS binary event streams (vendor-protocols §6.3) written with the small
-encoder below from Anthropic stream events (§3.7), shaped like what
+The ``.bin`` files are AWS binary event streams (docs/vendor-rules.md) written with the small
+encoder below from Anthropic stream events, shaped like what
 ``InvokeModelWithResponseStream`` sends for Claude: every ``chunk`` frame carries
 ``{"bytes": <base64 Anthropic event>, "p": <padding>}`` and the final ``message_stop`` event
 carries ``amazon-bedrock-invocationMetrics``. The same files (plus a few corrupt variants)
