@@ -1,7 +1,9 @@
-"""HTTP/1.1 framing for the core: sans-IO server and client connections over h11, and URLs.
+"""HTTP framing for the core: sans-IO HTTP/1.1 (h11) and HTTP/2 (h2) connections, and URLs.
 
-``server`` turns client bytes into whole requests under the front's limits and renders
-responses; ``client`` does the same for upstream connections; ``url`` parses upstream URLs;
+``server`` turns client bytes into whole HTTP/1.1 requests under the front's limits and renders
+responses, ``h2server`` does the same for HTTP/2 (h2c prior knowledge and ALPN ``h2``);
+``client`` and ``h2client`` do it for upstream connections (HTTP/1.1, and multiplexed HTTP/2
+where the origin's ALPN picks ``h2``); ``stall`` bounds slow peers; ``url`` parses upstream URLs;
 ``proxy`` parses outbound proxy URLs and opens tunnels (HTTP ``CONNECT``, SOCKS5).
 Nothing here does I/O: transports feed bytes and ``now`` in and write the bytes that come out.
 """

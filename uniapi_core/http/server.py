@@ -35,7 +35,8 @@ closes after this response) and EOF is reported at once as ``ClientClosed``, so 
 cancel the upstream. ``next_request`` starts the next cycle and parses what was buffered.
 
 Checks h11 does not make, made here on the parsed ``Request``: HTTP version (505, which also
-catches the HTTP/2 prior-knowledge preface ``PRI * HTTP/2.0``; h2c on this port comes later),
+catches an HTTP/2 prior-knowledge preface ``PRI * HTTP/2.0`` that reaches this parser;
+``h2session`` routes h2c to ``h2server`` by its first bytes, before any byte gets here),
 ``CONNECT`` (501: no tunnelling here), header count (431), ``Content-Length`` together with
 ``Transfer-Encoding`` (400), ``Content-Length`` over ``max_body`` (413 before any body byte is
 read). Chunked bodies are counted as they arrive (413 once past ``max_body``). h11 itself

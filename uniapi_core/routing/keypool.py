@@ -45,9 +45,10 @@ benches), ``KeyPick.index`` indexes ``slots``, and a slot is benched by 429 only
 about the credential, the same in every region) for ``api_key_cooldown_period`` seconds, or
 ``REGION_BENCH`` when that is not set (``0`` turns it off).
 
-A pool remembers the key list it was built for. A reload that changes a provider's ``api`` list
-starts that pool afresh (cursor, benches, windows), since indexes no longer name the same keys;
-an unchanged provider keeps everything across reloads. At most ``max_providers`` pools are kept
+A pool remembers the key list it was built for. When it is asked for a provider whose ``api``
+list differs from that one, it starts afresh (cursor, benches, windows), since indexes no longer
+name the same keys; an unchanged list keeps everything. (The gateway has no hot reload yet;
+this is what will let one keep the state of unchanged providers.) At most ``max_providers`` pools are kept
 (least recently used dropped). Time is only the ``now`` argument; randomness only ``rng``.
 """
 

@@ -79,7 +79,7 @@ BuildAttempt = Callable[[Channel, int | None, int], Attempt]
 
 
 class Router:
-    """Routing state for one gateway; survives reloads for what still applies."""
+    """Routing state for one gateway: schedules, key pools, cooldowns and rate windows."""
 
     def __init__(self, config: Config, catalog: Catalog,
                  engine_of: Callable[[Provider], str]) -> None:

@@ -26,7 +26,7 @@ State. ``round_robin`` and ``weighted_round_robin`` keep state per ``state_key``
 passes (api key, requested model)). The state remembers the candidate list it was built for, as
 identities (provider name, upstream model, alias; plus the weights for the weighted cycle). When
 a request brings a different list (another length, other channels, other weights, or another
-algorithm after a reload) the state is reset:
+algorithm) the state is reset:
 
 - ``round_robin`` carries on where it was: the channel that was due next, or if it is gone the
   first channel after it (in the old list's circular order) that is still present, starts the
