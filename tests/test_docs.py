@@ -45,9 +45,61 @@ def render() -> str:
                "models/<model>:<generateContent|streamGenerateContent?alt=sse|rawPredict|"
                "streamRawPredict>` with `Authorization: Bearer <service-account token>`; the "
                "Claude body has no `model` and starts with "
-               f"`anthropic_version: {vertex.ANTHROPIC_VERSION}`. Regions: docs/routing.md "
-               "§6.\n")
+               f"`anthropic_version: {vertex.ANTHROPIC_VERSION}`. Regions: "
+               "docs/routing.md §6.\n")
+    out += _errors()
     return "".join(out)
+
+
+def _errors() -> list[str]:
+    """The error section, from the tables the translators use (issue 11)."""
+    from uniapi_core.errors import UpstreamError
+    from uniapi_core.vendors import anthropic, base, bedrock, cohere, gemini
+
+    status = base.client_status_for
+    out = ["\n## Errors\n\n",
+           "Every upstream error reaches the client as an OpenAI error: the vendor's message "
+           "verbatim, its own error id in `code` (the HTTP status as a string when it gives "
+           "none), `Retry-After` passed on (docs/contracts.md, Error status mapping; "
+           "`tests/core/vendors/test_error_table.py` checks every row for every vendor). "
+           "OpenAI-compatible and Azure errors keep their `type` and `code`. The status the "
+           "client gets is decided for every vendor by one function, "
+           "`uniapi_core.vendors.base.client_status_for`; the retry policy still sees the "
+           "upstream's own status (a 529 is retried).\n\n",
+           "| upstream status | status to the client |\n| --- | --- |\n",
+           "| 400–499 | the same (409, 418 … too) |\n"]
+    out += [f"| {s} | {status(s)} |\n" for s in sorted(base._CLIENT_STATUS)]
+    out += [f"| 500–599 ({', '.join(str(s) for s in (500, 503, 529))} …) | {status(529)} |\n",
+            f"| anything else | {status(0)} |\n",
+            "| no channel left to try | 503 (429 with `Retry-After` when every key is over "
+            "its rate limit; docs/routing.md §7) |\n",
+            "\nAn error inside a 2xx body or a stream has the status its type comes with "
+            "(the tables below, made by the translators themselves; OpenAI types likewise), "
+            "so it maps the same way before the commit point.\n"]
+
+    def table(title: str, errors: list[tuple[str, UpstreamError]]) -> list[str]:
+        rows = [f"\n| {title} | OpenAI `type` | its status | to the client |\n"
+                "| --- | --- | --- | --- |\n"]
+        return rows + [f"| `{k}` | `{e.type}` | {e.upstream_status} | {e.status} |\n"
+                       for k, e in errors]
+
+    out += table("Anthropic `error.type`", [(k, anthropic._upstream_error(0, (), "", k))
+                                            for k in sorted(anthropic.ERROR_TYPES)])
+    out += table("Bedrock error class", [(k, bedrock._make_error(0, "", k))
+                                         for k in sorted(bedrock.EXCEPTIONS)])
+    out += table("Google `status`", [(k, gemini._google_error(
+        base.implied_status({"status": k}), (), b"", {"error": {"status": k, "message": ""}}))
+        for k in sorted(base.GOOGLE_STATUS_TYPES)])
+    out.append("\nAnthropic, Bedrock and Google errors are typed by HTTP status first, by "
+               "vendor type second. A Gemini prompt blocked before generation "
+               "(`promptFeedback.blockReason`) and an Azure `content_filter` 400 are 400 "
+               "`invalid_request_error` with `code: \"content_filter\"`. Cohere's own statuses: "
+               + ", ".join(f"{k} is taken as {v}"
+                           for k, v in sorted(cohere._STATUS_ALIASES.items()))
+               + " (its status string stays the `code`); `finish_reason` `ERROR` in a stream is a "
+               "500 and `ERROR_LIMIT` a 429. Cloudflare errors are typed by HTTP status and "
+               "keep their numeric `code`; one sent with HTTP 200 or in a stream is a 502.\n")
+    return out
 
 
 def test_vendors_page_is_current():
@@ -132,6 +184,59 @@ def test_no_reference_to_documents_outside_the_repository():
                 found.append(f"  {path.relative_to(ROOT)}:{n}: {line.strip()[:120]}")
     assert not found, "references to documents outside the repository; point at docs/ " \
         "instead:\n" + "\n".join(found)
+
+
+# -- section signs ----------------------------------------------------------------------------
+
+#: a section sign and the section number after it, if any (the sign is spelled as an escape so
+#: that this file holds none)
+SIGN = re.compile("\u00a7" r"\s*(\d+(?:\.\d+)*)?")
+#: what a section sign may point into: a page of docs/ (``docs/routing.md``, ``routing.md``) or
+#: a public standard (``RFC 9110``)
+SOURCE = re.compile(r"(?:docs/)?(?P<page>[\w-]+\.md)\b|(?P<rfc>RFC \d+)")
+#: how far (in characters) a section sign may stand from the page it points into, or from the
+#: previous section sign of a list such as ``docs/routing.md`` + ``\u00a71, \u00a78``
+NEAR = 20
+
+
+def _numbered_headings() -> dict[str, set[str]]:
+    """docs page name -> the numbers its headings start with (``## 6. Provider keys`` -> 6)."""
+    heading = re.compile(r"^#+\s+(\d+(?:\.\d+)*)\.?\s", re.MULTILINE)
+    return {page.name: set(heading.findall(page.read_text(encoding="utf-8")))
+            for page in (ROOT / "docs").glob("*.md")}
+
+
+def section_sign_problems() -> list[str]:
+    """Every section sign in the code, tests, fuzz targets, benchmarks and README.md that does
+    not name a docs page (and, when numbered, a numbered heading of that page)."""
+    pages = _numbered_headings()
+    files = [ROOT / "README.md"] + [p for p in _scanned((".py",)) if p.suffix == ".py"]
+    problems = []
+    for path in files:
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            where = f"  {path.relative_to(ROOT)}:{n}: {line.strip()[:100]}"
+            marks = sorted([(m.start(), m.end(), m) for m in SOURCE.finditer(line)] +
+                           [(m.start(), m.end(), m) for m in SIGN.finditer(line)],
+                           key=lambda t: t[0])
+            source, end = None, 0
+            for start, stop, m in marks:
+                if m.re is SOURCE:
+                    source, end = m["page"] or m["rfc"], stop
+                    continue
+                if source is None or start - end > NEAR:
+                    problems.append(f"{where}\n    (a section sign with no docs page before it)")
+                elif source.endswith(".md") and source not in pages:
+                    problems.append(f"{where}\n    ({source} is not a page of docs/)")
+                elif source.endswith(".md") and m[1] and m[1] not in pages[source]:
+                    problems.append(f"{where}\n    (docs/{source} has no heading numbered {m[1]})")
+                end = stop
+    return problems
+
+
+def test_every_section_sign_names_a_docs_page():
+    problems = section_sign_problems()
+    assert not problems, "section signs must point into a page of docs/ (docs/routing.md " \
+        "and a number it has as a heading, e.g. '## 6.'), or into an RFC:\n" + "\n".join(problems)
 
 
 if __name__ == "__main__":

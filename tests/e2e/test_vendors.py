@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
@@ -273,3 +274,68 @@ def test_remote_image_is_fetched_and_inlined_for_anthropic(backend, up):
     block = up.seen[0].json()["messages"][0]["content"][1]
     assert block["source"]["media_type"] == "image/png"
     assert len(up.seen) == 1  # the refused request never reached the upstream
+
+
+# -- issue 11: an upstream 529 is a 502 for the client (docs/contracts.md, Error status mapping)
+
+OVERLOADED = (DATA / "anthropic/error_529.json").read_bytes()
+
+
+def overloaded_reply() -> Reply:
+    return Reply(status=529, headers=[("content-type", "application/json")],
+                 pieces=[OVERLOADED], chunked=False)
+
+
+def two_anthropic_channels(first: FakeUpstream, second: FakeUpstream) -> str:
+    return f"""
+providers:
+  - {{provider: a1, base_url: "{first.url}/v1/messages", api: k1, model: [m]}}
+  - {{provider: a2, base_url: "{second.url}/v1/messages", api: k2, model: [m]}}
+api_keys:
+  - api: {KEY}
+"""
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_anthropic_529_reaches_the_client_as_502(backend, up, stream):
+    up.replies.append(overloaded_reply())
+    with run_gateway(config(up, "anthropic"), backend=backend) as gw:
+        resp = httpx.post(gw.url + "/v1/chat/completions", timeout=15,
+                          headers={"authorization": f"Bearer {KEY}"},
+                          json={"model": "m", "messages": MESSAGES, "stream": stream})
+    assert resp.status_code == 502
+    assert resp.json()["error"] == {"message": "Overloaded", "type": "server_error",
+                                    "param": None, "code": "overloaded_error"}
+    assert len(up.seen) == 1  # one channel, one key: nothing else to try
+
+
+def test_anthropic_529_tries_the_next_channel_first(backend):
+    first, second = FakeUpstream(), FakeUpstream()
+    first.replies.append(overloaded_reply())
+    second.replies.append(fixture_reply("anthropic/message_tool_use.json", stream=False))
+    try:
+        with run_gateway(two_anthropic_channels(first, second), backend=backend) as gw:
+            resp = gw.openai(KEY).chat.completions.create(model="m", messages=MESSAGES)
+        assert resp.choices[0].message.content == "I'll check the weather and the time."
+        assert len(first.seen) == len(second.seen) == 1
+    finally:
+        first.close()
+        second.close()
+
+
+def test_anthropic_529_on_every_channel_is_a_502_after_trying_them_all(backend):
+    first, second = FakeUpstream(), FakeUpstream()
+    first.replies.append(overloaded_reply())
+    second.replies.append(overloaded_reply())
+    try:
+        with run_gateway(two_anthropic_channels(first, second), backend=backend) as gw:
+            with pytest.raises(openai.InternalServerError) as exc:
+                gw.openai(KEY).chat.completions.create(model="m", messages=MESSAGES)
+        assert exc.value.status_code == 502
+        assert exc.value.body["type"] == "server_error"
+        assert exc.value.body["code"] == "overloaded_error"
+        assert exc.value.body["message"] == "Overloaded"
+        assert len(first.seen) == len(second.seen) == 1
+    finally:
+        first.close()
+        second.close()

@@ -30,6 +30,8 @@ __all__ = [
     "Exchange",
     "error_from_body",
     "client_status_for",
+    "implied_status",
+    "GOOGLE_STATUS_TYPES",
 ]
 
 
@@ -73,8 +75,9 @@ class ImagesNeeded(UniapiError):
     code = "image_fetch_required"
 
     def __init__(self, urls: Sequence[str]) -> None:
-        super().__init__("this provider needs images inline and fetching remote image URLs is "
-                         "not available yet: send the image as a data: URL")
+        super().__init__("this provider needs images inline: the remote image URLs are fetched "
+                         "first (https only, public addresses, size-capped), then the request "
+                         "is built again")
         self.urls = tuple(urls)
 
 
@@ -210,9 +213,63 @@ _TYPE_FOR_STATUS = {
 }
 
 
+#: google.rpc status -> OpenAI error type (docs/contracts.md, Error status mapping): Gemini's
+#: and Vertex's errors, and Google-shaped errors from an OpenAI-compatible host
+GOOGLE_STATUS_TYPES: dict[str, str] = {
+    "INVALID_ARGUMENT": "invalid_request_error", "FAILED_PRECONDITION": "invalid_request_error",
+    "OUT_OF_RANGE": "invalid_request_error", "UNAUTHENTICATED": "authentication_error",
+    "PERMISSION_DENIED": "permission_error", "NOT_FOUND": "not_found_error",
+    "RESOURCE_EXHAUSTED": "rate_limit_error", "DEADLINE_EXCEEDED": "timeout_error",
+    "INTERNAL": "server_error", "UNAVAILABLE": "server_error", "UNKNOWN": "server_error",
+}
+
+#: an error's type (OpenAI's, or a google.rpc status) -> the HTTP status it comes with, for an
+#: error that arrives without one (in a 2xx body, ERR-4, or inside a stream)
+_STATUS_FOR_TYPE: dict[str, int] = {
+    "invalid_request_error": 400, "authentication_error": 401, "permission_error": 403,
+    "not_found_error": 404, "timeout_error": 408, "rate_limit_error": 429,
+    "insufficient_quota": 429, "server_error": 500, "api_error": 500, "overloaded_error": 529,
+    "INVALID_ARGUMENT": 400, "FAILED_PRECONDITION": 400, "OUT_OF_RANGE": 400,
+    "UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403, "NOT_FOUND": 404,
+    "RESOURCE_EXHAUSTED": 429, "INTERNAL": 500, "UNKNOWN": 500, "UNAVAILABLE": 503,
+    "DEADLINE_EXCEEDED": 504,
+}
+
+#: 4xx statuses the client sees as another status (docs/contracts.md): an upstream's 408
+#: is a timeout (504, like the gateway's own read timeout); 424 is Bedrock's
+#: ``ModelErrorException``/``ModelStreamErrorException``, a failure of the model (502)
+_CLIENT_STATUS = {408: 504, 424: 502}
+
+
 def client_status_for(upstream_status: int) -> int:
-    """The status the client sees for a vendor error (docs/contracts.md, status mapping)."""
-    return upstream_status if 400 <= upstream_status <= 599 else 502
+    """The status the client sees for an upstream error, the one rule for every vendor.
+
+    A 4xx is kept (the request or the key is at fault, and which matters to the client; an
+    unknown one such as 409 or 418 too), except 408 → 504 and 424 → 502. Every 5xx, 529
+    included, is 502: the upstream failed, not the gateway, and clients and proxies in front
+    of it do not know 529. Anything outside 400–599 is 502. ``UpstreamError.upstream_status``
+    keeps the upstream's own status for the retry policy.
+    """
+    if 400 <= upstream_status <= 499:
+        return _CLIENT_STATUS.get(upstream_status, upstream_status)
+    return 502
+
+
+def implied_status(err: Any) -> int:
+    """The HTTP status of an error object that came without one (in a 2xx body or a stream),
+    so it maps like the same error sent with its status: a numeric ``code``/``status`` in
+    400–599, else the status its ``type`` (or google.rpc ``status``) comes with, else 502."""
+    if not isinstance(err, dict):
+        return 502
+    for key in ("code", "status"):
+        v = err.get(key)
+        if isinstance(v, int) and not isinstance(v, bool) and 400 <= v <= 599:
+            return v
+    for key in ("type", "status"):
+        v = err.get(key)
+        if isinstance(v, str) and v in _STATUS_FOR_TYPE:
+            return _STATUS_FOR_TYPE[v]
+    return 502
 
 
 def error_from_body(status: int, headers: tuple[tuple[str, str], ...], body: bytes,
@@ -221,7 +278,9 @@ def error_from_body(status: int, headers: tuple[tuple[str, str], ...], body: byt
 
     Understands ``{"error": {"message", "type", "code"}}``, ``{"error": "text"}``,
     ``{"message": …}``, ``{"detail": …}`` and plain text; the vendor's message is kept
-    verbatim, the vendor's code is kept, the HTTP status fills in what is missing.
+    verbatim, the vendor's code is kept, the HTTP status fills in what is missing. A
+    ``status`` below 400 (an error in a 2xx body or in a stream) is replaced by the status the
+    error implies (``implied_status``), so the client status follows the same table.
     """
     message: str | None = None
     etype: str | None = None
@@ -243,11 +302,17 @@ def error_from_body(status: int, headers: tuple[tuple[str, str], ...], body: byt
             etype = t if isinstance(t, str) else None
             c = err.get("code")
             code = c if isinstance(c, (str, int)) and not isinstance(c, bool) else None
+            if not err.get("type") and etype in GOOGLE_STATUS_TYPES:  # Google-shaped
+                etype, code = GOOGLE_STATUS_TYPES[etype], etype
+            if status < 400:
+                status = implied_status(err)
         elif isinstance(err, str):
             message = err
         if message is None and isinstance(obj.get("detail"), (str, list, dict)):
             d = obj["detail"]
             message = d if isinstance(d, str) else str(d)
+    if status < 400:
+        status = 502  # an error with no status and nothing that implies one
     if message is None:
         text = body[:1024].decode("utf-8", "replace").strip()
         message = text or f"upstream answered HTTP {status}"

@@ -5,8 +5,9 @@ Theory of operation
 Bedrock carries the Anthropic Messages protocol inside AWS framing (docs/vendor-rules.md), so
 this module only adds the AWS layer around ``anthropic.py``:
 
-* *Request* (BR-1..BR-3, §6.2). ``build_exchange`` lets ``anthropic.build_exchange`` build the
-  Messages body (all of §3: message conversion, tools, thinking, images), then removes
+* *Request* (BR-1..BR-3). ``build_exchange`` lets ``anthropic.build_exchange`` build the
+  Messages body (every rule of docs/vendor-rules.md, "Anthropic Messages": message
+  conversion, tools, thinking, images), then removes
   ``model`` and ``stream``, adds ``"anthropic_version": "bedrock-2023-05-31"`` and moves any
   ``anthropic-beta`` header from the provider's ``preferences.headers`` into the body list
   ``anthropic_beta`` (BR-2). The URL is ``<base_url>/model/<model id>/invoke`` or
@@ -15,7 +16,8 @@ this module only adds the AWS layer around ``anthropic.py``:
   else the region label of a ``bedrock-runtime[-fips].<region>.amazonaws.com`` host (VPC
   endpoint names included); without one the request is a gateway configuration error
   (``GatewayError`` 500), as are missing credentials.
-* *Signing* (§6.2). Headers are ``content-type``, ``accept``
+* *Signing* (BR-3; docs/vendor-rules.md, "SigV4 canonical request"). Headers are
+  ``content-type``, ``accept``
   (``application/vnd.amazon.eventstream`` for the stream, whose inference body type goes in
   ``x-amzn-bedrock-accept``), then the
   provider's ``preferences.headers`` — merged **before** signing, so every header the core
@@ -26,10 +28,10 @@ this module only adds the AWS layer around ``anthropic.py``:
   signs the exact body bytes at ``ctx.created`` (the injected wall clock; AWS refuses a skew
   of more than 5 minutes).
 * *Whole bodies*: a 2xx body is an Anthropic message and goes to ``AnthropicExchange``
-  (usage falls back to the ``x-amzn-bedrock-*-token-count`` headers). Errors (§6.4) are
-  ``{"message": …}`` with the class in ``x-amzn-errortype`` (or the body's ``__type``); the
+  (usage falls back to the ``x-amzn-bedrock-*-token-count`` headers). Errors
+  (docs/vendor-rules.md, "Errors from Bedrock") are ``{"message": …}`` with the class in ``x-amzn-errortype`` (or the body's ``__type``); the
   status picks the OpenAI type, the class is the ``code``. A 424 model error becomes 502 for
-  the client and a 408 model timeout 504 (§0.2).
+  the client and a 408 model timeout 504 (docs/contracts.md, "Error status mapping").
 * *Streams* (BR-S1..S7): ``eventstream.EventStreamDecoder`` cuts frames; an ``event`` frame
   with ``:event-type: chunk`` carries ``{"bytes": <base64>}`` whose decoded bytes are one
   Anthropic stream event, handed to an ``AnthropicStreamDecoder`` as one SSE event (the JSON is
@@ -37,7 +39,7 @@ this module only adds the AWS layer around ``anthropic.py``:
   cannot change it). Other event types are ignored (BR-S4). ``exception`` frames
   (``throttlingException`` → 429, ``modelStreamErrorException`` → 424 → client 502, …) and
   generic ``error`` frames are ``StreamFailed``. If the Anthropic events carry no usage, the
-  ``amazon-bedrock-invocationMetrics`` of the final chunk are used (BR-S6, §0.3). EOF inside a
+  ``amazon-bedrock-invocationMetrics`` of the final chunk are used (BR-S6; docs/contracts.md, "Usage figures"). EOF inside a
   frame or before ``message_stop`` is a ``truncated`` failure (BR-S7, DEC-5); a bad frame, bad
   base64 or bad JSON is ``DecodeError`` with the usual "items first, error on the next call"
   convention (DEC-1, DEC-2), and after a terminal item every byte is ignored (DEC-4).
@@ -68,7 +70,8 @@ BEDROCK_VERSION = "bedrock-2023-05-31"  # BR-2
 SERVICE = "bedrock"
 STREAM_CONTENT_TYPE = "application/vnd.amazon.eventstream"
 #: Bedrock error class (lower-cased; HTTP ``x-amzn-errortype`` or stream ``:exception-type``)
-#: -> (HTTP status Bedrock pairs it with, OpenAI ``type``) (§6.3, §6.4, §0.2)
+#: -> (HTTP status Bedrock pairs it with, OpenAI ``type``) (BR-S4; docs/vendor-rules.md,
+#: "Errors from Bedrock"; docs/contracts.md, "Error status mapping")
 EXCEPTIONS: dict[str, tuple[int, str]] = {
     "validationexception": (400, "invalid_request_error"),
     "accessdeniedexception": (403, "permission_error"),
@@ -88,8 +91,6 @@ _STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error",
                  403: "permission_error", 404: "not_found_error", 408: "timeout_error",
                  413: "invalid_request_error", 422: "invalid_request_error",
                  429: "rate_limit_error"}
-#: statuses the client should not see as such (§0.2): model error -> bad gateway, timeout -> 504
-_CLIENT_STATUS = {424: 502, 408: 504}
 _HOST_REGION = re.compile(r"(?:^|\.)bedrock-runtime(?:-fips)?\.([a-z0-9-]+)\.(?:vpce\.)?"
                           r"amazonaws\.com(?:\.cn)?\.?$")
 _SIGNER_OWNED = frozenset({"authorization", "x-amz-date", "x-amz-security-token",
@@ -133,7 +134,7 @@ def _config_error(ctx: ChatContext, what: str) -> GatewayError:
 
 
 def build_exchange(req: dict[str, Any], ctx: ChatContext) -> "BedrockExchange":
-    """The signed Bedrock request for one attempt (§6.1, §6.2).
+    """The signed Bedrock request for one attempt (docs/vendor-rules.md, BR-1..BR-3).
 
     ``ClientError`` / ``ImagesNeeded`` come from the Anthropic body builder; ``GatewayError``
     (500) when the provider has no region, no credentials or an unusable ``base_url``.
@@ -191,7 +192,8 @@ def _error_class(headers: tuple[tuple[str, str], ...], obj: Any) -> str | None:
 
 def _make_error(status: int, message: str, cls: str | None,
                 headers: tuple[tuple[str, str], ...] = ()) -> UpstreamError:
-    """A Bedrock error → ``UpstreamError``: type by status first, class second (§0.2, §6.4).
+    """A Bedrock error → ``UpstreamError``: type by status first, class second
+    (docs/contracts.md, "Error status mapping"; docs/vendor-rules.md, "Errors from Bedrock").
     ``status`` 0 (a stream exception) takes the class's documented status."""
     known = EXCEPTIONS.get(cls.lower()) if cls else None
     if status < 400:
@@ -200,7 +202,7 @@ def _make_error(status: int, message: str, cls: str | None,
         or (known[1] if known else "upstream_error")
     retry = tuple((k, v) for k, v in headers if k.lower() == "retry-after")[:1]
     return UpstreamError(message, kind="status", upstream_status=status,
-                         status=_CLIENT_STATUS.get(status, client_status_for(status)),
+                         status=client_status_for(status),
                          type=otype, code=cls or str(status), headers=retry)
 
 

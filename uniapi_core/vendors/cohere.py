@@ -1,15 +1,18 @@
-"""Cohere v2 chat (``engine: cohere``): OpenAI chat request in, OpenAI answer out (§7).
+"""Cohere v2 chat (``engine: cohere``): OpenAI chat request in, OpenAI answer out.
+
+The protocol rules are in docs/vendor-rules.md, "Cohere".
 
 Theory of operation
 -------------------
-``build_exchange`` is a pure function of the OpenAI request and the ``ChatContext``:
+``build_exchange`` is a pure function of the OpenAI request and the ``ChatContext``
+(docs/vendor-rules.md, CO-1 and "Cohere request body"):
 
 * URL (CO-1, decided here): ``<base>/v2/chat``, default base ``https://api.cohere.com``. A
   ``base_url`` whose path ends in ``/v2/chat`` is used verbatim; one ending in ``/v1/chat``
   (the original's v1 endpoint, common in old configs) is rewritten to ``/v2/chat`` on the same
   origin and path prefix; one ending in ``/v1`` or ``/v2`` gets ``/chat`` after ``/v2``; any
   other path gets ``/v2/chat`` appended. The query is kept. ``Authorization: Bearer <key>``.
-* Messages (§7.1): ``system``/``developer`` → ``system`` (text flattened), ``user`` → ``user``
+* Messages: ``system``/``developer`` → ``system`` (text flattened), ``user`` → ``user``
   (a string, or ``text``/``image_url`` parts; ``detail`` dropped), ``assistant`` with tool calls
   → ``{"role":"assistant","tool_plan":<text>,"tool_calls":[…]}`` (every call kept, arguments
   as the client's JSON text, ``""`` → ``"{}"``), ``assistant`` text → ``content``, ``tool`` →
@@ -23,17 +26,20 @@ Theory of operation
   refused, ``response_format`` json_object/json_schema → ``{"type":"json_object"[,
   "json_schema"]}``.
 
-``CohereExchange.parse_body`` (§7.2) concatenates ``text`` items (``thinking`` items become
-``reasoning_content``), shows ``tool_plan`` as content when there are calls and no text, keeps
-tool calls as given and maps the finish reason (``FINISH_REASONS``, §0.4; ``ERROR``/
-``ERROR_LIMIT`` are errors) and usage (§0.3: ``tokens`` first, ``billed_units`` as fallback).
-``parse_error`` (§7.4) keeps Cohere's ``message`` verbatim; Cohere's non-standard 498 (invalid
-token) and 499 (client closed) are normalised to 401 and 502 so the retry policy treats them as
-a bad key and a transient failure, with the original status kept as ``code``.
+``CohereExchange.parse_body`` (docs/vendor-rules.md, "Cohere answers and streams")
+concatenates ``text`` items (``thinking`` items become ``reasoning_content``), shows
+``tool_plan`` as content when there are calls and no text, keeps tool calls as given and maps
+the finish reason (``FINISH_REASONS``, docs/contracts.md, "Finish reasons"; ``ERROR``/
+``ERROR_LIMIT`` are errors) and usage (docs/contracts.md, "Usage figures": ``tokens`` first,
+``billed_units`` as fallback). ``parse_error`` (docs/vendor-rules.md, "Errors from Cohere")
+keeps Cohere's ``message`` verbatim; Cohere's non-standard 498 (invalid token) and 499 (client
+closed) are normalised to 401 and 502 so the retry policy treats them as a bad key and a
+transient failure, with the original status kept as ``code``.
 
-``CohereStreamDecoder`` (§7.3) is an ``SSEVendorDecoder``: the items completed before a
-framing/JSON error are returned and the error is raised by the next call, so items and errors
-never depend on how the bytes were cut (DEC-1, DEC-2). Events are decoded
+``CohereStreamDecoder`` (docs/vendor-rules.md, "Cohere answers and streams") is an
+``SSEVendorDecoder``: the items completed before a framing/JSON error are returned and the
+error is raised by the next call, so items and errors never depend on how the bytes were cut
+(DEC-1, DEC-2). Events are decoded
 by their JSON ``type`` (SSE-11); output goes only through ``ChunkWriter`` (S-1..S-8).
 Tool calls are keyed by Cohere's tool-call ``index`` (separate from content indexes) and get
 OpenAI indexes 0, 1, … in first-appearance order (TC-1, S-3); argument fragments are relayed
@@ -65,7 +71,8 @@ __all__ = ["DEFAULT_BASE", "MAPPED", "DROPPED", "FINISH_REASONS", "MAX_STOP_SEQU
 DEFAULT_BASE = "https://api.cohere.com"
 MAX_STOP_SEQUENCES = 5
 
-#: OpenAI field -> Cohere v2 field for plain numbers/values (§7.1)
+#: OpenAI field -> Cohere v2 field for plain numbers/values (docs/vendor-rules.md,
+#: "Cohere request body")
 _SAMPLING: dict[str, tuple[str, tuple[type, ...]]] = {
     "temperature": ("temperature", (int, float)), "top_p": ("p", (int, float)),
     "top_k": ("k", (int,)), "seed": ("seed", (int,)),
@@ -85,13 +92,15 @@ DROPPED: dict[str, str] = {
     "store": "OpenAI only", "metadata": "OpenAI only", "service_tier": "OpenAI only",
     "reasoning_effort": "Cohere's thinking config is not mapped",
 }
-#: Cohere finish_reason (upper-cased) -> OpenAI; ERROR/ERROR_LIMIT are errors (§0.4)
+#: Cohere finish_reason (upper-cased) -> OpenAI; ERROR/ERROR_LIMIT are errors
+#: (docs/contracts.md, "Finish reasons")
 FINISH_REASONS: dict[str, str] = {"COMPLETE": "stop", "STOP_SEQUENCE": "stop",
                                   "MAX_TOKENS": "length", "TOOL_CALL": "tool_calls",
                                   "CONTENT_BLOCKED": "content_filter"}
 _ERROR_FINISH = frozenset({"ERROR", "ERROR_LIMIT"})
 _TOOL_CHOICE: dict[str, str | None] = {"auto": None, "required": "REQUIRED", "none": "NONE"}
-#: Cohere's non-standard statuses -> the standard status the relay policy understands (§7.4)
+#: Cohere's non-standard statuses -> the standard status the relay policy understands
+#: (docs/vendor-rules.md, "Errors from Cohere")
 _STATUS_ALIASES: dict[int, int] = {498: 401, 499: 502}
 _STATUS_TYPES: dict[int, str] = {400: "invalid_request_error", 401: "authentication_error",
                                  403: "permission_error", 404: "not_found_error",
@@ -238,7 +247,8 @@ def _arguments(raw: Any, where: str) -> str:
 
 
 def _messages(messages: list[Any]) -> list[dict[str, Any]]:
-    """OpenAI messages -> Cohere v2 messages (§7.1, REQ-2, TC-5)."""
+    """OpenAI messages -> Cohere v2 messages (docs/vendor-rules.md, "Cohere request body";
+    REQ-2, TC-5)."""
     ids = _Ids(messages)
     calls: set[str] = set()
     out: list[dict[str, Any]] = []
@@ -331,7 +341,7 @@ def _tool_choice(req: dict[str, Any], tools: list[dict[str, Any]]
         kept = [t for t in tools if t["function"]["name"] == name]
         if not kept:
             raise _bad(f"tool_choice names {name!r}, which is not in 'tools'", "invalid_value")
-        return "REQUIRED", kept  # documented approximation (§7.1)
+        return "REQUIRED", kept  # approximation (docs/vendor-rules.md, "Cohere request body")
     raise _bad("'tool_choice' must be 'auto', 'none', 'required' or a named function",
                "invalid_value")
 
@@ -355,8 +365,8 @@ def _response_format(value: Any) -> dict[str, Any] | None:
 
 
 def build_exchange(req: dict[str, Any], ctx: ChatContext) -> CohereExchange:
-    """The Cohere v2 chat request for one attempt (§7.1). Raises ``ClientError`` (400) for
-    requests Cohere cannot take."""
+    """The Cohere v2 chat request for one attempt (docs/vendor-rules.md, CO-1 and "Cohere
+    request body"). Raises ``ClientError`` (400) for requests Cohere cannot take."""
     if not isinstance(req, dict):
         raise _bad("the request must be a JSON object")
     messages = req.get("messages")
@@ -417,7 +427,8 @@ def build_exchange(req: dict[str, Any], ctx: ChatContext) -> CohereExchange:
 
 
 def _usage(raw: Any) -> dict[str, Any]:
-    """Cohere usage -> OpenAI usage (§0.3): ``tokens`` first, ``billed_units`` as fallback."""
+    """Cohere usage -> OpenAI usage (docs/contracts.md, "Usage figures"): ``tokens`` first,
+    ``billed_units`` as fallback."""
     tokens, billed = _dict(_dict(raw).get("tokens")), _dict(_dict(raw).get("billed_units"))
 
     def pick(key: str) -> int:
@@ -429,7 +440,8 @@ def _usage(raw: Any) -> dict[str, Any]:
 
 
 def _finish(value: Any, tools: bool) -> str:
-    """§0.4, case-insensitive; unknown/missing -> stop, and stop with calls -> tool_calls."""
+    """docs/contracts.md, "Finish reasons", case-insensitive; unknown/missing -> stop, and
+    stop with calls -> tool_calls."""
     reason = FINISH_REASONS.get(value.upper(), "stop") if isinstance(value, str) else "stop"
     return "tool_calls" if reason == "stop" and tools else reason
 
@@ -448,7 +460,8 @@ def _call_id(ctx: ChatContext, vendor_id: Any, n: int) -> str:
 
 
 def _error(status: int, headers: tuple[tuple[str, str], ...], message: str) -> UpstreamError:
-    """A Cohere error (§7.4, §0.2): status normalised, message verbatim, code = status."""
+    """A Cohere error (docs/vendor-rules.md, "Errors from Cohere"; docs/contracts.md, "Error
+    status mapping"): status normalised, message verbatim, code = status."""
     code = str(status)
     status = _STATUS_ALIASES.get(status, status)
     etype = _STATUS_TYPES.get(status) or ("server_error" if status >= 500 else "upstream_error")
@@ -458,10 +471,12 @@ def _error(status: int, headers: tuple[tuple[str, str], ...], message: str) -> U
 
 
 def _finish_error(reason: str) -> UpstreamError:
-    """``finish_reason`` ERROR/ERROR_LIMIT (§0.4, §7.4)."""
+    """``finish_reason`` ERROR/ERROR_LIMIT (docs/contracts.md, "Finish reasons";
+    docs/vendor-rules.md, "Errors from Cohere")."""
     limit = reason.upper() == "ERROR_LIMIT"
     return UpstreamError(f"cohere ended the answer with finish_reason {reason}", kind="status",
-                         upstream_status=429 if limit else 500, status=429 if limit else 502,
+                         upstream_status=429 if limit else 500,
+                         status=client_status_for(429 if limit else 500),
                          type="rate_limit_error" if limit else "server_error",
                          code=reason.upper())
 
@@ -474,7 +489,8 @@ class CohereExchange:
         self.ctx = ctx
 
     def parse_body(self, status: int, headers: tuple[tuple[str, str], ...], body: bytes) -> bytes:
-        """A v2 chat response -> ``chat.completion`` bytes (§7.2); error bodies raise (ERR-4)."""
+        """A v2 chat response -> ``chat.completion`` bytes (docs/vendor-rules.md, "Cohere
+        answers and streams"); error bodies raise (ERR-4)."""
         try:
             obj = loads_strict(body)
         except ValueError:
@@ -521,7 +537,8 @@ class CohereExchange:
 
     def parse_error(self, status: int, headers: tuple[tuple[str, str], ...],
                     body: bytes) -> UpstreamError:
-        """Cohere ``{"id", "message"}`` -> ``UpstreamError`` (§7.4); other shapes via the base."""
+        """Cohere ``{"id", "message"}`` -> ``UpstreamError`` (docs/vendor-rules.md, "Errors
+        from Cohere"); other shapes via the base."""
         try:
             obj = loads_strict(body[:65536]) if body else None
         except ValueError:
@@ -547,7 +564,8 @@ class _Call:
 
 
 class CohereStreamDecoder(SSEVendorDecoder):
-    """Cohere v2 SSE bytes -> OpenAI chunks, split-invariant (§7.3; see the module docstring).
+    """Cohere v2 SSE bytes -> OpenAI chunks, split-invariant (docs/vendor-rules.md, "Cohere
+    answers and streams"; see the module docstring).
 
     ``usage`` is the OpenAI usage from ``message-end`` (``None`` until then).
     """
@@ -566,7 +584,7 @@ class CohereStreamDecoder(SSEVendorDecoder):
 
     def _event(self, ev: SSEEvent) -> list[StreamItem]:
         if not ev.data.strip() or ev.data == "[DONE]":
-            return []  # [DONE] is tolerated, never required (§7.3)
+            return []  # [DONE] is tolerated, never required (docs/vendor-rules.md, Cohere)
         try:
             obj = loads_strict(ev.data)
         except ValueError:
@@ -671,5 +689,6 @@ _HANDLERS = {
     "tool-call-delta": CohereStreamDecoder._tool_delta,
     "tool-call-end": CohereStreamDecoder._tool_end,
     "message-end": CohereStreamDecoder._message_end,
-    # content-end, citation-start/end, debug and unknown types: nothing to do (§7.3)
+    # content-end, citation-start/end, debug and unknown types: nothing to do
+    # (docs/vendor-rules.md, "Cohere answers and streams")
 }

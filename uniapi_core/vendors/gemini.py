@@ -1,4 +1,6 @@
-"""Gemini (Google AI Studio ``generateContent`` / ``streamGenerateContent?alt=sse``), §4.
+"""Gemini (Google AI Studio ``generateContent`` / ``streamGenerateContent?alt=sse``).
+
+The protocol rules are in docs/vendor-rules.md, "Gemini" (tags GEM-…).
 
 Theory of operation
 -------------------
@@ -10,14 +12,15 @@ provider's ``base_url`` cut after its API version (GEM-1, GEM-2, GEM-4); the key
 ``ctx.images`` or raise ``ImagesNeeded`` naming every missing one: REQ-4); an ``assistant``
 message becomes one ``model`` content, its text then one ``functionCall`` per tool call; a run of
 ``tool`` messages becomes ONE user content of ``functionResponse`` parts whose names come from
-the assistant's calls (4.2.1, 4.2.2, REQ-2, TC-6). Consecutive plain contents of one role are
+the assistant's calls (GEM-R2, GEM-R4, REQ-2, TC-6). Consecutive plain contents of one role are
 merged (GEM-R2); a function-response turn stays on its own so Gemini's call/response part
-counts match. Empty text is dropped (GEM-R3). Tool schemas go through ``_Schema`` (§4.2.3:
-allow-list of Schema keywords, ``$ref`` inlining under a node budget, nullable types,
-``const``, ``default`` into the description). Fields are mapped through ``MAPPED``; ``DROPPED``
-and every unknown field are never copied (REQ-3, GEM-R1). Thinking follows the per-model
-``_THINKING`` table (§4.2.4); ``-search`` aliases add Google Search (§4.2.5); safetySettings per
-§4.2.6.
+counts match. Empty text is dropped (GEM-R3). Tool schemas go through ``_Schema``
+(docs/vendor-rules.md, "Tool schemas cleaned for Gemini": allow-list of Schema keywords, ``$ref``
+inlining under a node budget, nullable types, ``const``, ``default`` into the description).
+Fields are mapped through ``MAPPED``; ``DROPPED`` and every unknown field are never copied
+(REQ-3, GEM-R1). Thinking follows the per-model ``_THINKING`` table (docs/vendor-rules.md,
+"Gemini thinking configuration"); ``-search`` aliases add Google Search and safetySettings are
+fixed (docs/vendor-rules.md, "Gemini -search aliases and safety settings").
 
 Thought signatures (GEM-R4) make a round trip without server state: a ``functionCall`` part's
 ``thoughtSignature`` goes to the client as the tool call's
@@ -40,8 +43,9 @@ the finish, even inside a line, is a complete answer, EOF before it a truncation
 A one-part text chunk in Gemini's own layout is recognised by one regex and mapped without
 being parsed (its ``usageMetadata`` is parsed only when its text changes); the items are the
 ones the general way gives (tests/core/vendors/test_fastpaths.py).
-Errors follow §0.2/§4.5, with ``RetryInfo.retryDelay`` as ``retry-after`` (ERR-2); a blocked
-prompt is a 400 ``content_filter`` (GEM-N3, ERR-4).
+Errors follow docs/contracts.md, "Error status mapping", and GEM-S7, with
+``RetryInfo.retryDelay`` as ``retry-after`` (ERR-2); a blocked prompt is a 400
+``content_filter`` (GEM-N3, ERR-4).
 """
 
 from __future__ import annotations
@@ -60,7 +64,8 @@ from ..errors import ClientError, DecodeError, UpstreamError
 from ..jsonutil import MAX_DEPTH, dumps, loads_strict
 from ..streams import SSEDecoder
 from .base import (ChatContext, ImagesNeeded, StreamChunk, StreamDone, StreamFailed, StreamItem,
-                   UpstreamRequest, client_status_for, error_from_body)
+                   UpstreamRequest, client_status_for, error_from_body, implied_status,
+                   GOOGLE_STATUS_TYPES)
 from .chunks import ChunkWriter, completion, usage_object
 from .openai import merge_headers
 
@@ -69,7 +74,8 @@ __all__ = ["DEFAULT_BASE", "SIGNATURE_PLACEHOLDER", "MAX_INLINE_BYTES", "MAPPED"
 
 DEFAULT_BASE = "https://generativelanguage.googleapis.com/v1beta"
 SIGNATURE_PLACEHOLDER = "skip_thought_signature_validator"
-MAX_INLINE_BYTES = 20 * 1024 * 1024  # AI Studio's inline-data request limit (§4.2)
+#: AI Studio's inline-data request limit (docs/vendor-rules.md, "Gemini images are sent inline")
+MAX_INLINE_BYTES = 20 * 1024 * 1024
 _SCHEMA_BUDGET = 10_000  # schema nodes after $ref inlining
 
 _NAME_OK = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,63}\Z")  # TC-6, Gemini's rule
@@ -81,7 +87,7 @@ _DELAY = re.compile(r"\d{1,9}(?:\.\d{1,9})?s\Z")
 _SIGNATURE_REQUIRED = re.compile(r"gemini-3")  # models that 400 on unsigned replayed calls
 _THINK_ALIAS = re.compile(r"-think-(\d{1,7})(?=-|$)")
 
-#: OpenAI field -> (generationConfig field, accepted types) (§4.2)
+#: OpenAI field -> (generationConfig field, accepted types) (docs/vendor-rules.md, GEM-R1)
 _GENERATION: dict[str, tuple[str, tuple[type, ...]]] = {
     "temperature": ("temperature", (int, float)), "top_p": ("topP", (int, float)),
     "top_k": ("topK", (int,)), "presence_penalty": ("presencePenalty", (int, float)),
@@ -99,21 +105,17 @@ DROPPED: dict[str, str] = {
     "top_logprobs": "logprobs are not relayed", "store": "OpenAI only",
     "metadata": "OpenAI only", "service_tier": "OpenAI only",
 }
-#: Gemini finishReason -> OpenAI (§0.4); STOP with calls becomes tool_calls
+#: Gemini finishReason -> OpenAI; STOP with calls becomes tool_calls (docs/contracts.md,
+#: "Finish reasons"; docs/vendor-rules.md, GEM-N2)
 _FINISH: dict[str, str] = {
     "MAX_TOKENS": "length", "SAFETY": "content_filter", "RECITATION": "content_filter",
     "BLOCKLIST": "content_filter", "PROHIBITED_CONTENT": "content_filter",
     "SPII": "content_filter", "IMAGE_SAFETY": "content_filter",
     "IMAGE_PROHIBITED_CONTENT": "content_filter", "IMAGE_RECITATION": "content_filter",
 }
-#: google.rpc status -> OpenAI error type (§0.2, §4.5)
-_ERROR_TYPES: dict[str, str] = {
-    "INVALID_ARGUMENT": "invalid_request_error", "FAILED_PRECONDITION": "invalid_request_error",
-    "OUT_OF_RANGE": "invalid_request_error", "UNAUTHENTICATED": "authentication_error",
-    "PERMISSION_DENIED": "permission_error", "NOT_FOUND": "not_found_error",
-    "RESOURCE_EXHAUSTED": "rate_limit_error", "DEADLINE_EXCEEDED": "timeout_error",
-    "INTERNAL": "server_error", "UNAVAILABLE": "server_error", "UNKNOWN": "server_error",
-}
+#: google.rpc status -> OpenAI error type (docs/contracts.md, "Error status mapping";
+#: docs/vendor-rules.md, GEM-S7)
+_ERROR_TYPES: dict[str, str] = GOOGLE_STATUS_TYPES
 _STATUS_TYPES: dict[int, str] = {400: "invalid_request_error", 401: "authentication_error",
                                  403: "permission_error", 404: "not_found_error",
                                  408: "timeout_error", 413: "invalid_request_error",
@@ -135,7 +137,8 @@ _THINKING: tuple[tuple[re.Pattern[str], tuple[Any, ...]], ...] = (
 )
 _EFFORT_BUDGET: dict[str, int] = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192,
                                   "high": 24576}
-#: Schema keywords Gemini accepts, with the value types kept (§4.2.3 allow-list)
+#: Schema keywords Gemini accepts, with the value types kept (the allow-list of
+#: docs/vendor-rules.md, "Tool schemas cleaned for Gemini")
 _SCHEMA_SCALARS: dict[str, tuple[type, ...]] = {
     "description": (str,), "nullable": (bool,), "pattern": (str,),
     "minItems": (int,), "maxItems": (int,), "minLength": (int,), "maxLength": (int,),
@@ -198,7 +201,7 @@ def build_exchange(req: dict[str, Any], ctx: ChatContext, *,
         body["systemInstruction"] = {"parts": system}
     declarations = _declarations(req)
     tools: list[dict[str, Any]] = [{"functionDeclarations": declarations}] if declarations else []
-    if ctx.client_model.endswith("-search"):  # §4.2.5
+    if ctx.client_model.endswith("-search"):  # docs/vendor-rules.md, Gemini -search
         tools.append({"googleSearchRetrieval": {}} if "gemini-1.5" in ctx.upstream_model
                      else {"googleSearch": {}})
     if tools:
@@ -227,7 +230,8 @@ def build_exchange(req: dict[str, Any], ctx: ChatContext, *,
 
 
 class _History:
-    """OpenAI messages -> (systemInstruction parts, contents) (§4.2, 4.2.1, 4.2.2)."""
+    """OpenAI messages -> (systemInstruction parts, contents) (docs/vendor-rules.md,
+    GEM-R1..R4)."""
 
     def __init__(self, ctx: ChatContext, signatures: Mapping[str, str] | None) -> None:
         self.ctx = ctx
@@ -471,7 +475,8 @@ def _declarations(req: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 class _Schema:
-    """JSON Schema -> Gemini's OpenAPI-subset Schema (§4.2.3), bounded by a node budget."""
+    """JSON Schema -> Gemini's OpenAPI-subset Schema, bounded by a node budget
+    (docs/vendor-rules.md, "Tool schemas cleaned for Gemini")."""
 
     def __init__(self, root: dict[str, Any]) -> None:
         self.defs: dict[str, Any] = {}
@@ -621,7 +626,8 @@ def _generation_config(req: dict[str, Any], ctx: ChatContext) -> dict[str, Any]:
 
 
 def _thinking(effort: Any, ctx: ChatContext) -> dict[str, Any] | None:
-    """thinkingConfig from ``reasoning_effort`` or a ``-think-N`` alias (§4.2.4)."""
+    """thinkingConfig from ``reasoning_effort`` or a ``-think-N`` alias
+    (docs/vendor-rules.md, "Gemini thinking configuration")."""
     if effort is not None and not (isinstance(effort, str) and effort in _EFFORT_BUDGET):
         raise _bad("'reasoning_effort' must be none, minimal, low, medium or high")
     spec = next((s for pattern, s in _THINKING if pattern.search(ctx.upstream_model.lower())),
@@ -652,7 +658,7 @@ def _thinking(effort: Any, ctx: ChatContext) -> dict[str, Any] | None:
 
 
 def _usage(meta: Any) -> dict[str, Any]:
-    """usageMetadata -> OpenAI usage (§0.3, U-2)."""
+    """usageMetadata -> OpenAI usage (docs/contracts.md, "Usage figures", U-2)."""
     meta = meta if isinstance(meta, dict) else {}
 
     def n(key: str) -> int:
@@ -711,7 +717,7 @@ def _blocked(reason: Any) -> UpstreamError:
 
 def _google_error(status: int, headers: tuple[tuple[str, str], ...], body: bytes,
                   obj: Any) -> UpstreamError:
-    """Google's ``{"error": {code, message, status, details}}`` -> UpstreamError (§4.5)."""
+    """Google's ``{"error": {code, message, status, details}}`` -> UpstreamError (GEM-S7)."""
     if isinstance(obj, list) and obj and isinstance(obj[0], dict):
         obj = obj[0]
     err = obj.get("error") if isinstance(obj, dict) else None
@@ -720,8 +726,10 @@ def _google_error(status: int, headers: tuple[tuple[str, str], ...], body: bytes
     message = err.get("message") if isinstance(err.get("message"), str) \
         else f"upstream answered HTTP {status}"
     gstatus = err.get("status") if isinstance(err.get("status"), str) else None
-    etype = _ERROR_TYPES.get(gstatus or "") or _STATUS_TYPES.get(status) or \
-        ("server_error" if status >= 500 else "upstream_error")
+    # the HTTP status first (so a 504 DEADLINE_EXCEEDED is a server_error like any 5xx), the
+    # google.rpc status for the other 4xx
+    etype = _STATUS_TYPES.get(status) or ("server_error" if status >= 500 else None) or \
+        _ERROR_TYPES.get(gstatus or "") or "upstream_error"
     code = gstatus or str(status)
     retry = [(k, v) for k, v in headers if k.lower() == "retry-after"][:1]
     details = err.get("details") if isinstance(err.get("details"), list) else []
@@ -816,7 +824,8 @@ class GeminiExchange:
 
     def parse_error(self, status: int, headers: tuple[tuple[str, str], ...],
                     body: bytes) -> UpstreamError:
-        """A Google error body (maybe list-wrapped) -> UpstreamError (§0.2, §4.5, ERR-2/3)."""
+        """A Google error body (maybe list-wrapped) -> UpstreamError (docs/contracts.md, "Error
+        status mapping"; docs/vendor-rules.md, GEM-S7; ERR-2, ERR-3)."""
         try:
             obj = loads_strict(body[:65536]) if body else None
         except ValueError:
@@ -830,8 +839,7 @@ class GeminiExchange:
 
 def _error_status(obj: dict[str, Any]) -> int:
     """The HTTP status of an error object sent inside a 2xx answer (ERR-4, GEM-S7)."""
-    code = obj["error"].get("code") if isinstance(obj["error"], dict) else None
-    return code if _is(code, (int,)) and 400 <= code <= 599 else 502
+    return implied_status(obj["error"])
 
 
 def _signatures(calls: list[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -860,7 +868,8 @@ _PLAIN_TEXT = re.compile(
 
 
 class GeminiStreamDecoder:
-    """``streamGenerateContent?alt=sse`` bytes -> client chunks (§4.4, DEC-1..DEC-6)."""
+    """``streamGenerateContent?alt=sse`` bytes -> client chunks (GEM-S1, GEM-S2, GEM-S6,
+    GEM-S7, DEC-1..DEC-6)."""
 
     def __init__(self, ctx: ChatContext) -> None:
         self._ctx = ctx

@@ -121,7 +121,7 @@ class OpenAIExchange:
             raise UpstreamError("upstream answered with JSON that is not an object",
                                 kind="decode", upstream_status=status)
         if obj.get("error"):  # ERR-4: an error object with a 2xx status
-            raise error_from_body(status if status >= 400 else 502, headers, body, obj)
+            raise error_from_body(status, headers, body, obj)
         choices = obj.get("choices")
         if not isinstance(choices, list) or not choices:
             raise UpstreamError("upstream answered with no choices", kind="empty",
@@ -248,7 +248,7 @@ class OpenAIStreamDecoder:
                 raise DecodeError("invalid_json", "an upstream event is not a JSON object")
             if obj.get("error"):  # OAI-9
                 self._done = True
-                out.append(StreamFailed(error_from_body(502, (), b"", obj)))
+                out.append(StreamFailed(error_from_body(0, (), b"", obj)))  # status from the error
                 continue
             usage = obj.get("usage")
             if isinstance(usage, dict):
@@ -282,7 +282,7 @@ class PassthroughExchange:
             raise UpstreamError("upstream answered with a body that is not JSON",
                                 kind="decode", upstream_status=status) from None
         if isinstance(obj, dict) and obj.get("error"):
-            raise error_from_body(status if status >= 400 else 502, headers, body, obj)
+            raise error_from_body(status, headers, body, obj)
         return body
 
     def parse_error(self, status: int, headers: tuple[tuple[str, str], ...],
@@ -339,7 +339,7 @@ class UploadExchange:
                 raise UpstreamError("upstream answered with a body that is not JSON",
                                     kind="decode", upstream_status=status) from None
             if isinstance(obj, dict) and obj.get("error"):  # ERR-4
-                raise error_from_body(status if status >= 400 else 502, headers, body, obj)
+                raise error_from_body(status, headers, body, obj)
         return body
 
     def response_content_type(self, headers: tuple[tuple[str, str], ...]) -> str:

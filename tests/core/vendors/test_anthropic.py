@@ -1,8 +1,8 @@
 """The Anthropic Messages translator: request building, whole bodies, streams, errors.
 
 Rule ids: docs/contracts.md (shared), docs/vendor-rules.md (ANT-*). Fixtures in
-``tests/data/anthropic/`` are realistic vendor payloads written from the spec and Anthropic's
-docs. Every emitted stream is parsed back as JSON and checked against the OpenAI chunk grammar
+``tests/data/anthropic/`` are realistic vendor payloads written from Anthropic's documented
+shapes. Every emitted stream is parsed back as JSON and checked against the OpenAI chunk grammar
 (``summarize``), so the grammar rules are asserted on every stream test, not only in one place.
 """
 
@@ -132,7 +132,8 @@ def cut(data: bytes, positions: list[int]) -> list[bytes]:
 
 
 def summarize(items: list, include_usage: bool = False) -> dict[str, Any]:
-    """Parse the chunks back and check the OpenAI stream grammar (§0.1 S-1..S-8)."""
+    """Parse the chunks back and check the OpenAI stream grammar (docs/contracts.md, "The
+    stream grammar", S-1..S-8)."""
     chunks, end = [], None
     for it in items:
         assert end is None, "nothing may follow StreamDone/StreamFailed"
@@ -224,7 +225,7 @@ def message_delta(reason: str | None, **usage: Any) -> dict[str, Any]:
     return {"type": "message_delta", "delta": {"stop_reason": reason}, "usage": usage}
 
 
-# == request building (§3.1–3.5) ==============================================================
+# == request building (docs/vendor-rules.md, ANT-1 to ANT-K4)  --------------------------------
 
 
 def test_plain_text_request_url_headers_and_body_ant_1_ant_2():
@@ -274,7 +275,9 @@ def test_preference_headers_replace_same_named_ones_ant_2():
     assert not any(k == "anthropic-beta" for k, _ in headers[:-2])  # no default beta (D-8)
 
 
-def test_spec_example_3_3_translates_exactly():
+def test_documented_anthropic_example_translates_exactly():
+    """System text, an image, parallel tool calls and their results give exactly this
+    Messages body (docs/vendor-rules.md, ANT-R1..R8, ANT-T1, ANT-T2)."""
     req = {"model": "claude-3-5-sonnet", "max_tokens": 512, "stop": "\n\nHuman:",
            "messages": [
                {"role": "system", "content": "Be terse."},
@@ -502,7 +505,7 @@ def test_tool_history_without_tools_gets_placeholder_definitions_ant_t3():
     assert body["tool_choice"] == {"type": "none"}
 
 
-# -- images (REQ-4, §3.3.1) --
+# -- images (REQ-4; docs/vendor-rules.md, ANT-R2) ---
 
 
 def image_part(url: str, **extra: Any) -> dict[str, Any]:
@@ -571,7 +574,7 @@ def test_bad_images_are_refused(url):
     refused([user([image_part(url)])])
 
 
-# -- sampling, limits, unmapped fields (§3.2, REQ-3) --
+# -- sampling, limits, unmapped fields (docs/vendor-rules.md, ANT-K1..K3; REQ-3) ---
 
 
 def test_max_completion_tokens_wins_over_max_tokens():
@@ -733,7 +736,7 @@ def test_signed_thinking_blocks_are_replayed_first_ant_k4():
     assert body["messages"][1]["content"][0]["type"] == "tool_use"
 
 
-# == whole bodies (§3.6) =======================================================================
+# == whole bodies (docs/vendor-rules.md, ANT-N1, ANT-N2) ---------------------------------------
 
 
 def parse(name_or_body: str | bytes, status: int = 200, **ctx_kw: Any) -> dict[str, Any]:
@@ -851,22 +854,22 @@ def test_unusable_2xx_bodies_are_upstream_errors(body):
     assert e.value.kind in ("decode", "protocol")
 
 
-# == errors (§0.2, §3.8) =======================================================================
+# == errors (docs/contracts.md, "Error status mapping"; docs/vendor-rules.md, Anthropic) -------
 
 
-@pytest.mark.parametrize("name, status, otype, code", [
-    ("error_400.json", 400, "invalid_request_error", "invalid_request_error"),
-    ("error_401.json", 401, "authentication_error", "authentication_error"),
-    ("error_429.json", 429, "rate_limit_error", "rate_limit_error"),
-    ("error_529.json", 529, "server_error", "overloaded_error"),
+@pytest.mark.parametrize("name, status, client, otype, code", [
+    ("error_400.json", 400, 400, "invalid_request_error", "invalid_request_error"),
+    ("error_401.json", 401, 401, "authentication_error", "authentication_error"),
+    ("error_429.json", 429, 429, "rate_limit_error", "rate_limit_error"),
+    ("error_529.json", 529, 502, "server_error", "overloaded_error"),  # issue 11: never a 529
 ])
-def test_error_bodies_map_to_openai_types(name, status, otype, code):
+def test_error_bodies_map_to_openai_types(name, status, client, otype, code):
     ex = AnthropicExchange(None, make_ctx())  # type: ignore[arg-type]
     headers = (("Retry-After", "17"), ("request-id", "req_1"))
     err = ex.parse_error(status, headers, fixture(name))
     assert isinstance(err, UpstreamError)
     assert (err.kind, err.upstream_status, err.status, err.type, err.code) == (
-        "status", status, status, otype, code)
+        "status", status, client, otype, code)
     assert err.message == json.loads(fixture(name))["error"]["message"]
     assert err.headers == (("Retry-After", "17"),)
 
@@ -886,7 +889,7 @@ def test_non_anthropic_error_bodies_fall_back_to_text_err_3():
     assert (err.type, err.code, err.message) == ("server_error", "502", "<html>bad gateway</html>")
 
 
-# == streams (§3.7) ============================================================================
+# == streams (docs/vendor-rules.md, ANT-S3) ----------------------------------------------------
 
 
 def test_text_stream_ant_s():
@@ -1192,8 +1195,7 @@ def test_thinking_switched_off_for_a_tool_turn_keeps_the_default_max_tokens():
 
 
 def test_fixtures_validate_against_the_anthropic_sdk_types():
-    """The hand-written fixtures have the SDK's shapes (skipped without ``anthropic``)."""
-    pytest.importorskip("anthropic")
+    """The hand-written fixtures have the SDK's shapes (``anthropic`` is in the test extra)."""
     from anthropic.types import Message, RawMessageStreamEvent
     from anthropic.types.shared import ErrorResponse
     from pydantic import TypeAdapter

@@ -341,8 +341,8 @@ def test_parse_body_refuses_an_error_with_status_200_and_garbage():
     (408, "ModelTimeoutException", None, 504, "timeout_error"),
     (424, "ModelErrorException", None, 502, "server_error"),
     (429, "ThrottlingException", None, 429, "rate_limit_error"),
-    (500, "InternalServerException", None, 500, "server_error"),
-    (503, "ServiceUnavailableException", None, 503, "server_error"),
+    (500, "InternalServerException", None, 502, "server_error"),
+    (503, "ServiceUnavailableException", None, 502, "server_error"),
 ])
 def test_parse_error_mapping(status, errtype, body_type, client, otype):
     body: dict[str, Any] = {"message": "vendor says no"}
@@ -438,9 +438,9 @@ def test_model_stream_error_mid_answer_is_502():
 @pytest.mark.parametrize("kind,status,client,otype", [
     ("validationException", 400, 400, "invalid_request_error"),
     ("modelTimeoutException", 408, 504, "timeout_error"),
-    ("internalServerException", 500, 500, "server_error"),
-    ("serviceUnavailableException", 503, 503, "server_error"),
-    ("somethingNewException", 500, 500, "server_error"),
+    ("internalServerException", 500, 502, "server_error"),
+    ("serviceUnavailableException", 503, 502, "server_error"),
+    ("somethingNewException", 500, 502, "server_error"),
 ])
 def test_exception_frames(kind, status, client, otype):
     [item] = run(fx.exception(kind, "boom"))
@@ -454,7 +454,8 @@ def test_generic_error_frame():
     frame = fx.frame([(":message-type", "error"), (":error-code", "InternalFailure"),
                       (":error-message", "An internal error occurred")], b"")
     [item] = run(frame)
-    assert item.error.code == "InternalFailure" and item.error.status == 500
+    assert item.error.code == "InternalFailure" and item.error.upstream_status == 500
+    assert item.error.status == 502  # an upstream 5xx is a 502 (docs/contracts.md)
     assert item.error.message == "An internal error occurred"
 
 
