@@ -1,4 +1,6 @@
-"""Anthropic Messages (``engine: claude``): OpenAI chat request in, OpenAI answer out (§3).
+"""Anthropic Messages (``engine: claude``): OpenAI chat request in, OpenAI answer out.
+
+The protocol rules are in docs/vendor-rules.md, "Anthropic Messages" (tags ANT-…).
 
 Theory of operation
 -------------------
@@ -27,8 +29,9 @@ are left out) and builds the Messages body in three steps:
    without a signature is dropped (Anthropic refuses unsigned thinking blocks).
 
 ``AnthropicExchange.parse_body`` walks the content blocks in order (ANT-N1); ``parse_error``
-maps Anthropic's error JSON by HTTP status first and ``error.type`` second (§0.2, §3.8).
-``AnthropicStreamDecoder`` frames with ``SSEDecoder`` and emits through ``ChunkWriter`` (§3.7,
+maps Anthropic's error JSON by HTTP status first and ``error.type`` second (docs/contracts.md,
+"Error status mapping"; docs/vendor-rules.md, "Errors from Anthropic").
+``AnthropicStreamDecoder`` frames with ``SSEDecoder`` and emits through ``ChunkWriter`` (ANT-S3,
 S-1..S-7, TC-1..TC-3, U-3). Framing, the terminal state and the error contract (items before
 an error come out, the error on the next call: DEC-1, DEC-2) are ``SSEVendorDecoder``'s.
 After ``message_stop`` or ``error`` every byte is ignored (DEC-4); EOF without them is a
@@ -60,7 +63,7 @@ __all__ = ["DEFAULT_URL", "API_VERSION", "MAPPED", "DROPPED", "FINISH_REASONS", 
 
 DEFAULT_URL = "https://api.anthropic.com/v1/messages"
 API_VERSION = "2023-06-01"
-DEFAULT_MAX_TOKENS = 4096  # ANT §3.2 fallback; also the answer room added above a budget
+DEFAULT_MAX_TOKENS = 4096  # docs/vendor-rules.md, ANT-K2: default, and answer room above a budget
 DEFAULT_BUDGET = 4096  # ANT-K1
 MIN_BUDGET = 1024  # ANT-K2
 MAX_IMAGE_BYTES = 5 * 1024 * 1024  # Anthropic's documented per-image cap
@@ -80,11 +83,13 @@ DROPPED = {
     "service_tier": "OpenAI-only", "store": "OpenAI-only", "metadata": "OpenAI-only shape",
     "modalities": "text only", "audio": "text only", "prediction": "OpenAI-only",
 }
-#: Anthropic ``stop_reason`` -> OpenAI ``finish_reason`` (§0.4; unknown values -> ``stop``)
+#: Anthropic ``stop_reason`` -> OpenAI ``finish_reason``; unknown values -> ``stop``
+#: (docs/contracts.md, "Finish reasons"; docs/vendor-rules.md, ANT-N2)
 FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop",
                   "max_tokens": "length", "model_context_window_exceeded": "length",
                   "tool_use": "tool_calls", "refusal": "content_filter"}
-#: Anthropic ``error.type`` -> (OpenAI ``type``, the HTTP status Anthropic pairs it with) (§3.8)
+#: Anthropic ``error.type`` -> (OpenAI ``type``, the HTTP status Anthropic pairs it with)
+#: (docs/vendor-rules.md, "Errors from Anthropic")
 ERROR_TYPES = {
     "invalid_request_error": ("invalid_request_error", 400),
     "authentication_error": ("authentication_error", 401),
@@ -98,12 +103,13 @@ ERROR_TYPES = {
     "timeout_error": ("timeout_error", 504),
     "overloaded_error": ("server_error", 529),
 }
-#: HTTP status -> OpenAI ``type``, consulted before ``error.type`` (§0.2); >= 500 is server_error
+#: HTTP status -> OpenAI ``type``, consulted before ``error.type``; >= 500 is server_error
+#: (docs/contracts.md, "Error status mapping")
 _STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error",
                  403: "permission_error", 404: "not_found_error", 408: "timeout_error",
                  409: "invalid_request_error", 413: "invalid_request_error",
                  422: "invalid_request_error", 429: "rate_limit_error"}
-#: ``reasoning_effort`` -> thinking budget (§3.2); ``none`` switches thinking off
+#: ``reasoning_effort`` -> thinking budget (docs/vendor-rules.md, ANT-K1); ``none``: off
 EFFORT_BUDGETS = {"minimal": 1024, "low": 1024, "medium": 4096, "high": 16384}
 _TOOL_CHOICES = {"auto": {"type": "auto"}, "required": {"type": "any"},
                  "none": {"type": "none"}}
@@ -159,7 +165,7 @@ def messages_url(base_url: str | None) -> str:
     return base_url
 
 
-# -- images (REQ-4, §3.3.1) --------------------------------------------------------------------
+# -- images (REQ-4; docs/vendor-rules.md, ANT-R2) ----------------------------------------------
 
 def _sniff(raw: bytes) -> str | None:
     if raw.startswith(b"\x89PNG"):
@@ -207,7 +213,8 @@ def _data_url(url: str, where: str) -> tuple[bytes, str]:
 # -- request building ------------------------------------------------------------------------
 
 class _Builder:
-    """One request's conversion state: id map, missing images, placeholders (§3.3)."""
+    """One request's conversion state: id map, missing images, placeholders
+    (docs/vendor-rules.md, ANT-R1..R8)."""
 
     def __init__(self, ctx: ChatContext) -> None:
         self.ctx = ctx
@@ -429,7 +436,8 @@ def _tools(req: dict[str, Any]) -> tuple[list[dict[str, Any]], Any]:
 
 
 def _thinking(req: dict[str, Any], alias: str) -> tuple[dict[str, Any] | None, bool]:
-    """(thinking config, explicit?) per ANT-K1 and §3.2 ``reasoning_effort``."""
+    """(thinking config, explicit?) per docs/vendor-rules.md, ANT-K1 (``reasoning_effort``
+    included)."""
     explicit = req.get("thinking")
     if explicit is not None:
         if not isinstance(explicit, dict) or explicit.get("type") not in (
@@ -455,8 +463,9 @@ def _thinking(req: dict[str, Any], alias: str) -> tuple[dict[str, Any] | None, b
 
 
 def build_exchange(req: dict[str, Any], ctx: ChatContext) -> "AnthropicExchange":
-    """The Anthropic Messages request for one attempt (§3.1–3.5); ``ClientError`` (400) for a
-    request Anthropic cannot serve, ``ImagesNeeded`` when remote images must be fetched first."""
+    """The Anthropic Messages request for one attempt (docs/vendor-rules.md, ANT-1 to ANT-K4);
+    ``ClientError`` (400) for a request Anthropic cannot serve, ``ImagesNeeded`` when remote
+    images must be fetched first."""
     n = req.get("n")
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n != 1):
         raise _fail("'n' other than 1 is not supported by Anthropic", "unsupported_parameter")
@@ -512,7 +521,7 @@ def build_exchange(req: dict[str, Any], ctx: ChatContext) -> "AnthropicExchange"
             top_p = None
     elif temperature is not None:
         temperature = min(max(temperature, 0), 1)
-        top_p = None  # newer models refuse both (§3.2)
+        top_p = None  # newer models refuse both (docs/vendor-rules.md, ANT-K3)
     if temperature is not None:
         body["temperature"] = temperature
     if top_p is not None:
@@ -554,7 +563,7 @@ def build_exchange(req: dict[str, Any], ctx: ChatContext) -> "AnthropicExchange"
 # -- responses -------------------------------------------------------------------------------
 
 def _usage(raw: dict[str, Any]) -> dict[str, Any]:
-    """Anthropic usage → OpenAI usage (§0.3, U-1)."""
+    """Anthropic usage → OpenAI usage (docs/contracts.md, "Usage figures", U-1)."""
     cached = _int(raw.get("cache_read_input_tokens"))
     prompt = _int(raw.get("input_tokens")) + cached + _int(raw.get("cache_creation_input_tokens"))
     return usage_object(prompt, _int(raw.get("output_tokens")), cached,
@@ -643,7 +652,8 @@ class AnthropicExchange:
 
     def parse_error(self, status: int, headers: tuple[tuple[str, str], ...],
                     body: bytes) -> UpstreamError:
-        """Anthropic error JSON → ``UpstreamError`` (§0.2, §3.8); other shapes via the base."""
+        """Anthropic error JSON → ``UpstreamError``; other shapes via the base (docs/contracts.md,
+        "Error status mapping"; docs/vendor-rules.md, "Errors from Anthropic")."""
         try:
             obj = loads_strict(body[:65536])
         except (ValueError, RecursionError):
@@ -660,7 +670,7 @@ class AnthropicExchange:
 
 
 class AnthropicStreamDecoder(SSEVendorDecoder):
-    """Anthropic SSE bytes → OpenAI chunks, split-invariant (§3.7; see the module docstring).
+    """Anthropic SSE bytes → OpenAI chunks, split-invariant (ANT-S3; see the module docstring).
 
     ``usage`` is the OpenAI usage seen so far (``None`` before any); ``thinking_blocks`` the
     signed thinking and redacted blocks, kept for replay and never emitted (ANT-K4).

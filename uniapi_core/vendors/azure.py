@@ -1,4 +1,5 @@
-"""Azure OpenAI: the OpenAI protocol at Azure's URLs, with the ``api-key`` header (§2).
+"""Azure OpenAI: the OpenAI protocol at Azure's URLs, with the ``api-key`` header
+(docs/vendor-rules.md, "Azure OpenAI").
 
 URL forms (AZ-1, AZ-2): a bare resource origin gets
 ``/openai/deployments/<upstream model>/chat/completions``; a full deployment or

@@ -29,8 +29,9 @@ this module only adds the AWS layer around ``anthropic.py``:
   of more than 5 minutes).
 * *Whole bodies*: a 2xx body is an Anthropic message and goes to ``AnthropicExchange``
   (usage falls back to the ``x-amzn-bedrock-*-token-count`` headers). Errors
-  (docs/vendor-rules.md, "Errors from Bedrock") are ``{"message": …}`` with the class in ``x-amzn-errortype`` (or the body's ``__type``); the
-  status picks the OpenAI type, the class is the ``code``. A 424 model error becomes 502 for
+  (docs/vendor-rules.md, "Errors from Bedrock") are ``{"message": …}`` with the class in
+  ``x-amzn-errortype`` (or the body's ``__type``); the status picks the OpenAI type, the class
+  is the ``code``. A 424 model error becomes 502 for
   the client and a 408 model timeout 504 (docs/contracts.md, "Error status mapping").
 * *Streams* (BR-S1..S7): ``eventstream.EventStreamDecoder`` cuts frames; an ``event`` frame
   with ``:event-type: chunk`` carries ``{"bytes": <base64>}`` whose decoded bytes are one
@@ -39,10 +40,11 @@ this module only adds the AWS layer around ``anthropic.py``:
   cannot change it). Other event types are ignored (BR-S4). ``exception`` frames
   (``throttlingException`` → 429, ``modelStreamErrorException`` → 424 → client 502, …) and
   generic ``error`` frames are ``StreamFailed``. If the Anthropic events carry no usage, the
-  ``amazon-bedrock-invocationMetrics`` of the final chunk are used (BR-S6; docs/contracts.md, "Usage figures"). EOF inside a
-  frame or before ``message_stop`` is a ``truncated`` failure (BR-S7, DEC-5); a bad frame, bad
-  base64 or bad JSON is ``DecodeError`` with the usual "items first, error on the next call"
-  convention (DEC-1, DEC-2), and after a terminal item every byte is ignored (DEC-4).
+  ``amazon-bedrock-invocationMetrics`` of the final chunk are used (BR-S6; docs/contracts.md,
+  "Usage figures"). EOF inside a frame or before ``message_stop`` is a ``truncated`` failure
+  (BR-S7, DEC-5); a bad frame, bad base64 or bad JSON is ``DecodeError`` with the usual "items
+  first, error on the next call" convention (DEC-1, DEC-2), and after a terminal item every
+  byte is ignored (DEC-4).
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Cloudflare Workers AI (``engine: cloudflare``): the native ``ai/run`` API (§8).
+"""Cloudflare Workers AI (``engine: cloudflare``): the native ``ai/run`` API.
+
+The protocol rules are in docs/vendor-rules.md, "Cloudflare Workers AI" (tags CF-…).
 
 Theory of operation
 -------------------
@@ -21,18 +23,21 @@ Theory of operation
   support ignore them). Every tool result must answer an earlier call (REQ-2). Nothing else
   is copied (REQ-3; ``DROPPED`` says why).
 
-``CloudflareExchange.parse_body`` (§8.2) reads the envelope ``{"result", "success", "errors",
-"messages"}``: ``success: false`` or a non-empty ``errors`` list is an error even with HTTP 200
-(ERR-4). ``result.response`` is the content (a non-string ``response``, as JSON-mode models send,
-is serialised), ``result.tool_calls`` — ``{"name","arguments"}`` or the OpenAI shape — become
-tool calls with synthesized ids (TC-4) and arguments serialised compactly (TC-2); the finish
-reason is ``tool_calls`` when there are calls, else ``stop`` (§0.4). Models that answer in
-the OpenAI ``choices`` shape inside ``result`` are read from ``choices[0].message``.
-``parse_error`` (§8.3) takes the first ``errors[].message`` verbatim (all of them joined by
-``"; "``) and keeps its numeric ``code``; the type comes from the HTTP status (§0.2).
+``CloudflareExchange.parse_body`` (docs/vendor-rules.md, "Cloudflare answers and streams")
+reads the envelope ``{"result", "success", "errors", "messages"}``: ``success: false`` or a
+non-empty ``errors`` list is an error even with HTTP 200 (ERR-4). ``result.response`` is the
+content (a non-string ``response``, as JSON-mode models send, is serialised),
+``result.tool_calls`` — ``{"name","arguments"}`` or the OpenAI shape — become tool calls with
+synthesized ids (TC-4) and arguments serialised compactly (TC-2); the finish reason is
+``tool_calls`` when there are calls, else ``stop`` (docs/contracts.md, "Finish reasons"). Models
+that answer in the OpenAI ``choices`` shape inside ``result`` are read from
+``choices[0].message``. ``parse_error`` (docs/vendor-rules.md, "Errors from Cloudflare") takes
+the first ``errors[].message`` verbatim (all of them joined by ``"; "``) and keeps its numeric
+``code``; the type comes from the HTTP status (docs/contracts.md, "Error status mapping").
 
-``CloudflareStreamDecoder`` (§8.2) is an ``SSEVendorDecoder`` (items before an error are
-returned, the error is raised by the next call: DEC-1, DEC-2). Each ``data:``
+``CloudflareStreamDecoder`` (docs/vendor-rules.md, "Cloudflare answers and streams") is an
+``SSEVendorDecoder`` (items before an error are returned, the error is raised by the next call:
+DEC-1, DEC-2). Each ``data:``
 object's ``response`` is a text chunk, ``usage`` is kept (last one wins, U-3), ``tool_calls``
 (whole ``{"name","arguments"}`` calls, or OpenAI-style indexed fragments) go through
 ``ChunkWriter``; an OpenAI-shaped chunk (``choices[0].delta``) is read the same way. An error
@@ -84,7 +89,8 @@ DROPPED: dict[str, str] = {
     "logprobs": "no ai/run field", "top_logprobs": "no ai/run field", "user": "no ai/run field",
     "store": "OpenAI only", "metadata": "OpenAI only", "service_tier": "OpenAI only",
 }
-#: OpenAI-shaped finish reasons kept when a model reports one (§0.4)
+#: OpenAI-shaped finish reasons kept when a model reports one (docs/contracts.md, "Finish
+#: reasons")
 _FINISH_KEEP = frozenset({"stop", "length", "tool_calls", "content_filter"})
 _STATUS_TYPES: dict[int, str] = {400: "invalid_request_error", 401: "authentication_error",
                                  403: "permission_error", 404: "not_found_error",
@@ -299,7 +305,7 @@ def build_exchange(req: dict[str, Any], ctx: ChatContext
 
 
 def _usage(raw: Any) -> dict[str, Any]:
-    """Workers AI usage -> OpenAI usage (§0.3)."""
+    """Workers AI usage -> OpenAI usage (docs/contracts.md, "Usage figures")."""
     raw = _dict(raw)
     return usage_object(_count(raw.get("prompt_tokens")), _count(raw.get("completion_tokens")))
 
@@ -320,7 +326,8 @@ def _is_error(obj: dict[str, Any]) -> bool:
 
 def _cf_error(status: int, headers: tuple[tuple[str, str], ...], body: bytes,
               obj: Any) -> UpstreamError:
-    """``{"errors":[{"code","message"}]}`` -> ``UpstreamError`` (§8.3, §0.2)."""
+    """``{"errors":[{"code","message"}]}`` -> ``UpstreamError`` (docs/vendor-rules.md, "Errors
+    from Cloudflare"; docs/contracts.md, "Error status mapping")."""
     errors = [e for e in _list(_dict(obj).get("errors")) if isinstance(e, dict)]
     messages = [e["message"] for e in errors if isinstance(e.get("message"), str)
                 and e["message"]]
@@ -349,7 +356,8 @@ class CloudflareExchange:
         self.ctx = ctx
 
     def parse_body(self, status: int, headers: tuple[tuple[str, str], ...], body: bytes) -> bytes:
-        """The ai/run envelope -> ``chat.completion`` bytes (§8.2); errors raise (ERR-4)."""
+        """The ai/run envelope -> ``chat.completion`` bytes (docs/vendor-rules.md,
+        "Cloudflare answers and streams"); errors raise (ERR-4)."""
         try:
             obj = loads_strict(body)
         except ValueError:
@@ -391,7 +399,8 @@ class CloudflareExchange:
 
     def parse_error(self, status: int, headers: tuple[tuple[str, str], ...],
                     body: bytes) -> UpstreamError:
-        """A Cloudflare error envelope -> ``UpstreamError`` (§8.3); other shapes via the base."""
+        """A Cloudflare error envelope -> ``UpstreamError`` (docs/vendor-rules.md, "Errors from
+        Cloudflare"); other shapes via the base."""
         try:
             obj = loads_strict(body[:65536]) if body else None
         except ValueError:
@@ -404,7 +413,8 @@ class CloudflareExchange:
 
 
 class CloudflareStreamDecoder(SSEVendorDecoder):
-    """Workers AI SSE bytes -> OpenAI chunks, split-invariant (§8.2; see the module docstring).
+    """Workers AI SSE bytes -> OpenAI chunks, split-invariant (docs/vendor-rules.md,
+    "Cloudflare answers and streams"; see the module docstring).
 
     ``usage`` is the last usage seen, OpenAI-shaped (``None`` until one arrives).
     """

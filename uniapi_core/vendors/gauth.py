@@ -1,4 +1,5 @@
-"""Google service-account OAuth2 for Vertex AI: the JWT bearer grant and the token cache (§5.3).
+"""Google service-account OAuth2 for Vertex AI: the JWT bearer grant and the token cache
+(docs/vendor-rules.md, VTX-A1 and VTX-T1..T4).
 
 Theory of operation
 -------------------

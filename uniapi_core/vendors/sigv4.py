@@ -1,4 +1,5 @@
-"""AWS Signature Version 4 for request headers, pure (docs/vendor-rules.md, REQ-6).
+"""AWS Signature Version 4 for request headers, pure (docs/vendor-rules.md, "SigV4 canonical
+request"; docs/contracts.md, REQ-6).
 
 Theory of operation
 -------------------
@@ -9,11 +10,12 @@ as ``amz_date`` (``YYYYMMDDTHHMMSSZ``, see ``amz_date``), so the core never read
 1. The URL is parsed with the gateway's own strict parser (``uniapi_core.http.url``), the same
    one the transports use, so the ``host`` that is signed is byte-for-byte the ``Host`` header
    that is sent (default port omitted, IPv6 bracketed; a ``base_url`` override signs correctly).
-2. Canonical URI (§6.2 step 2): the path *as it appears on the wire*, dot segments and repeated
-   slashes removed (as botocore does), then every byte except the unreserved characters and
-   ``/`` percent-encoded once more. A path that carries ``%3A`` (a Bedrock model id such as
-   ``anthropic.claude-3-5-sonnet-20240620-v1:0`` quoted for the URL) is therefore signed as
-   ``%253A`` — the double encoding AWS requires for every service except S3.
+2. Canonical URI (step 2 of the docs section): the path *as it appears on the wire*, dot
+   segments and repeated slashes removed (as botocore does), then every byte except the
+   unreserved characters and ``/`` percent-encoded once more. A path that carries ``%3A`` (a
+   Bedrock model id such as ``anthropic.claude-3-5-sonnet-20240620-v1:0`` quoted for the URL)
+   is therefore signed as ``%253A`` — the double encoding AWS requires for every service
+   except S3.
 3. Canonical query: ``key=value`` pairs, each side decoded then re-encoded with the strict AWS
    alphabet (``A-Z a-z 0-9 - _ . ~``), sorted by key then value.
 4. Canonical headers: every header given (lower-cased names; values trimmed with inner runs of
@@ -22,7 +24,7 @@ as ``amz_date`` (``YYYYMMDDTHHMMSSZ``, see ``amz_date``), so the core never read
    ``x-amz-date`` and, with temporary credentials, ``x-amz-security-token``. All of them are
    signed, sorted by name (SignedHeaders).
 5. String to sign, signing-key derivation (``AWS4``+secret → date → region → service →
-   ``aws4_request``) and the ``Authorization`` header, exactly as in §6.2 steps 3–5.
+   ``aws4_request``) and the ``Authorization`` header, as in steps 3–5 of the docs section.
 
 ``x-amz-content-sha256`` is optional for non-S3 services; pass ``content_sha256=True`` to send
 (and sign) it. The published AWS test-suite vectors and botocore's ``SigV4Auth`` are the test
@@ -61,7 +63,8 @@ def _hmac(key: bytes, msg: str) -> bytes:
 
 
 def signing_key(secret_key: str, date: str, region: str, service: str) -> bytes:
-    """The derived SigV4 key for ``date`` (``YYYYMMDD``), region and service (§6.2 step 4)."""
+    """The derived SigV4 key for ``date`` (``YYYYMMDD``), region and service
+    (docs/vendor-rules.md, "SigV4 canonical request", step 4)."""
     k = _hmac(("AWS4" + secret_key).encode("utf-8"), date)
     k = _hmac(k, region)
     k = _hmac(k, service)
@@ -87,7 +90,8 @@ def _remove_dot_segments(path: str) -> str:
 
 
 def canonical_uri(path: str) -> str:
-    """The canonical URI of a wire path: normalised, then URI-encoded once more (§6.2)."""
+    """The canonical URI of a wire path: normalised, then URI-encoded once more
+    (docs/vendor-rules.md, "SigV4 canonical request", step 2)."""
     return quote(_remove_dot_segments(path), safe="/~")
 
 
@@ -117,7 +121,8 @@ def _header_map(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
 def canonical_request(method: str, url: str, headers: Iterable[tuple[str, str]],
                       payload_hash: str) -> tuple[str, str]:
     """``(canonical request, SignedHeaders)`` for a request whose headers already include
-    ``x-amz-date`` (and the token); ``host`` comes from the URL (§6.2 step 2)."""
+    ``x-amz-date`` (and the token); ``host`` comes from the URL (docs/vendor-rules.md, "SigV4
+    canonical request", step 2)."""
     u = parse_url(url)
     path, _, query = u.target.partition("?")
     hmap = _header_map(headers)
@@ -133,7 +138,8 @@ def sign(method: str, url: str, headers: Iterable[tuple[str, str]], body: bytes,
          access_key: str, secret_key: str, session_token: str | None = None, region: str,
          service: str = "bedrock", amz_date: str, content_sha256: bool = False,
          ) -> list[tuple[str, str]]:
-    """The headers to add to the request so that AWS accepts it (§6.2).
+    """The headers to add to the request so that AWS accepts it (docs/vendor-rules.md,
+    "SigV4 canonical request").
 
     ``headers`` are the headers that will be sent (all of them are signed, except
     ``UNSIGNED_HEADERS``; ``host`` is derived from ``url``), ``body`` the exact bytes sent.

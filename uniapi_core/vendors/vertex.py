@@ -1,4 +1,6 @@
-"""Vertex AI (``engine: vertex``): Gemini and Claude models on one provider (§5).
+"""Vertex AI (``engine: vertex``): Gemini and Claude models on one provider.
+
+The protocol rules are in docs/vendor-rules.md, "Vertex AI" (tags VTX-…).
 
 Theory of operation
 -------------------
@@ -7,7 +9,7 @@ only adds the Vertex layer around ``gemini.py`` and ``anthropic.py``:
 
 * *Publisher* (VTX-B1): the upstream model decides — a name containing ``claude`` is
   Anthropic's, anything else Google's.
-* *URL* (VTX-U1..U3, §5.1):
+* *URL* (docs/vendor-rules.md, VTX-U1..U3):
   ``{origin}/v1/projects/{project}/locations/{region}/publishers/{google|anthropic}/models/
   {model}:{op}``. ``op`` is ``generateContent`` / ``streamGenerateContent?alt=sse`` (Google)
   or ``rawPredict`` / ``streamRawPredict`` (Anthropic). The origin is
@@ -19,7 +21,8 @@ only adds the Vertex layer around ``gemini.py`` and ``anthropic.py``:
   slot (``routing/regions.py``), passed in ``ChatContext.region``.
 * *Auth* (VTX-A1): ``Authorization: Bearer <access token>`` from ``ChatContext.access_token``
   (the gateway's ``TokenCache``, ``gauth.py``); no API key header.
-* *Bodies* (VTX-B2, VTX-B3, §5.2): Gemini's body exactly as ``gemini.build_exchange`` makes it;
+* *Bodies* (docs/vendor-rules.md, VTX-B2, VTX-B3): Gemini's body exactly as
+  ``gemini.build_exchange`` makes it;
   Claude's as ``anthropic.build_exchange`` makes it, without ``model`` and with
   ``"anthropic_version": "vertex-2023-10-16"`` first (``stream: true`` stays for the stream).
   The ``anthropic-version`` header is not sent (the body carries it); other provider headers

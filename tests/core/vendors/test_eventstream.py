@@ -1,4 +1,5 @@
-"""The AWS binary event-stream decoder (``uniapi_core.vendors.eventstream``; §6.3, BR-S1..S7).
+"""The AWS binary event-stream decoder (``uniapi_core.vendors.eventstream``; docs/vendor-rules.md,
+BR-S1..S7).
 
 Frames are built by the small encoder below (independent of the decoder). botocore's
 ``EventStreamBuffer`` is the oracle over random splittings when it is installed.
@@ -76,7 +77,7 @@ def test_published_vector_no_headers():
     assert EventStreamDecoder().feed(frame) == [Message({}, b'{"foo": "bar"}')]
 
 
-def test_spec_example_frame():
+def test_chunk_frame_bytes_and_crcs_are_exact():
     payload = (b'{"bytes":"eyJ0eXBlIjoiY29udGVudF9ibG9ja19kZWx0YSIsImluZGV4IjowLCJkZWx0YSI6eyJ0eX'
                b'BlIjoidGV4dF9kZWx0YSIsInRleHQiOiJIb2xhIn19","p":"abcdefghijklmnopqrs"}')
     frame = event(payload, **{":event-type": "chunk", ":content-type": "application/json",
