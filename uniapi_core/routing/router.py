@@ -38,6 +38,7 @@ import attrs
 from ..config.model import ApiKey, Config, Provider
 from ..errors import ClientError, GatewayError, UniapiError, UpstreamError
 from ..ratelimit import Admitted, Limiter, limit_scope
+from ..relay.policy import RETRYABLE_STATUSES
 from .cooldown import Cooldowns
 from .keypool import KeyPools
 from .plan import Attempt, attempt_budget
@@ -190,7 +191,7 @@ def _channel_failure(error: UpstreamError) -> bool:
     """Failures that say the channel is unwell (not that the request is wrong)."""
     if error.kind == "status":
         s = error.upstream_status or error.status
-        return s >= 500 or s in (401, 403, 408, 409, 429)
+        return s >= 500 or s in RETRYABLE_STATUSES
     return True
 
 

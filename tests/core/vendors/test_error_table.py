@@ -562,8 +562,7 @@ def test_error_table_row(row_name: str, case: Case) -> None:
     assert err.upstream_status == case.upstream
     retry = dict((k.lower(), v) for k, v in err.headers).get("retry-after")
     assert retry == case.retry_after
-    if case.upstream != 424:  # Bedrock's 424 model error: see the report of issue 11
-        assert is_retryable(err) is RETRYABLE[row_name]
+    assert is_retryable(err) is RETRYABLE[row_name]
 
 
 def test_every_vendor_is_in_the_table() -> None:
