@@ -24,7 +24,9 @@ def render() -> str:
            "are never copied into a vendor body; Anthropic and Google reject unknown fields). "
            "OpenAI-compatible and Azure upstreams get every field untouched except `model`.\n\n",
            "Generated from the modules' `MAPPED`/`DROPPED` tables by "
-           "`python tests/test_docs.py`; a test checks it is current.\n"]
+           "`python tests/test_docs.py`; a test checks it is current. What each vendor rule "
+           "the code cites means (`ANT-K4`, `GEM-R4`, `BR-S3`, ...) is in "
+           "[vendor-rules.md](vendor-rules.md).\n"]
     for name in VENDORS:
         module = importlib.import_module(f"uniapi_core.vendors.{name}")
         out.append(f"\n## {name}\n\n")
