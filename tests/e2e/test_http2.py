@@ -186,7 +186,10 @@ class RawH2:
             for e in evs:
                 if isinstance(e, h2.events.DataReceived):
                     self._ack(e)
-            self.flush()
+            try:
+                self.flush()
+            except OSError:  # the server already closed (after a GOAWAY): what came in counts
+                pass
             seen += evs
             if any(isinstance(e, until) for e in evs):
                 return seen
