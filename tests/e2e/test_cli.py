@@ -157,11 +157,7 @@ def test_workers_share_the_port_and_stop_together(backend):
     port = free_port()
     with process([*CLI, "demo", "--port", str(port), "--workers", "2", "--backend", backend],
                  port) as proc:
-        deadline = time.monotonic() + 10
-        while len(_children(proc.pid)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        workers = _children(proc.pid)
-        assert len(workers) == 2
+        workers = _wait_for_workers(proc.pid, 2)
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-uniapi-demo",
                                max_retries=0)
         for _ in range(6):  # fresh connections: the kernel spreads them over the workers
@@ -184,6 +180,16 @@ def _children(pid: int) -> list[int]:
             return [int(x) for x in f.read().split()]
     except OSError:
         return []
+
+
+def _wait_for_workers(pid: int, n: int) -> list[int]:
+    """The ``n`` worker processes of supervisor ``pid``, once they are all up (10 s at most)."""
+    deadline = time.monotonic() + 10
+    while len(_children(pid)) < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    workers = _children(pid)
+    assert len(workers) == n
+    return workers
 
 
 def _state(pid: int) -> str:
@@ -252,11 +258,7 @@ def test_module_entry_takes_front_flags_and_workers(module, tmp_path):
         with process([sys.executable, "-m", module, "--config", str(_chat_config(tmp_path, up)),
                       "--host", "127.0.0.1", "--port", str(port), "--max-body-bytes", "2000",
                       "--workers", "2"], port) as proc:
-            deadline = time.monotonic() + 10
-            while len(_children(proc.pid)) < 2 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            workers = _children(proc.pid)
-            assert len(workers) == 2
+            workers = _wait_for_workers(proc.pid, 2)
             client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-user",
                                    max_retries=0)
             reply = client.chat.completions.create(model="m", messages=[
