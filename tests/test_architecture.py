@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,3 +73,143 @@ def test_transports_do_not_import_each_other_except_the_cli():
             if path.name == "cli.py":
                 continue
             assert other not in path.read_text(), path
+
+
+# ---------------------------------------------------------------------------------------------
+# The floors of the core (docs/architecture.md, "Floors"): a module imports only from its own
+# floor or below. Keys are paths under uniapi_core without ``.py``; a package (``config``)
+# covers every module in it. The table in docs/architecture.md must say the same thing.
+
+FLOORS: dict[int, tuple[str, ...]] = {
+    1: ("errors", "jsonutil", "proxyurl", "modelmatch", "multipart"),
+    2: ("config",),
+    3: ("streams", "http", "ratelimit", "ssrf"),
+    4: ("vendors", "routing"),
+    5: ("relay",),
+    6: ("gateway", "demo", "summary", "startup", "cmdline"),
+    7: ("exchange",),
+    8: ("session", "h2session"),
+}
+#: ``uniapi_core/__init__.py`` is the package's front door: it sits above every floor, so a
+#: core module importing ``uniapi_core`` itself is an upward arrow too.
+TOP = max(FLOORS) + 1
+
+#: Upward arrows that exist today, (importer, imported) as dotted module names, each with why
+#: it is tolerated and where it should go. Do not add to this list: move the shared thing down
+#: instead. When an arrow is gone, delete its entry (a stale entry fails the test below).
+ALLOWED_UPWARD: dict[tuple[str, str], str] = {
+    # floor 2 -> 4, inside _check_private_key (lazy, because vendors/__init__ imports
+    # config.model: at module level it would be an import cycle, the symptom of the arrow).
+    # The loader warns at load time about a Vertex private_key that does not load, using the
+    # PEM reader of vendors/gauth.py. Fix: move ``load_private_key`` (PEM text -> RSA key,
+    # GatewayError otherwise; it needs only errors.py and cryptography) to a floor-1 module
+    # (e.g. uniapi_core/pemkey.py) that gauth.py and config/load.py both import.
+    ("uniapi_core.config.load", "uniapi_core.vendors.gauth"):
+        "Vertex private_key checked at load time",
+    # floor 4 -> 5. The router counts the statuses the relay retries as channel failures.
+    # Fix: the retry classification is a fact about UpstreamError, not about the relay's
+    # state machine: move RETRYABLE_STATUSES (and is_retryable) down next to UpstreamError
+    # (errors.py, floor 1) and let relay/policy.py re-export it.
+    ("uniapi_core.routing.router", "uniapi_core.relay.policy"):
+        "RETRYABLE_STATUSES shared by the router and the relay",
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _is_module(name: str) -> bool:
+    rel = Path(*name.split("."))
+    return (ROOT / rel).with_suffix(".py").is_file() or (ROOT / rel / "__init__.py").is_file()
+
+
+def _floor(name: str) -> int | None:
+    """The floor of a dotted ``uniapi_core`` module (longest listed prefix wins)."""
+    if name == "uniapi_core":
+        return TOP
+    rel = name.removeprefix("uniapi_core.")
+    best: tuple[int, int] | None = None
+    for floor, keys in FLOORS.items():
+        for key in keys:
+            if rel == key or rel.startswith(key + "."):
+                if best is None or len(key) > best[0]:
+                    best = (len(key), floor)
+    return None if best is None else best[1]
+
+
+def _core_imports(path: Path) -> list[tuple[int, str]]:
+    """(line, dotted module) for every import of a ``uniapi_core`` module in ``path``, at any
+    depth (module level, functions, ``if TYPE_CHECKING``), relative imports resolved, and
+    ``from pkg import sub`` counted as an import of the submodule ``pkg.sub`` when it is one."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[:len(base) - (node.level - 1)]
+                assert base, f"{path.relative_to(ROOT)}:{node.lineno} escapes uniapi_core"
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            for alias in node.names:
+                sub = f"{target}.{alias.name}"
+                out.append((node.lineno, sub if _is_module(sub) else target))
+    return [(line, mod) for line, mod in out
+            if mod == "uniapi_core" or mod.startswith("uniapi_core.")]
+
+
+def _upward_edges() -> list[tuple[str, str, str]]:
+    """(importer, imported, message) for every import from a higher floor."""
+    edges = []
+    for path in _core_files():
+        importer = _module_name(path)
+        low = _floor(importer)
+        if low is None:  # test_every_core_module_has_a_floor names it
+            continue
+        for line, imported in _core_imports(path):
+            high = _floor(imported)
+            assert high is not None, f"{imported} (imported by {importer}) has no floor"
+            if high > low:
+                edges.append((importer, imported, f"{path.relative_to(ROOT)}:{line} (floor "
+                              f"{low}) imports {imported} (floor {high})"))
+    return edges
+
+
+def test_every_core_module_has_a_floor():
+    unplaced = [str(p.relative_to(ROOT)) for p in _core_files()
+                if _floor(_module_name(p)) is None]
+    assert unplaced == [], "add them to FLOORS here and to the table in docs/architecture.md"
+
+
+def test_the_core_has_no_upward_import():
+    new = [msg for a, b, msg in _upward_edges() if (a, b) not in ALLOWED_UPWARD]
+    assert new == [], "upward imports (move the shared thing down a floor):\n" + "\n".join(new)
+
+
+def test_the_upward_allow_list_has_no_stale_entries():
+    present = {(a, b) for a, b, _ in _upward_edges()}
+    stale = [f"{a} -> {b}" for a, b in ALLOWED_UPWARD if (a, b) not in present]
+    assert stale == [], "these arrows are gone: delete them from ALLOWED_UPWARD"
+
+
+def test_the_floors_table_in_the_docs_matches_the_test():
+    """Each row of the "Floors" table is ``| N | `mod`, `pkg/` … | what |``."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    section = text.split("Floors, from the ground up", 1)[1].split("\n\n", 2)[1]
+    documented: dict[int, set[str]] = {}
+    for row in section.splitlines():
+        cells = [c.strip() for c in row.strip().strip("|").split("|")]
+        if not cells[0].isdigit():
+            continue
+        names = re.findall(r"`([\w/.]+)`", cells[1])
+        documented.setdefault(int(cells[0]), set()).update(
+            n.removesuffix(".py").rstrip("/").replace("/", ".") for n in names)
+    assert documented == {floor: set(keys) for floor, keys in FLOORS.items()}
