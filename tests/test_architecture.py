@@ -87,7 +87,7 @@ FLOORS: dict[int, tuple[str, ...]] = {
     4: ("vendors", "routing"),
     5: ("relay",),
     6: ("gateway", "demo", "summary", "startup", "cmdline"),
-    7: ("exchange",),
+    7: ("exchange", "upstream"),
     8: ("session", "h2session"),
 }
 #: ``uniapi_core/__init__.py`` is the package's front door: it sits above every floor, so a
@@ -106,12 +106,6 @@ ALLOWED_UPWARD: dict[tuple[str, str], str] = {
     # (e.g. uniapi_core/pemkey.py) that gauth.py and config/load.py both import.
     ("uniapi_core.config.load", "uniapi_core.vendors.gauth"):
         "Vertex private_key checked at load time",
-    # floor 4 -> 5. The router counts the statuses the relay retries as channel failures.
-    # Fix: the retry classification is a fact about UpstreamError, not about the relay's
-    # state machine: move RETRYABLE_STATUSES (and is_retryable) down next to UpstreamError
-    # (errors.py, floor 1) and let relay/policy.py re-export it.
-    ("uniapi_core.routing.router", "uniapi_core.relay.policy"):
-        "RETRYABLE_STATUSES shared by the router and the relay",
 }
 
 
