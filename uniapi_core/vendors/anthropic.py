@@ -41,21 +41,21 @@ After ``message_stop`` or ``error`` every byte is ignored (DEC-4); EOF without t
 from __future__ import annotations
 
 import base64
-import binascii
-import hashlib
 import re
 from json.decoder import scanstring
 from typing import Any
-from urllib.parse import unquote_to_bytes, urlsplit
+from urllib.parse import urlsplit
 
-from ..errors import ClientError, DecodeError, UpstreamError
+from ..errors import DecodeError, UpstreamError
 from ..jsonutil import dumps, loads_strict
 from ..streams import SSEEvent
-from .base import (
-    SSEVendorDecoder,ChatContext, ImagesNeeded, StreamChunk, StreamDone, StreamFailed, StreamItem,
-                   UpstreamRequest, client_status_for, error_from_body)
+from .base import (ChatContext, ImagesNeeded, SSEVendorDecoder, StreamChunk, StreamDone,
+                   StreamFailed, StreamItem, UpstreamRequest, error_from_body)
 from .chunks import ChunkWriter, completion, usage_object
 from .openai import merge_headers
+from .toolkit import ALNUM_LOWER_FIRST, ID_BAD, as_dict as _dict, as_list as _list
+from .toolkit import as_str as _str, bad as _fail, call_id, clean_id, data_url
+from .toolkit import positive_int as _int, retry_after, sniff, status_error, status_type
 
 __all__ = ["DEFAULT_URL", "API_VERSION", "MAPPED", "DROPPED", "FINISH_REASONS", "ERROR_TYPES",
            "EFFORT_BUDGETS", "messages_url", "build_exchange", "AnthropicExchange",
@@ -103,37 +103,13 @@ ERROR_TYPES = {
     "timeout_error": ("timeout_error", 504),
     "overloaded_error": ("server_error", 529),
 }
-#: HTTP status -> OpenAI ``type``, consulted before ``error.type``; >= 500 is server_error
-#: (docs/contracts.md, "Error status mapping")
-_STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error",
-                 403: "permission_error", 404: "not_found_error", 408: "timeout_error",
-                 409: "invalid_request_error", 413: "invalid_request_error",
-                 422: "invalid_request_error", 429: "rate_limit_error"}
 #: ``reasoning_effort`` -> thinking budget (docs/vendor-rules.md, ANT-K1); ``none``: off
 EFFORT_BUDGETS = {"minimal": 1024, "low": 1024, "medium": 4096, "high": 16384}
 _TOOL_CHOICES = {"auto": {"type": "auto"}, "required": {"type": "any"},
                  "none": {"type": "none"}}
 _IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 _TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")  # TC-6
-_ID_BAD = re.compile(r"[^A-Za-z0-9_-]")
 _THINK_N = re.compile(r"-think-(\d+)$", re.I)
-_ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-
-
-def _fail(message: str, code: str = "invalid_request") -> ClientError:
-    return ClientError(message, code=code)
-
-
-def _str(v: Any) -> str:
-    return v if isinstance(v, str) else ""
-
-
-def _dict(v: Any) -> dict[str, Any]:
-    return v if isinstance(v, dict) else {}
-
-
-def _int(v: Any) -> int:
-    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
 
 
 def _num(req: dict[str, Any], key: str) -> float | None:
@@ -143,8 +119,6 @@ def _num(req: dict[str, Any], key: str) -> float | None:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
         raise _fail(f"'{key}' must be a number", "invalid_value")
     return v
-
-
 
 
 def messages_url(base_url: str | None) -> str:
@@ -167,21 +141,9 @@ def messages_url(base_url: str | None) -> str:
 
 # -- images (REQ-4; docs/vendor-rules.md, ANT-R2) ----------------------------------------------
 
-def _sniff(raw: bytes) -> str | None:
-    if raw.startswith(b"\x89PNG"):
-        return "image/png"
-    if raw.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if raw.startswith(b"GIF8"):
-        return "image/gif"
-    if raw[:4] == b"RIFF" and raw[8:12] == b"WEBP":
-        return "image/webp"
-    return None
-
-
 def _image_block(raw: bytes, declared: str, where: str) -> dict[str, Any]:
     declared = declared.strip().lower().replace("image/jpg", "image/jpeg")
-    media = _sniff(raw) or (declared if declared in _IMAGE_TYPES else None)
+    media = sniff(raw) or (declared if declared in _IMAGE_TYPES else None)
     if media is None or not raw:
         raise _fail(f"{where}: image type {declared or 'unknown'!r} not accepted by Anthropic "
                     "(jpeg, png, gif, webp)", "unsupported_image")
@@ -190,24 +152,6 @@ def _image_block(raw: bytes, declared: str, where: str) -> dict[str, Any]:
                     f"{MAX_IMAGE_BYTES}-byte limit", "image_too_large")
     return {"type": "image", "source": {"type": "base64", "media_type": media,
                                         "data": base64.b64encode(raw).decode("ascii")}}
-
-
-def _data_url(url: str, where: str) -> tuple[bytes, str]:
-    """``data:<mime>[;base64],<payload>`` → (bytes, declared mime); REQ-4 normalisation."""
-    head, comma, payload = url[5:].partition(",")
-    if not comma:
-        raise _fail(f"{where}: malformed data URL", "invalid_image")
-    params = head.split(";")
-    if params[-1].strip().lower() == "base64":
-        text = re.sub(r"\s+", "", unquote_to_bytes(payload).decode("latin-1")).rstrip("=")
-        text += "=" * (-len(text) % 4)  # restore missing padding
-        try:
-            raw = base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError):
-            raise _fail(f"{where}: data URL payload is not valid base64", "invalid_image") from None
-    else:
-        raw = unquote_to_bytes(payload)
-    return raw, params[0]
 
 
 # -- request building ------------------------------------------------------------------------
@@ -227,24 +171,20 @@ class _Builder:
         raw = [str(c.get("id")) for m in messages for c in _list(m.get("tool_calls"))
                if isinstance(c, dict) and c.get("id")]
         raw += [m["tool_call_id"] for m in messages if isinstance(m.get("tool_call_id"), str)]
-        used = {i for i in raw if not _ID_BAD.search(i) and 0 < len(i) <= 64}
+        used = {i for i in raw if not ID_BAD.search(i) and 0 < len(i) <= 64}
         for i in raw:
             if i in self.ids:
                 continue
             if i in used:
                 self.ids[i] = i
                 continue
-            clean = _ID_BAD.sub("_", i)[:64] or "_"
-            if clean in used:
-                clean = clean[:55] + "_" + hashlib.sha256(i.encode()).hexdigest()[:8]
-            used.add(clean)
-            self.ids[i] = clean
+            self.ids[i] = clean_id(i, used, limit=64)
 
     def image(self, part: dict[str, Any], where: str) -> dict[str, Any] | None:
         spec = part.get("image_url")
         url = spec if isinstance(spec, str) else _str(_dict(spec).get("url"))
         if url[:5].lower() == "data:":
-            raw, declared = _data_url(url, where)
+            declared, raw = data_url(url, where, flavour="anthropic")
             return _image_block(raw, declared, where)
         if url[:7].lower() == "http://" or url[:8].lower() == "https://":
             got = self.ctx.images.get(url)
@@ -396,10 +336,6 @@ class _Builder:
         if len(system) == 1 and set(system[0]) == {"type", "text"}:
             return system[0]["text"], out
         return (system or None), out
-
-
-def _list(v: Any) -> list[Any]:
-    return v if isinstance(v, list) else []
 
 
 def _check_name(name: Any, where: str) -> None:
@@ -576,27 +512,14 @@ def _finish(stop_reason: Any, tools: bool) -> str:
     return FINISH_REASONS.get(stop_reason.lower(), "stop")
 
 
-def _call_id(ctx: ChatContext, vendor_id: Any, n: int) -> str:
-    """TC-4: the vendor's id when valid, else ``call_`` + 24 characters from the entropy."""
-    if isinstance(vendor_id, str) and 0 < len(vendor_id) <= 40 and not _ID_BAD.search(vendor_id):
-        return vendor_id
-    if ctx.entropy is not None:
-        return "call_" + "".join(ctx.entropy.choice(_ALNUM) for _ in range(24))
-    return "call_" + hashlib.sha256(f"{ctx.response_id}/{n}".encode()).hexdigest()[:24]
-
-
 def _upstream_error(status: int, headers: tuple[tuple[str, str], ...], message: str,
                     etype: Any) -> UpstreamError:
     vendor = ERROR_TYPES.get(etype) if isinstance(etype, str) else None
     if status < 400:  # an error sent with a 2xx status or inside a stream: its usual status
         status = vendor[1] if vendor else 500
-    otype = _STATUS_TYPES.get(status) or ("server_error" if status >= 500 else None) \
-        or (vendor[0] if vendor else "upstream_error")
-    retry = tuple((k, v) for k, v in headers if k.lower() == "retry-after")[:1]
-    return UpstreamError(message, kind="status", upstream_status=status,
-                         status=client_status_for(status), type=otype,
-                         code=etype if isinstance(etype, str) and etype else str(status),
-                         headers=retry)
+    return status_error(message, status, status_type(status, vendor[0] if vendor else None),
+                        etype if isinstance(etype, str) and etype else str(status),
+                        retry_after(headers))
 
 
 class AnthropicExchange:
@@ -636,7 +559,8 @@ class AnthropicExchange:
                 blocks.append({"type": "redacted_thinking", "data": _str(block.get("data"))})
             elif kind == "tool_use":
                 args = block.get("input")
-                calls.append({"id": _call_id(self.ctx, block.get("id"), len(calls)),
+                calls.append({"id": call_id(self.ctx, block.get("id"), len(calls),
+                                             alphabet=ALNUM_LOWER_FIRST),
                               "name": _str(block.get("name")),
                               "arguments": {} if args is None else args})
         self.thinking_blocks = blocks
@@ -765,7 +689,7 @@ class AnthropicStreamDecoder(SSEVendorDecoder):
             self.thinking_blocks.append({"type": "redacted_thinking",
                                          "data": _str(block.get("data"))})
         elif kind == "tool_use":
-            call = _call_id(self.ctx, block.get("id"), w.tool_count)
+            call = call_id(self.ctx, block.get("id"), w.tool_count, alphabet=ALNUM_LOWER_FIRST)
             return list(w.tool_start(index, call, _str(block.get("name"))))
         return []
 

@@ -32,6 +32,7 @@ __all__ = [
     "client_status_for",
     "implied_status",
     "GOOGLE_STATUS_TYPES",
+    "STATUS_TYPES",
 ]
 
 
@@ -200,7 +201,9 @@ class Exchange(Protocol):
     def stream_decoder(self) -> StreamDecoder: ...
 
 
-_TYPE_FOR_STATUS = {
+#: HTTP status -> OpenAI error ``type`` for an upstream error (docs/contracts.md, "Error status
+#: mapping"); the vendors' tables are ``toolkit.STATUS_TYPES`` (this one) and its variant
+STATUS_TYPES: dict[int, str] = {
     400: "invalid_request_error",
     401: "authentication_error",
     403: "permission_error",
@@ -317,7 +320,7 @@ def error_from_body(status: int, headers: tuple[tuple[str, str], ...], body: byt
         text = body[:1024].decode("utf-8", "replace").strip()
         message = text or f"upstream answered HTTP {status}"
     if etype is None:
-        etype = _TYPE_FOR_STATUS.get(status, "server_error" if status >= 500 else "upstream_error")
+        etype = STATUS_TYPES.get(status, "server_error" if status >= 500 else "upstream_error")
     if code is None:
         code = str(status)
     retry_after = tuple((k, v) for k, v in headers if k.lower() == "retry-after")[:1]

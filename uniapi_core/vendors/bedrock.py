@@ -60,9 +60,10 @@ from ..errors import DecodeError, GatewayError, UpstreamError
 from ..jsonutil import dumps, loads_strict
 from . import anthropic
 from .base import (ChatContext, StreamDone, StreamFailed, StreamItem,
-                   UpstreamRequest, client_status_for, error_from_body)
+                   UpstreamRequest, error_from_body)
 from .eventstream import MAX_FRAME, EventStreamDecoder, Message
 from .sigv4 import amz_date, sign
+from .toolkit import STATUS_TYPES_NO_409, retry_after, status_error, status_type
 
 __all__ = ["BEDROCK_VERSION", "SERVICE", "EXCEPTIONS", "STREAM_CONTENT_TYPE", "region_of",
            "endpoint", "invoke_url", "build_exchange", "BedrockExchange",
@@ -89,10 +90,6 @@ EXCEPTIONS: dict[str, tuple[int, str]] = {
     "serviceunavailableexception": (503, "server_error"),
     "modelnotreadyexception": (503, "server_error"),
 }
-_STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error",
-                 403: "permission_error", 404: "not_found_error", 408: "timeout_error",
-                 413: "invalid_request_error", 422: "invalid_request_error",
-                 429: "rate_limit_error"}
 _HOST_REGION = re.compile(r"(?:^|\.)bedrock-runtime(?:-fips)?\.([a-z0-9-]+)\.(?:vpce\.)?"
                           r"amazonaws\.com(?:\.cn)?\.?$")
 _SIGNER_OWNED = frozenset({"authorization", "x-amz-date", "x-amz-security-token",
@@ -200,12 +197,8 @@ def _make_error(status: int, message: str, cls: str | None,
     known = EXCEPTIONS.get(cls.lower()) if cls else None
     if status < 400:
         status = known[0] if known else 500
-    otype = _STATUS_TYPES.get(status) or ("server_error" if status >= 500 else None) \
-        or (known[1] if known else "upstream_error")
-    retry = tuple((k, v) for k, v in headers if k.lower() == "retry-after")[:1]
-    return UpstreamError(message, kind="status", upstream_status=status,
-                         status=client_status_for(status),
-                         type=otype, code=cls or str(status), headers=retry)
+    otype = status_type(status, known[1] if known else None, STATUS_TYPES_NO_409)
+    return status_error(message, status, otype, cls or str(status), retry_after(headers))
 
 
 def _message_of(obj: Any) -> str | None:

@@ -50,20 +50,20 @@ before it is a ``truncated`` failure (DEC-5).
 
 from __future__ import annotations
 
-import hashlib
 import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..errors import ClientError, DecodeError, GatewayError, UpstreamError
+from ..errors import DecodeError, GatewayError, UpstreamError
 from ..jsonutil import dumps, loads_strict
 from ..streams import SSEEvent
 from . import openai
-from .base import (
-    SSEVendorDecoder,ChatContext, StreamDone, StreamFailed, StreamItem, UpstreamRequest,
-                   client_status_for, error_from_body)
+from .base import (ChatContext, SSEVendorDecoder, StreamDone, StreamFailed, StreamItem,
+                   UpstreamRequest, error_from_body)
 from .chunks import ChunkWriter, completion, usage_object
 from .openai import merge_headers
+from .toolkit import as_dict as _dict, as_list as _list, as_str as _str, bad as _bad, call_id
+from .toolkit import positive_int as _count, retry_after, status_error, status_type, typed as _is
 
 __all__ = ["DEFAULT_ORIGIN", "MAPPED", "DROPPED", "run_url", "build_exchange",
            "CloudflareExchange", "CloudflareStreamDecoder"]
@@ -92,41 +92,10 @@ DROPPED: dict[str, str] = {
 #: OpenAI-shaped finish reasons kept when a model reports one (docs/contracts.md, "Finish
 #: reasons")
 _FINISH_KEEP = frozenset({"stop", "length", "tool_calls", "content_filter"})
-_STATUS_TYPES: dict[int, str] = {400: "invalid_request_error", 401: "authentication_error",
-                                 403: "permission_error", 404: "not_found_error",
-                                 408: "timeout_error", 409: "invalid_request_error",
-                                 413: "invalid_request_error", 422: "invalid_request_error",
-                                 429: "rate_limit_error"}
 _OPENAI_MODE = re.compile(r"/ai/v1(?:/|$)")
-_ID_OK = re.compile(r"[A-Za-z0-9_-]{1,40}\Z")  # TC-4
-_ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
 
 # -- small helpers -----------------------------------------------------------------------------
-
-
-def _bad(message: str, code: str = "invalid_request") -> ClientError:
-    return ClientError(message, code=code)
-
-
-def _is(value: Any, types: tuple[type, ...]) -> bool:
-    return isinstance(value, types) and not isinstance(value, bool)
-
-
-def _str(v: Any) -> str:
-    return v if isinstance(v, str) else ""
-
-
-def _dict(v: Any) -> dict[str, Any]:
-    return v if isinstance(v, dict) else {}
-
-
-def _list(v: Any) -> list[Any]:
-    return v if isinstance(v, list) else []
-
-
-def _count(v: Any) -> int:
-    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
 
 
 
@@ -310,15 +279,6 @@ def _usage(raw: Any) -> dict[str, Any]:
     return usage_object(_count(raw.get("prompt_tokens")), _count(raw.get("completion_tokens")))
 
 
-def _call_id(ctx: ChatContext, vendor_id: Any, n: int) -> str:
-    """TC-4: the vendor's id when valid, else ``call_`` + 24 characters from the entropy."""
-    if isinstance(vendor_id, str) and _ID_OK.match(vendor_id):
-        return vendor_id
-    if ctx.entropy is not None:
-        return "call_" + "".join(ctx.entropy.choice(_ALNUM) for _ in range(24))
-    return "call_" + hashlib.sha256(f"{ctx.response_id}/{n}".encode()).hexdigest()[:24]
-
-
 def _is_error(obj: dict[str, Any]) -> bool:
     """ERR-4: the envelope says it failed, or carries errors, or is an ``{"error":…}``."""
     return obj.get("success") is False or bool(_list(obj.get("errors"))) or bool(obj.get("error"))
@@ -335,11 +295,8 @@ def _cf_error(status: int, headers: tuple[tuple[str, str], ...], body: bytes,
         return error_from_body(status, headers, body, obj)
     code = errors[0].get("code")
     code = code if isinstance(code, (str, int)) and not isinstance(code, bool) else str(status)
-    etype = _STATUS_TYPES.get(status) or ("server_error" if status >= 500 else "upstream_error")
-    retry = tuple((k, v) for k, v in headers if k.lower() == "retry-after")[:1]
-    return UpstreamError("; ".join(messages), kind="status", upstream_status=status,
-                         status=client_status_for(status), type=etype, code=code,
-                         headers=retry)
+    return status_error("; ".join(messages), status, status_type(status), code,
+                        retry_after(headers))
 
 
 def _whole_call(tc: dict[str, Any]) -> tuple[Any, str, str]:
@@ -388,7 +345,7 @@ class CloudflareExchange:
         for tc in raw_calls:
             if isinstance(tc, dict):
                 vid, name, args = _whole_call(tc)
-                calls.append({"id": _call_id(self.ctx, vid, len(calls)), "name": name,
+                calls.append({"id": call_id(self.ctx, vid, len(calls)), "name": name,
                               "arguments": args or "{}"})
         reason = finish if finish in _FINISH_KEEP else ("tool_calls" if calls else "stop")
         if reason == "stop" and calls:
@@ -498,8 +455,8 @@ class CloudflareStreamDecoder(SSEVendorDecoder):
                 self._whole += 1
             if key not in self._args:
                 self._args[key] = bool(args)
-                call_id = _call_id(self.ctx, vid, self._writer.tool_count)
-                out += self._writer.tool_start(key, call_id, name, args)
+                cid = call_id(self.ctx, vid, self._writer.tool_count)
+                out += self._writer.tool_start(key, cid, name, args)
             else:
                 self._args[key] = self._args[key] or bool(args)
                 out += self._writer.tool_args(key, args)

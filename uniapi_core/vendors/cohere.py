@@ -51,19 +51,19 @@ is terminal (DEC-4): a finish chunk + ``StreamDone``, or ``StreamFailed`` for ``
 
 from __future__ import annotations
 
-import hashlib
 import re
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from ..errors import ClientError, DecodeError, UpstreamError
+from ..errors import DecodeError, UpstreamError
 from ..jsonutil import dumps, loads_strict
 from ..streams import SSEEvent
-from .base import (
-    SSEVendorDecoder,ChatContext, StreamDone, StreamFailed, StreamItem, UpstreamRequest,
-                   client_status_for, error_from_body)
+from .base import (ChatContext, SSEVendorDecoder, StreamDone, StreamFailed, StreamItem,
+                   UpstreamRequest, error_from_body)
 from .chunks import ChunkWriter, completion, usage_object
 from .openai import merge_headers
+from .toolkit import ID_OK, as_dict as _dict, as_str as _str, bad as _bad, call_id, clean_id
+from .toolkit import count as _count, retry_after, status_error, status_type, typed as _is
 
 __all__ = ["DEFAULT_BASE", "MAPPED", "DROPPED", "FINISH_REASONS", "MAX_STOP_SEQUENCES",
            "chat_url", "build_exchange", "CohereExchange", "CohereStreamDecoder"]
@@ -102,40 +102,10 @@ _TOOL_CHOICE: dict[str, str | None] = {"auto": None, "required": "REQUIRED", "no
 #: Cohere's non-standard statuses -> the standard status the relay policy understands
 #: (docs/vendor-rules.md, "Errors from Cohere")
 _STATUS_ALIASES: dict[int, int] = {498: 401, 499: 502}
-_STATUS_TYPES: dict[int, str] = {400: "invalid_request_error", 401: "authentication_error",
-                                 403: "permission_error", 404: "not_found_error",
-                                 408: "timeout_error", 409: "invalid_request_error",
-                                 413: "invalid_request_error", 422: "invalid_request_error",
-                                 429: "rate_limit_error"}
-_ID_OK = re.compile(r"[A-Za-z0-9_-]{1,40}\Z")  # TC-4
-_ID_BAD = re.compile(r"[^A-Za-z0-9_-]")
 _NAME_OK = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")  # TC-6 (OpenAI's rule; Cohere's is looser)
-_ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
 
 # -- small helpers -----------------------------------------------------------------------------
-
-
-def _bad(message: str, code: str = "invalid_request") -> ClientError:
-    return ClientError(message, code=code)
-
-
-def _is(value: Any, types: tuple[type, ...]) -> bool:
-    if bool in types:
-        return isinstance(value, bool)
-    return isinstance(value, types) and not isinstance(value, bool)
-
-
-def _str(v: Any) -> str:
-    return v if isinstance(v, str) else ""
-
-
-def _dict(v: Any) -> dict[str, Any]:
-    return v if isinstance(v, dict) else {}
-
-
-def _count(v: Any) -> int | None:
-    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
 
 
 
@@ -211,7 +181,7 @@ class _Ids:
         raw = [c["id"] for m in messages if isinstance(m, dict)
                for c in (m.get("tool_calls") if isinstance(m.get("tool_calls"), list) else [])
                if isinstance(c, dict) and isinstance(c.get("id"), str)]
-        self.used = {i for i in raw if _ID_OK.match(i)}
+        self.used = {i for i in raw if ID_OK.match(i)}
         self.map: dict[str, str] = {}
 
     def __call__(self, vid: str) -> str:
@@ -220,12 +190,7 @@ class _Ids:
         if vid in self.used:
             self.map[vid] = vid
             return vid
-        clean = _ID_BAD.sub("_", vid)[:40] or "_"
-        if clean in self.used:
-            digest = hashlib.sha256(vid.encode("utf-8", "replace")).hexdigest()[:8]
-            clean = clean[:31] + "_" + digest
-        self.used.add(clean)
-        self.map[vid] = clean
+        clean = self.map[vid] = clean_id(vid, self.used, limit=40, errors="replace")
         return clean
 
 
@@ -450,35 +415,21 @@ def _is_error_finish(value: Any) -> bool:
     return isinstance(value, str) and value.upper() in _ERROR_FINISH
 
 
-def _call_id(ctx: ChatContext, vendor_id: Any, n: int) -> str:
-    """TC-4: the vendor's id when valid, else ``call_`` + 24 characters from the entropy."""
-    if isinstance(vendor_id, str) and _ID_OK.match(vendor_id):
-        return vendor_id
-    if ctx.entropy is not None:
-        return "call_" + "".join(ctx.entropy.choice(_ALNUM) for _ in range(24))
-    return "call_" + hashlib.sha256(f"{ctx.response_id}/{n}".encode()).hexdigest()[:24]
-
-
 def _error(status: int, headers: tuple[tuple[str, str], ...], message: str) -> UpstreamError:
     """A Cohere error (docs/vendor-rules.md, "Errors from Cohere"; docs/contracts.md, "Error
     status mapping"): status normalised, message verbatim, code = status."""
     code = str(status)
     status = _STATUS_ALIASES.get(status, status)
-    etype = _STATUS_TYPES.get(status) or ("server_error" if status >= 500 else "upstream_error")
-    retry = tuple((k, v) for k, v in headers if k.lower() == "retry-after")[:1]
-    return UpstreamError(message, kind="status", upstream_status=status,
-                         status=client_status_for(status), type=etype, code=code, headers=retry)
+    return status_error(message, status, status_type(status), code, retry_after(headers))
 
 
 def _finish_error(reason: str) -> UpstreamError:
     """``finish_reason`` ERROR/ERROR_LIMIT (docs/contracts.md, "Finish reasons";
     docs/vendor-rules.md, "Errors from Cohere")."""
     limit = reason.upper() == "ERROR_LIMIT"
-    return UpstreamError(f"cohere ended the answer with finish_reason {reason}", kind="status",
-                         upstream_status=429 if limit else 500,
-                         status=client_status_for(429 if limit else 500),
-                         type="rate_limit_error" if limit else "server_error",
-                         code=reason.upper())
+    return status_error(f"cohere ended the answer with finish_reason {reason}",
+                        429 if limit else 500, "rate_limit_error" if limit else "server_error",
+                        reason.upper())
 
 
 class CohereExchange:
@@ -525,7 +476,7 @@ class CohereExchange:
             args = fn.get("arguments")
             if not isinstance(args, str):
                 args = "" if args is None else dumps(args).decode()
-            calls.append({"id": _call_id(self.ctx, tc.get("id"), len(calls)),
+            calls.append({"id": call_id(self.ctx, tc.get("id"), len(calls)),
                           "name": _str(fn.get("name")), "arguments": args or "{}"})
         text = "".join(texts)
         if calls and not text:
@@ -640,8 +591,8 @@ class CohereStreamDecoder(SSEVendorDecoder):
         args = _str(fn.get("arguments"))
         state = self._calls[key] = _Call()
         state.args = bool(args)
-        call_id = _call_id(self.ctx, tc.get("id"), self._writer.tool_count)
-        return list(self._writer.tool_start(key, call_id, _str(fn.get("name")), args))
+        cid = call_id(self.ctx, tc.get("id"), self._writer.tool_count)
+        return list(self._writer.tool_start(key, cid, _str(fn.get("name")), args))
 
     def _tool_delta(self, obj: dict[str, Any]) -> list[StreamItem]:
         key = self._key(obj)

@@ -52,22 +52,22 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import math
 import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote, unquote_to_bytes, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
-from ..errors import ClientError, DecodeError, UpstreamError
+from ..errors import DecodeError, UpstreamError
 from ..jsonutil import MAX_DEPTH, dumps, loads_strict
 from ..streams import SSEDecoder
 from .base import (ChatContext, ImagesNeeded, StreamChunk, StreamDone, StreamFailed, StreamItem,
-                   UpstreamRequest, client_status_for, error_from_body, implied_status,
-                   GOOGLE_STATUS_TYPES)
+                   UpstreamRequest, error_from_body, implied_status, GOOGLE_STATUS_TYPES)
 from .chunks import ChunkWriter, completion, usage_object
 from .openai import merge_headers
+from .toolkit import STATUS_TYPES_NO_409, b64decode_loose, bad as _bad, call_id, data_url
+from .toolkit import positive_int, retry_after, sniff, status_error, status_type, typed
 
 __all__ = ["DEFAULT_BASE", "SIGNATURE_PLACEHOLDER", "MAX_INLINE_BYTES", "MAPPED", "DROPPED",
            "gemini_base", "build_exchange", "GeminiExchange", "GeminiStreamDecoder"]
@@ -79,8 +79,6 @@ MAX_INLINE_BYTES = 20 * 1024 * 1024
 _SCHEMA_BUDGET = 10_000  # schema nodes after $ref inlining
 
 _NAME_OK = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,63}\Z")  # TC-6, Gemini's rule
-_ID_OK = re.compile(r"[A-Za-z0-9_-]{1,40}\Z")  # TC-4
-_ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 _VERSION = re.compile(r"/v1(?:beta)?(?=/|$)")
 _MODELS = re.compile(r"/models(?:[/:]|$)")
 _DELAY = re.compile(r"\d{1,9}(?:\.\d{1,9})?s\Z")
@@ -116,10 +114,6 @@ _FINISH: dict[str, str] = {
 #: google.rpc status -> OpenAI error type (docs/contracts.md, "Error status mapping";
 #: docs/vendor-rules.md, GEM-S7)
 _ERROR_TYPES: dict[str, str] = GOOGLE_STATUS_TYPES
-_STATUS_TYPES: dict[int, str] = {400: "invalid_request_error", 401: "authentication_error",
-                                 403: "permission_error", 404: "not_found_error",
-                                 408: "timeout_error", 413: "invalid_request_error",
-                                 422: "invalid_request_error", 429: "rate_limit_error"}
 _SAFETY_CATEGORIES = ("HARM_CATEGORY_HARASSMENT", "HARM_CATEGORY_HATE_SPEECH",
                       "HARM_CATEGORY_SEXUALLY_EXPLICIT", "HARM_CATEGORY_DANGEROUS_CONTENT")
 _SAFETY_THRESHOLD = "BLOCK_NONE"
@@ -145,21 +139,6 @@ _SCHEMA_SCALARS: dict[str, tuple[type, ...]] = {
     "minProperties": (int,), "maxProperties": (int,), "minimum": (int, float),
     "maximum": (int, float), "propertyOrdering": (list,),
 }
-_MAGIC = ((b"\x89PNG", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF8", "image/gif"))
-
-
-def _bad(message: str, code: str = "invalid_request") -> ClientError:
-    return ClientError(message, code=code)
-
-
-def _is(value: Any, types: tuple[type, ...]) -> bool:
-    return isinstance(value, types) and not isinstance(value, bool)
-
-
-
-
-
-
 
 
 # -- request -----------------------------------------------------------------------------------
@@ -191,7 +170,7 @@ def build_exchange(req: dict[str, Any], ctx: ChatContext, *,
     if not isinstance(messages, list) or not messages:
         raise _bad("'messages' must be a non-empty list")
     n = req.get("n")
-    if n is not None and (not _is(n, (int,)) or n < 1):
+    if n is not None and (not typed(n, (int,)) or n < 1):
         raise _bad("'n' must be a positive integer")
     if n and n > 1 and ctx.stream:
         raise _bad("'n' > 1 cannot be streamed from gemini", "unsupported_parameter")
@@ -290,14 +269,15 @@ class _History:
             elif kind == "file" and isinstance(p.get("file"), dict) \
                     and isinstance(p["file"].get("file_data"), str) \
                     and p["file"]["file_data"].startswith("data:"):
-                parts.append(self.inline_part(*_data_url(p["file"]["file_data"], where)))
+                parts.append(self.inline_part(*data_url(p["file"]["file_data"], where,
+                                                        flavour="gemini")))
             else:
                 raise _bad(f"{where}: part type {kind!r} is not supported by gemini")
         return parts
 
     def image(self, url: str, where: str) -> list[dict[str, Any]]:
         if url[:5].lower() == "data:":
-            return [self.inline_part(*_data_url(url, where))]
+            return [self.inline_part(*data_url(url, where, flavour="gemini"))]
         if url[:7].lower() == "http://" or url[:8].lower() == "https://":
             fetched = self.ctx.images.get(url)
             if fetched is None:
@@ -305,7 +285,7 @@ class _History:
                     self.missing.append(url)
                 return []
             media, data = fetched
-            return [self.inline_part(_sniff(data) or media or "application/octet-stream", data)]
+            return [self.inline_part(sniff(data) or media or "application/octet-stream", data)]
         raise _bad(f"{where}: image URLs must be data: or http(s): URLs")
 
     def inline_part(self, media: str, data: bytes) -> dict[str, Any]:
@@ -416,37 +396,10 @@ def _arguments(raw: Any, where: str) -> dict[str, Any]:
 
 
 def _b64(text: str, where: str) -> bytes:
-    raw = re.sub(r"\s+", "", text).replace("-", "+").replace("_", "/")
     try:
-        return base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True)
+        return b64decode_loose(text)
     except (binascii.Error, ValueError):
         raise _bad(f"{where}: invalid base64 data") from None
-
-
-def _data_url(url: str, where: str) -> tuple[str, bytes]:
-    """``data:<mime>[;base64],<payload>`` -> (media type, bytes) (REQ-4)."""
-    head, sep, payload = url[5:].partition(",")
-    if not sep:
-        raise _bad(f"{where}: malformed data URL")
-    params = [p.strip().lower() for p in head.split(";")]
-    if "base64" in params[1:]:
-        data = _b64(unquote_to_bytes(payload).decode("latin-1") if "%" in payload else payload,
-                    where)
-    else:
-        data = unquote_to_bytes(payload)
-    media = params[0]
-    if not media or media == "application/octet-stream":
-        media = _sniff(data) or ""
-    if "/" not in media:
-        raise _bad(f"{where}: cannot tell the media type of the data URL")
-    return media, data
-
-
-def _sniff(data: bytes) -> str | None:
-    for magic, media in _MAGIC:
-        if data.startswith(magic):
-            return media
-    return "image/webp" if data[:4] == b"RIFF" and data[8:12] == b"WEBP" else None
 
 
 def _declarations(req: dict[str, Any]) -> list[dict[str, Any]]:
@@ -546,7 +499,7 @@ class _Schema:
             elif key == "format" and isinstance(value, str):
                 if out.get("type") != "string" or value in ("enum", "date-time"):
                     out["format"] = value
-            elif key in _SCHEMA_SCALARS and _is(value, _SCHEMA_SCALARS[key]):
+            elif key in _SCHEMA_SCALARS and typed(value, _SCHEMA_SCALARS[key], bools=False):
                 out[key] = value
         if "default" in node:
             try:
@@ -589,13 +542,13 @@ def _generation_config(req: dict[str, Any], ctx: ChatContext) -> dict[str, Any]:
     for field, (target, types) in _GENERATION.items():
         value = req.get(field)
         if value is not None:
-            if not _is(value, types):
+            if not typed(value, types):
                 raise _bad(f"'{field}' must be a number")
             config[target] = value
     limit = req.get("max_completion_tokens")
     limit = req.get("max_tokens") if limit is None else limit  # REQ-1
     if limit is not None:
-        if not _is(limit, (int,)) or limit < 1:
+        if not typed(limit, (int,)) or limit < 1:
             raise _bad("'max_completion_tokens' must be a positive integer")
         config["maxOutputTokens"] = limit
     stop = req.get("stop")
@@ -606,7 +559,7 @@ def _generation_config(req: dict[str, Any], ctx: ChatContext) -> dict[str, Any]:
             raise _bad("'stop' must be a string or a list of at most 5 strings")
         if stop:
             config["stopSequences"] = stop
-    if _is(req.get("n"), (int,)) and req["n"] > 1:
+    if typed(req.get("n"), (int,)) and req["n"] > 1:
         config["candidateCount"] = req["n"]
     fmt = req.get("response_format")
     if fmt is not None:
@@ -662,8 +615,7 @@ def _usage(meta: Any) -> dict[str, Any]:
     meta = meta if isinstance(meta, dict) else {}
 
     def n(key: str) -> int:
-        v = meta.get(key)
-        return v if _is(v, (int,)) and v >= 0 else 0
+        return positive_int(meta.get(key))
 
     thoughts = n("thoughtsTokenCount")
     return usage_object(n("promptTokenCount") + n("toolUsePromptTokenCount"),
@@ -676,14 +628,6 @@ def _finish_reason(value: Any, has_calls: bool) -> str:
     return "tool_calls" if reason == "stop" and has_calls else reason
 
 
-def _new_id(ctx: ChatContext, n: int) -> str:
-    """``call_`` + 24 characters from the injected entropy (TC-4); a digest of the response
-    id when the context has no entropy source."""
-    if ctx.entropy is not None:
-        return "call_" + "".join(ctx.entropy.choice(_ALNUM) for _ in range(24))
-    return "call_" + hashlib.sha256(f"{ctx.response_id}:{n}".encode()).hexdigest()[:24]
-
-
 def _tool_call(part: dict[str, Any], fc: dict[str, Any], ctx: ChatContext, n: int
                ) -> dict[str, Any]:
     """One functionCall part -> ``{"id", "name", "arguments", "extra"}`` (TC-2, TC-4, GEM-R4)."""
@@ -694,7 +638,7 @@ def _tool_call(part: dict[str, Any], fc: dict[str, Any], ctx: ChatContext, n: in
     if isinstance(vid, str) and vid:
         google["function_call_id"] = vid
     args = fc.get("args")
-    return {"id": vid if isinstance(vid, str) and _ID_OK.match(vid) else _new_id(ctx, n),
+    return {"id": call_id(ctx, vid, n, sep=":"),  # Gemini's digest input: "{id}:{n}"
             "name": fc.get("name") if isinstance(fc.get("name"), str) else "",
             "arguments": "{}" if args is None else dumps(args).decode(),
             "extra": {"google": google} if google else None}
@@ -728,10 +672,9 @@ def _google_error(status: int, headers: tuple[tuple[str, str], ...], body: bytes
     gstatus = err.get("status") if isinstance(err.get("status"), str) else None
     # the HTTP status first (so a 504 DEADLINE_EXCEEDED is a server_error like any 5xx), the
     # google.rpc status for the other 4xx
-    etype = _STATUS_TYPES.get(status) or ("server_error" if status >= 500 else None) or \
-        _ERROR_TYPES.get(gstatus or "") or "upstream_error"
+    etype = status_type(status, _ERROR_TYPES.get(gstatus or ""), STATUS_TYPES_NO_409)
     code = gstatus or str(status)
-    retry = [(k, v) for k, v in headers if k.lower() == "retry-after"][:1]
+    retry = list(retry_after(headers))
     details = err.get("details") if isinstance(err.get("details"), list) else []
     for d in details:
         if not isinstance(d, dict):
@@ -741,9 +684,7 @@ def _google_error(status: int, headers: tuple[tuple[str, str], ...], body: bytes
             retry = [("retry-after", str(math.ceil(float(d["retryDelay"][:-1]))))]
         if d.get("reason") == "API_KEY_INVALID":  # Google says 400; the key is what is bad
             status, etype, code = 401, "authentication_error", "API_KEY_INVALID"
-    return UpstreamError(message, kind="status", upstream_status=status,
-                         status=client_status_for(status), type=etype, code=code,
-                         headers=tuple(retry))
+    return status_error(message, status, etype, code, tuple(retry))
 
 
 def _add_extra(data: bytes, extras: list[Any], path: str) -> bytes:
@@ -816,7 +757,7 @@ class GeminiExchange:
             if len(candidates) == 1:
                 return data
             choice = json.loads(data)["choices"][0]
-            choice["index"] = cand["index"] if _is(cand.get("index"), (int,)) else k
+            choice["index"] = cand["index"] if typed(cand.get("index"), (int,)) else k
             choices.append(choice)
         out = json.loads(completion(self.ctx, content="", usage=usage))
         out["choices"] = sorted(choices, key=lambda c: c["index"])
@@ -993,7 +934,7 @@ class GeminiStreamDecoder:
         self._started = True
         out: list[StreamItem] = list(self._writer.start())  # S-1
         for cand in candidates:
-            if _is(cand.get("index"), (int,)) and cand["index"] != 0:
+            if typed(cand.get("index"), (int,)) and cand["index"] != 0:
                 continue
             content = cand.get("content")
             parts = content.get("parts") if isinstance(content, dict) else None
