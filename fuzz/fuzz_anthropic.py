@@ -5,7 +5,7 @@ Run it (needs ``pip install atheris``)::
     python fuzz/fuzz_anthropic.py -max_total_time=60 fuzz/corpus/anthropic
 
 ``check(data)`` is the whole oracle; the test suite replays ``fuzz/corpus/anthropic/`` through
-it without atheris (``tests/core/vendors/test_fuzz_corpus_anthropic.py``). For each input it
+it without atheris (``tests/core/test_fuzz_corpora.py``). For each input it
 asserts:
 
 * stream decoder: only ``DecodeError`` escapes (DEC-2); feeding the bytes whole, one byte at a

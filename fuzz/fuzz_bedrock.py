@@ -5,7 +5,7 @@ Run it (needs ``pip install atheris``)::
     python fuzz/fuzz_bedrock.py -max_total_time=60 fuzz/corpus/bedrock
 
 ``check(data)`` is the whole oracle; the test suite replays ``fuzz/corpus/bedrock/`` through it
-without atheris (``tests/core/vendors/test_fuzz_corpus_bedrock.py``). The seeds are written by
+without atheris (``tests/core/test_fuzz_corpora.py``). The seeds are written by
 ``tests/data/bedrock/make_fixtures.py``. For each input it asserts:
 
 * event-stream decoder: only ``DecodeError`` escapes (DEC-2, BR-S3); whole, one-byte, strided

@@ -4,7 +4,7 @@ Run it (needs ``pip install atheris``)::
 
     python fuzz/fuzz_cloudflare.py -max_total_time=60 fuzz/corpus/cloudflare
 
-``check(data)`` is the whole oracle; ``tests/core/vendors/test_fuzz_corpus_cloudflare.py``
+``check(data)`` is the whole oracle; ``tests/core/test_fuzz_corpora.py``
 replays ``fuzz/corpus/cloudflare/`` through it without atheris. Every input is used twice:
 
 * as upstream stream bytes for ``CloudflareStreamDecoder``: only ``DecodeError`` escapes

@@ -4,7 +4,7 @@ Run it (needs ``pip install atheris``)::
 
     python fuzz/fuzz_cohere.py -max_total_time=60 fuzz/corpus/cohere
 
-``check(data)`` is the whole oracle; ``tests/core/vendors/test_fuzz_corpus_cohere.py`` replays
+``check(data)`` is the whole oracle; ``tests/core/test_fuzz_corpora.py`` replays
 ``fuzz/corpus/cohere/`` through it without atheris. Every input is used twice:
 
 * as upstream stream bytes for ``CohereStreamDecoder``: only ``DecodeError`` escapes (DEC-2);

@@ -5,7 +5,7 @@ Run it (needs ``pip install atheris``)::
 
     python fuzz/fuzz_front.py -max_total_time=60 fuzz/corpus/front
 
-``check(data)`` is the oracle; ``tests/core/test_fuzz_corpus_front.py`` replays the corpus
+``check(data)`` is the oracle; ``tests/core/test_fuzz_corpora.py`` replays the corpus
 without atheris. The first byte picks the protocol (even: HTTP/1.1, odd: HTTP/2 with the
 preface prepended). For each input it asserts:
 

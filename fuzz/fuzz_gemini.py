@@ -4,7 +4,7 @@ Run it (needs ``pip install atheris``)::
 
     python fuzz/fuzz_gemini.py -max_total_time=60 fuzz/corpus/gemini
 
-``check(data)`` is the whole oracle; ``tests/core/vendors/test_fuzz_corpus_gemini.py`` replays
+``check(data)`` is the whole oracle; ``tests/core/test_fuzz_corpora.py`` replays
 ``fuzz/corpus/gemini/`` through it without atheris. Every input is used twice:
 
 * as upstream stream bytes for ``GeminiStreamDecoder``: only ``DecodeError`` escapes (DEC-2);

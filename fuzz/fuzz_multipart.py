@@ -4,7 +4,7 @@ Run it (needs ``pip install atheris``)::
 
     python fuzz/fuzz_multipart.py -max_total_time=60 fuzz/corpus/multipart
 
-``check(data)`` is the whole oracle; ``tests/core/test_fuzz_corpus_multipart.py`` replays
+``check(data)`` is the whole oracle; ``tests/core/test_fuzz_corpora.py`` replays
 ``fuzz/corpus/multipart/`` through it without atheris. The input is a body; when it starts with
 ``--`` its first line names the boundary, else the boundary is ``b0und``. It asserts:
 

@@ -5,7 +5,7 @@ Run it (needs ``pip install atheris``)::
     python fuzz/fuzz_sse.py -max_total_time=60 fuzz/corpus/sse
 
 ``check(data)`` is the whole oracle; the test suite replays ``fuzz/corpus/sse/`` through it
-without atheris (``tests/core/test_fuzz_corpus_sse.py``). For each input and for two size
+without atheris (``tests/core/test_fuzz_corpora.py``). For each input and for two size
 limits (the default and a tiny one, so the limit paths are reached) it asserts:
 
 * only ``DecodeError`` escapes (DEC-2): anything else propagates and is a finding;
