@@ -14,14 +14,14 @@ from uniapi_core.demo import DEMO_KEY, demo_answer
 from uniapi_core.gateway import Gateway
 from uniapi_core.http import ClientClosed, ProtocolFailure, RequestReceived, ServerConnection
 from uniapi_core.startup import FrontOptions
+from uniapi_core.upstream import config_url_text
 from uniapi_core.vendors.base import UpstreamRequest
 
 from .server import cancel_all, listen, serve
 from .upstream import UpstreamPool
 
-__all__ = ["run", "discover", "fetch_text", "serve_demo_upstream", "DISCOVERY_TIMEOUT"]
+__all__ = ["run", "discover", "fetch_text", "serve_demo_upstream"]
 
-DISCOVERY_TIMEOUT = 10.0
 T = TypeVar("T")
 
 
@@ -30,12 +30,7 @@ async def discover(gateway: Gateway, pool: UpstreamPool) -> list[str]:
     results: dict[str, tuple[int, bytes] | str] = {}
 
     async def one(name: str, request: UpstreamRequest, proxy: str | None) -> None:
-        try:
-            results[name] = await pool.fetch(request, DISCOVERY_TIMEOUT, proxy)
-        except TimeoutError:  # before OSError: TimeoutError is one
-            results[name] = f"no answer within {DISCOVERY_TIMEOUT:g} s"
-        except OSError as exc:
-            results[name] = str(exc)
+        results[name] = await pool.fetch(request, proxy)
 
     async with asyncio.TaskGroup() as nursery:
         for name, request, proxy in gateway.discovery_requests():
@@ -157,25 +152,15 @@ def run(make_gateway: Callable[[str | None], Gateway], host: str, port: int, *,
 
 def fetch_text(url: str) -> str:
     """Fetch ``CONFIG_URL`` once, before the server starts."""
-    from uniapi_core.http import parse_url
 
-    parse_url(url)  # refuse bad URLs before connecting
-    request = UpstreamRequest("GET", url, (("accept", "*/*"),))
-
-    async def go() -> tuple[int, bytes]:
+    async def go() -> tuple[int, bytes] | str:
         pool = UpstreamPool()
         try:
-            return await pool.fetch(request, DISCOVERY_TIMEOUT)
+            return await pool.fetch(UpstreamRequest("GET", url, (("accept", "*/*"),)))
         finally:
             await pool.aclose()
 
     try:
-        status, body = _run(go())
-    except OSError as exc:  # TimeoutError is one
-        raise SystemExit(f"uniapi: cannot fetch CONFIG_URL {url}: {exc}") from None
-    if status != 200:
-        raise SystemExit(f"uniapi: CONFIG_URL {url} answered HTTP {status}")
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise SystemExit(f"uniapi: CONFIG_URL {url} is not UTF-8 text") from None
+        return config_url_text(url, _run(go()))
+    except ValueError as exc:
+        raise SystemExit(f"uniapi: {exc}") from None

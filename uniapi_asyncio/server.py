@@ -186,12 +186,13 @@ def acked(sock: object) -> int | None:
 
 
 async def listen(handler: Handler, host: str, port: int, tasks: set[asyncio.Task], *,
-                 context: ssl.SSLContext | None = None,
+                 context: ssl.SSLContext | None = None, handshake_timeout: float | None = None,
                  max_connections: int | None = None, reuse_port: bool = False
                  ) -> asyncio.Server:
     """``asyncio.start_server``, keeping every running handler task in ``tasks`` so that
     shutdown can cancel and await them (none may outlive the loop). Over
-    ``max_connections`` open handlers, a new connection is closed at once."""
+    ``max_connections`` open handlers, a new connection is closed at once; a TLS handshake
+    gets ``handshake_timeout``."""
 
     async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if max_connections is not None and len(tasks) >= max_connections:
@@ -208,7 +209,7 @@ async def listen(handler: Handler, host: str, port: int, tasks: set[asyncio.Task
             tasks.discard(task)
 
     return await asyncio.start_server(tracked, host, port, ssl=context,
-                                      ssl_handshake_timeout=10.0 if context else None,
+                                      ssl_handshake_timeout=handshake_timeout if context else None,
                                       reuse_port=reuse_port or None)
 
 
@@ -244,6 +245,7 @@ async def serve(get_gateway: Callable[[], Gateway], host: str, port: int, *,
         await handle_connection(reader, writer, get_gateway, pool, options, draining)
 
     server = await listen(handler, host, port, connections, context=tls_context(options),
+                          handshake_timeout=options.limits.head_timeout,
                           max_connections=options.max_connections,
                           reuse_port=options.reuse_port)
     bound = server.sockets[0].getsockname()[1]

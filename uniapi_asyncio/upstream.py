@@ -1,12 +1,8 @@
-"""Upstream connections on asyncio: connect (TCP, or a tunnel through an outbound proxy; TLS
-with system roots and SNI), pool per (proxy, origin), and run one attempt, reporting what
-happens as relay events. It decides nothing.
-
-HTTP/2: when an https origin's ALPN picks ``h2``, requests share one connection per (proxy,
-origin) (``uniapi_core.http.h2client.H2Link``), served by two tracked tasks: a reader that
-delivers each stream's events to its request's unbounded queue, and the one writer (which
-also retires the connection after ``IDLE_KEEPALIVE`` without requests). Other origins use the
-HTTP/1.1 keep-alive pool."""
+"""Upstream connections on asyncio: the I/O of ``uniapi_core.upstream.ConnectionManager``,
+which decides everything (routing, pooling, retries, Host, deadlines, failure text). This
+connects (TCP, a proxy tunnel, TLS with system roots and SNI), reads, writes, closes, and runs
+two tracked tasks per HTTP/2 link: a reader delivering each stream's events to its request's
+unbounded queue, and the one writer (which also retires the link once idle)."""
 
 from __future__ import annotations
 
@@ -14,60 +10,39 @@ import asyncio
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
+from functools import partial
 
-from uniapi_core.errors import describe_os_error
-from uniapi_core.http import (
-    ClientConnection,
-    ProxyError,
-    ProxySpec,
-    ResponseData,
-    ResponseEnd,
-    ResponseHead,
-    Url,
-    handshake_for,
-    parse_proxy,
-    parse_url,
-)
-from uniapi_core.http.client import UpstreamProtocolError
-from uniapi_core.http.h2client import H2Link, H2Pool, StreamFailed
-from uniapi_core.relay import UpstreamData, UpstreamEnded, UpstreamFailed, UpstreamHead
+from uniapi_core.http import handshake_for
+from uniapi_core.http.h2client import H2Link
+from uniapi_core.http.pool import READ_SIZE
+from uniapi_core.relay import UpstreamFailed
 from uniapi_core.session import Fetch, FetchResult
 from uniapi_core.ssrf import pick_address
+from uniapi_core.upstream import (ADDRESS_REFUSED, HANDSHAKE, LOST, ORIGIN, PROXY_TCP, RETRY,
+                                  TIMEOUT, Attempt, Collector, Connect, ConnectionManager, Full,
+                                  H1Conn, Wait, failure_kind, fetch_failure, image_request,
+                                  no_answer, tunnel_open)
 from uniapi_core.vendors.base import UpstreamRequest
 
-__all__ = ["UpstreamPool", "CONNECT_TIMEOUT"]
+__all__ = ["UpstreamPool"]
 
-CONNECT_TIMEOUT = 5.0
-IDLE_KEEPALIVE = 60.0
-MAX_IDLE_PER_ORIGIN = 256  # ≥ the busiest concurrency we serve, or streams reconnect
-READ_SIZE = 65536
-
-Origin = tuple[str, str, int]
-Key = tuple[ProxySpec | None, Origin]  # proxied connections never mix with direct ones
 Post = Callable[[object], Awaitable[None]]
+#: asyncio's exceptions → the core's failure kinds (first match wins: TimeoutError is an
+#: OSError).
+FAILURES = ((TimeoutError, TIMEOUT), ((OSError, ssl.SSLError), LOST))
 
 
-class _TooBig(Exception):
-    """An image went past its size cap."""
-
-
-class _ConnectFailed(Exception):
-    """A connect failure, as the message to report."""
-
-
-class _Conn:
+class _Conn(H1Conn):
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 origin: Origin, proxy: ProxySpec | None = None) -> None:
+                 key: object) -> None:
+        super().__init__(key)
         self.reader = reader
         self.writer = writer
-        self.key: Key = (proxy, origin)
-        self.h11 = ClientConnection()
-        self.idle_since = 0.0
 
 
 class _Link(H2Link):
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 key: Key) -> None:
+                 key: object) -> None:
         super().__init__(key)
         self.reader = reader
         self.writer = writer
@@ -75,92 +50,78 @@ class _Link(H2Link):
         self.finished = asyncio.Event()
 
 
-class _Pending:
-    """A connect that concurrent first requests for a key wait for."""
-
-    def __init__(self) -> None:
-        self.done = asyncio.Event()
-        self.error = ""
-
-
 class UpstreamPool:
-    """Keep-alive connections per origin (HTTP/2 multiplexed where ALPN picks it); TLS verified
-    against the system roots, or against ``ssl_context`` (its ALPN is set here)."""
+    """Upstream connections, pooled by the core; TLS verified against the system roots, or
+    against ``ssl_context`` (its ALPN is set here)."""
 
     def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
-        self._idle: dict[Key, list[_Conn]] = {}
-        self._h2: H2Pool[_Link] = H2Pool()
-        self._connecting: dict[Key, _Pending] = {}
+        self._core: ConnectionManager[_Conn, _Link] = ConnectionManager(asyncio.Event)
         self._tasks: set[asyncio.Task] = set()  # the links' readers and writers
         self._ssl = ssl_context or ssl.create_default_context()
         self._ssl.set_alpn_protocols(["h2", "http/1.1"])
         self._image_ssl = ssl.create_default_context()
         self._image_ssl.set_alpn_protocols(["http/1.1"])
 
-    async def _connect(self, key: Key) -> _Conn | _Link:
-        """A new connection: an HTTP/2 link (pooled, running) when ALPN picks h2; raises
-        ``_ConnectFailed``."""
+    async def _connect(self, key: tuple) -> _Conn | _Link | UpstreamFailed:
+        """A new connection (HTTP/2: a running, pooled link), or the failure to report."""
         proxy, (scheme, host, port) = key
-        via = f" through proxy {proxy.display}" if proxy else ""
+        stage, writer = ORIGIN, None
         try:
-            async with asyncio.timeout(CONNECT_TIMEOUT):  # proxy, handshake and TLS included
+            async with asyncio.timeout(self._core.timeouts.connect):
                 if proxy is not None:
-                    reader, writer = await self._tunnel(proxy, host, port)
-                    if scheme == "https":
-                        try:
-                            await writer.start_tls(self._ssl, server_hostname=host)
-                        except BaseException:
-                            writer.transport.abort()
-                            raise
-                elif scheme == "https":
-                    reader, writer = await asyncio.open_connection(
-                        host, port, ssl=self._ssl, server_hostname=host)
+                    hs, stage = handshake_for(proxy, host, port), PROXY_TCP
+                    reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
+                    stage = HANDSHAKE
+                    writer.write(hs.initial_bytes())
+                    await writer.drain()
+                    done = False
+                    while not done:
+                        done = hs.receive_data(await reader.read(READ_SIZE))
+                        if out := hs.data_to_send():
+                            writer.write(out)
+                            await writer.drain()
+                    tunnel_open(hs)
+                    stage = ORIGIN
                 else:
                     reader, writer = await asyncio.open_connection(host, port)
-        except TimeoutError:  # before OSError: TimeoutError is one
-            raise _ConnectFailed(f"connecting to {host}{via} timed out") from None
-        except ProxyError as exc:
-            raise _ConnectFailed(f"proxy {proxy.display if proxy else ''}: {exc}") from None
-        except (OSError, ssl.SSLError) as exc:
-            raise _ConnectFailed(f"cannot connect to {host}{via}: "
-                                 f"{describe_os_error(exc)}") from None
+                if scheme == "https":
+                    await writer.start_tls(self._ssl, server_hostname=host)
+        except BaseException as exc:
+            if writer is not None:
+                writer.transport.abort()
+            if (kind := failure_kind(exc, FAILURES)) is None:
+                raise
+            return self._core.connect_failure(key, stage, kind, exc)
         tls = writer.get_extra_info("ssl_object")
-        if tls is not None:
-            if tls.selected_alpn_protocol() == "h2":
-                link = _Link(reader, writer, key)
-                self._h2.add(link)
-                for job in (self._read_link(link), self._write_link(link)):
-                    task = asyncio.create_task(job)
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
-                return link
-            self._h2.h1_only.add(key)
-        return _Conn(reader, writer, key[1], proxy)
+        if not self._core.adopt(key, tls.selected_alpn_protocol() if tls else None):
+            return _Conn(reader, writer, key)
+        link = _Link(reader, writer, key)
+        self._core.h2.add(link)
+        for job in (self._read_link(link), self._write_link(link)):
+            task = asyncio.create_task(job)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return link
 
-    async def _route(self, key: Key, avoid: object, retried: bool
-                     ) -> tuple[_Conn | _Link, bool]:
-        """The connection for one attempt and whether it is new. Concurrent first requests
-        for an https origin share one connect (and its failure)."""
-        while key[1][0] == "https" and key not in self._h2.h1_only:
-            link = self._h2.pick(key, avoid)
-            if link is not None:
-                return link, False
-            pending = self._connecting.get(key)
-            if pending is None:
-                pending = self._connecting[key] = _Pending()
+    async def _route(self, key: tuple, avoid: object, retried: bool
+                     ) -> tuple[_Conn | _Link | UpstreamFailed, bool]:
+        """The connection for one attempt and whether it is new, or the failure to report."""
+        while True:
+            got = self._core.route(key, asyncio.get_running_loop().time(), avoid, retried)
+            if isinstance(got, Wait):
+                await got.pending.waiter.wait()
+                if got.pending.failure is not None:
+                    return got.pending.failure, False
+            elif isinstance(got, Connect):
+                conn = None
                 try:
-                    return await self._connect(key), True
-                except _ConnectFailed as exc:
-                    pending.error = str(exc)
-                    raise
-                finally:
-                    del self._connecting[key]
-                    pending.done.set()
-            await pending.done.wait()
-            if pending.error:
-                raise _ConnectFailed(pending.error)
-        conn = None if retried else self._take_idle(key)
-        return (conn, False) if conn is not None else (await self._connect(key), True)
+                    conn = await self._connect(key)
+                    return conn, True
+                finally:  # also on cancellation: the waiters then connect themselves
+                    if (waiter := self._core.connect_over(key, got, conn)) is not None:
+                        waiter.set()
+            else:
+                return got, False
 
     @staticmethod
     def _deliver(pairs: list) -> None:
@@ -189,121 +150,52 @@ class UpstreamPool:
                     break
                 else:
                     try:
-                        async with asyncio.timeout(IDLE_KEEPALIVE if link.idle else None):
+                        async with asyncio.timeout(self._core.timeouts.idle if link.idle
+                                                   else None):
                             await link.wake.wait()
                     except TimeoutError:
                         self._deliver(link.retire())
         except Exception:  # noqa: BLE001 - the write failed
             pass
         finally:
-            self._h2.discard(link)
+            self._core.h2.discard(link)
             self._deliver(link.feed(b"") + link.retire())
             link.writer.transport.abort()
             link.finished.set()
 
     @staticmethod
-    async def _tunnel(proxy: ProxySpec, host: str,
-                      port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """A TCP connection to ``proxy`` carrying a tunnel to ``host:port``; ``ProxyError``."""
-        hs = handshake_for(proxy, host, port)
-        try:
-            reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
-        except OSError as exc:
-            raise ProxyError(f"cannot connect: {describe_os_error(exc)}") from None
-        try:
-            writer.write(hs.initial_bytes())
-            await writer.drain()
-            done = False
-            while not done:
-                done = hs.receive_data(await reader.read(READ_SIZE))
-                if out := hs.data_to_send():
-                    writer.write(out)
-                    await writer.drain()
-        except BaseException as exc:
-            writer.transport.abort()
-            if isinstance(exc, OSError):
-                raise ProxyError("connection lost during the handshake: "
-                                 f"{describe_os_error(exc)}") from None
-            raise
-        if hs.leftover:
-            writer.transport.abort()
-            raise ProxyError("the proxy sent unexpected bytes after opening the tunnel")
-        return reader, writer
-
-    def _take_idle(self, key: Key) -> _Conn | None:
-        conns = self._idle.get(key)
-        now = asyncio.get_running_loop().time()
-        while conns:
-            conn = conns.pop()
-            if now - conn.idle_since < IDLE_KEEPALIVE:
-                return conn
-            conn.writer.transport.abort()
-        return None
-
-    def _release(self, conn: _Conn) -> None:
-        conns = self._idle.setdefault(conn.key, [])
-        if conn.h11.reusable and len(conns) < MAX_IDLE_PER_ORIGIN:
-            conn.h11.start_next_cycle()
-            conn.idle_since = asyncio.get_running_loop().time()
-            conns.append(conn)
-        else:
+    def _close(conns: list[_Conn]) -> None:
+        for conn in conns:
             conn.writer.transport.abort()
 
     async def aclose(self) -> None:
-        links = self._h2.all()
-        for link in links:  # GOAWAY, then close
-            self._deliver(link.retire("the gateway is shutting down"))
+        links, deliveries, idle = self._core.shutdown()  # GOAWAY, then close
+        self._deliver(deliveries)
+        for link in links:
             link.wake.set()
         if tasks := list(self._tasks):
-            await asyncio.wait(tasks, timeout=1.0)
+            await asyncio.wait(tasks, timeout=self._core.timeouts.close_grace)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        for conns in self._idle.values():
-            for conn in conns:
-                conn.writer.transport.abort()
-        self._idle.clear()
+        self._close(idle)
         await asyncio.sleep(0)  # let the transports finish closing
 
-    async def fetch(self, request: UpstreamRequest, timeout: float,
-                    proxy: str | None = None) -> tuple[int, bytes]:
-        """One whole request (model discovery, CONFIG_URL): status and body."""
-        parts: list[bytes] = []
-        status = 0
-
-        async def post(ev: object) -> None:
-            nonlocal status
-            if isinstance(ev, UpstreamHead):
-                status = ev.status
-            elif isinstance(ev, UpstreamData):
-                parts.append(ev.data)
-            elif isinstance(ev, UpstreamFailed):
-                raise OSError(ev.message)
-
-        async with asyncio.timeout(timeout):
-            await self.run(request, proxy, post)
-        return status, b"".join(parts)
+    async def fetch(self, request: UpstreamRequest, proxy: str | None = None
+                    ) -> tuple[int, bytes] | str:
+        """One whole request (model discovery, CONFIG_URL): status and body, or the error."""
+        got, timeout = Collector(), self._core.timeouts.discovery
+        try:
+            async with asyncio.timeout(timeout):
+                await self.run(request, proxy, partial(_add, got))
+        except TimeoutError:
+            return no_answer(timeout)
+        return got.result()
 
     async def fetch_image(self, action: Fetch) -> FetchResult:
         """GET a remote image for the core: resolve, connect only to the address the core's
         policy allows (pinned; the name stays in SNI and Host), read at most ``max_bytes``."""
-        url = action.url
-        parts: list[bytes] = []
-        head: list[UpstreamHead] = []
-        size = 0
-
-        async def post(ev: object) -> None:
-            nonlocal size
-            if isinstance(ev, UpstreamHead):
-                head.append(ev)
-            elif isinstance(ev, UpstreamData):
-                size += len(ev.data)
-                parts.append(ev.data)
-                if size > action.max_bytes:
-                    raise _TooBig()
-            elif isinstance(ev, UpstreamFailed):
-                raise OSError(ev.message)
-
+        url, got, attempt = action.url, Collector(action.max_bytes), None
         try:
             async with asyncio.timeout(action.timeout):
                 infos = await asyncio.get_running_loop().getaddrinfo(
@@ -311,132 +203,72 @@ class UpstreamPool:
                 address = pick_address([i[4][0] for i in infos],
                                        allow_private=action.allow_private)
                 if address is None:
-                    return FetchResult(error="the address is not allowed (private or local)")
-                if url.scheme == "https":
-                    reader, writer = await asyncio.open_connection(
-                        address, url.port, ssl=self._image_ssl, server_hostname=url.host)
-                else:
-                    reader, writer = await asyncio.open_connection(address, url.port)
-                conn = _Conn(reader, writer, url.origin)
+                    return FetchResult(error=ADDRESS_REFUSED)
+                tls = self._image_ssl if url.scheme == "https" else None
+                reader, writer = await asyncio.open_connection(
+                    address, url.port, ssl=tls, server_hostname=url.host if tls else None)
+                conn = _Conn(reader, writer, (None, url.origin))
+                attempt = image_request(conn, url)
                 try:
-                    await self._exchange(conn, "GET", url.target, (
-                        ("host", url.host_header), ("accept", "image/*")), b"", post,
-                        retry_stale=False)
+                    await self._attempt(conn, attempt, partial(_add, got))
                 finally:
                     writer.transport.abort()
-        except _TooBig:
-            return FetchResult(head[0].status, head[0].headers, b"".join(parts),
-                               truncated=True)
-        except TimeoutError:  # before OSError: TimeoutError is one
-            return FetchResult(error=f"no answer within {action.timeout:g} s")
+        except Full:
+            pass
         except (OSError, ssl.SSLError) as exc:
-            return FetchResult(error=f"cannot fetch: {describe_os_error(exc)}")
-        if not head:
-            return FetchResult(error="no answer")
-        return FetchResult(head[0].status, head[0].headers, b"".join(parts))
+            return fetch_failure(failure_kind(exc, FAILURES), exc, action.timeout)
+        return got.image(attempt)
 
     async def run(self, req: UpstreamRequest, proxy: str | None, post: Post) -> None:
-        """Perform one exchange, posting UpstreamHead/Data/Ended/Failed events (attempt 0:
-        the session knows whose exchange it is)."""
-        try:
-            url = parse_url(req.url)
-        except ValueError as exc:
-            await post(UpstreamFailed(0, "connect", f"bad upstream URL: {exc}"))
+        """Perform one exchange, posting UpstreamHead/Data/Ended/Failed events."""
+        target = self._core.target(req, proxy)
+        if isinstance(target, UpstreamFailed):
+            await post(target)
             return
-        try:
-            spec = parse_proxy(proxy) if proxy else None
-        except ValueError as exc:  # the message never quotes the URL (credentials)
-            await post(UpstreamFailed(0, "connect", f"bad proxy URL: {exc}"))
-            return
-        headers = (("host", url.host_header),) + tuple(
-            h for h in req.headers if h[0].lower() != "host")
-        key: Key = (spec, url.origin)
         retried, avoid = False, None
         while True:
-            try:
-                conn, fresh = await self._route(key, avoid, retried)
-            except _ConnectFailed as exc:
-                await post(UpstreamFailed(0, "connect", str(exc)))
+            conn, fresh = await self._route(target.key, avoid, retried)
+            if isinstance(conn, UpstreamFailed):
+                await post(conn)
                 return
-            if isinstance(conn, _Link):
-                result = await self._exchange_h2(conn, url, req, post, retry=not retried)
-            else:
-                result = False
-                try:
-                    result = await self._exchange(conn, req.method, url.target, headers,
-                                                  req.body, post,
-                                                  retry_stale=not fresh and not retried)
-                finally:  # also on cancellation: an abandoned exchange never returns to the pool
-                    if result is True:
-                        self._release(conn)
-                    else:
-                        conn.writer.transport.abort()
-            if result is not None:
+            outcome = None
+            try:
+                attempt = self._core.attempt(conn, target, fresh, retried)
+                outcome = await self._attempt(conn, attempt, post)
+            finally:  # also on cancellation: an abandoned exchange never returns to the pool
+                self._close(self._core.release(conn, outcome, asyncio.get_running_loop().time()))
+            if outcome != RETRY:
                 return
             retried, avoid = True, conn  # stale or refused: once more on another connection
 
-    async def _exchange_h2(self, link: _Link, url: Url, req: UpstreamRequest, post: Post, *,
-                           retry: bool) -> bool | None:
-        """One stream on ``link``; None: the server did not process it and nothing came back
-        (``retry``) — try another connection."""
-        queue: asyncio.Queue = asyncio.Queue()
+    async def _attempt(self, conn: _Conn | _Link, attempt: Attempt, post: Post) -> str | None:
+        """Run one attempt; its outcome once every event is posted."""
+        link = conn if isinstance(conn, _Link) else None
+        sink: asyncio.Queue | None = asyncio.Queue() if link is not None else None
+        read = sink.get if sink is not None else partial(conn.reader.read, READ_SIZE)
         try:
-            sid = link.open(req.method, url, req.headers, req.body, queue)
-        except ValueError as exc:  # a request the HTTP layer refuses to send
-            await post(UpstreamFailed(0, "protocol", f"cannot send the request: {exc}"))
-            return False
-        link.wake.set()
-        got_any = False
-        try:
+            if data := attempt.start(sink):
+                conn.writer.write(data)
+                await conn.writer.drain()
             while True:
-                ev = await queue.get()
-                if isinstance(ev, ResponseHead):
-                    got_any = True
-                    await post(UpstreamHead(0, ev.status, ev.headers))
-                elif isinstance(ev, ResponseData):
-                    await post(UpstreamData(0, ev.data))
-                    link.acknowledge(sid, len(ev.data))  # only now: a slow client stops it
+                if link is not None:
                     link.wake.set()
-                elif isinstance(ev, ResponseEnd):
-                    await post(UpstreamEnded(0))
-                    return True
-                elif isinstance(ev, StreamFailed):
-                    if ev.unprocessed and retry and not got_any:
-                        return None
-                    await post(UpstreamFailed(0, ev.kind, ev.message))
-                    return False
-        finally:  # also on cancellation: resets the stream if still open
-            link.finish(sid)
-            link.wake.set()
-
-    async def _exchange(self, conn: _Conn, method: str, target: str,
-                        headers: tuple[tuple[str, str], ...], body: bytes, post: Post, *,
-                        retry_stale: bool) -> bool | None:
-        """True: response complete (reusable); False: failed and reported; None: a stale
-        pooled connection failed before any byte came back — try a fresh one."""
-        got_any = False
-        try:
-            conn.writer.write(conn.h11.send_request(method, target, headers, body))
-            await conn.writer.drain()
-            while True:
-                data = await conn.reader.read(READ_SIZE)
-                if not data and retry_stale and not got_any:
-                    return None
-                got_any = True
-                for ev in conn.h11.receive_data(data):
-                    if isinstance(ev, ResponseHead):
-                        await post(UpstreamHead(0, ev.status, ev.headers))
-                    elif isinstance(ev, ResponseData):
-                        await post(UpstreamData(0, ev.data))
-                    elif isinstance(ev, ResponseEnd):
-                        await post(UpstreamEnded(0))
-                        return True
-        except UpstreamProtocolError as exc:
-            await post(UpstreamFailed(0, exc.kind, str(exc)))
-        except ValueError as exc:  # a request the HTTP layer refuses to send
-            await post(UpstreamFailed(0, "protocol", f"cannot send the request: {exc}"))
+                for ev in attempt.take():
+                    await post(ev)
+                    attempt.posted(ev)
+                if attempt.outcome:
+                    return attempt.outcome
+                attempt.feed(await read())
         except (OSError, ssl.SSLError) as exc:
-            if retry_stale and not got_any:
-                return None
-            await post(UpstreamFailed(0, "reset", f"connection lost: {describe_os_error(exc)}"))
-        return False
+            attempt.lost(exc)
+            for ev in attempt.take():
+                await post(ev)
+            return attempt.outcome
+        finally:  # also on cancellation: resets an HTTP/2 stream if still open
+            attempt.finish()
+            if link is not None:
+                link.wake.set()
+
+
+async def _add(collector: Collector, ev: object) -> None:
+    collector.add(ev)

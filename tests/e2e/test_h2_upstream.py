@@ -225,8 +225,9 @@ def test_a_stream_not_passed_on_holds_only_its_upstream_stream(backend):
 
 
 def test_idle_h2_connection_is_retired(backend, monkeypatch):
-    monkeypatch.setattr(__import__(f"uniapi_{backend}.upstream", fromlist=["x"]),
-                        "IDLE_KEEPALIVE", 0.3)
+    from uniapi_core.http import pool
+
+    monkeypatch.setattr(pool, "UPSTREAM_TIMEOUTS", pool.UpstreamTimeouts(idle=0.3))
     with FakeH2Upstream(tls=True) as fake, gateway(fake, backend) as gw:
         assert ask(gw, True) == CONTENT and ask(gw, False) == CONTENT
         assert fake.connections == 1

@@ -269,8 +269,9 @@ def test_tls_origin_through_the_tunnel(backend, kind, tmp_path):
 
 
 def test_silent_proxy_times_out_within_the_connect_limit(backend, monkeypatch):
-    module = __import__(f"uniapi_{backend}.upstream", fromlist=["CONNECT_TIMEOUT"])
-    monkeypatch.setattr(module, "CONNECT_TIMEOUT", 0.3)
+    from uniapi_core.http import pool
+
+    monkeypatch.setattr(pool, "UPSTREAM_TIMEOUTS", pool.UpstreamTimeouts(connect=0.3))
     with socket.socket() as silent:  # accepts (backlog) but never answers
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)

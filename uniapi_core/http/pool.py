@@ -1,0 +1,128 @@
+"""The upstream side's deadlines and the HTTP/1.1 keep-alive pool, sans I/O.
+
+``UpstreamTimeouts`` holds every upstream deadline both transports use (connect, idle
+keep-alive, discovery, shutdown grace); ``uniapi_core.upstream.ConnectionManager`` reads
+``UPSTREAM_TIMEOUTS`` when it is built without its own.
+
+``IdlePool`` keeps idle HTTP/1.1 connections per key (proxy, origin), driven with ``now``
+passed in: ``checkout(key, now)`` gives the most recently idle connection that has not expired,
+or None (connect); ``checkin(key, conn, now)`` keeps one (False: ``max_idle`` already idle for
+that key, close it); ``expire(now)`` gives the connections to close; ``next_deadline()`` says
+when the next one expires. A connection that went idle at ``t`` is handed out only while
+``now < t + idle`` and is returned by ``expire`` from ``t + idle`` on, exactly once. Connections
+are opaque and compared by identity; a connection is never held twice.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Hashable
+from typing import Generic, TypeVar
+
+import attrs
+
+__all__ = ["UpstreamTimeouts", "UPSTREAM_TIMEOUTS", "MAX_IDLE_PER_ORIGIN", "READ_SIZE",
+           "IdlePool"]
+
+
+@attrs.frozen
+class UpstreamTimeouts:
+    """Every deadline of the upstream side, in seconds (the front's TLS handshake is bounded by
+    ``ServerLimits.head_timeout``)."""
+
+    connect: float = 5.0  #: TCP connect, proxy handshake and TLS handshake, together
+    idle: float = 60.0  #: an idle keep-alive connection, or an HTTP/2 link without requests
+    discovery: float = 10.0  #: one model-list fetch at start-up, or the CONFIG_URL fetch
+    close_grace: float = 1.0  #: shutdown: how long HTTP/2 links get to send GOAWAY and close
+
+
+#: What a ``ConnectionManager`` built without timeouts uses (read at construction).
+UPSTREAM_TIMEOUTS = UpstreamTimeouts()
+#: Idle keep-alive connections kept per key: ≥ the busiest concurrency served, or streams
+#: reconnect.
+MAX_IDLE_PER_ORIGIN = 256
+#: Bytes asked for per upstream read.
+READ_SIZE = 65536
+
+C = TypeVar("C")
+Key = Hashable
+
+
+# -- the HTTP/1.1 keep-alive pool -------------------------------------------------------------
+
+
+class IdlePool(Generic[C]):
+    """Idle HTTP/1.1 connections per key, sans I/O (see the module docstring). Connections are
+    compared by identity."""
+
+    def __init__(self, *, max_idle: int = MAX_IDLE_PER_ORIGIN, idle: float = 60.0) -> None:
+        self.max_idle = max_idle
+        self.idle = idle
+        self._idle: dict[Key, deque[C]] = {}
+        self._since: dict[int, float] = {}  # id(conn) → when it went idle
+        self._order: deque[tuple[float, Key, C]] = deque()  # check-ins, oldest first
+        self._expired: list[C] = []
+
+    def checkout(self, key: Key, now: float) -> C | None:
+        """The most recently idle connection for ``key`` that has not expired, or None:
+        connect."""
+        self._sweep(now)
+        conns = self._idle.get(key)
+        if not conns:
+            return None
+        conn = conns.pop()
+        del self._since[id(conn)]
+        if not conns:
+            del self._idle[key]
+        return conn
+
+    def checkin(self, key: Key, conn: C, now: float) -> bool:
+        """Keep ``conn`` idle from ``now``; False when ``key`` already has ``max_idle`` (close
+        it)."""
+        self._sweep(now)
+        conns = self._idle.setdefault(key, deque())
+        if len(conns) >= self.max_idle or id(conn) in self._since:
+            if not conns:
+                del self._idle[key]
+            return False
+        conns.append(conn)
+        self._since[id(conn)] = now
+        self._order.append((now, key, conn))
+        return True
+
+    def expire(self, now: float) -> list[C]:
+        """The connections that expired (by ``now`` or found so earlier): close them."""
+        self._sweep(now)
+        out, self._expired = self._expired, []
+        return out
+
+    def next_deadline(self) -> float | None:
+        """When the next idle connection expires, or None."""
+        for since, _, conn in self._order:
+            if self._since.get(id(conn)) == since:
+                return since + self.idle
+        return None
+
+    def clear(self) -> list[C]:
+        """Every connection held (idle or expired): close them all."""
+        out = self._expired + [c for conns in self._idle.values() for c in conns]
+        self._idle.clear()
+        self._since.clear()
+        self._order.clear()
+        self._expired = []
+        return out
+
+    def __len__(self) -> int:
+        return len(self._since)
+
+    def _sweep(self, now: float) -> None:
+        while self._order and self._order[0][0] + self.idle <= now:
+            since, key, conn = self._order.popleft()
+            if self._since.get(id(conn)) != since:
+                continue  # handed out since (and maybe idle again: a later entry)
+            del self._since[id(conn)]
+            conns = self._idle[key]
+            conns.remove(conn)  # the oldest of its key: at the front
+            if not conns:
+                del self._idle[key]
+            self._expired.append(conn)
