@@ -9,6 +9,7 @@ may let escape (docs/contracts.md, DEC-2).
 
 from __future__ import annotations
 
+import enum
 import errno
 import json
 from typing import Any
@@ -17,6 +18,7 @@ __all__ = [
     "UniapiError",
     "ClientError",
     "UpstreamError",
+    "FailureKind",
     "GatewayError",
     "DecodeError",
     "ConfigError",
@@ -61,13 +63,34 @@ class ClientError(UniapiError):
     type = "invalid_request_error"
 
 
+class FailureKind(enum.StrEnum):
+    """What went wrong with an upstream attempt (``UpstreamError.kind``).
+
+    A ``StrEnum``: each member equals its string, so ``kind="timeout"`` and
+    ``err.kind == "timeout"`` keep working, while a misspelt kind raises ``ValueError`` where
+    the error is made instead of silently becoming non-retryable.
+    """
+
+    CONNECT = "connect"  # DNS, refused, TLS, proxy, a bad upstream or proxy URL
+    RESET = "reset"  # connection lost, RST_STREAM, GOAWAY
+    TIMEOUT = "timeout"  # no first byte, or a gap between chunks, within the attempt timeout
+    EOF = "eof"  # closed before the response ended
+    EMPTY = "empty"  # an answer without content
+    TRUNCATED = "truncated"  # a stream cut before its end event
+    DECODE = "decode"  # a body or stream that cannot be parsed
+    PROTOCOL = "protocol"  # the upstream broke HTTP, or answered what we did not ask for
+    TRIGGER = "trigger"  # the first content matched an ``error_triggers`` string
+    HEAD_TOO_LARGE = "head_too_large"  # an HTTP/1.1 response head over the limit
+    STATUS = "status"  # the upstream answered with an error status (``upstream_status``)
+
+
 class UpstreamError(UniapiError):
     """An upstream failed: connection, timeout, bad status or a malformed answer.
 
-    ``kind`` says what happened (``connect``, ``timeout``, ``status``, ``empty``,
-    ``truncated``, ``decode``, ``protocol``, ``trigger``); ``upstream_status`` is the vendor's
-    HTTP status when there was one. Whether it may be retried is decided in one place,
-    ``uniapi_core.relay.policy.is_retryable``.
+    ``kind`` says what happened (a ``FailureKind``; a string is converted, and one that names
+    no kind raises ``ValueError``); ``upstream_status`` is the vendor's HTTP status when there
+    was one. What it means — retried or not, the key's, the channel's or the request's fault —
+    is decided in one table, ``uniapi_core.routing.retry``.
     """
 
     status = 502
@@ -78,7 +101,7 @@ class UpstreamError(UniapiError):
         self,
         message: str,
         *,
-        kind: str = "status",
+        kind: FailureKind | str = FailureKind.STATUS,
         upstream_status: int | None = None,
         status: int | None = None,
         type: str | None = None,
@@ -86,7 +109,7 @@ class UpstreamError(UniapiError):
         headers: tuple[tuple[str, str], ...] = (),
     ) -> None:
         super().__init__(message, status=status, type=type, code=code, headers=headers)
-        self.kind = kind
+        self.kind = FailureKind(kind)
         self.upstream_status = upstream_status
 
 

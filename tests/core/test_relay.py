@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from uniapi_core.config.model import Provider
-from uniapi_core.errors import GatewayError
+from uniapi_core.errors import GatewayError, UpstreamError
 from uniapi_core.relay import (
     Attempt,
     CancelUpstream,
@@ -25,6 +26,7 @@ from uniapi_core.relay import (
     UpstreamFailed,
     UpstreamHead,
 )
+from uniapi_core.routing.retry import verdict
 from uniapi_core.vendors.base import ChatContext
 from uniapi_core.vendors.openai import build_exchange
 
@@ -275,3 +277,34 @@ def test_any_event_order_keeps_the_promises(script, n):
         assert not any(isinstance(a, OpenUpstream) for a in actions[first_send:])
     if r.finished:
         assert r.next_deadline() is None
+
+
+@pytest.mark.parametrize("kind, retried", [
+    ("connect", True), ("reset", True), ("protocol", True), ("eof", True),
+    ("head_too_large", False),  # routing/retry.py KIND_ROWS: answered at once
+])
+def test_transport_failures_are_retried_as_the_retry_table_says(kind, retried):
+    src = Source(n=2)
+    r = Relay(src, stream=True)
+    r.start(0.0)
+    acts = r.handle(UpstreamFailed(1, kind, "x"), 0.1)
+    assert kinds(acts) == (["OpenUpstream"] if retried else
+                           ["SendHead", "SendData", "EndResponse"])
+    assert src.finished == [(1, kind)] and verdict(UpstreamError("x", kind=kind)).retry is retried
+
+
+@pytest.mark.parametrize("status", [302, 400, 401, 403, 404, 408, 409, 413, 418, 422, 424, 429,
+                                    500, 503, 529])
+def test_error_statuses_are_retried_as_the_retry_table_says(status):
+    src = Source(n=2)
+    r = Relay(src, stream=False)
+    r.start(0.0)
+    acts = r.handle(UpstreamHead(1, status, JSON), 0.1)
+    if status >= 400:
+        r.handle(UpstreamData(1, b'{"error":{"message":"no"}}'), 0.1)
+        acts = r.handle(UpstreamEnded(1), 0.2)
+    retried = verdict(UpstreamError("x", kind="protocol" if status < 400 else "status",
+                                    upstream_status=status)).retry
+    assert retried is (status in (302, 401, 403, 408, 409, 424, 429) or status >= 500)
+    assert kinds(acts)[-1] == ("OpenUpstream" if retried else "EndResponse")
+    assert src.made == (2 if retried else 1)

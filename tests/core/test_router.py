@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 from uniapi_core.config import load_config
 from uniapi_core.errors import ClientError, UpstreamError
-from uniapi_core.relay.policy import is_retryable
 from uniapi_core.routing.plan import Attempt
 from uniapi_core.routing.resolve import Catalog, Channel
+from uniapi_core.routing.retry import verdict
 from uniapi_core.routing.router import Need, Router
 from uniapi_core.vendors import detect_engine
 
@@ -42,7 +42,7 @@ def attempts(r: Router, key, model: str, now: float = 0.0, rng=None, fail=None, 
         out.append((a.provider, a.upstream_model, a.key_index))
         failure = fail(a) if fail else None
         plan.attempt_finished(a, now, failure)
-        if failure is None or not is_retryable(failure):
+        if failure is None or not verdict(failure).retry:  # as the relay decides
             break
     return out, plan
 
@@ -231,3 +231,47 @@ def test_same_clock_and_seed_same_decisions(seed, times, algorithm):
                 for t in sorted(times)]
 
     assert run() == run()
+
+
+TWO_KEYS = load_config("""\
+providers:
+  - {provider: a, base_url: 'http://a/v1/chat/completions', api: [ka0, ka1], model: [m]}
+  - {provider: b, base_url: 'http://b/v1/chat/completions', api: [kb0], model: [m]}
+api_keys:
+  - api: sk-p
+preferences: {cooldown_period: 100}
+""").config
+
+
+@pytest.mark.parametrize("error, tried, cooled", [
+    # the key's fault: the channel's next key; the channel cools once no key is left
+    (UpstreamError("x", upstream_status=401), [("a", 0), ("a", 1), ("b", 0)], True),
+    (UpstreamError("x", upstream_status=429), [("a", 0), ("a", 1), ("b", 0)], True),
+    (UpstreamError("x", kind="decode", upstream_status=429), [("a", 0), ("a", 1), ("b", 0)],
+     True),
+    # the channel's: the next channel, this one cooled
+    (UpstreamError("x", upstream_status=503), [("a", 0), ("b", 0)], True),
+    (UpstreamError("x", kind="timeout", status=504), [("a", 0), ("b", 0)], True),
+    (UpstreamError("x", upstream_status=409), [("a", 0), ("b", 0)], True),
+    # the request's: answered at once, nothing cooled
+    (UpstreamError("x", upstream_status=400), [("a", 0)], False),
+    (UpstreamError("x", upstream_status=422), [("a", 0)], False),
+    # not retried, yet the channel cools (routing/retry.py, KIND_ROWS)
+    (UpstreamError("x", kind="head_too_large"), [("a", 0)], True),
+])
+def test_the_retry_table_decides_next_key_next_channel_and_cooling(error, tried, cooled):
+    r = router(TWO_KEYS)
+    got, _ = attempts(r, TWO_KEYS.api_keys[0], "m",
+                      fail=lambda a: error if a.provider == "a" else None)
+    assert [(p, k) for p, _, k in got] == tried
+    assert (r.cooldowns.until("a", "m", 0.0) is not None) is cooled
+    assert r.cooldowns.until("b", "m", 0.0) is None
+
+
+def test_a_key_failure_with_a_key_left_does_not_cool_the_channel():
+    r = router(TWO_KEYS)
+    got, _ = attempts(r, TWO_KEYS.api_keys[0], "m",
+                      fail=lambda a: UpstreamError("x", upstream_status=429)
+                      if a.key_index == 0 else None)
+    assert [(p, k) for p, _, k in got] == [("a", 0), ("a", 1)]
+    assert r.cooldowns.until("a", "m", 0.0) is None

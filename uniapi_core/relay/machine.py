@@ -13,7 +13,7 @@ told how each one ended, which is how cooldowns, key benches and stats learn of 
 
 The **commit point** is the first byte sent to the client. Before it, any failure (connection
 error, timeout, retryable status, empty answer, cut or garbled stream) may move on to the next
-attempt; the client has seen nothing. A streamed response commits with its first content chunk;
+attempt (``routing/retry.py`` says which); the client has seen nothing. A streamed response commits with its first content chunk;
 a whole-body response commits when the body has been read and translated. After the commit
 point a failure ends the stream with a final ``event: error`` / ``data: {"error": …}`` event
 and no ``[DONE]`` — never silence, a fake success or a hang.
@@ -53,7 +53,7 @@ from .events import (
     UpstreamFailed,
     UpstreamHead,
 )
-from .policy import is_retryable
+from ..routing.retry import verdict
 
 __all__ = ["State", "Relay", "Outcome", "SSE_HEADERS",
            "JSON_HEADERS"]
@@ -362,7 +362,7 @@ class Relay:
         self._redact(err)
         self._close_upstream(out)
         self._record(err, now)
-        if is_retryable(err):
+        if verdict(err).retry:  # routing/retry.py: the one retry-and-blame table
             self._next_or_fail(now, err, out)
         else:
             self._respond_error(err, out)

@@ -33,7 +33,8 @@ gives ``KeyPick(None, None, usable=True)`` (send without a provider key), still 
 ``api_key_rate_limit`` if one is configured (with ``None`` in place of the index) and unusable
 for that reason only.
 
-Benching: ``record_failure`` with status 429, 401 or 403 benches the key for
+Benching: ``record_failure`` with status 429, 401 or 403 (the statuses the retry table of
+``routing/retry.py`` blames on the key) benches the key for
 ``api_key_cooldown_period`` seconds (default 0 = off): skipped while ``now < failure + period``,
 usable again from ``failure + period``. As the seed README says, this applies only to a provider
 with at least two keys; a lone key is never benched (the channel cooldown handles the channel).
@@ -63,17 +64,13 @@ import attrs
 from ..config.model import Provider, RateLimit, RateRule
 from ..ratelimit.limiter import Admitted, Limiter
 from ..ratelimit.scope import limit_scope
+from .retry import benches
 
-__all__ = ["KEY_ALGORITHMS", "BENCH_STATUSES", "SLOT_BENCH_STATUSES", "REGION_BENCH", "KeyPick",
-           "KeyPools"]
+__all__ = ["KEY_ALGORITHMS", "REGION_BENCH", "KeyPick", "KeyPools"]
 
 #: every value ``api_key_schedule_algorithm`` may take (``None`` means ``round_robin``)
 KEY_ALGORITHMS = ("round_robin", "random", "fixed_priority")
 
-#: upstream statuses that bench a key (when ``api_key_cooldown_period`` > 0)
-BENCH_STATUSES = frozenset({429, 401, 403})
-#: upstream statuses that bench a slot (a Vertex region)
-SLOT_BENCH_STATUSES = frozenset({429})
 #: seconds a slot answering 429 is benched when ``api_key_cooldown_period`` is not set
 REGION_BENCH = 60.0
 
@@ -211,10 +208,11 @@ class KeyPools:
         """
         period = provider.preferences.api_key_cooldown_period
         if slots is None:
-            period, statuses = period or 0.0, BENCH_STATUSES
+            period = period or 0.0
         else:
-            period, statuses = REGION_BENCH if period is None else period, SLOT_BENCH_STATUSES
-        if status not in statuses or not period > 0 or index is None:
+            period = REGION_BENCH if period is None else period
+        # which statuses are the key's (or region's) fault: the table of routing/retry.py
+        if not benches(status, regions=slots is not None) or not period > 0 or index is None:
             return
         pool = self._pool(provider, slots)
         if len(pool.keys) < 2 or not 0 <= index < len(pool.keys):

@@ -1,8 +1,7 @@
-"""What the relay pulls attempts from, and the retry budget (docs/routing.md §7).
+"""What the relay pulls attempts from (docs/routing.md §7).
 
-``AUTO_RETRY: true`` (the default) lets every distinct candidate channel be tried once, at
-most 10 attempts in all (a key-level failure may also try the channel's other keys within
-that); ``false`` makes one attempt; a number N allows at most N retries after the first.
+The retry budget (``attempt_budget``, ``AUTO_RETRY``) lives with the retry-and-blame table in
+``routing/retry.py`` and is re-exported here.
 """
 
 from __future__ import annotations
@@ -13,11 +12,9 @@ import attrs
 
 from ..errors import UniapiError, UpstreamError
 from ..vendors.base import Exchange
+from .retry import MAX_ATTEMPTS, attempt_budget
 
 __all__ = ["Attempt", "AttemptSource", "attempt_budget", "MAX_ATTEMPTS"]
-
-#: the most attempts one request makes, whatever the config says
-MAX_ATTEMPTS = 10
 
 
 @attrs.frozen(kw_only=True)
@@ -49,11 +46,3 @@ class AttemptSource(Protocol):
         """The error to answer when not even a first attempt could be made."""
         ...
 
-
-def attempt_budget(auto_retry: bool | int | None) -> int:
-    """How many attempts one request may make in all."""
-    if auto_retry is None or auto_retry is True:
-        return MAX_ATTEMPTS
-    if auto_retry is False:
-        return 1
-    return min(1 + max(0, int(auto_retry)), MAX_ATTEMPTS)

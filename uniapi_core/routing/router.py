@@ -23,7 +23,9 @@ the credential's, the same everywhere) tries the channel's next region before th
 and benches the region.
 
 Attempts never exceed the ``AUTO_RETRY`` budget and never repeat a channel before all were
-tried. Failures cool the (provider, requested model) channel for ``cooldown_period`` (provider
+tried. What a failure means — the key's fault (bench it, try the channel's next key), the
+channel's (cool it) or the request's (nothing) — is the one table of ``routing/retry.py``.
+Failures cool the (provider, requested model) channel for ``cooldown_period`` (provider
 preference, else global, else 300 s; 0 = off) and bench keys (``api_key_cooldown_period``).
 Everything is a function of the ``now`` and ``random.Random`` passed in.
 """
@@ -38,21 +40,18 @@ import attrs
 from ..config.model import ApiKey, Config, Provider
 from ..errors import ClientError, GatewayError, UniapiError, UpstreamError
 from ..ratelimit import Admitted, Limiter, limit_scope
-from ..relay.policy import RETRYABLE_STATUSES
 from .cooldown import Cooldowns
 from .keypool import KeyPools
-from .plan import Attempt, attempt_budget
+from .plan import Attempt
 from .regions import vertex_regions
 from .resolve import Catalog, Channel, resolve
+from .retry import attempt_budget, verdict
 from .schedule import Scheduler
 
 __all__ = ["Router", "RoutePlan", "Need", "Decision", "DEFAULT_COOLDOWN"]
 
 #: seconds a failed channel is skipped when api.yaml does not say (docs/routing.md §5)
 DEFAULT_COOLDOWN = 300.0
-KEY_LEVEL_STATUSES = frozenset({401, 403, 429})
-#: statuses after which a channel with region slots tries its next region
-SLOT_LEVEL_STATUSES = frozenset({429})
 
 
 @attrs.frozen(kw_only=True)
@@ -149,10 +148,6 @@ class Router:
             return None
         return vertex_regions(channel.provider, channel.upstream_model)
 
-    def level_statuses(self, slots: tuple[str, ...] | None) -> frozenset[int]:
-        """Statuses that blame the key (or slot) rather than the channel."""
-        return KEY_LEVEL_STATUSES if slots is None else SLOT_LEVEL_STATUSES
-
     def cooldown_period(self, provider: Provider) -> float:
         own = provider.preferences.cooldown_period
         if own is not None:
@@ -167,13 +162,14 @@ class Router:
         row[0 if error is None else 1] += 1
         if error is None:
             return
-        status = error.upstream_status
         slots = self.slots(channel)
-        if status in self.level_statuses(slots):
-            self.keys.record_failure(channel.provider, key_index, status, now, slots)
+        seen = verdict(error, regions=slots is not None)  # routing/retry.py
+        if seen.bench_key:
+            self.keys.record_failure(channel.provider, key_index, error.upstream_status, now,
+                                     slots)
             if other_keys_left:
                 return  # the key is at fault, not the channel
-        if _channel_failure(error):
+        if seen.cool_channel:
             self.cooldowns.cool(channel.provider.provider, channel.alias, now,
                                 self.cooldown_period(channel.provider))
 
@@ -185,14 +181,6 @@ def _decision(channel: Channel, verdict: str, detail: str, index: int | None,
         return Decision(channel.provider.provider, channel.upstream_model, verdict, detail,
                         None, slots[index])
     return Decision(channel.provider.provider, channel.upstream_model, verdict, detail, index)
-
-
-def _channel_failure(error: UpstreamError) -> bool:
-    """Failures that say the channel is unwell (not that the request is wrong)."""
-    if error.kind == "status":
-        s = error.upstream_status or error.status
-        return s >= 500 or s in RETRYABLE_STATUSES
-    return True
 
 
 class RoutePlan:
@@ -216,9 +204,9 @@ class RoutePlan:
     def next_attempt(self, now: float, failure: UpstreamError | None) -> Attempt | None:
         if self._made >= self._budget:
             return None
-        stay = (failure is not None and self._current is not None
-                and failure.upstream_status in self._router.level_statuses(
-                    self._router.slots(self.channels[self._current[0]])))
+        stay = (failure is not None and self._current is not None  # the key's fault: next key
+                and verdict(failure, regions=self._router.slots(
+                    self.channels[self._current[0]]) is not None).bench_key)
         if self._current is not None and not stay:
             self._pos += 1
         while self._pos < len(self.channels):
