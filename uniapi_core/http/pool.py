@@ -62,6 +62,7 @@ class IdlePool(Generic[C]):
         self._since: dict[int, float] = {}  # id(conn) → when it went idle
         self._order: deque[tuple[float, Key, C]] = deque()  # check-ins, oldest first
         self._expired: list[C] = []
+        self._due = 0.0  # when the first of ``_expired`` expired
 
     def checkout(self, key: Key, now: float) -> C | None:
         """The most recently idle connection for ``key`` that has not expired, or None:
@@ -97,7 +98,10 @@ class IdlePool(Generic[C]):
         return out
 
     def next_deadline(self) -> float | None:
-        """When the next idle connection expires, or None."""
+        """When the next idle connection expires (already passed when ``expire`` has some to
+        give), or None."""
+        if self._expired:
+            return self._due
         for since, _, conn in self._order:
             if self._since.get(id(conn)) == since:
                 return since + self.idle
@@ -125,4 +129,6 @@ class IdlePool(Generic[C]):
             conns.remove(conn)  # the oldest of its key: at the front
             if not conns:
                 del self._idle[key]
+            if not self._expired:
+                self._due = since + self.idle  # the first, so the earliest
             self._expired.append(conn)
