@@ -62,9 +62,14 @@ def _code_lines(package: str) -> int:
     return n
 
 
+#: Code lines (non-blank, non-comment) per transport. uniapi_trio also holds cli.py (~166),
+#: the one command-line shell every entry runs; the target is 650 each (issue 12).
+THIN = {"uniapi_trio": 800, "uniapi_asyncio": 650}
+
+
 def test_transports_stay_thin():
-    for package in ("uniapi_trio", "uniapi_asyncio"):
-        assert _code_lines(package) <= 1000, package
+    for package, limit in THIN.items():
+        assert _code_lines(package) <= limit, package
 
 
 def test_transports_do_not_import_each_other_except_the_cli():
