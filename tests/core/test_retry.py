@@ -145,18 +145,19 @@ def test_a_misspelt_kind_raises_where_the_error_is_made(bad):
         UpstreamError("x", kind=bad)
 
 
-#: calls whose positional argument (at this index) is a failure kind, by file name: the HTTP
-#: clients' ``_fail``/``_fail_all`` and h2client's ``StreamFailed``
-_KIND_ARGS = {"client.py": {"_fail": 0},
-              "h2client.py": {"_fail": 1, "_fail_all": 0, "StreamFailed": 0}}
+#: calls whose positional argument (at this index) is a failure kind, by file: the HTTP
+#: clients' ``_fail``/``_fail_all``, h2client's ``StreamFailed`` and the connection manager's
+#: attempt drivers (``upstream.py``)
+_KIND_ARGS = {"uniapi_core/http/client.py": {"_fail": 0},
+              "uniapi_core/http/h2client.py": {"_fail": 1, "_fail_all": 0, "StreamFailed": 0},
+              "uniapi_core/upstream.py": {"_fail": 0}}
 
 
 def _kind_literals(path: Path) -> list[tuple[int, str]]:
     """Kind strings in the calls that make an upstream failure: ``kind=`` of the
     UpstreamError classes, the kind argument of ``UpstreamFailed`` and of ``_KIND_ARGS``."""
     found = []
-    positions = dict(_KIND_ARGS.get(path.name, {}) if "http" in path.parts else {},
-                     UpstreamFailed=1)
+    positions = dict(_KIND_ARGS.get(path.relative_to(ROOT).as_posix(), {}), UpstreamFailed=1)
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if not isinstance(node, ast.Call):
             continue
