@@ -26,6 +26,8 @@ __all__ = [
     "StreamFailed",
     "StreamItem",
     "StreamDecoder",
+    "Framer",
+    "VendorDecoder",
     "SSEVendorDecoder",
     "Exchange",
     "error_from_body",
@@ -114,20 +116,35 @@ class StreamDecoder(Protocol):
     def close(self) -> list[StreamItem]: ...
 
 
-class SSEVendorDecoder:
-    """The part every SSE-based vendor decoder shares: framing, the terminal state and the
-    error contract. Subclasses set up their own state, then implement ``_event(ev)`` (one SSE
-    event → items; may set ``self._done``) and ``_eof()`` (the items when the body ends
-    before the vendor's terminal event: a truncation, or a synthesized ending).
+class Framer(Protocol):
+    """The framing layer under a vendor decoder: bytes in, whole units (SSE events, AWS
+    event-stream messages…) out. ``feed`` returns the units completed before a framing error
+    and raises that error on the next call (its own DEC-1); ``close`` returns the pending
+    units (or None) and raises ``DecodeError("truncated")`` for a cut unit."""
+
+    def feed(self, data: bytes) -> list[Any]: ...
+
+    def close(self) -> list[Any] | None: ...
+
+
+class VendorDecoder:
+    """The part every vendor stream decoder shares, whatever its framing: the terminal
+    state and the error contract. A subclass passes its ``Framer`` (``SSEDecoder``,
+    ``eventstream.EventStreamDecoder``…), sets up its own state, then implements
+    ``_event(unit)`` (one unit → items; may set ``self._done``) and ``_eof()`` (the items when
+    the body ends before the vendor's terminal condition: a truncation, or a synthesized
+    ending). A subclass may replace ``_events`` with a faster loop that gives the same items.
 
     - DEC-1: items completed before a ``DecodeError`` come out first and the error is raised
       by the next call, so how the bytes were cut never changes the output;
-    - DEC-2: only ``DecodeError`` escapes; DEC-4: nothing after ``_done`` is looked at;
-    - DEC-5: at EOF the pending event counts, then ``_eof()`` decides.
+    - DEC-2: only ``DecodeError`` escapes, and any call after ``close`` raises
+      ``DecodeError("closed")``; DEC-4: once ``_done``, nothing more is framed or looked at;
+    - DEC-5: at EOF the pending unit counts (a unit cut by EOF is a truncation, not an
+      error), then ``_eof()`` decides.
     """
 
-    def __init__(self) -> None:
-        self._sse = SSEDecoder()
+    def __init__(self, framer: Framer) -> None:
+        self._framer = framer
         self._done = self._closed = False
         self._error: DecodeError | None = None
 
@@ -138,7 +155,7 @@ class SSEVendorDecoder:
         if self._done:
             return out
         try:
-            self._events(self._sse.feed(data), out)
+            self._events(self._framer.feed(data), out)
         except DecodeError as exc:
             self._error = exc
             if not out:
@@ -146,18 +163,18 @@ class SSEVendorDecoder:
         return out
 
     def close(self) -> list[StreamItem]:
-        """The upstream body ended: the pending event, then ``_eof()`` if not yet done."""
+        """The upstream body ended: the pending unit, then ``_eof()`` if not yet done."""
         self._check()
         self._closed = True
         out: list[StreamItem] = []
         if self._done:
             return out
         try:
-            self._events(self._sse.close(), out)
+            self._events(self._framer.close() or (), out)
             if self._done:
                 return out
         except DecodeError as exc:
-            if exc.kind != "truncated":  # a cut inside a line is a truncation: _eof says
+            if exc.kind != "truncated":  # a cut inside a line or frame is a truncation: _eof
                 raise
         if not self._done:
             out += self._eof()
@@ -170,18 +187,30 @@ class SSEVendorDecoder:
         if self._closed:
             raise DecodeError("closed", "the decoder was already closed")
 
-    def _events(self, events: list[SSEEvent], out: list[StreamItem]) -> None:
-        """Append the items of ``events`` to ``out``, in order, stopping once done (DEC-4).
-        A subclass may replace it with a faster loop that gives the same items."""
+    def _events(self, events: Any, out: list[StreamItem]) -> None:
+        """Append the items of ``events`` (framed units) to ``out``, in order, stopping once
+        done (DEC-4). A subclass may replace it with a faster loop that gives the same items."""
         for ev in events:
             out += self._event(ev)
             if self._done:
                 return
 
-    def _event(self, ev: SSEEvent) -> list[StreamItem]:  # pragma: no cover - abstract
+    def _event(self, ev: Any) -> list[StreamItem]:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _eof(self) -> list[StreamItem]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class SSEVendorDecoder(VendorDecoder):
+    """``VendorDecoder`` over SSE framing (``SSEDecoder``, docs/contracts.md "SSE framing"):
+    ``_event`` gets one ``SSEEvent``; ``self._sse`` is the framer."""
+
+    def __init__(self) -> None:
+        self._sse = SSEDecoder()
+        super().__init__(self._sse)
+
+    def _event(self, ev: SSEEvent) -> list[StreamItem]:  # pragma: no cover - abstract
         raise NotImplementedError
 
 

@@ -59,8 +59,8 @@ from urllib.parse import quote
 from ..errors import DecodeError, GatewayError, UpstreamError
 from ..jsonutil import dumps, loads_strict
 from . import anthropic
-from .base import (ChatContext, StreamDone, StreamFailed, StreamItem,
-                   UpstreamRequest, error_from_body)
+from .base import (ChatContext, StreamDone, StreamFailed, StreamItem, UpstreamRequest,
+                   VendorDecoder, error_from_body)
 from .eventstream import MAX_FRAME, EventStreamDecoder, Message
 from .sigv4 import amz_date, sign
 from .toolkit import STATUS_TYPES_NO_409, retry_after, status_error, status_type
@@ -275,69 +275,37 @@ def _text(v: Any) -> str | None:
     return v if isinstance(v, str) else None
 
 
-class BedrockStreamDecoder:
-    """Bedrock event-stream bytes → OpenAI chunks, split-invariant (see the module docstring).
+class BedrockStreamDecoder(VendorDecoder):
+    """Bedrock event-stream bytes → OpenAI chunks, split-invariant (see the module docstring):
+    ``VendorDecoder`` over AWS event-stream framing, each message handled by ``_event``.
 
     ``usage`` is the OpenAI usage seen so far (``None`` before any), ``thinking_blocks`` the
     signed thinking kept for replay (ANT-K4), both from the inner Anthropic decoder.
     """
 
     def __init__(self, ctx: ChatContext, max_frame: int = MAX_FRAME) -> None:
-        self.ctx = ctx
         self._frames = EventStreamDecoder(max_frame)
-        self._events = anthropic.AnthropicStreamDecoder(ctx)
-        self._done = self._closed = False
-        self._error: DecodeError | None = None
+        super().__init__(self._frames)
+        self.ctx = ctx
+        self._inner = anthropic.AnthropicStreamDecoder(ctx)
 
     @property
     def usage(self) -> dict[str, Any] | None:
-        return self._events.usage
+        return self._inner.usage
 
     @property
     def thinking_blocks(self) -> list[dict[str, Any]]:
-        return self._events.thinking_blocks
+        return self._inner.thinking_blocks
 
-    def feed(self, data: bytes) -> list[StreamItem]:
-        """Consume ``data``; return the items it completes (``DecodeError`` on bad input)."""
-        self._check()
-        out: list[StreamItem] = []
-        if self._done:
-            return out
-        try:
-            for msg in self._frames.feed(data):
-                out += self._message(msg)
-                if self._done:
-                    return out
-        except DecodeError as exc:
-            self._error = exc
-            if not out:
-                raise
-        return out  # an error after items is raised by the next call
-
-    def close(self) -> list[StreamItem]:
-        """EOF: ``truncated`` unless the stream ended (BR-S7, DEC-5)."""
-        self._check()
-        self._closed = True
-        if self._done:
-            return []
-        self._done = True
-        try:
-            self._frames.close()
-        except DecodeError as exc:
-            if exc.kind != "truncated":
-                raise
+    def _eof(self) -> list[StreamItem]:
+        """EOF before a terminal item: ``truncated`` (BR-S7, DEC-5)."""
+        if self._frames.buffered:
             return [StreamFailed(UpstreamError("upstream stream ended inside an event-stream "
                                                "frame", kind="truncated"))]
         return [StreamFailed(UpstreamError("upstream stream ended before message_stop",
                                            kind="truncated"))]
 
-    def _check(self) -> None:
-        if self._error is not None:
-            raise DecodeError(self._error.kind, self._error.detail)
-        if self._closed:
-            raise DecodeError("closed", "the decoder was already closed")
-
-    def _message(self, msg: Message) -> list[StreamItem]:
+    def _event(self, msg: Message) -> list[StreamItem]:
         kind = msg.headers.get(":message-type")
         if kind == "event":
             if msg.headers.get(":event-type") != "chunk":
@@ -382,7 +350,7 @@ class BedrockStreamDecoder:
         out: list[StreamItem] = []
         if event.get("type") == "message_stop":  # BR-S6: usage fallback
             metrics = event.get("amazon-bedrock-invocationMetrics")
-            usage = self._events.usage
+            usage = self._inner.usage
             if isinstance(metrics, dict) and (
                     usage is None or not (usage["prompt_tokens"] or usage["completion_tokens"])):
                 counts = {k: v for k, v in (("input_tokens", metrics.get("inputTokenCount")),
@@ -397,4 +365,4 @@ class BedrockStreamDecoder:
         return out
 
     def _feed_event(self, event_json: bytes) -> list[StreamItem]:
-        return self._events.feed(b"data: " + event_json + b"\n\n")
+        return self._inner.feed(b"data: " + event_json + b"\n\n")

@@ -30,10 +30,11 @@ the replayed part. A caller-owned store can fill in for clients that drop ``extr
 (``signatures=`` in, ``thought_signatures`` out); Gemini 3 gets the documented placeholder when
 neither knows the signature. Tool-call ids stay ``call_`` + 24 characters (TC-4).
 
-``GeminiExchange.parse_body`` reads every candidate (GEM-N1..N3). ``GeminiStreamDecoder`` frames
-with ``SSEDecoder`` (LF/CRLF/CR), feeding it line by line so that any error is met in stream
-order: what was completed before an error is returned and the error is raised by the next call,
-so every split of the bytes gives identical items and errors (DEC-1, DEC-2). Each
+``GeminiExchange.parse_body`` reads every candidate (GEM-N1..N3). ``GeminiStreamDecoder`` is an
+``SSEVendorDecoder`` (SSE framing, LF/CRLF/CR): any error is met in stream order, what was
+completed before it is returned and the error is raised by the next call, so every split of the
+bytes gives identical items and errors (DEC-1, DEC-2); an error object or a blocked prompt is
+terminal and nothing after it is read (DEC-4). Each
 ``GenerateContentResponse`` goes through ``ChunkWriter`` (S-1..S-8): text, ``thought`` parts as
 reasoning, each ``functionCall`` as one complete tool call, indexes continuing across chunks
 (GEM-S1, GEM-S2, TC-1..TC-4). ``usageMetadata`` is kept, never summed (U-3). A
@@ -61,9 +62,9 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from ..errors import DecodeError, UpstreamError
 from ..jsonutil import MAX_DEPTH, dumps, loads_strict
-from ..streams import SSEDecoder
-from .base import (ChatContext, ImagesNeeded, StreamChunk, StreamDone, StreamFailed, StreamItem,
-                   UpstreamRequest, error_from_body, implied_status, GOOGLE_STATUS_TYPES)
+from .base import (GOOGLE_STATUS_TYPES, ChatContext, ImagesNeeded, SSEVendorDecoder, StreamChunk,
+                   StreamDone, StreamFailed, StreamItem, UpstreamRequest, error_from_body,
+                   implied_status)
 from .chunks import ChunkWriter, completion, usage_object
 from .openai import merge_headers
 from .toolkit import STATUS_TYPES_NO_409, b64decode_loose, bad as _bad, call_id, data_url
@@ -808,18 +809,23 @@ _PLAIN_TEXT = re.compile(
     + r')?(?:, ?"responseId": ?' + _G_STR + r')?\}')
 
 
-class GeminiStreamDecoder:
+class GeminiStreamDecoder(SSEVendorDecoder):
     """``streamGenerateContent?alt=sse`` bytes -> client chunks (GEM-S1, GEM-S2, GEM-S6,
-    GEM-S7, DEC-1..DEC-6)."""
+    GEM-S7, DEC-1..DEC-6).
+
+    Framing, the terminal state and the error contract are ``SSEVendorDecoder``'s (DEC-1,
+    DEC-2). ``_done`` is set only by a terminal failure (an error object, a blocked prompt);
+    a ``finishReason`` ends the content (``_finish``) but usage is still read until EOF,
+    where ``_eof`` writes the finish chunk, the usage chunk and ``StreamDone`` (GEM-S6), or
+    a truncation when no finishReason came (DEC-5). ``_events`` is the whole per-event loop,
+    fast path included."""
 
     def __init__(self, ctx: ChatContext) -> None:
+        super().__init__()
         self._ctx = ctx
-        self._sse = SSEDecoder()
         self._writer = ChunkWriter(ctx)
         self._finish: str | None = None  # mapped finishReason once seen (terminal, DEC-4)
         self._started = False  # the role chunk went out (S-1)
-        self._ended = False  # StreamDone/StreamFailed returned
-        self._error: DecodeError | None = None
         self._calls = 0
         #: the last usage seen, OpenAI-shaped (U-3); None until Gemini reports one
         self.usage: dict[str, Any] | None = None
@@ -827,57 +833,22 @@ class GeminiStreamDecoder:
         #: (tool_call_id, thoughtSignature) pairs seen so far (GEM-R4)
         self.thought_signatures: list[tuple[str, str]] = []
 
-    def feed(self, data: bytes) -> list[StreamItem]:
-        """Consume bytes; return the items they complete. Raises only ``DecodeError``.
-
-        The SSE decoder returns what it completed before a framing error and events are
-        mapped one by one, so an error is met in stream order whatever the feed boundaries;
-        the items completed before it are returned and the error is raised by the next call
-        (DEC-1, DEC-2)."""
-        self._check()
-        out: list[StreamItem] = []
-        try:
-            self._map(self._sse.feed(data), out)
-        except DecodeError as exc:
-            self._error = exc
-            if not out:
-                raise
-        return out
-
-    def close(self) -> list[StreamItem]:
+    def _eof(self) -> list[StreamItem]:
         """End of the upstream body: finish (GEM-S6, DEC-5) or report a truncation."""
-        self._check()
-        try:
-            events = self._sse.close()
-        except DecodeError as exc:
-            if exc.kind != "truncated":
-                raise
-            events = []  # EOF inside a line: the stream was cut (DEC-5)
-        out: list[StreamItem] = []
-        self._map(events, out)
-        if not self._ended:
-            self._ended = True
-            if self._finish is None:
-                out.append(StreamFailed(UpstreamError(
-                    "gemini stream ended before a finishReason", kind="truncated")))
-            else:
-                out += self._writer.finish(self._finish, self.usage)
-                out.append(StreamDone(self.usage))
-        return out
-
-    def _check(self) -> None:
-        if self._error is not None:
-            raise DecodeError(self._error.kind, self._error.detail)
+        if self._finish is None:
+            return [StreamFailed(UpstreamError("gemini stream ended before a finishReason",
+                                               kind="truncated"))]
+        return [*self._writer.finish(self._finish, self.usage), StreamDone(self.usage)]
 
     #: the fast-path matcher (a test swaps it for one that never matches)
     _plain = _PLAIN_TEXT.fullmatch  # a bound builtin: not rebound as a method
 
-    def _map(self, events: list[Any], out: list[StreamItem]) -> None:
+    def _events(self, events: list[Any], out: list[StreamItem]) -> None:
         """Append the items of ``events`` to ``out``; items before an error stay there."""
         plain = self._plain
         for ev in events:
-            if self._ended:
-                continue
+            if self._done:
+                return  # DEC-4: nothing after a terminal failure
             m = plain(ev.data)
             if m is not None and self._plain_text(ev.data, m, out):
                 continue
@@ -915,10 +886,10 @@ class GeminiStreamDecoder:
         if isinstance(obj.get("usageMetadata"), dict):
             self.usage = _usage(obj["usageMetadata"])
             self._usage_text = None  # no longer the usage of the last fast-path text
-        if self._finish is not None or self._ended:
+        if self._finish is not None or self._done:
             return []  # DEC-4: only usage counts after the finish
         if obj.get("error"):  # GEM-S7
-            self._ended = True
+            self._done = True
             return [StreamFailed(_google_error(_error_status(obj), (), b"", obj))]
         feedback = obj.get("promptFeedback")
         block = feedback.get("blockReason") if isinstance(feedback, dict) else None
@@ -927,7 +898,7 @@ class GeminiStreamDecoder:
             if isinstance(candidates, list) else []
         if block and not candidates:
             if not self._started:
-                self._ended = True
+                self._done = True
                 return [StreamFailed(_blocked(block))]
             self._finish = "content_filter"
             return []

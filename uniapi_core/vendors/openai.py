@@ -18,9 +18,10 @@ import attrs
 from ..errors import DecodeError, UpstreamError
 from ..jsonutil import dumps
 from ..multipart import Form
-from ..streams import SSEDecoder, encode_event
+from ..streams import encode_event
 from .base import (
     ChatContext,
+    SSEVendorDecoder,
     StreamChunk,
     StreamDone,
     StreamFailed,
@@ -153,68 +154,36 @@ _PLAIN_CHUNK = re.compile(
     r'(?:,"usage":null)?(?:,"obfuscation":' + _STR + r')?\})')
 
 
-class OpenAIStreamDecoder:
+class OpenAIStreamDecoder(SSEVendorDecoder):
     """OpenAI SSE bytes → client-ready chunks, relayed without re-encoding when possible.
 
-    Split-invariant even on bad input (DEC-1): chunks completed before a ``DecodeError`` come
-    out first and the error is raised by the next call, however the bytes were cut.
+    Framing, the terminal state and the error contract are ``SSEVendorDecoder``'s: split-
+    invariant even on bad input (DEC-1: chunks completed before a ``DecodeError`` come out
+    first and the error is raised by the next call), nothing after ``[DONE]`` or an error
+    object (DEC-4). ``_events`` is the whole per-event loop, fast path included.
     """
 
     #: the fast-path matcher (a test swaps it for one that never matches)
     _plain = _PLAIN_CHUNK.fullmatch  # a bound builtin: not rebound as a method
 
     def __init__(self, client_model: str) -> None:
-        self._sse = SSEDecoder()
+        super().__init__()
         self._model = client_model
         try:  # the client's model as dumps writes it inside a chunk (None: take the long way)
             self._model_json: bytes | None = dumps(client_model)
             client_model.encode("utf-8")
         except UnicodeEncodeError:
             self._model_json = None
-        self._done = False
         self._finished = False  # a finish_reason was seen
-        self._error: DecodeError | None = None
         self.usage: dict[str, Any] | None = None
 
-    def feed(self, data: bytes) -> list[StreamItem]:
-        self._raise_pending()
-        out: list[StreamItem] = []
-        try:
-            self._map(self._sse.feed(data), out)
-        except DecodeError as exc:
-            return self._defer(exc, out)
-        return out
+    def _eof(self) -> list[StreamItem]:
+        if self._finished:  # DEC-5: some hosts end without [DONE]
+            return [StreamDone(self.usage)]
+        return [StreamFailed(UpstreamError("upstream stream ended before it was complete",
+                                           kind="truncated"))]
 
-    def close(self) -> list[StreamItem]:
-        self._raise_pending()
-        out: list[StreamItem] = []
-        try:
-            self._map(self._sse.close(), out)
-        except DecodeError as exc:
-            if exc.kind != "truncated":
-                return self._defer(exc, out)
-        if not self._done:
-            self._done = True
-            if self._finished:  # DEC-5: some hosts end without [DONE]
-                out.append(StreamDone(self.usage))
-            else:
-                out.append(StreamFailed(UpstreamError(
-                    "upstream stream ended before it was complete", kind="truncated")))
-        return out
-
-    def _raise_pending(self) -> None:
-        if self._error is not None:
-            raise DecodeError(self._error.kind, self._error.detail)
-
-    def _defer(self, exc: DecodeError, out: list[StreamItem]) -> list[StreamItem]:
-        if self._done:  # garbage after the terminal event is nobody's business (DEC-4)
-            return out
-        self._error = exc
-        if not out:
-            raise exc
-        return out
-
-    def _map(self, events: list[Any], out: list[StreamItem]) -> None:
+    def _events(self, events: list[Any], out: list[StreamItem]) -> None:
         plain = self._plain
         for ev in events:
             if self._done:

@@ -1,4 +1,5 @@
-"""The shared vendor toolkit (``uniapi_core/vendors/toolkit.py``).
+"""The shared vendor toolkit (``uniapi_core/vendors/toolkit.py``) and decoder base
+(``base.VendorDecoder``).
 
 Each helper replaced per-vendor copies that had drifted. The ``_old_*`` functions below are
 those copies, frozen as they were before the merge: every helper must give exactly what each
@@ -21,9 +22,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from uniapi_core.config.model import Provider
-from uniapi_core.errors import ClientError
+from uniapi_core.errors import ClientError, DecodeError
 from uniapi_core.vendors import anthropic, bedrock, cloudflare, cohere, gemini, toolkit
-from uniapi_core.vendors.base import ChatContext, client_status_for
+from uniapi_core.vendors.anthropic import AnthropicStreamDecoder
+from uniapi_core.vendors.base import (ChatContext, SSEVendorDecoder, StreamFailed, VendorDecoder,
+                                      client_status_for)
+from uniapi_core.vendors.bedrock import BedrockStreamDecoder
+from uniapi_core.vendors.cloudflare import CloudflareStreamDecoder
+from uniapi_core.vendors.cohere import CohereStreamDecoder
+from uniapi_core.vendors.gemini import GeminiStreamDecoder
+from uniapi_core.vendors.openai import OpenAIStreamDecoder
 from uniapi_core.vendors.toolkit import (ALNUM, ALNUM_LOWER_FIRST, STATUS_TYPES,
                                          STATUS_TYPES_NO_409, as_dict, as_list, as_str, bad,
                                          b64decode_loose, call_id, clean_id, count, data_url,
@@ -398,3 +406,50 @@ def test_status_error_and_retry_after():
     assert (err.message, err.kind, err.upstream_status, err.status, err.type, err.code,
             err.headers) == ("m", "status", 529, client_status_for(529), "server_error",
                              "overloaded_error", (("Retry-After", "7"),))
+
+
+# -- the decoder base (DEC-1, DEC-2, DEC-4) -------------------------------------------------------
+
+def _decoders() -> list[Any]:
+    c = ChatContext(client_model="m", upstream_model="gemini-2.5-flash",
+                    provider=Provider(provider="p"), api_key=None, stream=True,
+                    include_usage=False, response_id="chatcmpl-abc", created=0)
+    return [OpenAIStreamDecoder("m"), GeminiStreamDecoder(c), BedrockStreamDecoder(c),
+            AnthropicStreamDecoder(c), CohereStreamDecoder(c), CloudflareStreamDecoder(c)]
+
+
+def test_every_stream_decoder_is_a_vendor_decoder():
+    for d in _decoders():
+        assert isinstance(d, VendorDecoder), type(d)
+        assert isinstance(d, SSEVendorDecoder) != isinstance(d, BedrockStreamDecoder)
+
+
+def test_any_call_after_close_is_a_closed_error_dec_2():
+    for d in _decoders():
+        d.close()
+        for call in (lambda: d.feed(b"data: {}\n\n"), d.close):
+            with pytest.raises(DecodeError) as e:
+                call()
+            assert e.value.kind == "closed", type(d)
+
+
+def test_items_before_an_error_come_first_then_the_error_dec_1():
+    d = OpenAIStreamDecoder("m")
+    items = d.feed(b'data: {"choices":[{"delta":{"content":"a"}}]}\n\ndata: nope\n\n')
+    assert len(items) == 1
+    with pytest.raises(DecodeError) as e:
+        d.feed(b"")
+    assert e.value.kind == "invalid_json"
+    with pytest.raises(DecodeError):
+        d.close()
+
+
+def test_nothing_is_read_after_a_terminal_failure_dec_4():
+    c = ChatContext(client_model="m", upstream_model="gemini-2.5-flash",
+                    provider=Provider(provider="p"), api_key=None, stream=True,
+                    include_usage=False, response_id="chatcmpl-abc", created=0)
+    d = GeminiStreamDecoder(c)
+    (failed,) = d.feed(b'data: {"error": {"code": 429, "message": "slow down"}}\n\n')
+    assert isinstance(failed, StreamFailed) and failed.error.status == 429
+    assert d.feed(b"\xff\xfe\n\ndata: [1]\n\n") == []  # neither framed nor parsed
+    assert d.close() == []
