@@ -30,6 +30,7 @@ import cattrs
 import yaml
 
 from ..errors import ConfigError, UniapiError
+from ..pemkey import load_private_key
 from ..proxyurl import parse_proxy
 from .model import Config, ModelEntry, ModelRule, RateLimit
 from .rates import parse_rate_limit, parse_rate_rules
@@ -403,8 +404,6 @@ _PROVIDER = {
 def _check_private_key(w: _Walk, path: str, node: yaml.Node, pem: str) -> None:
     """A Vertex ``private_key`` that does not load is a warning now, not a surprise at the
     first request (uni-api's own example config carries a placeholder, so it stays loadable)."""
-    from ..vendors.gauth import load_private_key  # the vendors import the config model
-
     try:
         load_private_key(pem)
     except UniapiError as exc:

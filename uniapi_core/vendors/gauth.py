@@ -44,11 +44,11 @@ from urllib.parse import urlencode
 
 import attrs
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from cryptography.hazmat.primitives.asymmetric import padding
 
 from ..errors import GatewayError, UniapiError
 from ..jsonutil import dumps, loads_strict
+from ..pemkey import load_private_key
 from .base import UpstreamRequest
 
 __all__ = ["CLOUD_PLATFORM", "DEFAULT_TOKEN_URI", "LIFETIME", "ServiceAccount",
@@ -95,20 +95,6 @@ def service_account(provider: Any) -> ServiceAccount:
 def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
-
-def load_private_key(pem: str) -> Any:
-    """The RSA private key of a PEM text (literal ``\\n`` become newlines)."""
-    text = pem.replace("\\n", "\n").strip() + "\n"
-    try:
-        key = load_pem_private_key(text.encode("utf-8"), password=None)
-    except (ValueError, TypeError, UnicodeError):
-        key = None
-    except Exception:  # cryptography's UnsupportedAlgorithm and friends
-        key = None
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise GatewayError("the Vertex service account's private_key is not a readable RSA "
-                           "private key in PEM form", status=500, code="provider_misconfigured")
-    return key
 
 
 def jwt(account: ServiceAccount, iat: int) -> str:
