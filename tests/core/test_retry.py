@@ -239,3 +239,11 @@ def test_the_verdict_agrees_with_the_old_decisions_exhaustively(kind, upstream, 
         v = verdict(err, regions=regions)
         assert (v.retry, v.bench_key, v.cool_channel) == (
             old_is_retryable(err), old_key_level(err, regions), old_channel_failure(err))
+
+
+def test_a_misspelt_transport_failure_kind_fails_where_the_event_is_made():
+    from uniapi_core.relay.events import UpstreamFailed
+
+    assert UpstreamFailed(1, "reset", "gone").kind is FailureKind.RESET
+    with pytest.raises(ValueError):
+        UpstreamFailed(1, "rest", "gone")

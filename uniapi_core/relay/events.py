@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import attrs
 
+from ..errors import FailureKind
+
 __all__ = ["UpstreamHead", "UpstreamData", "UpstreamEnded", "UpstreamFailed", "ClientGone",
            "DeadlineReached", "RelayEvent"]
 
@@ -37,12 +39,13 @@ class UpstreamFailed:
     """The transport could not complete the exchange.
 
     ``kind``: ``connect`` (DNS, refused, TLS, proxy), ``reset`` (connection lost), ``protocol``
-    (the upstream broke HTTP), ``eof`` (closed before the response ended).
+    (the upstream broke HTTP), ``eof`` (closed before the response ended); converted to a
+    ``FailureKind`` here, so a misspelt kind fails where the event is made.
     """
 
     attempt: int
-    kind: str
-    message: str
+    kind: FailureKind = attrs.field(converter=FailureKind)
+    message: str = attrs.field()
 
 
 @attrs.frozen
