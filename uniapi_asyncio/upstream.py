@@ -29,7 +29,8 @@ __all__ = ["UpstreamPool"]
 Post = Callable[[object], Awaitable[None]]
 #: asyncio's exceptions → the core's failure kinds (first match wins: TimeoutError is an
 #: OSError).
-FAILURES = ((TimeoutError, TIMEOUT), ((OSError, ssl.SSLError), LOST))
+BROKEN = (OSError, ssl.SSLError)
+FAILURES = ((TimeoutError, TIMEOUT), (BROKEN, LOST))
 
 
 class _Conn(H1Conn):
@@ -215,7 +216,7 @@ class UpstreamPool:
                     writer.transport.abort()
         except Full:
             pass
-        except (OSError, ssl.SSLError) as exc:
+        except BROKEN as exc:
             return fetch_failure(failure_kind(exc, FAILURES), exc, action.timeout)
         return got.image(attempt)
 
@@ -259,7 +260,7 @@ class UpstreamPool:
                 if attempt.outcome:
                     return attempt.outcome
                 attempt.feed(await read())
-        except (OSError, ssl.SSLError) as exc:
+        except BROKEN as exc:
             attempt.lost(exc)
             for ev in attempt.take():
                 await post(ev)

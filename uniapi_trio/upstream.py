@@ -30,7 +30,8 @@ __all__ = ["UpstreamPool", "receive_some", "send_all", "plain_socket"]
 
 Post = Callable[[object], Awaitable[None]]
 #: trio's exceptions → the core's failure kinds (first match wins).
-FAILURES = ((trio.TooSlowError, TIMEOUT), ((OSError, ssl.SSLError, trio.BrokenResourceError), LOST))
+BROKEN = (OSError, ssl.SSLError, trio.BrokenResourceError)
+FAILURES = ((trio.TooSlowError, TIMEOUT), (BROKEN, LOST))
 
 
 async def receive_some(stream: trio.abc.Stream, sock: object | None) -> bytes:
@@ -252,7 +253,7 @@ class UpstreamPool:
                     await trio.aclose_forcefully(stream)
             except Full:
                 pass
-            except (OSError, ssl.SSLError, trio.BrokenResourceError) as exc:
+            except BROKEN as exc:
                 return fetch_failure(failure_kind(exc, FAILURES), exc, action.timeout)
             return got.image(attempt)
         return FetchResult(error=no_answer(action.timeout))
@@ -299,7 +300,7 @@ class UpstreamPool:
                 if attempt.outcome:
                     return attempt.outcome
                 attempt.feed(await read())
-        except (OSError, ssl.SSLError, trio.BrokenResourceError) as exc:
+        except BROKEN as exc:
             attempt.lost(exc)
             for ev in attempt.take():
                 await post(ev)
