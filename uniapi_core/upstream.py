@@ -47,7 +47,7 @@ texts they report are composed here too (``no_answer``, ``fetch_failure``, ``con
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 import attrs
 
@@ -62,8 +62,8 @@ from .http.client import (
     UpstreamProtocolError,
 )
 from .http.h2client import H2Link, H2Pool, StreamFailed
-from .http.pool import IdlePool
-from .http.proxy import ProxyError, parse_proxy
+from .http.pool import IdlePool, UpstreamTimeouts
+from .http.proxy import ProxyError, ProxySpec, parse_proxy
 from .http.url import Url, parse_url
 from .relay.events import UpstreamData, UpstreamEnded, UpstreamFailed, UpstreamHead
 
@@ -226,15 +226,15 @@ class ConnectionManager(Generic[C, L]):
     def connect_failure(self, key: Key, stage: str, kind: str, exc: BaseException
                         ) -> UpstreamFailed:
         """What a failed connect reports (never the proxy's credentials)."""
-        proxy, (_, host, _) = key  # type: ignore[misc]
+        proxy, (_, host, _) = cast("tuple[ProxySpec | None, tuple[str, str, int]]", key)
         via = f" through proxy {proxy.display}" if proxy else ""
         if _timed_out(kind, exc):
             text = f"connecting to {host}{via} timed out"
-        elif kind == PROXY:
+        elif proxy is not None and kind == PROXY:
             text = f"proxy {proxy.display}: {exc}"
-        elif stage == PROXY_TCP:
+        elif proxy is not None and stage == PROXY_TCP:
             text = f"proxy {proxy.display}: cannot connect: {describe_os_error(exc)}"
-        elif stage == HANDSHAKE:
+        elif proxy is not None and stage == HANDSHAKE:
             text = (f"proxy {proxy.display}: connection lost during the handshake: "
                     f"{describe_os_error(exc)}")
         else:
@@ -258,14 +258,15 @@ class ConnectionManager(Generic[C, L]):
             conn.h11.start_next_cycle()
             if self.idle.checkin(conn.key, conn, now):  # type: ignore[arg-type]
                 return self.idle.expire(now)
-        return [conn] + self.idle.expire(now)  # type: ignore[list-item]
+        return [cast(C, conn), *self.idle.expire(now)]
 
     def shutdown(self) -> tuple[list[L], list[tuple[object, object]], list[C]]:
         """Closing the pool: the HTTP/2 links (GOAWAY queued: wake their writers, give them
         ``timeouts.close_grace``, then cancel them), the events to deliver to requests still on
         them, and the HTTP/1.1 connections to close."""
         links = self.h2.all()
-        deliveries = [pair for link in links for pair in link.retire(SHUTTING_DOWN)]
+        deliveries: list[tuple[object, object]] = [
+            pair for link in links for pair in link.retire(SHUTTING_DOWN)]
         return links, deliveries, self.idle.clear()
 
 
