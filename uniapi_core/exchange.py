@@ -402,6 +402,7 @@ class Exchange:
 
     def _relay_actions(self, actions: list[RelayAction], now: float, wall: float,
                        out: list[ExchangeAction]) -> None:
+        ref: int | None
         for action in actions:
             if isinstance(action, OpenUpstream):
                 ref = self._new_ref()

@@ -115,12 +115,18 @@ class H2Session:
     # -- internals ----------------------------------------------------------------------------
 
     def _events(self, events: list, now: float, wall: float, out: list[SessionAction]) -> None:
+        ex: Exchange | None
         for event in events:
             if self.closed:
                 return
             if isinstance(event, StreamRequest):
                 sid = event.stream_id
-                ex = Exchange(self._gateway, event.request, lambda sid=sid: self._ref(sid), now)
+
+                # a def, not ``lambda sid=sid: ...``: mypy cannot infer a lambda with a default
+                def refs(sid: int = sid) -> int:
+                    return self._ref(sid)
+
+                ex = Exchange(self._gateway, event.request, refs, now)
                 self._exchanges[sid] = ex
                 self._run(sid, ex.start(now, wall), now, out)
             elif isinstance(event, StreamFailure):

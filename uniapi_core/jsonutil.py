@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from .errors import ClientError
@@ -61,7 +62,9 @@ _INF = float("inf")
 
 # One decoder for strict parsing, built once: ``json.loads`` with hooks builds a new decoder
 # (and scanner) on every call. Its ``scan_once`` parses one value starting at an index.
-_STRICT_SCAN = json.JSONDecoder(parse_constant=_reject_constant,
+# typeshed does not declare ``scan_once`` (``JSONDecoder.__init__`` sets it): hence the ignore.
+_STRICT_SCAN: Callable[[str, int], tuple[Any, int]]
+_STRICT_SCAN = json.JSONDecoder(parse_constant=_reject_constant,  # type: ignore[attr-defined]
                                 parse_float=_finite_float).scan_once
 
 

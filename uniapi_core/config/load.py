@@ -549,9 +549,9 @@ def _to_bool(value: Any, _t: Any = bool) -> bool:
 
 def _pair_type(t: Any) -> Any:
     """``X`` when ``t`` is ``tuple[tuple[str, X], ...]`` (an ordered map), else ``None``."""
-    args = getattr(t, "__args__", ())
+    args: tuple[Any, ...] = getattr(t, "__args__", ())
     if getattr(t, "__origin__", None) is tuple and len(args) == 2 and args[1] is Ellipsis:
-        inner = getattr(args[0], "__args__", ())
+        inner: tuple[Any, ...] = getattr(args[0], "__args__", ())
         if getattr(args[0], "__origin__", None) is tuple and len(inner) == 2 and inner[0] is str:
             return inner[1]
     return None

@@ -27,10 +27,11 @@ __all__ = [
     "Config",
 ]
 
-frozen = attrs.frozen(kw_only=True)
+# Spelled out on every class (not an alias ``frozen = attrs.frozen(kw_only=True)``): mypy's
+# attrs plugin only recognises the decorator itself, and without it every constructor is untyped.
 
 
-@frozen
+@attrs.frozen(kw_only=True)
 class RateRule:
     """One window of a rate limit: at most ``count`` requests per ``period`` seconds."""
 
@@ -40,7 +41,7 @@ class RateRule:
     text: str = ""
 
 
-@frozen
+@attrs.frozen(kw_only=True)
 class RateLimit:
     """A parsed ``rate_limit`` / ``api_key_rate_limit`` value.
 
@@ -52,7 +53,7 @@ class RateLimit:
     per_model: tuple[tuple[str, tuple[RateRule, ...]], ...] = ()
 
 
-@frozen
+@attrs.frozen(kw_only=True)
 class ModelEntry:
     """One item of a provider's ``model`` list: ``upstream`` is sent, ``alias`` is exposed."""
 
@@ -60,7 +61,7 @@ class ModelEntry:
     alias: str
 
 
-@frozen
+@attrs.frozen(kw_only=True)
 class ProviderPreferences:
     api_key_rate_limit: RateLimit | None = None
     api_key_cooldown_period: float | None = None
@@ -74,7 +75,7 @@ class ProviderPreferences:
     extra: tuple[tuple[str, Any], ...] = ()
 
 
-@frozen
+@attrs.frozen(kw_only=True)
 class Provider:
     provider: str
     base_url: str | None = None
@@ -101,7 +102,7 @@ class Provider:
     line: int = 0
 
 
-@frozen
+@attrs.frozen(kw_only=True)
 class ModelRule:
     """One item of an api key's ``model`` list: ``gpt-4o``, ``openai/*``, ``<a/b>``, ``sk-x/*``."""
 
@@ -109,7 +110,7 @@ class ModelRule:
     weight: int | None = None
 
 
-@frozen
+@attrs.frozen(kw_only=True)
 class ApiKeyPreferences:
     SCHEDULING_ALGORITHM: str | None = None
     #: ``True``/``False`` or a number of retries after the first attempt
@@ -119,7 +120,7 @@ class ApiKeyPreferences:
     extra: tuple[tuple[str, Any], ...] = ()
 
 
-@frozen
+@attrs.frozen(kw_only=True)
 class ApiKey:
     api: str
     #: ``None`` = no list: every model of every provider
@@ -131,7 +132,7 @@ class ApiKey:
     line: int = 0
 
 
-@frozen
+@attrs.frozen(kw_only=True)
 class GlobalPreferences:
     #: model name (or ``"default"``) -> seconds; a bare number in YAML becomes ``(("default", n),)``
     model_timeout: tuple[tuple[str, float], ...] | None = None
@@ -142,7 +143,7 @@ class GlobalPreferences:
     extra: tuple[tuple[str, Any], ...] = ()
 
 
-@frozen
+@attrs.frozen(kw_only=True)
 class Config:
     providers: tuple[Provider, ...] = ()
     api_keys: tuple[ApiKey, ...] = ()

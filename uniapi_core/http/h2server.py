@@ -247,6 +247,7 @@ class H2ServerConnection:
         return out
 
     def _event(self, ev: h2.events.Event, now: float) -> list[H2Event]:
+        stream: _Stream | None  # one name for every branch; a lookup may find none
         limits = self._limits
         if isinstance(ev, h2.events.RequestReceived):
             if self._draining:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
+from typing import Any
 
 import attrs
 
@@ -421,10 +422,13 @@ def _decode_failure(exc: DecodeError) -> UpstreamError:
     return UpstreamError(exc.message, kind="decode", code="upstream_decode_error")
 
 
-Handler = Callable[[Relay, object, float, list], None]
+# The event argument is ``Any``: each handler takes the one event type its key names, which a
+# Callable type cannot say per entry (``object`` would reject every handler, parameters being
+# contravariant). ``Relay.handle`` only calls a handler with an event of its key's type.
+Handler = Callable[[Relay, Any, float, list[RelayAction]], None]
 
 #: (state, event type) -> transition; pairs not listed are ignored
-_TRANSITIONS: dict[tuple[State, type], Handler] = {}
+_TRANSITIONS: dict[tuple[State, type[RelayEvent]], Handler] = {}
 for _s in (State.CONNECTING, State.BUFFERING, State.ERROR_BODY, State.STREAM_OPEN,
            State.STREAMING):
     _TRANSITIONS[(_s, UpstreamFailed)] = Relay._on_failed

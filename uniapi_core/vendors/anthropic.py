@@ -42,7 +42,8 @@ from __future__ import annotations
 
 import base64
 import re
-from json.decoder import scanstring
+# typeshed's json.decoder stub does not declare ``scanstring``; the module has it at runtime
+from json.decoder import scanstring  # type: ignore[attr-defined]
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -288,7 +289,7 @@ class _Builder:
                 cid = m.get("tool_call_id")
                 if not isinstance(cid, str) or cid not in calls:
                     raise _fail(f"{where}: 'tool_call_id' does not name an earlier tool call")
-                block = {"type": "tool_result", "tool_use_id": self.ids[cid]}
+                block: dict[str, Any] = {"type": "tool_result", "tool_use_id": self.ids[cid]}
                 content = m.get("content")
                 if not isinstance(content, str):
                     content = [b for b in self.parts(content, where) if b.get("text") != ""]
@@ -308,7 +309,7 @@ class _Builder:
                     turns.append((r, blocks))
         if self.missing:
             raise ImagesNeeded(self.missing)
-        out = []
+        out: list[dict[str, Any]] = []
         for r, blocks in turns:
             if r == "user":
                 blocks.sort(key=lambda b: b.get("type") != "tool_result")  # stable: results first
@@ -546,6 +547,10 @@ class AnthropicExchange:
         if not isinstance(obj.get("content"), list):
             raise UpstreamError("upstream answered without a content list", kind="protocol",
                                 upstream_status=status)
+        text: list[str]
+        reasoning: list[str]
+        calls: list[dict[str, Any]]
+        blocks: list[dict[str, Any]]
         text, reasoning, calls, blocks = [], [], [], []
         for block in obj["content"]:
             block, kind = _dict(block), _dict(block).get("type")

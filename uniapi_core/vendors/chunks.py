@@ -18,7 +18,8 @@ docs/contracts.md ("The stream grammar") is enforced in one place:
 
 from __future__ import annotations
 
-from json.decoder import scanstring
+# typeshed's json.decoder stub does not declare ``scanstring``; the module has it at runtime
+from json.decoder import scanstring  # type: ignore[attr-defined]
 from json.encoder import encode_basestring
 from typing import Any
 

@@ -301,7 +301,7 @@ def _cf_error(status: int, headers: tuple[tuple[str, str], ...], body: bytes,
 
 def _whole_call(tc: dict[str, Any]) -> tuple[Any, str, str]:
     """(vendor id, name, arguments text) of a native or OpenAI-shaped tool call."""
-    fn = tc.get("function") if isinstance(tc.get("function"), dict) else tc
+    fn = f if isinstance(f := tc.get("function"), dict) else tc
     return tc.get("id"), _str(fn.get("name")), _json_text(fn.get("arguments"))
 
 
@@ -341,7 +341,7 @@ class CloudflareExchange:
             content, reasoning = result.get("response"), ""
             raw_calls = _list(result.get("tool_calls"))
         text = content if isinstance(content, str) else _json_text(content)
-        calls = []
+        calls: list[dict[str, Any]] = []
         for tc in raw_calls:
             if isinstance(tc, dict):
                 vid, name, args = _whole_call(tc)

@@ -52,7 +52,7 @@ is terminal (DEC-4): a finish chunk + ``StreamDone``, or ``StreamFailed`` for ``
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import DecodeError, UpstreamError
@@ -179,7 +179,7 @@ class _Ids:
 
     def __init__(self, messages: list[Any]) -> None:
         raw = [c["id"] for m in messages if isinstance(m, dict)
-               for c in (m.get("tool_calls") if isinstance(m.get("tool_calls"), list) else [])
+               for c in (m["tool_calls"] if isinstance(m.get("tool_calls"), list) else [])
                if isinstance(c, dict) and isinstance(c.get("id"), str)]
         self.used = {i for i in raw if ID_OK.match(i)}
         self.map: dict[str, str] = {}
@@ -411,7 +411,7 @@ def _finish(value: Any, tools: bool) -> str:
     return "tool_calls" if reason == "stop" and tools else reason
 
 
-def _is_error_finish(value: Any) -> bool:
+def _is_error_finish(value: Any) -> TypeGuard[str]:
     return isinstance(value, str) and value.upper() in _ERROR_FINISH
 
 
@@ -468,7 +468,7 @@ class CohereExchange:
                 thoughts.append(_str(item.get("thinking")))
         if isinstance(content, str):
             texts.append(content)
-        calls = []
+        calls: list[dict[str, Any]] = []
         raw_calls = message.get("tool_calls")
         for tc in raw_calls if isinstance(raw_calls, list) else []:
             tc = _dict(tc)
@@ -556,14 +556,14 @@ class CohereStreamDecoder(SSEVendorDecoder):
     def _content_start(self, obj: dict[str, Any]) -> list[StreamItem]:
         content = _dict(self._delta(obj).get("content"))
         kind = "thinking" if content.get("type") == "thinking" else "text"
-        index = obj.get("index")
-        if _count(index) is not None:
+        index = _count(obj.get("index"))
+        if index is not None:
             self._kinds[index] = kind
         return self._content(content, kind)
 
     def _content_delta(self, obj: dict[str, Any]) -> list[StreamItem]:
-        index = obj.get("index")
-        kind = self._kinds.get(index, "text") if _count(index) is not None else "text"
+        index = _count(obj.get("index"))
+        kind = self._kinds.get(index, "text") if index is not None else "text"
         return self._content(_dict(self._delta(obj).get("content")), kind)
 
     def _content(self, content: dict[str, Any], kind: str) -> list[StreamItem]:

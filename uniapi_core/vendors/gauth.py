@@ -138,7 +138,8 @@ def parse_token_answer(account: ServiceAccount, status: int,
     if isinstance(obj, dict):
         err, desc = obj.get("error"), obj.get("error_description")
         if isinstance(err, dict):  # Google APIs' own error shape
-            err, desc = err.get("status") or err.get("code"), err.get("message")
+            desc = err.get("message")  # apart: mypy types a tuple assignment item by item
+            err = err.get("status") or err.get("code")
         detail += "".join(f" {v}" for v in (err, desc) if isinstance(v, (str, int)) and v)
     if status == 200 and detail == "HTTP 200":
         detail += " without an access_token"

@@ -668,7 +668,7 @@ def _google_error(status: int, headers: tuple[tuple[str, str], ...], body: bytes
     err = obj.get("error") if isinstance(obj, dict) else None
     if not isinstance(err, dict):
         return error_from_body(status, headers, body, obj)
-    message = err.get("message") if isinstance(err.get("message"), str) \
+    message = msg if isinstance(msg := err.get("message"), str) \
         else f"upstream answered HTTP {status}"
     gstatus = err.get("status") if isinstance(err.get("status"), str) else None
     # the HTTP status first (so a 504 DEADLINE_EXCEEDED is a server_error like any 5xx), the
@@ -676,7 +676,7 @@ def _google_error(status: int, headers: tuple[tuple[str, str], ...], body: bytes
     etype = status_type(status, _ERROR_TYPES.get(gstatus or ""), STATUS_TYPES_NO_409)
     code = gstatus or str(status)
     retry = list(retry_after(headers))
-    details = err.get("details") if isinstance(err.get("details"), list) else []
+    details = listed if isinstance(listed := err.get("details"), list) else []
     for d in details:
         if not isinstance(d, dict):
             continue
@@ -735,6 +735,9 @@ class GeminiExchange:
         choices: list[dict[str, Any]] = []
         count = 0
         for k, cand in enumerate(candidates):
+            texts: list[str]
+            thoughts: list[str]
+            calls: list[dict[str, Any]]
             texts, thoughts, calls = [], [], []
             content = cand.get("content")
             parts = content.get("parts") if isinstance(content, dict) else None

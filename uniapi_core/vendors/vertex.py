@@ -118,10 +118,10 @@ def build_exchange(req: dict[str, Any], ctx: ChatContext
                    ("accept", "text/event-stream" if ctx.stream else "application/json")]
         request = UpstreamRequest("POST", url, _auth(headers, prefs, ctx.access_token), data)
         return VertexClaudeExchange(request, ctx)
-    inner = gemini.build_exchange(req, inner_ctx)
+    gemini_inner = gemini.build_exchange(req, inner_ctx)
     headers = [("content-type", "application/json")]
     request = UpstreamRequest("POST", url, _auth(headers, prefs, ctx.access_token),
-                              inner.request.body)
+                              gemini_inner.request.body)
     return VertexGeminiExchange(request, ctx)
 
 
