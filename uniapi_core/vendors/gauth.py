@@ -43,8 +43,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 import attrs
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding
 
 from ..errors import GatewayError, UniapiError
 from ..jsonutil import dumps, loads_strict
@@ -100,6 +98,8 @@ def _b64url(data: bytes) -> str:
 def jwt(account: ServiceAccount, iat: int) -> str:
     """The signed RS256 assertion for ``account`` issued at ``iat`` (wall seconds)."""
     key = load_private_key(account.private_key)
+    from cryptography.hazmat.primitives import hashes  # on first use, as in pemkey.py
+    from cryptography.hazmat.primitives.asymmetric import padding
     header = dumps({"alg": "RS256", "typ": "JWT"})
     claims = dumps({"iss": account.client_email, "scope": account.scope,
                     "aud": account.token_uri, "iat": iat, "exp": iat + LIFETIME})

@@ -528,3 +528,19 @@ def test_api_key_cooldown_period_zero_turns_region_benches_off():
     assert run_plan(g, "claude", 0.0, [429, None]) == ["us-east5", "europe-west1"]
     assert run_plan(g, "claude", 1.0, [None]) == ["asia-east1"]
     assert run_plan(g, "claude", 2.0, [None]) == ["us-east5"]
+
+
+def test_cryptography_is_loaded_only_when_a_vertex_key_is():
+    """Its OpenSSL bindings cost ~7 MB of RSS: a gateway without Vertex must not load them."""
+    import subprocess
+    import sys
+
+    code = ("import sys, uniapi_core.gateway, uniapi_core.config, uniapi_core.demo as d\n"
+            "uniapi_core.config.load_config(d.demo_config('http://127.0.0.1:1'))\n"
+            "assert 'cryptography' not in sys.modules, 'loaded without a Vertex provider'\n"
+            "from uniapi_core.pemkey import load_private_key\n"
+            "try:\n    load_private_key('x')\nexcept Exception:\n    pass\n"
+            "assert 'cryptography' in sys.modules\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
