@@ -334,3 +334,17 @@ def test_collector_and_config_url_text():
         config_url_text("u", (404, b""))
     with pytest.raises(ValueError, match="not UTF-8"):
         config_url_text("u", (200, b"\xff"))
+
+
+def test_busy_reuse_keeps_the_pool_bookkeeping_bounded():
+    """A connection checked in and out 100,000 times inside one idle period leaves one entry,
+    not one per check-in (at 2,000 requests/s that was 120,000 entries, about 11 MB)."""
+    pool: IdlePool[object] = IdlePool(idle=60.0)
+    conn, now = object(), 0.0
+    for _ in range(100_000):
+        assert pool.checkin("k", conn, now)
+        assert pool.checkout("k", now) is conn
+        now += 0.0005
+    assert pool.checkin("k", conn, now)
+    assert len(pool._order) == 1 and len(pool) == 1
+    assert pool.next_deadline() == now + 60.0

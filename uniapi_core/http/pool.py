@@ -15,7 +15,7 @@ are opaque and compared by identity; a connection is never held twice.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Hashable
 from typing import Generic, TypeVar
 
@@ -59,8 +59,10 @@ class IdlePool(Generic[C]):
         self.max_idle = max_idle
         self.idle = idle
         self._idle: dict[Key, deque[C]] = {}
-        self._since: dict[int, float] = {}  # id(conn) → when it went idle
-        self._order: deque[tuple[float, Key, C]] = deque()  # check-ins, oldest first
+        #: every idle connection, by id, oldest check-in first (``now`` never goes back):
+        #: (since, key, conn). One entry per idle connection, so it is bounded by the pool's
+        #: size, not by how many check-ins an idle period sees.
+        self._order: OrderedDict[int, tuple[float, Key, C]] = OrderedDict()
         self._expired: list[C] = []
         self._due = 0.0  # when the first of ``_expired`` expired
 
@@ -72,7 +74,7 @@ class IdlePool(Generic[C]):
         if not conns:
             return None
         conn = conns.pop()
-        del self._since[id(conn)]
+        del self._order[id(conn)]
         if not conns:
             del self._idle[key]
         return conn
@@ -82,13 +84,12 @@ class IdlePool(Generic[C]):
         it)."""
         self._sweep(now)
         conns = self._idle.setdefault(key, deque())
-        if len(conns) >= self.max_idle or id(conn) in self._since:
+        if len(conns) >= self.max_idle or id(conn) in self._order:
             if not conns:
                 del self._idle[key]
             return False
         conns.append(conn)
-        self._since[id(conn)] = now
-        self._order.append((now, key, conn))
+        self._order[id(conn)] = (now, key, conn)
         return True
 
     def expire(self, now: float) -> list[C]:
@@ -102,29 +103,29 @@ class IdlePool(Generic[C]):
         give), or None."""
         if self._expired:
             return self._due
-        for since, _, conn in self._order:
-            if self._since.get(id(conn)) == since:
-                return since + self.idle
+        for since, _, _ in self._order.values():
+            return since + self.idle
         return None
 
     def clear(self) -> list[C]:
         """Every connection held (idle or expired): close them all."""
         out = self._expired + [c for conns in self._idle.values() for c in conns]
         self._idle.clear()
-        self._since.clear()
         self._order.clear()
         self._expired = []
         return out
 
     def __len__(self) -> int:
-        return len(self._since)
+        return len(self._order)
 
     def _sweep(self, now: float) -> None:
-        while self._order and self._order[0][0] + self.idle <= now:
-            since, key, conn = self._order.popleft()
-            if self._since.get(id(conn)) != since:
-                continue  # handed out since (and maybe idle again: a later entry)
-            del self._since[id(conn)]
+        order = self._order
+        while order:
+            for since, key, conn in order.values():
+                break
+            if since + self.idle > now:
+                return
+            order.popitem(last=False)
             conns = self._idle[key]
             conns.remove(conn)  # the oldest of its key: at the front
             if not conns:
