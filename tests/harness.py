@@ -10,6 +10,7 @@ import random
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -19,6 +20,11 @@ from uniapi_core.http.server import ServerLimits
 from uniapi_core.startup import FrontOptions
 
 BACKENDS = ["trio", "asyncio"]
+
+
+def real_wall() -> float:
+    """``time.time()`` looked up at each call, so tests/replay's patched ``time.time`` applies."""
+    return time.time()
 
 
 class RunningGateway:
@@ -57,9 +63,11 @@ class RunningGateway:
 def run_gateway(config_text: str, *, backend: str = "trio", env_timeout: float | None = None,
                 limits: ServerLimits | None = None, discover: bool = True,
                 options: FrontOptions | None = None, upstream_ssl: ssl.SSLContext | None = None,
+                wall: Callable[[], float] = real_wall,
                 **settings: object) -> Iterator[RunningGateway]:
     """Serve ``config_text`` on 127.0.0.1 in a thread; ``options`` (or just ``limits``)
-    set the front; ``upstream_ssl`` is the pool's TLS context for upstreams."""
+    set the front; ``upstream_ssl`` is the pool's TLS context for upstreams; ``wall`` is the
+    wall clock the backend's ``serve`` hands the core (a fixed one makes ``created`` fixed)."""
     if options is None:
         options = FrontOptions(limits=limits or ServerLimits())
     loaded = load_config(config_text, "test.yaml")
@@ -70,7 +78,7 @@ def run_gateway(config_text: str, *, backend: str = "trio", env_timeout: float |
     ready = threading.Event()
     state: dict = {}
     start = _start_trio if backend == "trio" else _start_asyncio
-    main, stop = start(gateway, options, discover, ready, state, upstream_ssl)
+    main, stop = start(gateway, options, discover, ready, state, upstream_ssl, wall)
 
     def thread() -> None:
         try:
@@ -98,7 +106,8 @@ Start = tuple[Callable[[], None], Callable[[], None]]  # (thread body, stop from
 
 def _start_trio(gateway: Gateway, options: FrontOptions, discover: bool,
                 ready: threading.Event, state: dict,
-                upstream_ssl: ssl.SSLContext | None = None) -> Start:
+                upstream_ssl: ssl.SSLContext | None,
+                wall: Callable[[], float]) -> Start:
     import trio
 
     from uniapi_trio.runtime import discover as run_discovery
@@ -114,7 +123,7 @@ def _start_trio(gateway: Gateway, options: FrontOptions, discover: bool,
             state["token"] = trio.lowlevel.current_trio_token()
             state["port"] = await nursery.start(
                 lambda task_status: serve(lambda: gateway, "127.0.0.1", 0, options=options,
-                                          pool=pool, task_status=task_status))
+                                          pool=pool, wall=wall, task_status=task_status))
             ready.set()
         await pool.aclose()
 
@@ -126,7 +135,8 @@ def _start_trio(gateway: Gateway, options: FrontOptions, discover: bool,
 
 def _start_asyncio(gateway: Gateway, options: FrontOptions, discover: bool,
                    ready: threading.Event, state: dict,
-                   upstream_ssl: ssl.SSLContext | None = None) -> Start:
+                   upstream_ssl: ssl.SSLContext | None,
+                   wall: Callable[[], float]) -> Start:
     import asyncio
 
     from uniapi_asyncio.runtime import discover as run_discovery
@@ -145,7 +155,7 @@ def _start_asyncio(gateway: Gateway, options: FrontOptions, discover: bool,
                 ready.set()
 
             await serve(lambda: gateway, "127.0.0.1", 0, options=options, pool=pool,
-                        ready=started)
+                        wall=wall, ready=started)
         finally:
             await pool.aclose()
 

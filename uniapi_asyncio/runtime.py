@@ -38,7 +38,7 @@ async def discover(gateway: Gateway, pool: UpstreamPool) -> list[str]:
     return gateway.discovered(results) if results else []
 
 
-async def serve_demo_upstream(host: str, port: int, *,
+async def serve_demo_upstream(host: str, port: int, *, wall: Callable[[], float] = time.time,
                               ready: Callable[[int], None] | None = None) -> None:
     """The demo's fake OpenAI-compatible upstream (answers from ``uniapi_core.demo``)."""
     loop = asyncio.get_running_loop()
@@ -58,7 +58,7 @@ async def serve_demo_upstream(host: str, port: int, *,
                         return
                     if isinstance(ev, RequestReceived):
                         status, headers, pieces = demo_answer(ev.target, ev.body,
-                                                              int(time.time()))
+                                                              int(wall()))
                         await send_all(conn.start_response(status, headers))
                         for piece in pieces:
                             await send_all(conn.send_data(piece))
@@ -99,7 +99,7 @@ def _signals(stop: asyncio.Event, cancel: Callable[[], object]) -> None:
 
 
 async def _main(make_gateway: Callable[[str | None], Gateway], host: str, port: int,
-                demo: bool, options: FrontOptions) -> None:
+                demo: bool, options: FrontOptions, wall: Callable[[], float]) -> None:
     pool = UpstreamPool()
     stop = asyncio.Event()
     _signals(stop, asyncio.current_task().cancel)  # type: ignore[union-attr]
@@ -109,7 +109,7 @@ async def _main(make_gateway: Callable[[str | None], Gateway], host: str, port: 
         if demo:
             started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
             background.add(asyncio.create_task(
-                serve_demo_upstream("127.0.0.1", 0, ready=started.set_result)))
+                serve_demo_upstream("127.0.0.1", 0, wall=wall, ready=started.set_result)))
             demo_url = f"http://127.0.0.1:{await started}"
         gateway = make_gateway(demo_url)
         for warning in await discover(gateway, pool):
@@ -127,7 +127,7 @@ async def _main(make_gateway: Callable[[str | None], Gateway], host: str, port: 
 """, file=sys.stderr, flush=True)
 
         await serve(lambda: gateway, host, port, options=options, pool=pool, stop=stop,
-                    ready=serving)
+                    wall=wall, ready=serving)
     finally:  # drained (or stopped at once): end the demo upstream, close pooled connections
         await cancel_all(background)
         await pool.aclose()
@@ -143,9 +143,10 @@ def _run(main: Coroutine[Any, Any, T]) -> T:
 
 
 def run(make_gateway: Callable[[str | None], Gateway], host: str, port: int, *,
-        demo: bool = False, options: FrontOptions = FrontOptions()) -> None:
+        demo: bool = False, options: FrontOptions = FrontOptions(),
+        wall: Callable[[], float] = time.time) -> None:
     try:
-        _run(_main(make_gateway, host, port, demo, options))
+        _run(_main(make_gateway, host, port, demo, options, wall))
     except asyncio.CancelledError:  # a second signal: stopped at once
         pass
 

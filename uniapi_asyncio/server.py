@@ -4,7 +4,7 @@
 Per connection: one reader task feeding client bytes, one task per upstream exchange, and
 the loop below, which hands every input to the session and performs the actions it returns.
 An upstream task waits while the session says its stream is paused (HTTP/2 flow control).
-Clocks: ``loop.time()`` (monotonic) for deadlines, ``time.time()`` for wall time.
+Clocks: ``loop.time()`` (monotonic) for deadlines, ``serve``'s ``wall()`` for wall time.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
 
 async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                             get_gateway: Callable[[], Gateway], pool: UpstreamPool,
-                            options: FrontOptions, draining: asyncio.Event | None = None) -> None:
+                            options: FrontOptions, draining: asyncio.Event | None = None,
+                            wall: Callable[[], float] = time.time) -> None:
     """Serve one client connection until the session closes it; ``draining`` set means
     shut down gracefully."""
     loop = asyncio.get_running_loop()
@@ -119,7 +120,7 @@ async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
         for action in actions:  # step() has merged consecutive writes
             if isinstance(action, Write):
                 if not await write(action.data):
-                    return await perform(session.write_failed(loop.time(), time.time()))
+                    return await perform(session.write_failed(loop.time(), wall()))
             elif isinstance(action, StartUpstream):
                 tasks[action.ref] = nursery.create_task(run_upstream(action.ref, action))
             elif isinstance(action, Fetch):
@@ -155,7 +156,7 @@ async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
                             got = await inbox.get()
                     except TimeoutError:
                         pass
-                actions = session.step(got, loop.time(), time.time())
+                actions = session.step(got, loop.time(), wall())
                 if not await perform(actions):
                     break
                 if progress[0] is not None:
@@ -232,17 +233,18 @@ async def cancel_all(tasks: set[asyncio.Task]) -> None:
 
 async def serve(get_gateway: Callable[[], Gateway], host: str, port: int, *,
                 options: FrontOptions = FrontOptions(), pool: UpstreamPool | None = None,
-                stop: asyncio.Event | None = None,
+                stop: asyncio.Event | None = None, wall: Callable[[], float] = time.time,
                 ready: Callable[[int], None] | None = None) -> None:
     """Listen on ``host:port`` until ``stop`` is set (or forever), then drain: accept no
     more, let requests in flight finish for up to ``options.drain_grace`` seconds, then cut
-    the rest. Over ``options.max_connections`` a new connection is closed at once."""
+    the rest. Over ``options.max_connections`` a new connection is closed at once.
+    ``wall`` is the wall clock (of ``created``): ``time.time``, or a test's fixed one."""
     pool = pool or UpstreamPool()
     connections: set[asyncio.Task] = set()
     draining = asyncio.Event()
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await handle_connection(reader, writer, get_gateway, pool, options, draining)
+        await handle_connection(reader, writer, get_gateway, pool, options, draining, wall)
 
     server = await listen(handler, host, port, connections, context=tls_context(options),
                           handshake_timeout=options.limits.head_timeout,

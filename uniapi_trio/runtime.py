@@ -36,7 +36,7 @@ async def discover(gateway: Gateway, pool: UpstreamPool) -> list[str]:
     return gateway.discovered(results) if results else []
 
 
-async def serve_demo_upstream(host: str, port: int, *,
+async def serve_demo_upstream(host: str, port: int, wall: Callable[[], float] = time.time, *,
                               task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
                               ) -> None:
     """The demo's fake OpenAI-compatible upstream (answers from ``uniapi_core.demo``)."""
@@ -51,7 +51,7 @@ async def serve_demo_upstream(host: str, port: int, *,
                         return
                     if isinstance(ev, RequestReceived):
                         status, headers, pieces = demo_answer(ev.target, ev.body,
-                                                              int(time.time()))
+                                                              int(wall()))
                         await stream.send_all(conn.start_response(status, headers))
                         for piece in pieces:
                             await stream.send_all(conn.send_data(piece))
@@ -82,21 +82,21 @@ async def _signals(stop: trio.Event, cancel: trio.CancelScope) -> None:
 
 
 async def _main(make_gateway: Callable[[str | None], Gateway], host: str, port: int,
-                demo: bool, options: FrontOptions) -> None:
+                demo: bool, options: FrontOptions, wall: Callable[[], float]) -> None:
     pool = UpstreamPool()
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_signals, stop, nursery.cancel_scope)
         demo_url = None
         if demo:
-            demo_port = await nursery.start(serve_demo_upstream, "127.0.0.1", 0)
+            demo_port = await nursery.start(serve_demo_upstream, "127.0.0.1", 0, wall)
             demo_url = f"http://127.0.0.1:{demo_port}"
         gateway = make_gateway(demo_url)
         for warning in await discover(gateway, pool):
             print(f"uniapi: warning: {warning}", file=sys.stderr)
         async def serving(task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
             await serve(lambda: gateway, host, port, options=options, pool=pool, stop=stop,
-                        task_status=task_status)
+                        wall=wall, task_status=task_status)
             nursery.cancel_scope.cancel()  # drained: end the demo upstream and signal watcher
 
         bound = await nursery.start(serving)
@@ -112,8 +112,9 @@ async def _main(make_gateway: Callable[[str | None], Gateway], host: str, port: 
 
 
 def run(make_gateway: Callable[[str | None], Gateway], host: str, port: int, *,
-        demo: bool = False, options: FrontOptions = FrontOptions()) -> None:
-    trio.run(_main, make_gateway, host, port, demo, options)
+        demo: bool = False, options: FrontOptions = FrontOptions(),
+        wall: Callable[[], float] = time.time) -> None:
+    trio.run(_main, make_gateway, host, port, demo, options, wall)
 
 
 def fetch_text(url: str) -> str:

@@ -4,7 +4,7 @@
 Per connection: one reader task feeding client bytes, one task per upstream exchange, and
 the loop below, which hands every input to the session and performs the actions it returns.
 An upstream task waits while the session says its stream is paused (HTTP/2 flow control).
-Clocks: ``trio.current_time()`` (monotonic) for deadlines, ``time.time()`` for wall time.
+Clocks: ``trio.current_time()`` (monotonic) for deadlines, ``serve``'s ``wall()`` for wall time.
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ INBOX = 16
 
 async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], Gateway],
                             pool: UpstreamPool, options: FrontOptions,
-                            draining: trio.Event | None = None) -> None:
+                            draining: trio.Event | None = None,
+                            wall: Callable[[], float] = time.time) -> None:
     """Serve one client connection until the session closes it; ``draining`` set means
     shut down gracefully."""
     alpn = None
@@ -135,7 +136,7 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
         for action in actions:  # step() has merged consecutive writes
             if isinstance(action, Write):
                 if not await write(action.data):
-                    return await perform(session.write_failed(trio.current_time(), time.time()))
+                    return await perform(session.write_failed(trio.current_time(), wall()))
             elif isinstance(action, StartUpstream):
                 scopes[action.ref] = trio.CancelScope()
                 nursery.start_soon(run_upstream, action.ref, action, scopes[action.ref])
@@ -169,7 +170,7 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
                     got = None
                     with trio.move_on_at(deadline if deadline is not None else math.inf):
                         got = await inbox.receive()
-                actions = session.step(got, trio.current_time(), time.time())
+                actions = session.step(got, trio.current_time(), wall())
                 if not await perform(actions):
                     break
                 if progress[0] is not None:
@@ -230,11 +231,12 @@ def tls_context(options: FrontOptions) -> ssl.SSLContext | None:
 
 async def serve(get_gateway: Callable[[], Gateway], host: str, port: int, *,
                 options: FrontOptions = FrontOptions(), pool: UpstreamPool | None = None,
-                stop: trio.Event | None = None,
+                stop: trio.Event | None = None, wall: Callable[[], float] = time.time,
                 task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     """Listen on ``host:port`` until ``stop`` is set (or forever), then drain: accept no
     more, let requests in flight finish for up to ``options.drain_grace`` seconds, then cut
-    the rest. Over ``options.max_connections`` a new connection is closed at once."""
+    the rest. Over ``options.max_connections`` a new connection is closed at once.
+    ``wall`` is the wall clock (of ``created``): ``time.time``, or a test's fixed one."""
     pool = pool or UpstreamPool()
     context = tls_context(options)
     listeners = await _listeners(host, port, options.reuse_port)
@@ -251,7 +253,7 @@ async def serve(get_gateway: Callable[[], Gateway], host: str, port: int, *,
             stream: trio.abc.Stream = tcp
             if context is not None:
                 stream = trio.SSLStream(tcp, context, server_side=True, https_compatible=True)
-            await handle_connection(stream, get_gateway, pool, options, draining)
+            await handle_connection(stream, get_gateway, pool, options, draining, wall)
         finally:
             open_count[0] -= 1
 

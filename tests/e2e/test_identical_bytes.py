@@ -3,20 +3,26 @@
 The transports decide nothing, so every byte a client sees (status line, header order and case,
 chunk framing, request ids drawn from the seeded entropy, error JSON) must come from the core.
 Nothing is masked: a difference here is a transport doing something the core did not ask for.
-(Answers that carry the wall clock, like ``/v1/models``' ``created``, are left out: the harness
-does not fix the wall clock, so two runs may straddle a second.)
+Both get the same fixed wall clock through ``serve(wall=...)``, so answers whose ``created`` the
+gateway writes (a translated completion and stream, ``/v1/models``) are compared whole too: a
+backend that read the wall clock itself would differ.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
-from tests.fakes.upstream import FakeUpstream, Seen, json_reply, sse_reply
+from tests.fakes.upstream import FakeUpstream, Reply, Seen, json_reply, sse_reply
 from tests.harness import BACKENDS, run_gateway
 
 KEY = "sk-identical-0001"
+#: the wall clock both backends are given; ``created`` is its whole seconds (O-2)
+WALL = 1234567890.75
+CREATED = b'"created":1234567890'
+ANTHROPIC = Path(__file__).resolve().parent.parent / "data" / "anthropic"
 CONFIG = """
 providers:
   - provider: up
@@ -24,6 +30,11 @@ providers:
     api: sk-upstream
     model:
       - gpt-4o
+  - provider: ant
+    base_url: {url}/v1/messages
+    api: sk-ant-upstream
+    model:
+      - claude
 api_keys:
   - api: {key}
 """
@@ -60,6 +71,11 @@ CASES = {
     "stream": (chat(body(stream=True)), b"HTTP/1.1 200 "),
     "keep-alive then close": (chat(body(), close=False) + chat(body(stream=True)),
                               b"HTTP/1.1 200 "),
+    # the gateway writes these answers' ``created`` from the wall clock it is handed
+    "translated completion": (chat(body(model="claude")), b"HTTP/1.1 200 "),
+    "translated stream": (chat(body(model="claude", stream=True)), b"HTTP/1.1 200 "),
+    "models": (f"GET /v1/models HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer {KEY}\r\n"
+               "Connection: close\r\n\r\n".encode(), b"HTTP/1.1 200 "),
     "unknown path": (chat(body(), path="/v1/nowhere"), b"HTTP/1.1 404 "),
     "unknown model": (chat(body(model="no-such-model")), b"HTTP/1.1 404 "),
     "wrong key": (chat(body(), key="sk-wrong"), b"HTTP/1.1 401 "),
@@ -70,7 +86,13 @@ CASES = {
 
 
 def upstream_answer(seen: Seen):  # type: ignore[no-untyped-def]
-    return sse_reply(CHUNKS) if seen.json().get("stream") else json_reply(COMPLETION)
+    stream = seen.json().get("stream")
+    if seen.path == "/v1/messages":
+        if stream:
+            return Reply(headers=[("content-type", "text/event-stream")],
+                         pieces=[(ANTHROPIC / "text_stream.sse").read_bytes()])
+        return Reply(pieces=[(ANTHROPIC / "message_text.json").read_bytes()], chunked=False)
+    return sse_reply(CHUNKS) if stream else json_reply(COMPLETION)
 
 
 @pytest.mark.skipif(len(BACKENDS) < 2, reason="needs two backends")
@@ -79,7 +101,8 @@ def test_every_backend_answers_the_same_bytes():
     try:
         answers: dict[str, dict[str, bytes]] = {}
         for backend in BACKENDS:  # each starts from the harness's random.Random(1)
-            with run_gateway(CONFIG.format(url=up.url, key=KEY), backend=backend) as gw:
+            with run_gateway(CONFIG.format(url=up.url, key=KEY), backend=backend,
+                             wall=lambda: WALL) as gw:
                 answers[backend] = {name: gw.raw(data) for name, (data, _) in CASES.items()}
     finally:
         up.close()
@@ -92,4 +115,8 @@ def test_every_backend_answers_the_same_bytes():
                 f"{answers[other][name]!r}"
     assert answers[first]["stream"].endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n")
     assert answers[first]["keep-alive then close"].count(b"HTTP/1.1 200 ") == 2
-    assert len(up.seen) == 4 * len(BACKENDS)  # the completions and streams, each time
+    # the injected clock is what the answers carry (so a backend ignoring it differs above)
+    assert answers[first]["translated completion"].count(CREATED) == 1
+    assert answers[first]["translated stream"].count(CREATED) > 2  # in every chunk
+    assert answers[first]["models"].count(CREATED) == 2
+    assert len(up.seen) == 6 * len(BACKENDS)  # the completions and streams, each time
