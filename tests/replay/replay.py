@@ -22,9 +22,9 @@ Determinism, made rather than masked where possible:
   ``run_gateway`` gives the Gateway; each case runs on a fresh gateway, so every case starts from
   the same entropy state;
 - the wall clock (``created``, SigV4's ``x-amz-date``, the Vertex JWT's ``iat``/``exp``) is fixed:
-  ``time.time`` is replaced by a function returning ``FIXED_WALL`` for the duration of a case.
-  The transports read wall time through ``time.time()``; deadlines use monotonic clocks, which are
-  left alone.
+  the transports take it from ``serve(wall=...)``, and ``run_gateway`` is given one returning
+  ``FIXED_WALL``. As a net for anything that reads the clock another way, ``time.time`` is also
+  replaced for the duration of a case. Deadlines use monotonic clocks, which are left alone.
 
 Normalizations (applied identically when recording and when replaying):
 
@@ -262,7 +262,7 @@ def run_case(case: dict[str, Any], backend: str) -> dict[str, Any]:
         ports = {up.port: f"up{i}" for i, up in enumerate(ups)}
         with fixed_wall_clock():
             with run_gateway(config, backend=backend, discover=case.get("discover", False),
-                             **case.get("settings", {})) as gw:
+                             wall=lambda: FIXED_WALL, **case.get("settings", {})) as gw:
                 ports[gw.port] = "gateway"
                 raw = gw.raw(dec(case["client_request"]))
         seen = [[describe_seen(s, up.port, ports) for s in up.seen] for up in ups]
