@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 from uniapi_core.errors import UpstreamError
 from uniapi_core.http.client import UpstreamProtocolError
-from uniapi_core.relay.policy import is_retryable
 from uniapi_core.routing.retry import (
     KIND_ROWS,
     MAX_ATTEMPTS,
@@ -30,7 +29,7 @@ R, K, C = Blame.REQUEST, Blame.KEY, Blame.CHANNEL
 
 
 # -- the oracle: the decisions as they were written before the table ----------------------------
-# relay/policy.py::is_retryable, router.py::_channel_failure and the key-level statuses of
+# the former relay/policy.py::is_retryable, router.py::_channel_failure and the key-level statuses of
 # router.py (KEY_LEVEL_STATUSES / SLOT_LEVEL_STATUSES) and keypool.py (BENCH_STATUSES), verbatim.
 
 OLD_RETRYABLE_STATUSES = frozenset({401, 403, 408, 409, 424, 429})
@@ -97,7 +96,7 @@ def test_status_rows(status, retry, keys, regions):
         got = verdict(err, regions=use_regions)
         assert got == Verdict(retry=retry, blame=blame, cool_channel=blame is not R,
                               bench_key=blame is K)
-    assert is_retryable(err) is retry
+    assert verdict(err).retry is retry
 
 
 def test_status_rows_cover_the_named_statuses():
@@ -215,7 +214,7 @@ def test_the_verdict_is_consistent(err, regions):
         assert v.retry and v.cool_channel and v.blame is C
     if err.kind == "status" and effective < 500 and effective not in OLD_RETRYABLE_STATUSES:
         assert not v.retry and v.blame is (K if v.bench_key else R)
-    assert v.retry is is_retryable(err) is verdict(err, regions=not regions).retry
+    assert v.retry is verdict(err).retry is verdict(err, regions=not regions).retry
 
 
 @settings(max_examples=2000, deadline=None)

@@ -12,11 +12,9 @@ from .events import (
 )
 from ..routing.plan import Attempt, AttemptSource
 from .machine import Outcome, Relay, State
-from .policy import is_retryable
 
 __all__ = [
     "Attempt", "AttemptSource", "CancelUpstream", "ClientGone", "DeadlineReached",
     "EndResponse", "OpenUpstream", "Outcome", "Relay", "RelayAction", "RelayEvent", "SendData",
     "SendHead", "State", "UpstreamData", "UpstreamEnded", "UpstreamFailed", "UpstreamHead",
-    "is_retryable",
 ]

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from uniapi_core.config.model import Provider, ProviderPreferences
 from uniapi_core.errors import ClientError, DecodeError, GatewayError, UpstreamError
 from uniapi_core.jsonutil import dumps
-from uniapi_core.relay.policy import is_retryable
+from uniapi_core.routing.retry import verdict
 from uniapi_core.vendors.base import ChatContext, StreamDone
 from uniapi_core.vendors.cloudflare import (DROPPED, MAPPED, CloudflareExchange,
                                             CloudflareStreamDecoder, build_exchange, run_url)
@@ -342,7 +342,7 @@ def test_error_envelopes(status, name, otype, code, retry):
     ex = CloudflareExchange(exchange().request, make_ctx())
     err = ex.parse_error(status, (("retry-after", "3"),), fixture(name))
     assert (err.type, err.code, err.status, err.upstream_status) == (otype, code, status, status)
-    assert is_retryable(err) is retry and err.headers == (("retry-after", "3"),)
+    assert verdict(err).retry is retry and err.headers == (("retry-after", "3"),)
     messages = [e["message"] for e in json.loads(fixture(name))["errors"]]
     assert err.message == "; ".join(messages)
 
@@ -352,7 +352,7 @@ def test_non_envelope_errors_fall_back_to_the_base():
     err = ex.parse_error(502, (), b"<html>Bad gateway</html>")
     assert err.type == "server_error" and err.code == "502" and "Bad gateway" in err.message
     err = ex.parse_error(500, (), b'{"errors":[],"success":false}')
-    assert (err.upstream_status, err.status) == (500, 502) and is_retryable(err)
+    assert (err.upstream_status, err.status) == (500, 502) and verdict(err).retry
 
 
 # -- streams (docs/vendor-rules.md, "Cloudflare answers and streams") --------------------------

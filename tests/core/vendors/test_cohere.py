@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from uniapi_core.config.model import Provider, ProviderPreferences
 from uniapi_core.errors import ClientError, DecodeError, UpstreamError
-from uniapi_core.relay.policy import is_retryable
+from uniapi_core.routing.retry import verdict
 from uniapi_core.vendors.base import ChatContext, StreamDone, StreamFailed
 from uniapi_core.vendors.cohere import (DROPPED, FINISH_REASONS, MAPPED, CohereExchange,
                                         CohereStreamDecoder, build_exchange, chat_url)
@@ -433,7 +433,7 @@ def test_error_shaped_bodies_with_200_are_errors_err_4():
     assert e.value.status == 502 and e.value.message.startswith("invalid request")
     with pytest.raises(UpstreamError) as e:
         ex.parse_body(200, (), b'{"finish_reason":"ERROR","message":{"content":[]}}')
-    assert e.value.code == "ERROR" and is_retryable(e.value)
+    assert e.value.code == "ERROR" and verdict(e.value).retry
     for bad, kind in ((b"<html>", "decode"), (b"[1]", "decode"), (b"{}", "protocol"),
                       (b'{"a": NaN}', "decode")):
         with pytest.raises(UpstreamError) as e:
@@ -454,7 +454,7 @@ def test_error_bodies(status, body, otype, client, retry):
     ex = CohereExchange(exchange().request, make_ctx())
     err = ex.parse_error(status, (("Retry-After", "7"),), fixture(body))
     assert err.type == otype and err.status == client and err.upstream_status == status
-    assert err.code == str(status) and is_retryable(err) is retry
+    assert err.code == str(status) and verdict(err).retry is retry
     assert err.headers == (("Retry-After", "7"),)
     if body.endswith(".json"):
         assert err.message == json.loads(fixture(body))["message"]
@@ -467,10 +467,10 @@ def test_non_standard_statuses_are_normalised():
     err = ex.parse_error(498, (), b'{"message":"invalid api token"}')
     assert (err.status, err.type, err.code, err.message) == \
         (401, "authentication_error", "498", "invalid api token")
-    assert is_retryable(err)
+    assert verdict(err).retry
     err = ex.parse_error(499, (), b"")
     assert err.status == 502 and err.type == "server_error" and err.code == "499"
-    assert is_retryable(err)
+    assert verdict(err).retry
 
 
 # -- streams (docs/vendor-rules.md, "Cohere answers and streams") ------------------------------

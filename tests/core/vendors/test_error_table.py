@@ -25,7 +25,7 @@ import pytest
 
 from uniapi_core.config.model import Provider
 from uniapi_core.errors import UpstreamError, to_openai_error
-from uniapi_core.relay.policy import is_retryable
+from uniapi_core.routing.retry import verdict
 from uniapi_core.vendors import TRANSLATORS
 from uniapi_core.vendors.base import ChatContext, StreamFailed, client_status_for
 
@@ -562,7 +562,7 @@ def test_error_table_row(row_name: str, case: Case) -> None:
     assert err.upstream_status == case.upstream
     retry = dict((k.lower(), v) for k, v in err.headers).get("retry-after")
     assert retry == case.retry_after
-    assert is_retryable(err) is RETRYABLE[row_name]
+    assert verdict(err).retry is RETRYABLE[row_name]
 
 
 def test_every_vendor_is_in_the_table() -> None:

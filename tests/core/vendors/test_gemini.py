@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from uniapi_core.config.model import Provider, ProviderPreferences
 from uniapi_core.errors import ClientError, DecodeError, UpstreamError
 from uniapi_core.jsonutil import dumps
-from uniapi_core.relay.policy import is_retryable
+from uniapi_core.routing.retry import verdict
 from uniapi_core.vendors.base import ChatContext, ImagesNeeded, StreamChunk, StreamDone, \
     StreamFailed
 from uniapi_core.vendors.gemini import (
@@ -802,7 +802,7 @@ def test_blocked_prompt_is_a_non_retryable_400_gem_n3():
     err = e.value
     assert (err.status, err.upstream_status, err.kind, err.type, err.code) == \
         (400, 400, "status", "invalid_request_error", "content_filter")
-    assert "SAFETY" in err.message and not is_retryable(err)
+    assert "SAFETY" in err.message and not verdict(err).retry
 
 
 def test_safety_candidate_without_parts_is_an_empty_filtered_answer_gem_n3():
@@ -865,7 +865,7 @@ def test_error_object_with_status_200_is_an_error_err_4():
         exchange().parse_body(200, (), body)
     assert (e.value.upstream_status, e.value.type, e.value.code) == \
         (429, "rate_limit_error", "RESOURCE_EXHAUSTED")
-    assert is_retryable(e.value)
+    assert verdict(e.value).retry
 
 
 # -- errors (docs/contracts.md, "Error status mapping"; docs/vendor-rules.md, GEM-S7) -------------
@@ -887,7 +887,7 @@ def test_google_error_bodies(name, status, client, etype, code, retry_after, ret
     assert (err.kind, err.upstream_status, err.status, err.type, err.code) == \
         ("status", status, client, etype, code)
     assert dict(err.headers).get("retry-after") == retry_after
-    assert is_retryable(err) is retryable
+    assert verdict(err).retry is retryable
 
 
 def test_upstream_retry_after_header_wins_and_plain_text_errors_err_3():
