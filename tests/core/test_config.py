@@ -200,7 +200,8 @@ def test_seed_advanced_loads_with_its_meaning():
     (with_provider_lines("    preferences:\n      api_key_rate_limit: 15\n"),
      'providers[0].preferences.api_key_rate_limit: expected a rate like "15/min,1000/day" or a '
      "map model → rate, got a number (line 7)"),
-    (with_provider_lines("    preferences:\n      api_key_rate_limit:\n        gpt-4o: 2/fortnight\n"),
+    (with_provider_lines(
+        "    preferences:\n      api_key_rate_limit:\n        gpt-4o: 2/fortnight\n"),
      "providers[0].preferences.api_key_rate_limit.gpt-4o: unknown time unit (use s, min, hour, "
      "day, month or year) (line 8)"),
     (with_key_lines("    preferences:\n      AUTO_RETRY: maybe\n"),

@@ -1,4 +1,5 @@
-"""Model resolution and the per-model timeout chain (docs/routing.md §1, §8), on hand-built configs."""
+"""Model resolution and the per-model timeout chain (docs/routing.md §1, §8), on hand-built
+configs."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from uniapi_core.config.model import (
     Provider,
     ProviderPreferences,
 )
-from uniapi_core.routing.plan import attempt_budget
+from uniapi_core.routing.retry import attempt_budget
 from uniapi_core.routing.resolve import Catalog, key_models, resolve
 from uniapi_core.routing.timeouts import lookup, model_timeout
 

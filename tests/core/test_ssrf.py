@@ -1,4 +1,5 @@
-"""The fetch policy for remote image URLs (R11, docs/contracts.md), decided on resolved addresses."""
+"""The fetch policy for remote image URLs (R11, docs/contracts.md), decided on resolved
+addresses."""
 
 from __future__ import annotations
 

@@ -59,7 +59,8 @@ def test_tls_alpn_offers_h2_and_http11(backend, up, tmp_path):
     options = FrontOptions(certfile=cert, keyfile=key)
     with run_gateway(config(up), backend=backend, options=options) as gw:
         base = f"https://localhost:{gw.port}/v1"
-        with httpx.Client(http2=True, verify=ssl.create_default_context(cafile=cert), timeout=15) as http:
+        verify = ssl.create_default_context(cafile=cert)
+        with httpx.Client(http2=True, verify=verify, timeout=15) as http:
             client = openai.OpenAI(base_url=base, api_key=KEY, max_retries=0, http_client=http)
             raw = client.chat.completions.with_raw_response.create(model="gpt-4o",
                                                                    messages=MESSAGES)

@@ -16,8 +16,9 @@ review ``git diff tests/replay/corpus`` line by line before committing::
     python -m tests.replay.record --check          # which cases differ (writes nothing)
     python -m tests.replay.record <name-prefix>    # re-record those cases, both backends
 
-(``tests/replay/replay.py`` describes the format and how to record from a clean worktree.) Normalizations (ports, SigV4 and JWT signatures verified then
-elided, the ``created`` fallback) are documented in ``tests/replay/replay.py``.
+(``tests/replay/replay.py`` describes the format and how to record from a clean worktree.)
+Normalizations (ports, SigV4 and JWT signatures verified then elided, the ``created``
+fallback) are documented in ``tests/replay/replay.py``.
 """
 
 from __future__ import annotations

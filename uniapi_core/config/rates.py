@@ -26,8 +26,9 @@ _BASE = {"s": 1.0, "sec": 1.0, "second": 1.0, "min": 60.0, "minute": 60.0, "hour
          "day": _DAY, "month": 30 * _DAY, "year": 365 * _DAY}
 #: accepted unit names (lower case) → seconds
 UNITS: Mapping[str, float] = {**_BASE, "m": 60.0, "h": 3600.0, "hr": 3600.0, "d": _DAY,
-                              "mo": 30 * _DAY, "y": 365 * _DAY, "seconds": 1.0, "minutes": 60.0, "hours": 3600.0,
-                                "days": _DAY, "months": 30 * _DAY, "years": 365 * _DAY}
+                              "mo": 30 * _DAY, "y": 365 * _DAY, "seconds": 1.0, "minutes": 60.0,
+                              "hours": 3600.0, "days": _DAY, "months": 30 * _DAY,
+                              "years": 365 * _DAY}
 _ITEM = re.compile(r"\s*([0-9]+)\s*/\s*([A-Za-z]+)\s*", re.ASCII)
 _EXAMPLE = 'expected rates like "15/min,1000/day"'
 _MAX_DIGITS = 15

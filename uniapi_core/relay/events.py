@@ -58,4 +58,5 @@ class DeadlineReached:
     """``relay.next_deadline()`` has passed."""
 
 
-RelayEvent = UpstreamHead | UpstreamData | UpstreamEnded | UpstreamFailed | ClientGone | DeadlineReached
+RelayEvent = (UpstreamHead | UpstreamData | UpstreamEnded | UpstreamFailed | ClientGone
+              | DeadlineReached)

@@ -13,10 +13,11 @@ told how each one ended, which is how cooldowns, key benches and stats learn of 
 
 The **commit point** is the first byte sent to the client. Before it, any failure (connection
 error, timeout, retryable status, empty answer, cut or garbled stream) may move on to the next
-attempt (``routing/retry.py`` says which); the client has seen nothing. A streamed response commits with its first content chunk;
-a whole-body response commits when the body has been read and translated. After the commit
-point a failure ends the stream with a final ``event: error`` / ``data: {"error": …}`` event
-and no ``[DONE]`` — never silence, a fake success or a hang.
+attempt (``routing/retry.py`` says which); the client has seen nothing. A streamed response
+commits with its first content chunk; a whole-body response commits when the body has been
+read and translated. After the commit point a failure ends the stream with a final
+``event: error`` / ``data: {"error": …}`` event and no ``[DONE]`` — never silence, a fake
+success or a hang.
 
 States and the events each accepts are the table ``_TRANSITIONS``; an event a state does not
 list is ignored (late events of abandoned attempts, or anything after the end).

@@ -1,7 +1,5 @@
-"""What the relay pulls attempts from (docs/routing.md §7).
-
-The retry budget (``attempt_budget``, ``AUTO_RETRY``) lives with the retry-and-blame table in
-``routing/retry.py`` and is re-exported here.
+"""What the relay pulls attempts from (docs/routing.md §7). The retry budget
+(``attempt_budget``, ``AUTO_RETRY``) lives with the retry-and-blame table in ``routing/retry.py``.
 """
 
 from __future__ import annotations
@@ -12,9 +10,8 @@ import attrs
 
 from ..errors import UniapiError, UpstreamError
 from ..vendors.base import Exchange
-from .retry import MAX_ATTEMPTS, attempt_budget
 
-__all__ = ["Attempt", "AttemptSource", "attempt_budget", "MAX_ATTEMPTS"]
+__all__ = ["Attempt", "AttemptSource"]
 
 
 @attrs.frozen(kw_only=True)

@@ -17,8 +17,9 @@ keeps exactly two pieces of state between feeds:
 Within one feed the work is done by C-level ``bytes`` methods: when the piece holds no ``\\r``
 (the usual case) it is just ``split(b"\\n")``; when every ``\\r`` is part of a CRLF it is the
 same split after dropping the ``\\r`` bytes (checked by joining the lines with CRLF again);
-otherwise CRLF and then lone CR are rewritten to LF first. Rewriting *inside one piece* is safe because a CRLF pair can never straddle the
-rewrite: the only pair that can straddle two pieces is handled by ``_cr``.
+otherwise CRLF and then lone CR are rewritten to LF first. Rewriting *inside one piece* is
+safe because a CRLF pair can never straddle the rewrite: the only pair that can straddle two
+pieces is handled by ``_cr``.
 
 A line (complete, or still pending) longer than ``max_line`` bytes is refused with
 ``DecodeError("line_too_long")`` (DEC-3). Complete lines are checked too, so the outcome does

@@ -99,7 +99,8 @@ FINISH_REASONS: dict[str, str] = {"COMPLETE": "stop", "STOP_SEQUENCE": "stop",
                                   "CONTENT_BLOCKED": "content_filter"}
 _ERROR_FINISH = frozenset({"ERROR", "ERROR_LIMIT"})
 _TOOL_CHOICE: dict[str, str | None] = {"auto": None, "required": "REQUIRED", "none": "NONE"}
-#: Cohere's non-standard statuses -> the standard status the retry table (routing/retry.py) understands
+#: Cohere's non-standard statuses -> the standard status the retry table (routing/retry.py)
+#: understands
 #: (docs/vendor-rules.md, "Errors from Cohere")
 _STATUS_ALIASES: dict[int, int] = {498: 401, 499: 502}
 _NAME_OK = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")  # TC-6 (OpenAI's rule; Cohere's is looser)
