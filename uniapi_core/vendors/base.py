@@ -33,6 +33,7 @@ __all__ = [
     "error_from_body",
     "client_status_for",
     "implied_status",
+    "retry_after",
     "GOOGLE_STATUS_TYPES",
     "STATUS_TYPES",
 ]
@@ -304,6 +305,11 @@ def implied_status(err: Any) -> int:
     return 502
 
 
+def retry_after(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """The first ``retry-after`` header of an upstream answer, kept for the client (ERR-2)."""
+    return tuple((k, v) for k, v in headers if k.lower() == "retry-after")[:1]
+
+
 def error_from_body(status: int, headers: tuple[tuple[str, str], ...], body: bytes,
                     parsed: Any = None) -> UpstreamError:
     """Normalise a vendor error body into an ``UpstreamError`` (docs/contracts.md, ERR-3).
@@ -352,7 +358,6 @@ def error_from_body(status: int, headers: tuple[tuple[str, str], ...], body: byt
         etype = STATUS_TYPES.get(status, "server_error" if status >= 500 else "upstream_error")
     if code is None:
         code = str(status)
-    retry_after = tuple((k, v) for k, v in headers if k.lower() == "retry-after")[:1]
     return UpstreamError(message, kind="status", upstream_status=status,
                          status=client_status_for(status), type=etype, code=code,
-                         headers=retry_after)
+                         headers=retry_after(headers))

@@ -1,7 +1,7 @@
 """The helpers every vendor translator shares: request checks, tool-call ids, data URLs and
 media sniffing, usage counts, error envelopes.
 
-Each was written once per vendor before (docs: issue 12) and the copies had drifted apart.
+Each was once written in every vendor module, and the copies had drifted apart.
 Where a drift changes what a client sees (an id, an accepted input, an error), the helper
 takes the difference as a parameter and its docstring names which vendor passes what, so
 every vendor's output stays byte for byte what it was. Nothing here keeps state; nothing here
@@ -34,7 +34,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from ..errors import ClientError, UpstreamError
-from .base import STATUS_TYPES, ChatContext, client_status_for
+from .base import STATUS_TYPES, ChatContext, client_status_for, retry_after
 
 __all__ = ["bad", "as_str", "as_dict", "as_list", "typed", "positive_int", "count",
            "ID_OK", "ID_BAD", "ALNUM", "ALNUM_LOWER_FIRST", "new_call_id", "call_id",
@@ -233,11 +233,6 @@ def status_type(status: int, vendor_type: str | None = None,
     ``server_error`` for ≥ 500, else the type the vendor named, else ``upstream_error``."""
     return table.get(status) or ("server_error" if status >= 500 else None) \
         or vendor_type or "upstream_error"
-
-
-def retry_after(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
-    """The first ``retry-after`` header of an upstream answer, kept for the client (ERR-2)."""
-    return tuple((k, v) for k, v in headers if k.lower() == "retry-after")[:1]
 
 
 def status_error(message: str, status: int, etype: str, code: Any,
