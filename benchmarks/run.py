@@ -28,12 +28,24 @@ LiteLLM's proxy is installed in a side venv (``--litellm PATH``, ``$UNIAPI_BENCH
 ``benchmarks/.litellm/bin/litellm``) it is measured in the same rounds as a peer, one worker,
 pinned like the gateway. Only 127.0.0.1 is contacted; every process started here is ended
 here, by PID.
+
+Before and after::
+
+    python benchmarks/run.py --compare GITREF [--quick]
+
+checks GITREF out in a temporary ``git worktree add --detach`` (removed at the end), starts its
+gateway next to this checkout's on each backend (``PYTHONPATH`` and cwd in the worktree, so it
+imports that version's packages; contestants ``trio``, ``trio@<short>``, ``asyncio``,
+``asyncio@<short>``), measures them with ``direct`` in the same interleaved rounds (order
+reversed every other round) against the same upstream, and reports head ÷ base per backend and
+the open targets for both sides (JSON: ``benchmarks/results/compare.json``).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import http.client
 import json
@@ -48,6 +60,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -136,12 +149,12 @@ def version_of(cmd: list[str]) -> str:
     return text[0] if text else "?"
 
 
-def source_digest() -> str:
+def source_digest(root: Path = ROOT) -> str:
     """SHA-256 over the gateway's sources (path + bytes), to tie figures to a code state."""
     h = hashlib.sha256()
     for pkg in ("uniapi_core", "uniapi_trio", "uniapi_asyncio"):
-        for f in sorted((ROOT / pkg).rglob("*.py")):
-            h.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes() + b"\0")
+        for f in sorted((root / pkg).rglob("*.py")):
+            h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()[:16]
 
 
@@ -691,24 +704,29 @@ def live_profile(pyspy: str, wrk: str, load_core: int | None, port: int, pid: in
 
 # -- the run -----------------------------------------------------------------------------------
 
-def backend_available(backend: str) -> str | None:
+def backend_available(backend: str, root: Path = ROOT) -> str | None:
     """None if the backend's package imports (in a child, so a half-written one cannot hurt
-    us), else why not."""
+    us) from ``root``'s tree, uniapi_core included, else why not."""
     if backend not in ("trio", "asyncio"):
         return "unknown backend (uniapi serve --backend takes trio or asyncio)"
     module = f"uniapi_{backend}.runtime"
-    if not (ROOT / module.split(".")[0]).is_dir():  # this checkout's, whatever pip points at
-        return f"{module.split('.')[0]} is not in {ROOT}"
-    p = subprocess.run([sys.executable, "-c", f"import {module}; {module}.run"], cwd=ROOT,
-                       capture_output=True, text=True, timeout=60, env=child_env())
+    if not (root / module.split(".")[0]).is_dir():  # this checkout's, whatever pip points at
+        return f"{module.split('.')[0]} is not in {root}"
+    code = (f"import {module}, uniapi_core; {module}.run; print({module}.__file__); "
+            f"print(uniapi_core.__file__)")
+    p = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                       timeout=60, env=child_env(root))
     if p.returncode != 0:
         return (p.stderr.strip().splitlines() or ["import failed"])[-1]
+    for f in p.stdout.split():  # an editable install elsewhere must not win over PYTHONPATH
+        if not Path(f).resolve().is_relative_to(root.resolve()):
+            return f"imports {f}, not from {root}"
     return None
 
 
-def child_env() -> dict[str, str]:
+def child_env(root: Path = ROOT) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH")
+    env["PYTHONPATH"] = str(root) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH")
                                      else "")
     env.pop("TIMEOUT", None)
     env.pop("CONFIG_URL", None)
@@ -918,23 +936,11 @@ def fmt(v: Any, spec: str = ".1f") -> str:
     return format(v, spec)
 
 
-def render(result: dict[str, Any]) -> str:
+def render_matrix(result: dict[str, Any]) -> list[str]:
+    """The per-cell table of ``result['summary']``, its legend and the quiet-machine lines."""
     lines = []
-    m = result["machine"]
-    lines.append(f"uniapi gateway benchmark — {result['mode']}, {result['rounds']} round(s) × "
-                 f"{result['duration_s']:g} s per cell, medians of the rounds")
-    lines.append(f"machine: {m['cpu_model']}, {m['nproc']} cores, {m['memory']}, Python "
-                 f"{m['python']}, Linux {m['kernel']}; started {result.get('started')}, "
-                 f"sources {result.get('source_digest')}")
-    lines.append(f"upstream: {result['upstream']}; load: {result['wrk']} -t1; gateway pinned to "
-                 f"core {result['gateway_core']}, wrk and upstream to core {result['load_core']}"
-                 f"; HTTP/1.1 with wrk (h2c with h2load below)")
-    for name, version in (result.get("peer_versions") or {}).items():
-        lines.append(f"peer {name}: {version}, one worker, pinned like the gateway")
-    for b, why in result["backends_skipped"].items():
-        lines.append(f"{'peer' if b == 'litellm' else 'backend'} {b}: skipped — {why}")
-    lines.append("")
-    hdr = (f"{'scenario':<9}{'c':>4}  {'target':<8}{'req/s':>9}{'ratio':>7}{'p50 ms':>8}"
+    tw = max([8] + [len(r["target"]) + 1 for r in result["summary"]])  # "trio@1a2b3c4" too
+    hdr = (f"{'scenario':<9}{'c':>4}  {'target':<{tw}}{'req/s':>9}{'ratio':>7}{'p50 ms':>8}"
            f"{'p90 ms':>8}{'p99 ms':>8}{'CPU µs/req':>11}{'µs/event':>9}{'CPU %':>7}"
            f"{'RSS MB':>8}{'HWM MB':>8}{'up/1k':>7}{'other %':>8}{'errors':>7}")
     lines.append(hdr)
@@ -949,7 +955,7 @@ def render(result: dict[str, Any]) -> str:
         util = None if r.get("cpu_util") is None else r["cpu_util"] * 100
         other = None if r.get("gw_core_other") is None else r["gw_core_other"] * 100
         lines.append(
-            f"{scen:<9}{r['conns']:>4}  {r['target']:<8}{fmt(r['rps'], '.0f'):>9}"
+            f"{scen:<9}{r['conns']:>4}  {r['target']:<{tw}}{fmt(r['rps'], '.0f'):>9}"
             f"{fmt(r['ratio'], '.3f'):>7}{fmt(r['p50_ms'], '.2f'):>8}{fmt(r['p90_ms'], '.2f'):>8}"
             f"{fmt(r['p99_ms'], '.2f'):>8}{fmt(r['cpu_us_per_req'], '.0f'):>11}"
             f"{fmt(r.get('cpu_us_per_event'), '.1f'):>9}{fmt(util, '.0f'):>7}"
@@ -970,6 +976,36 @@ def render(result: dict[str, Any]) -> str:
     noisy = [r for r in result["runs"] if r.get("busy_before", 0) > 0.25]
     lines.append(f"{len(noisy)} of {len(result['runs'])} runs started while other processes "
                  f"used > 0.25 core (busy_before in the JSON); the medians absorb one such round.")
+    return lines
+
+
+def render_first_event(fe: dict[str, Any]) -> list[str]:
+    nw = max([8] + [len(name) for name in fe])
+    lines = [(f"first SSE event (sequential keep-alive requests, n={fe['direct']['n']} "
+              f"each, interleaved):")]
+    for name, v in fe.items():
+        lines.append(f"  {name:<{nw}} median {v['median_ms']:.3f} ms  p90 {v['p90_ms']:.3f} ms"
+                     f"  min {v['min_ms']:.3f} ms  Δ direct {v['delta_ms']:+.3f} ms")
+    return lines
+
+
+def render(result: dict[str, Any]) -> str:
+    lines = []
+    m = result["machine"]
+    lines.append(f"uniapi gateway benchmark — {result['mode']}, {result['rounds']} round(s) × "
+                 f"{result['duration_s']:g} s per cell, medians of the rounds")
+    lines.append(f"machine: {m['cpu_model']}, {m['nproc']} cores, {m['memory']}, Python "
+                 f"{m['python']}, Linux {m['kernel']}; started {result.get('started')}, "
+                 f"sources {result.get('source_digest')}")
+    lines.append(f"upstream: {result['upstream']}; load: {result['wrk']} -t1; gateway pinned to "
+                 f"core {result['gateway_core']}, wrk and upstream to core {result['load_core']}"
+                 f"; HTTP/1.1 with wrk (h2c with h2load below)")
+    for name, version in (result.get("peer_versions") or {}).items():
+        lines.append(f"peer {name}: {version}, one worker, pinned like the gateway")
+    for b, why in result["backends_skipped"].items():
+        lines.append(f"{'peer' if b == 'litellm' else 'backend'} {b}: skipped — {why}")
+    lines.append("")
+    lines += render_matrix(result)
     if result.get("h2c"):
         lines.append("")
         lines.append("h2c prior knowledge (h2load, c=16 as connections × streams):")
@@ -990,11 +1026,7 @@ def render(result: dict[str, Any]) -> str:
     fe = result.get("first_event")
     if fe:
         lines.append("")
-        lines.append(f"first SSE event (sequential keep-alive requests, n={fe['direct']['n']} "
-                     f"each, interleaved):")
-        for name, v in fe.items():
-            lines.append(f"  {name:<8} median {v['median_ms']:.3f} ms  p90 {v['p90_ms']:.3f} ms"
-                         f"  min {v['min_ms']:.3f} ms  Δ direct {v['delta_ms']:+.3f} ms")
+        lines += render_first_event(fe)
     tr = result.get("translators")
     if tr:
         lines.append("")
@@ -1024,6 +1056,487 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# -- pieces of a run, shared by the default run and --compare ----------------------------------
+
+def backend_list(spec: str) -> list[str]:
+    return [b.strip() for b in spec.split(",") if b.strip()]
+
+
+def bring_up_upstream(kind: str, requested: str, nginx: str | None, tmp: Path,
+                      core: int | None, procs: list[Proc]) -> tuple[int, str, str] | None:
+    """Start the mock upstream (nginx; the python fallback when nginx will not start and
+    ``requested`` is auto) and check its answers: (port, kind, label), None on failure."""
+    up_port = free_port()
+    upstream, up_label = start_upstream(kind, nginx, tmp, up_port, core)
+    procs.append(upstream)
+    why = wait_ready(upstream, up_port, "/v1/chat/completions", "POST", b"{}")
+    if why and kind == "nginx" and requested == "auto":
+        log(f"nginx did not start ({why}); using the python fallback upstream")
+        upstream.stop()
+        kind = "python"
+        upstream, up_label = start_upstream("python", None, tmp, up_port, core)
+        procs.append(upstream)
+        why = wait_ready(upstream, up_port, "/v1/chat/completions", "POST", b"{}")
+    if why:
+        log(f"the upstream did not start: {why}")
+        return None
+    problem = check_answers(up_port, gateway=False)
+    if problem:
+        log(f"the upstream answers wrongly: {problem}")
+        return None
+    log(f"upstream: {up_label} on 127.0.0.1:{up_port}")
+    return up_port, kind, up_label
+
+
+def start_gateway(name: str, backend: str, tmp: Path, core: int | None, procs: list[Proc],
+                  root: Path = ROOT) -> tuple[Proc, int] | str:
+    """``uniapi serve --backend backend`` on ``tmp/api.yaml``, from ``root``'s packages (cwd
+    and PYTHONPATH), pinned to ``core``: (proc, port) once it answers correctly, else why
+    not (and the process is stopped)."""
+    port = free_port()
+    proc = Proc(f"gateway-{name}", pinned(core, [
+        sys.executable, "-m", "uniapi_trio.cli", "serve", "--config",
+        str(tmp / "api.yaml"), "--host", "127.0.0.1", "--port", str(port),
+        "--backend", backend]), tmp / f"gateway-{name}.log", cwd=root, env=child_env(root))
+    procs.append(proc)
+    why = wait_ready(proc, port, "/healthz") or check_answers(port, gateway=True)
+    if why:
+        proc.stop()
+        return why
+    return proc, port
+
+
+def wrk_scripts(tmp: Path, targets: dict[str, tuple[int, int | None, str]]
+                ) -> dict[tuple[str, str], Path]:
+    """One Lua script per (target, kind): the direct upstream's stream has its own path."""
+    scripts = {}
+    for name in targets:
+        for kind in ("json", "sse"):
+            if name == "direct":
+                path = "/v1/chat/completions" if kind == "json" else "/sse/chat/completions"
+            else:
+                path = "/v1/chat/completions"
+            body = (chat_request_bytes(JSON_MODEL) if kind == "json"
+                    else chat_request_bytes(SSE_MODEL, True))
+            scripts[name, kind] = lua_script(tmp, f"{name}-{kind}", path, body)
+    return scripts
+
+
+def warm_up(wrk: str, load_core: int | None, targets: dict[str, tuple[int, int | None, str]],
+            scripts: dict[tuple[str, str], Path],
+            dropped: dict[str, str] | None = None) -> None:
+    """wrk c=16 for 1 s on each target and kind. A failure raises, unless ``dropped`` is
+    given: then a gateway that fails is recorded there (why) and left out from then on."""
+    log("warm-up")
+    for name, (port, pid, _) in targets.items():
+        for kind in ("json", "sse"):
+            if dropped is not None and name in dropped:
+                continue
+            try:
+                run_wrk(wrk, load_core, port, scripts[name, kind], 16, 1)
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                if dropped is None or name == "direct":
+                    raise
+                dropped[name] = f"failed in the warm-up: {exc}"
+                log(f"{name}: dropped ({exc})")
+
+
+def rotated_order(rnd: int, names: list[str]) -> list[str]:
+    """The default run: the target order rotates by one per round."""
+    return names[rnd % len(names):] + names[:rnd % len(names)]
+
+
+def interleaved_rounds(wrk: str, load_core: int | None, gw_core: int | None,
+                       targets: dict[str, tuple[int, int | None, str]],
+                       scripts: dict[tuple[str, str], Path], rounds: int, duration: float,
+                       quiet: QuietWait, status_port: int | None,
+                       order_of: Callable[[int, list[str]], list[str]] = rotated_order,
+                       dropped: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Every cell of SCENARIOS against every target, back to back, ``rounds`` times, in the
+    order ``order_of(round, names)`` gives; each run's ratio is to the direct run of the same
+    cell and round. A failed run raises, unless ``dropped`` is given: then the gateway is
+    recorded there (why) and left out of the remaining runs (its runs so far are kept)."""
+    runs: list[dict[str, Any]] = []
+    names = list(targets)
+    total = rounds * len(SCENARIOS) * len(names)
+    for rnd in range(rounds):
+        for kind, conns in SCENARIOS:
+            order = order_of(rnd, names)
+            cell: dict[str, dict[str, Any]] = {}
+            for name in order:
+                if dropped is not None and name in dropped:
+                    continue
+                port, pid, _ = targets[name]
+                waited, busy = quiet()
+                try:
+                    r = one_run(wrk, load_core, gw_core, name, port, scripts[name, kind],
+                                kind, conns, duration, pid, status_port)
+                except (RuntimeError, subprocess.TimeoutExpired, OSError) as exc:
+                    if dropped is None or name == "direct":
+                        raise
+                    dropped[name] = f"failed in round {rnd + 1}, {kind} c={conns}: {exc}"
+                    log(f"{name}: dropped ({exc})")
+                    continue
+                r["round"] = rnd + 1
+                r["quiet_wait_s"], r["busy_before"] = waited, busy
+                cell[name] = r
+                runs.append(r)
+                log(f"[{len(runs)}/{total}] round {rnd + 1} {kind} c={conns} {name}: "
+                    f"{r['rps']:.0f} req/s p99 {r['p99_ms']:.2f} ms"
+                    + (f" cpu {r['cpu_us_per_req']:.0f} µs/req"
+                       if r.get("cpu_us_per_req") is not None else "")
+                    + (f" errors {r['errors']}" if r["errors"] else ""))
+            for name, r in cell.items():  # ratio to the direct run of the same round
+                r["ratio"] = r["rps"] / cell["direct"]["rps"] if name != "direct" else 1.0
+    return runs
+
+
+# -- before and after: --compare GITREF ------------------------------------------------------
+
+#: the targets of issue #6 still open when --compare was added: base and head are set against them
+OPEN_TARGETS = ("gateway CPU per JSON request (c=16)", "JSON p99 at c=64",
+                "first SSE event, median − direct")
+
+
+@dataclasses.dataclass
+class Setup:
+    """What main() has set up by the time the gateways start."""
+    wrk: str
+    tmp: Path
+    procs: list[Proc]
+    up_port: int
+    upstream_kind: str
+    up_label: str
+    load_core: int | None
+    gw_core: int | None
+    rounds: int
+    duration: float
+    first_n: int
+    started: float
+    started_wall: str
+    digest: str
+    loadavg_start: list[str]
+
+
+def git(*cmd: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", "-C", str(ROOT), *cmd], check=False, capture_output=True,
+                          text=True, timeout=120)
+
+
+def resolve_ref(ref: str) -> dict[str, Any] | None:
+    """GITREF as a commit, and what the head side is (HEAD, and whether the working tree's
+    packages differ from it); None, logged, when GITREF names no commit."""
+    p = git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    if p.returncode != 0 or not p.stdout.strip():
+        log(f"--compare {ref}: not a commit in {ROOT}")
+        return None
+    commit = p.stdout.strip()
+    short = git("rev-parse", "--short", commit).stdout.strip() or commit[:7]
+    head = git("rev-parse", "HEAD").stdout.strip()
+    dirty = git("status", "--porcelain", "--", "uniapi_core", "uniapi_trio",
+                "uniapi_asyncio").stdout.splitlines()
+    return {"ref": ref, "commit": commit, "short": short, "head_commit": head,
+            "head_short": head[:len(short)], "head_uncommitted_files": len(dirty)}
+
+
+@contextlib.contextmanager
+def base_worktree(commit: str, short: str) -> Iterator[Path | None]:
+    """``git worktree add --detach`` of ``commit`` in a temp dir (None, logged, when that
+    fails); removed (and pruned from the repository's worktree list) on the way out."""
+    parent = Path(tempfile.mkdtemp(prefix="uniapi-bench-base-"))
+    wt = parent / f"uniapi-{short}"
+    p = git("worktree", "add", "--detach", str(wt), commit)
+    try:
+        if p.returncode != 0:
+            log(f"git worktree add {commit} failed: {p.stderr.strip()[-400:]}")
+            yield None
+        else:
+            yield wt.resolve()
+    finally:
+        if p.returncode == 0:
+            r = git("worktree", "remove", "--force", str(wt))
+            if r.returncode != 0:
+                log(f"git worktree remove failed ({r.stderr.strip()}); pruning")
+        shutil.rmtree(parent, ignore_errors=True)
+        git("worktree", "prune")
+
+
+def ab_order(rnd: int, names: list[str]) -> list[str]:
+    """--compare: forward in even rounds, reversed in odd ones, so each backend's head and
+    base run in both orders (and next to each other)."""
+    return list(names) if rnd % 2 == 0 else list(reversed(names))
+
+
+def contestant_rows(summary: list[dict[str, Any]], first: dict[str, Any] | None,
+                    memory: dict[str, tuple[float, float]], names: list[str]
+                    ) -> list[dict[str, Any]]:
+    """One row per contestant: req/s per cell, CPU per JSON request (c=16), p99 at c=64,
+    streams/s, µs/event (c=16), first-event delay vs direct, RSS/HWM at the end."""
+    def cell(kind: str, conns: int, name: str) -> dict[str, Any]:
+        return next((r for r in summary if r["kind"] == kind and r["conns"] == conns
+                     and r["target"] == name), {})
+    rows = []
+    for name in names:
+        row: dict[str, Any] = {"target": name}
+        for kind, conns in SCENARIOS:
+            row[f"{kind}_rps_c{conns}"] = cell(kind, conns, name).get("rps")
+        row["cpu_us_per_req"] = cell("json", 16, name).get("cpu_us_per_req")
+        row["sse_cpu_us_per_req"] = cell("sse", 16, name).get("cpu_us_per_req")
+        row["p99_ms_c64"] = cell("json", 64, name).get("p99_ms")
+        row["cpu_us_per_event"] = cell("sse", 16, name).get("cpu_us_per_event")
+        row["first_event_delta_ms"] = (first[name]["delta_ms"]
+                                       if first and name in first else None)
+        rss, hwm = memory.get(name, (None, None))
+        row["rss_mb"], row["hwm_mb"] = rss, hwm
+        rows.append(row)
+    return rows
+
+
+def compare_pairs(summary: list[dict[str, Any]], targets: list[dict[str, Any]],
+                  pairs: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
+    """For each (backend, head name, base name): head ÷ base of req/s and of CPU per request
+    in every cell, and the open targets with both values (None for a side that did not
+    run)."""
+    def cell(kind: str, conns: int, name: str) -> dict[str, Any]:
+        return next((r for r in summary if r["kind"] == kind and r["conns"] == conns
+                     and r["target"] == name), {})
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return a / b if a is not None and b else None
+
+    out = []
+    for backend, head, base in pairs:
+        rps, cpu = {}, {}
+        for kind, conns in SCENARIOS:
+            h, b = cell(kind, conns, head), cell(kind, conns, base)
+            rps[f"{kind} c={conns}"] = ratio(h.get("rps"), b.get("rps"))
+            cpu[f"{kind} c={conns}"] = ratio(h.get("cpu_us_per_req"), b.get("cpu_us_per_req"))
+        goals = []
+        for name in OPEN_TARGETS:
+            h = next((t for t in targets if t["target"] == name and t["backend"] == head), None)
+            b = next((t for t in targets if t["target"] == name and t["backend"] == base), None)
+            ref = h or b
+            if ref is None:
+                continue
+            goals.append({"target": name, "goal": ref["goal"], "unit": ref["unit"],
+                          "base": b["value"] if b else None, "base_met": b["met"] if b else None,
+                          "head": h["value"] if h else None, "head_met": h["met"] if h else None})
+        ran = {r["target"] for r in summary}
+        out.append({"backend": backend, "head": head, "base": base,
+                    "head_ran": head in ran, "base_ran": base in ran,
+                    "rps_head_over_base": rps, "cpu_per_req_head_over_base": cpu,
+                    "open_targets": goals})
+    return out
+
+
+def run_compare(args: argparse.Namespace, st: Setup, compare: dict[str, Any]) -> int:
+    """--compare GITREF: this checkout's gateway and GITREF's, on each backend, against the
+    same upstream in the same interleaved rounds; prints and writes the report."""
+    base_procs: list[Proc] = []
+    with base_worktree(compare["commit"], compare["short"]) as wt:
+        if wt is None:
+            return 2
+        try:
+            return _run_compare(args, st, compare, wt, base_procs)
+        finally:  # the base gateways run from the worktree: end them before it goes
+            for proc in base_procs:
+                proc.stop()
+
+
+def _run_compare(args: argparse.Namespace, st: Setup, compare: dict[str, Any], wt: Path,
+                 base_procs: list[Proc]) -> int:
+    short = compare["short"]
+    compare["base_worktree"] = str(wt)
+    compare["base_source_digest"] = source_digest(wt)
+    compare["head_source_digest"] = st.digest
+    log(f"base: {compare['ref']} = {short} in worktree {wt} (sources "
+        f"{compare['base_source_digest']}); head: {ROOT} (sources {st.digest})")
+    gateways: dict[str, tuple[Proc, int]] = {}
+    skipped: dict[str, str] = {}
+    pairs: list[tuple[str, str, str]] = []
+    for backend in backend_list(args.backends):
+        for name, root in ((backend, ROOT), (f"{backend}@{short}", wt)):
+            why = backend_available(backend, root)
+            if why is None:
+                n0 = len(st.procs)
+                started_gw = start_gateway(name, backend, st.tmp, st.gw_core, st.procs, root)
+                if root != ROOT:
+                    base_procs += st.procs[n0:]
+                why = (f"did not serve correctly: {started_gw}"
+                       if isinstance(started_gw, str) else None)
+            if why:
+                skipped[name] = why
+                log(f"{name}: skipped ({why})")
+                continue
+            gateways[name] = started_gw  # type: ignore[assignment]
+            log(f"gateway {name}: pid {started_gw[0].pid} on 127.0.0.1:{started_gw[1]}"
+                f" from {root}")
+        if backend in gateways or f"{backend}@{short}" in gateways:
+            pairs.append((backend, backend, f"{backend}@{short}"))
+    if not gateways:
+        log("no gateway could be started")
+        return 2
+    if not any(h in gateways and b in gateways for _, h, b in pairs):
+        log("no backend runs on both sides: no ratios, measuring what runs")
+
+    targets: dict[str, tuple[int, int | None, str]] = {"direct": (st.up_port, None, "direct")}
+    for name, (proc, port) in gateways.items():
+        targets[name] = (port, proc.pid, name)
+    scripts = wrk_scripts(st.tmp, targets)
+    # head is a live working tree: a gateway that dies is reported, the others still measured
+    dropped: dict[str, str] = {}
+    warm_up(st.wrk, st.load_core, targets, scripts, dropped)
+    names = list(targets)
+    quiet = QuietWait(0.25, 0 if args.no_wait else 8.0, 60.0 if not args.quick else 20.0)
+    runs = interleaved_rounds(st.wrk, st.load_core, st.gw_core, targets, scripts, st.rounds,
+                              st.duration, quiet,
+                              st.up_port if st.upstream_kind == "nginx" else None, ab_order,
+                              dropped)
+    for name, why in dropped.items():
+        proc = gateways.pop(name)[0]
+        skipped[name] = f"{why}; log: {proc.tail(3)!r}" if proc.tail(3) else why
+
+    quiet()
+    log("first SSE event latency")
+    fe_targets = {"direct": (st.up_port, "/sse/chat/completions")}
+    fe_targets.update({name: (port, "/v1/chat/completions")
+                       for name, (_, port) in gateways.items()})
+    first: dict[str, Any] | None = None
+    try:
+        first = first_event_latency(fe_targets, st.first_n)
+    except (OSError, RuntimeError) as exc:  # ConnectionError is an OSError
+        log(f"first SSE event latency failed: {exc}")
+
+    memory = {name: proc_memory(proc.pid) for name, (proc, _) in gateways.items()}
+    summary = summarize(runs, names)
+    checked = check_targets(summary, first, None, list(gateways))
+    compare["contestants"] = contestant_rows(summary, first, memory, names)
+    compare["pairs"] = compare_pairs(summary, checked, pairs)
+    result = {
+        "mode": "compare quick" if args.quick else "compare", "rounds": st.rounds,
+        "started": st.started_wall, "source_digest": st.digest, "duration_s": st.duration,
+        "machine": machine_info(), "upstream": st.up_label, "upstream_kind": st.upstream_kind,
+        "wrk": version_of([st.wrk, "--version"]).split(" [")[0],
+        "gateway_core": st.gw_core, "load_core": st.load_core,
+        "protocol": "HTTP/1.1 (wrk)", "backends": list(gateways), "backends_skipped": skipped,
+        "peers": [], "peer_versions": {},
+        "scenarios": [{"kind": k, "conns": c} for k, c in SCENARIOS],
+        "payloads": {"request_bytes": len(chat_request_bytes()),
+                     "completion_bytes": len(completion_bytes()),
+                     "sse_bytes": len(sse_body()), "sse_events": SSE_EVENTS},
+        "compare": compare, "summary": summary, "first_event": first, "targets": checked,
+        "quiet_wait_total_s": quiet.waited, "runs": runs, "loadavg_start": st.loadavg_start,
+        "loadavg_end": Path("/proc/loadavg").read_text().split()[:3],
+    }
+    result["elapsed_s"] = time.monotonic() - st.started
+    out_path = Path(args.json)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    print(render_compare(result))
+    print(f"\nJSON: {out_path}   ({result['elapsed_s']:.0f} s)")
+    return 0
+
+
+def _met(v: bool | None) -> str:
+    return {True: "met", False: "NOT met", None: "—"}[v]
+
+
+def render_compare(result: dict[str, Any]) -> str:
+    c = result["compare"]
+    m = result["machine"]
+    head = f"the working tree at {c['head_short']}"
+    if c["head_uncommitted_files"]:
+        head += f" + {c['head_uncommitted_files']} uncommitted file(s) in the packages"
+    lines = [
+        (f"uniapi gateway benchmark — {result['mode']}, {result['rounds']} round(s) × "
+         f"{result['duration_s']:g} s per cell, medians of the rounds; base and head "
+         f"interleaved (order reversed every other round)"),
+        (f"base: {c['ref']} = {c['short']} (git worktree, sources "
+         f"{c['base_source_digest']}); head: {head} (sources {c['head_source_digest']})"),
+        (f"machine: {m['cpu_model']}, {m['nproc']} cores, {m['memory']}, Python "
+         f"{m['python']}, Linux {m['kernel']}; started {result['started']}"),
+        (f"upstream: {result['upstream']}; load: {result['wrk']} -t1; gateways pinned to "
+         f"core {result['gateway_core']}, wrk and upstream to core {result['load_core']}; "
+         f"HTTP/1.1"),
+    ]
+    for name, why in result["backends_skipped"].items():
+        side = "base" if "@" in name else "head, this checkout"
+        lines.append(f"{name} ({side}): skipped — {why}")
+    lines.append("")
+    lines += render_matrix(result)
+
+    rows = c["contestants"]
+    nw = max([10] + [len(r["target"]) + 1 for r in rows])
+    lines.append("")
+    lines.append("per contestant (medians): req/s by cell; CPU µs per JSON request and per "
+                 "stream at c=16; JSON p99 at c=64;")
+    lines.append("stream µs/event at c=16; first SSE event median − direct; RSS and HWM at "
+                 "the end of the run")
+    hdr = (f"{'contestant':<{nw}}{'json c=1':>9}{'c=16':>7}{'c=64':>7}{'sse c=16':>9}"
+           f"{'c=64':>7}{'CPU µs/req':>11}{'/stream':>8}{'p99 c=64':>9}{'µs/event':>9}"
+           f"{'1st Δ ms':>9}{'RSS MB':>7}{'HWM MB':>7}")
+    lines.append(hdr)
+    lines.append("-" * len(hdr))
+    for r in rows:
+        lines.append(
+            f"{r['target']:<{nw}}{fmt(r['json_rps_c1'], '.0f'):>9}"
+            f"{fmt(r['json_rps_c16'], '.0f'):>7}{fmt(r['json_rps_c64'], '.0f'):>7}"
+            f"{fmt(r['sse_rps_c16'], '.0f'):>9}{fmt(r['sse_rps_c64'], '.0f'):>7}"
+            f"{fmt(r['cpu_us_per_req'], '.0f'):>11}{fmt(r['sse_cpu_us_per_req'], '.0f'):>8}"
+            f"{fmt(r['p99_ms_c64'], '.2f'):>9}{fmt(r['cpu_us_per_event'], '.1f'):>9}"
+            f"{fmt(r['first_event_delta_ms'], '+.3f'):>9}{fmt(r['rss_mb'], '.1f'):>7}"
+            f"{fmt(r['hwm_mb'], '.1f'):>7}")
+    if result.get("first_event"):
+        lines.append("")
+        lines += render_first_event(result["first_event"])
+
+    lines.append("")
+    lines.append(f"before → after: head ÷ base ({c['short']} → head), same rounds; req/s > 1 "
+                 f"and CPU/request < 1 are gains")
+    cells = [f"{k} c={n}" for k, n in SCENARIOS]
+    hdr = f"  {'backend':<9}{'':<14}" + "".join(f"{x:>11}" for x in cells)
+    lines.append(hdr)
+    for p in c["pairs"]:
+        lines.append(f"  {p['backend']:<9}{'req/s':<14}" + "".join(
+            f"{fmt(p['rps_head_over_base'][x], '.3f'):>11}" for x in cells))
+        lines.append(f"  {'':<9}{'CPU/request':<14}" + "".join(
+            f"{fmt(p['cpu_per_req_head_over_base'][x], '.3f'):>11}" for x in cells))
+    for p in c["pairs"]:
+        if not (p["head_ran"] and p["base_ran"]):
+            lines.append(f"  {p['backend']}: only {'head' if p['head_ran'] else 'base'} ran, "
+                         "no ratio")
+    lines.append("")
+    lines.append(f"open targets ({TARGETS_DOC}), base → head:")
+    lines.append(f"  {'backend':<9}{'target':<38}{'goal':<11}{'base':>11}  {'':<9}"
+                 f"{'head':>11}")
+    for p in c["pairs"]:
+        for t in p["open_targets"]:
+            spec = {"µs": ".0f", "ms": "+.3f" if t["target"].startswith("first") else ".2f"
+                    }.get(t["unit"], ".2f")
+            unit = f" {t['unit']}"
+            base = fmt(t["base"], spec) + unit if t["base"] is not None else "—"
+            headv = fmt(t["head"], spec) + unit if t["head"] is not None else "—"
+            lines.append(f"  {p['backend']:<9}{t['target']:<38}{t['goal'] + unit:<11}"
+                         f"{base:>11}  {_met(t['base_met']):<9}{headv:>11}  "
+                         f"{_met(t['head_met'])}")
+    if result["rounds"] < 3:
+        lines.append("")
+        lines.append(f"{result['rounds']} round(s) of {result['duration_s']:g} s: on this "
+                     "shared machine a cell varies by up to ±10 % run to run; read ratios "
+                     "within that as no change.")
+    noisy = [r for r in result["runs"] if r.get("busy_before", 0) > 0.25]
+    other = median([r["gw_core_other"] for r in result["runs"]
+                    if r["target"] != "direct" and r.get("gw_core_other") is not None])
+    if len(noisy) > len(result["runs"]) / 2 or other > 0.10:
+        lines.append("")
+        lines.append(f"WARNING: {len(noisy)} of {len(result['runs'])} runs started while other "
+                     f"processes used > 0.25 core, and the gateways' core spent a median "
+                     f"{other * 100:.0f} % on something else:")
+        lines.append("these figures measure the machine's load as much as the code; rerun on "
+                     "a quiet machine before reading the ratios.")
+    return "\n".join(lines)
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -1032,10 +1545,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true",
                     help="1 round, 3 s per cell, 100 first-event requests (~1 minute)")
-    ap.add_argument("--json", default=str(HERE / "results" / "latest.json"),
-                    help="where to write the results (default: benchmarks/results/latest.json)")
-    ap.add_argument("--rounds", type=int, help="interleaved rounds (default 3; --quick 1)")
-    ap.add_argument("--duration", type=float, help="seconds per wrk run (default 6; --quick 3)")
+    ap.add_argument("--json",
+                    help="where to write the results (default: benchmarks/results/latest.json; "
+                    "with --compare, benchmarks/results/compare.json)")
+    ap.add_argument("--rounds", type=int,
+                    help="interleaved rounds (default 3; --quick 1, --compare --quick 2)")
+    ap.add_argument("--duration", type=float,
+                    help="seconds per wrk run (default 6; --quick 3, --compare --quick 2)")
+    ap.add_argument("--compare", metavar="GITREF",
+                    help="before/after: also run the gateway of GITREF (checked out in a "
+                    "temporary git worktree) on each backend, in the same interleaved rounds as "
+                    "this checkout's, and report head ÷ base and the open targets for both "
+                    "(no h2c, --workers, translators, peer or py-spy runs)")
     ap.add_argument("--backends", default="trio,asyncio",
                     help="gateway backends to try (default trio,asyncio)")
     ap.add_argument("--upstream", choices=("auto", "nginx", "python"), default="auto",
@@ -1056,12 +1577,23 @@ def main(argv: list[str] | None = None) -> int:
                     help="also sample each gateway with py-spy (pip install py-spy) for SECONDS "
                     "under wrk c=16, JSON and stream, and print the top costs")
     args = ap.parse_args(argv)
+    compare: dict[str, Any] | None = None
+    if args.compare:
+        compare = resolve_ref(args.compare)
+        if compare is None:
+            return 2
+    if args.json is None:
+        args.json = str(HERE / "results" / ("compare.json" if compare else "latest.json"))
 
     loadavg_start = Path("/proc/loadavg").read_text().split()[:3]
     started_wall = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     digest = source_digest()
-    rounds = args.rounds or (1 if args.quick else 3)
-    duration = args.duration or (3.0 if args.quick else 6.0)
+    if compare is None:
+        rounds = args.rounds or (1 if args.quick else 3)
+        duration = args.duration or (3.0 if args.quick else 6.0)
+    else:  # twice the targets: fewer, shorter cells; 2 rounds so each pair runs in both orders
+        rounds = args.rounds or (2 if args.quick else 3)
+        duration = args.duration or (2.0 if args.quick else 6.0)
     first_n = 100 if args.quick else 300
     started = time.monotonic()
 
@@ -1088,50 +1620,33 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {}
     old_term = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        up_port = free_port()
-        upstream, up_label = start_upstream(upstream_kind, nginx, tmp, up_port, load_core)
-        procs.append(upstream)
-        why = wait_ready(upstream, up_port, "/v1/chat/completions", "POST", b"{}")
-        if why and upstream_kind == "nginx" and args.upstream == "auto":
-            log(f"nginx did not start ({why}); using the python fallback upstream")
-            upstream.stop()
-            upstream_kind = "python"
-            upstream, up_label = start_upstream("python", None, tmp, up_port, load_core)
-            procs.append(upstream)
-            why = wait_ready(upstream, up_port, "/v1/chat/completions", "POST", b"{}")
-        if why:
-            log(f"the upstream did not start: {why}")
+        up = bring_up_upstream(upstream_kind, args.upstream, nginx, tmp, load_core, procs)
+        if up is None:
             return 2
-        problem = check_answers(up_port, gateway=False)
-        if problem:
-            log(f"the upstream answers wrongly: {problem}")
-            return 2
-        log(f"upstream: {up_label} on 127.0.0.1:{up_port}")
+        up_port, upstream_kind, up_label = up
 
         (tmp / "api.yaml").write_text(api_yaml(up_port))
+        if compare is not None:
+            return run_compare(args, Setup(
+                wrk=wrk, tmp=tmp, procs=procs, up_port=up_port, upstream_kind=upstream_kind,
+                up_label=up_label, load_core=load_core, gw_core=gw_core, rounds=rounds,
+                duration=duration, first_n=first_n, started=started, started_wall=started_wall,
+                digest=digest, loadavg_start=loadavg_start), compare)
         gateways: dict[str, tuple[Proc, int]] = {}
         skipped: dict[str, str] = {}
-        for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
+        for backend in backend_list(args.backends):
             why = backend_available(backend)
             if why:
                 skipped[backend] = why
                 log(f"backend {backend}: skipped ({why})")
                 continue
-            port = free_port()
-            proc = Proc(f"gateway-{backend}", pinned(gw_core, [
-                sys.executable, "-m", "uniapi_trio.cli", "serve", "--config",
-                str(tmp / "api.yaml"), "--host", "127.0.0.1", "--port", str(port),
-                "--backend", backend]), tmp / f"gateway-{backend}.log", cwd=ROOT,
-                env=child_env())
-            procs.append(proc)
-            why = wait_ready(proc, port, "/healthz") or check_answers(port, gateway=True)
-            if why:
-                skipped[backend] = f"did not serve correctly: {why}"
-                log(f"backend {backend}: skipped ({why})")
-                proc.stop()
+            started_gw = start_gateway(backend, backend, tmp, gw_core, procs)
+            if isinstance(started_gw, str):
+                skipped[backend] = f"did not serve correctly: {started_gw}"
+                log(f"backend {backend}: skipped ({started_gw})")
                 continue
-            gateways[backend] = (proc, port)
-            log(f"gateway {backend}: pid {proc.pid} on 127.0.0.1:{port}")
+            gateways[backend] = started_gw
+            log(f"gateway {backend}: pid {started_gw[0].pid} on 127.0.0.1:{started_gw[1]}")
         if not gateways:
             log("no gateway backend could be started")
             return 2
@@ -1154,48 +1669,15 @@ def main(argv: list[str] | None = None) -> int:
         targets: dict[str, tuple[int, int | None, str]] = {"direct": (up_port, None, "direct")}
         for b, (proc, port) in [*gateways.items(), *peers.items()]:
             targets[b] = (port, proc.pid, b)
-        scripts = {}
-        for name, (port, pid, _) in targets.items():
-            for kind in ("json", "sse"):
-                if name == "direct":
-                    path = "/v1/chat/completions" if kind == "json" else "/sse/chat/completions"
-                else:
-                    path = "/v1/chat/completions"
-                body = (chat_request_bytes(JSON_MODEL) if kind == "json"
-                        else chat_request_bytes(SSE_MODEL, True))
-                scripts[name, kind] = lua_script(tmp, f"{name}-{kind}", path, body)
+        scripts = wrk_scripts(tmp, targets)
+        warm_up(wrk, load_core, targets, scripts)
 
-        log("warm-up")
-        for name, (port, pid, _) in targets.items():
-            for kind in ("json", "sse"):
-                run_wrk(wrk, load_core, port, scripts[name, kind], 16, 1)
-
-        runs: list[dict[str, Any]] = []
         names = list(targets)
         # idle gateways and nginx use ~nothing: more than 0.25 busy cores is someone else
         quiet = QuietWait(0.25, 0 if args.no_wait else 8.0, 60.0 if not args.quick else 20.0)
-        total = rounds * len(SCENARIOS) * len(names)
-        for rnd in range(rounds):
-            for kind, conns in SCENARIOS:
-                order = names[rnd % len(names):] + names[:rnd % len(names)]  # rotate per round
-                cell: dict[str, dict[str, Any]] = {}
-                for name in order:
-                    port, pid, _ = targets[name]
-                    waited, busy = quiet()
-                    r = one_run(wrk, load_core, gw_core, name, port, scripts[name, kind],
-                                kind, conns, duration, pid,
-                                up_port if upstream_kind == "nginx" else None)
-                    r["round"] = rnd + 1
-                    r["quiet_wait_s"], r["busy_before"] = waited, busy
-                    cell[name] = r
-                    runs.append(r)
-                    log(f"[{len(runs)}/{total}] round {rnd + 1} {kind} c={conns} {name}: "
-                        f"{r['rps']:.0f} req/s p99 {r['p99_ms']:.2f} ms"
-                        + (f" cpu {r['cpu_us_per_req']:.0f} µs/req"
-                           if r.get("cpu_us_per_req") is not None else "")
-                        + (f" errors {r['errors']}" if r["errors"] else ""))
-                for name, r in cell.items():  # ratio to the direct run of the same round
-                    r["ratio"] = r["rps"] / cell["direct"]["rps"] if name != "direct" else 1.0
+        runs = interleaved_rounds(wrk, load_core, gw_core, targets, scripts, rounds, duration,
+                                  quiet, up_port if upstream_kind == "nginx" else None,
+                                  rotated_order)
 
         h2c: list[dict[str, Any]] = []
         h2load = shutil.which("h2load")
