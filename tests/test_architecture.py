@@ -87,7 +87,7 @@ def test_transports_do_not_import_each_other_except_the_cli():
 
 FLOORS: dict[int, tuple[str, ...]] = {
     1: ("errors", "jsonutil", "proxyurl", "modelmatch", "multipart", "pemkey"),
-    2: ("config",),
+    2: ("config", "request"),
     3: ("streams", "http", "ratelimit", "ssrf"),
     4: ("vendors", "routing"),
     5: ("relay",),

@@ -1,7 +1,7 @@
 """Vendor translators: one module per wire protocol, each with three pure parts.
 
 ``TRANSLATORS`` maps an engine name to its exchange builder
-(``(openai_request_dict, ChatContext) -> Exchange``). Engines without an entry are not served
+(``(ChatRequest | openai_request_dict, ChatContext) -> Exchange``). Engines without an entry are not served
 yet; routing skips their channels.
 """
 
@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..config.model import Provider
+from ..request import ChatRequest
 from . import anthropic, azure, bedrock, cloudflare, cohere, gemini, openai, vertex
 from .base import ChatContext, Exchange, UpstreamRequest
 from .engine import ENGINES, detect_engine
@@ -18,7 +19,10 @@ from .engine import ENGINES, detect_engine
 __all__ = ["TRANSLATORS", "ENDPOINTS", "UPLOADS", "ENGINES", "detect_engine", "discovery_request",
            "parse_discovery"]
 
-TRANSLATORS: dict[str, Callable[[dict[str, Any], ChatContext], Exchange]] = {
+#: each builder takes the parsed request model or the dict (which it parses): a
+#: ``ChatRequest`` parsed once at the edge serves every attempt (docs/architecture.md, "The
+#: request model")
+TRANSLATORS: dict[str, Callable[[ChatRequest | dict[str, Any], ChatContext], Exchange]] = {
     "gpt": openai.build_exchange,
     "openrouter": openai.build_exchange,
     "azure": azure.build_exchange,

@@ -41,6 +41,7 @@ After ``message_stop`` or ``error`` every byte is ignored (DEC-4); EOF without t
 from __future__ import annotations
 
 import base64
+import math
 import re
 # typeshed's json.decoder stub does not declare ``scanstring``; the module has it at runtime
 from json.decoder import scanstring  # type: ignore[attr-defined]
@@ -49,12 +50,13 @@ from urllib.parse import urlsplit
 
 from ..errors import DecodeError, UpstreamError
 from ..jsonutil import dumps, loads_strict
+from ..request import ChatRequest, Message, Part, ToolCall, chat_request
 from ..streams import SSEEvent
 from .base import (ChatContext, ImagesNeeded, SSEVendorDecoder, StreamChunk, StreamDone,
                    StreamFailed, StreamItem, UpstreamRequest, error_from_body)
 from .chunks import ChunkWriter, completion, usage_object
 from .openai import merge_headers
-from .toolkit import ALNUM_LOWER_FIRST, ID_BAD, as_dict as _dict, as_list as _list
+from .toolkit import ALNUM_LOWER_FIRST, ID_BAD, as_dict as _dict
 from .toolkit import as_str as _str, bad as _fail, call_id, clean_id, data_url
 from .toolkit import positive_int as _int, retry_after, sniff, status_error, status_type
 
@@ -111,15 +113,7 @@ _TOOL_CHOICES = {"auto": {"type": "auto"}, "required": {"type": "any"},
 _IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 _TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")  # TC-6
 _THINK_N = re.compile(r"-think-(\d+)$", re.I)
-
-
-def _num(req: dict[str, Any], key: str) -> float | None:
-    v = req.get(key)
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
-        raise _fail(f"'{key}' must be a number", "invalid_value")
-    return v
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 
 
 def messages_url(base_url: str | None) -> str:
@@ -168,10 +162,9 @@ class _Builder:
         self.tool_names: list[str] = []
 
     # ids (TC-5): valid ids map to themselves, others to a cleaned form, hashed on collision
-    def prepare_ids(self, messages: list[dict[str, Any]]) -> None:
-        raw = [str(c.get("id")) for m in messages for c in _list(m.get("tool_calls"))
-               if isinstance(c, dict) and c.get("id")]
-        raw += [m["tool_call_id"] for m in messages if isinstance(m.get("tool_call_id"), str)]
+    def prepare_ids(self, messages: tuple[Message, ...]) -> None:
+        raw = [c.id for m in messages for c in m.tool_calls if c.id]
+        raw += [m.tool_call_id for m in messages if m.tool_call_id is not None]
         used = {i for i in raw if not ID_BAD.search(i) and 0 < len(i) <= 64}
         for i in raw:
             if i in self.ids:
@@ -181,9 +174,8 @@ class _Builder:
                 continue
             self.ids[i] = clean_id(i, used, limit=64)
 
-    def image(self, part: dict[str, Any], where: str) -> dict[str, Any] | None:
-        spec = part.get("image_url")
-        url = spec if isinstance(spec, str) else _str(_dict(spec).get("url"))
+    def image(self, part: Part, where: str) -> dict[str, Any] | None:
+        url = part.url or ""
         if url[:5].lower() == "data:":
             declared, raw = data_url(url, where, flavour="anthropic")
             return _image_block(raw, declared, where)
@@ -196,59 +188,48 @@ class _Builder:
             return _image_block(got[1], got[0], where)
         raise _fail(f"{where}: image URL must be a data: or http(s) URL", "invalid_image")
 
-    def parts(self, content: Any, where: str, *, images: bool = True) -> list[dict[str, Any]]:
-        """OpenAI content (string or parts) → Anthropic text/image/document blocks."""
-        if content is None:
-            return []
-        if isinstance(content, str):
-            return [{"type": "text", "text": content}]
-        if not isinstance(content, list):
+    def parts(self, m: Message, where: str, *, images: bool = True) -> list[dict[str, Any]]:
+        """A message's content (string or parts) → Anthropic text/image blocks."""
+        if m.text is not None:
+            return [{"type": "text", "text": m.text}]
+        if "content" in m.invalid:
             raise _fail(f"{where}: content must be a string or a list of parts")
         out: list[dict[str, Any]] = []
-        for j, part in enumerate(content):
+        for j, part in enumerate(m.parts):
             w = f"{where}.content[{j}]"
-            if isinstance(part, str):
-                part = {"type": "text", "text": part}
-            if not isinstance(part, dict):
+            if not part.obj:
                 raise _fail(f"{w}: a content part must be an object")
-            kind = part.get("type")
-            if kind in ("text", "refusal"):
-                text = part.get(kind)
-                if not isinstance(text, str):
+            kind = part.kind
+            if kind == "text" or kind == "refusal":
+                if not part.ok:
                     raise _fail(f"{w}: '{kind}' must be a string")
-                block: dict[str, Any] | None = {"type": "text", "text": text}
+                block: dict[str, Any] | None = {"type": "text", "text": part.text}
             elif kind == "image_url" and images:
                 block = self.image(part, w)
             else:
                 raise _fail(f"{w}: content part type {kind!r} is not supported here",
                             "unsupported_content")
             if block is not None:
-                if isinstance(part.get("cache_control"), dict):
-                    block["cache_control"] = part["cache_control"]
+                if part.cache_control is not None:
+                    block["cache_control"] = part.cache_control
                 out.append(block)
         return out
 
-    def thinking(self, m: dict[str, Any]) -> list[dict[str, Any]]:
-        """Signed thinking replayed from history (ANT-K4); unsigned reasoning is dropped."""
-        out = []
-        for b in _list(m.get("thinking_blocks")):
-            b = _dict(b)
-            if b.get("type") == "thinking" and isinstance(b.get("thinking"), str) \
-                    and _str(b.get("signature")):
-                out.append({"type": "thinking", "thinking": b["thinking"],
-                            "signature": b["signature"]})
-            elif b.get("type") == "redacted_thinking" and _str(b.get("data")):
-                out.append({"type": "redacted_thinking", "data": b["data"]})
-        if not out and isinstance(m.get("reasoning_content"), str) \
-                and _str(m.get("reasoning_signature")):
-            out.append({"type": "thinking", "thinking": m["reasoning_content"],
-                        "signature": m["reasoning_signature"]})
+    def thinking(self, m: Message) -> list[dict[str, Any]]:
+        """Signed thinking replayed from history (ANT-K4); unsigned reasoning is dropped (the
+        model keeps signed blocks only)."""
+        out: list[dict[str, Any]] = [
+            {"type": "thinking", "thinking": b.thinking, "signature": b.signature}
+            if b.type == "thinking" else {"type": "redacted_thinking", "data": b.data}
+            for b in m.thinking_blocks]
+        if not out and m.reasoning_content is not None and m.reasoning_signature:
+            out.append({"type": "thinking", "thinking": m.reasoning_content,
+                        "signature": m.reasoning_signature})
         return out
 
-    def tool_use(self, call: Any, where: str) -> dict[str, Any]:
-        fn = _dict(_dict(call).get("function"))
-        cid, name, args = _dict(call).get("id"), fn.get("name"), fn.get("arguments")
-        if not cid or not isinstance(name, str):
+    def tool_use(self, call: ToolCall, where: str) -> dict[str, Any]:
+        cid, name, args = call.id, call.name, call.arguments
+        if not cid or name is None:
             raise _fail(f"{where}: a tool call needs an 'id' and a function 'name'")
         _check_name(name, where)
         if isinstance(args, str):
@@ -261,9 +242,9 @@ class _Builder:
         if not isinstance(args, dict):
             raise _fail(f"{where}: tool call arguments must be a JSON object")
         self.tool_names.append(name)
-        return {"type": "tool_use", "id": self.ids[str(cid)], "name": name, "input": args}
+        return {"type": "tool_use", "id": self.ids[cid], "name": name, "input": args}
 
-    def convert(self, messages: list[dict[str, Any]], thinking_on: bool
+    def convert(self, messages: tuple[Message, ...], thinking_on: bool
                 ) -> tuple[Any, list[dict[str, Any]]]:
         """ANT-R1..R8: (system, alternating turns)."""
         self.prepare_ids(messages)
@@ -271,35 +252,36 @@ class _Builder:
         turns: list[tuple[str, list[dict[str, Any]]]] = []
         calls: set[str] = set()
         for i, m in enumerate(messages):
-            role, where = m.get("role"), f"messages[{i}]"
-            if role not in ("system", "developer", "user", "assistant", "tool"):
-                raise _fail(f"{where}: role {role!r} is not supported", "invalid_role")
-            if role in ("system", "developer"):
-                blocks = self.parts(m.get("content"), where, images=False)
+            role, where = m.role, f"messages[{i}]"
+            if role not in _ROLES:
+                raise _fail(f"{where}: role {m.raw.get('role')!r} is not supported",
+                            "invalid_role")
+            if role == "system" or role == "developer":
+                blocks = self.parts(m, where, images=False)
             elif role == "user":
-                blocks = self.parts(m.get("content"), where)
+                blocks = self.parts(m, where)
             elif role == "assistant":
                 blocks = self.thinking(m) if thinking_on else []
-                blocks += [b for b in self.parts(m.get("content"), where, images=False)
+                blocks += [b for b in self.parts(m, where, images=False)
                            if b.get("type") != "text" or b["text"].strip()]
-                for k, call in enumerate(_list(m.get("tool_calls"))):
+                for k, call in enumerate(m.tool_calls):
                     blocks.append(self.tool_use(call, f"{where}.tool_calls[{k}]"))
-                    calls.add(str(call["id"]))
+                    calls.add(call.id or "")
             else:  # tool
-                cid = m.get("tool_call_id")
-                if not isinstance(cid, str) or cid not in calls:
+                cid = m.tool_call_id
+                if cid is None or cid not in calls:
                     raise _fail(f"{where}: 'tool_call_id' does not name an earlier tool call")
                 block: dict[str, Any] = {"type": "tool_result", "tool_use_id": self.ids[cid]}
-                content = m.get("content")
-                if not isinstance(content, str):
-                    content = [b for b in self.parts(content, where) if b.get("text") != ""]
+                content: Any = m.text
+                if content is None:
+                    content = [b for b in self.parts(m, where) if b.get("text") != ""]
                 if content:  # an empty result has no content at all (ANT-R2)
                     block["content"] = content
                 blocks = [block]
             blocks = [b for b in blocks if b.get("type") != "text" or b["text"]]  # ANT-R3
-            if blocks and isinstance(m.get("cache_control"), dict):
-                blocks[-1]["cache_control"] = m["cache_control"]
-            if role in ("system", "developer"):
+            if blocks and m.cache_control is not None:
+                blocks[-1]["cache_control"] = m.cache_control
+            if role == "system" or role == "developer":
                 system += blocks
             elif blocks:
                 r = "assistant" if role == "assistant" else "user"
@@ -339,79 +321,92 @@ class _Builder:
         return (system or None), out
 
 
-def _check_name(name: Any, where: str) -> None:
-    if not isinstance(name, str) or not _TOOL_NAME.fullmatch(name):
+def _check_name(name: str, where: str) -> None:
+    if not _TOOL_NAME.fullmatch(name):
         raise _fail(f"{where}: tool name {name!r} not accepted by Anthropic "
                     "(1-128 of A-Z a-z 0-9 _ -)", "invalid_tool_name")
 
 
-def _tools(req: dict[str, Any]) -> tuple[list[dict[str, Any]], Any]:
+def _tools(req: ChatRequest) -> tuple[list[dict[str, Any]], Any]:
     """ANT-T1/T2: (tools, tool_choice) in Anthropic form."""
-    choice, tools = req.get("tool_choice"), []
-    for i, t in enumerate(_list(req.get("tools"))):
-        fn = _dict(_dict(t).get("function"))
-        if _dict(t).get("type", "function") != "function" or not fn:
+    tools = []
+    for i, t in enumerate(req.tools):
+        if t.type != "function" or not t.function:
             raise _fail(f"tools[{i}]: only function tools are supported", "invalid_tools")
-        _check_name(fn.get("name"), f"tools[{i}]")
-        tool = {"name": fn["name"]}
-        if isinstance(fn.get("description"), str):
-            tool["description"] = fn["description"]
-        params = fn.get("parameters")
-        tool["input_schema"] = params if isinstance(params, dict) else \
+        if t.name is None:
+            raise _fail(f"tools[{i}]: tool name {t.function.get('name')!r} not accepted by "
+                        "Anthropic (1-128 of A-Z a-z 0-9 _ -)", "invalid_tool_name")
+        _check_name(t.name, f"tools[{i}]")
+        tool: dict[str, Any] = {"name": t.name}
+        if t.description is not None:
+            tool["description"] = t.description
+        tool["input_schema"] = t.parameters if t.parameters is not None else \
             {"type": "object", "properties": {}}
-        if isinstance(_dict(t).get("cache_control"), dict):
-            tool["cache_control"] = t["cache_control"]
+        if t.cache_control is not None:
+            tool["cache_control"] = t.cache_control
         tools.append(tool)
+    choice = req.tool_choice
     if choice is None:
         return tools, None
-    if isinstance(choice, str) and choice in _TOOL_CHOICES:
-        return tools, dict(_TOOL_CHOICES[choice])
-    name = _dict(_dict(choice).get("function")).get("name", _dict(choice).get("name"))
+    if choice.mode == "function":
+        return tools, {"type": "tool", "name": choice.name}
+    if choice.mode is not None:
+        return tools, dict(_TOOL_CHOICES[choice.mode])
+    raw = _dict(choice.raw)  # Anthropic's own shape {"name": …} is read too
+    name = _dict(raw.get("function")).get("name", raw.get("name"))
     if isinstance(name, str):
         return tools, {"type": "tool", "name": name}
     raise _fail("'tool_choice' must be auto, none, required or a function", "invalid_value")
 
 
-def _thinking(req: dict[str, Any], alias: str) -> tuple[dict[str, Any] | None, bool]:
+def _thinking(req: ChatRequest, alias: str) -> tuple[dict[str, Any] | None, bool]:
     """(thinking config, explicit?) per docs/vendor-rules.md, ANT-K1 (``reasoning_effort``
     included)."""
-    explicit = req.get("thinking")
+    explicit = req.reasoning.thinking
+    if "thinking" in req.invalid or (explicit is not None and explicit.get("type") not in (
+            "enabled", "disabled", "adaptive")):
+        raise _fail("'thinking' must be an Anthropic thinking object", "invalid_value")
     if explicit is not None:
-        if not isinstance(explicit, dict) or explicit.get("type") not in (
-                "enabled", "disabled", "adaptive"):
-            raise _fail("'thinking' must be an Anthropic thinking object", "invalid_value")
         if explicit["type"] == "enabled" and not _int(explicit.get("budget_tokens")):
             raise _fail("'thinking.budget_tokens' must be a positive integer", "invalid_value")
         return {k: explicit[k] for k in ("type", "budget_tokens") if k in explicit}, True
     m = _THINK_N.search(alias)
     if m:
         return {"type": "enabled", "budget_tokens": int(m.group(1))}, False
-    effort = req.get("reasoning_effort")
-    if effort is not None:
+    effort = req.reasoning.effort
+    if effort is not None or "reasoning_effort" in req.invalid:
         if effort == "none":
             return None, False
-        if not isinstance(effort, str) or effort not in EFFORT_BUDGETS:
-            raise _fail(f"'reasoning_effort' {effort!r} is not one of "
-                        f"{', '.join(['none', *EFFORT_BUDGETS])}", "invalid_value")
+        if effort is None or effort not in EFFORT_BUDGETS:
+            raise _fail(f"'reasoning_effort' {req.original.get('reasoning_effort')!r} is not "
+                        f"one of {', '.join(['none', *EFFORT_BUDGETS])}", "invalid_value")
         return {"type": "enabled", "budget_tokens": EFFORT_BUDGETS[effort]}, False
     if "think" in alias.lower():
         return {"type": "enabled", "budget_tokens": DEFAULT_BUDGET}, False
     return None, False
 
 
-def build_exchange(req: dict[str, Any], ctx: ChatContext) -> "AnthropicExchange":
-    """The Anthropic Messages request for one attempt (docs/vendor-rules.md, ANT-1 to ANT-K4);
-    ``ClientError`` (400) for a request Anthropic cannot serve, ``ImagesNeeded`` when remote
-    images must be fetched first."""
-    n = req.get("n")
-    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n != 1):
+def _num(req: ChatRequest, key: str, value: float | None) -> float | None:
+    if key in req.invalid or (value is not None and math.isnan(value)):
+        raise _fail(f"'{key}' must be a number", "invalid_value")
+    return value
+
+
+def build_exchange(req: ChatRequest | dict[str, Any], ctx: ChatContext) -> "AnthropicExchange":
+    """The Anthropic Messages request for one attempt (docs/vendor-rules.md, ANT-1 to ANT-K4),
+    built from the request model (a dict is parsed first); ``ClientError`` (400) for a request
+    Anthropic cannot serve, ``ImagesNeeded`` when remote images must be fetched first."""
+    req = chat_request(req)
+    sampling = req.sampling
+    n = sampling.n
+    if "n" in req.invalid or (n is not None and n != 1):
         raise _fail("'n' other than 1 is not supported by Anthropic", "unsupported_parameter")
-    fmt = _dict(req.get("response_format")).get("type")
+    fmt = sampling.response_format_type
     if fmt not in (None, "text"):
         raise _fail(f"response_format {fmt!r} is not supported by Anthropic",
                     "unsupported_parameter")
-    limit = req.get("max_completion_tokens", req.get("max_tokens"))
-    if limit is not None and not _int(limit):
+    limit = sampling.max_tokens
+    if "max_tokens" in req.invalid or (limit is not None and limit < 1):
         raise _fail("'max_tokens' must be a positive integer", "invalid_value")
     thinking, explicit = _thinking(req, ctx.client_model)
     tools, choice = _tools(req)
@@ -422,12 +417,11 @@ def build_exchange(req: dict[str, Any], ctx: ChatContext) -> "AnthropicExchange"
         if limit is not None and limit <= budget:
             budget = limit - 1
         thinking = {**thinking, "budget_tokens": budget} if budget >= MIN_BUDGET else None
-    messages = req.get("messages")
-    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+    if "messages" in req.invalid:
         raise _fail("'messages' must be a list of message objects", "invalid_messages")
     on = bool(thinking and thinking["type"] != "disabled")
     b = _Builder(ctx)
-    system, turns = b.convert(messages, on)
+    system, turns = b.convert(req.messages, on)
     if on:
         last = next((t for t in reversed(turns) if t["role"] == "assistant"), None)
         if last is not None and last is turns[-1]:
@@ -436,24 +430,25 @@ def build_exchange(req: dict[str, Any], ctx: ChatContext) -> "AnthropicExchange"
                 last["content"][0]["type"] not in ("thinking", "redacted_thinking"):
             thinking, on = None, False  # ANT-K4: nothing to replay, so no thinking this time
             b = _Builder(ctx)
-            system, turns = b.convert(messages, on)
+            system, turns = b.convert(req.messages, on)
     if limit is None:  # the default leaves room for an answer above the budget (ANT-K2)
         limit = DEFAULT_MAX_TOKENS + (thinking or {}).get("budget_tokens", 0)
     body: dict[str, Any] = {"model": ctx.upstream_model, "max_tokens": limit}
     if system is not None:
         body["system"] = system
     body["messages"] = turns
-    stop = req.get("stop")
-    if stop is not None:
-        if isinstance(stop, str):
-            stop = [stop]
-        if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
-            raise _fail("'stop' must be a string or a list of strings", "invalid_value")
-        if [s for s in stop if s]:
-            body["stop_sequences"] = [s for s in stop if s]
-    temperature, top_p, top_k = _num(req, "temperature"), _num(req, "top_p"), req.get("top_k")
+    if "stop" in req.invalid:
+        raise _fail("'stop' must be a string or a list of strings", "invalid_value")
+    stop = [s for s in sampling.stop or () if s]
+    if stop:
+        body["stop_sequences"] = stop
+    temperature = _num(req, "temperature", sampling.temperature)
+    top_p = _num(req, "top_p", sampling.top_p)
+    top_k = sampling.top_k
+    top_k_bad = "top_k" in req.invalid or (top_k is not None and top_k < 1)
     if on:  # ANT-K3
         temperature = top_k = None
+        top_k_bad = False
         if top_p is not None and not 0.95 <= top_p <= 1:
             top_p = None
     elif temperature is not None:
@@ -463,7 +458,7 @@ def build_exchange(req: dict[str, Any], ctx: ChatContext) -> "AnthropicExchange"
         body["temperature"] = temperature
     if top_p is not None:
         body["top_p"] = top_p
-    if top_k is not None and not _int(top_k):
+    if top_k_bad:
         raise _fail("'top_k' must be a positive integer", "invalid_value")
     if top_k is not None:
         body["top_k"] = top_k
@@ -474,14 +469,14 @@ def build_exchange(req: dict[str, Any], ctx: ChatContext) -> "AnthropicExchange"
         choice = {"type": "none"}
     if tools:
         body["tools"] = tools
-        if req.get("parallel_tool_calls") is False and (choice or {}).get("type") != "none":
+        if req.parallel_tool_calls is False and (choice or {}).get("type") != "none":
             choice = {**(choice or {"type": "auto"}), "disable_parallel_tool_use": True}
         if choice:
             body["tool_choice"] = choice
     if thinking:
         body["thinking"] = thinking
-    if isinstance(req.get("user"), str) and req["user"]:
-        body["metadata"] = {"user_id": req["user"]}
+    if req.user:
+        body["metadata"] = {"user_id": req.user}
     if ctx.stream:
         body["stream"] = True
     headers = [("anthropic-version", API_VERSION), ("content-type", "application/json"),

@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import ClientError
 from ..jsonutil import dumps
+from ..request import ChatRequest, original_of
 from .base import ChatContext, UpstreamRequest
 from .openai import (OpenAIExchange, PassthroughExchange, Upload, UploadExchange, merge_headers,
                      passthrough_request, upload_request)
@@ -95,8 +96,8 @@ def _url(ctx: ChatContext, endpoint: str) -> str:
                           code=exc.code) from None
 
 
-def build_exchange(body: dict[str, Any], ctx: ChatContext) -> OpenAIExchange:
-    out = dict(body)
+def build_exchange(body: ChatRequest | dict[str, Any], ctx: ChatContext) -> OpenAIExchange:
+    out = dict(original_of(body))  # passthrough: the request as sent (the model's original)
     out["model"] = ctx.upstream_model
     headers = [("content-type", "application/json"),
                ("accept", "text/event-stream" if ctx.stream else "application/json")]

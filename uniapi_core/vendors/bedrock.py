@@ -58,6 +58,7 @@ from urllib.parse import quote
 
 from ..errors import DecodeError, GatewayError, UpstreamError
 from ..jsonutil import dumps, loads_strict
+from ..request import ChatRequest
 from . import anthropic
 from .base import (ChatContext, StreamDone, StreamFailed, StreamItem, UpstreamRequest,
                    VendorDecoder, error_from_body)
@@ -132,7 +133,7 @@ def _config_error(ctx: ChatContext, what: str) -> GatewayError:
                         code="provider_misconfigured")
 
 
-def build_exchange(req: dict[str, Any], ctx: ChatContext) -> "BedrockExchange":
+def build_exchange(req: ChatRequest | dict[str, Any], ctx: ChatContext) -> "BedrockExchange":
     """The signed Bedrock request for one attempt (docs/vendor-rules.md, BR-1..BR-3).
 
     ``ClientError`` / ``ImagesNeeded`` come from the Anthropic body builder; ``GatewayError``

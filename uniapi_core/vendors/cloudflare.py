@@ -56,6 +56,7 @@ from urllib.parse import urlsplit
 
 from ..errors import DecodeError, GatewayError, UpstreamError
 from ..jsonutil import dumps, loads_strict
+from ..request import ChatRequest, original_of
 from ..streams import SSEEvent
 from . import openai
 from .base import (ChatContext, SSEVendorDecoder, StreamDone, StreamFailed, StreamItem,
@@ -213,10 +214,13 @@ def _tools(req: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def build_exchange(req: dict[str, Any], ctx: ChatContext
+def build_exchange(chat: ChatRequest | dict[str, Any], ctx: ChatContext
                    ) -> CloudflareExchange | openai.OpenAIExchange:
     """The Workers AI request for one attempt (CF-1..CF-3). Raises ``ClientError`` (400) for
-    requests ai/run cannot take, ``GatewayError`` when the provider has no account id."""
+    requests ai/run cannot take, ``GatewayError`` when the provider has no account id. Not yet
+    built from the request model: a ``ChatRequest`` is read through its ``original`` dict
+    (docs/architecture.md, "The request model")."""
+    req = original_of(chat)
     provider = ctx.provider
     base_url = provider.base_url or ""
     try:

@@ -57,6 +57,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import DecodeError, UpstreamError
 from ..jsonutil import dumps, loads_strict
+from ..request import ChatRequest, original_of
 from ..streams import SSEEvent
 from .base import (ChatContext, SSEVendorDecoder, StreamDone, StreamFailed, StreamItem,
                    UpstreamRequest, error_from_body)
@@ -330,9 +331,12 @@ def _response_format(value: Any) -> dict[str, Any] | None:
                "invalid_value")
 
 
-def build_exchange(req: dict[str, Any], ctx: ChatContext) -> CohereExchange:
+def build_exchange(chat: ChatRequest | dict[str, Any], ctx: ChatContext) -> CohereExchange:
     """The Cohere v2 chat request for one attempt (docs/vendor-rules.md, CO-1 and "Cohere
-    request body"). Raises ``ClientError`` (400) for requests Cohere cannot take."""
+    request body"). Raises ``ClientError`` (400) for requests Cohere cannot take. Not yet built
+    from the request model: a ``ChatRequest`` is read through its ``original`` dict
+    (docs/architecture.md, "The request model")."""
+    req = original_of(chat)
     if not isinstance(req, dict):
         raise _bad("the request must be a JSON object")
     messages = req.get("messages")

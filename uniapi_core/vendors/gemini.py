@@ -62,6 +62,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from ..errors import DecodeError, UpstreamError
 from ..jsonutil import MAX_DEPTH, dumps, loads_strict
+from ..request import ChatRequest, original_of
 from .base import (GOOGLE_STATUS_TYPES, ChatContext, ImagesNeeded, SSEVendorDecoder, StreamChunk,
                    StreamDone, StreamFailed, StreamItem, UpstreamRequest, error_from_body,
                    implied_status)
@@ -159,12 +160,14 @@ def gemini_base(base_url: str | None) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
 
-def build_exchange(req: dict[str, Any], ctx: ChatContext, *,
+def build_exchange(chat: ChatRequest | dict[str, Any], ctx: ChatContext, *,
                    signatures: Mapping[str, str] | None = None) -> GeminiExchange:
     """The Gemini request for one attempt. ``signatures`` is an optional caller-owned store
     ``tool_call_id -> thoughtSignature`` (GEM-R4) used when the history lacks ``extra_content``.
     Raises ``ClientError`` (400) for requests Gemini cannot take, ``ImagesNeeded`` for remote
-    images not yet in ``ctx.images``."""
+    images not yet in ``ctx.images``. Not yet built from the request model: a ``ChatRequest``
+    is read through its ``original`` dict (docs/architecture.md, "The request model")."""
+    req = original_of(chat)
     if not isinstance(req, dict):
         raise _bad("the request must be a JSON object")
     messages = req.get("messages")

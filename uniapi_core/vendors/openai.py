@@ -18,6 +18,7 @@ import attrs
 from ..errors import DecodeError, UpstreamError
 from ..jsonutil import dumps
 from ..multipart import Form
+from ..request import ChatRequest, original_of
 from ..streams import encode_event
 from .base import (
     ChatContext,
@@ -95,9 +96,10 @@ def merge_headers(base: list[tuple[str, str]],
     return tuple([h for h in base if h[0].lower() not in names] + list(extra))
 
 
-def build_exchange(body: dict[str, Any], ctx: ChatContext) -> "OpenAIExchange":
-    """The upstream request for an OpenAI-compatible provider."""
-    out = dict(body)
+def build_exchange(body: ChatRequest | dict[str, Any], ctx: ChatContext) -> "OpenAIExchange":
+    """The upstream request for an OpenAI-compatible provider: the request as the client sent
+    it (the model's ``original``: OAI-3), with ``model`` replaced."""
+    out = dict(original_of(body))
     out["model"] = ctx.upstream_model
     headers = merge_headers(auth_headers(ctx.api_key, stream=ctx.stream),
                             ctx.provider.preferences.headers)

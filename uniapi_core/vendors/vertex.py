@@ -45,6 +45,7 @@ import attrs
 
 from ..errors import GatewayError, UpstreamError
 from ..jsonutil import dumps
+from ..request import ChatRequest
 from . import anthropic, gemini
 from .base import ChatContext, UpstreamRequest
 from .openai import merge_headers
@@ -95,7 +96,7 @@ def _config_error(ctx: ChatContext, what: str) -> GatewayError:
                         code="provider_misconfigured")
 
 
-def build_exchange(req: dict[str, Any], ctx: ChatContext
+def build_exchange(req: ChatRequest | dict[str, Any], ctx: ChatContext
                    ) -> "VertexGeminiExchange | VertexClaudeExchange":
     """The Vertex request for one attempt; ``ctx.region`` and ``ctx.access_token`` are set by
     the gateway. ``ClientError``/``ImagesNeeded`` come from the vendor body builders."""
