@@ -148,9 +148,10 @@ def time_dispatch(gateway: Any, headers: tuple[tuple[str, str], ...], body: byte
                   n: int) -> int:
     k = 0
     for i in range(n):
-        relay = gateway.handle("POST", "/v1/chat/completions", headers, body,
-                               now=1000.0 + i, wall=1741570283.0 + i)
-        k += len(relay.start(1000.0 + i))
+        call = gateway.handle("POST", "/v1/chat/completions", headers, body,
+                              now=1000.0 + i, wall=1741570283.0 + i)
+        routed = gateway.route_chat(call, {}, 1000.0 + i, 1741570283.0 + i)
+        k += len(routed.relay.start(1000.0 + i))
     return k
 
 

@@ -1,17 +1,17 @@
 """The gateway's per-request hot path, in process, with canned bytes and no I/O.
 
-``HotPath(stream)`` holds one client connection (``uniapi_core.session.Session`` with a real
+``HotPath(stream)`` holds one client connection (``uniapi_core.connection.Connection`` with a real
 ``Gateway`` for the benchmark ``api.yaml``) and one upstream ``ClientConnection``. ``one()``
 drives a whole keep-alive cycle exactly as a transport does, minus sockets and the event loop:
 
-1. the client's request bytes (the ~2 KB chat request) go to ``Session.data_received``
+1. the client's request bytes (the ~2 KB chat request) go to ``Connection.handle`` as ``ClientData``
    (``ServerConnection`` parsing, ``Gateway.handle``: auth, JSON, routing, request building,
    ``Relay.start``);
 2. its ``StartUpstream`` is framed by ``ClientConnection.send_request`` (after ``parse_url``
    and the ``Host`` header, as the transports do);
 3. the canned upstream answer (the nginx mock's bytes: head + JSON completion, or head + the
    52-event stream) goes through ``ClientConnection.receive_data`` and every event through
-   ``Session.upstream_event`` (relay, decoder, response framing);
+   ``Connection.handle`` (relay, decoder, response framing);
 4. the ``Write`` bytes are counted; the cycle ends with the connection ready for the next one.
 
 What is left out compared with a live gateway: the event loop (trio or asyncio), socket
@@ -48,8 +48,9 @@ from uniapi_core.http import (  # noqa: E402
     ResponseHead,
     parse_url,
 )
-from uniapi_core.relay import UpstreamData, UpstreamEnded, UpstreamHead  # noqa: E402
-from uniapi_core.session import Session, StartUpstream, Write  # noqa: E402
+from uniapi_core.connection import Connection  # noqa: E402
+from uniapi_core.events import (ClientData, StartUpstream, UpstreamData, UpstreamEnded,  # noqa: E402
+                                UpstreamHead, Write)
 
 __all__ = ["HotPath", "client_request", "upstream_answer", "make_gateway"]
 
@@ -86,7 +87,7 @@ class HotPath:
         self.stream = stream
         self.gateway = make_gateway()
         self.now = 1000.0
-        self.session = Session(lambda: self.gateway, now=self.now)
+        self.session = Connection(lambda: self.gateway, now=self.now, alpn="http/1.1")
         self.upstream = ClientConnection()
         self.request = client_request(stream)
         self.answer = upstream_answer(stream)
@@ -97,9 +98,9 @@ class HotPath:
         self.now += 0.001
         now, wall = self.now, 1_741_570_283.0 + self.now
         if self.session.closed:  # ServerLimits.max_requests (1000) per connection, as live
-            self.session = Session(lambda: self.gateway, now=now)
+            self.session = Connection(lambda: self.gateway, now=now, alpn="http/1.1")
         session = self.session
-        pending = session.data_received(self.request, now, wall)
+        pending = session.handle(ClientData(self.request), now, wall)
         out: list[bytes] = []
         for _ in range(10_000):  # bounded; a cycle takes a few dozen actions
             if not pending:
@@ -122,13 +123,12 @@ class HotPath:
         actions: list = []
         for ev in conn.receive_data(self.answer):
             if isinstance(ev, ResponseHead):
-                actions += self.session.upstream_event(
-                    action.ref, UpstreamHead(0, ev.status, ev.headers), now, wall)
+                actions += self.session.handle(
+                    UpstreamHead(action.ref, ev.status, ev.headers), now, wall)
             elif isinstance(ev, ResponseData):
-                actions += self.session.upstream_event(
-                    action.ref, UpstreamData(0, ev.data), now, wall)
+                actions += self.session.handle(UpstreamData(action.ref, ev.data), now, wall)
             elif isinstance(ev, ResponseEnd):
-                actions += self.session.upstream_event(action.ref, UpstreamEnded(0), now, wall)
+                actions += self.session.handle(UpstreamEnded(action.ref), now, wall)
         conn.start_next_cycle()
         return actions
 

@@ -93,7 +93,7 @@ FLOORS: dict[int, tuple[str, ...]] = {
     5: ("relay",),
     6: ("gateway", "demo", "summary", "startup", "cmdline"),
     7: ("exchange", "upstream"),
-    8: ("session", "h2session"),
+    8: ("events", "session", "h2session", "connection"),
 }
 #: ``uniapi_core/__init__.py`` is the package's front door: it sits above every floor, so a
 #: core module importing ``uniapi_core`` itself is an upward arrow too.

@@ -1,10 +1,10 @@
 """The asyncio front: accept connections (TCP, or TLS with ALPN) and run each as a
-``uniapi_core.h2session.AutoSession`` (HTTP/1.1 or HTTP/2, decided by the core).
+``uniapi_core.connection.Connection`` (HTTP/1.1 or HTTP/2, decided by the core).
 
-Per connection: one reader task feeding client bytes, one task per upstream exchange, and
-the loop below, which hands every input to the session and performs the actions it returns.
-An upstream task waits while the session says its stream is paused (HTTP/2 flow control).
-Clocks: ``loop.time()`` (monotonic) for deadlines, ``serve``'s ``wall()`` for wall time.
+Per connection: one reader task feeding client bytes, one task per upstream exchange, fetch
+or watch, and the loop below, which hands every event to ``Connection.handle`` and performs
+the actions it returns. Clocks: ``loop.time()`` (monotonic) for deadlines, ``serve``'s
+``wall()`` for wall time.
 """
 
 from __future__ import annotations
@@ -17,17 +17,13 @@ import struct
 from socket import IPPROTO_TCP, TCP_INFO
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 
+from uniapi_core.connection import Connection
+from uniapi_core.events import (ClientData, Close, DeadlineReached, DrainStarted, Fetch, FetchDone,
+                                Notified, Notify, PauseUpstream, ResumeUpstream, Served,
+                                StartUpstream, StopUpstream, Watch, Write, WriteFailed)
 from uniapi_core.gateway import Gateway
-from uniapi_core.h2session import AutoSession
-from uniapi_core.session import (
-    Close,
-    Fetch,
-    Served,
-    StartUpstream,
-    StopUpstream,
-    Write,
-)
 from uniapi_core.http.stall import WriteWatch
 from uniapi_core.startup import FrontOptions
 
@@ -40,6 +36,7 @@ log = logging.getLogger("uniapi")
 READ_SIZE = 65536
 #: inputs buffered for the loop; a full inbox pauses the client reader and upstream reads
 INBOX = 16
+TIMER = DeadlineReached()
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -47,17 +44,17 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
 async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                             get_gateway: Callable[[], Gateway], pool: UpstreamPool,
                             options: FrontOptions, draining: asyncio.Event | None = None,
-                            wall: Callable[[], float] = time.time) -> None:
-    """Serve one client connection until the session closes it; ``draining`` set means
-    shut down gracefully."""
+                            wall: Callable[[], float] = time.time,
+                            watches: dict[object, asyncio.Event] | None = None) -> None:
+    """Serve one client connection until the core closes it; ``draining`` set means shut
+    down gracefully; ``watches``: the process's ``Watch`` keys (shared by connections)."""
     loop = asyncio.get_running_loop()
     tls = writer.get_extra_info("ssl_object")
-    session = AutoSession(get_gateway, options.limits, options.h2, now=loop.time(),
-                          alpn=tls.selected_alpn_protocol() if tls is not None else None)
-    inbox: asyncio.Queue[tuple] = asyncio.Queue(INBOX)
-    # set (and dropped) after the next input the session handles; made only when an upstream
-    # task waits on a paused stream (HTTP/2), never for HTTP/1.1
-    progress: list[asyncio.Event | None] = [None]
+    conn = Connection(get_gateway, options.limits, options.h2, now=loop.time(),
+                      alpn=tls.selected_alpn_protocol() if tls is not None else None)
+    inbox: asyncio.Queue[object] = asyncio.Queue(INBOX)
+    paused: dict[int, asyncio.Event] = {}  # PauseUpstream refs -> set at ResumeUpstream
+    watches = {} if watches is None else watches
     watch = WriteWatch(options.write_stall_timeout)
     raw = writer.get_extra_info("socket")
 
@@ -92,53 +89,65 @@ async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
                 data = await reader.read(READ_SIZE)
             except OSError:
                 data = b""
-            await inbox.put((None, data))
+            await inbox.put(ClientData(data))
             if not data:
                 return
 
-    async def post(ref: int, event: object) -> None:
-        await inbox.put((ref, event))
-        while session.upstream_paused(ref):
-            if progress[0] is None:
-                progress[0] = asyncio.Event()
-            await progress[0].wait()
+    async def post_upstream(event: object) -> None:
+        await inbox.put(event)
+        while (resumed := paused.get(event.ref)) is not None:  # type: ignore[attr-defined]
+            await resumed.wait()
 
-    async def run_upstream(ref: int, action: StartUpstream) -> None:
+    async def run_task(ref: int, work: Callable[[], Awaitable[object]]) -> None:
         try:
-            await pool.run(action.request, action.proxy, lambda ev: post(ref, ev))
+            if (event := await work()) is not None:
+                await inbox.put(event)
         finally:  # refs are never reused: a keep-alive connection must not collect tasks
             tasks.pop(ref, None)
 
-    async def run_fetch(action: Fetch) -> None:
-        try:
-            await inbox.put((action.ref, await pool.fetch_image(action)))
-        finally:
-            tasks.pop(action.ref, None)
+    async def fetch_image(action: Fetch) -> FetchDone:
+        return FetchDone(action.ref, await pool.fetch_image(action))
+
+    async def notified(ref: int, key: object) -> Notified:
+        await watches.setdefault(key, asyncio.Event()).wait()
+        return Notified(ref)
 
     async def perform(actions: list) -> bool:
-        """Carry out the session's actions; False once the connection is to be closed."""
-        for action in actions:  # step() has merged consecutive writes
-            if isinstance(action, Write):
+        """Carry out the core's actions; False once the connection is to be closed."""
+        for action in actions:  # consecutive writes come merged
+            cls = type(action)
+            if cls is Write:
                 if not await write(action.data):
-                    return await perform(session.write_failed(loop.time(), wall()))
-            elif isinstance(action, StartUpstream):
-                tasks[action.ref] = nursery.create_task(run_upstream(action.ref, action))
-            elif isinstance(action, Fetch):
-                tasks[action.ref] = nursery.create_task(run_fetch(action))
-            elif isinstance(action, StopUpstream):
-                task = tasks.pop(action.ref, None)
-                if task is not None:
+                    return await perform(conn.handle(WriteFailed(), loop.time(), wall()))
+            elif cls is StartUpstream:
+                tasks[action.ref] = nursery.create_task(run_task(action.ref, partial(
+                    pool.run, action.request, action.proxy, post_upstream, action.ref)))
+            elif cls is Fetch:
+                tasks[action.ref] = nursery.create_task(run_task(action.ref,
+                                                                 partial(fetch_image, action)))
+            elif cls is Watch:
+                tasks[action.ref] = nursery.create_task(run_task(action.ref, partial(
+                    notified, action.ref, action.key)))
+            elif cls is Notify:
+                if (event := watches.pop(action.key, None)) is not None:
+                    event.set()
+            elif cls is StopUpstream:
+                if (task := tasks.pop(action.ref, None)) is not None:
                     task.cancel()
-            elif isinstance(action, Served):
+            elif cls is PauseUpstream:
+                paused[action.ref] = asyncio.Event()
+            elif cls is ResumeUpstream:
+                paused.pop(action.ref, asyncio.Event()).set()
+            elif cls is Served:
                 _log(action)
-            elif isinstance(action, Close):
+            elif cls is Close:
                 return False
         return True
 
     async def watch_drain() -> None:
         assert draining is not None
         await draining.wait()
-        await inbox.put((0, None))
+        await inbox.put(DrainStarted())
 
     async with asyncio.TaskGroup() as nursery:
         tasks[-1] = nursery.create_task(read_client())
@@ -147,21 +156,17 @@ async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
             tasks[-2] = nursery.create_task(watch_drain())
         try:
             while True:
-                try:  # inputs first: they may make a passed deadline moot
-                    got: tuple | None = inbox.get_nowait()
+                try:  # events first: they may make a passed deadline moot
+                    event = inbox.get_nowait()
                 except asyncio.QueueEmpty:
-                    got = None
+                    event = TIMER
                     try:
-                        async with asyncio.timeout_at(session.next_deadline()):
-                            got = await inbox.get()
+                        async with asyncio.timeout_at(conn.next_deadline()):
+                            event = await inbox.get()
                     except TimeoutError:
                         pass
-                actions = session.step(got, loop.time(), wall())
-                if not await perform(actions):
+                if not await perform(conn.handle(event, loop.time(), wall())):  # type: ignore
                     break
-                if progress[0] is not None:
-                    progress[0].set()
-                    progress[0] = None
         finally:
             for task in tasks.values():
                 task.cancel()
@@ -242,9 +247,11 @@ async def serve(get_gateway: Callable[[], Gateway], host: str, port: int, *,
     pool = pool or UpstreamPool()
     connections: set[asyncio.Task] = set()
     draining = asyncio.Event()
+    watches: dict[object, asyncio.Event] = {}
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await handle_connection(reader, writer, get_gateway, pool, options, draining, wall)
+        await handle_connection(reader, writer, get_gateway, pool, options, draining, wall,
+                                watches)
 
     server = await listen(handler, host, port, connections, context=tls_context(options),
                           handshake_timeout=options.limits.head_timeout,

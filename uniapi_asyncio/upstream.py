@@ -16,7 +16,7 @@ from uniapi_core.http import handshake_for
 from uniapi_core.http.h2client import H2Link
 from uniapi_core.http.pool import READ_SIZE
 from uniapi_core.relay import UpstreamFailed
-from uniapi_core.session import Fetch, FetchResult
+from uniapi_core.events import Fetch, FetchResult
 from uniapi_core.ssrf import pick_address
 from uniapi_core.upstream import (ADDRESS_REFUSED, HANDSHAKE, LOST, ORIGIN, PROXY_TCP, RETRY,
                                   TIMEOUT, Attempt, Collector, Connect, ConnectionManager, Full,
@@ -220,9 +220,10 @@ class UpstreamPool:
             return fetch_failure(failure_kind(exc, FAILURES), exc, action.timeout)
         return got.image(attempt)
 
-    async def run(self, req: UpstreamRequest, proxy: str | None, post: Post) -> None:
-        """Perform one exchange, posting UpstreamHead/Data/Ended/Failed events."""
-        target = self._core.target(req, proxy)
+    async def run(self, req: UpstreamRequest, proxy: str | None, post: Post,
+                  ref: int = 0) -> None:
+        """Perform one exchange, posting its UpstreamHead/Data/Ended/Failed events (``ref``)."""
+        target = self._core.target(req, proxy, ref)
         if isinstance(target, UpstreamFailed):
             await post(target)
             return
@@ -230,7 +231,7 @@ class UpstreamPool:
         while True:
             conn, fresh = await self._route(target.key, avoid, retried)
             if isinstance(conn, UpstreamFailed):
-                await post(conn)
+                await post(target.failed(conn))
                 return
             outcome = None
             try:

@@ -1,83 +1,91 @@
-"""One request's life once its head and body are in: gateway, image fetches, moderation, relay.
+"""The request machine: one request's life once its head and body are in.
 
 Theory of operation
 -------------------
-An ``Exchange`` is what both client protocols share. The HTTP/1.1 session runs one at a time
-per connection; the HTTP/2 session runs one per stream. The exchange never touches framing:
-it says *what* to answer with the relay's ``SendHead``/``SendData``/``EndResponse`` and the
-session turns those into bytes for its protocol (h11 or h2).
+An ``Exchange`` is what both client protocols share: the HTTP/1.1 connection runs one at a
+time, the HTTP/2 connection one per stream. It never touches framing: it says *what* to
+answer with ``SendHead``/``SendData``/``EndResponse`` and the connection turns those into bytes
+for its protocol (h11 or h2).
 
-Inputs mirror the session's (``upstream_event``, ``fetch_done``, ``timer``, ``client_gone``);
-outputs are the session actions ``StartUpstream``, ``StopUpstream``, ``Fetch`` and ``Served``
-plus the three response actions. ``refs`` is the connection's ref allocator, so refs stay
-unique across every exchange of one connection. The exchange is ``finished`` when nothing of
-it runs any more (its relay, if any, is final and every upstream it opened is stopped);
-``client_closed`` then tells whether it ended because the client went away.
+It has one door, ``handle(event, now, wall)``, and ``next_deadline()``. Its steps are the
+``Step`` enum; which events each step takes is the table ``_TABLE`` (an event a step does not
+list is ignored: late events of stopped fetches, anything after the end)::
 
-A gateway bug costs one 500 response, never the connection: every call into the gateway
-(``handle``, and the ``resume`` of a fetch or a moderation check) is guarded.
+    ROUTING ─ Respond ──────────────────────────────────────────────────────────────▶ DONE
+       │    ─ Relay (endpoints, uploads) ─────────────────────────────────▶ RELAYING ─▶ DONE
+       └─ ChatCall ─▶ [MODERATING] ─▶ [FETCHING] ─▶ [AWAITING_TOKEN] ─▶ RELAYING ─▶ DONE
+                      flagged, or an image refused, or not routable ────────────────▶ DONE
 
-Vertex access tokens (``TokenFirst``)
--------------------------------------
-When the gateway answers ``TokenFirst`` the relay is ready but some service account has no
-fresh token in the gateway's ``TokenCache``. For each such account the exchange reads the
-cache's state: ``IDLE`` → it claims the one fetch (``begin``), signs the JWT and runs the token
-POST as a plain ``StartUpstream`` of its own (not a relay attempt; bounded by
-``TOKEN_TIMEOUT`` and ``gauth.MAX_TOKEN_ANSWER``), then records the answer (``succeed`` /
-``fail``); ``FLYING`` → another request (on this connection or any other) is fetching it, so
-this one waits, re-reading the cache every ``TOKEN_POLL`` seconds through ``next_deadline``
-— the only way to be woken without a transport change, since a session runs only on its own
-connection's inputs; ``FRESH``/``BACKOFF`` → nothing to do. Once no account is pending the
-relay starts; an attempt whose token is missing is skipped by routing with the token error.
-The cache holds no references to waiters, so a waiter that goes away costs nothing; a fetcher
-that goes away ``abandon``s its flight and the next waiter to look takes it over.
+``start`` asks the gateway (``Gateway.handle``) for the answer: a whole ``Respond``, a ready
+``Relay``, or a ``ChatCall`` (a validated chat request, as data) that the machine takes through
+the optional steps, each a named gateway call with the call as its argument:
+
+* ``MODERATING`` (``ENABLE_MODERATION``): ``Gateway.moderation_check`` gives a /v1/moderations
+  relay, run here with its answer kept from the client; ``moderation_verdict`` reads it.
+* ``FETCHING``: ``Gateway.images_needed`` names remote images a vendor needs inline; each is
+  a ``Fetch`` (redirects followed here, within ``ssrf.url_refusal``), reported by ``FetchDone``.
+* ``AWAITING_TOKEN``: ``Gateway.route_chat`` gave a relay and the Vertex service accounts whose
+  access token ``Gateway.tokens`` (``vendors/gauth.TokenCache``) holds no fresh copy of. Per
+  account, the cache's state says: ``IDLE`` → this request claims the one fetch (``begin``),
+  signs the JWT and runs the token POST as a ``StartUpstream`` of its own, bounded by
+  ``TOKEN_TIMEOUT`` and ``gauth.MAX_TOKEN_ANSWER``, then records the answer (``succeed`` /
+  ``fail``) and says ``Notify(account key)``; ``FLYING`` → another request (on any connection)
+  is fetching it: this one says ``Watch(ref, account key)`` and the transport reports
+  ``Notified(ref)`` when that key is next notified (a request that gives up its fetch says
+  ``Notify`` too, so a waiter takes it over). ``TOKEN_TIMEOUT`` also bounds a wait, so a lost
+  notification costs time, never a hang. Once no account is pending the relay starts; an
+  attempt whose token is missing is skipped by routing with the token error.
+* ``RELAYING``: the relay (``relay/machine.py``) runs; a 401 to an attempt carrying a Vertex
+  token (``TokenRefused``) drops that token from the cache (VTX-T4).
+
+Refs: the connection hands out one id space (``refs``): relay attempts, image fetches, token
+POSTs and watches all get a ref from it, and every event names its ref. ``finished`` means
+nothing of the request runs any more; ``client_closed`` then tells whether it ended because
+the client went away.
+
+A gateway bug costs one 500 response, never the connection: every call into the gateway is
+guarded.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import urljoin
 
 import attrs
 
 from .errors import ClientError, GatewayError, UniapiError
-from .gateway import FetchFirst, Gateway, ModerateFirst, Respond, TokenFirst
+from .gateway import ChatCall, Gateway, Respond, Routed
 from .http.server import RequestReceived
 from .http.url import Url
 from .relay import (
-    CancelUpstream,
     ClientGone,
     DeadlineReached,
     EndResponse,
-    OpenUpstream,
     Relay,
     RelayAction,
     SendData,
     SendHead,
+    StartUpstream,
+    StopUpstream,
+    TokenRefused,
 )
 from .relay.events import UpstreamData, UpstreamEnded, UpstreamFailed, UpstreamHead
 from .ssrf import FETCH_TIMEOUT, MAX_IMAGE_BYTES, MAX_REDIRECTS, url_refusal
 from .vendors import gauth
-from .vendors.base import UpstreamRequest
 
-__all__ = ["Exchange", "StartUpstream", "StopUpstream", "Fetch", "FetchResult", "Served",
-           "ServedRecord", "ExchangeAction", "UpstreamEvent"]
-
-
-@attrs.frozen
-class StartUpstream:
-    ref: int
-    request: UpstreamRequest
-    proxy: str | None = None
-
-
-@attrs.frozen
-class StopUpstream:
-    ref: int
+__all__ = ["Exchange", "Step", "StartUpstream", "StopUpstream", "Fetch", "FetchResult",
+           "FetchDone", "Watch", "Notify", "Notified", "Served", "ServedRecord",
+           "ExchangeAction", "ExchangeEvent", "UpstreamEvent", "TOKEN_TIMEOUT"]
 
 
 @attrs.frozen
 class Fetch:
+    """GET a remote image: resolve, connect only to an address ``ssrf.pick_address`` allows,
+    read at most ``max_bytes``; report ``FetchDone(ref, result)``."""
+
     ref: int
     url: Url
     allow_private: bool = False
@@ -98,6 +106,38 @@ class FetchResult:
 
 
 @attrs.frozen
+class FetchDone:
+    """The outcome of ``Fetch`` ``ref``."""
+
+    ref: int
+    result: FetchResult
+
+
+@attrs.frozen
+class Watch:
+    """Report ``Notified(ref)`` once ``Notify(key)`` is next said, by any connection of this
+    process (``StopUpstream(ref)`` ends the watch). A transport performs it before anything
+    that could let another connection run (it comes first in a list of actions)."""
+
+    ref: int
+    key: object
+
+
+@attrs.frozen
+class Notify:
+    """Wake every ``Watch`` on ``key``."""
+
+    key: object
+
+
+@attrs.frozen
+class Notified:
+    """A ``Watch`` fired."""
+
+    ref: int
+
+
+@attrs.frozen
 class ServedRecord:
     method: str
     path: str
@@ -109,41 +149,38 @@ class ServedRecord:
 
 @attrs.frozen
 class Served:
+    """One request is over: log it."""
+
     record: ServedRecord
 
 
-ExchangeAction = (StartUpstream | StopUpstream | Fetch | Served | SendHead | SendData
-                  | EndResponse)
+ExchangeAction = (StartUpstream | StopUpstream | Fetch | Watch | Notify | Served | SendHead
+                  | SendData | EndResponse)
 UpstreamEvent = UpstreamHead | UpstreamData | UpstreamEnded | UpstreamFailed
-Reply = Respond | Relay | FetchFirst | ModerateFirst | TokenFirst
+ExchangeEvent = UpstreamEvent | FetchDone | Notified | DeadlineReached | ClientGone
 
-#: how often a request waiting for another request's token fetch looks at the cache (seconds)
-TOKEN_POLL = 0.01
-#: the longest a token POST may take, head to end (seconds)
+#: the longest a token POST may take, head to end, and a wait for another's (seconds)
 TOKEN_TIMEOUT = 30.0
+
+
+class Step(enum.Enum):
+    ROUTING = "routing"
+    MODERATING = "moderating"
+    FETCHING = "fetching"
+    AWAITING_TOKEN = "awaiting_token"
+    RELAYING = "relaying"
+    DONE = "done"
 
 
 @attrs.define
 class _TokenFetch:
-    """One token POST this exchange runs."""
+    """One token POST this request runs."""
 
     account: gauth.ServiceAccount
     flight: int
     deadline: float
     status: int = 0
     body: bytearray = attrs.Factory(bytearray)
-
-
-def _as_attempt(event: UpstreamEvent, attempt: int) -> UpstreamEvent:
-    """``event`` renumbered for the relay (``attrs.evolve`` costs ~1.7 µs, this ~0.4)."""
-    cls = type(event)
-    if cls is UpstreamData:
-        return UpstreamData(attempt, event.data)  # type: ignore[union-attr]
-    if cls is UpstreamHead:
-        return UpstreamHead(attempt, event.status, event.headers)  # type: ignore[union-attr]
-    if cls is UpstreamEnded:
-        return UpstreamEnded(attempt)
-    return attrs.evolve(event, attempt=attempt)
 
 
 class Exchange:
@@ -155,58 +192,151 @@ class Exchange:
         self.request = request
         self._new_ref = refs
         self._started = now
-        self.finished = False
+        self.step = Step.ROUTING
         self.client_closed = False
+        self._call: ChatCall | None = None
         self._relay: Relay | None = None
-        self._refs: dict[int, int] = {}  # ref -> relay attempt number
-        self._by_attempt: dict[int, int] = {}  # relay attempt number -> ref
-        self._fetch: FetchFirst | None = None  # remote images being fetched
+        self._relay_refs: set[int] = set()  # refs of relay attempts still open
+        self._check_status = 0  # MODERATING: the check's answer, kept from the client
+        self._check_body = bytearray()
         self._fetching: dict[int, tuple[str, str, int]] = {}  # ref -> (url, current, hops)
         self._images: dict[str, tuple[str, bytes]] = {}
         self._fetch_error: str | None = None
-        self._check: ModerateFirst | None = None  # a moderation relay running first
-        self._check_status = 0
-        self._check_body = bytearray()
-        self._token: TokenFirst | None = None  # Vertex tokens being fetched or awaited
-        self._token_refs: dict[int, _TokenFetch] = {}
-        self._token_poll: float | None = None
+        self._routed: Routed | None = None  # AWAITING_TOKEN
+        self._tokens: dict[int, _TokenFetch] = {}  # ref -> a token POST of ours
+        self._watches: dict[int, object] = {}  # ref -> the account key watched
+        self._wait_until: float | None = None
 
-    # -- inputs -------------------------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        return self.step is Step.DONE
+
+    # -- the door -----------------------------------------------------------------------------
 
     def start(self, now: float, wall: float) -> list[ExchangeAction]:
         req = self.request
+        out: list[ExchangeAction] = []
         try:
             reply = self._gateway().handle(req.method, req.target, req.headers, req.body,
                                            now=now, wall=wall)
         except Exception:  # a bug must cost one 500, never the connection or a hang
             reply = _internal_error()
-        out: list[ExchangeAction] = []
-        self._answer(reply, now, wall, out)
+        if isinstance(reply, ChatCall):
+            self._call = reply
+            self._guarded(self._moderate, now, wall, out)
+        else:
+            self._answer(reply, now, wall, out)
         return out
 
-    def owns(self, ref: int) -> bool:
-        return ref in self._refs or ref in self._fetching or ref in self._token_refs
-
-    def upstream_event(self, ref: int, event: UpstreamEvent, now: float,
-                       wall: float) -> list[ExchangeAction]:
-        if ref in self._token_refs:
-            return [] if self.finished else self._token_event(ref, event, now, wall)
-        attempt = self._refs.get(ref)
-        if self.finished or self._relay is None or attempt is None:
+    def handle(self, event: ExchangeEvent, now: float, wall: float) -> list[ExchangeAction]:
+        handler = _TABLE.get((self.step, type(event)))
+        if handler is None:
             return []
-        if isinstance(event, (UpstreamEnded, UpstreamFailed)):
-            self._forget(ref)
         out: list[ExchangeAction] = []
-        self._relay_actions(self._relay.handle(_as_attempt(event, attempt), now),
-                            now, wall, out)
+        handler(self, event, now, wall, out)
         return out
 
-    def fetch_done(self, ref: int, result: FetchResult, now: float,
-                   wall: float) -> list[ExchangeAction]:
-        if self.finished or ref not in self._fetching:
-            return []
-        out: list[ExchangeAction] = []
-        url, current, hops = self._fetching.pop(ref)
+    def next_deadline(self) -> float | None:
+        step = self.step
+        if step is Step.RELAYING or step is Step.MODERATING:
+            return self._relay.next_deadline()  # type: ignore[union-attr]
+        if step is Step.AWAITING_TOKEN:
+            times = [f.deadline for f in self._tokens.values()]
+            if self._wait_until is not None:
+                times.append(self._wait_until)
+            return min(times) if times else None
+        return None
+
+    # -- steps ----------------------------------------------------------------------------------
+
+    def _guarded(self, step: Callable[[float, float, list[ExchangeAction]], None], now: float,
+                 wall: float, out: list[ExchangeAction]) -> None:
+        try:
+            step(now, wall, out)
+        except Exception:
+            if not self.finished:
+                self._answer(_internal_error(), now, wall, out)
+
+    def _moderate(self, now: float, wall: float, out: list[ExchangeAction]) -> None:
+        call = self._call
+        assert call is not None
+        check = self._gateway().moderation_check(call, now, wall) if call.moderate else None
+        if check is None:
+            self._fetch_images(now, wall, out)
+            return
+        self.step, self._relay = Step.MODERATING, check
+        self._relay_actions(check.start(now, self._new_ref), now, wall, out)
+
+    def _fetch_images(self, now: float, wall: float, out: list[ExchangeAction]) -> None:
+        assert self._call is not None
+        urls = self._gateway().images_needed(self._call)
+        if not urls:
+            self._route(now, wall, out)
+            return
+        self.step = Step.FETCHING
+        for url in urls:
+            self._start_fetch(url, url, 0, out)
+        if not self._fetching:  # every URL refused before fetching
+            self._fetched(now, wall, out)
+
+    def _route(self, now: float, wall: float, out: list[ExchangeAction]) -> None:
+        assert self._call is not None
+        routed = self._gateway().route_chat(self._call, self._images, now, wall)
+        if isinstance(routed, Routed) and routed.accounts:
+            self.step, self._routed = Step.AWAITING_TOKEN, routed
+            self._tokens_step(now, wall, out)
+        else:
+            self._answer(routed.relay if isinstance(routed, Routed) else routed, now, wall, out)
+
+    def _answer(self, reply: Respond | Relay | Any, now: float, wall: float,
+                out: list[ExchangeAction]) -> None:
+        if isinstance(reply, Relay):
+            self.step, self._relay = Step.RELAYING, reply
+            self._relay_actions(reply.start(now, self._new_ref), now, wall, out)
+            return
+        if not isinstance(reply, Respond):
+            reply = _internal_error()
+        out.append(SendHead(reply.status, reply.headers, len(reply.body)))
+        out.append(SendData(reply.body))
+        out.append(EndResponse())
+        self._done(reply.status, (), now, out)
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def _on_upstream(self, event: UpstreamEvent, now: float, wall: float,
+                     out: list[ExchangeAction]) -> None:
+        ref = event.ref
+        if ref not in self._relay_refs:
+            return
+        if type(event) is UpstreamEnded or type(event) is UpstreamFailed:
+            self._relay_refs.discard(ref)
+        self._relay_actions(self._relay.handle(event, now), now, wall, out)  # type: ignore
+
+    def _on_deadline(self, event: DeadlineReached, now: float, wall: float,
+                     out: list[ExchangeAction]) -> None:
+        deadline = self.next_deadline()
+        if deadline is None or now < deadline:
+            return
+        if self.step is Step.AWAITING_TOKEN:
+            self._token_deadline(now, wall, out)
+        else:
+            self._relay_actions(self._relay.handle(event, now), now, wall, out)  # type: ignore
+
+    def _on_client_gone(self, event: ClientGone, now: float, wall: float,
+                        out: list[ExchangeAction]) -> None:
+        """The client left (EOF, failed write, stream reset): stop everything."""
+        self.client_closed = True
+        if self._relay is not None:
+            self._relay_actions(self._relay.handle(event, now), now, wall, out)
+        if not self.finished:  # fetching, moderating or awaiting a token
+            self._done(499, (), now, out)
+
+    def _on_fetch_done(self, event: FetchDone, now: float, wall: float,
+                       out: list[ExchangeAction]) -> None:
+        if event.ref not in self._fetching:
+            return
+        result = event.result
+        url, current, hops = self._fetching.pop(event.ref)
         location = dict(result.headers).get("location")
         if result.error is not None:
             self._fetch_error = self._fetch_error or f"{url}: {result.error}"
@@ -222,86 +352,63 @@ class Exchange:
         else:
             media = dict(result.headers).get("content-type", "").split(";")[0].strip().lower()
             self._images[url] = (media, result.body)  # the vendor sniffs the bytes too
-        if not self._fetching and self._fetch is not None:
+        if not self._fetching:
             self._fetched(now, wall, out)
-        return out
 
-    def timer(self, now: float, wall: float) -> list[ExchangeAction]:
-        out: list[ExchangeAction] = []
-        if self._token is not None and not self.finished:
-            self._token_timer(now, wall, out)
-            return out
-        deadline = self.next_deadline()
-        if self._relay is not None and deadline is not None and now >= deadline:
-            self._relay_actions(self._relay.handle(DeadlineReached(), now), now, wall, out)
-        return out
+    def _on_token_upstream(self, event: UpstreamEvent, now: float, wall: float,
+                           out: list[ExchangeAction]) -> None:
+        fetch = self._tokens.get(event.ref)
+        if fetch is None:
+            return
+        cache, account = self._gateway().tokens, fetch.account
+        if isinstance(event, UpstreamHead):
+            fetch.status = event.status
+            return
+        if isinstance(event, UpstreamData):
+            fetch.body += event.data
+            if len(fetch.body) <= gauth.MAX_TOKEN_ANSWER:
+                return
+            out.append(StopUpstream(event.ref))
+            cache.fail(account.key, fetch.flight, gauth.token_failure(
+                account, f"an answer larger than {gauth.MAX_TOKEN_ANSWER} bytes"), now)
+        elif isinstance(event, UpstreamEnded):
+            try:
+                token, expires_in = gauth.parse_token_answer(account, fetch.status,
+                                                             bytes(fetch.body))
+            except UniapiError as exc:
+                cache.fail(account.key, fetch.flight, exc, now)
+            else:
+                cache.succeed(account.key, fetch.flight, token, expires_in, now)
+        else:  # UpstreamFailed
+            cache.fail(account.key, fetch.flight, gauth.token_failure(
+                account, f"{event.message}"), now)
+        del self._tokens[event.ref]
+        out.append(Notify(account.key))
+        self._guarded(self._tokens_step, now, wall, out)
 
-    def client_gone(self, now: float, wall: float) -> list[ExchangeAction]:
-        """The client left (EOF, failed write, stream reset): stop everything."""
-        if self.finished:
-            return []
-        out: list[ExchangeAction] = []
-        self.client_closed = True
-        if self._relay is not None:
-            self._relay_actions(self._relay.handle(ClientGone(), now), now, wall, out)
-        if not self.finished:  # still fetching images, or a relay that would not end
-            self._served(499, (), True, now, out)
-            self._finish(out)
-        return out
+    def _on_notified(self, event: Notified, now: float, wall: float,
+                     out: list[ExchangeAction]) -> None:
+        if self._watches.pop(event.ref, None) is not None:
+            self._guarded(self._tokens_step, now, wall, out)
 
-    def next_deadline(self) -> float | None:
-        if self.finished:
-            return None
-        if self._token is not None:
-            times = [f.deadline for f in self._token_refs.values()]
-            if self._token_poll is not None:
-                times.append(self._token_poll)
-            return min(times) if times else None
-        if self._relay is None:
-            return None
-        return self._relay.next_deadline()
+    # -- internals ------------------------------------------------------------------------------
 
-    # -- internals ----------------------------------------------------------------------------
-
-    def _answer(self, reply: Reply, now: float, wall: float, out: list[ExchangeAction]) -> None:
-        if isinstance(reply, Respond):
-            out.append(SendHead(reply.status, reply.headers, len(reply.body)))
-            out.append(SendData(reply.body))
-            out.append(EndResponse())
-            self._served(reply.status, (), False, now, out)
-            self._finish(out)
-        elif isinstance(reply, ModerateFirst):
-            self._check, self._check_status, self._check_body = reply, 0, bytearray()
-            self._relay = reply.relay
-            self._relay_actions(reply.relay.start(now), now, wall, out)
-        elif isinstance(reply, TokenFirst):
-            self._token, self._token_refs, self._token_poll = reply, {}, None
-            self._token_step(now, wall, out)
-        elif isinstance(reply, FetchFirst):
-            self._fetch, self._images, self._fetch_error = reply, {}, None
-            for url in reply.urls:
-                self._start_fetch(url, url, 0, out)
-            if not self._fetching:  # every URL refused before fetching
-                self._fetched(now, wall, out)
-        else:
-            self._relay = reply
-            self._relay_actions(reply.start(now), now, wall, out)
-
-    def _token_step(self, now: float, wall: float, out: list[ExchangeAction]) -> None:
-        """Fetch or wait for every token ``TokenFirst`` needs; start the relay when none is
-        pending any more (see the module docstring)."""
-        tf = self._token
-        assert tf is not None
-        cache = tf.tokens
-        mine = {f.account.key for f in self._token_refs.values()}
-        waiting = False
-        for account, proxy in tf.accounts:
+    def _tokens_step(self, now: float, wall: float, out: list[ExchangeAction]) -> None:
+        """Fetch or wait for every token the relay needs; start it once none is pending."""
+        routed = self._routed
+        assert routed is not None
+        cache = self._gateway().tokens
+        busy = {f.account.key for f in self._tokens.values()} | set(self._watches.values())
+        for account, proxy in routed.accounts:
             key = account.key
-            if key in mine:
+            if key in busy:
                 continue
             state, _ = cache.state(key, now)
             if state == gauth.FLYING:
-                waiting = True
+                ref = self._new_ref()
+                self._watches[ref] = key
+                out.append(Watch(ref, key))
+                self._wait_until = now + TOKEN_TIMEOUT
             elif state == gauth.IDLE:
                 flight = cache.begin(key, now)
                 try:
@@ -315,60 +422,28 @@ class Exchange:
                         code="internal_error"), now)
                     continue
                 ref = self._new_ref()
-                self._token_refs[ref] = _TokenFetch(account, flight, now + TOKEN_TIMEOUT)
-                mine.add(key)
+                self._tokens[ref] = _TokenFetch(account, flight, now + TOKEN_TIMEOUT)
                 out.append(StartUpstream(ref, request, proxy))
-        if self._token_refs or waiting:
-            self._token_poll = now + TOKEN_POLL if waiting else None
+        if self._tokens or self._watches:
             return
-        self._token, self._token_poll = None, None
-        self._answer(tf.relay, now, wall, out)
+        self._routed = self._wait_until = None
+        self._answer(routed.relay, now, wall, out)
 
-    def _token_event(self, ref: int, event: UpstreamEvent, now: float,
-                     wall: float) -> list[ExchangeAction]:
-        tf = self._token
-        fetch = self._token_refs[ref]
-        assert tf is not None
-        out: list[ExchangeAction] = []
-        account = fetch.account
-        if isinstance(event, UpstreamHead):
-            fetch.status = event.status
-            return out
-        if isinstance(event, UpstreamData):
-            fetch.body += event.data
-            if len(fetch.body) <= gauth.MAX_TOKEN_ANSWER:
-                return out
-            out.append(StopUpstream(ref))
-            tf.tokens.fail(account.key, fetch.flight, gauth.token_failure(
-                account, f"an answer larger than {gauth.MAX_TOKEN_ANSWER} bytes"), now)
-        elif isinstance(event, UpstreamEnded):
-            try:
-                token, expires_in = gauth.parse_token_answer(account, fetch.status,
-                                                             bytes(fetch.body))
-            except UniapiError as exc:
-                tf.tokens.fail(account.key, fetch.flight, exc, now)
-            else:
-                tf.tokens.succeed(account.key, fetch.flight, token, expires_in, now)
-        else:  # UpstreamFailed
-            tf.tokens.fail(account.key, fetch.flight, gauth.token_failure(
-                account, f"{event.message}"), now)
-        del self._token_refs[ref]
-        self._token_step(now, wall, out)
-        return out
-
-    def _token_timer(self, now: float, wall: float, out: list[ExchangeAction]) -> None:
-        tf = self._token
-        assert tf is not None
-        changed = False
-        for ref, fetch in list(self._token_refs.items()):
+    def _token_deadline(self, now: float, wall: float, out: list[ExchangeAction]) -> None:
+        cache = self._gateway().tokens
+        for ref, fetch in list(self._tokens.items()):
             if now >= fetch.deadline:
-                del self._token_refs[ref]
+                del self._tokens[ref]
                 out.append(StopUpstream(ref))
-                tf.tokens.fail(fetch.account.key, fetch.flight, gauth.token_failure(
+                cache.fail(fetch.account.key, fetch.flight, gauth.token_failure(
                     fetch.account, f"no answer within {TOKEN_TIMEOUT:g} s"), now)
-                changed = True
-        if changed or (self._token_poll is not None and now >= self._token_poll):
-            self._token_step(now, wall, out)
+                out.append(Notify(fetch.account.key))
+        if self._wait_until is not None and now >= self._wait_until:
+            for ref in self._watches:  # look again: the flight may have gone stale
+                out.append(StopUpstream(ref))
+            self._watches.clear()
+            self._wait_until = None
+        self._guarded(self._tokens_step, now, wall, out)
 
     def _start_fetch(self, url: str, current: str, hops: int,
                      out: list[ExchangeAction]) -> None:
@@ -384,97 +459,101 @@ class Exchange:
 
     def _fetched(self, now: float, wall: float, out: list[ExchangeAction]) -> None:
         """Every image is in (or one failed): go on with the request."""
-        fetch, self._fetch = self._fetch, None
-        assert fetch is not None
         for ref in list(self._fetching):
             out.append(StopUpstream(ref))
         self._fetching.clear()
         if self._fetch_error is not None:
-            reply: Reply = Respond.error(ClientError(
+            assert self._call is not None
+            self._answer(Respond.error(ClientError(
                 f"image URL could not be fetched: {self._fetch_error}",
-                code="image_fetch_failed"), fetch.headers)
-        else:
-            try:
-                reply = fetch.resume(self._images, now, wall)
-            except Exception:
-                reply = _internal_error()
-        self._answer(reply, now, wall, out)
+                code="image_fetch_failed"), self._call.extra), now, wall, out)
+            return
+        self._guarded(self._route, now, wall, out)
 
     def _relay_actions(self, actions: list[RelayAction], now: float, wall: float,
                        out: list[ExchangeAction]) -> None:
-        ref: int | None
+        checking = self.step is Step.MODERATING  # the check's answer is ours, not sent
         for action in actions:
-            if isinstance(action, OpenUpstream):
-                ref = self._new_ref()
-                self._refs[ref] = action.attempt
-                self._by_attempt[action.attempt] = ref
-                out.append(StartUpstream(ref, action.request, action.proxy))
-            elif isinstance(action, CancelUpstream):
-                ref = self._by_attempt.get(action.attempt)
-                if ref is not None:
-                    self._forget(ref)
-                    out.append(StopUpstream(ref))
-            elif self._check is not None:  # a moderation check: its answer is ours, not sent
-                if isinstance(action, SendHead):
-                    self._check_status = action.status
-                elif isinstance(action, SendData):
-                    self._check_body += action.data
+            cls = type(action)
+            if cls is StartUpstream:
+                self._relay_refs.add(action.ref)  # type: ignore[union-attr]
+                out.append(action)  # type: ignore[arg-type]
+            elif cls is StopUpstream:
+                if action.ref in self._relay_refs:  # type: ignore[union-attr]
+                    self._relay_refs.discard(action.ref)  # type: ignore[union-attr]
+                    out.append(action)  # type: ignore[arg-type]
+            elif cls is TokenRefused:
+                self._gateway().tokens.invalidate(*action.credential)  # type: ignore
+            elif checking:
+                if cls is SendHead:
+                    self._check_status = action.status  # type: ignore[union-attr]
+                elif cls is SendData:
+                    self._check_body += action.data  # type: ignore[union-attr]
             else:
-                out.append(action)
+                out.append(action)  # type: ignore[arg-type]
         relay = self._relay
         if relay is None or not relay.finished:
             return
-        for ref in list(self._refs):  # whatever is still open belongs to nobody now
-            self._forget(ref)
+        for ref in self._relay_refs:  # whatever is still open belongs to nobody now
             out.append(StopUpstream(ref))
+        self._relay_refs.clear()
         self._relay = None
-        check = self._check
-        if check is not None:
-            self._check = None
-            if relay.outcome.client_closed:
-                self.client_closed = True
-                self._served(499, tuple(relay.outcome.attempts), True, now, out)
-                self._finish(out)
-                return
-            try:
-                reply = check.resume(self._check_status, bytes(self._check_body), now, wall)
-            except Exception:
-                reply = _internal_error()
-            self._answer(reply, now, wall, out)
-            return
         o = relay.outcome
+        if checking and not o.client_closed:
+            assert self._call is not None
+            flagged = self._gateway().moderation_verdict(
+                self._call, self._check_status, bytes(self._check_body))
+            if flagged is not None:
+                self._answer(flagged, now, wall, out)
+            else:
+                self._guarded(self._fetch_images, now, wall, out)
+            return
         self.client_closed = self.client_closed or o.client_closed
-        self._served(o.status, tuple(o.attempts), o.client_closed, now, out)
-        self._finish(out)
+        self._done(o.status if not checking else 499, tuple(o.attempts), now, out)
 
-    def _served(self, status: int, attempts: tuple, client_closed: bool, now: float,
-                out: list[ExchangeAction]) -> None:
+    def _done(self, status: int, attempts: tuple, now: float,
+              out: list[ExchangeAction]) -> None:
+        """The request is over: log it, stop whatever still runs for it."""
         if self.finished:
             return
         req = self.request
         out.append(Served(ServedRecord(req.method, req.target.split("?", 1)[0], status,
-                                       now - self._started, attempts, client_closed)))
-
-    def _finish(self, out: list[ExchangeAction]) -> None:
-        for ref, fetch in list(self._token_refs.items()):  # let a waiter take the fetch over
-            if self._token is not None:
-                self._token.tokens.abandon(fetch.account.key, fetch.flight)
+                                       now - self._started, attempts, self.client_closed)))
+        if self._tokens:
+            cache = self._gateway().tokens
+            for ref, fetch in self._tokens.items():  # let a waiter take the fetch over
+                cache.abandon(fetch.account.key, fetch.flight)
+                out.append(StopUpstream(ref))
+                out.append(Notify(fetch.account.key))
+        for ref in [*self._watches, *self._fetching, *self._relay_refs]:
             out.append(StopUpstream(ref))
-        self._token_refs.clear()
-        self._token = self._token_poll = None
-        for ref in list(self._fetching):
-            out.append(StopUpstream(ref))
+        self._tokens.clear()
+        self._watches.clear()
         self._fetching.clear()
-        for ref in list(self._refs):
-            self._forget(ref)
-            out.append(StopUpstream(ref))
-        self.finished = True
-
-    def _forget(self, ref: int) -> None:
-        attempt = self._refs.pop(ref, None)
-        if attempt is not None:
-            self._by_attempt.pop(attempt, None)
+        self._relay_refs.clear()
+        self._routed = self._wait_until = None
+        self.step = Step.DONE
 
 
 def _internal_error() -> Respond:
     return Respond.error(GatewayError("internal error", status=500, code="internal_error"))
+
+
+# The event argument is ``Any`` (as in relay/machine.py): each handler takes the one event
+# type its key names.
+Handler = Callable[[Exchange, Any, float, float, list[ExchangeAction]], None]
+
+#: (step, event type) -> handler; pairs not listed are ignored
+_TABLE: dict[tuple[Step, type], Handler] = {}
+for _step in (Step.MODERATING, Step.RELAYING):
+    for _ev in (UpstreamHead, UpstreamData, UpstreamEnded, UpstreamFailed):
+        _TABLE[(_step, _ev)] = Exchange._on_upstream
+    _TABLE[(_step, DeadlineReached)] = Exchange._on_deadline
+for _ev in (UpstreamHead, UpstreamData, UpstreamEnded, UpstreamFailed):
+    _TABLE[(Step.AWAITING_TOKEN, _ev)] = Exchange._on_token_upstream
+_TABLE[(Step.AWAITING_TOKEN, Notified)] = Exchange._on_notified
+_TABLE[(Step.AWAITING_TOKEN, DeadlineReached)] = Exchange._on_deadline
+_TABLE[(Step.FETCHING, FetchDone)] = Exchange._on_fetch_done
+for _step in (Step.MODERATING, Step.FETCHING, Step.AWAITING_TOKEN, Step.RELAYING):
+    _TABLE[(_step, ClientGone)] = Exchange._on_client_gone
+del _step, _ev

@@ -33,7 +33,7 @@ from .vendors.openai import Upload
 from .vendors.base import ChatContext, UpstreamRequest
 from .vendors.gauth import ServiceAccount, TokenCache, service_account
 
-__all__ = ["Settings", "Respond", "FetchFirst", "ModerateFirst", "TokenFirst", "Gateway",
+__all__ = ["Settings", "Respond", "ChatCall", "Routed", "Gateway",
            "ADMIN_ONLY", "INLINE_IMAGE_ENGINES"]
 
 ADMIN_ONLY = frozenset({"/v1/stats", "/v1/generate-api-key"})
@@ -59,17 +59,6 @@ class Settings:
 
 
 @attrs.frozen
-class FetchFirst:
-    """The request names remote images a vendor needs inline: fetch ``urls`` (within the
-    ``ssrf`` policy), then call ``resume(images, now, wall)`` with url -> (media type, bytes);
-    it answers like ``Gateway.handle``."""
-
-    urls: tuple[str, ...]
-    resume: Callable[[Mapping[str, tuple[str, bytes]], float, float], Any]
-    headers: tuple[tuple[str, str], ...] = ()
-
-
-@attrs.frozen
 class Respond:
     """A complete response."""
 
@@ -86,28 +75,34 @@ class Respond:
         return cls(exc.status, JSON_HEADERS + exc.headers + headers, to_openai_error(exc))
 
 
+@attrs.frozen(kw_only=True)
+class ChatCall:
+    """A chat request that passed dispatch, auth and validation, as data. The request machine
+    (``exchange.py``) takes it through its steps, each a call back into the gateway with it:
+    ``moderation_check``/``moderation_verdict`` (``ENABLE_MODERATION``), ``images_needed``
+    (remote images a vendor needs inline), ``route_chat`` (the relay, and the Vertex tokens
+    it needs first)."""
+
+    key: ApiKey
+    req: dict[str, Any]
+    model: str
+    stream: bool
+    include_usage: bool
+    #: response headers every answer to this request carries (``x-request-id``)
+    extra: tuple[tuple[str, str], ...]
+    moderate: bool
+
+
 @attrs.frozen
-class ModerateFirst:
-    """``ENABLE_MODERATION``: run ``relay`` (a /v1/moderations request) first, without
-    sending its answer; then ``resume(status, body, now, wall)`` answers the request."""
+class Routed:
+    """A chat relay, ready; ``accounts`` are the Vertex service accounts (with the proxy to
+    reach their token endpoint) whose access token ``Gateway.tokens`` does not hold fresh: the
+    request machine fetches them, or waits for another request's fetch, before the relay
+    starts. An attempt whose token could not be had is skipped with the token endpoint's
+    error (502), so another channel may still answer."""
 
     relay: "Relay"
-    resume: Callable[[int, bytes, float, float], Any]
-
-
-@attrs.frozen
-class TokenFirst:
-    """Vertex: ``relay`` is ready, but some of its channels need an OAuth2 access token that
-    ``tokens`` does not hold fresh. For each ``(account, proxy)`` the exchange either fetches
-    the token (``vendors/gauth.py``: the first request to find it missing claims the one
-    fetch) or waits for the fetch another request is making, then starts ``relay``. An
-    attempt whose token could not be had is skipped with the token endpoint's error (502), so
-    another channel may still answer."""
-
-    relay: "Relay"
-    accounts: tuple[tuple[ServiceAccount, str | None], ...]
-    tokens: TokenCache
-    headers: tuple[tuple[str, str], ...] = ()
+    accounts: tuple[tuple[ServiceAccount, str | None], ...] = ()
 
 
 def _alnum(entropy: random.Random, n: int) -> str:
@@ -321,13 +316,8 @@ class Gateway:
         return Respond.json(200, {"stats": {"channel_model_success_rates": rows}}, extra)
 
     def _chat(self, key: ApiKey, body: bytes, now: float, wall: float,
-              extra: tuple[tuple[str, str], ...]) -> Any:
-        return self._chat_request(key, parse_request_json(body), now, wall, extra,
-                                  moderate=bool(key.preferences.ENABLE_MODERATION))
-
-    def _chat_request(self, key: ApiKey, req: Any, now: float, wall: float,
-                      extra: tuple[tuple[str, str], ...], *, moderate: bool
-                      ) -> Any:
+              extra: tuple[tuple[str, str], ...]) -> ChatCall:
+        req = parse_request_json(body)
         if not isinstance(req, dict):
             raise ClientError("request body must be a JSON object", code="invalid_json")
         model = req.get("model")
@@ -346,57 +336,56 @@ class Gateway:
             raise ClientError("'stream' must be a boolean", code="invalid_stream")
         options = req.get("stream_options")
         include_usage = bool(isinstance(options, dict) and options.get("include_usage") is True)
+        return ChatCall(key=key, req=req, model=model, stream=stream,
+                        include_usage=include_usage, extra=extra,
+                        moderate=bool(key.preferences.ENABLE_MODERATION))
 
-        if moderate:
-            check = self._moderation(key, req, now, wall, extra)
-            if check is not None:
-                return check
-        remote = _remote_images(messages)
-        if remote and any(self._engine(c.provider) in INLINE_IMAGE_ENGINES
-                          for c in resolve(self.catalog, key, model)):
-            def resume(images: Mapping[str, tuple[str, bytes]], now: float,
-                       wall: float) -> Any:
-                try:
-                    return self._chat_relay(key, req, model, stream, include_usage, images,
-                                            now, wall, extra)
-                except UniapiError as exc:
-                    return Respond.error(exc, extra)
-
-            return FetchFirst(remote, resume, extra)
-        return self._chat_relay(key, req, model, stream, include_usage, {}, now, wall, extra)
-
-    def _moderation(self, key: ApiKey, req: dict[str, Any], now: float, wall: float,
-                    extra: tuple[tuple[str, str], ...]) -> "ModerateFirst | None":
-        """The moderation check of docs/routing.md §12: the last user text, the key's moderation
-        model; flagged → 400 and no upstream call; the check failing → the request goes on
-        (fail open)."""
-        text = _last_user_text(req.get("messages") or [])
+    def moderation_check(self, call: ChatCall, now: float, wall: float) -> Relay | None:
+        """The moderation check of docs/routing.md §12: a /v1/moderations relay for the last
+        user text with the key's moderation model, or None when there is nothing to check or
+        the key cannot reach a moderation model (fail open)."""
+        text = _last_user_text(call.req.get("messages") or [])
         if not text:
             return None
-        names = [n for n in key_models(self.catalog, key) if "moderation" in n]
+        names = [n for n in key_models(self.catalog, call.key) if "moderation" in n]
         model = names[0] if names else DEFAULT_MODERATION_MODEL
         try:
-            relay = self._endpoint("/v1/moderations", key, dumps({"model": model, "input": text}),
-                                   now, wall, extra)
+            return self._endpoint("/v1/moderations", call.key,
+                                  dumps({"model": model, "input": text}), now, wall, call.extra)
         except UniapiError:
-            return None  # the key cannot reach a moderation model: fail open
+            return None
 
-        def resume(status: int, body: bytes, now: float, wall: float) -> Any:
-            flagged = _flagged_categories(body) if status == 200 else []
-            if flagged:
-                return Respond.error(ClientError(
-                    "The request was flagged by moderation: " + ", ".join(flagged),
-                    code="moderation_flagged"), extra)
-            try:
-                return self._chat_request(key, req, now, wall, extra, moderate=False)
-            except UniapiError as exc:
-                return Respond.error(exc, extra)
+    def moderation_verdict(self, call: ChatCall, status: int, body: bytes) -> Respond | None:
+        """The check's answer: flagged → the 400 to send; else None (the check failing, too:
+        fail open)."""
+        flagged = _flagged_categories(body) if status == 200 else []
+        if not flagged:
+            return None
+        return Respond.error(ClientError(
+            "The request was flagged by moderation: " + ", ".join(flagged),
+            code="moderation_flagged"), call.extra)
 
-        return ModerateFirst(relay, resume)
+    def images_needed(self, call: ChatCall) -> tuple[str, ...]:
+        """The remote image URLs to fetch first: those of the request, when some candidate
+        channel's vendor needs images inline (REQ-4); else none."""
+        remote = _remote_images(call.req["messages"])
+        if remote and any(self._engine(c.provider) in INLINE_IMAGE_ENGINES
+                          for c in resolve(self.catalog, call.key, call.model)):
+            return remote
+        return ()
 
-    def _chat_relay(self, key: ApiKey, req: dict[str, Any], model: str, stream: bool,
-                    include_usage: bool, images: Mapping[str, tuple[str, bytes]], now: float,
-                    wall: float, extra: tuple[tuple[str, str], ...]) -> "Relay | TokenFirst":
+    def route_chat(self, call: ChatCall, images: Mapping[str, tuple[str, bytes]], now: float,
+                   wall: float) -> Routed | Respond:
+        """The relay for ``call`` (``images``: the fetched remote images, url -> (media type,
+        bytes)), or the error to answer when it cannot be routed."""
+        try:
+            return self._chat_relay(call, images, now, wall)
+        except UniapiError as exc:
+            return Respond.error(exc, call.extra)
+
+    def _chat_relay(self, call: ChatCall, images: Mapping[str, tuple[str, bytes]], now: float,
+                    wall: float) -> Routed:
+        req, model, stream = call.req, call.model, call.stream
         response_id = "chatcmpl-" + _alnum(self.entropy, 24)
 
         def build(channel: Channel, key_index: int | None, number: int) -> Attempt:
@@ -410,29 +399,26 @@ class Gateway:
                 api_key = None if key_index is None else provider.api[key_index]
             ctx = ChatContext(client_model=model, upstream_model=channel.upstream_model,
                               provider=provider, api_key=api_key,
-                              stream=stream, include_usage=include_usage,
+                              stream=stream, include_usage=call.include_usage,
                               response_id=response_id, created=int(wall),
                               entropy=self.entropy, images=images, region=region,
                               access_token=token)
             exchange = TRANSLATORS[engine](req, ctx)
-            if account is not None and token is not None:  # VTX-T4: a 401 drops the token
-                exchange.on_unauthorized = (  # type: ignore[attr-defined]
-                    lambda: self.tokens.invalidate(account.key, token))
             timeout = model_timeout(provider, self.config.preferences, channel.alias,
                                     channel.upstream_model, self.settings.env_timeout)
             proxy = provider.preferences.proxy or self.config.preferences.proxy
             return Attempt(number=number, provider=provider.provider,
                            upstream_model=channel.upstream_model, key_index=key_index,
-                           exchange=exchange, timeout=timeout, proxy=proxy)
+                           exchange=exchange, timeout=timeout, proxy=proxy,
+                           credential=None if account is None or token is None
+                           else (account.key, token))
 
         need = Need(tools=bool(req.get("tools")), engines=frozenset(TRANSLATORS))
-        plan = self.router.plan(key, _digest(key.api), model, need, now, self.entropy, build)
-        relay = Relay(plan, stream=stream, headers=extra,
+        plan = self.router.plan(call.key, _digest(call.key.api), model, need, now,
+                                self.entropy, build)
+        relay = Relay(plan, stream=stream, headers=call.extra,
                       max_body=self.settings.max_upstream_body, triggers=self._triggers)
-        accounts = self._tokens_needed(plan.channels, now)
-        if accounts:
-            return TokenFirst(relay, accounts, self.tokens, extra)
-        return relay
+        return Routed(relay, self._tokens_needed(plan.channels, now))
 
     # -- Vertex --------------------------------------------------------------------------------
 

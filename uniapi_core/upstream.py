@@ -132,6 +132,12 @@ class Target:
     method: str
     headers: tuple[tuple[str, str], ...]
     body: bytes
+    ref: int = 0  #: the ``StartUpstream`` ref every event of this request carries
+
+    def failed(self, failure: UpstreamFailed) -> UpstreamFailed:
+        """A connect failure (shared by the requests that waited on one connect) as this
+        request's event."""
+        return UpstreamFailed(self.ref, failure.kind, failure.message)
 
 
 class Pending(Generic[W]):
@@ -172,20 +178,21 @@ class ConnectionManager(Generic[C, L]):
         self._new_waiter = new_waiter
 
     @staticmethod
-    def target(req: object, proxy: str | None) -> Target | UpstreamFailed:
-        """``req`` (an ``UpstreamRequest``) parsed and keyed, or the failure to report."""
+    def target(req: object, proxy: str | None, ref: int = 0) -> Target | UpstreamFailed:
+        """``req`` (an ``UpstreamRequest``) parsed and keyed, or the failure to report; its
+        events carry ``ref``."""
         try:
             url = parse_url(req.url)  # type: ignore[attr-defined]
         except ValueError as exc:
-            return UpstreamFailed(0, "connect", f"bad upstream URL: {exc}")
+            return UpstreamFailed(ref, "connect", f"bad upstream URL: {exc}")
         try:
             spec = parse_proxy(proxy) if proxy else None
         except ValueError as exc:  # the message never quotes the URL (credentials)
-            return UpstreamFailed(0, "connect", f"bad proxy URL: {exc}")
+            return UpstreamFailed(ref, "connect", f"bad proxy URL: {exc}")
         headers = (("host", url.host_header),) + tuple(
             h for h in req.headers if h[0].lower() != "host")  # type: ignore[attr-defined]
         return Target(url, (spec, url.origin), req.method, headers,  # type: ignore[attr-defined]
-                      req.body)  # type: ignore[attr-defined]
+                      req.body, ref)  # type: ignore[attr-defined]
 
     def route(self, key: Key, now: float, avoid: object = None,
               retried: bool = False) -> C | L | Connect | Wait:
@@ -247,7 +254,7 @@ class ConnectionManager(Generic[C, L]):
             return H2Attempt(conn, target, may_retry=not retried)
         assert isinstance(conn, H1Conn)
         return H1Attempt(conn, target.method, target.url.target, target.headers, target.body,
-                         may_retry=not fresh and not retried)
+                         may_retry=not fresh and not retried, ref=target.ref)
 
     def release(self, conn: object, outcome: str | None, now: float) -> list[C]:
         """After an attempt on ``conn``: the HTTP/1.1 connections to close now."""
@@ -283,10 +290,11 @@ DONE, FAILED, RETRY = "done", "failed", "retry"
 
 
 class Attempt:
-    """One exchange on one connection, sans I/O: the relay events to post (attempt 0: the
-    session knows whose exchange it is) and the outcome (see the module docstring)."""
+    """One exchange on one connection, sans I/O: the relay events to post (each carrying
+    ``ref``) and the outcome (see the module docstring)."""
 
-    def __init__(self, may_retry: bool) -> None:
+    def __init__(self, may_retry: bool, ref: int = 0) -> None:
+        self.ref = ref
         self.outcome: str | None = None
         self.detail = ""  #: a failure's short cause (an image fetch reports it)
         self._may_retry = may_retry
@@ -321,15 +329,15 @@ class Attempt:
     def _fail(self, kind: str, message: str, detail: str | None = None) -> None:
         self.outcome = FAILED
         self.detail = detail or message
-        self._out.append(UpstreamFailed(0, kind, message))
+        self._out.append(UpstreamFailed(self.ref, kind, message))
 
     def _relay(self, ev: object) -> None:
         if isinstance(ev, ResponseHead):
-            self._out.append(UpstreamHead(0, ev.status, ev.headers))
+            self._out.append(UpstreamHead(self.ref, ev.status, ev.headers))
         elif isinstance(ev, ResponseData):
-            self._out.append(UpstreamData(0, ev.data))
+            self._out.append(UpstreamData(self.ref, ev.data))
         elif isinstance(ev, ResponseEnd):
-            self._out.append(UpstreamEnded(0))
+            self._out.append(UpstreamEnded(self.ref))
             self.outcome = DONE
 
 
@@ -338,8 +346,9 @@ class H1Attempt(Attempt):
     takes each read (``b""`` at EOF)."""
 
     def __init__(self, conn: H1Conn, method: str, target: str,
-                 headers: tuple[tuple[str, str], ...], body: bytes, *, may_retry: bool) -> None:
-        super().__init__(may_retry)
+                 headers: tuple[tuple[str, str], ...], body: bytes, *, may_retry: bool,
+                 ref: int = 0) -> None:
+        super().__init__(may_retry, ref)
         self._h11 = conn.h11
         self._request = (method, target, headers, body)
 
@@ -374,7 +383,7 @@ class H2Attempt(Attempt):
     ``feed`` takes each event the link delivered to ``sink``."""
 
     def __init__(self, link: H2Link, target: Target, *, may_retry: bool) -> None:
-        super().__init__(may_retry)
+        super().__init__(may_retry, target.ref)
         self._link = link
         self._target = target
         self._sid: int | None = None

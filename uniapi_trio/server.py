@@ -1,10 +1,10 @@
 """The trio front: accept connections (TCP, or TLS with ALPN) and run each as a
-``uniapi_core.h2session.AutoSession`` (HTTP/1.1 or HTTP/2, decided by the core).
+``uniapi_core.connection.Connection`` (HTTP/1.1 or HTTP/2, decided by the core).
 
-Per connection: one reader task feeding client bytes, one task per upstream exchange, and
-the loop below, which hands every input to the session and performs the actions it returns.
-An upstream task waits while the session says its stream is paused (HTTP/2 flow control).
-Clocks: ``trio.current_time()`` (monotonic) for deadlines, ``serve``'s ``wall()`` for wall time.
+Per connection: one reader task feeding client bytes, one task per upstream exchange, fetch
+or watch, and the loop below, which hands every event to ``Connection.handle`` and performs
+the actions it returns. Clocks: ``trio.current_time()`` (monotonic) for deadlines, ``serve``'s
+``wall()`` for wall time.
 """
 
 from __future__ import annotations
@@ -16,21 +16,16 @@ import ssl
 import struct
 from socket import IPPROTO_TCP, TCP_INFO
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 
 import trio
 
+from uniapi_core.connection import Connection
+from uniapi_core.events import (ClientData, Close, DeadlineReached, DrainStarted, Fetch, FetchDone,
+                                Notified, Notify, PauseUpstream, ResumeUpstream, Served,
+                                StartUpstream, StopUpstream, Watch, Write, WriteFailed)
 from uniapi_core.gateway import Gateway
-from uniapi_core.h2session import AutoSession
-from uniapi_core.session import (
-    Close,
-    Fetch,
-    Served,
-    StartUpstream,
-    StopUpstream,
-    Write,
-)
 from uniapi_core.http.stall import WriteWatch
 from uniapi_core.startup import FrontOptions
 
@@ -43,14 +38,16 @@ log = logging.getLogger("uniapi")
 READ_SIZE = 65536
 #: inputs buffered for the loop; a full inbox pauses the client reader and upstream reads
 INBOX = 16
+TIMER = DeadlineReached()
 
 
 async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], Gateway],
                             pool: UpstreamPool, options: FrontOptions,
                             draining: trio.Event | None = None,
-                            wall: Callable[[], float] = time.time) -> None:
-    """Serve one client connection until the session closes it; ``draining`` set means
-    shut down gracefully."""
+                            wall: Callable[[], float] = time.time,
+                            watches: dict[object, trio.Event] | None = None) -> None:
+    """Serve one client connection until the core closes it; ``draining`` set means shut
+    down gracefully; ``watches``: the process's ``Watch`` keys (shared by connections)."""
     alpn = None
     if isinstance(stream, trio.SSLStream):
         try:
@@ -60,13 +57,12 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
             await trio.aclose_forcefully(stream)
             return
         alpn = stream.selected_alpn_protocol()
-    session = AutoSession(get_gateway, options.limits, options.h2, now=trio.current_time(),
-                          alpn=alpn)
-    send, inbox = trio.open_memory_channel[tuple](INBOX)
+    conn = Connection(get_gateway, options.limits, options.h2, now=trio.current_time(),
+                      alpn=alpn)
+    send, inbox = trio.open_memory_channel[object](INBOX)
     scopes: dict[int, trio.CancelScope] = {}
-    # set (and dropped) after the next input the session handles; made only when an upstream
-    # task waits on a paused stream (HTTP/2), never for HTTP/1.1
-    progress: list[trio.Event | None] = [None]
+    paused: dict[int, trio.Event] = {}  # PauseUpstream refs -> set at ResumeUpstream
+    watches = {} if watches is None else watches
     watch = WriteWatch(options.write_stall_timeout)
     writing = trio.CancelScope()
     raw = _socket(stream)
@@ -94,67 +90,80 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
             watch.end()
         return not writing.cancelled_caught
 
+    async def post(event: object) -> None:
+        try:  # no task switch per event while the inbox has room: the loop drains it in turn
+            send.send_nowait(event)
+        except trio.WouldBlock:
+            await send.send(event)
+
     async def read_client() -> None:
         while True:
             try:
                 data = await receive_some(stream, plain)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 data = b""
-            try:  # the next read checkpoints anyway
-                send.send_nowait((None, data))
-            except trio.WouldBlock:
-                await send.send((None, data))
+            await post(ClientData(data))
             if not data:
                 return
 
-    async def post(ref: int, event: object) -> None:
-        try:  # no task switch per event while the inbox has room: the loop drains it in turn
-            send.send_nowait((ref, event))
-        except trio.WouldBlock:
-            await send.send((ref, event))
-        while session.upstream_paused(ref):
-            if progress[0] is None:
-                progress[0] = trio.Event()
-            await progress[0].wait()
+    async def post_upstream(event: object) -> None:
+        await post(event)
+        while (resumed := paused.get(event.ref)) is not None:  # type: ignore[attr-defined]
+            await resumed.wait()
 
-    async def run_upstream(ref: int, action: StartUpstream, scope: trio.CancelScope) -> None:
+    def spawn(ref: int, work: Callable[[], Awaitable[object]]) -> None:
+        scopes[ref] = trio.CancelScope()
+        nursery.start_soon(run_task, ref, work, scopes[ref])
+
+    async def run_task(ref: int, work: Callable[[], Awaitable[object]],
+                       scope: trio.CancelScope) -> None:
         try:
             with scope:
-                await pool.run(action.request, action.proxy, partial(post, ref))
+                if (event := await work()) is not None:
+                    await post(event)
         finally:  # refs are never reused: a keep-alive connection must not collect scopes
             scopes.pop(ref, None)
 
-    async def run_fetch(action: Fetch, scope: trio.CancelScope) -> None:
-        try:
-            with scope:
-                await send.send((action.ref, await pool.fetch_image(action)))
-        finally:
-            scopes.pop(action.ref, None)
+    async def fetch_image(action: Fetch) -> FetchDone:
+        return FetchDone(action.ref, await pool.fetch_image(action))
+
+    async def notified(ref: int, key: object) -> Notified:
+        await watches.setdefault(key, trio.Event()).wait()
+        return Notified(ref)
 
     async def perform(actions: list) -> bool:
-        """Carry out the session's actions; False once the connection is to be closed."""
-        for action in actions:  # step() has merged consecutive writes
-            if isinstance(action, Write):
+        """Carry out the core's actions; False once the connection is to be closed."""
+        for action in actions:  # consecutive writes come merged
+            cls = type(action)
+            if cls is Write:
                 if not await write(action.data):
-                    return await perform(session.write_failed(trio.current_time(), wall()))
-            elif isinstance(action, StartUpstream):
-                scopes[action.ref] = trio.CancelScope()
-                nursery.start_soon(run_upstream, action.ref, action, scopes[action.ref])
-            elif isinstance(action, Fetch):
-                scopes[action.ref] = trio.CancelScope()
-                nursery.start_soon(run_fetch, action, scopes[action.ref])
-            elif isinstance(action, StopUpstream):
+                    return await perform(conn.handle(WriteFailed(), trio.current_time(), wall()))
+            elif cls is StartUpstream:
+                spawn(action.ref, partial(pool.run, action.request, action.proxy,
+                                          post_upstream, action.ref))
+            elif cls is Fetch:
+                spawn(action.ref, partial(fetch_image, action))
+            elif cls is Watch:
+                spawn(action.ref, partial(notified, action.ref, action.key))
+            elif cls is Notify:
+                if (event := watches.pop(action.key, None)) is not None:
+                    event.set()
+            elif cls is StopUpstream:
                 scopes.pop(action.ref, trio.CancelScope()).cancel()
-            elif isinstance(action, Served):
+            elif cls is PauseUpstream:
+                paused[action.ref] = trio.Event()
+            elif cls is ResumeUpstream:
+                paused.pop(action.ref, trio.Event()).set()
+            elif cls is Served:
                 _log(action)
-            elif isinstance(action, Close):
+            elif cls is Close:
                 return False
         return True
 
     async def watch_drain() -> None:
         assert draining is not None
         await draining.wait()
-        await send.send((0, None))
+        await send.send(DrainStarted())
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(read_client)
@@ -163,19 +172,15 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
             nursery.start_soon(watch_drain)
         try:
             while True:
-                try:  # inputs first: they may make a passed deadline moot
-                    got: tuple | None = inbox.receive_nowait()
+                try:  # events first: they may make a passed deadline moot
+                    event = inbox.receive_nowait()
                 except trio.WouldBlock:
-                    deadline = session.next_deadline()
-                    got = None
+                    deadline = conn.next_deadline()
+                    event = TIMER
                     with trio.move_on_at(deadline if deadline is not None else math.inf):
-                        got = await inbox.receive()
-                actions = session.step(got, trio.current_time(), wall())
-                if not await perform(actions):
+                        event = await inbox.receive()
+                if not await perform(conn.handle(event, trio.current_time(), wall())):
                     break
-                if progress[0] is not None:
-                    progress[0].set()
-                    progress[0] = None
         finally:
             nursery.cancel_scope.cancel()
             await trio.aclose_forcefully(stream)
@@ -242,6 +247,7 @@ async def serve(get_gateway: Callable[[], Gateway], host: str, port: int, *,
     listeners = await _listeners(host, port, options.reuse_port)
     bound = listeners[0].socket.getsockname()[1]
     draining = trio.Event()
+    watches: dict[object, trio.Event] = {}
     open_count = [0]
 
     async def handler(tcp: trio.SocketStream) -> None:
@@ -253,7 +259,8 @@ async def serve(get_gateway: Callable[[], Gateway], host: str, port: int, *,
             stream: trio.abc.Stream = tcp
             if context is not None:
                 stream = trio.SSLStream(tcp, context, server_side=True, https_compatible=True)
-            await handle_connection(stream, get_gateway, pool, options, draining, wall)
+            await handle_connection(stream, get_gateway, pool, options, draining, wall,
+                                    watches)
         finally:
             open_count[0] -= 1
 

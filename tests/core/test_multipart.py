@@ -14,7 +14,7 @@ from uniapi_core.config import load_config
 from uniapi_core.errors import ClientError
 from uniapi_core.gateway import Gateway, Respond
 from uniapi_core.multipart import Form, FormParser, Part, boundary_of, parse_form
-from uniapi_core.relay import OpenUpstream, Relay, SendData, SendHead
+from uniapi_core.relay import StartUpstream, Relay, SendData, SendHead
 from uniapi_core.relay.events import UpstreamData, UpstreamEnded, UpstreamHead
 
 B = "----uniapiBoundary7MA4YWxkTrZu0gW"
@@ -194,7 +194,7 @@ def form_with_model(model: str, **extra: bytes) -> bytes:
 
 
 def first_request(relay: Relay):
-    (action,) = [a for a in relay.start(0.0) if isinstance(a, OpenUpstream)]
+    (action,) = [a for a in relay.start(0.0) if isinstance(a, StartUpstream)]
     return action.request
 
 

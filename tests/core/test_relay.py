@@ -12,11 +12,11 @@ from uniapi_core.config.model import Provider
 from uniapi_core.errors import GatewayError, UpstreamError
 from uniapi_core.relay import (
     Attempt,
-    CancelUpstream,
+    StopUpstream,
     ClientGone,
     DeadlineReached,
     EndResponse,
-    OpenUpstream,
+    StartUpstream,
     Relay,
     SendData,
     SendHead,
@@ -84,7 +84,7 @@ def test_stream_commits_on_first_chunk_and_finishes_with_done():
     src = Source()
     r = Relay(src, stream=True)
     acts = r.start(0.0)
-    assert kinds(acts) == ["OpenUpstream"] and acts[0].attempt == 1
+    assert kinds(acts) == ["StartUpstream"] and acts[0].ref == 1
     assert r.handle(UpstreamHead(1, 200, SSE), 0.1) == []
     assert not r.committed
     acts = r.handle(UpstreamData(1, CHUNK), 0.2)
@@ -107,8 +107,8 @@ def test_failure_before_commit_retries_next_channel():
     acts = r.handle(UpstreamData(1, b'{"error":{"message":"busy"}}'), 0.1)
     assert acts == []
     acts = r.handle(UpstreamEnded(1), 0.2)
-    assert kinds(acts) == ["OpenUpstream"]
-    assert acts[0].attempt == 2
+    assert kinds(acts) == ["StartUpstream"]
+    assert acts[0].ref == 2
     # a late event from attempt 1 is ignored
     assert r.handle(UpstreamData(1, CHUNK), 0.3) == []
     r.handle(UpstreamHead(2, 200, SSE), 0.4)
@@ -153,7 +153,7 @@ def test_first_byte_timeout_moves_on_then_504():
     assert r.next_deadline() == 5.0
     assert r.handle(DeadlineReached(), 4.9) == []  # not yet
     acts = r.handle(DeadlineReached(), 5.0)
-    assert kinds(acts) == ["CancelUpstream", "OpenUpstream"]
+    assert kinds(acts) == ["StopUpstream", "StartUpstream"]
     assert r.next_deadline() == 10.0
     acts = r.handle(DeadlineReached(), 10.0)
     head = next(a for a in acts if isinstance(a, SendHead))
@@ -169,7 +169,7 @@ def test_idle_timeout_after_commit_ends_stream_with_error_event():
     r.handle(UpstreamData(1, CHUNK), 2.0)
     assert r.next_deadline() == 7.0  # idle timeout counts from the last activity
     acts = r.handle(DeadlineReached(), 7.0)
-    assert kinds(acts) == ["CancelUpstream", "SendData", "EndResponse"]
+    assert kinds(acts) == ["StopUpstream", "SendData", "EndResponse"]
     data = sent(acts)
     assert data.startswith(b"event: error\ndata: ") and b"[DONE]" not in data
     assert json.loads(data.split(b"data: ", 1)[1])["error"]["code"] == "upstream_timeout"
@@ -182,7 +182,7 @@ def test_empty_stream_is_retried():
     r.start(0.0)
     r.handle(UpstreamHead(1, 200, SSE), 0.1)
     acts = r.handle(UpstreamData(1, b"data: [DONE]\n\n"), 0.2)
-    assert kinds(acts) == ["CancelUpstream", "OpenUpstream"]
+    assert kinds(acts) == ["StopUpstream", "StartUpstream"]
 
 
 def test_truncated_stream_after_commit_is_an_error_event():
@@ -203,7 +203,7 @@ def test_garbage_stream_before_commit_is_retried():
     r.start(0.0)
     r.handle(UpstreamHead(1, 200, SSE), 0.1)
     acts = r.handle(UpstreamData(1, b"data: {not json\n\n"), 0.2)
-    assert kinds(acts) == ["CancelUpstream", "OpenUpstream"]
+    assert kinds(acts) == ["StopUpstream", "StartUpstream"]
     assert src.finished == [(1, "decode")]
 
 
@@ -214,7 +214,7 @@ def test_client_gone_cancels_upstream():
     r.handle(UpstreamHead(1, 200, SSE), 0.1)
     r.handle(UpstreamData(1, CHUNK), 0.2)
     acts = r.handle(ClientGone(), 0.3)
-    assert acts == [CancelUpstream(1)]
+    assert acts == [StopUpstream(1)]
     assert r.state is State.CANCELLED and r.outcome.client_closed
     assert r.handle(UpstreamData(1, CHUNK), 0.4) == []
 
@@ -270,11 +270,11 @@ def test_any_event_order_keeps_the_promises(script, n):
     assert len(heads) <= 1 and len(ends) <= 1
     if ends:
         assert not any(isinstance(a, (SendData, SendHead)) for a in actions[ends[0] + 1:])
-    opens = [a for a in actions if isinstance(a, OpenUpstream)]
+    opens = [a for a in actions if isinstance(a, StartUpstream)]
     assert len(opens) == src.made <= n
     if heads:
         first_send = actions.index(heads[0])
-        assert not any(isinstance(a, OpenUpstream) for a in actions[first_send:])
+        assert not any(isinstance(a, StartUpstream) for a in actions[first_send:])
     if r.finished:
         assert r.next_deadline() is None
 
@@ -288,7 +288,7 @@ def test_transport_failures_are_retried_as_the_retry_table_says(kind, retried):
     r = Relay(src, stream=True)
     r.start(0.0)
     acts = r.handle(UpstreamFailed(1, kind, "x"), 0.1)
-    assert kinds(acts) == (["OpenUpstream"] if retried else
+    assert kinds(acts) == (["StartUpstream"] if retried else
                            ["SendHead", "SendData", "EndResponse"])
     assert src.finished == [(1, kind)] and verdict(UpstreamError("x", kind=kind)).retry is retried
 
@@ -306,5 +306,5 @@ def test_error_statuses_are_retried_as_the_retry_table_says(status):
     retried = verdict(UpstreamError("x", kind="protocol" if status < 400 else "status",
                                     upstream_status=status)).retry
     assert retried is (status in (302, 401, 403, 408, 409, 424, 429) or status >= 500)
-    assert kinds(acts)[-1] == ("OpenUpstream" if retried else "EndResponse")
+    assert kinds(acts)[-1] == ("StartUpstream" if retried else "EndResponse")
     assert src.made == (2 if retried else 1)

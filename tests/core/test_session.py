@@ -1,4 +1,5 @@
-"""The per-connection session, driven by hand: bytes and events in, actions out, no sockets."""
+"""One client connection driven by hand through its one door, ``handle(event, now, wall)``:
+events in, actions out, no sockets."""
 
 from __future__ import annotations
 
@@ -8,17 +9,26 @@ import random
 
 from uniapi_core.config import load_config
 from uniapi_core.gateway import Gateway, Settings
-from uniapi_core.relay.events import UpstreamData, UpstreamEnded, UpstreamHead
-from uniapi_core.session import (
+from uniapi_core.connection import Connection
+from uniapi_core.events import (
+    ClientData,
     Close,
+    DrainStarted,
     Fetch,
+    FetchDone,
     FetchResult,
+    PauseUpstream,
+    ResumeUpstream,
     Served,
-    Session,
     StartUpstream,
     StopUpstream,
+    UpstreamData,
+    UpstreamEnded,
+    UpstreamHead,
     Write,
+    merge_writes,
 )
+from uniapi_core.session import Session
 
 CONFIG = """
 providers:
@@ -33,7 +43,7 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 32
 def session(**settings) -> Session:
     gw = Gateway(load_config(CONFIG).config, settings=Settings(**settings),
                  entropy=random.Random(0))
-    return Session(lambda: gw, now=0.0)
+    return Connection(lambda: gw, now=0.0, alpn="http/1.1")
 
 
 def request(body: dict, path: str = "/v1/chat/completions") -> bytes:
@@ -58,15 +68,15 @@ ANSWER = json.dumps({"id": "x", "model": "m", "choices": [{"index": 0, "message"
 
 def test_whole_answer_then_keep_alive():
     s = session()
-    acts = s.data_received(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 0.0, 0.0)
+    acts = s.handle(ClientData(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"), 0.0, 0.0)
     assert written(acts).startswith(b"HTTP/1.1 200 ") and of(acts, Served)
-    acts = s.data_received(request(CHAT), 1.0, 1.0)
+    acts = s.handle(ClientData(request(CHAT)), 1.0, 1.0)
     (start,) = of(acts, StartUpstream)
     assert json.loads(start.request.body)["model"] == "m"
-    acts = s.upstream_event(start.ref, UpstreamHead(0, 200, (("content-type",
+    acts = s.handle(UpstreamHead(start.ref, 200, (("content-type",
                                                               "application/json"),)), 1.1, 1.1)
-    acts += s.upstream_event(start.ref, UpstreamData(0, ANSWER), 1.1, 1.1)
-    acts += s.upstream_event(start.ref, UpstreamEnded(0), 1.2, 1.2)
+    acts += s.handle(UpstreamData(start.ref, ANSWER), 1.1, 1.1)
+    acts += s.handle(UpstreamEnded(start.ref), 1.2, 1.2)
     out = written(acts)
     assert out.startswith(b"HTTP/1.1 200 ") and out.endswith(ANSWER)
     assert of(acts, Served)[0].record.status == 200 and not s.closed
@@ -74,22 +84,22 @@ def test_whole_answer_then_keep_alive():
 
 def test_client_eof_mid_relay_stops_upstream_and_closes():
     s = session()
-    (start,) = of(s.data_received(request(dict(CHAT, stream=True)), 0.0, 0.0), StartUpstream)
-    acts = s.data_received(b"", 0.5, 0.5)
+    (start,) = of(s.handle(ClientData(request(dict(CHAT, stream=True))), 0.0, 0.0), StartUpstream)
+    acts = s.handle(ClientData(b""), 0.5, 0.5)
     assert StopUpstream(start.ref) in acts and of(acts, Close)
     assert of(acts, Served)[0].record.client_closed
 
 
 def test_drain_closes_idle_and_lets_busy_finish():
     s = session()
-    assert of(s.drain(0.0, 0.0), Close)
+    assert of(s.handle(DrainStarted(), 0.0, 0.0), Close)
     s = session()
-    (start,) = of(s.data_received(request(CHAT), 0.0, 0.0), StartUpstream)
-    assert s.drain(0.1, 0.1) == []
-    s.upstream_event(start.ref, UpstreamHead(0, 200, (("content-type", "application/json"),)),
+    (start,) = of(s.handle(ClientData(request(CHAT)), 0.0, 0.0), StartUpstream)
+    assert s.handle(DrainStarted(), 0.1, 0.1) == []
+    s.handle(UpstreamHead(start.ref, 200, (("content-type", "application/json"),)),
                      0.2, 0.2)
-    acts = s.upstream_event(start.ref, UpstreamData(0, ANSWER), 0.2, 0.2)
-    acts += s.upstream_event(start.ref, UpstreamEnded(0), 0.3, 0.3)
+    acts = s.handle(UpstreamData(start.ref, ANSWER), 0.2, 0.2)
+    acts += s.handle(UpstreamEnded(start.ref), 0.3, 0.3)
     assert b"connection: close" in written(acts).lower() and of(acts, Close)
 
 
@@ -98,13 +108,13 @@ def test_remote_image_is_fetched_following_redirects_then_inlined():
     body = {"model": "claude", "max_tokens": 10, "messages": [{"role": "user", "content": [
         {"type": "text", "text": "what is this"},
         {"type": "image_url", "image_url": {"url": "http://img.test/a.png"}}]}]}
-    (fetch,) = of(s.data_received(request(body), 0.0, 0.0), Fetch)
+    (fetch,) = of(s.handle(ClientData(request(body)), 0.0, 0.0), Fetch)
     assert fetch.url.host == "img.test" and fetch.allow_private
-    (again,) = of(s.fetch_done(fetch.ref, FetchResult(302, (("location", "/b.png"),)), 0.1, 0.1),
+    (again,) = of(s.handle(FetchDone(fetch.ref, FetchResult(302, (("location", "/b.png"),))), 0.1, 0.1),
                   Fetch)
     assert again.url.target == "/b.png"
-    acts = s.fetch_done(again.ref, FetchResult(200, (("content-type", "image/png"),), PNG),
-                        0.2, 0.2)
+    acts = s.handle(FetchDone(again.ref, FetchResult(200, (("content-type", "image/png"),), PNG)),
+                    0.2, 0.2)
     (start,) = of(acts, StartUpstream)
     sent = json.loads(start.request.body)
     image = sent["messages"][0]["content"][1]
@@ -115,7 +125,7 @@ def test_image_fetch_refused_by_default_never_calls_upstream():
     s = session()
     body = {"model": "claude", "messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": "http://127.0.0.1/a.png"}}]}]}
-    acts = s.data_received(request(body), 0.0, 0.0)
+    acts = s.handle(ClientData(request(body)), 0.0, 0.0)
     assert not of(acts, StartUpstream) and not of(acts, Fetch)
     out = written(acts)
     assert out.startswith(b"HTTP/1.1 400 ") and b"image_fetch_failed" in out
@@ -125,8 +135,8 @@ def test_failed_fetch_is_400_and_oversize_too():
     s = session(fetch_allow_http=True, fetch_allow_private=True)
     body = {"model": "claude", "messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": "http://img.test/a.png"}}]}]}
-    (fetch,) = of(s.data_received(request(body), 0.0, 0.0), Fetch)
-    acts = s.fetch_done(fetch.ref, FetchResult(200, (), PNG, truncated=True), 0.1, 0.1)
+    (fetch,) = of(s.handle(ClientData(request(body)), 0.0, 0.0), Fetch)
+    acts = s.handle(FetchDone(fetch.ref, FetchResult(200, (), PNG, truncated=True)), 0.1, 0.1)
     assert b"larger than" in written(acts) and written(acts).startswith(b"HTTP/1.1 400 ")
 
 
@@ -134,7 +144,7 @@ def test_openai_channels_get_the_url_untouched():
     s = session()
     body = {"model": "m", "messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": "https://img.test/a.png"}}]}]}
-    (start,) = of(s.data_received(request(body), 0.0, 0.0), StartUpstream)
+    (start,) = of(s.handle(ClientData(request(body)), 0.0, 0.0), StartUpstream)
     assert b"https://img.test/a.png" in start.request.body
 
 
@@ -150,19 +160,19 @@ api_keys:
 
 def moderated_session() -> Session:
     gw = Gateway(load_config(MOD_CONFIG).config, entropy=random.Random(0))
-    return Session(lambda: gw, now=0.0)
+    return Connection(lambda: gw, now=0.0, alpn="http/1.1")
 
 
 def answer(s, start, status, body, now):
-    acts = s.upstream_event(start.ref, UpstreamHead(0, status, (("content-type",
+    acts = s.handle(UpstreamHead(start.ref, status, (("content-type",
                                                                  "application/json"),)), now, now)
-    acts += s.upstream_event(start.ref, UpstreamData(0, body), now, now)
-    return acts + s.upstream_event(start.ref, UpstreamEnded(0), now, now)
+    acts += s.handle(UpstreamData(start.ref, body), now, now)
+    return acts + s.handle(UpstreamEnded(start.ref), now, now)
 
 
 def test_flagged_by_moderation_is_400_and_chat_upstream_never_called():
     s = moderated_session()
-    (check,) = of(s.data_received(request(CHAT), 0.0, 0.0), StartUpstream)
+    (check,) = of(s.handle(ClientData(request(CHAT)), 0.0, 0.0), StartUpstream)
     assert check.request.url.endswith("/v1/moderations")
     assert json.loads(check.request.body) == {"model": "text-moderation-latest", "input": "hi"}
     verdict = json.dumps({"results": [{"flagged": True, "categories": {"violence": True,
@@ -177,20 +187,18 @@ def test_flagged_by_moderation_is_400_and_chat_upstream_never_called():
 def test_clean_moderation_goes_on_and_a_failed_check_fails_open():
     for status, body in ((200, b'{"results":[{"flagged":false}]}'), (503, b"{}")):
         s = moderated_session()
-        (check,) = of(s.data_received(request(CHAT), 0.0, 0.0), StartUpstream)
+        (check,) = of(s.handle(ClientData(request(CHAT)), 0.0, 0.0), StartUpstream)
         acts = answer(s, check, status, body, 0.1)
         (chat,) = of(acts, StartUpstream)
         assert chat.request.url.endswith("/v1/chat/completions")
         assert written(acts) == b""  # nothing of the check reached the client
 
 
-# -- AutoSession: the protocol is picked from ALPN or the first bytes ---------------------------
+# -- Connection: the protocol is picked from ALPN or the first bytes ----------------------------
 
 def auto(alpn=None):
-    from uniapi_core.h2session import AutoSession
-
     gw = Gateway(load_config(CONFIG).config, entropy=random.Random(0))
-    return AutoSession(lambda: gw, now=0.0, alpn=alpn)
+    return Connection(lambda: gw, now=0.0, alpn=alpn)
 
 
 def h2_request_bytes():
@@ -213,23 +221,23 @@ def test_auto_session_sniffs_h2c_preface_split_anywhere():
     _, wire = h2_request_bytes()
     for cut in (1, 5, 23, 24, 25, len(wire) - 1):
         s = auto()
-        actions = s.data_received(wire[:cut], 0.0, 0.0) + s.data_received(wire[cut:], 0.0, 0.0)
+        actions = s.handle(ClientData(wire[:cut]), 0.0, 0.0) + s.handle(ClientData(wire[cut:]), 0.0, 0.0)
         assert isinstance(s.inner, H2Session)
         [start] = of(actions, StartUpstream)
         assert start.request.url == "http://u/v1/chat/completions"
-        events = s.upstream_event(start.ref, UpstreamHead(0, 200, (
+        events = s.handle(UpstreamHead(start.ref, 200, (
             ("content-type", "application/json"),)), 0.0, 0.0)
-        events += s.upstream_event(start.ref, UpstreamData(0, ANSWER), 0.0, 0.0)
-        events += s.upstream_event(start.ref, UpstreamEnded(0), 0.0, 0.0)
+        events += s.handle(UpstreamData(start.ref, ANSWER), 0.0, 0.0)
+        events += s.handle(UpstreamEnded(start.ref), 0.0, 0.0)
         assert of(events, Served)[0].record.status == 200
 
 
 def test_auto_session_falls_back_to_http11_and_alpn_decides_at_once():
     s = auto()
-    actions = s.data_received(request(CHAT), 0.0, 0.0)
+    actions = s.handle(ClientData(request(CHAT)), 0.0, 0.0)
     assert isinstance(s.inner, Session) and of(actions, StartUpstream)
     s = auto()
-    assert s.data_received(b"", 0.0, 0.0) == [Close()]
+    assert s.handle(ClientData(b""), 0.0, 0.0) == [Close()]
     from uniapi_core.h2session import H2Session
 
     assert isinstance(auto("h2").inner, H2Session)
@@ -248,27 +256,26 @@ def test_h2_session_pauses_the_upstream_while_the_window_is_shut():
                        (b"authorization", b"Bearer sk-s")])
     c.send_data(1, json.dumps(dict(CHAT, stream=True)).encode(), end_stream=True)
     s = auto("h2")
-    [start] = of(s.data_received(c.data_to_send(), 0.0, 0.0), StartUpstream)
-    s.upstream_event(start.ref, UpstreamHead(0, 200, (("content-type", "text/event-stream"),)),
-                     0.0, 0.0)
+    [start] = of(s.handle(ClientData(c.data_to_send()), 0.0, 0.0), StartUpstream)
+    acts = s.handle(UpstreamHead(start.ref, 200, (("content-type", "text/event-stream"),)),
+                    0.0, 0.0)
     sse = {"id": "x", "model": "m", "choices": [{"index": 0, "delta": {"content": "y" * 2000}}]}
     event = b"data: " + json.dumps(sse).encode() + b"\n\n"
     n = 0
-    while not s.upstream_paused(start.ref) and n < 1000:
-        s.upstream_event(start.ref, UpstreamData(0, event), 0.0, 0.0)
+    while not of(acts, PauseUpstream) and n < 1000:
+        acts = s.handle(UpstreamData(start.ref, event), 0.0, 0.0)
         n += 1
-    # the client's 64 KiB window plus our 64 KiB buffer, then the upstream is paused
-    assert s.upstream_paused(start.ref) and 50 < n < 80
+    # the client's 64 KiB window plus our 64 KiB buffer, then the upstream is paused, once
+    assert of(acts, PauseUpstream) == [PauseUpstream(start.ref)] and 50 < n < 80
+    assert not of(s.handle(UpstreamData(start.ref, event), 0.0, 0.0), PauseUpstream)
     # the client reads and reopens its window: the buffer drains, reading resumes
     c.increment_flow_control_window(1 << 20)
     c.increment_flow_control_window(1 << 20, stream_id=1)
-    s.data_received(c.data_to_send(), 0.1, 0.1)
-    assert not s.upstream_paused(start.ref)
+    acts = s.handle(ClientData(c.data_to_send()), 0.1, 0.1)
+    assert of(acts, ResumeUpstream) == [ResumeUpstream(start.ref)]
 
 
 def test_merge_writes_joins_only_consecutive_writes():
-    from uniapi_core.session import Close, Write, merge_writes
-
     assert merge_writes([Write(b"a"), Write(b"b"), Close(), Write(b"c")]) == [
         Write(b"ab"), Close(), Write(b"c")]
     single = [Write(b"a"), Close()]

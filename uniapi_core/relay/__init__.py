@@ -1,6 +1,7 @@
 """The per-request relay state machine: events in, actions out, ``now`` alongside."""
 
-from .actions import CancelUpstream, EndResponse, OpenUpstream, RelayAction, SendData, SendHead
+from .actions import (EndResponse, RelayAction, SendData, SendHead, StartUpstream, StopUpstream,
+                      TokenRefused)
 from .events import (
     ClientGone,
     DeadlineReached,
@@ -14,7 +15,7 @@ from ..routing.plan import Attempt, AttemptSource
 from .machine import Outcome, Relay, State
 
 __all__ = [
-    "Attempt", "AttemptSource", "CancelUpstream", "ClientGone", "DeadlineReached",
-    "EndResponse", "OpenUpstream", "Outcome", "Relay", "RelayAction", "RelayEvent", "SendData",
+    "Attempt", "AttemptSource", "ClientGone", "DeadlineReached",
+    "EndResponse", "Outcome", "StartUpstream", "StopUpstream", "TokenRefused", "Relay", "RelayAction", "RelayEvent", "SendData",
     "SendHead", "State", "UpstreamData", "UpstreamEnded", "UpstreamFailed", "UpstreamHead",
 ]

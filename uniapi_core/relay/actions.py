@@ -9,24 +9,25 @@ import attrs
 
 from ..vendors.base import UpstreamRequest
 
-__all__ = ["OpenUpstream", "CancelUpstream", "SendHead", "SendData", "EndResponse",
-           "RelayAction"]
+__all__ = ["StartUpstream", "StopUpstream", "SendHead", "SendData", "EndResponse",
+           "TokenRefused", "RelayAction"]
 
 
 @attrs.frozen
-class OpenUpstream:
-    """Start attempt ``attempt``: connect (through ``proxy`` if set) and send ``request``."""
+class StartUpstream:
+    """Run one upstream exchange: connect (through ``proxy`` if set), send ``request``, and
+    report its ``UpstreamHead/Data/Ended/Failed`` events with ``ref``."""
 
-    attempt: int
+    ref: int
     request: UpstreamRequest
     proxy: str | None = None
 
 
 @attrs.frozen
-class CancelUpstream:
-    """Abandon attempt ``attempt``: stop reading and close its connection (no reuse)."""
+class StopUpstream:
+    """Abandon exchange ``ref``: stop reading and close its connection (no reuse)."""
 
-    attempt: int
+    ref: int
 
 
 @attrs.frozen
@@ -48,4 +49,12 @@ class EndResponse:
     """The client response is complete."""
 
 
-RelayAction = OpenUpstream | CancelUpstream | SendHead | SendData | EndResponse
+@attrs.frozen
+class TokenRefused:
+    """The upstream answered 401 to an attempt carrying ``credential`` (a Vertex service
+    account key and access token): the request machine drops that token from the cache."""
+
+    credential: tuple[tuple[str, str, str], str]
+
+
+RelayAction = TokenRefused | StartUpstream | StopUpstream | SendHead | SendData | EndResponse

@@ -1,7 +1,8 @@
 """Inputs of the relay machine: facts the transport reports, in the past tense.
 
-Every upstream event names the attempt it belongs to, so a late event from an attempt the
-relay already abandoned is recognised and ignored.
+Every upstream event names the ``ref`` of the ``StartUpstream`` it answers: one id space per
+client connection, shared by relay attempts, image fetches, token POSTs and watches. A late
+event of an attempt the relay already abandoned is recognised by its ref and ignored.
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ __all__ = ["UpstreamHead", "UpstreamData", "UpstreamEnded", "UpstreamFailed", "C
 
 @attrs.frozen
 class UpstreamHead:
-    attempt: int
+    ref: int
     status: int
     headers: tuple[tuple[str, str], ...]
 
 
 @attrs.frozen
 class UpstreamData:
-    attempt: int
+    ref: int
     data: bytes
 
 
@@ -31,7 +32,7 @@ class UpstreamData:
 class UpstreamEnded:
     """The upstream response body is complete (its connection may be reused)."""
 
-    attempt: int
+    ref: int
 
 
 @attrs.frozen
@@ -43,7 +44,7 @@ class UpstreamFailed:
     ``FailureKind`` here, so a misspelt kind fails where the event is made.
     """
 
-    attempt: int
+    ref: int
     kind: FailureKind = attrs.field(converter=FailureKind)
     message: str = attrs.field()
 

@@ -35,6 +35,7 @@ list is ignored (late events of abandoned attempts, or anything after the end).
 from __future__ import annotations
 
 import enum
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -45,7 +46,8 @@ from .redact import credentials, redact
 from ..streams import DONE, encode_event
 from ..routing.plan import Attempt, AttemptSource
 from ..vendors.base import StreamChunk, StreamDecoder, StreamDone, StreamFailed
-from .actions import CancelUpstream, EndResponse, OpenUpstream, RelayAction, SendData, SendHead
+from .actions import (EndResponse, RelayAction, SendData, SendHead, StartUpstream, StopUpstream,
+                      TokenRefused)
 from .events import (
     ClientGone,
     DeadlineReached,
@@ -118,6 +120,8 @@ class Relay:
         self._decoder: StreamDecoder | None = None
         self._upstream_open = False
         self._committed = False
+        self._ref = 0  # the ref of the current attempt's StartUpstream; 0: none yet
+        self._refs: Callable[[], int] = itertools.count(1).__next__
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -133,8 +137,12 @@ class Relay:
     def next_deadline(self) -> float | None:
         return None if self.finished else self._deadline
 
-    def start(self, now: float) -> list[RelayAction]:
-        """The first actions: open the first attempt (or answer at once if there is none)."""
+    def start(self, now: float, refs: Callable[[], int] | None = None) -> list[RelayAction]:
+        """The first actions: open the first attempt (or answer at once if there is none).
+        ``refs`` hands out the ref of each attempt's ``StartUpstream`` (the connection's one id
+        space); by default the attempts are numbered 1, 2, 3…"""
+        if refs is not None:
+            self._refs = refs
         out: list[RelayAction] = []
         self._next_or_fail(now, None, out)
         return out
@@ -142,7 +150,7 @@ class Relay:
     def handle(self, event: RelayEvent, now: float) -> list[RelayAction]:
         """Feed one event; returns the actions to perform, in order."""
         if isinstance(event, (UpstreamHead, UpstreamData, UpstreamEnded, UpstreamFailed)):
-            if self._attempt is None or event.attempt != self._attempt.number:
+            if event.ref != self._ref:
                 return []  # a late event from an abandoned attempt
         handler = _TRANSITIONS.get((self.state, type(event)))
         if handler is None:
@@ -198,6 +206,8 @@ class Relay:
         body, self._body = bytes(self._body), bytearray()
         if self.state is State.ERROR_BODY:
             err = attempt.exchange.parse_error(self._status, self._resp_headers, body)
+            if self._status == 401 and attempt.credential is not None:
+                out.append(TokenRefused(attempt.credential))
             self._attempt_failed(err, now, out)
             return
         try:
@@ -381,7 +391,8 @@ class Relay:
         self._upstream_open = True
         self.state = State.CONNECTING
         self._deadline = now + attempt.timeout
-        out.append(OpenUpstream(attempt.number, attempt.exchange.request, attempt.proxy))
+        self._ref = self._refs()
+        out.append(StartUpstream(self._ref, attempt.exchange.request, attempt.proxy))
 
     def _respond_error(self, err: UniapiError, out: list[RelayAction]) -> None:
         body = to_openai_error(err)
@@ -408,7 +419,7 @@ class Relay:
 
     def _close_upstream(self, out: list[RelayAction]) -> None:
         if self._upstream_open and self._attempt is not None:
-            out.append(CancelUpstream(self._attempt.number))
+            out.append(StopUpstream(self._ref))
         self._upstream_open = False
 
 

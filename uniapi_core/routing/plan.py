@@ -25,6 +25,9 @@ class Attempt:
     exchange: Exchange
     timeout: float
     proxy: str | None = None
+    #: Vertex: (service account key, access token) the request carries; a 401 answer makes
+    #: the relay say ``TokenRefused`` so the cached token is dropped (VTX-T4)
+    credential: tuple[tuple[str, str, str], str] | None = None
 
 
 class AttemptSource(Protocol):

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from uniapi_core.config import load_config
 from uniapi_core.errors import ClientError
 from uniapi_core.gateway import Gateway
-from uniapi_core.relay import OpenUpstream, SendData, SendHead
+from uniapi_core.relay import StartUpstream, SendData, SendHead
 from uniapi_core.vendors import ENDPOINTS, UPLOADS
 from uniapi_core.vendors.azure import DEFAULT_API_VERSION, azure_url
 
@@ -183,21 +183,21 @@ def post(path: str, body: dict):
 
 def test_gateway_sends_embeddings_to_the_deployment_a_full_url_names():
     (action,) = [a for a in post("/v1/embeddings", {"model": "emb-full", "input": "hi"}).start(0.0)
-                 if isinstance(a, OpenUpstream)]
+                 if isinstance(a, StartUpstream)]
     assert action.request.url == f"{R}/openai/deployments/emb3/embeddings?api-version=2024-06-01"
     assert dict(action.request.headers)["api-key"] == "az-key"
 
 
 def test_gateway_sends_embeddings_to_the_models_form():
     (action,) = [a for a in post("/v1/embeddings", {"model": "emb-models", "input": "hi"})
-                 .start(0.0) if isinstance(a, OpenUpstream)]
+                 .start(0.0) if isinstance(a, StartUpstream)]
     assert action.request.url == f"{F}/models/embeddings?api-version=2024-05-01-preview"
     assert json.loads(action.request.body)["model"] == "text-embedding-3-small"
 
 
 def test_gateway_answers_400_for_images_at_the_models_form():
     out = post("/v1/images/generations", {"model": "img-models", "prompt": "a cat"}).start(0.0)
-    assert not [a for a in out if isinstance(a, OpenUpstream)]
+    assert not [a for a in out if isinstance(a, StartUpstream)]
     head = next(a for a in out if isinstance(a, SendHead))
     error = json.loads(b"".join(a.data for a in out if isinstance(a, SendData)))["error"]
     assert head.status == 400 and error["code"] == "unsupported_endpoint"

@@ -14,10 +14,11 @@ import pytest
 
 from uniapi_core.config import load_config
 from uniapi_core.errors import ClientError, GatewayError
-from uniapi_core.exchange import TOKEN_POLL, TOKEN_TIMEOUT, Exchange, StartUpstream, StopUpstream
-from uniapi_core.gateway import Gateway, TokenFirst
+from uniapi_core.exchange import (TOKEN_TIMEOUT, Exchange, Notified, Notify, StartUpstream,
+                                  StopUpstream, Watch)
+from uniapi_core.gateway import ChatCall, Gateway, Routed
 from uniapi_core.http.server import RequestReceived
-from uniapi_core.relay import SendData, SendHead
+from uniapi_core.relay import ClientGone, DeadlineReached, SendData, SendHead
 from uniapi_core.relay.events import UpstreamData, UpstreamEnded, UpstreamFailed, UpstreamHead
 from uniapi_core.errors import UpstreamError
 from uniapi_core.routing.plan import Attempt
@@ -25,6 +26,7 @@ from uniapi_core.routing.regions import vertex_regions
 from uniapi_core.routing.router import Need
 from uniapi_core.vendors import detect_engine, gauth, vertex
 from uniapi_core.vendors.base import ChatContext
+from uniapi_core.vendors.gauth import service_account
 
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import padding, rsa  # noqa: E402
@@ -157,14 +159,21 @@ def test_claude_google_shaped_error_keeps_googles_message():
     assert err.code == "overloaded_error" and err.message == "Overloaded"
 
 
-def test_401_calls_on_unauthorized():
-    ex = vertex.build_exchange({"messages": MESSAGES}, ctx(provider(), "gemini-2.5-pro"))
-    calls = []
-    ex.on_unauthorized = lambda: calls.append(1)
-    ex.parse_error(403, (), b"{}")
-    assert calls == []
-    ex.parse_error(401, (), b'{"error": {"code": 401, "status": "UNAUTHENTICATED"}}')
-    assert calls == [1]
+def test_a_401_drops_the_token_it_was_sent_with():
+    """VTX-T4: the relay says ``TokenRefused`` for a 401 to an attempt carrying a token, and
+    the request machine drops that token from the cache (a 403 keeps it)."""
+    for status, dropped in ((403, False), (401, True)):
+        g, refs = gateway(), Refs()
+        key = service_account(g.config.providers[0]).key
+        g.tokens.succeed(key, g.tokens.begin(key, 0.0), "ya29.old", 3599, 0.0)
+        ex = exchange(g, refs, 0.0)
+        (call,) = starts(ex.start(0.0, 1e9))
+        assert ("authorization", "Bearer ya29.old") in call.request.headers
+        ex.handle(UpstreamHead(call.ref, status, (("content-type", "application/json"),)),
+                  0.1, 1e9)
+        ex.handle(UpstreamData(call.ref, b'{"error": {"code": 401, "status": "x"}}'), 0.1, 1e9)
+        ex.handle(UpstreamEnded(call.ref), 0.1, 1e9)
+        assert (g.tokens.current(key) is None) is dropped
 
 
 def test_client_errors_come_from_the_inner_builders():
@@ -337,15 +346,24 @@ def exchange(g: Gateway, refs: Refs, now: float, model: str = "gem") -> Exchange
     return Exchange(lambda: g, req, refs, now)
 
 
+def fetch_key(g: Gateway) -> tuple[str, str, str]:
+    return service_account(g.config.providers[0]).key
+
+
 def starts(actions) -> list[StartUpstream]:
     return [a for a in actions if isinstance(a, StartUpstream)]
 
 
 def answer_token(ex: Exchange, ref: int, now: float, body: bytes, status: int = 200):
-    out = ex.upstream_event(ref, UpstreamHead(0, status, (("content-type",
-                                                           "application/json"),)), now, now)
-    out += ex.upstream_event(ref, UpstreamData(0, body), now, now)
-    return out + ex.upstream_event(ref, UpstreamEnded(0), now, now)
+    out = ex.handle(UpstreamHead(ref, status, (("content-type", "application/json"),)), now,
+                    now)
+    out += ex.handle(UpstreamData(ref, body), now, now)
+    return out + ex.handle(UpstreamEnded(ref), now, now)
+
+
+def watch_of(actions) -> Watch:
+    (watch,) = [a for a in actions if isinstance(a, Watch)]
+    return watch
 
 
 def token_body(token: str = "ya29.one", expires: int = 3599) -> bytes:
@@ -354,15 +372,16 @@ def token_body(token: str = "ya29.one", expires: int = 3599) -> bytes:
 
 def test_gateway_asks_for_the_token_first_and_only_when_not_fresh():
     g = gateway()
-    reply = g.handle("POST", "/v1/chat/completions", (("authorization", f"Bearer {KEY}"),),
-                     BODY, now=0.0, wall=1e9)
-    assert isinstance(reply, TokenFirst)
-    assert [a.client_email for a, _ in reply.accounts] == [EMAIL]
-    key = reply.accounts[0][0].key
+    call = g.handle("POST", "/v1/chat/completions", (("authorization", f"Bearer {KEY}"),),
+                    BODY, now=0.0, wall=1e9)
+    assert isinstance(call, ChatCall)
+    routed = g.route_chat(call, {}, 0.0, 1e9)
+    assert isinstance(routed, Routed)
+    assert [a.client_email for a, _ in routed.accounts] == [EMAIL]
+    key = routed.accounts[0][0].key
     g.tokens.succeed(key, g.tokens.begin(key, 0.0), "tok", 3599, 0.0)
-    reply = g.handle("POST", "/v1/chat/completions", (("authorization", f"Bearer {KEY}"),),
-                     BODY, now=1.0, wall=1e9)
-    assert not isinstance(reply, TokenFirst)
+    routed = g.route_chat(call, {}, 1.0, 1e9)
+    assert isinstance(routed, Routed) and routed.accounts == ()
 
 
 def test_one_token_fetch_for_many_requests_and_refresh_after_expiry():
@@ -372,15 +391,20 @@ def test_one_token_fetch_for_many_requests_and_refresh_after_expiry():
     (fetch,) = starts(out)
     assert fetch.request.url == TOKEN_URI
     others = [exchange(g, refs, 0.01 * i) for i in range(1, 5)]
+    watches = []
     for ex in others:
-        assert starts(ex.start(0.05, 1e9)) == []  # waiting on the same flight
-        assert ex.next_deadline() == pytest.approx(0.05 + TOKEN_POLL)
+        out = ex.start(0.05, 1e9)
+        assert starts(out) == []  # waiting on the same flight: no poll, a watch
+        watches.append(watch_of(out))
+        assert watches[-1].key == fetch_key(g)
+        assert ex.next_deadline() == pytest.approx(0.05 + TOKEN_TIMEOUT)
     out = answer_token(first, fetch.ref, 0.2, token_body())
+    assert Notify(fetch_key(g)) in out
     (model_call,) = starts(out)
     assert model_call.request.url.endswith(":generateContent")
     assert ("authorization", "Bearer ya29.one") in model_call.request.headers
-    for ex in others:
-        out = ex.timer(0.21, 1e9)
+    for ex, watch in zip(others, watches):
+        out = ex.handle(Notified(watch.ref), 0.21, 1e9)
         (call,) = starts(out)
         assert ("authorization", "Bearer ya29.one") in call.request.headers
     # cached until 5 minutes before expiry
@@ -396,23 +420,39 @@ def test_a_waiter_takes_over_when_the_fetcher_leaves():
     g, refs = gateway(), Refs()
     first, second = exchange(g, refs, 0.0), exchange(g, refs, 0.0)
     (fetch,) = starts(first.start(0.0, 1e9))
-    assert starts(second.start(0.0, 1e9)) == []
-    out = first.client_gone(0.1, 1e9)
-    assert StopUpstream(fetch.ref) in out and first.finished
-    (again,) = starts(second.timer(0.1 + TOKEN_POLL, 1e9))
+    watch = watch_of(second.start(0.0, 1e9))
+    out = first.handle(ClientGone(), 0.1, 1e9)
+    assert StopUpstream(fetch.ref) in out and Notify(watch.key) in out and first.finished
+    (again,) = starts(second.handle(Notified(watch.ref), 0.1, 1e9))
     assert again.request.url == TOKEN_URI
     (call,) = starts(answer_token(second, again.ref, 0.3, token_body()))
     assert call.request.url.endswith(":generateContent")
     # events for the gone fetcher's ref change nothing
-    assert first.upstream_event(fetch.ref, UpstreamEnded(0), 0.4, 1e9) == []
+    assert first.handle(UpstreamEnded(fetch.ref), 0.4, 1e9) == []
+
+
+def test_a_lost_notification_costs_time_never_a_hang():
+    """A waiter whose Notify never comes looks again at TOKEN_TIMEOUT: by then the flight is
+    over (or stale) and it fetches itself."""
+    g, refs = gateway(), Refs()
+    first, second = exchange(g, refs, 0.0), exchange(g, refs, 0.0)
+    (fetch,) = starts(first.start(0.0, 1e9))
+    watch = watch_of(second.start(0.0, 1e9))
+    out = first.handle(UpstreamFailed(fetch.ref, "connect", "refused"), 0.1, 1e9)
+    assert Notify(watch.key) in out  # ... which the transport loses
+    assert second.next_deadline() == TOKEN_TIMEOUT
+    out = second.handle(DeadlineReached(), TOKEN_TIMEOUT, 1e9)
+    assert StopUpstream(watch.ref) in out
+    (again,) = starts(out)  # the backoff is over: a new fetch
+    assert again.request.url == TOKEN_URI
 
 
 def test_a_waiter_leaving_changes_nothing():
     g, refs = gateway(), Refs()
     first, second = exchange(g, refs, 0.0), exchange(g, refs, 0.0)
     (fetch,) = starts(first.start(0.0, 1e9))
-    second.start(0.0, 1e9)
-    second.client_gone(0.05, 1e9)
+    watch = watch_of(second.start(0.0, 1e9))
+    assert StopUpstream(watch.ref) in second.handle(ClientGone(), 0.05, 1e9)
     assert second.finished and second.next_deadline() is None
     (call,) = starts(answer_token(first, fetch.ref, 0.1, token_body()))
     assert call.request.url.endswith(":generateContent")
@@ -428,7 +468,7 @@ def test_failed_fetch_fails_every_waiter_with_a_502_then_backs_off():
     g, refs = gateway(), Refs()
     first, second = exchange(g, refs, 0.0), exchange(g, refs, 0.0)
     (fetch,) = starts(first.start(0.0, 1e9))
-    second.start(0.0, 1e9)
+    watch = watch_of(second.start(0.0, 1e9))
     out = answer_token(first, fetch.ref, 0.1, json.dumps(
         {"error": "invalid_grant", "error_description": "Invalid JWT Signature."}).encode(),
         status=400)
@@ -436,7 +476,7 @@ def test_failed_fetch_fails_every_waiter_with_a_502_then_backs_off():
     assert status == 502 and body["error"]["code"] == "vertex_token_failed"
     assert TOKEN_URI in body["error"]["message"]
     assert "Invalid JWT Signature." in body["error"]["message"]
-    status, body = error_of(second.timer(0.1 + TOKEN_POLL, 1e9))
+    status, body = error_of(second.handle(Notified(watch.ref), 0.1, 1e9))
     assert status == 502 and body["error"]["code"] == "vertex_token_failed"
     # within the backoff: no new fetch, the same answer at once
     third = exchange(g, refs, 1.0)
@@ -452,15 +492,14 @@ def test_token_fetch_connection_failure_and_timeout():
     g, refs = gateway(), Refs()
     first = exchange(g, refs, 0.0)
     (fetch,) = starts(first.start(0.0, 1e9))
-    out = first.upstream_event(fetch.ref, UpstreamFailed(0, "connect", "connection refused"),
-                               0.1, 1e9)
+    out = first.handle(UpstreamFailed(fetch.ref, "connect", "connection refused"), 0.1, 1e9)
     status, body = error_of(out)
     assert status == 502 and "connection refused" in body["error"]["message"]
     g, refs = gateway(), Refs()
     first = exchange(g, refs, 0.0)
     (fetch,) = starts(first.start(0.0, 1e9))
     assert first.next_deadline() == TOKEN_TIMEOUT
-    out = first.timer(TOKEN_TIMEOUT, 1e9)
+    out = first.handle(DeadlineReached(), TOKEN_TIMEOUT, 1e9)
     assert StopUpstream(fetch.ref) in out
     status, body = error_of(out)
     assert status == 502 and f"no answer within {TOKEN_TIMEOUT:g} s" in body["error"]["message"]

@@ -1,0 +1,105 @@
+"""One client connection, one door: ``Connection.handle(event, now, wall) -> actions``.
+
+A transport makes one ``Connection`` per accepted client connection (passing the ALPN
+protocol TLS selected, if any), reports every event to ``handle`` and performs the actions it
+returns, in order (the vocabulary: ``events.py``). Between events it sleeps until
+``next_deadline()``, and then reports ``DeadlineReached()``. Nothing else: no query, no side
+door. ``now`` is monotonic seconds, ``wall`` the wall clock (for ``created``).
+
+The protocol is decided by ALPN (``"h2"``/``"http/1.1"``) or, in cleartext and under TLS
+without ALPN, by the first bytes: the HTTP/2 preface means h2c prior knowledge, anything else
+HTTP/1.1. HTTP/1.1 is ``session.Session`` (one exchange at a time), HTTP/2
+``h2session.H2Session`` (one exchange per stream); both run each request as an ``Exchange``
+(``exchange.py``, the request machine).
+
+``handle`` also serves a deadline that has passed after any event (so events that queued up
+while a write was blocked count before a timeout they would have prevented), and joins
+consecutive ``Write``s into one (a head and its body go out in one send).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .events import Action, ClientData, DeadlineReached, DrainStarted, Event, merge_writes
+from .gateway import Gateway
+from .h2session import PREFACE, H2Session
+from .http.h2server import H2Limits
+from .http.server import ServerLimits
+from .session import Session
+
+__all__ = ["Connection"]
+
+_TIMER = DeadlineReached()
+
+
+class Connection:
+    """One client connection (see the module docstring)."""
+
+    def __init__(self, gateway: Callable[[], Gateway], limits: ServerLimits = ServerLimits(),
+                 h2limits: H2Limits = H2Limits(), *, now: float = 0.0,
+                 alpn: str | None = None) -> None:
+        self._args = (gateway, limits, h2limits)
+        self._sniffed = bytearray()
+        self._draining = False
+        self.inner: Session | H2Session | None = None
+        if alpn == "h2":
+            self.inner = H2Session(gateway, limits, h2limits, now=now)
+        elif alpn == "http/1.1":
+            self.inner = Session(gateway, limits, now=now)
+        else:
+            self._h1_idle = Session(gateway, limits, now=now)  # deadlines until decided
+
+    @property
+    def closed(self) -> bool:
+        return self._current().closed
+
+    def next_deadline(self) -> float | None:
+        return self._current().next_deadline()
+
+    def handle(self, event: Event, now: float, wall: float) -> list[Action]:
+        inner = self.inner
+        if inner is None:
+            out = self._undecided(event, now, wall)
+            inner = self._current()
+        else:
+            out = inner.handle(event, now, wall)
+        if type(event) is not DeadlineReached:
+            deadline = inner.next_deadline()
+            if deadline is not None and now >= deadline:
+                out += inner.handle(_TIMER, now, wall)
+        return merge_writes(out)
+
+    def _current(self) -> Session | H2Session:
+        return self.inner if self.inner is not None else self._h1_idle
+
+    def _undecided(self, event: Event, now: float, wall: float) -> list[Action]:
+        """Before the protocol is known: gather the first bytes until they decide it."""
+        if type(event) is DrainStarted:
+            self._draining = True
+            if self._sniffed:
+                return []  # a request is arriving: decide first, then drain
+            return self._h1_idle.handle(event, now, wall)
+        if type(event) is not ClientData:
+            return self._h1_idle.handle(event, now, wall)
+        data = event.data
+        self._sniffed += data
+        n = min(len(self._sniffed), len(PREFACE))
+        if data and bytes(self._sniffed[:n]) == PREFACE[:n] and n < len(PREFACE):
+            return []  # could still be the preface
+        gateway, limits, h2limits = self._args
+        if bytes(self._sniffed[:len(PREFACE)]) == PREFACE:
+            inner: Session | H2Session = H2Session(gateway, limits, h2limits, now=now)
+        else:
+            inner = self._h1_idle
+        self.inner = inner
+        buffered = bytes(self._sniffed)
+        self._sniffed.clear()
+        out: list[Action] = []
+        if buffered:
+            out += inner.handle(ClientData(buffered), now, wall)
+        if not data:
+            out += inner.handle(event, now, wall)
+        if self._draining and not inner.closed:
+            out += inner.handle(DrainStarted(), now, wall)
+        return out

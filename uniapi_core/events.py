@@ -1,0 +1,130 @@
+"""The vocabulary of the one door, ``Connection.handle(event, now, wall) -> actions``.
+
+Events are facts a transport reports, in the past tense; actions are commands it performs, in
+order, in the imperative. Every id is a *ref*: one id space per client connection, handed
+out by the connection to relay attempts, image fetches, token POSTs and watches alike; an
+event names the ref of the action it answers.
+
+===========================================  ================================================
+event                                        when
+===========================================  ================================================
+``ClientData(data)``                         bytes read from the client (``b""`` at EOF)
+``UpstreamHead/Data/Ended/Failed(ref, …)``   the upstream exchange of ``StartUpstream`` ref
+``FetchDone(ref, result)``                   the ``FetchResult`` of ``Fetch`` ref
+``Notified(ref)``                            ``Watch`` ref fired (a ``Notify`` on its key)
+``DeadlineReached()``                        ``next_deadline()`` has passed
+``WriteFailed()``                            a write to the client failed or stalled past
+                                             ``FrontOptions.write_stall_timeout``
+``DrainStarted()``                           shutdown began: finish what is in flight
+===========================================  ================================================
+
+===========================================  ================================================
+action                                       the transport…
+===========================================  ================================================
+``Write(data)``                              writes the bytes to the client, before it
+                                             handles the next event
+``StartUpstream(ref, request, proxy)``       runs an upstream exchange, reporting its events
+``StopUpstream(ref)``                        cancels whatever runs for ref (an exchange, a
+                                             fetch or a watch), closing its connection
+``PauseUpstream(ref)``                       stops reading that exchange's upstream until
+``ResumeUpstream(ref)``                      (HTTP/2 flow control: R5 backpressure)
+``Fetch(ref, url, allow_private, …)``        GETs an image (``ssrf.pick_address``), reports
+                                             ``FetchDone``
+``Watch(ref, key)``                          reports ``Notified(ref)`` at the next ``Notify``
+``Notify(key)``                              of ``key`` by any connection of the process
+``Served(record)``                           logs one finished request
+``Close()``                                  closes the client connection; it is over
+===========================================  ================================================
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from .exchange import (
+    Fetch,
+    FetchDone,
+    FetchResult,
+    Notified,
+    Notify,
+    Served,
+    ServedRecord,
+    StartUpstream,
+    StopUpstream,
+    UpstreamEvent,
+    Watch,
+)
+from .relay.events import DeadlineReached, UpstreamData, UpstreamEnded, UpstreamFailed, UpstreamHead
+
+__all__ = ["ClientData", "WriteFailed", "DrainStarted", "DeadlineReached", "UpstreamHead",
+           "UpstreamData", "UpstreamEnded", "UpstreamFailed", "UpstreamEvent", "FetchDone",
+           "FetchResult", "Notified", "Event", "Write", "Close", "StartUpstream",
+           "StopUpstream", "PauseUpstream", "ResumeUpstream", "Fetch", "Watch", "Notify",
+           "Served", "ServedRecord", "Action", "merge_writes"]
+
+
+@attrs.frozen
+class ClientData:
+    """Bytes from the client; ``b""``: it closed its side (EOF)."""
+
+    data: bytes
+
+
+@attrs.frozen
+class WriteFailed:
+    """Writing to the client failed, or stalled too long: it is gone."""
+
+
+@attrs.frozen
+class DrainStarted:
+    """Graceful shutdown began: HTTP/1.1 closes when idle, HTTP/2 refuses new streams."""
+
+
+@attrs.frozen
+class Write:
+    data: bytes
+
+
+@attrs.frozen
+class Close:
+    """Close the client connection; the connection machine is over."""
+
+
+@attrs.frozen
+class PauseUpstream:
+    """Stop reading upstream exchange ``ref`` until ``ResumeUpstream(ref)``: its client
+    stream has more than ``H2Limits.stream_buffer`` bytes waiting on flow control."""
+
+    ref: int
+
+
+@attrs.frozen
+class ResumeUpstream:
+    ref: int
+
+
+Event = (ClientData | UpstreamHead | UpstreamData | UpstreamEnded | UpstreamFailed | FetchDone
+         | Notified | DeadlineReached | WriteFailed | DrainStarted)
+Action = (Write | Close | StartUpstream | StopUpstream | PauseUpstream | ResumeUpstream | Fetch
+          | Watch | Notify | Served)
+
+
+def merge_writes(actions: list[Action]) -> list[Action]:
+    """Consecutive ``Write``s as one (a response head and its body: one send, one packet), and
+    every ``Watch`` first (registered before a write lets another connection run)."""
+    writes = watches = 0
+    for a in actions:
+        cls = type(a)
+        writes += cls is Write
+        watches += cls is Watch
+    if writes < 2 and not watches:
+        return actions
+    out: list[Action] = [a for a in actions if type(a) is Watch]
+    for action in actions:
+        if type(action) is Watch:
+            continue
+        if type(action) is Write and out and type(out[-1]) is Write:
+            out[-1] = Write(out[-1].data + action.data)
+        else:
+            out.append(action)
+    return out
