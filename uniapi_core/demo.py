@@ -1,8 +1,9 @@
-"""The built-in demo: a config and a fake OpenAI-compatible upstream's answers.
+"""The built-in demo: a config and a fake OpenAI-compatible upstream.
 
 ``uniapi demo`` serves a real gateway in front of a real (local) upstream so a new user can
 try the whole path with no vendor key. The upstream's behaviour lives here, pure: given a chat
-request body it returns the response to send. The transport only serves it on 127.0.0.1.
+request body it returns the response to send. ``DemoUpstream`` has the gateway's ``handle``,
+so a transport serves it on ``DEMO_HOST`` with the same ``serve`` it runs the gateway with.
 """
 
 from __future__ import annotations
@@ -10,11 +11,32 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .gateway import Respond
 from .jsonutil import dumps
 
-__all__ = ["DEMO_KEY", "demo_config", "demo_answer"]
+__all__ = ["DEMO_KEY", "DEMO_SOURCE", "DEMO_HOST", "demo_config", "demo_url", "demo_hint",
+           "demo_answer", "DemoUpstream"]
 
 DEMO_KEY = "sk-uniapi-demo"
+#: how the demo's config is named in its warnings
+DEMO_SOURCE = "demo api.yaml"
+#: where the fake upstream listens (on a port the system picks)
+DEMO_HOST = "127.0.0.1"
+
+
+def demo_url(port: int) -> str:
+    """The fake upstream's base URL once it listens on ``port`` (for ``demo_config``)."""
+    return f"http://{DEMO_HOST}:{port}"
+
+
+def demo_hint(host: str, port: int) -> str:
+    """How to try the demo gateway serving on ``host:port``, for stderr."""
+    return f"""uniapi demo: try
+  curl http://{host}:{port}/v1/chat/completions -H 'Authorization: Bearer {DEMO_KEY}' \\
+       -H 'Content-Type: application/json' \\
+       -d '{{"model": "gpt-4o-mini", "messages": [{{"role": "user", "content": "Hello"}}]}}'
+
+"""
 
 
 def demo_config(upstream_url: str) -> str:
@@ -82,3 +104,13 @@ def demo_answer(path: str, body: bytes, created: int = 0
         pieces.append(dict(chunk, choices=[], usage=usage))
     out = [b"data: " + dumps(p) + b"\n\n" for p in pieces] + [b"data: [DONE]\n\n"]
     return 200, (("content-type", "text/event-stream"),), out
+
+
+class DemoUpstream:
+    """The fake upstream, gateway-shaped: ``serve(DemoUpstream, DEMO_HOST, 0, ...)`` runs it.
+    A stream is answered in one body; the gateway's SSE decoder does not care how it is cut."""
+
+    def handle(self, method: str, target: str, headers: tuple[tuple[str, str], ...],
+               body: bytes, *, now: float, wall: float) -> Respond:
+        status, head, pieces = demo_answer(target, body, int(wall))
+        return Respond(status, head, b"".join(pieces))
