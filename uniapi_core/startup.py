@@ -1,20 +1,30 @@
 """Start-up decisions both command-line entries share, as pure functions of their inputs.
 
 The entries read the environment and files; what those values *mean* is decided here, once:
-where the config comes from, what ``TIMEOUT`` says, and the front's flags and limits.
+where the config comes from, what ``TIMEOUT`` says, the front's flags and limits, and every
+line the shell (``uniapi_trio/cli.py``) and the runtimes print or exit with. They only write
+these texts; none of them words a message of its own.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping
+import random
+from collections.abc import Mapping, Sequence
 
 import attrs
 
+from .config import Config, ConfigError, Loaded, load_config
+from .demo import demo_hint
+from .errors import describe_os_error
+from .gateway import Gateway, Settings
 from .http.h2server import H2Limits
 from .http.server import ServerLimits
+from .vendors.base import UpstreamRequest
 
-__all__ = ["config_source", "env_timeout", "FrontOptions", "add_front_args", "front_options"]
+__all__ = ["config_source", "env_timeout", "FrontOptions", "add_front_args", "front_options",
+           "Launch", "launch", "config_url_request", "load_checked", "fatal", "read_failure",
+           "discovery_text", "draining_text", "worker_exit", "workers_verdict"]
 
 
 def config_source(flag: str | None, env: Mapping[str, str]) -> tuple[str, str]:
@@ -114,3 +124,113 @@ def front_options(args: argparse.Namespace) -> FrontOptions:
                         max_connections=args.max_connections,
                         write_stall_timeout=args.write_timeout, drain_grace=args.drain_grace,
                         certfile=args.certfile, keyfile=args.keyfile, workers=args.workers)
+
+
+@attrs.frozen(kw_only=True)
+class Launch:
+    """What to start (``launch``): where, the front's options, the gateway's settings, and
+    whether it is ``uniapi demo`` (``demo.DemoUpstream`` served too, and a hint printed)."""
+
+    host: str
+    port: int
+    options: FrontOptions = FrontOptions()
+    settings: Settings = Settings()
+    demo: bool = False
+
+    def gateway(self, config: Config, entropy: random.Random) -> Gateway:
+        """The gateway to serve ``config`` with these settings (``entropy``: the shell's)."""
+        return Gateway(config, settings=self.settings, entropy=entropy)
+
+    def serving_text(self, port: int, backend: str) -> str:
+        """The banner once ``backend`` has bound ``port`` (with the demo's hint)."""
+        scheme = "https" if self.options.certfile else "http"
+        text = (f"uniapi: serving on {scheme}://{self.host}:{port} ({backend}) HTTP/1.1 and "
+                f"HTTP/2\n")
+        return text + (demo_hint(self.host, port) if self.demo else "")
+
+    def start_failure(self, exc: BaseException, tls: type[BaseException]) -> str | None:
+        """The line for an exception that kept the server from starting: ``tls`` (the shell's
+        ``ssl.SSLError``) is about ``--certfile``/``--keyfile``, another ``OSError`` about the
+        address; trio wraps them in a group. None: not a start-up failure (let it propagate)."""
+        where = f"cannot listen on {self.host}:{self.port}"
+        if isinstance(exc, BaseExceptionGroup):
+            group = exc.subgroup(tls)
+            if group is not None:
+                return fatal(f"cannot use --certfile/--keyfile: {describe_os_error(group)}")
+            group = exc.subgroup(OSError)
+            return None if group is None else fatal(f"{where}: {describe_os_error(group)}")
+        if isinstance(exc, tls):
+            return fatal(f"cannot use --certfile/--keyfile: {exc}")
+        return fatal(f"{where}: {exc}") if isinstance(exc, OSError) else None
+
+
+def launch(args: argparse.Namespace, env: Mapping[str, str], demo: bool = False) -> Launch:
+    """What a serving command's flags and environment mean. ``ValueError`` names the first
+    bad one: a front flag, ``TIMEOUT``, then ``--workers`` without a fixed ``--port``."""
+    options = front_options(args)
+    settings = Settings(env_timeout=env_timeout(env),
+                        fetch_allow_private=bool(args.allow_private_image_urls),
+                        fetch_allow_http=bool(args.allow_http_image_urls))
+    if options.workers > 1 and args.port == 0:
+        raise ValueError("--workers needs a fixed --port")
+    return Launch(host=args.host, port=args.port, options=options, settings=settings,
+                  demo=demo)
+
+
+def config_url_request(url: str) -> UpstreamRequest:
+    """The one GET of ``CONFIG_URL`` (its answer: ``upstream.config_url_text``)."""
+    return UpstreamRequest("GET", url, (("accept", "*/*"),))
+
+
+def load_checked(text: str, source: str) -> tuple[Loaded | None, str]:
+    """(the loaded config, or None when it has errors; the text for stderr: one line per
+    error, else per warning, each prefixed with ``source``)."""
+    try:
+        loaded = load_config(text, source)
+    except ConfigError as exc:
+        return None, "".join(f"{source}: error: {problem}\n" for problem in exc.problems)
+    return loaded, "".join(f"{source}: warning: {w}\n" for w in loaded.warnings)
+
+
+# -- what the shell and the runtimes print or exit with ---------------------------------------
+
+def fatal(reason: object) -> str:
+    """The line a refused start exits with (``SystemExit(fatal(...))``)."""
+    return f"uniapi: {reason}"
+
+
+def read_failure(path: str, exc: BaseException) -> str:
+    """Why the config file ``path`` cannot be used: ``FileNotFoundError``, another ``OSError``
+    or ``UnicodeDecodeError`` from reading it."""
+    if isinstance(exc, FileNotFoundError):
+        return fatal(f"config file {path!r} not found (use --config PATH, CONFIG_URL, or "
+                     f"./api.yaml; try `uniapi demo`)")
+    return fatal(f"cannot read {path!r}: {exc}")
+
+
+def discovery_text(warnings: Sequence[str]) -> str:
+    """Model discovery's warnings (``Gateway.discovered``), one line each."""
+    return "".join(f"uniapi: warning: {w}\n" for w in warnings)
+
+
+def draining_text(signal_name: str) -> str:
+    """The first SIGTERM/SIGINT (``signal_name``): drain; a second one stops at once."""
+    return f"uniapi: {signal_name}: draining (again to stop now)\n"
+
+
+def worker_exit(exc: BaseException, pid: int) -> tuple[int, str]:
+    """(exit code, text for stderr) of a ``--workers`` child whose serving ended with ``exc``."""
+    if isinstance(exc, KeyboardInterrupt):
+        return 0, ""
+    if isinstance(exc, SystemExit):
+        if isinstance(exc.code, int):
+            return exc.code, ""
+        return 1, f"{exc.code}\n" if exc.code else ""
+    return 1, fatal(f"worker {pid} failed: {exc!r}") + "\n"
+
+
+def workers_verdict(exit_codes: Sequence[int], stop_signals: Sequence[int]) -> str | None:
+    """The supervisor's exit line, or None when every worker ended well: with 0, or killed by
+    one of ``stop_signals`` (exit code ``-signum``, as ``os.waitstatus_to_exitcode`` says)."""
+    failed = sum(code not in (0, *(-s for s in stop_signals)) for code in exit_codes)
+    return fatal(f"{failed} of {len(exit_codes)} workers failed") if failed else None

@@ -1,14 +1,17 @@
-"""The text of ``uniapi check``: what a loaded config means, without contacting anyone."""
+"""The texts of ``uniapi check`` and ``uniapi route``: what a loaded config means, without
+contacting anyone."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 
 from .config.model import Config
+from .gateway import Gateway
 from .routing.resolve import Catalog, key_models
 from .vendors import TRANSLATORS, detect_engine
 
-__all__ = ["render_summary", "redact"]
+__all__ = ["render_summary", "render_route", "redact"]
 
 
 def redact(secret: str) -> str:
@@ -46,3 +49,11 @@ def render_summary(config: Config, warnings: Sequence[str] = ()) -> str:
     for w in warnings:
         lines.append(f"warning: {w}")
     return "\n".join(lines) + "\n"
+
+
+def render_route(config: Config, key: str, model: str, *, requests: int = 1, seed: int = 0,
+                 tools: bool = False) -> str:
+    """``uniapi route``: the attempts ``requests`` requests would make, and why; the same text
+    for the same ``seed`` (random and lottery scheduling draw from it), at time 0."""
+    gateway = Gateway(config, entropy=random.Random(seed))
+    return gateway.explain_route(key, model, requests=requests, now=0.0, tools=tools)
