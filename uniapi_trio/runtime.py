@@ -1,26 +1,24 @@
-"""Process-level plumbing on trio: start-up (model discovery, the demo upstream), serving, and
-the one-shot fetch of ``CONFIG_URL``."""
+"""Process-level plumbing on trio: start-up (model discovery; ``uniapi demo``'s upstream, the
+core's ``DemoUpstream`` on the gateway's own ``serve``), serving, the fetch of ``CONFIG_URL``."""
 
 from __future__ import annotations
 
 import signal
-import sys
 import time
 from collections.abc import Callable
+from functools import partial
 
 import trio
 
-from uniapi_core.demo import DEMO_KEY, demo_answer
+from uniapi_core.demo import DEMO_HOST, DemoUpstream, demo_url
 from uniapi_core.gateway import Gateway
-from uniapi_core.http import ClientClosed, ProtocolFailure, RequestReceived, ServerConnection
-from uniapi_core.startup import FrontOptions
-from uniapi_core.upstream import config_url_text
+from uniapi_core.startup import Launch, discovery_text, draining_text
 from uniapi_core.vendors.base import UpstreamRequest
 
 from .server import serve
 from .upstream import UpstreamPool
 
-__all__ = ["run", "discover", "fetch_text", "serve_demo_upstream"]
+__all__ = ["run", "discover", "fetch"]
 
 
 async def discover(gateway: Gateway, pool: UpstreamPool) -> list[str]:
@@ -36,98 +34,48 @@ async def discover(gateway: Gateway, pool: UpstreamPool) -> list[str]:
     return gateway.discovered(results) if results else []
 
 
-async def serve_demo_upstream(host: str, port: int, wall: Callable[[], float] = time.time, *,
-                              task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
-                              ) -> None:
-    """The demo's fake OpenAI-compatible upstream (answers from ``uniapi_core.demo``)."""
-
-    async def handler(stream: trio.SocketStream) -> None:
-        conn = ServerConnection(now=trio.current_time())
-        try:
-            while True:
-                data = await stream.receive_some(16384)
-                for ev in conn.receive_data(data, trio.current_time()):
-                    if isinstance(ev, (ClientClosed, ProtocolFailure)):
-                        return
-                    if isinstance(ev, RequestReceived):
-                        status, headers, pieces = demo_answer(ev.target, ev.body,
-                                                              int(wall()))
-                        await stream.send_all(conn.start_response(status, headers))
-                        for piece in pieces:
-                            await stream.send_all(conn.send_data(piece))
-                        await stream.send_all(conn.end_response(trio.current_time()))
-                        if conn.must_close:
-                            return
-                        conn.next_request(trio.current_time())
-        except (trio.BrokenResourceError, OSError):
-            return
-        finally:
-            await trio.aclose_forcefully(stream)
-
-    listeners = await trio.open_tcp_listeners(port, host=host)
-    task_status.started(listeners[0].socket.getsockname()[1])
-    await trio.serve_listeners(handler, listeners)
-
-
-async def _signals(stop: trio.Event, cancel: trio.CancelScope) -> None:
+async def _signals(stop: trio.Event, cancel: trio.CancelScope, say: Callable[[str], None]) -> None:
     """SIGTERM/SIGINT: drain gracefully; a second one: stop at once."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
             if stop.is_set():
                 cancel.cancel()
                 return
-            print(f"uniapi: {signal.Signals(signum).name}: draining (again to stop now)",
-                  file=sys.stderr, flush=True)
+            say(draining_text(signal.Signals(signum).name))
             stop.set()
 
 
-async def _main(make_gateway: Callable[[str | None], Gateway], host: str, port: int,
-                demo: bool, options: FrontOptions, wall: Callable[[], float]) -> None:
+async def _main(launch: Launch, make_gateway: Callable[[str | None], Gateway],
+                say: Callable[[str], None], wall: Callable[[], float]) -> None:
     pool = UpstreamPool()
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_signals, stop, nursery.cancel_scope)
-        demo_url = None
-        if demo:
-            demo_port = await nursery.start(serve_demo_upstream, "127.0.0.1", 0, wall)
-            demo_url = f"http://127.0.0.1:{demo_port}"
-        gateway = make_gateway(demo_url)
-        for warning in await discover(gateway, pool):
-            print(f"uniapi: warning: {warning}", file=sys.stderr)
+        nursery.start_soon(_signals, stop, nursery.cancel_scope, say)
+        upstream = partial(serve, DemoUpstream, DEMO_HOST, 0, wall=wall)
+        gateway = make_gateway(demo_url(await nursery.start(upstream)) if launch.demo else None)
+        say(discovery_text(await discover(gateway, pool)))
+
         async def serving(task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-            await serve(lambda: gateway, host, port, options=options, pool=pool, stop=stop,
-                        wall=wall, task_status=task_status)
+            await serve(lambda: gateway, launch.host, launch.port, options=launch.options,
+                        pool=pool, stop=stop, wall=wall, task_status=task_status)
             nursery.cancel_scope.cancel()  # drained: end the demo upstream and signal watcher
 
-        bound = await nursery.start(serving)
-        scheme = "https" if options.certfile else "http"
-        print(f"uniapi: serving on {scheme}://{host}:{bound} (trio) HTTP/1.1 and HTTP/2",
-              file=sys.stderr, flush=True)
-        if demo:
-            print(f"""uniapi demo: try
-  curl http://{host}:{bound}/v1/chat/completions -H 'Authorization: Bearer {DEMO_KEY}' \\
-       -H 'Content-Type: application/json' \\
-       -d '{{"model": "gpt-4o-mini", "messages": [{{"role": "user", "content": "Hello"}}]}}'
-""", file=sys.stderr, flush=True)
+        say(launch.serving_text(await nursery.start(serving), "trio"))
 
 
-def run(make_gateway: Callable[[str | None], Gateway], host: str, port: int, *,
-        demo: bool = False, options: FrontOptions = FrontOptions(),
-        wall: Callable[[], float] = time.time) -> None:
-    trio.run(_main, make_gateway, host, port, demo, options, wall)
+def run(launch: Launch, make_gateway: Callable[[str | None], Gateway], *,
+        say: Callable[[str], None], wall: Callable[[], float] = time.time) -> None:
+    trio.run(_main, launch, make_gateway, say, wall)
 
 
-def fetch_text(url: str) -> str:
-    """Fetch ``CONFIG_URL`` once, before the server starts."""
+def fetch(request: UpstreamRequest) -> tuple[int, bytes] | str:
+    """One request before the server starts (``CONFIG_URL``): the answer, or why none came."""
 
     async def go() -> tuple[int, bytes] | str:
         pool = UpstreamPool()
         try:
-            return await pool.fetch(UpstreamRequest("GET", url, (("accept", "*/*"),)))
+            return await pool.fetch(request)
         finally:
             await pool.aclose()
 
-    try:
-        return config_url_text(url, trio.run(go))
-    except ValueError as exc:
-        raise SystemExit(f"uniapi: {exc}") from None
+    return trio.run(go)
