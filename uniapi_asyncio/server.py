@@ -176,12 +176,9 @@ async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
 def _log(action: Served) -> None:
     """One access log line (the record made directly: ``Logger.info`` would also walk the
     stack for the caller's file and line, which the format does not show)."""
-    if not log.isEnabledFor(logging.INFO):
-        return
-    r = action.record
-    msg = (f"{r.method} {r.path} {r.status} {r.duration * 1000:.1f}ms"
-           f"{' client_closed' if r.client_closed else ''}")
-    log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, msg, (), None, "_log"))
+    if log.isEnabledFor(logging.INFO):
+        log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0,
+                                  action.record.log_line(), (), None, "_log"))
 
 
 def acked(sock: object) -> int | None:

@@ -146,6 +146,11 @@ class ServedRecord:
     attempts: tuple[tuple[str, str, str], ...] = ()
     client_closed: bool = False
 
+    def log_line(self) -> str:
+        """The access log's text for this request."""
+        return (f"{self.method} {self.path} {self.status} {self.duration * 1000:.1f}ms"
+                f"{' client_closed' if self.client_closed else ''}")
+
 
 @attrs.frozen
 class Served:

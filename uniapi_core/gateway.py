@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import random
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -22,11 +21,15 @@ from .config.model import ApiKey, Config, ModelEntry, Provider
 from .errors import ClientError, GatewayError, UniapiError, to_openai_error
 from .jsonutil import dumps, parse_request_json
 from .relay.machine import JSON_HEADERS, Relay
+from .routing.explain import explain_route
 from .routing.plan import Attempt
 from .routing.resolve import Catalog, Channel, key_models, resolve
 from .routing.router import Need, Router
 from .routing.timeouts import model_timeout
+from .moderation import (DEFAULT_MODERATION_MODEL, flagged_categories, last_user_text,
+                         moderation_model)
 from .multipart import parse_form
+from .request import ChatRequest, parse_openai_chat
 from .vendors import (ENDPOINTS, TRANSLATORS, UPLOADS, detect_engine, discovery_request,
                       parse_discovery)
 from .vendors.openai import Upload
@@ -37,10 +40,11 @@ __all__ = ["Settings", "Respond", "ChatCall", "Routed", "Gateway",
            "ADMIN_ONLY", "INLINE_IMAGE_ENGINES"]
 
 ADMIN_ONLY = frozenset({"/v1/stats", "/v1/generate-api-key"})
+#: engines that speak the OpenAI chat protocol: they get the client's dict as it came; every
+#: other engine builds from the request model (``request.py``), parsed once per request
+PASSTHROUGH_ENGINES = frozenset({"gpt", "openrouter", "azure"})
 #: engines that need image bytes inline: remote image URLs are fetched for them (REQ-4)
 INLINE_IMAGE_ENGINES = frozenset({"claude", "gemini", "vertex"})
-#: the moderation model when a /v1/moderations request names none (the seed FAQ)
-DEFAULT_MODERATION_MODEL = "text-moderation-latest"
 _ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
 
@@ -198,41 +202,14 @@ class Gateway:
 
     def explain_route(self, token: str, model: str, *, requests: int, now: float,
                       tools: bool = False) -> str:
-        """What routing would do for the next ``requests`` requests of ``token`` for
-        ``model``: every attempt in order (provider, upstream model, key index) and why each
-        candidate was chosen, skipped, cooling or over its limit. Deterministic for a seed."""
+        """``routing/explain.py``'s text for the key ``token`` (found by digest, as a request
+        would be)."""
         key = self._keys.get(_digest(token))
         if key is None:
             return "no api key in the config matches the given key\n"
-        lines = []
-
-        def build(channel: Channel, key_index: int | None, number: int) -> Attempt:
-            return Attempt(number=number, provider=channel.provider.provider,
-                           upstream_model=channel.upstream_model, key_index=key_index,
-                           exchange=None, timeout=0.0)  # type: ignore[arg-type]
-
-        need = Need(tools=tools, engines=frozenset(TRANSLATORS))
-        for i in range(1, requests + 1):
-            lines.append(f"request {i}:")
-            try:
-                plan = self.router.plan(key, _digest(key.api), model, need, now, self.entropy,
-                                        build)
-            except UniapiError as exc:
-                lines.append(f"  refused: HTTP {exc.status} {exc.message}")
-                continue
-            while plan.next_attempt(now, None) is not None:
-                pass
-            if not any(d.verdict == "attempt" for d in plan.explained):
-                err = plan.refusal()
-                lines.append(f"  refused: HTTP {err.status} {err.message}")
-            for d in plan.explained:
-                key_text = "" if d.key_index is None else f" key[{d.key_index}]"
-                if d.region is not None:
-                    key_text = f" region {d.region}"
-                detail = f" ({d.detail})" if d.detail else ""
-                lines.append(f"  {d.verdict:<10} {d.provider} → {d.upstream_model}{key_text}"
-                             f"{detail}")
-        return "\n".join(lines) + "\n"
+        return explain_route(self.router, key, _digest(key.api), model, requests=requests,
+                             now=now, entropy=self.entropy, tools=tools,
+                             engines=frozenset(TRANSLATORS))
 
     # -- request dispatch --------------------------------------------------------------------
 
@@ -344,11 +321,10 @@ class Gateway:
         """The moderation check of docs/routing.md §12: a /v1/moderations relay for the last
         user text with the key's moderation model, or None when there is nothing to check or
         the key cannot reach a moderation model (fail open)."""
-        text = _last_user_text(call.req.get("messages") or [])
+        text = last_user_text(call.req.get("messages") or [])
         if not text:
             return None
-        names = [n for n in key_models(self.catalog, call.key) if "moderation" in n]
-        model = names[0] if names else DEFAULT_MODERATION_MODEL
+        model = moderation_model(key_models(self.catalog, call.key))
         try:
             return self._endpoint("/v1/moderations", call.key,
                                   dumps({"model": model, "input": text}), now, wall, call.extra)
@@ -358,7 +334,7 @@ class Gateway:
     def moderation_verdict(self, call: ChatCall, status: int, body: bytes) -> Respond | None:
         """The check's answer: flagged → the 400 to send; else None (the check failing, too:
         fail open)."""
-        flagged = _flagged_categories(body) if status == 200 else []
+        flagged = flagged_categories(body) if status == 200 else []
         if not flagged:
             return None
         return Respond.error(ClientError(
@@ -387,6 +363,14 @@ class Gateway:
                     wall: float) -> Routed:
         req, model, stream = call.req, call.model, call.stream
         response_id = "chatcmpl-" + _alnum(self.entropy, 24)
+        parsed: list[ChatRequest] = []  # the request model, parsed once if a vendor needs it
+
+        def request_for(engine: str) -> ChatRequest | dict[str, Any]:
+            if engine in PASSTHROUGH_ENGINES:
+                return req  # the client's own protocol: sent as it came
+            if not parsed:
+                parsed.append(parse_openai_chat(req))
+            return parsed[0]
 
         def build(channel: Channel, key_index: int | None, number: int) -> Attempt:
             provider = channel.provider
@@ -403,7 +387,7 @@ class Gateway:
                               response_id=response_id, created=int(wall),
                               entropy=self.entropy, images=images, region=region,
                               access_token=token)
-            exchange = TRANSLATORS[engine](req, ctx)
+            exchange = TRANSLATORS[engine](request_for(engine), ctx)
             timeout = model_timeout(provider, self.config.preferences, channel.alias,
                                     channel.upstream_model, self.settings.env_timeout)
             proxy = provider.preferences.proxy or self.config.preferences.proxy
@@ -532,32 +516,6 @@ def _check_json_media_type(headers: tuple[tuple[str, str], ...]) -> None:
 def _form_text(form: Any, name: str) -> str | None:
     part = form.get(name)
     return None if part is None else part.text().strip()
-
-
-def _last_user_text(messages: list[Any]) -> str:
-    for m in reversed(messages):
-        if isinstance(m, dict) and m.get("role") == "user":
-            content = m.get("content")
-            if isinstance(content, str):
-                return content
-            if isinstance(content, list):
-                return "\n".join(p["text"] for p in content if isinstance(p, dict)
-                                 and p.get("type") == "text" and isinstance(p.get("text"), str))
-    return ""
-
-
-def _flagged_categories(body: bytes) -> list[str]:
-    try:
-        obj = json.loads(body)
-    except (ValueError, RecursionError):
-        return []
-    flagged: list[str] = []
-    for result in (obj.get("results") or []) if isinstance(obj, dict) else []:
-        if isinstance(result, dict) and result.get("flagged"):
-            cats = result.get("categories") or {}
-            flagged += [k for k, v in cats.items() if v] if isinstance(cats, dict) else []
-            flagged = flagged or ["flagged"]
-    return list(dict.fromkeys(flagged))
 
 
 def _remote_images(messages: list[Any]) -> tuple[str, ...]:
