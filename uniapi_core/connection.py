@@ -13,8 +13,9 @@ HTTP/1.1. HTTP/1.1 is ``session.Session`` (one exchange at a time), HTTP/2
 (``exchange.py``, the request machine).
 
 ``handle`` also serves a deadline that has passed after any event (so events that queued up
-while a write was blocked count before a timeout they would have prevented), and joins
-consecutive ``Write``s into one (a head and its body go out in one send).
+while a write was blocked count before a timeout they would have prevented). Its actions
+never hold two ``Write``s in a row (a head and its body go out in one send), and a ``Watch``
+comes before anything else.
 """
 
 from __future__ import annotations
@@ -67,8 +68,10 @@ class Connection:
         if type(event) is not DeadlineReached:
             deadline = inner.next_deadline()
             if deadline is not None and now >= deadline:
-                out += inner.handle(_TIMER, now, wall)
-        return merge_writes(out)
+                more = inner.handle(_TIMER, now, wall)
+                if more:
+                    out = merge_writes(out + more)
+        return out
 
     def _current(self) -> Session | H2Session:
         return self.inner if self.inner is not None else self._h1_idle

@@ -21,6 +21,7 @@ from .events import (
     Event,
     PauseUpstream,
     ResumeUpstream,
+    Watch,
     Write,
     WriteFailed,
 )
@@ -134,6 +135,8 @@ class H2Session:
                 conn.send_data(stream_id, action.data)
             elif isinstance(action, EndResponse):
                 conn.end_response(stream_id, now)
+            elif type(action) is Watch:
+                out.insert(0, action)  # registered before a write lets another connection run
             else:
                 out.append(action)
         ex = self._exchanges.get(stream_id)

@@ -20,6 +20,7 @@ from .events import (
     DeadlineReached,
     DrainStarted,
     Event,
+    Watch,
     Write,
     WriteFailed,
 )
@@ -62,7 +63,7 @@ class Session:
             events = self.conn.receive_data(event.data, now)  # type: ignore[union-attr]
             pending = self.conn.data_to_send()  # e.g. 100 Continue
             if pending:
-                out.append(Write(pending))
+                _write(out, [pending])
             self._connection_events(events, now, wall, out)
         elif cls is DeadlineReached and ex is None:
             self._connection_events(self.conn.deadline_reached(now), now, wall, out)
@@ -93,7 +94,7 @@ class Session:
             if isinstance(event, ClientClosed):
                 self._client_gone(now, wall, out)
             elif isinstance(event, ProtocolFailure):
-                out.append(Write(self.conn.error_response(event.status, event.message, now=now)))
+                _write(out, [self.conn.error_response(event.status, event.message, now=now)])
                 self._close(out)
             elif isinstance(event, RequestReceived):
                 if self._exchange is not None:
@@ -104,19 +105,31 @@ class Session:
 
     def _run(self, actions: list[ExchangeAction], now: float, wall: float,
              out: list[Action], nested: bool = False) -> list:
-        """Turn the exchange's actions into ours; once it is finished, go on to the next
-        request (its events are returned when ``nested``, else handled here)."""
+        """Turn the exchange's actions into ours (a response's bytes as one ``Write``, a
+        ``Watch`` first); once it is finished, go on to the next request (its events are
+        returned when ``nested``, else handled here)."""
         conn = self.conn
+        chunks: list[bytes] = []
         for action in actions:
-            if isinstance(action, SendHead):
-                out.append(Write(conn.start_response(action.status, action.headers,
-                                                     content_length=action.content_length)))
-            elif isinstance(action, SendData):
-                out.append(Write(conn.send_data(action.data)))
-            elif isinstance(action, EndResponse):
-                out.append(Write(conn.end_response(now)))
+            cls = type(action)
+            if cls is SendData:
+                chunks.append(conn.send_data(action.data))  # type: ignore[union-attr]
+            elif cls is SendHead:
+                chunks.append(conn.start_response(
+                    action.status, action.headers,  # type: ignore[union-attr]
+                    content_length=action.content_length))  # type: ignore[union-attr]
+            elif cls is EndResponse:
+                chunks.append(conn.end_response(now))
             else:
-                out.append(action)
+                if chunks:
+                    _write(out, chunks)
+                    chunks = []
+                if cls is Watch:
+                    out.insert(0, action)  # type: ignore[arg-type]
+                else:
+                    out.append(action)  # type: ignore[arg-type]
+        if chunks:
+            _write(out, chunks)
         ex = self._exchange
         if ex is None or not ex.finished or self.closed:
             return []
@@ -139,3 +152,12 @@ class Session:
         if not self.closed:
             self.closed = True
             out.append(Close())
+
+
+def _write(out: list[Action], chunks: list[bytes]) -> None:
+    """Append ``chunks`` as one ``Write``, joined to the ``Write`` before it if there is one
+    (a head and its body: one send, one packet)."""
+    if out and type(last := out[-1]) is Write:
+        out[-1] = Write(last.data + b"".join(chunks))
+    else:
+        out.append(Write(chunks[0] if len(chunks) == 1 else b"".join(chunks)))

@@ -25,6 +25,7 @@ from uniapi_core.events import (
     UpstreamData,
     UpstreamEnded,
     UpstreamHead,
+    Watch,
     Write,
     merge_writes,
 )
@@ -281,3 +282,15 @@ def test_merge_writes_joins_only_consecutive_writes():
     single = [Write(b"a"), Close()]
     assert merge_writes(single) is single  # the common case allocates nothing
     assert merge_writes([]) == []
+    watch = Watch(3, "k")
+    assert merge_writes([Write(b"a"), watch, Write(b"b")]) == [watch, Write(b"ab")]
+
+
+def test_a_response_is_one_write():
+    s = session()
+    (start,) = of(s.handle(ClientData(request(CHAT)), 0.0, 0.0), StartUpstream)
+    s.handle(UpstreamHead(start.ref, 200, (("content-type", "application/json"),)), 0.1, 0.1)
+    s.handle(UpstreamData(start.ref, ANSWER), 0.1, 0.1)
+    acts = s.handle(UpstreamEnded(start.ref), 0.1, 0.1)
+    assert [type(a) for a in acts].count(Write) == 1
+    assert written(acts).startswith(b"HTTP/1.1 200 ")
