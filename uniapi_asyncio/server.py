@@ -13,18 +13,18 @@ import asyncio
 import contextlib
 import logging
 import ssl
-import struct
 from socket import IPPROTO_TCP, TCP_INFO
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 
-from uniapi_core.connection import Connection
+from uniapi_core.connection import ALPN, INBOX, LISTEN_BACKLOG, Connection
 from uniapi_core.events import (ClientData, Close, DeadlineReached, DrainStarted, Fetch, FetchDone,
                                 Notified, Notify, PauseUpstream, ResumeUpstream, Served,
                                 StartUpstream, StopUpstream, Watch, Write, WriteFailed)
 from uniapi_core.gateway import Gateway
-from uniapi_core.http.stall import WriteWatch
+from uniapi_core.http.pool import READ_SIZE
+from uniapi_core.http.stall import TCP_INFO_SIZE, WriteWatch, bytes_acked
 from uniapi_core.startup import FrontOptions
 
 from .upstream import UpstreamPool
@@ -33,9 +33,6 @@ __all__ = ["serve", "handle_connection"]
 
 log = logging.getLogger("uniapi")
 
-READ_SIZE = 65536
-#: inputs buffered for the loop; a full inbox pauses the client reader and upstream reads
-INBOX = 16
 TIMER = DeadlineReached()
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -61,7 +58,7 @@ async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
     async def watch_writes() -> None:
         """Give up on a client whose queued bytes stop going down (uniapi_core.http.stall)."""
         while True:
-            await asyncio.sleep(watch.timeout / 4)
+            await asyncio.sleep(watch.interval)
             if watch.stalled(loop.time(), acked(raw)):
                 writer.transport.abort()  # the pending drain() then fails
 
@@ -183,8 +180,8 @@ def _log(action: Served) -> None:
 
 def acked(sock: object) -> int | None:
     """Bytes the peer has acknowledged on this TCP connection (Linux tcpi_bytes_acked)."""
-    with contextlib.suppress(OSError, AttributeError, struct.error):
-        return struct.unpack_from("Q", sock.getsockopt(IPPROTO_TCP, TCP_INFO, 256), 120)[0]  # type: ignore[attr-defined]
+    with contextlib.suppress(OSError, AttributeError):
+        return bytes_acked(sock.getsockopt(IPPROTO_TCP, TCP_INFO, TCP_INFO_SIZE))  # type: ignore[attr-defined]
     return None
 
 
@@ -213,7 +210,7 @@ async def listen(handler: Handler, host: str, port: int, tasks: set[asyncio.Task
 
     return await asyncio.start_server(tracked, host, port, ssl=context,
                                       ssl_handshake_timeout=handshake_timeout if context else None,
-                                      reuse_port=reuse_port or None)
+                                      reuse_port=reuse_port or None, backlog=LISTEN_BACKLOG)
 
 
 def tls_context(options: FrontOptions) -> ssl.SSLContext | None:
@@ -222,7 +219,7 @@ def tls_context(options: FrontOptions) -> ssl.SSLContext | None:
         return None
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(options.certfile, options.keyfile)
-    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    ctx.set_alpn_protocols(list(ALPN))
     return ctx
 
 

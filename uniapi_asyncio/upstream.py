@@ -14,7 +14,7 @@ from functools import partial
 
 from uniapi_core.http import handshake_for
 from uniapi_core.http.h2client import H2Link
-from uniapi_core.http.pool import READ_SIZE
+from uniapi_core.http.pool import IMAGE_ALPN, READ_SIZE, UPSTREAM_ALPN
 from uniapi_core.relay import UpstreamFailed
 from uniapi_core.events import Fetch, FetchResult
 from uniapi_core.ssrf import pick_address
@@ -59,9 +59,9 @@ class UpstreamPool:
         self._core: ConnectionManager[_Conn, _Link] = ConnectionManager(asyncio.Event)
         self._tasks: set[asyncio.Task] = set()  # the links' readers and writers
         self._ssl = ssl_context or ssl.create_default_context()
-        self._ssl.set_alpn_protocols(["h2", "http/1.1"])
+        self._ssl.set_alpn_protocols(list(UPSTREAM_ALPN))
         self._image_ssl = ssl.create_default_context()
-        self._image_ssl.set_alpn_protocols(["http/1.1"])
+        self._image_ssl.set_alpn_protocols(list(IMAGE_ALPN))
 
     async def _connect(self, key: tuple) -> _Conn | _Link | UpstreamFailed:
         """A new connection (HTTP/2: a running, pooled link), or the failure to report."""

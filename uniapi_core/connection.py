@@ -29,9 +29,16 @@ from .http.h2server import H2Limits
 from .http.server import ServerLimits
 from .session import Session
 
-__all__ = ["Connection"]
+__all__ = ["Connection", "INBOX", "ALPN", "LISTEN_BACKLOG"]
 
 _TIMER = DeadlineReached()
+#: events a transport buffers for one connection; when full, its client reader and upstream
+#: readers wait (so a slow client slows its upstreams, never grows memory)
+INBOX = 16
+#: ALPN a TLS front offers (HTTP/2 preferred)
+ALPN = ("h2", "http/1.1")
+#: the listening socket's accept queue
+LISTEN_BACKLOG = 4096
 
 
 class Connection:

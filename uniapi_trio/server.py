@@ -13,7 +13,6 @@ import contextlib
 import logging
 import math
 import ssl
-import struct
 from socket import IPPROTO_TCP, TCP_INFO
 import time
 from collections.abc import Awaitable, Callable
@@ -21,12 +20,13 @@ from functools import partial
 
 import trio
 
-from uniapi_core.connection import Connection
+from uniapi_core.connection import ALPN, INBOX, LISTEN_BACKLOG, Connection
 from uniapi_core.events import (ClientData, Close, DeadlineReached, DrainStarted, Fetch, FetchDone,
                                 Notified, Notify, PauseUpstream, ResumeUpstream, Served,
                                 StartUpstream, StopUpstream, Watch, Write, WriteFailed)
 from uniapi_core.gateway import Gateway
-from uniapi_core.http.stall import WriteWatch
+from uniapi_core.http.pool import READ_SIZE
+from uniapi_core.http.stall import TCP_INFO_SIZE, WriteWatch, bytes_acked
 from uniapi_core.startup import FrontOptions
 
 from .upstream import UpstreamPool, plain_socket, receive_some, send_all
@@ -35,9 +35,6 @@ __all__ = ["serve", "handle_connection"]
 
 log = logging.getLogger("uniapi")
 
-READ_SIZE = 65536
-#: inputs buffered for the loop; a full inbox pauses the client reader and upstream reads
-INBOX = 16
 TIMER = DeadlineReached()
 
 
@@ -71,7 +68,7 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
     async def watch_writes() -> None:
         """Give up on a client whose queued bytes stop going down (uniapi_core.http.stall)."""
         while True:
-            await trio.sleep(watch.timeout / 4)
+            await trio.sleep(watch.interval)
             if watch.stalled(trio.current_time(), acked(raw)):
                 writing.cancel()
 
@@ -196,8 +193,8 @@ def _log(action: Served) -> None:
 
 def acked(sock: object) -> int | None:
     """Bytes the peer has acknowledged on this TCP connection (Linux tcpi_bytes_acked)."""
-    with contextlib.suppress(OSError, AttributeError, struct.error):
-        return struct.unpack_from("Q", sock.getsockopt(IPPROTO_TCP, TCP_INFO, 256), 120)[0]  # type: ignore[attr-defined]
+    with contextlib.suppress(OSError, AttributeError):
+        return bytes_acked(sock.getsockopt(IPPROTO_TCP, TCP_INFO, TCP_INFO_SIZE))  # type: ignore[attr-defined]
     return None
 
 
@@ -210,14 +207,14 @@ def _socket(stream: trio.abc.Stream) -> object:
 async def _listeners(host: str, port: int, reuse_port: bool) -> list[trio.SocketListener]:
     """``trio.open_tcp_listeners``, or one SO_REUSEPORT socket shared with sibling workers."""
     if not reuse_port:
-        return await trio.open_tcp_listeners(port, host=host)
+        return await trio.open_tcp_listeners(port, host=host, backlog=LISTEN_BACKLOG)
     family, kind, proto, _, address = (await trio.socket.getaddrinfo(
         host, port, type=trio.socket.SOCK_STREAM, flags=trio.socket.AI_PASSIVE))[0]
     sock = trio.socket.socket(family, kind, proto)
     sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
     sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEPORT, 1)
     await sock.bind(address)
-    sock.listen(4096)
+    sock.listen(LISTEN_BACKLOG)
     return [trio.SocketListener(sock)]
 
 
@@ -227,7 +224,7 @@ def tls_context(options: FrontOptions) -> ssl.SSLContext | None:
         return None
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(options.certfile, options.keyfile)
-    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    ctx.set_alpn_protocols(list(ALPN))
     return ctx
 
 

@@ -16,7 +16,7 @@ import trio
 
 from uniapi_core.http import handshake_for
 from uniapi_core.http.h2client import H2Link
-from uniapi_core.http.pool import READ_SIZE
+from uniapi_core.http.pool import IMAGE_ALPN, READ_SIZE, UPSTREAM_ALPN
 from uniapi_core.relay import UpstreamFailed
 from uniapi_core.events import Fetch, FetchResult
 from uniapi_core.ssrf import pick_address
@@ -100,9 +100,9 @@ class UpstreamPool:
     def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
         self._core: ConnectionManager[_Conn, _Link] = ConnectionManager(trio.Event)
         self._ssl = ssl_context or ssl.create_default_context()
-        self._ssl.set_alpn_protocols(["h2", "http/1.1"])
+        self._ssl.set_alpn_protocols(list(UPSTREAM_ALPN))
         self._image_ssl = ssl.create_default_context()
-        self._image_ssl.set_alpn_protocols(["http/1.1"])
+        self._image_ssl.set_alpn_protocols(list(IMAGE_ALPN))
 
     async def _connect(self, key: tuple) -> _Conn | _Link | UpstreamFailed:
         """A new connection (HTTP/2: a running, pooled link), or the failure to report."""

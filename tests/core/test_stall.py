@@ -55,3 +55,15 @@ def test_stalled_exactly_when_no_new_byte_was_taken_for_the_timeout(steps):
             since = now
         high = d if high is None else max(high, d)
         assert w.stalled(now, d) == (now - since >= 1.0)
+
+
+def test_bytes_acked_reads_tcpi_bytes_acked_and_refuses_short_answers():
+    import struct
+
+    from uniapi_core.http.stall import TCP_INFO_SIZE, bytes_acked
+
+    info = bytearray(TCP_INFO_SIZE)
+    struct.pack_into("Q", info, 120, 123456789)
+    assert bytes_acked(bytes(info)) == 123456789
+    assert bytes_acked(bytes(info[:127])) is None
+    assert bytes_acked(b"") is None

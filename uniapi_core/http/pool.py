@@ -43,6 +43,9 @@ UPSTREAM_TIMEOUTS = UpstreamTimeouts()
 MAX_IDLE_PER_ORIGIN = 256
 #: Bytes asked for per upstream read.
 READ_SIZE = 65536
+#: ALPN offered to upstreams (HTTP/2 preferred), and to image hosts (HTTP/1.1 only)
+UPSTREAM_ALPN = ("h2", "http/1.1")
+IMAGE_ALPN = ("http/1.1",)
 
 C = TypeVar("C")
 Key = Hashable

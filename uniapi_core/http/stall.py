@@ -9,18 +9,34 @@ the client has acknowledged no new byte (``delivered``: a counter that only grow
 kernel's ``tcpi_bytes_acked`` on Linux).
 
 The transport calls ``begin(now)`` when a write starts and ``end()`` when it completes, and
-samples ``stalled(now, delivered)`` from time to time (every ``timeout / 4`` is plenty)
-while ``writing``; True means: give up on this client.
+samples ``stalled(now, delivered)`` every ``interval`` seconds while ``writing``; True means:
+give up on this client. ``delivered`` is ``bytes_acked`` of the socket's ``TCP_INFO`` (read
+with ``getsockopt(IPPROTO_TCP, TCP_INFO, TCP_INFO_SIZE)``), None where there is none.
 """
 
 from __future__ import annotations
 
-__all__ = ["WriteWatch"]
+import struct
+
+__all__ = ["WriteWatch", "TCP_INFO_SIZE", "bytes_acked"]
+
+#: bytes of ``struct tcp_info`` to ask the kernel for
+TCP_INFO_SIZE = 256
+#: offset of ``tcpi_bytes_acked`` (a u64) in Linux's ``struct tcp_info``
+_BYTES_ACKED = 120
+
+
+def bytes_acked(info: bytes) -> int | None:
+    """The bytes the peer has acknowledged, from a ``TCP_INFO`` answer (None if too short)."""
+    if len(info) < _BYTES_ACKED + 8:
+        return None
+    return int(struct.unpack_from("Q", info, _BYTES_ACKED)[0])
 
 
 class WriteWatch:
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
+        self.interval = timeout / 4  #: how often to sample ``stalled`` while writing
         self.writing = False
         self._since = 0.0  # last time the client took bytes (or the write began)
         self._high: int | None = None  # the largest ``delivered`` seen
