@@ -30,14 +30,14 @@ only adds the Vertex layer around ``gemini.py`` and ``anthropic.py``:
 * *Answers*: the vendors' own decoders (the stream may carry ``vertex_event`` events, which the
   Anthropic decoder ignores). Claude errors may come Google-shaped
   (``{"error": {"code", "message", "status"}}``, maybe list-wrapped): those go through Gemini's
-  mapping so the Google ``message``/``status`` reach the client verbatim. A 401 calls
-  ``on_unauthorized`` (set by the gateway: VTX-T4, the cached token is dropped).
+  mapping so the Google ``message``/``status`` reach the client verbatim. A 401 to an attempt
+  makes the relay say ``TokenRefused`` with the attempt's ``credential``, and the request
+  machine drops that token (VTX-T4).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -136,31 +136,15 @@ def _auth(headers: list[tuple[str, str]], prefs: tuple[tuple[str, str], ...],
     return merge_headers(headers, prefs) + (("authorization", f"Bearer {token}"),)
 
 
-class _Unauthorized:
-    """Mixin: a 401 tells the gateway its cached token was refused (VTX-T4)."""
-
-    on_unauthorized: Callable[[], None] | None = None
-
-    def _refused(self, status: int) -> None:
-        if status == 401 and self.on_unauthorized is not None:
-            self.on_unauthorized()
-
-
-class VertexGeminiExchange(_Unauthorized, gemini.GeminiExchange):
+class VertexGeminiExchange(gemini.GeminiExchange):
     """Gemini on Vertex: Gemini's answers and errors."""
 
-    def parse_error(self, status: int, headers: tuple[tuple[str, str], ...],
-                    body: bytes) -> UpstreamError:
-        self._refused(status)
-        return super().parse_error(status, headers, body)
 
-
-class VertexClaudeExchange(_Unauthorized, anthropic.AnthropicExchange):
+class VertexClaudeExchange(anthropic.AnthropicExchange):
     """Claude on Vertex: Anthropic's answers; Anthropic- or Google-shaped errors."""
 
     def parse_error(self, status: int, headers: tuple[tuple[str, str], ...],
                     body: bytes) -> UpstreamError:
-        self._refused(status)
         try:
             obj = json.loads(body[:65536]) if body else None
         except (ValueError, RecursionError):
