@@ -105,8 +105,8 @@ async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
     async def fetch_image(action: Fetch) -> FetchDone:
         return FetchDone(action.ref, await pool.fetch_image(action))
 
-    async def notified(ref: int, key: object) -> Notified:
-        await watches.setdefault(key, asyncio.Event()).wait()
+    async def notified(ref: int, woken: asyncio.Event) -> Notified:
+        await woken.wait()
         return Notified(ref)
 
     async def perform(actions: list) -> bool:
@@ -123,8 +123,9 @@ async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
                 tasks[action.ref] = nursery.create_task(run_task(action.ref,
                                                                  partial(fetch_image, action)))
             elif cls is Watch:
+                woken = watches.setdefault(action.key, asyncio.Event())  # registered now, not later
                 tasks[action.ref] = nursery.create_task(run_task(action.ref, partial(
-                    notified, action.ref, action.key)))
+                    notified, action.ref, woken)))
             elif cls is Notify:
                 if (event := watches.pop(action.key, None)) is not None:
                     event.set()

@@ -108,7 +108,10 @@ def demo_answer(path: str, body: bytes, created: int = 0
 
 class DemoUpstream:
     """The fake upstream, gateway-shaped: ``serve(DemoUpstream, DEMO_HOST, 0, ...)`` runs it.
-    A stream is answered in one body; the gateway's SSE decoder does not care how it is cut."""
+    A stream is answered in one body; the gateway's SSE decoder does not care how it is cut.
+    Its requests are not access-logged: the gateway in front logs each one already."""
+
+    log_requests = False
 
     def handle(self, method: str, target: str, headers: tuple[tuple[str, str], ...],
                body: bytes, *, now: float, wall: float) -> Respond:

@@ -522,8 +522,9 @@ class Exchange:
         if self.finished:
             return
         req = self.request
-        out.append(Served(ServedRecord(req.method, req.target.split("?", 1)[0], status,
-                                       now - self._started, attempts, self.client_closed)))
+        if self._gateway().log_requests:
+            out.append(Served(ServedRecord(req.method, req.target.split("?", 1)[0], status,
+                                           now - self._started, attempts, self.client_closed)))
         if self._tokens:
             cache = self._gateway().tokens
             for ref, fetch in self._tokens.items():  # let a waiter take the fetch over

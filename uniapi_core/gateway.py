@@ -145,6 +145,9 @@ def _digest(key: str) -> bytes:
 class Gateway:
     """Routing state plus request dispatch for one loaded config."""
 
+    #: every finished request is an access log line (``Served``)
+    log_requests = True
+
     def __init__(self, config: Config, *, settings: Settings | None = None,
                  entropy: random.Random | None = None,
                  discovered: Mapping[str, tuple[ModelEntry, ...]] | None = None) -> None:

@@ -124,8 +124,8 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
     async def fetch_image(action: Fetch) -> FetchDone:
         return FetchDone(action.ref, await pool.fetch_image(action))
 
-    async def notified(ref: int, key: object) -> Notified:
-        await watches.setdefault(key, trio.Event()).wait()
+    async def notified(ref: int, woken: trio.Event) -> Notified:
+        await woken.wait()
         return Notified(ref)
 
     async def perform(actions: list) -> bool:
@@ -141,7 +141,8 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
             elif cls is Fetch:
                 spawn(action.ref, partial(fetch_image, action))
             elif cls is Watch:
-                spawn(action.ref, partial(notified, action.ref, action.key))
+                woken = watches.setdefault(action.key, trio.Event())  # registered now, not later
+                spawn(action.ref, partial(notified, action.ref, woken))
             elif cls is Notify:
                 if (event := watches.pop(action.key, None)) is not None:
                     event.set()
