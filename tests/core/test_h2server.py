@@ -1,5 +1,5 @@
 """The sans-IO HTTP/2 server connection (uniapi_core.http.h2server) and the protocol sniffing
-of AutoSession, against an in-memory h2 client. R7 (abuse) and R8 (header injection) cases."""
+of Connection, against an in-memory h2 client. R7 (abuse) and R8 (header injection) cases."""
 
 from __future__ import annotations
 
