@@ -164,7 +164,7 @@ FLOORS: dict[int, tuple[str, ...]] = {
     4: ("vendors", "routing"),
     5: ("relay",),
     6: ("gateway", "demo", "summary", "startup", "cmdline"),
-    7: ("exchange", "upstream"),
+    7: ("request_machine", "upstream"),
     8: ("events", "session", "h2session", "connection"),
 }
 #: ``uniapi_core/__init__.py`` is the package's front door: it sits above every floor, so a

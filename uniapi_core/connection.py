@@ -9,8 +9,8 @@ door. ``now`` is monotonic seconds, ``wall`` the wall clock (for ``created``).
 The protocol is decided by ALPN (``"h2"``/``"http/1.1"``) or, in cleartext and under TLS
 without ALPN, by the first bytes: the HTTP/2 preface means h2c prior knowledge, anything else
 HTTP/1.1. HTTP/1.1 is ``session.Session`` (one exchange at a time), HTTP/2
-``h2session.H2Session`` (one exchange per stream); both run each request as an ``Exchange``
-(``exchange.py``, the request machine).
+``h2session.H2Session`` (one exchange per stream); both run each request as a ``RequestMachine``
+(``request_machine.py``).
 
 ``handle`` also serves a deadline that has passed after any event (so events that queued up
 while a write was blocked count before a timeout they would have prevented). Its actions

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import attrs
 
-from .exchange import (
+from .request_machine import (
     Fetch,
     FetchDone,
     FetchResult,

@@ -1,4 +1,4 @@
-"""One HTTP/2 client connection as one sans-IO machine: h2 framing + an exchange per stream.
+"""One HTTP/2 client connection as one sans-IO machine: h2 framing + a request machine per stream.
 
 ``Connection`` (``connection.py``) hands it every event of an HTTP/2 connection. Differences
 from HTTP/1.1 a transport sees: many ``StartUpstream`` can be in flight at once (one per
@@ -25,7 +25,7 @@ from .events import (
     Write,
     WriteFailed,
 )
-from .exchange import Exchange, ExchangeAction
+from .request_machine import MachineAction, RequestMachine
 from .gateway import Gateway
 from .http.h2server import (
     PREFACE,
@@ -51,7 +51,7 @@ class H2Session:
         self._h2limits = h2limits
         self.conn = H2ServerConnection(limits, h2limits, now=now)
         self.closed = False
-        self._exchanges: dict[int, Exchange] = {}  # stream id -> exchange
+        self._machines: dict[int, RequestMachine] = {}  # stream id -> its request machine
         self._owner: dict[int, int] = {}  # ref -> stream id
         self._paused: set[int] = set()  # refs told PauseUpstream
         self._next_ref = 0
@@ -65,7 +65,7 @@ class H2Session:
             self._events(self.conn.receive_data(event.data, now), now, wall,  # type: ignore
                          out)
         elif cls is DeadlineReached:
-            for stream_id, ex in list(self._exchanges.items()):
+            for stream_id, ex in list(self._machines.items()):
                 deadline = ex.next_deadline()
                 if deadline is not None and now >= deadline:
                     self._run(stream_id, ex.handle(event, now, wall), now, out)  # type: ignore
@@ -75,11 +75,11 @@ class H2Session:
             return out
         elif cls is DrainStarted:
             self.conn.goaway()  # refuse new streams; GOAWAY and close once all are answered
-        else:  # upstream, fetch and watch events: the exchange (stream) that owns the ref
+        else:  # upstream, fetch and watch events: the request machine (stream) that owns the ref
             owner = self._owner.get(event.ref)  # type: ignore[union-attr]
             if owner is None:
                 return []
-            self._run(owner, self._exchanges[owner].handle(event, now, wall),  # type: ignore
+            self._run(owner, self._machines[owner].handle(event, now, wall),  # type: ignore
                       now, out)
         return self._finish(out, now)
 
@@ -87,7 +87,7 @@ class H2Session:
         if self.closed:
             return None
         soonest = self.conn.next_deadline()
-        for ex in self._exchanges.values():
+        for ex in self._machines.values():
             t = ex.next_deadline()
             if t is not None and (soonest is None or t < soonest):
                 soonest = t
@@ -96,7 +96,7 @@ class H2Session:
     # -- internals ----------------------------------------------------------------------------
 
     def _events(self, events: list, now: float, wall: float, out: list[Action]) -> None:
-        ex: Exchange | None
+        ex: RequestMachine | None
         for event in events:
             if self.closed:
                 return
@@ -107,13 +107,13 @@ class H2Session:
                 def refs(sid: int = sid) -> int:
                     return self._ref(sid)
 
-                ex = Exchange(self._gateway, event.request, refs, now)
-                self._exchanges[sid] = ex
+                ex = RequestMachine(self._gateway, event.request, refs, now)
+                self._machines[sid] = ex
                 self._run(sid, ex.start(now, wall), now, out)
             elif isinstance(event, StreamFailure):
                 self.conn.error_response(event.stream_id, event.status, event.message, now=now)
             elif isinstance(event, StreamGone):
-                ex = self._exchanges.get(event.stream_id)
+                ex = self._machines.get(event.stream_id)
                 if ex is not None:
                     self._run(event.stream_id, ex.handle(ClientGone(), now, wall), now, out)
             elif isinstance(event, ConnectionOver):
@@ -124,7 +124,7 @@ class H2Session:
         self._owner[self._next_ref] = stream_id
         return self._next_ref
 
-    def _run(self, stream_id: int, actions: list[ExchangeAction], now: float,
+    def _run(self, stream_id: int, actions: list[MachineAction], now: float,
              out: list[Action]) -> None:
         conn = self.conn
         for action in actions:
@@ -139,9 +139,9 @@ class H2Session:
                 out.insert(0, action)  # registered before a write lets another connection run
             else:
                 out.append(action)
-        ex = self._exchanges.get(stream_id)
+        ex = self._machines.get(stream_id)
         if ex is not None and ex.finished:
-            del self._exchanges[stream_id]
+            del self._machines[stream_id]
             for ref in [r for r, s in self._owner.items() if s == stream_id]:
                 del self._owner[ref]
                 self._paused.discard(ref)
@@ -174,9 +174,9 @@ class H2Session:
                 out.append(ResumeUpstream(ref))
 
     def _close_all(self, now: float, wall: float, out: list[Action]) -> None:
-        for stream_id, ex in list(self._exchanges.items()):
+        for stream_id, ex in list(self._machines.items()):
             self._run(stream_id, ex.handle(ClientGone(), now, wall), now, out)
-        self._exchanges.clear()
+        self._machines.clear()
         self._owner.clear()
         self._paused.clear()
         data = self.conn.data_to_send()

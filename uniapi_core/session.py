@@ -1,8 +1,8 @@
-"""One HTTP/1.1 client connection as one sans-IO machine: h11 framing + an exchange at a time.
+"""One HTTP/1.1 client connection as one sans-IO machine: h11 framing + a request machine at a time.
 
 ``Connection`` (``connection.py``) is the door a transport drives; for an HTTP/1.1 connection
 it hands every event to ``Session.handle``. Requests on one connection are served one after
-another: each whole request becomes an ``Exchange`` (``exchange.py``, shared with the HTTP/2
+another: each whole request becomes an ``RequestMachine`` (``request_machine.py``, shared with the HTTP/2
 side), which must finish before the next request is looked at. The transport keeps reading
 the client while a response is in flight, so a client that leaves mid-stream is noticed at
 once and its upstream cancelled (R6). HTTP/1.1 never pauses an upstream: every ``Write`` is
@@ -24,7 +24,7 @@ from .events import (
     Write,
     WriteFailed,
 )
-from .exchange import Exchange, ExchangeAction
+from .request_machine import MachineAction, RequestMachine
 from .gateway import Gateway
 from .http.server import (
     ClientClosed,
@@ -46,7 +46,7 @@ class Session:
         self._gateway = gateway
         self.conn = ServerConnection(limits, now=now)
         self.closed = False
-        self._exchange: Exchange | None = None
+        self._machine: RequestMachine | None = None
         self._next_ref = 0
 
     def _ref(self) -> int:
@@ -58,7 +58,7 @@ class Session:
             return []
         out: list[Action] = []
         cls = type(event)
-        ex = self._exchange
+        ex = self._machine
         if cls is ClientData:
             events = self.conn.receive_data(event.data, now)  # type: ignore[union-attr]
             pending = self.conn.data_to_send()  # e.g. 100 Continue
@@ -73,15 +73,15 @@ class Session:
             self.conn.close_after_response()
             if ex is None and not self.conn.busy:
                 self._close(out)
-        elif ex is not None:  # upstream, fetch, watch and deadline events: the exchange's
+        elif ex is not None:  # upstream, fetch, watch and deadline events: the machine's
             self._run(ex.handle(event, now, wall), now, wall, out)  # type: ignore[arg-type]
         return out
 
     def next_deadline(self) -> float | None:
         if self.closed:
             return None
-        if self._exchange is not None:
-            return self._exchange.next_deadline()
+        if self._machine is not None:
+            return self._machine.next_deadline()
         return self.conn.next_deadline()
 
     # -- internals ----------------------------------------------------------------------------
@@ -97,15 +97,15 @@ class Session:
                 _write(out, [self.conn.error_response(event.status, event.message, now=now)])
                 self._close(out)
             elif isinstance(event, RequestReceived):
-                if self._exchange is not None:
+                if self._machine is not None:
                     continue  # cannot happen: requests wait for the one in progress
-                self._exchange = Exchange(self._gateway, event, self._ref, now)
-                queue.extend(self._run(self._exchange.start(now, wall), now, wall, out,
+                self._machine = RequestMachine(self._gateway, event, self._ref, now)
+                queue.extend(self._run(self._machine.start(now, wall), now, wall, out,
                                        nested=True))
 
-    def _run(self, actions: list[ExchangeAction], now: float, wall: float,
+    def _run(self, actions: list[MachineAction], now: float, wall: float,
              out: list[Action], nested: bool = False) -> list:
-        """Turn the exchange's actions into ours (a response's bytes as one ``Write``, a
+        """Turn the request machine's actions into ours (a response's bytes as one ``Write``, a
         ``Watch`` first); once it is finished, go on to the next request (its events are
         returned when ``nested``, else handled here)."""
         conn = self.conn
@@ -130,10 +130,10 @@ class Session:
                     out.append(action)  # type: ignore[arg-type]
         if chunks:
             _write(out, chunks)
-        ex = self._exchange
+        ex = self._machine
         if ex is None or not ex.finished or self.closed:
             return []
-        self._exchange = None
+        self._machine = None
         if ex.client_closed or conn.must_close:
             self._close(out)
             return []
@@ -144,8 +144,8 @@ class Session:
         return []
 
     def _client_gone(self, now: float, wall: float, out: list[Action]) -> None:
-        if self._exchange is not None:
-            self._run(self._exchange.handle(ClientGone(), now, wall), now, wall, out)
+        if self._machine is not None:
+            self._run(self._machine.handle(ClientGone(), now, wall), now, wall, out)
         self._close(out)
 
     def _close(self, out: list[Action]) -> None:

@@ -52,7 +52,7 @@ from typing import Generic, TypeVar, cast
 import attrs
 
 from .errors import describe_os_error
-from .exchange import FetchResult
+from .request_machine import FetchResult
 from .http import pool as _pool
 from .http.client import (
     ClientConnection,

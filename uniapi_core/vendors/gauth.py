@@ -33,7 +33,7 @@ clock, one entry per ``(client_email, token_uri, scope)``:
   new one).
 
 The cache never holds references to requests: a waiter polls ``state`` (see
-``uniapi_core/exchange.py``), so a waiter that went away costs nothing.
+``uniapi_core/request_machine.py``), so a waiter that went away costs nothing.
 """
 
 from __future__ import annotations

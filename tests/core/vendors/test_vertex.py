@@ -14,8 +14,8 @@ import pytest
 
 from uniapi_core.config import load_config
 from uniapi_core.errors import ClientError, GatewayError
-from uniapi_core.exchange import (TOKEN_TIMEOUT, Exchange, Notified, Notify, StartUpstream,
-                                  StopUpstream, Watch)
+from uniapi_core.request_machine import (TOKEN_TIMEOUT, Notified, Notify, RequestMachine,
+                                         StartUpstream, StopUpstream, Watch)
 from uniapi_core.gateway import ChatCall, Gateway, Routed
 from uniapi_core.http.server import RequestReceived
 from uniapi_core.relay import ClientGone, DeadlineReached, SendData, SendHead
@@ -338,12 +338,12 @@ class Refs:
         return self.n
 
 
-def exchange(g: Gateway, refs: Refs, now: float, model: str = "gem") -> Exchange:
+def exchange(g: Gateway, refs: Refs, now: float, model: str = "gem") -> RequestMachine:
     body = json.dumps({"model": model, "messages": MESSAGES}).encode()
     req = RequestReceived("POST", "/v1/chat/completions",
                           (("authorization", f"Bearer {KEY}"),
                            ("content-type", "application/json")), body, "1.1")
-    return Exchange(lambda: g, req, refs, now)
+    return RequestMachine(lambda: g, req, refs, now)
 
 
 def fetch_key(g: Gateway) -> tuple[str, str, str]:
@@ -354,7 +354,7 @@ def starts(actions) -> list[StartUpstream]:
     return [a for a in actions if isinstance(a, StartUpstream)]
 
 
-def answer_token(ex: Exchange, ref: int, now: float, body: bytes, status: int = 200):
+def answer_token(ex: RequestMachine, ref: int, now: float, body: bytes, status: int = 200):
     out = ex.handle(UpstreamHead(ref, status, (("content-type", "application/json"),)), now,
                     now)
     out += ex.handle(UpstreamData(ref, body), now, now)

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-An ``Exchange`` is what both client protocols share: the HTTP/1.1 connection runs one at a
+A ``RequestMachine`` is what both client protocols share: the HTTP/1.1 connection runs one at a
 time, the HTTP/2 connection one per stream. It never touches framing: it says *what* to
 answer with ``SendHead``/``SendData``/``EndResponse`` and the connection turns those into bytes
 for its protocol (h11 or h2).
@@ -76,9 +76,9 @@ from .relay.events import UpstreamData, UpstreamEnded, UpstreamFailed, UpstreamH
 from .ssrf import FETCH_TIMEOUT, MAX_IMAGE_BYTES, MAX_REDIRECTS, url_refusal
 from .vendors import gauth
 
-__all__ = ["Exchange", "Step", "StartUpstream", "StopUpstream", "Fetch", "FetchResult",
+__all__ = ["RequestMachine", "Step", "StartUpstream", "StopUpstream", "Fetch", "FetchResult",
            "FetchDone", "Watch", "Notify", "Notified", "Served", "ServedRecord",
-           "ExchangeAction", "ExchangeEvent", "UpstreamEvent", "TOKEN_TIMEOUT"]
+           "MachineAction", "MachineEvent", "UpstreamEvent", "TOKEN_TIMEOUT"]
 
 
 @attrs.frozen
@@ -159,10 +159,10 @@ class Served:
     record: ServedRecord
 
 
-ExchangeAction = (StartUpstream | StopUpstream | Fetch | Watch | Notify | Served | SendHead
+MachineAction = (StartUpstream | StopUpstream | Fetch | Watch | Notify | Served | SendHead
                   | SendData | EndResponse)
 UpstreamEvent = UpstreamHead | UpstreamData | UpstreamEnded | UpstreamFailed
-ExchangeEvent = UpstreamEvent | FetchDone | Notified | DeadlineReached | ClientGone
+MachineEvent = UpstreamEvent | FetchDone | Notified | DeadlineReached | ClientGone
 
 #: the longest a token POST may take, head to end, and a wait for another's (seconds)
 TOKEN_TIMEOUT = 30.0
@@ -188,7 +188,7 @@ class _TokenFetch:
     body: bytearray = attrs.Factory(bytearray)
 
 
-class Exchange:
+class RequestMachine:
     """One request, from ``start`` until ``finished`` (see the module docstring)."""
 
     def __init__(self, gateway: Callable[[], Gateway], request: RequestReceived,
@@ -218,9 +218,9 @@ class Exchange:
 
     # -- the door -----------------------------------------------------------------------------
 
-    def start(self, now: float, wall: float) -> list[ExchangeAction]:
+    def start(self, now: float, wall: float) -> list[MachineAction]:
         req = self.request
-        out: list[ExchangeAction] = []
+        out: list[MachineAction] = []
         try:
             reply = self._gateway().handle(req.method, req.target, req.headers, req.body,
                                            now=now, wall=wall)
@@ -233,11 +233,11 @@ class Exchange:
             self._answer(reply, now, wall, out)
         return out
 
-    def handle(self, event: ExchangeEvent, now: float, wall: float) -> list[ExchangeAction]:
+    def handle(self, event: MachineEvent, now: float, wall: float) -> list[MachineAction]:
         handler = _TABLE.get((self.step, type(event)))
         if handler is None:
             return []
-        out: list[ExchangeAction] = []
+        out: list[MachineAction] = []
         handler(self, event, now, wall, out)
         return out
 
@@ -254,15 +254,15 @@ class Exchange:
 
     # -- steps ----------------------------------------------------------------------------------
 
-    def _guarded(self, step: Callable[[float, float, list[ExchangeAction]], None], now: float,
-                 wall: float, out: list[ExchangeAction]) -> None:
+    def _guarded(self, step: Callable[[float, float, list[MachineAction]], None], now: float,
+                 wall: float, out: list[MachineAction]) -> None:
         try:
             step(now, wall, out)
         except Exception:
             if not self.finished:
                 self._answer(_internal_error(), now, wall, out)
 
-    def _moderate(self, now: float, wall: float, out: list[ExchangeAction]) -> None:
+    def _moderate(self, now: float, wall: float, out: list[MachineAction]) -> None:
         call = self._call
         assert call is not None
         check = self._gateway().moderation_check(call, now, wall) if call.moderate else None
@@ -272,7 +272,7 @@ class Exchange:
         self.step, self._relay = Step.MODERATING, check
         self._relay_actions(check.start(now, self._new_ref), now, wall, out)
 
-    def _fetch_images(self, now: float, wall: float, out: list[ExchangeAction]) -> None:
+    def _fetch_images(self, now: float, wall: float, out: list[MachineAction]) -> None:
         assert self._call is not None
         urls = self._gateway().images_needed(self._call)
         if not urls:
@@ -284,7 +284,7 @@ class Exchange:
         if not self._fetching:  # every URL refused before fetching
             self._fetched(now, wall, out)
 
-    def _route(self, now: float, wall: float, out: list[ExchangeAction]) -> None:
+    def _route(self, now: float, wall: float, out: list[MachineAction]) -> None:
         assert self._call is not None
         routed = self._gateway().route_chat(self._call, self._images, now, wall)
         if isinstance(routed, Routed) and routed.accounts:
@@ -294,7 +294,7 @@ class Exchange:
             self._answer(routed.relay if isinstance(routed, Routed) else routed, now, wall, out)
 
     def _answer(self, reply: Respond | Relay | Any, now: float, wall: float,
-                out: list[ExchangeAction]) -> None:
+                out: list[MachineAction]) -> None:
         if isinstance(reply, Relay):
             self.step, self._relay = Step.RELAYING, reply
             self._relay_actions(reply.start(now, self._new_ref), now, wall, out)
@@ -309,7 +309,7 @@ class Exchange:
     # -- events ---------------------------------------------------------------------------------
 
     def _on_upstream(self, event: UpstreamEvent, now: float, wall: float,
-                     out: list[ExchangeAction]) -> None:
+                     out: list[MachineAction]) -> None:
         ref = event.ref
         if ref not in self._relay_refs:
             return
@@ -318,7 +318,7 @@ class Exchange:
         self._relay_actions(self._relay.handle(event, now), now, wall, out)  # type: ignore
 
     def _on_deadline(self, event: DeadlineReached, now: float, wall: float,
-                     out: list[ExchangeAction]) -> None:
+                     out: list[MachineAction]) -> None:
         deadline = self.next_deadline()
         if deadline is None or now < deadline:
             return
@@ -328,7 +328,7 @@ class Exchange:
             self._relay_actions(self._relay.handle(event, now), now, wall, out)  # type: ignore
 
     def _on_client_gone(self, event: ClientGone, now: float, wall: float,
-                        out: list[ExchangeAction]) -> None:
+                        out: list[MachineAction]) -> None:
         """The client left (EOF, failed write, stream reset): stop everything."""
         self.client_closed = True
         if self._relay is not None:
@@ -337,7 +337,7 @@ class Exchange:
             self._done(499, (), now, out)
 
     def _on_fetch_done(self, event: FetchDone, now: float, wall: float,
-                       out: list[ExchangeAction]) -> None:
+                       out: list[MachineAction]) -> None:
         if event.ref not in self._fetching:
             return
         result = event.result
@@ -361,7 +361,7 @@ class Exchange:
             self._fetched(now, wall, out)
 
     def _on_token_upstream(self, event: UpstreamEvent, now: float, wall: float,
-                           out: list[ExchangeAction]) -> None:
+                           out: list[MachineAction]) -> None:
         fetch = self._tokens.get(event.ref)
         if fetch is None:
             return
@@ -392,13 +392,13 @@ class Exchange:
         self._guarded(self._tokens_step, now, wall, out)
 
     def _on_notified(self, event: Notified, now: float, wall: float,
-                     out: list[ExchangeAction]) -> None:
+                     out: list[MachineAction]) -> None:
         if self._watches.pop(event.ref, None) is not None:
             self._guarded(self._tokens_step, now, wall, out)
 
     # -- internals ------------------------------------------------------------------------------
 
-    def _tokens_step(self, now: float, wall: float, out: list[ExchangeAction]) -> None:
+    def _tokens_step(self, now: float, wall: float, out: list[MachineAction]) -> None:
         """Fetch or wait for every token the relay needs; start it once none is pending."""
         routed = self._routed
         assert routed is not None
@@ -434,7 +434,7 @@ class Exchange:
         self._routed = self._wait_until = None
         self._answer(routed.relay, now, wall, out)
 
-    def _token_deadline(self, now: float, wall: float, out: list[ExchangeAction]) -> None:
+    def _token_deadline(self, now: float, wall: float, out: list[MachineAction]) -> None:
         cache = self._gateway().tokens
         for ref, fetch in list(self._tokens.items()):
             if now >= fetch.deadline:
@@ -451,7 +451,7 @@ class Exchange:
         self._guarded(self._tokens_step, now, wall, out)
 
     def _start_fetch(self, url: str, current: str, hops: int,
-                     out: list[ExchangeAction]) -> None:
+                     out: list[MachineAction]) -> None:
         settings = self._gateway().settings
         parsed, why = url_refusal(current, allow_http=settings.fetch_allow_http,
                                   allow_any_port=settings.fetch_allow_private)
@@ -462,7 +462,7 @@ class Exchange:
         self._fetching[ref] = (url, current, hops)
         out.append(Fetch(ref, parsed, settings.fetch_allow_private))
 
-    def _fetched(self, now: float, wall: float, out: list[ExchangeAction]) -> None:
+    def _fetched(self, now: float, wall: float, out: list[MachineAction]) -> None:
         """Every image is in (or one failed): go on with the request."""
         for ref in list(self._fetching):
             out.append(StopUpstream(ref))
@@ -476,7 +476,7 @@ class Exchange:
         self._guarded(self._route, now, wall, out)
 
     def _relay_actions(self, actions: list[RelayAction], now: float, wall: float,
-                       out: list[ExchangeAction]) -> None:
+                       out: list[MachineAction]) -> None:
         checking = self.step is Step.MODERATING  # the check's answer is ours, not sent
         for action in actions:
             cls = type(action)
@@ -517,7 +517,7 @@ class Exchange:
         self._done(o.status if not checking else 499, tuple(o.attempts), now, out)
 
     def _done(self, status: int, attempts: tuple, now: float,
-              out: list[ExchangeAction]) -> None:
+              out: list[MachineAction]) -> None:
         """The request is over: log it, stop whatever still runs for it."""
         if self.finished:
             return
@@ -547,19 +547,19 @@ def _internal_error() -> Respond:
 
 # The event argument is ``Any`` (as in relay/machine.py): each handler takes the one event
 # type its key names.
-Handler = Callable[[Exchange, Any, float, float, list[ExchangeAction]], None]
+Handler = Callable[[RequestMachine, Any, float, float, list[MachineAction]], None]
 
 #: (step, event type) -> handler; pairs not listed are ignored
 _TABLE: dict[tuple[Step, type], Handler] = {}
 for _step in (Step.MODERATING, Step.RELAYING):
     for _ev in (UpstreamHead, UpstreamData, UpstreamEnded, UpstreamFailed):
-        _TABLE[(_step, _ev)] = Exchange._on_upstream
-    _TABLE[(_step, DeadlineReached)] = Exchange._on_deadline
+        _TABLE[(_step, _ev)] = RequestMachine._on_upstream
+    _TABLE[(_step, DeadlineReached)] = RequestMachine._on_deadline
 for _ev in (UpstreamHead, UpstreamData, UpstreamEnded, UpstreamFailed):
-    _TABLE[(Step.AWAITING_TOKEN, _ev)] = Exchange._on_token_upstream
-_TABLE[(Step.AWAITING_TOKEN, Notified)] = Exchange._on_notified
-_TABLE[(Step.AWAITING_TOKEN, DeadlineReached)] = Exchange._on_deadline
-_TABLE[(Step.FETCHING, FetchDone)] = Exchange._on_fetch_done
+    _TABLE[(Step.AWAITING_TOKEN, _ev)] = RequestMachine._on_token_upstream
+_TABLE[(Step.AWAITING_TOKEN, Notified)] = RequestMachine._on_notified
+_TABLE[(Step.AWAITING_TOKEN, DeadlineReached)] = RequestMachine._on_deadline
+_TABLE[(Step.FETCHING, FetchDone)] = RequestMachine._on_fetch_done
 for _step in (Step.MODERATING, Step.FETCHING, Step.AWAITING_TOKEN, Step.RELAYING):
-    _TABLE[(_step, ClientGone)] = Exchange._on_client_gone
+    _TABLE[(_step, ClientGone)] = RequestMachine._on_client_gone
 del _step, _ev
