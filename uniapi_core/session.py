@@ -1,9 +1,9 @@
-"""One HTTP/1.1 client connection as one sans-IO machine: h11 framing + a request machine at a time.
+"""One HTTP/1.1 client connection as one sans-IO machine: h11 framing + one request at a time.
 
 ``Connection`` (``connection.py``) is the door a transport drives; for an HTTP/1.1 connection
 it hands every event to ``Session.handle``. Requests on one connection are served one after
-another: each whole request becomes an ``RequestMachine`` (``request_machine.py``, shared with the HTTP/2
-side), which must finish before the next request is looked at. The transport keeps reading
+another: each whole request becomes a ``RequestMachine`` (``request_machine.py``, shared with
+the HTTP/2 side), which must finish before the next request is looked at. The transport keeps reading
 the client while a response is in flight, so a client that leaves mid-stream is noticed at
 once and its upstream cancelled (R6). HTTP/1.1 never pauses an upstream: every ``Write`` is
 performed before the next event, which is backpressure enough for one response at a time.
