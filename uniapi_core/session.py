@@ -3,10 +3,11 @@
 ``Connection`` (``connection.py``) is the door a transport drives; for an HTTP/1.1 connection
 it hands every event to ``Session.handle``. Requests on one connection are served one after
 another: each whole request becomes a ``RequestMachine`` (``request_machine.py``, shared with
-the HTTP/2 side), which must finish before the next request is looked at. The transport keeps reading
-the client while a response is in flight, so a client that leaves mid-stream is noticed at
-once and its upstream cancelled (R6). HTTP/1.1 never pauses an upstream: every ``Write`` is
-performed before the next event, which is backpressure enough for one response at a time.
+the HTTP/2 side), which must finish before the next request is looked at. The transport keeps
+reading the client while a response is in flight, so a client that leaves mid-stream is
+noticed at once and its upstream cancelled (R6). HTTP/1.1 never pauses an upstream: every
+``Write`` is performed before the next event, which is backpressure enough for one response at
+a time.
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ from ..routing.plan import Attempt, AttemptSource
 from .machine import Outcome, Relay, State
 
 __all__ = [
-    "Attempt", "AttemptSource", "ClientGone", "DeadlineReached",
-    "EndResponse", "Outcome", "StartUpstream", "StopUpstream", "TokenRefused", "Relay", "RelayAction", "RelayEvent", "SendData",
-    "SendHead", "State", "UpstreamData", "UpstreamEnded", "UpstreamFailed", "UpstreamHead",
+    "Attempt", "AttemptSource", "ClientGone", "DeadlineReached", "EndResponse", "Outcome",
+    "Relay", "RelayAction", "RelayEvent", "SendData", "SendHead", "StartUpstream", "State",
+    "StopUpstream", "TokenRefused", "UpstreamData", "UpstreamEnded", "UpstreamFailed",
+    "UpstreamHead",
 ]
