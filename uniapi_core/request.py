@@ -170,10 +170,14 @@ class Tool:
 @attrs.frozen(kw_only=True, slots=False)
 class ToolChoice:
     """``tool_choice``: ``mode`` is ``"auto"``, ``"none"``, ``"required"``, ``"function"`` (a
-    named function: ``name``) or None when the value is none of these (``raw`` as sent)."""
+    named function: ``name``) or None when the value is none of these (``raw`` as sent).
+    ``type`` is an object choice's ``type`` as sent (None for a string, or when absent): a
+    named choice is ``"function"`` mode whatever its ``type`` says, and Cohere requires
+    ``"function"`` there."""
 
     mode: str | None
     name: str | None = None
+    type: object = None
     raw: Any = None
 
 
@@ -399,7 +403,8 @@ def _tool_choice(c: Any) -> ToolChoice:
         fn = c.get("function")
         name = fn.get("name") if type(fn) is dict else None
         if type(name) is str:
-            return ToolChoice(mode="function", name=name, raw=c)
+            return ToolChoice(mode="function", name=name, type=c.get("type"), raw=c)
+        return ToolChoice(mode=None, type=c.get("type"), raw=c)
     return ToolChoice(mode=None, raw=c)
 
 

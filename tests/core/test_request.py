@@ -188,6 +188,21 @@ def test_wrong_types_are_recorded_not_raised() -> None:
     assert req.messages[0].invalid == {"content"} and not req.messages[1].obj
     assert parse_openai_chat({}).invalid == {"messages"}
 
+def test_tool_choice_keeps_an_object_choices_type() -> None:
+    def choice(value: Any) -> Any:
+        c = parse_openai_chat({"messages": [], "tool_choice": value}).tool_choice
+        assert c is not None and c.raw is value
+        return (c.mode, c.name, c.type)
+
+    assert choice({"type": "function", "function": {"name": "f"}}) == ("function", "f",
+                                                                       "function")
+    assert choice({"function": {"name": "f"}}) == ("function", "f", None)  # named all the same
+    assert choice({"type": "tool", "function": {"name": "f"}}) == ("function", "f", "tool")
+    assert choice({"type": "function", "name": "f"}) == (None, None, "function")
+    assert choice({"type": ["x"]}) == (None, None, ["x"])
+    assert choice("required") == ("required", None, None)
+    assert choice(["auto"]) == (None, None, None)
+
 
 # -- every vendor: the dict and the model give the same request --------------------------------
 
@@ -262,3 +277,40 @@ def test_dict_and_model_build_the_same_request_on_the_corpus(engine: str) -> Non
 @given(valid, st.sampled_from(sorted(PROVIDERS)))
 def test_dict_and_model_build_the_same_request(obj: dict[str, Any], engine: str) -> None:
     assert _outcome(engine, obj, False) == _outcome(engine, parse_openai_chat(obj), False)
+
+
+# -- Cohere: what `valid` does not reach --------------------------------------------------------
+
+cohere_ids = st.sampled_from(["call_1", "functions.get:0", "functions_get_0", "x" * 60, "é"])
+cohere_texts = st.lists(st.one_of(
+    st.builds(lambda t: {"type": "text", "text": t}, texts),
+    # the refusal/text key quirk cohere keeps (a ``text`` key is read first)
+    st.builds(lambda t, r: {"type": "refusal", "text": t, "refusal": r}, texts, texts),
+    st.builds(lambda r: {"type": "text", "refusal": r}, texts)), max_size=2)
+
+
+@st.composite
+def cohere_requests(draw: st.DrawFn) -> dict[str, Any]:
+    obj: dict[str, Any] = draw(valid)
+    history: list[dict[str, Any]] = [{"role": "system", "content": draw(cohere_texts)}]
+    for cid in draw(st.lists(cohere_ids, max_size=3, unique=True)):
+        call = {"id": cid, "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
+        history += [{"role": "assistant", "content": draw(cohere_texts), "tool_calls": [call]},
+                    {"role": "tool", "tool_call_id": cid, "content": draw(cohere_texts)}]
+    obj["messages"] = history + obj["messages"]
+    obj.pop("n", None)
+    obj["response_format"] = draw(st.sampled_from([
+        {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}},
+        {"type": "json_object"}, {"type": "text"}, {"type": "yaml"}]))
+    obj["tool_choice"] = draw(st.sampled_from([
+        "auto", {"type": "function", "function": {"name": "lookup"}},
+        {"function": {"name": "lookup"}}]))
+    obj["logprobs"] = draw(st.sampled_from([True, False, 1]))
+    return obj
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(cohere_requests(), st.booleans())
+def test_dict_and_model_build_the_same_cohere_request(obj: dict[str, Any],
+                                                       stream: bool) -> None:
+    assert _outcome("cohere", obj, stream) == _outcome("cohere", parse_openai_chat(obj), stream)

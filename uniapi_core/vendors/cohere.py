@@ -5,7 +5,12 @@ The protocol rules are in docs/vendor-rules.md, "Cohere".
 Theory of operation
 -------------------
 ``build_exchange`` is a pure function of the OpenAI request and the ``ChatContext``
-(docs/vendor-rules.md, CO-1 and "Cohere request body"):
+(docs/vendor-rules.md, CO-1 and "Cohere request body"). It builds from the request model
+(``uniapi_core/request.py``; a dict is parsed first), which has sorted every JSON type; each
+400 keeps the text, code and order of checks of the former dict builder, and so do three
+readings of its: a text/refusal part's ``text`` key is read before ``refusal``, a user
+``content: []`` is sent as ``[]`` (null as ``""``), and a named ``tool_choice`` needs
+``"type": "function"``.
 
 * URL (CO-1, decided here): ``<base>/v2/chat``, default base ``https://api.cohere.com``. A
   ``base_url`` whose path ends in ``/v2/chat`` is used verbatim; one ending in ``/v1/chat``
@@ -51,35 +56,56 @@ is terminal (DEC-4): a finish chunk + ``StreamDone``, or ``StreamFailed`` for ``
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Sequence
 from typing import Any, TypeGuard
 from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import DecodeError, UpstreamError
 from ..jsonutil import dumps, loads_strict
-from ..request import ChatRequest, original_of
+from ..request import ChatRequest, Message, Part, chat_request, parse_openai_chat
 from ..streams import SSEEvent
-from .base import (ChatContext, SSEVendorDecoder, StreamDone, StreamFailed, StreamItem,
-                   UpstreamRequest, error_from_body)
+from .base import (
+    ChatContext,
+    SSEVendorDecoder,
+    StreamDone,
+    StreamFailed,
+    StreamItem,
+    UpstreamRequest,
+    error_from_body,
+)
 from .chunks import ChunkWriter, completion, usage_object
 from .openai import merge_headers
-from .toolkit import ID_OK, as_dict as _dict, as_str as _str, bad as _bad, call_id, clean_id
-from .toolkit import count as _count, retry_after, status_error, status_type, typed as _is
+from .toolkit import ID_OK, call_id, clean_id, retry_after, status_error, status_type
+from .toolkit import as_dict as _dict
+from .toolkit import as_str as _str
+from .toolkit import bad as _bad
+from .toolkit import count as _count
 
-__all__ = ["DEFAULT_BASE", "MAPPED", "DROPPED", "FINISH_REASONS", "MAX_STOP_SEQUENCES",
-           "chat_url", "build_exchange", "CohereExchange", "CohereStreamDecoder"]
+__all__ = [
+    "DEFAULT_BASE",
+    "DROPPED",
+    "FINISH_REASONS",
+    "MAPPED",
+    "MAX_STOP_SEQUENCES",
+    "CohereExchange",
+    "CohereStreamDecoder",
+    "build_exchange",
+    "chat_url",
+]
 
 DEFAULT_BASE = "https://api.cohere.com"
 MAX_STOP_SEQUENCES = 5
 
 #: OpenAI field -> Cohere v2 field for plain numbers/values (docs/vendor-rules.md,
-#: "Cohere request body")
-_SAMPLING: dict[str, tuple[str, tuple[type, ...]]] = {
-    "temperature": ("temperature", (int, float)), "top_p": ("p", (int, float)),
-    "top_k": ("k", (int,)), "seed": ("seed", (int,)),
-    "frequency_penalty": ("frequency_penalty", (int, float)),
-    "presence_penalty": ("presence_penalty", (int, float)),
-    "logprobs": ("logprobs", (bool,)),
+#: "Cohere request body"), in the order their types are checked and the body is written; the
+#: request model has sorted their JSON types (numbers, integers for top_k/seed, a bool for
+#: logprobs)
+_SAMPLING: dict[str, str] = {
+    "temperature": "temperature", "top_p": "p", "top_k": "k", "seed": "seed",
+    "frequency_penalty": "frequency_penalty", "presence_penalty": "presence_penalty",
+    "logprobs": "logprobs",
 }
 #: every OpenAI field this translator reads (REQ-3)
 MAPPED = frozenset({"model", "messages", "tools", "tool_choice", "max_tokens",
@@ -107,18 +133,10 @@ _STATUS_ALIASES: dict[int, int] = {498: 401, 499: 502}
 _NAME_OK = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")  # TC-6 (OpenAI's rule; Cohere's is looser)
 
 
-# -- small helpers -----------------------------------------------------------------------------
-
-
-
-
-
-
-
-
 # -- request -----------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=64)  # pure, and called with one provider's base_url per attempt
 def chat_url(base_url: str | None) -> str:
     """The v2 chat URL for any accepted ``base_url`` form (CO-1; see the module docstring)."""
     if not base_url:
@@ -139,51 +157,68 @@ def chat_url(base_url: str | None) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
 
 
-def _texts(content: Any, where: str) -> str:
+def _part_text(p: Part) -> str | None:
+    """A text/refusal part's text as Cohere reads it (O-6), None when it is not one. A ``text``
+    key is read first whatever the part's type says, then ``refusal`` (so a refusal part with
+    a ``text`` key gives that text, a text part with only ``refusal`` the refusal): a quirk
+    kept byte for byte, read from ``raw`` on that rare path only."""
+    kind = p.kind
+    if kind == "text" and p.ok:
+        return None if p.bare else p.text
+    if kind != "text" and kind != "refusal":
+        return None
+    raw = p.raw
+    text = raw.get("text", raw.get("refusal"))
+    return text if type(text) is str else None
+
+
+def _texts(m: Message, where: str) -> str:
     """A system/assistant/tool content (string or text parts) as one string (O-6)."""
-    if content is None or isinstance(content, str):
-        return content or ""
-    if not isinstance(content, list):
+    if m.text is not None:
+        return m.text
+    if "content" in m.invalid:
         raise _bad(f"{where}.content must be a string or a list of parts")
     out = []
-    for p in content:
-        text = p.get("text", p.get("refusal")) if isinstance(p, dict) else None
-        if not isinstance(text, str) or p.get("type") not in ("text", "refusal"):
+    for p in m.parts:
+        text = _part_text(p)
+        if text is None:
             raise _bad(f"{where}.content may only hold text parts here")
         out.append(text)
     return "".join(out)
 
 
-def _user_content(content: Any, where: str) -> str | list[dict[str, Any]]:
-    if content is None or isinstance(content, str):
-        return content or ""
-    if not isinstance(content, list):
+def _user_content(m: Message, where: str) -> str | list[dict[str, Any]]:
+    if m.text is not None:
+        return m.text
+    if "content" in m.invalid:
         raise _bad(f"{where}.content must be a string or a list of parts")
+    if not m.parts:  # null/absent is "", an empty list stays one
+        return "" if m.raw.get("content") is None else []
     parts: list[dict[str, Any]] = []
-    for j, p in enumerate(content):
-        kind = p.get("type") if isinstance(p, dict) else None
-        if kind == "text" and isinstance(p.get("text"), str):
-            if p["text"]:
-                parts.append({"type": "text", "text": p["text"]})
+    for j, p in enumerate(m.parts):
+        kind = p.kind
+        if kind == "text" and p.ok and not p.bare:
+            if p.text:
+                parts.append({"type": "text", "text": p.text})
         elif kind == "image_url":
-            image = p.get("image_url")
-            url = image.get("url") if isinstance(image, dict) else image
-            if not isinstance(url, str) or not url:
+            if not p.url:
                 raise _bad(f"{where}.content[{j}].image_url.url must be a string")
-            parts.append({"type": "image_url", "image_url": {"url": url}})  # detail dropped
+            parts.append({"type": "image_url", "image_url": {"url": p.url}})  # detail dropped
         else:
-            raise _bad(f"{where}.content[{j}]: part type {kind!r} is not supported by cohere")
+            raise _bad(f"{where}.content[{j}]: part type {None if p.bare else kind!r} is not "
+                       "supported by cohere")
     return parts
 
 
 class _Ids:
     """Injective history id map (TC-5): valid ids stay, others are cleaned (+hash on clash)."""
 
-    def __init__(self, messages: list[Any]) -> None:
-        raw = [c["id"] for m in messages if isinstance(m, dict)
-               for c in (m["tool_calls"] if isinstance(m.get("tool_calls"), list) else [])
-               if isinstance(c, dict) and isinstance(c.get("id"), str)]
-        self.used = {i for i in raw if ID_OK.match(i)}
+    def __init__(self, messages: Sequence[Any]) -> None:
+        history: Sequence[Message] = messages
+        if messages and type(messages[0]) is not Message:  # dicts (test_toolkit.py): parse
+            history = parse_openai_chat({"messages": list(messages)}).messages
+        self.used = {c.id for m in history for c in m.tool_calls
+                     if c.id is not None and ID_OK.match(c.id)}
         self.map: dict[str, str] = {}
 
     def __call__(self, vid: str) -> str:
@@ -200,20 +235,20 @@ def _arguments(raw: Any, where: str) -> str:
     """The client's arguments text, checked to be a JSON object (REQ-2); ``""`` -> ``{}``."""
     if raw is None or raw == "":
         return "{}"
-    if isinstance(raw, dict):
+    if type(raw) is dict:
         return dumps(raw).decode()
-    if not isinstance(raw, str):
+    if type(raw) is not str:
         raise _bad(f"{where}.function.arguments must be a JSON object text")
     try:
         value = loads_strict(raw)
     except ValueError:
         value = None
-    if not isinstance(value, dict):
+    if type(value) is not dict:
         raise _bad(f"{where}.function.arguments must be a JSON object text", "invalid_arguments")
     return raw
 
 
-def _messages(messages: list[Any]) -> list[dict[str, Any]]:
+def _messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
     """OpenAI messages -> Cohere v2 messages (docs/vendor-rules.md, "Cohere request body";
     REQ-2, TC-5)."""
     ids = _Ids(messages)
@@ -221,32 +256,30 @@ def _messages(messages: list[Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for i, m in enumerate(messages):
         where = f"messages[{i}]"
-        if not isinstance(m, dict):
+        if not m.obj:
             raise _bad(f"{where} must be an object")
-        role = m.get("role")
-        if role in ("system", "developer"):
-            out.append({"role": "system", "content": _texts(m.get("content"), where)})
+        role = m.role
+        if role == "system" or role == "developer":
+            out.append({"role": "system", "content": _texts(m, where)})
         elif role == "user":
-            out.append({"role": "user", "content": _user_content(m.get("content"), where)})
+            out.append({"role": "user", "content": _user_content(m, where)})
         elif role == "assistant":
-            text = _texts(m.get("content"), where)
-            tcs = m.get("tool_calls")
-            if tcs is not None and not isinstance(tcs, list):
+            text = _texts(m, where)
+            if "tool_calls" in m.invalid:
                 raise _bad(f"{where}.tool_calls must be a list")
             converted = []
-            for j, tc in enumerate(tcs or []):
+            for j, tc in enumerate(m.tool_calls):
                 w = f"{where}.tool_calls[{j}]"
-                fn = tc.get("function") if isinstance(tc, dict) else None
-                if not isinstance(fn, dict) or not isinstance(tc.get("id"), str) or not tc["id"]:
+                cid, name = tc.id, tc.name
+                if not tc.ok or not cid:
                     raise _bad(f"{w} needs an 'id' and a 'function'")
-                name = fn.get("name")
-                if not isinstance(name, str) or not _NAME_OK.match(name):
-                    raise _bad(f"{w}: tool name {name!r} is not accepted by cohere",
-                               "invalid_tool_name")
-                calls.add(tc["id"])
-                converted.append({"id": ids(tc["id"]), "type": "function",
+                if name is None or not _NAME_OK.match(name):
+                    raise _bad(f"{w}: tool name {tc.raw['function'].get('name')!r} is not "
+                               "accepted by cohere", "invalid_tool_name")
+                calls.add(cid)
+                converted.append({"id": ids(cid), "type": "function",
                                   "function": {"name": name,
-                                               "arguments": _arguments(fn.get("arguments"), w)}})
+                                               "arguments": _arguments(tc.arguments, w)}})
             if converted:
                 msg: dict[str, Any] = {"role": "assistant"}
                 if text:
@@ -256,55 +289,48 @@ def _messages(messages: list[Any]) -> list[dict[str, Any]]:
             elif text:
                 out.append({"role": "assistant", "content": text})
         elif role == "tool":
-            tid = m.get("tool_call_id")
-            if not isinstance(tid, str) or tid not in calls:
-                raise _bad(f"{where}.tool_call_id {tid!r} does not name an earlier assistant "
-                           "tool call", "invalid_tool_call_id")
-            out.append({"role": "tool", "tool_call_id": ids(tid),
-                        "content": _texts(m.get("content"), where)})
+            tid = m.tool_call_id
+            if tid is None or tid not in calls:
+                raise _bad(f"{where}.tool_call_id {m.raw.get('tool_call_id')!r} does not name an "
+                           "earlier assistant tool call", "invalid_tool_call_id")
+            out.append({"role": "tool", "tool_call_id": ids(tid), "content": _texts(m, where)})
         else:
-            raise _bad(f"{where}.role {role!r} is not supported")
+            raise _bad(f"{where}.role {m.raw.get('role')!r} is not supported")
     if not any(m["role"] != "system" for m in out):
         raise _bad("the request has no user, assistant or tool message for cohere")
     return out
 
 
-def _tools(req: dict[str, Any]) -> list[dict[str, Any]]:
-    tools = req.get("tools")
-    if tools is None:
-        return []
-    if not isinstance(tools, list):
+def _tools(req: ChatRequest) -> list[dict[str, Any]]:
+    if "tools" in req.invalid:
         raise _bad("'tools' must be a list")
     out = []
-    for j, t in enumerate(tools):
-        fn = t.get("function") if isinstance(t, dict) and t.get("type", "function") == "function" \
-            else None
-        if not isinstance(fn, dict):
+    for j, t in enumerate(req.tools):
+        if t.type != "function" or t.function is None:
             raise _bad(f"tools[{j}] must be a function tool")
-        name = fn.get("name")
-        if not isinstance(name, str) or not _NAME_OK.match(name):
-            raise _bad(f"tools[{j}]: tool name {name!r} is not accepted by cohere",
-                       "invalid_tool_name")
+        name = t.name
+        if name is None or not _NAME_OK.match(name):
+            raise _bad(f"tools[{j}]: tool name {t.function.get('name')!r} is not accepted by "
+                       "cohere", "invalid_tool_name")
         f: dict[str, Any] = {"name": name}
-        if isinstance(fn.get("description"), str):
-            f["description"] = fn["description"]
-        params = fn.get("parameters")
-        f["parameters"] = params if isinstance(params, dict) else \
+        if t.description is not None:
+            f["description"] = t.description
+        f["parameters"] = t.parameters if t.parameters is not None else \
             {"type": "object", "properties": {}}
         out.append({"type": "function", "function": f})
     return out
 
 
-def _tool_choice(req: dict[str, Any], tools: list[dict[str, Any]]
+def _tool_choice(req: ChatRequest, tools: list[dict[str, Any]]
                  ) -> tuple[str | None, list[dict[str, Any]]]:
-    choice = req.get("tool_choice")
+    choice = req.tool_choice
     if choice is None:
         return None, tools
-    if isinstance(choice, str) and choice in _TOOL_CHOICE:
-        return _TOOL_CHOICE[choice], tools
-    fn = _dict(_dict(choice).get("function"))
-    name = fn.get("name")
-    if _dict(choice).get("type") == "function" and isinstance(name, str):
+    mode = choice.mode
+    if mode is not None and mode != "function":
+        return _TOOL_CHOICE[mode], tools
+    name = choice.name
+    if name is not None and choice.type == "function":
         kept = [t for t in tools if t["function"]["name"] == name]
         if not kept:
             raise _bad(f"tool_choice names {name!r}, which is not in 'tools'", "invalid_value")
@@ -313,10 +339,11 @@ def _tool_choice(req: dict[str, Any], tools: list[dict[str, Any]]
                "invalid_value")
 
 
-def _response_format(value: Any) -> dict[str, Any] | None:
-    if value is None:
+def _response_format(req: ChatRequest) -> dict[str, Any] | None:
+    value = req.sampling.response_format
+    if value is None and "response_format" not in req.invalid:
         return None
-    kind = _dict(value).get("type")
+    kind = req.sampling.response_format_type
     if kind == "text":
         return None
     if kind == "json_object":
@@ -324,7 +351,7 @@ def _response_format(value: Any) -> dict[str, Any] | None:
     if kind == "json_schema":
         schema = _dict(_dict(value).get("json_schema")).get("schema")
         out: dict[str, Any] = {"type": "json_object"}
-        if isinstance(schema, dict):
+        if type(schema) is dict:
             out["json_schema"] = schema
         return out
     raise _bad("'response_format.type' must be text, json_object or json_schema",
@@ -333,50 +360,48 @@ def _response_format(value: Any) -> dict[str, Any] | None:
 
 def build_exchange(chat: ChatRequest | dict[str, Any], ctx: ChatContext) -> CohereExchange:
     """The Cohere v2 chat request for one attempt (docs/vendor-rules.md, CO-1 and "Cohere
-    request body"). Raises ``ClientError`` (400) for requests Cohere cannot take. Not yet built
-    from the request model: a ``ChatRequest`` is read through its ``original`` dict
-    (docs/architecture.md, "The request model")."""
-    req = original_of(chat)
-    if not isinstance(req, dict):
+    request body"), built from the request model (a dict is parsed first). Raises
+    ``ClientError`` (400) for requests Cohere cannot take, each check at the point and with the
+    text it always had (docs/architecture.md, "The request model")."""
+    if type(chat) is not ChatRequest and type(chat) is not dict:
         raise _bad("the request must be a JSON object")
-    messages = req.get("messages")
-    if not isinstance(messages, list) or not messages:
+    req = chat_request(chat)
+    if not req.messages:  # absent, not a list, or empty
         raise _bad("'messages' must be a non-empty list")
-    n = req.get("n")
-    if n is not None and (not _is(n, (int,)) or n != 1):
+    invalid, s = req.invalid, req.sampling
+    if "n" in invalid or (s.n is not None and s.n != 1):
         raise _bad("'n' other than 1 is not supported by cohere", "unsupported_parameter")
-    body: dict[str, Any] = {"model": ctx.upstream_model, "messages": _messages(messages)}
+    body: dict[str, Any] = {"model": ctx.upstream_model, "messages": _messages(req.messages)}
     tools = _tools(req)
     choice, tools = _tool_choice(req, tools)
     if tools:
         body["tools"] = tools
     if choice is not None:
         body["tool_choice"] = choice
-    for key, (name, types) in _SAMPLING.items():
-        value = req.get(key)
-        if value is None:
-            continue
-        if not _is(value, types):
-            raise _bad(f"'{key}' has the wrong type", "invalid_value")
-        body[name] = value
-    max_tokens = req.get("max_completion_tokens", req.get("max_tokens"))
-    if max_tokens is None:
-        max_tokens = req.get("max_tokens")
-    if max_tokens is not None:
-        if not _is(max_tokens, (int,)) or max_tokens < 1:
-            raise _bad("'max_tokens' must be a positive integer", "invalid_value")
-        body["max_tokens"] = max_tokens
-    stop = req.get("stop")
-    if stop is not None:
-        stops = [stop] if isinstance(stop, str) else stop
-        if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
-            raise _bad("'stop' must be a string or a list of strings", "invalid_value")
+    if invalid:
+        for key in _SAMPLING:  # the first one of the wrong type, in _SAMPLING's order
+            if key in invalid:
+                raise _bad(f"'{key}' has the wrong type", "invalid_value")
+    for name, value in (("temperature", s.temperature), ("p", s.top_p), ("k", s.top_k),
+                        ("seed", s.seed), ("frequency_penalty", s.frequency_penalty),
+                        ("presence_penalty", s.presence_penalty), ("logprobs", s.logprobs)):
+        if value is not None:  # _SAMPLING's names and order
+            body[name] = value
+    limit = s.max_tokens
+    if "max_tokens" in invalid or (limit is not None and limit < 1):
+        raise _bad("'max_tokens' must be a positive integer", "invalid_value")
+    if limit is not None:
+        body["max_tokens"] = limit
+    if "stop" in invalid:
+        raise _bad("'stop' must be a string or a list of strings", "invalid_value")
+    stops = s.stop
+    if stops is not None:
         if len(stops) > MAX_STOP_SEQUENCES:
             raise _bad(f"cohere accepts at most {MAX_STOP_SEQUENCES} stop sequences",
                        "invalid_value")
         if stops:
-            body["stop_sequences"] = stops
-    fmt = _response_format(req.get("response_format"))
+            body["stop_sequences"] = list(stops)
+    fmt = _response_format(req)
     if fmt is not None:
         body["response_format"] = fmt
     body["stream"] = bool(ctx.stream)

@@ -4,23 +4,23 @@ The protocol rules are in docs/vendor-rules.md, "Gemini" (tags GEM-…).
 
 Theory of operation
 -------------------
-``build_exchange`` turns one OpenAI chat request into one Gemini request. The URL is the
-provider's ``base_url`` cut after its API version (GEM-1, GEM-2, GEM-4); the key travels in
-``x-goog-api-key`` only (GEM-3). Messages are converted in order (``_History``):
+``build_exchange`` turns one OpenAI chat request, read from the request model
+(``uniapi_core/request.py``: the shapes are sorted there, the 400 texts stay here), into one Gemini
+request. The URL is the provider's ``base_url`` cut after its API version (GEM-1, GEM-2, GEM-4); the
+key travels in ``x-goog-api-key`` only (GEM-3). Messages are converted in order (``_History``):
 ``system``/``developer`` text becomes ``systemInstruction``; ``user`` parts become text and
-``inlineData`` parts (data URLs are decoded and re-encoded; remote URLs come from
-``ctx.images`` or raise ``ImagesNeeded`` naming every missing one: REQ-4); an ``assistant``
-message becomes one ``model`` content, its text then one ``functionCall`` per tool call; a run of
-``tool`` messages becomes ONE user content of ``functionResponse`` parts whose names come from
-the assistant's calls (GEM-R2, GEM-R4, REQ-2, TC-6). Consecutive plain contents of one role are
-merged (GEM-R2); a function-response turn stays on its own so Gemini's call/response part
-counts match. Empty text is dropped (GEM-R3). Tool schemas go through ``_Schema``
-(docs/vendor-rules.md, "Tool schemas cleaned for Gemini": allow-list of Schema keywords, ``$ref``
-inlining under a node budget, nullable types, ``const``, ``default`` into the description).
-Fields are mapped through ``MAPPED``; ``DROPPED`` and every unknown field are never copied
-(REQ-3, GEM-R1). Thinking follows the per-model ``_THINKING`` table (docs/vendor-rules.md,
-"Gemini thinking configuration"); ``-search`` aliases add Google Search and safetySettings are
-fixed (docs/vendor-rules.md, "Gemini -search aliases and safety settings").
+``inlineData`` parts (data URLs are decoded and re-encoded; remote URLs come from ``ctx.images`` or
+raise ``ImagesNeeded`` naming every missing one: REQ-4); an ``assistant`` message becomes one
+``model`` content, its text then one ``functionCall`` per tool call; a run of ``tool`` messages
+becomes ONE user content of ``functionResponse`` parts whose names come from the assistant's calls
+(GEM-R2, GEM-R4, REQ-2, TC-6). Consecutive plain contents of one role are merged (GEM-R2); a
+function-response turn stays on its own so Gemini's call/response part counts match. Empty text is
+dropped (GEM-R3). Tool schemas go through ``_Schema`` (docs/vendor-rules.md, "Tool schemas cleaned
+for Gemini": allow-list of Schema keywords, ``$ref`` inlining under a node budget, nullable types,
+``const``, ``default`` into the description). Fields are mapped through ``MAPPED``; ``DROPPED`` and
+every unknown field are never copied (REQ-3, GEM-R1). Thinking follows the per-model ``_THINKING``
+table (docs/vendor-rules.md, "Gemini thinking configuration"); ``-search`` aliases add Google Search
+and safetySettings are fixed (docs/vendor-rules.md, "Gemini -search aliases and safety settings").
 
 Thought signatures (GEM-R4) make a round trip without server state: a ``functionCall`` part's
 ``thoughtSignature`` goes to the client as the tool call's
@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import math
 import re
@@ -60,9 +61,9 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from ..errors import DecodeError, UpstreamError
+from ..errors import ClientError, DecodeError, UpstreamError
 from ..jsonutil import MAX_DEPTH, dumps, loads_strict
-from ..request import ChatRequest, original_of
+from ..request import ChatRequest, Message, chat_request
 from .base import (GOOGLE_STATUS_TYPES, ChatContext, ImagesNeeded, SSEVendorDecoder, StreamChunk,
                    StreamDone, StreamFailed, StreamItem, UpstreamRequest, error_from_body,
                    implied_status)
@@ -87,17 +88,18 @@ _DELAY = re.compile(r"\d{1,9}(?:\.\d{1,9})?s\Z")
 _SIGNATURE_REQUIRED = re.compile(r"gemini-3")  # models that 400 on unsigned replayed calls
 _THINK_ALIAS = re.compile(r"-think-(\d{1,7})(?=-|$)")
 
-#: OpenAI field -> (generationConfig field, accepted types) (docs/vendor-rules.md, GEM-R1)
-_GENERATION: dict[str, tuple[str, tuple[type, ...]]] = {
-    "temperature": ("temperature", (int, float)), "top_p": ("topP", (int, float)),
-    "top_k": ("topK", (int,)), "presence_penalty": ("presencePenalty", (int, float)),
-    "frequency_penalty": ("frequencyPenalty", (int, float)), "seed": ("seed", (int,)),
-}
+#: OpenAI field (a ``Sampling`` attribute) -> generationConfig field, in the order they are
+#: checked and written (docs/vendor-rules.md, GEM-R1)
+_GENERATION: tuple[tuple[str, str], ...] = (
+    ("temperature", "temperature"), ("top_p", "topP"), ("top_k", "topK"),
+    ("presence_penalty", "presencePenalty"), ("frequency_penalty", "frequencyPenalty"),
+    ("seed", "seed"),
+)
 #: every OpenAI field this translator maps (REQ-3); ``DROPPED`` lists the ones dropped on
 #: purpose, and any other field is dropped too: nothing is copied into the body unmapped
 MAPPED = frozenset({"model", "messages", "tools", "tool_choice", "max_tokens", "stop", "n",
                     "max_completion_tokens", "response_format", "reasoning_effort",
-                    *_GENERATION})
+                    *(field for field, _ in _GENERATION)})
 DROPPED: dict[str, str] = {
     "stream": "the URL decides", "stream_options": "include_usage is handled by the gateway",
     "user": "no Gemini field", "logit_bias": "no Gemini field",
@@ -120,6 +122,8 @@ _SAFETY_CATEGORIES = ("HARM_CATEGORY_HARASSMENT", "HARM_CATEGORY_HATE_SPEECH",
                       "HARM_CATEGORY_SEXUALLY_EXPLICIT", "HARM_CATEGORY_DANGEROUS_CONTENT")
 _SAFETY_THRESHOLD = "BLOCK_NONE"
 _TOOL_CHOICE: dict[str, str] = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
+_FORMAT_ERROR = "'response_format' must be text, json_object or json_schema"
+_EFFORT_ERROR = "'reasoning_effort' must be none, minimal, low, medium or high"
 #: upstream model pattern -> ("budget", min, max, 0 disables) or ("level", effort -> level)
 _THINKING: tuple[tuple[re.Pattern[str], tuple[Any, ...]], ...] = (
     (re.compile(r"gemini-3[.\d]*-pro"), ("level", {"none": "low", "minimal": "low", "low": "low",
@@ -146,6 +150,7 @@ _SCHEMA_SCALARS: dict[str, tuple[type, ...]] = {
 # -- request -----------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=64)  # pure, and called with one provider's base_url per attempt
 def gemini_base(base_url: str | None) -> str:
     """``scheme://host/<prefix>/v1beta`` (or ``/v1``) from any base_url form (GEM-1)."""
     if not base_url:
@@ -162,23 +167,22 @@ def gemini_base(base_url: str | None) -> str:
 
 def build_exchange(chat: ChatRequest | dict[str, Any], ctx: ChatContext, *,
                    signatures: Mapping[str, str] | None = None) -> GeminiExchange:
-    """The Gemini request for one attempt. ``signatures`` is an optional caller-owned store
-    ``tool_call_id -> thoughtSignature`` (GEM-R4) used when the history lacks ``extra_content``.
-    Raises ``ClientError`` (400) for requests Gemini cannot take, ``ImagesNeeded`` for remote
-    images not yet in ``ctx.images``. Not yet built from the request model: a ``ChatRequest``
-    is read through its ``original`` dict (docs/architecture.md, "The request model")."""
-    req = original_of(chat)
-    if not isinstance(req, dict):
+    """The Gemini request for one attempt, built from the request model (a dict is parsed
+    first; docs/architecture.md, "The request model"). ``signatures`` is an optional
+    caller-owned store ``tool_call_id -> thoughtSignature`` (GEM-R4) used when the history lacks
+    ``extra_content``. Raises ``ClientError`` (400) for requests Gemini cannot take,
+    ``ImagesNeeded`` for remote images not yet in ``ctx.images``."""
+    if type(chat) is not ChatRequest and not isinstance(chat, dict):
         raise _bad("the request must be a JSON object")
-    messages = req.get("messages")
-    if not isinstance(messages, list) or not messages:
+    req = chat_request(chat)
+    if not req.messages:  # absent, not a list, or empty
         raise _bad("'messages' must be a non-empty list")
-    n = req.get("n")
-    if n is not None and (not typed(n, (int,)) or n < 1):
+    n = req.sampling.n
+    if "n" in req.invalid or (n is not None and n < 1):
         raise _bad("'n' must be a positive integer")
     if n and n > 1 and ctx.stream:
         raise _bad("'n' > 1 cannot be streamed from gemini", "unsupported_parameter")
-    system, contents = _History(ctx, signatures).convert(messages)
+    system, contents = _History(ctx, signatures).convert(req.messages)
     body: dict[str, Any] = {"contents": contents}
     if system:
         body["systemInstruction"] = {"parts": system}
@@ -223,58 +227,54 @@ class _History:
         self.missing: list[str] = []
         self.inline = 0
 
-    def convert(self, messages: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def convert(self, messages: tuple[Message, ...]
+                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         system: list[dict[str, Any]] = []
         contents: list[dict[str, Any]] = []
         for i, m in enumerate(messages):
-            if not isinstance(m, dict):
+            if not m.obj:
                 raise _bad(f"messages[{i}] must be an object")
-            role = m.get("role")
-            if role in ("system", "developer"):
-                system += [{"text": t} for t in _texts(m.get("content"), i)]
+            role = m.role
+            if role == "system" or role == "developer":
+                system += [{"text": t} for t in _texts(m, i)]
             elif role == "user":
-                _append(contents, "user", self.user_parts(m.get("content"), i))
+                _append(contents, "user", self.user_parts(m, i))
             elif role == "assistant":
                 _append(contents, "model", self.model_parts(m, i))
             elif role == "tool":
                 _append(contents, "user", [self.response_part(m, i)], results=True)
             else:
-                raise _bad(f"messages[{i}].role {role!r} is not supported")
+                raise _bad(f"messages[{i}].role {m.raw.get('role')!r} is not supported")
         if self.missing:
             raise ImagesNeeded(self.missing)
         if not contents:
             raise _bad("the request has no user, assistant or tool content for gemini")
         return system, contents
 
-    def user_parts(self, content: Any, i: int) -> list[dict[str, Any]]:
-        if content is None or isinstance(content, str):
-            return [{"text": content}] if content else []
-        if not isinstance(content, list):
+    def user_parts(self, m: Message, i: int) -> list[dict[str, Any]]:
+        if m.text is not None:
+            return [{"text": m.text}] if m.text else []
+        if "content" in m.invalid:
             raise _bad(f"messages[{i}].content must be a string or a list of parts")
         parts: list[dict[str, Any]] = []
-        for j, p in enumerate(content):
-            kind = p.get("type") if isinstance(p, dict) else None
+        for j, p in enumerate(m.parts):
+            kind = None if p.bare else p.kind  # a bare string is no part to gemini
+            if kind == "text" and p.ok:
+                if p.text:
+                    parts.append({"text": p.text})
+                continue
             where = f"messages[{i}].content[{j}]"
-            if kind == "text" and isinstance(p.get("text"), str):
-                if p["text"]:
-                    parts.append({"text": p["text"]})
-            elif kind == "image_url":
-                image = p.get("image_url")
-                url = image.get("url") if isinstance(image, dict) else image
-                if not isinstance(url, str):
+            if kind == "image_url":
+                if p.url is None:
                     raise _bad(f"{where}.image_url.url must be a string")
-                parts += self.image(url, where)
-            elif kind == "input_audio" and isinstance(p.get("input_audio"), dict):
-                audio = p["input_audio"]
-                fmt, data = audio.get("format"), audio.get("data")
-                if not (isinstance(fmt, str) and fmt.isalnum() and isinstance(data, str)):
+                parts += self.image(p.url, where)
+            elif kind == "input_audio" and p.ok:
+                fmt, data = p.format, p.data
+                if fmt is None or not fmt.isalnum() or data is None:
                     raise _bad(f"{where}.input_audio needs 'data' and 'format'")
                 parts.append(self.inline_part(f"audio/{fmt.lower()}", _b64(data, where)))
-            elif kind == "file" and isinstance(p.get("file"), dict) \
-                    and isinstance(p["file"].get("file_data"), str) \
-                    and p["file"]["file_data"].startswith("data:"):
-                parts.append(self.inline_part(*data_url(p["file"]["file_data"], where,
-                                                        flavour="gemini")))
+            elif kind == "file" and p.data is not None and p.data.startswith("data:"):
+                parts.append(self.inline_part(*data_url(p.data, where, flavour="gemini")))
             else:
                 raise _bad(f"{where}: part type {kind!r} is not supported by gemini")
         return parts
@@ -299,45 +299,39 @@ class _History:
                        "request_too_large")
         return {"inlineData": {"mimeType": media, "data": base64.b64encode(data).decode()}}
 
-    def model_parts(self, m: dict[str, Any], i: int) -> list[dict[str, Any]]:
-        parts: list[dict[str, Any]] = [{"text": t} for t in _texts(m.get("content"), i)]
-        calls = m.get("tool_calls")
-        if calls is None:
-            return parts
-        if not isinstance(calls, list):
+    def model_parts(self, m: Message, i: int) -> list[dict[str, Any]]:
+        parts: list[dict[str, Any]] = [{"text": t} for t in _texts(m, i)]
+        if "tool_calls" in m.invalid:
             raise _bad(f"messages[{i}].tool_calls must be a list")
-        for j, tc in enumerate(calls):
+        for j, tc in enumerate(m.tool_calls):
             where = f"messages[{i}].tool_calls[{j}]"
-            fn = tc.get("function") if isinstance(tc, dict) else None
-            if not isinstance(fn, dict) or not isinstance(tc.get("id"), str):
+            cid = tc.id
+            if not tc.ok or cid is None:
                 raise _bad(f"{where} needs an 'id' and a 'function'")
-            name = _check_name(fn.get("name"), where)
-            google = tc.get("extra_content")
-            google = google.get("google") if isinstance(google, dict) else None
-            google = google if isinstance(google, dict) else {}
-            gid = google.get("function_call_id")
-            gid = gid if isinstance(gid, str) and gid else None
-            call: dict[str, Any] = {"name": name, "args": _arguments(fn.get("arguments"), where)}
+            name = tc.name
+            if name is None or not _NAME_OK.match(name):
+                raise _bad_name(tc.raw["function"].get("name"), where)
+            gid = tc.vendor_call_id
+            call: dict[str, Any] = {"name": name, "args": _arguments(tc.arguments, where)}
             if gid:
                 call["id"] = gid
             part: dict[str, Any] = {"functionCall": call}
-            sig = google.get("thought_signature")
-            sig = sig if isinstance(sig, str) and sig else self.signatures.get(tc["id"])
+            sig = tc.thought_signature or self.signatures.get(cid)
             if sig:
                 part["thoughtSignature"] = sig
             elif j == 0 and _SIGNATURE_REQUIRED.search(self.ctx.upstream_model):
                 part["thoughtSignature"] = SIGNATURE_PLACEHOLDER  # GEM-R4
             parts.append(part)
-            self.calls[tc["id"]] = (name, gid)
+            self.calls[cid] = (name, gid)
         return parts
 
-    def response_part(self, m: dict[str, Any], i: int) -> dict[str, Any]:
-        tid = m.get("tool_call_id")
-        if not isinstance(tid, str) or tid not in self.calls:  # REQ-2
-            raise _bad(f"messages[{i}].tool_call_id {tid!r} does not name an earlier "
-                       "assistant tool call", "invalid_tool_call_id")
+    def response_part(self, m: Message, i: int) -> dict[str, Any]:
+        tid = m.tool_call_id
+        if tid is None or tid not in self.calls:  # REQ-2
+            raise _bad(f"messages[{i}].tool_call_id {m.raw.get('tool_call_id')!r} does not "
+                       "name an earlier assistant tool call", "invalid_tool_call_id")
         name, gid = self.calls[tid]
-        text = "".join(_texts(m.get("content"), i))
+        text = "".join(_texts(m, i))
         try:
             value = loads_strict(text)
             response = value if isinstance(value, dict) else {"result": value}
@@ -361,28 +355,34 @@ def _append(contents: list[dict[str, Any]], role: str, parts: list[dict[str, Any
         contents.append({"role": role, "parts": parts})
 
 
-def _texts(content: Any, i: int) -> list[str]:
+def _texts(m: Message, i: int) -> list[str]:
     """The non-empty texts of a system/assistant/tool content (string or text parts)."""
-    if content is None or isinstance(content, str):
-        return [content] if content else []
-    if not isinstance(content, list):
+    if m.text is not None:
+        return [m.text] if m.text else []
+    if "content" in m.invalid:
         raise _bad(f"messages[{i}].content must be a string or a list of parts")
     out = []
-    for p in content:
-        text = p.get("text", p.get("refusal")) if isinstance(p, dict) else None
-        if not isinstance(text, str) or p.get("type") not in ("text", "refusal"):
+    for p in m.parts:
+        kind = p.kind
+        if kind == "text" and p.ok and not p.bare:
+            text: Any = p.text
+        elif (kind == "text" or kind == "refusal") and not p.bare:
+            # a ``text`` key is read first whatever the type says, then ``refusal``: a quirk
+            # kept byte for byte (Cohere's too), read from ``raw`` on this rare path only
+            text = p.raw.get("text", p.raw.get("refusal"))
+            if type(text) is not str:
+                raise _bad(f"messages[{i}].content may only hold text parts here")
+        else:
             raise _bad(f"messages[{i}].content may only hold text parts here")
         if text:
             out.append(text)
     return out
 
 
-def _check_name(name: Any, where: str) -> str:
-    if not isinstance(name, str) or not _NAME_OK.match(name):
-        raise _bad(f"{where}: tool name {name!r} is not accepted by gemini (letters, digits, "
-                   "'_', '.', ':', '-', at most 64, starting with a letter or '_')",
-                   "invalid_tool_name")
-    return name
+def _bad_name(name: Any, where: str) -> ClientError:
+    return _bad(f"{where}: tool name {name!r} is not accepted by gemini (letters, digits, "
+                "'_', '.', ':', '-', at most 64, starting with a letter or '_')",
+                "invalid_tool_name")
 
 
 def _arguments(raw: Any, where: str) -> dict[str, Any]:
@@ -406,24 +406,24 @@ def _b64(text: str, where: str) -> bytes:
         raise _bad(f"{where}: invalid base64 data") from None
 
 
-def _declarations(req: dict[str, Any]) -> list[dict[str, Any]]:
-    tools = req.get("tools")
-    if tools is None:
-        return []
-    if not isinstance(tools, list):
+def _declarations(req: ChatRequest) -> list[dict[str, Any]]:
+    if "tools" in req.invalid:
         raise _bad("'tools' must be a list")
     out = []
-    for k, tool in enumerate(tools):
-        fn = tool.get("function") if isinstance(tool, dict) else None
-        if not isinstance(fn, dict) or tool.get("type", "function") != "function":
+    for k, tool in enumerate(req.tools):
+        fn = tool.function
+        if fn is None or tool.type != "function":
             raise _bad(f"tools[{k}]: only function tools are supported by gemini")
-        decl: dict[str, Any] = {"name": _check_name(fn.get("name"), f"tools[{k}]")}
-        if isinstance(fn.get("description"), str) and fn["description"]:
-            decl["description"] = fn["description"]
-        params = fn.get("parameters")
+        name = tool.name
+        if name is None or not _NAME_OK.match(name):
+            raise _bad_name(fn.get("name"), f"tools[{k}]")
+        decl: dict[str, Any] = {"name": name}
+        if tool.description:
+            decl["description"] = tool.description
+        if "parameters" in tool.invalid:
+            raise _bad(f"tools[{k}].function.parameters must be an object")
+        params = tool.parameters
         if params is not None:
-            if not isinstance(params, dict):
-                raise _bad(f"tools[{k}].function.parameters must be an object")
             schema = _Schema(params).clean(params, ())
             if schema.get("properties") or schema.get("type", "object") != "object":
                 decl["parameters"] = schema
@@ -524,69 +524,74 @@ class _Schema:
         return out
 
 
-def _tool_config(req: dict[str, Any], declarations: list[dict[str, Any]]) -> dict[str, Any]:
-    choice = req.get("tool_choice")
-    if choice is None or not declarations:
-        if isinstance(choice, dict) or choice == "required":
-            raise _bad("'tool_choice' requires 'tools'")
-        if choice is not None and not (isinstance(choice, str) and choice in _TOOL_CHOICE):
-            raise _bad(f"'tool_choice' {choice!r} is not supported")
+def _tool_config(req: ChatRequest, declarations: list[dict[str, Any]]) -> dict[str, Any]:
+    choice = req.tool_choice
+    if choice is None:
         return {}
-    if isinstance(choice, str) and choice in _TOOL_CHOICE:
-        return {"mode": _TOOL_CHOICE[choice]}
-    fn = choice.get("function") if isinstance(choice, dict) else None
-    name = fn.get("name") if isinstance(fn, dict) else None
-    if not isinstance(name, str) or name not in {d["name"] for d in declarations}:
-        raise _bad("'tool_choice' must be auto, none, required or name a declared tool")
-    return {"mode": "ANY", "allowedFunctionNames": [name]}
+    mode = choice.mode
+    if not declarations:
+        if mode == "function" or mode == "required" or type(choice.raw) is dict:
+            raise _bad("'tool_choice' requires 'tools'")
+        if mode is None:
+            raise _bad(f"'tool_choice' {choice.raw!r} is not supported")
+        return {}
+    if mode == "function":
+        if choice.name in {d["name"] for d in declarations}:
+            return {"mode": "ANY", "allowedFunctionNames": [choice.name]}
+    elif mode is not None:
+        return {"mode": _TOOL_CHOICE[mode]}
+    raise _bad("'tool_choice' must be auto, none, required or name a declared tool")
 
 
-def _generation_config(req: dict[str, Any], ctx: ChatContext) -> dict[str, Any]:
+def _generation_config(req: ChatRequest, ctx: ChatContext) -> dict[str, Any]:
     config: dict[str, Any] = {}
-    for field, (target, types) in _GENERATION.items():
-        value = req.get(field)
+    sampling = req.sampling
+    invalid = req.invalid
+    for field, target in _GENERATION:
+        if field in invalid:
+            raise _bad(f"'{field}' must be a number")
+        value = getattr(sampling, field)
         if value is not None:
-            if not typed(value, types):
-                raise _bad(f"'{field}' must be a number")
             config[target] = value
-    limit = req.get("max_completion_tokens")
-    limit = req.get("max_tokens") if limit is None else limit  # REQ-1
+    limit = sampling.max_tokens  # REQ-1: max_completion_tokens wins
+    if "max_tokens" in invalid or (limit is not None and limit < 1):
+        raise _bad("'max_completion_tokens' must be a positive integer")
     if limit is not None:
-        if not typed(limit, (int,)) or limit < 1:
-            raise _bad("'max_completion_tokens' must be a positive integer")
         config["maxOutputTokens"] = limit
-    stop = req.get("stop")
-    stop = [stop] if isinstance(stop, str) else stop
-    if stop is not None:
-        if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop) \
-                or len(stop) > 5:
-            raise _bad("'stop' must be a string or a list of at most 5 strings")
-        if stop:
-            config["stopSequences"] = stop
-    if typed(req.get("n"), (int,)) and req["n"] > 1:
-        config["candidateCount"] = req["n"]
-    fmt = req.get("response_format")
+    stop = sampling.stop
+    if "stop" in invalid or (stop is not None and len(stop) > 5):
+        raise _bad("'stop' must be a string or a list of at most 5 strings")
+    if stop:
+        config["stopSequences"] = list(stop)
+    n = sampling.n
+    if n is not None and n > 1:
+        config["candidateCount"] = n
+    if "response_format" in invalid:
+        raise _bad(_FORMAT_ERROR)
+    fmt = sampling.response_format
     if fmt is not None:
-        kind = fmt.get("type") if isinstance(fmt, dict) else None
-        if kind in ("json_object", "json_schema"):
+        kind = sampling.response_format_type
+        if kind == "json_object" or kind == "json_schema":
             config["responseMimeType"] = "application/json"
             spec = fmt.get("json_schema")
-            if kind == "json_schema" and isinstance(spec, dict) \
-                    and isinstance(spec.get("schema"), dict):
-                config["responseSchema"] = _Schema(spec["schema"]).clean(spec["schema"], ())
+            if kind == "json_schema" and type(spec) is dict \
+                    and type(schema := spec.get("schema")) is dict:
+                config["responseSchema"] = _Schema(schema).clean(schema, ())
         elif kind != "text":
-            raise _bad("'response_format' must be text, json_object or json_schema")
-    thinking = _thinking(req.get("reasoning_effort"), ctx)
+            raise _bad(_FORMAT_ERROR)
+    if "reasoning_effort" in invalid:
+        raise _bad(_EFFORT_ERROR)
+    thinking = _thinking(req.reasoning.effort, ctx)
     if thinking:
         config["thinkingConfig"] = thinking
     return config
 
 
-def _thinking(effort: Any, ctx: ChatContext) -> dict[str, Any] | None:
+def _thinking(effort: str | None, ctx: ChatContext) -> dict[str, Any] | None:
     """thinkingConfig from ``reasoning_effort`` or a ``-think-N`` alias
     (docs/vendor-rules.md, "Gemini thinking configuration")."""
-    if effort is not None and not (isinstance(effort, str) and effort in _EFFORT_BUDGET):
-        raise _bad("'reasoning_effort' must be none, minimal, low, medium or high")
+    if effort is not None and effort not in _EFFORT_BUDGET:
+        raise _bad(_EFFORT_ERROR)
     spec = next((s for pattern, s in _THINKING if pattern.search(ctx.upstream_model.lower())),
                 None)
     if spec is None:

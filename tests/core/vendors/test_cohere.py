@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import random
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,18 @@ from hypothesis import strategies as st
 
 from uniapi_core.config.model import Provider, ProviderPreferences
 from uniapi_core.errors import ClientError, DecodeError, UpstreamError
+from uniapi_core.request import parse_openai_chat
 from uniapi_core.routing.retry import verdict
 from uniapi_core.vendors.base import ChatContext, StreamDone, StreamFailed
-from uniapi_core.vendors.cohere import (DROPPED, FINISH_REASONS, MAPPED, CohereExchange,
-                                        CohereStreamDecoder, build_exchange, chat_url)
+from uniapi_core.vendors.cohere import (
+    DROPPED,
+    FINISH_REASONS,
+    MAPPED,
+    CohereExchange,
+    CohereStreamDecoder,
+    build_exchange,
+    chat_url,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 DATA = ROOT / "tests" / "data" / "cohere"
@@ -119,7 +128,7 @@ def sse(*objects: dict[str, Any], nl: str = "\n") -> bytes:
 
 def cut(data: bytes, positions: list[int]) -> list[bytes]:
     bounds = [0, *sorted(positions), len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:])]
+    return [data[a:b] for a, b in pairwise(bounds)]
 
 
 START = {"type": "message-start", "id": "m1", "delta": {"message": {"role": "assistant"}}}
@@ -370,6 +379,47 @@ def test_builders_are_pure():
     req = {"model": "x", "messages": [user(), {"role": "assistant", "tool_calls": [
         call("weird id/1")]}, {"role": "tool", "tool_call_id": "weird id/1", "content": "ok"}]}
     assert build_exchange(req, make_ctx()).request == build_exchange(req, make_ctx()).request
+
+
+def test_the_request_model_builds_the_same_request():
+    """The builder reads the request model (docs/architecture.md, "The request model"): a dict
+    is parsed first, so the dict and its ``ChatRequest`` give the same bytes and errors."""
+    req = {"model": "x", "messages": [
+        {"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
+        user([{"type": "text", "text": "Hi"}, {"type": "image_url", "image_url": "https://x/a.png"}]),
+        {"role": "assistant", "content": "Checking.", "tool_calls": [call("functions.get:0")]},
+        {"role": "tool", "tool_call_id": "functions.get:0", "content": "18"}],
+        "tools": [tool()], "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        "temperature": 0.5, "top_k": 3, "stop": "END", "max_completion_tokens": 9,
+        "response_format": {"type": "json_object"}, "logprobs": False}
+    assert build_exchange(parse_openai_chat(req), make_ctx()).request == \
+        build_exchange(req, make_ctx()).request
+    brokens: list[dict[str, Any]] = [{"temperature": "hot"}, {"tools": {}}, {"n": 2},
+                                     {"stop": [1]}]
+    for broken in brokens:
+        errors = []
+        for r in ({**req, **broken}, parse_openai_chat({**req, **broken})):
+            with pytest.raises(ClientError) as e:
+                build_exchange(r, make_ctx())
+            errors.append((e.value.message, e.value.code))
+        assert errors[0] == errors[1]
+
+
+def test_readings_kept_from_the_dict_builder():
+    """Byte for byte what the dict builder sent: a ``text`` key is read before ``refusal``
+    whatever the part's type, ``content: []`` stays a list (null is ""), and a named
+    ``tool_choice`` must say ``"type": "function"``."""
+    body = build([user(), {"role": "assistant", "content": [
+        {"type": "refusal", "text": "a", "refusal": "b"}, {"type": "text", "refusal": "c"}]}])
+    assert body["messages"][1] == {"role": "assistant", "content": "ac"}
+    assert build([user([])])["messages"] == [{"role": "user", "content": []}]
+    assert build([user(None)])["messages"] == [{"role": "user", "content": ""}]
+    assert refused(tools=[tool()], tool_choice={"function": {"name": "get_weather"}}).code == \
+        "invalid_value"
+    assert refused([user(["bare"])]).message == \
+        "messages[0].content[0]: part type None is not supported by cohere"
+    with pytest.raises(ClientError, match="the request must be a JSON object"):
+        build_exchange([], make_ctx())  # type: ignore[arg-type]
 
 
 # -- whole bodies (docs/vendor-rules.md, "Cohere answers and streams") -------------------------

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from uniapi_core.config.model import Provider, ProviderPreferences
 from uniapi_core.errors import ClientError, DecodeError, UpstreamError
 from uniapi_core.jsonutil import dumps
+from uniapi_core.request import parse_openai_chat
 from uniapi_core.routing.retry import verdict
 from uniapi_core.vendors.base import ChatContext, ImagesNeeded, StreamChunk, StreamDone, \
     StreamFailed
@@ -273,6 +274,69 @@ def test_request_must_have_messages():
     for req in ({"model": "gem"}, {"model": "gem", "messages": []}, []):
         with pytest.raises(ClientError):
             build_exchange(req, make_ctx())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("req, message", [
+    ([], "the request must be a JSON object"),
+    ({"model": "gem"}, "'messages' must be a non-empty list"),
+    ({"messages": {}}, "'messages' must be a non-empty list"),
+    ({"messages": []}, "'messages' must be a non-empty list"),
+    ({"messages": [user()], "n": True}, "'n' must be a positive integer"),
+    ({"messages": [user(), 5]}, "messages[1] must be an object"),
+    ({"messages": [{"role": 7, "content": "x"}]}, "messages[0].role 7 is not supported"),
+    ({"messages": [user(), {"role": "tool", "tool_call_id": 3, "content": "x"}]},
+     "messages[1].tool_call_id 3 does not name an earlier assistant tool call"),
+    ({"messages": [user()], "reasoning_effort": 1},
+     "'reasoning_effort' must be none, minimal, low, medium or high"),
+])
+def test_request_shape_errors_keep_their_texts(req, message):
+    """The model sorts the shapes; the texts are still gemini's own, from the dict or the model."""
+    for given_req in (req, parse_openai_chat(req)) if isinstance(req, dict) else (req,):
+        with pytest.raises(ClientError) as e:
+            build_exchange(given_req, make_ctx())
+        assert e.value.message == message and e.value.status == 400
+
+
+def test_text_parts_read_a_text_key_first_whatever_their_type():
+    """A quirk kept byte for byte (Cohere reads them the same way): in system, assistant and
+    tool content a ``text`` key is read before ``refusal``, whatever the part's type."""
+    parts = [{"type": "refusal", "text": "T", "refusal": "R"}, {"type": "text", "refusal": "S"},
+             {"type": "refusal", "refusal": "U"}]
+    body = build([{"role": "system", "content": parts}, user()])
+    assert body["systemInstruction"] == {"parts": [{"text": "T"}, {"text": "S"}, {"text": "U"}]}
+    assert refused([{"role": "system", "content": [{"type": "refusal", "text": 5}]}, user()]
+                   ).message == "messages[0].content may only hold text parts here"
+    assert refused([user([{"type": "refusal", "refusal": "R"}])]).message == \
+        "messages[0].content[0]: part type 'refusal' is not supported by gemini"
+
+
+def test_the_request_model_builds_the_same_bytes_as_the_dict():
+    """build_exchange reads the typed model (docs/architecture.md, "The request model"); a dict
+    is parsed first, so both give the same request, signature store included."""
+    req = {"model": "gem", "messages": [
+        {"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
+        user([{"type": "text", "text": "Look:"},
+              {"type": "image_url", "image_url": {"url": "https://x.test/a.png"}},
+              {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "WAV"}}]),
+        {"role": "assistant", "content": "", "tool_calls": [
+            call("c1", extra_content={"google": {"thought_signature": "S1",
+                                                 "function_call_id": "g1"}}),
+            call("c2", name="lookup", args="")]},
+        {"role": "tool", "tool_call_id": "c1", "content": '{"t": 21}'},
+        {"role": "tool", "tool_call_id": "c2", "content": [{"type": "text", "text": "ok"}]}],
+        "tools": [tool(parameters={"type": "object", "properties": {"city": {"type": "string"}}}),
+                  tool("lookup")],
+        "tool_choice": {"type": "function", "function": {"name": "lookup"}},
+        "temperature": 0.2, "top_k": 3, "max_completion_tokens": 50, "stop": "END", "n": 2,
+        "reasoning_effort": "low", "response_format": {"type": "json_schema", "json_schema": {
+            "name": "x", "schema": {"type": "object", "properties": {"a": {"const": "b"}}}}}}
+    ctx = make_ctx(upstream_model="gemini-3-pro-preview", client_model="gem-search",
+                   images={"https://x.test/a.png": ("image/png", PNG)})
+    from_dict = build_exchange(req, ctx, signatures={"c2": "S2"}).request
+    from_model = build_exchange(parse_openai_chat(req), ctx, signatures={"c2": "S2"}).request
+    assert from_dict == from_model
+    parts = json.loads(from_model.body)["contents"][1]["parts"]
+    assert [p.get("thoughtSignature") for p in parts] == ["S1", "S2"]
 
 
 # -- tools and tool_choice (docs/vendor-rules.md, GEM-R1, GEM-R2, GEM-R4; TC-6) --------------------
