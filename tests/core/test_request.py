@@ -188,6 +188,7 @@ def test_wrong_types_are_recorded_not_raised() -> None:
     assert req.messages[0].invalid == {"content"} and not req.messages[1].obj
     assert parse_openai_chat({}).invalid == {"messages"}
 
+
 def test_tool_choice_keeps_an_object_choices_type() -> None:
     def choice(value: Any) -> Any:
         c = parse_openai_chat({"messages": [], "tool_choice": value}).tool_choice
