@@ -374,3 +374,71 @@ def cohere_requests(draw: st.DrawFn) -> dict[str, Any]:
 def test_dict_and_model_build_the_same_cohere_request(obj: dict[str, Any],
                                                        stream: bool) -> None:
     assert _outcome("cohere", obj, stream) == _outcome("cohere", parse_openai_chat(obj), stream)
+
+
+# -- Cloudflare ai/run: what `valid` does not reach ---------------------------------------------
+
+cf_texts = st.one_of(texts, st.lists(st.one_of(
+    st.builds(lambda t: {"type": "text", "text": t}, texts),
+    st.builds(lambda t: {"type": "refusal", "refusal": t}, texts),
+    # the refusal/text key quirk cloudflare keeps (a ``text`` key is read first)
+    st.builds(lambda t, r: {"type": "refusal", "text": t, "refusal": r}, texts, texts),
+    st.builds(lambda r: {"type": "text", "refusal": r}, texts)), max_size=3))
+#: what a near-valid Cloudflare request may carry in place of a good value
+cf_bad = st.sampled_from([None, True, 0, -1, 2, 2.5, "", "x", [], ["x"], [1], {}, {"a": 1},
+                          ["bare"], [{"type": "image_url", "image_url": "u"}],
+                          [{"type": "text", "text": 5}]])
+
+
+@st.composite
+def cloudflare_requests(draw: st.DrawFn) -> dict[str, Any]:
+    obj = draw(valid)
+    history: list[dict[str, Any]] = [{"role": "developer", "content": draw(cf_texts)}]
+    for cid in draw(st.lists(ids, max_size=2, unique=True)):
+        call = {"id": cid, "type": "function", "function": {
+            "name": "lookup", "arguments": draw(st.sampled_from(["{}", "", None, {"a": [1]}]))}}
+        history += [{"role": "assistant", "content": draw(cf_texts), "tool_calls": [call]},
+                    {"role": "tool", "tool_call_id": cid, "content": draw(cf_texts)}]
+    obj["messages"] = history + [  # no images, no results of calls `valid` never made
+        m for m in obj["messages"] if m["role"] != "tool" and (
+            m["role"] != "user" or isinstance(m["content"], str))]
+    obj.pop("n", None)
+    if draw(st.booleans()):
+        obj["repetition_penalty"] = draw(st.one_of(st.floats(0, 2), st.integers(0, 2)))
+    if draw(st.booleans()):  # one value made wrong: the first refusal must be the same
+        target = draw(st.sampled_from(["top", "message", "tool"]))
+        value = draw(cf_bad)
+        if target == "top":
+            obj[draw(st.sampled_from(["messages", "n", "max_tokens", "max_completion_tokens",
+                                      "temperature", "top_p", "top_k", "seed",
+                                      "repetition_penalty", "frequency_penalty",
+                                      "presence_penalty", "tools"]))] = value
+        elif obj["messages"]:
+            m = draw(st.sampled_from(obj["messages"]))
+            m[draw(st.sampled_from(["role", "content", "tool_calls", "tool_call_id"]))] = value
+        else:
+            obj["tools"] = [{"type": "function", "function": {"name": value}}]
+    return obj
+
+
+def _cloudflare_outcome(req: ChatRequest | dict[str, Any], stream: bool, base_url: str | None
+                        ) -> Any:
+    provider = Provider(provider="cf", base_url=base_url, cf_account_id="acct", api=("k",),
+                        engine="cloudflare")
+    ctx = ChatContext(client_model="m", upstream_model=MODELS["cloudflare"], provider=provider,
+                      api_key="k", stream=stream, include_usage=False, response_id="chatcmpl-x",
+                      created=1, entropy=random.Random(0))
+    try:
+        r = TRANSLATORS["cloudflare"](req, ctx).request
+    except UniapiError as exc:
+        return ("error", type(exc).__name__, exc.message, exc.code, exc.status)
+    return (r.method, r.url, r.headers, r.body)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(cloudflare_requests(), st.booleans(),
+       st.sampled_from([None, "https://gateway.ai.cloudflare.com/v1/a/g/workers-ai/ai/v1"]))
+def test_dict_and_model_build_the_same_cloudflare_request(obj: dict[str, Any], stream: bool,
+                                                          base_url: str | None) -> None:
+    assert _cloudflare_outcome(obj, stream, base_url) == \
+        _cloudflare_outcome(parse_openai_chat(obj), stream, base_url)

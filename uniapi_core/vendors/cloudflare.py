@@ -4,7 +4,9 @@ The protocol rules are in docs/vendor-rules.md, "Cloudflare Workers AI" (tags CF
 
 Theory of operation
 -------------------
-``build_exchange`` is a pure function of the OpenAI request and the ``ChatContext``:
+``build_exchange`` is a pure function of the OpenAI request and the ``ChatContext``; it builds
+from the request model (``uniapi_core/request.py``; a dict is parsed first), whose shape
+sorting it relies on, and words its own 400s from the model's ``invalid`` markers:
 
 * URL (CF-1): ``https://api.cloudflare.com/client/v4/accounts/<cf_account_id>/ai/run/<model>``
   with ``@`` and ``/`` of the model kept literally. When the provider has a ``base_url``, its
@@ -56,7 +58,7 @@ from urllib.parse import urlsplit
 
 from ..errors import DecodeError, GatewayError, UpstreamError
 from ..jsonutil import dumps, loads_strict
-from ..request import ChatRequest, original_of
+from ..request import ChatRequest, Message, chat_request
 from ..streams import SSEEvent
 from . import openai
 from .base import (ChatContext, SSEVendorDecoder, StreamDone, StreamFailed, StreamItem,
@@ -71,14 +73,9 @@ __all__ = ["DEFAULT_ORIGIN", "MAPPED", "DROPPED", "run_url", "build_exchange",
 
 DEFAULT_ORIGIN = "https://api.cloudflare.com"
 
-#: OpenAI field -> (Workers AI field, accepted types) (CF-2)
-_SAMPLING: dict[str, tuple[str, tuple[type, ...]]] = {
-    "temperature": ("temperature", (int, float)), "top_p": ("top_p", (int, float)),
-    "top_k": ("top_k", (int,)), "seed": ("seed", (int,)),
-    "repetition_penalty": ("repetition_penalty", (int, float)),
-    "frequency_penalty": ("frequency_penalty", (int, float)),
-    "presence_penalty": ("presence_penalty", (int, float)),
-}
+#: the numbers copied under their own name, in this order (CF-2; ``_sampling``)
+_SAMPLING = ("temperature", "top_p", "top_k", "seed", "repetition_penalty",
+             "frequency_penalty", "presence_penalty")
 #: every OpenAI field this translator reads (REQ-3)
 MAPPED = frozenset({"model", "messages", "stream", "max_tokens", "max_completion_tokens",
                     "tools", "n", *_SAMPLING})
@@ -129,98 +126,114 @@ def run_url(base_url: str | None, account_id: str, model: str) -> str:
     return f"{origin}/client/v4/accounts/{account_id}/ai/run/{model}"
 
 
-def _text(content: Any, where: str) -> str:
-    """Any message content as one string (CF-2): text parts concatenated, images refused."""
-    if content is None or isinstance(content, str):
-        return content or ""
-    if not isinstance(content, list):
-        raise _bad(f"{where}.content must be a string or a list of parts")
+def _text(m: Message, i: int) -> str:
+    """Message ``i``'s content as one string (CF-2): text parts concatenated, images refused."""
+    if m.text is not None:
+        return m.text
+    if "content" in m.invalid:
+        raise _bad(f"messages[{i}].content must be a string or a list of parts")
     out = []
-    for j, p in enumerate(content):
-        kind = p.get("type") if isinstance(p, dict) else None
-        text = p.get("text", p.get("refusal")) if isinstance(p, dict) else None
-        if kind in ("text", "refusal") and isinstance(text, str):
-            out.append(text)
-        elif kind == "image_url":
-            raise _bad(f"{where}.content[{j}]: images are not supported by cloudflare ai/run",
+    for j, p in enumerate(m.parts):
+        kind = p.kind
+        if kind == "text" and p.ok and not p.bare:
+            out.append(p.text)
+            continue
+        if kind == "text" or kind == "refusal":
+            # a quirk kept byte for byte, read from ``raw`` on this rare path only: the
+            # ``text`` key is read first whatever the type says, then ``refusal`` (a refusal
+            # part with a ``text`` key gives that text, a text part with only ``refusal`` the
+            # refusal); a bare string in a parts list is not a text part here
+            text = None if p.bare else p.raw.get("text", p.raw.get("refusal"))
+            if type(text) is str:
+                out.append(text)
+                continue
+        if kind == "image_url":
+            raise _bad(f"messages[{i}].content[{j}]: images are not supported by cloudflare ai/run",
                        "unsupported_content")
-        else:
-            raise _bad(f"{where}.content[{j}]: part type {kind!r} is not supported by "
-                       "cloudflare", "unsupported_content")
+        raise _bad(f"messages[{i}].content[{j}]: part type {None if p.bare else kind!r} is "
+                   "not supported by cloudflare", "unsupported_content")
     return "".join(out)
 
 
-def _messages(messages: list[Any]) -> list[dict[str, Any]]:
+def _messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
     calls: set[str] = set()
     out: list[dict[str, Any]] = []
-    for i, m in enumerate(messages):
-        where = f"messages[{i}]"
-        if not isinstance(m, dict):
-            raise _bad(f"{where} must be an object")
-        role = m.get("role")
-        if role in ("system", "developer"):
-            out.append({"role": "system", "content": _text(m.get("content"), where)})
+    for i, m in enumerate(messages):  # the error texts are formatted only when raised
+        if not m.obj:
+            raise _bad(f"messages[{i}] must be an object")
+        role = m.role
+        if role == "system" or role == "developer":
+            out.append({"role": "system", "content": _text(m, i)})
         elif role == "user":
-            out.append({"role": "user", "content": _text(m.get("content"), where)})
+            out.append({"role": "user", "content": _text(m, i)})
         elif role == "assistant":
-            msg: dict[str, Any] = {"role": "assistant",
-                                   "content": _text(m.get("content"), where)}
-            tcs = m.get("tool_calls")
-            if tcs is not None and not isinstance(tcs, list):
-                raise _bad(f"{where}.tool_calls must be a list")
+            msg: dict[str, Any] = {"role": "assistant", "content": _text(m, i)}
+            if "tool_calls" in m.invalid:
+                raise _bad(f"messages[{i}].tool_calls must be a list")
             converted = []
-            for j, tc in enumerate(tcs or []):
-                fn = tc.get("function") if isinstance(tc, dict) else None
-                if not isinstance(fn, dict) or not isinstance(tc.get("id"), str) \
-                        or not isinstance(fn.get("name"), str) or not fn["name"]:
-                    raise _bad(f"{where}.tool_calls[{j}] needs an 'id' and a function 'name'")
-                calls.add(tc["id"])
-                args = fn.get("arguments")
-                converted.append({"id": tc["id"], "type": "function",
-                                  "function": {"name": fn["name"],
-                                               "arguments": _json_text(args) or "{}"}})
+            for j, tc in enumerate(m.tool_calls):
+                if not tc.ok or tc.id is None or not tc.name:
+                    raise _bad(f"messages[{i}].tool_calls[{j}] needs an 'id' and a function "
+                               "'name'")
+                calls.add(tc.id)
+                converted.append({"id": tc.id, "type": "function",
+                                  "function": {"name": tc.name,
+                                               "arguments": _json_text(tc.arguments) or "{}"}})
             if converted:
                 msg["tool_calls"] = converted
             out.append(msg)
         elif role == "tool":
-            tid = m.get("tool_call_id")
-            if not isinstance(tid, str) or tid not in calls:
-                raise _bad(f"{where}.tool_call_id {tid!r} does not name an earlier assistant "
-                           "tool call", "invalid_tool_call_id")
-            out.append({"role": "tool", "tool_call_id": tid,
-                        "content": _text(m.get("content"), where)})
+            tid = m.tool_call_id
+            if tid is None or tid not in calls:
+                raise _bad(f"messages[{i}].tool_call_id {m.raw.get('tool_call_id')!r} does not "
+                           "name an earlier assistant tool call", "invalid_tool_call_id")
+            out.append({"role": "tool", "tool_call_id": tid, "content": _text(m, i)})
         else:
-            raise _bad(f"{where}.role {role!r} is not supported")
+            raise _bad(f"messages[{i}].role {m.raw.get('role')!r} is not supported")
     return out
 
 
-def _tools(req: dict[str, Any]) -> list[dict[str, Any]]:
-    tools = req.get("tools")
-    if tools is None:
-        return []
-    if not isinstance(tools, list):
+def _tools(req: ChatRequest) -> list[dict[str, Any]]:
+    if "tools" in req.invalid:
         raise _bad("'tools' must be a list")
     out = []
-    for j, t in enumerate(tools):
-        fn = t.get("function") if isinstance(t, dict) else None
-        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
+    for j, t in enumerate(req.tools):
+        if t.function is None or not t.name:  # the tool's ``type`` is not checked
             raise _bad(f"tools[{j}] must be a function tool with a name")
-        f: dict[str, Any] = {"name": fn["name"]}
-        if isinstance(fn.get("description"), str):
-            f["description"] = fn["description"]
-        f["parameters"] = fn["parameters"] if isinstance(fn.get("parameters"), dict) else \
+        f: dict[str, Any] = {"name": t.name}
+        if t.description is not None:
+            f["description"] = t.description
+        f["parameters"] = t.parameters if t.parameters is not None else \
             {"type": "object", "properties": {}}
         out.append({"type": "function", "function": f})
     return out
 
 
+def _sampling(req: ChatRequest, body: dict[str, Any]) -> None:
+    """The numbers of ``_SAMPLING`` into ``body`` (CF-2); the first of them, in that order,
+    that is not a number is refused. ``repetition_penalty`` is not an OpenAI field: the model
+    keeps it in ``extras``, as sent."""
+    s, invalid = req.sampling, req.invalid
+    rep = req.extras.get("repetition_penalty") if req.extras else None
+    rep_bad = rep is not None and not _is(rep, (int, float))
+    if invalid or rep_bad:
+        for key in _SAMPLING:
+            if key in invalid or (rep_bad and key == "repetition_penalty"):
+                raise _bad(f"'{key}' must be a number", "invalid_value")
+    for key, value in (("temperature", s.temperature), ("top_p", s.top_p), ("top_k", s.top_k),
+                       ("seed", s.seed), ("repetition_penalty", rep),
+                       ("frequency_penalty", s.frequency_penalty),
+                       ("presence_penalty", s.presence_penalty)):
+        if value is not None:
+            body[key] = value
+
+
 def build_exchange(chat: ChatRequest | dict[str, Any], ctx: ChatContext
                    ) -> CloudflareExchange | openai.OpenAIExchange:
-    """The Workers AI request for one attempt (CF-1..CF-3). Raises ``ClientError`` (400) for
-    requests ai/run cannot take, ``GatewayError`` when the provider has no account id. Not yet
-    built from the request model: a ``ChatRequest`` is read through its ``original`` dict
-    (docs/architecture.md, "The request model")."""
-    req = original_of(chat)
+    """The Workers AI request for one attempt (CF-1..CF-3), built from the request model (a
+    dict is parsed first; docs/architecture.md, "The request model"). Raises ``ClientError``
+    (400) for requests ai/run cannot take, ``GatewayError`` when the provider has no account
+    id."""
     provider = ctx.provider
     base_url = provider.base_url or ""
     try:
@@ -228,36 +241,28 @@ def build_exchange(chat: ChatRequest | dict[str, Any], ctx: ChatContext
     except ValueError:
         path = ""
     if _OPENAI_MODE.search(path):  # CF-3: the OpenAI-compatible endpoint
-        return openai.build_exchange(req, ctx)
-    if not isinstance(req, dict):
+        return openai.build_exchange(chat, ctx)
+    if type(chat) is not ChatRequest and not isinstance(chat, dict):
         raise _bad("the request must be a JSON object")
     account = provider.cf_account_id
     if not account:
         raise GatewayError(f"cloudflare provider {provider.provider!r} has no cf_account_id",
                            code="provider_misconfigured")
-    messages = req.get("messages")
-    if not isinstance(messages, list) or not messages:
+    req = chat_request(chat)
+    if not req.messages:  # absent, not a list, or empty
         raise _bad("'messages' must be a non-empty list")
-    n = req.get("n")
-    if n is not None and (not _is(n, (int,)) or n != 1):
+    n = req.sampling.n
+    if "n" in req.invalid or (n is not None and n != 1):
         raise _bad("'n' other than 1 is not supported by cloudflare", "unsupported_parameter")
-    body: dict[str, Any] = {"messages": _messages(messages)}
+    body: dict[str, Any] = {"messages": _messages(req.messages)}
     if ctx.stream:
         body["stream"] = True
-    max_tokens = req.get("max_completion_tokens")
-    if max_tokens is None:
-        max_tokens = req.get("max_tokens")
+    max_tokens = req.sampling.max_tokens
+    if "max_tokens" in req.invalid or (max_tokens is not None and max_tokens < 1):
+        raise _bad("'max_tokens' must be a positive integer", "invalid_value")
     if max_tokens is not None:
-        if not _is(max_tokens, (int,)) or max_tokens < 1:
-            raise _bad("'max_tokens' must be a positive integer", "invalid_value")
         body["max_tokens"] = max_tokens
-    for key, (name, types) in _SAMPLING.items():
-        value = req.get(key)
-        if value is None:
-            continue
-        if not _is(value, types):
-            raise _bad(f"'{key}' must be a number", "invalid_value")
-        body[name] = value
+    _sampling(req, body)
     tools = _tools(req)
     if tools:
         body["tools"] = tools

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from uniapi_core.config.model import Provider, ProviderPreferences
 from uniapi_core.errors import ClientError, DecodeError, GatewayError, UpstreamError
 from uniapi_core.jsonutil import dumps
+from uniapi_core.request import parse_openai_chat
 from uniapi_core.routing.retry import verdict
 from uniapi_core.vendors.base import ChatContext, StreamDone
 from uniapi_core.vendors.cloudflare import (DROPPED, MAPPED, CloudflareExchange,
@@ -258,6 +259,120 @@ def test_messages_must_be_a_non_empty_list():
     for bad in (None, [], "hi"):
         with pytest.raises(ClientError):
             build_exchange({"model": "x", "messages": bad}, make_ctx())
+
+
+TOOL_TURN = {"role": "assistant", "content": None, "tool_calls": [call("c1", "f", "{}")]}
+
+
+@pytest.mark.parametrize("fields, message, code", [
+    ({"messages": "hi"}, "'messages' must be a non-empty list", "invalid_request"),
+    ({"messages": []}, "'messages' must be a non-empty list", "invalid_request"),
+    ({"messages": None}, "'messages' must be a non-empty list", "invalid_request"),
+    ({"messages": [user(), 3]}, "messages[1] must be an object", "invalid_request"),
+    ({"n": 2}, "'n' other than 1 is not supported by cloudflare", "unsupported_parameter"),
+    ({"n": True}, "'n' other than 1 is not supported by cloudflare", "unsupported_parameter"),
+    ({"messages": [{"role": 7, "content": "x"}]}, "messages[0].role 7 is not supported",
+     "invalid_request"),
+    ({"messages": [user({"a": 1})]},
+     "messages[0].content must be a string or a list of parts", "invalid_request"),
+    ({"messages": [user([{"type": "text", "text": "a"}, {"type": "image_url", "image_url": "u"}])]},
+     "messages[0].content[1]: images are not supported by cloudflare ai/run",
+     "unsupported_content"),
+    ({"messages": [user(["bare"])]},
+     "messages[0].content[0]: part type None is not supported by cloudflare",
+     "unsupported_content"),
+    ({"messages": [user([{"type": "text", "text": 5}])]},
+     "messages[0].content[0]: part type 'text' is not supported by cloudflare",
+     "unsupported_content"),
+    ({"messages": [user([{"type": "input_audio", "input_audio": {}}])]},
+     "messages[0].content[0]: part type 'input_audio' is not supported by cloudflare",
+     "unsupported_content"),
+    ({"messages": [{"role": "assistant", "content": "x", "tool_calls": {}}]},
+     "messages[0].tool_calls must be a list", "invalid_request"),
+    ({"messages": [{"role": "assistant", "content": "x",
+                    "tool_calls": [{"id": 5, "function": {"name": "f"}}]}]},
+     "messages[0].tool_calls[0] needs an 'id' and a function 'name'", "invalid_request"),
+    ({"messages": [user(), TOOL_TURN, {"role": "tool", "tool_call_id": 5, "content": "x"}]},
+     "messages[2].tool_call_id 5 does not name an earlier assistant tool call",
+     "invalid_tool_call_id"),
+    ({"messages": [user(), TOOL_TURN, {"role": "tool", "tool_call_id": "c2", "content": "x"}]},
+     "messages[2].tool_call_id 'c2' does not name an earlier assistant tool call",
+     "invalid_tool_call_id"),
+    ({"max_tokens": 0}, "'max_tokens' must be a positive integer", "invalid_value"),
+    ({"max_completion_tokens": "5", "max_tokens": 5}, "'max_tokens' must be a positive integer",
+     "invalid_value"),
+    # the first number of the wrong type in CF-2's order is named
+    ({"top_k": 2.5, "temperature": "hot"}, "'temperature' must be a number", "invalid_value"),
+    ({"repetition_penalty": "x", "frequency_penalty": True},
+     "'repetition_penalty' must be a number", "invalid_value"),
+    ({"presence_penalty": [1], "frequency_penalty": True}, "'frequency_penalty' must be a number",
+     "invalid_value"),
+    ({"tools": {}}, "'tools' must be a list", "invalid_request"),
+    ({"tools": [{"type": "function", "function": {"name": ""}}]},
+     "tools[0] must be a function tool with a name", "invalid_request"),
+    ({"temperature": 1e999}, "the request holds numbers or nesting that cannot be sent as JSON",
+     "invalid_request"),
+])
+def test_refusals_keep_their_text_and_code(fields, message, code):
+    req = {"model": "llama", "messages": [user()], **fields}
+    for given_ in (req, parse_openai_chat(req)):  # the dict and the request model alike
+        with pytest.raises(ClientError) as e:
+            build_exchange(given_, make_ctx())
+        assert (e.value.message, e.value.code, e.value.status) == (message, code, 400)
+
+
+def test_a_body_that_is_not_an_object_is_refused_in_cloudflares_words():
+    with pytest.raises(ClientError) as e:
+        build_exchange(["x"], make_ctx())  # type: ignore[arg-type]
+    assert (e.value.message, e.value.code) == ("the request must be a JSON object",
+                                               "invalid_request")
+
+
+def test_text_and_refusal_parts_read_the_text_key_first():
+    """A quirk kept byte for byte: ``text`` is read first whatever the part's type says."""
+    body = build([user([{"type": "refusal", "text": "a", "refusal": "b"},
+                        {"type": "refusal", "refusal": "c"}, {"type": "text", "refusal": "d"},
+                        {"type": "refusal", "text": "e"}])])
+    assert body["messages"] == [{"role": "user", "content": "acde"}]
+    assert refused([user([{"type": "refusal", "text": 5, "refusal": "b"}])]).message == \
+        "messages[0].content[0]: part type 'refusal' is not supported by cloudflare"
+
+
+def test_the_model_and_the_dict_build_the_same_bytes():
+    req = {"model": "llama", "messages": [
+        {"role": "developer", "content": [{"type": "text", "text": "be brief"}]}, user("Hi"),
+        {"role": "assistant", "content": "", "tool_calls": [call("c1", args={"a": [1]}),
+                                                            call("c2", args=None)]},
+        {"role": "tool", "tool_call_id": "c1", "content": [{"type": "text", "text": "ok"}]},
+        {"role": "tool", "tool_call_id": "c2"}],
+        "tools": [{"type": "retrieval", "function": {"name": "f", "parameters": "x"}}],
+        "max_completion_tokens": 9, "max_tokens": 3, "temperature": 0, "top_p": 1.0,
+        "repetition_penalty": 1, "seed": -1, "stop": "x", "stream": True}
+    for stream in (False, True):
+        ctx = make_ctx(stream=stream)
+        assert build_exchange(req, ctx).request == \
+            build_exchange(parse_openai_chat(req), make_ctx(stream=stream)).request
+    body = json.loads(build_exchange(parse_openai_chat(req), make_ctx()).request.body)
+    assert body == {
+        "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "Hi"},
+                     {"role": "assistant", "content": "", "tool_calls": [
+                         {"id": "c1", "type": "function",
+                          "function": {"name": "get_weather", "arguments": '{"a":[1]}'}},
+                         {"id": "c2", "type": "function",
+                          "function": {"name": "get_weather", "arguments": "{}"}}]},
+                     {"role": "tool", "tool_call_id": "c1", "content": "ok"},
+                     {"role": "tool", "tool_call_id": "c2", "content": ""}],
+        "max_tokens": 9, "temperature": 0, "top_p": 1.0, "seed": -1, "repetition_penalty": 1,
+        "tools": [{"type": "function", "function": {
+            "name": "f", "parameters": {"type": "object", "properties": {}}}}]}
+
+
+def test_the_openai_endpoint_gets_the_model_passed_through_cf_3():
+    req = {"model": "llama", "messages": [user()], "n": 3, "frobnicate": True}
+    ctx = make_ctx(base_url="https://gateway.ai.cloudflare.com/v1/acct/gw/workers-ai/ai/v1")
+    ex = build_exchange(parse_openai_chat(req), ctx)
+    assert isinstance(ex, OpenAIExchange)
+    assert json.loads(ex.request.body) == {**req, "model": MODEL}
 
 
 def test_builders_are_pure():
