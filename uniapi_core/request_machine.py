@@ -176,6 +176,9 @@ class Step(enum.Enum):
     RELAYING = "relaying"
     DONE = "done"
 
+    # members are singletons: hash by identity, in C (the table is looked up on every event)
+    __hash__ = object.__hash__
+
 
 @attrs.define
 class _TokenFetch:
@@ -198,6 +201,7 @@ class RequestMachine:
         self._new_ref = refs
         self._started = now
         self.step = Step.ROUTING
+        self.finished = False  #: the step is DONE: nothing of the request runs any more
         self.client_closed = False
         self._call: ChatCall | None = None
         self._relay: Relay | None = None
@@ -211,10 +215,6 @@ class RequestMachine:
         self._tokens: dict[int, _TokenFetch] = {}  # ref -> a token POST of ours
         self._watches: dict[int, object] = {}  # ref -> the account key watched
         self._wait_until: float | None = None
-
-    @property
-    def finished(self) -> bool:
-        return self.step is Step.DONE
 
     # -- the door -----------------------------------------------------------------------------
 
@@ -539,6 +539,7 @@ class RequestMachine:
         self._relay_refs.clear()
         self._routed = self._wait_until = None
         self.step = Step.DONE
+        self.finished = True
 
 
 def _internal_error() -> Respond:

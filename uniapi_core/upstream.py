@@ -176,23 +176,38 @@ class ConnectionManager(Generic[C, L]):
         self.h2: H2Pool[L] = H2Pool()
         self._connecting: dict[Key, Pending] = {}
         self._new_waiter = new_waiter
+        self._parsed: dict[tuple[str, str | None], tuple[Url, Key] | str] = {}
+
+    def target(self, req: object, proxy: str | None, ref: int = 0) -> Target | UpstreamFailed:
+        """``req`` (an ``UpstreamRequest``) parsed and keyed, or the failure to report; its
+        events carry ``ref``. A config has few distinct upstream and proxy URLs: each is
+        parsed once (``_parsed``, cleared past ``MAX_PARSED`` entries)."""
+        url_text: str = req.url  # type: ignore[attr-defined]
+        parsed = self._parsed.get((url_text, proxy))
+        if parsed is None:
+            parsed = self._parse(url_text, proxy)
+            if len(self._parsed) >= MAX_PARSED:
+                self._parsed.clear()
+            self._parsed[(url_text, proxy)] = parsed
+        if isinstance(parsed, str):
+            return UpstreamFailed(ref, "connect", parsed)
+        url, key = parsed
+        headers = (("host", url.host_header), *[
+            h for h in req.headers if h[0].lower() != "host"])  # type: ignore[attr-defined]
+        return Target(url, key, req.method, headers, req.body, ref)  # type: ignore[attr-defined]
 
     @staticmethod
-    def target(req: object, proxy: str | None, ref: int = 0) -> Target | UpstreamFailed:
-        """``req`` (an ``UpstreamRequest``) parsed and keyed, or the failure to report; its
-        events carry ``ref``."""
+    def _parse(url_text: str, proxy: str | None) -> tuple[Url, Key] | str:
+        """The URL and the pool key, or the failure text."""
         try:
-            url = parse_url(req.url)  # type: ignore[attr-defined]
+            url = parse_url(url_text)
         except ValueError as exc:
-            return UpstreamFailed(ref, "connect", f"bad upstream URL: {exc}")
+            return f"bad upstream URL: {exc}"
         try:
             spec = parse_proxy(proxy) if proxy else None
         except ValueError as exc:  # the message never quotes the URL (credentials)
-            return UpstreamFailed(ref, "connect", f"bad proxy URL: {exc}")
-        headers = (("host", url.host_header),) + tuple(
-            h for h in req.headers if h[0].lower() != "host")  # type: ignore[attr-defined]
-        return Target(url, (spec, url.origin), req.method, headers,  # type: ignore[attr-defined]
-                      req.body, ref)  # type: ignore[attr-defined]
+            return f"bad proxy URL: {exc}"
+        return url, (spec, url.origin)
 
     def route(self, key: Key, now: float, avoid: object = None,
               retried: bool = False) -> C | L | Connect | Wait:
@@ -287,6 +302,8 @@ def tunnel_open(hs: object) -> None:
 # -- attempts -----------------------------------------------------------------------------------
 
 DONE, FAILED, RETRY = "done", "failed", "retry"
+#: distinct (upstream URL, proxy) pairs ``ConnectionManager.target`` keeps parsed
+MAX_PARSED = 1024
 
 
 class Attempt:

@@ -15,7 +15,7 @@ from uniapi_core.http.pool import IdlePool, UpstreamTimeouts
 from uniapi_core.http.proxy import ProxyError, parse_proxy
 from uniapi_core.relay import UpstreamData, UpstreamEnded, UpstreamFailed, UpstreamHead
 from uniapi_core.upstream import (DONE, FAILED, HANDSHAKE, LOST, ORIGIN, PROXY_TCP, RETRY,
-                                  TIMEOUT, Collector, Connect, ConnectionManager, Full, H1Conn,
+                                  MAX_PARSED, TIMEOUT, Collector, Connect, ConnectionManager, Full, H1Conn,
                                   Target, Wait, config_url_text, failure_kind, tunnel_open)
 from uniapi_core.vendors.base import UpstreamRequest
 
@@ -123,7 +123,7 @@ def manager(**kw: float) -> ConnectionManager:
 def test_target_puts_the_urls_host_first_and_drops_the_callers():
     req = UpstreamRequest("POST", "https://api.test:8443/v1/x?q=1",
                           (("Host", "evil"), ("x-a", "1")), b"{}")
-    t = ConnectionManager.target(req, "http://u:secret@proxy.test:3128")
+    t = manager().target(req, "http://u:secret@proxy.test:3128")
     assert isinstance(t, Target)
     assert t.headers == (("host", "api.test:8443"), ("x-a", "1"))
     assert t.key == (parse_proxy("http://u:secret@proxy.test:3128"), ("https", "api.test", 8443))
@@ -131,9 +131,9 @@ def test_target_puts_the_urls_host_first_and_drops_the_callers():
 
 
 def test_target_reports_bad_urls_without_the_proxy_credentials():
-    bad = ConnectionManager.target(UpstreamRequest("GET", "ftp://x", ()), None)
+    bad = manager().target(UpstreamRequest("GET", "ftp://x", ()), None)
     assert isinstance(bad, UpstreamFailed) and bad.message.startswith("bad upstream URL: ")
-    bad = ConnectionManager.target(UpstreamRequest("GET", "http://x/", ()),
+    bad = manager().target(UpstreamRequest("GET", "http://x/", ()),
                                    "gopher://u:hunter2@p")
     assert isinstance(bad, UpstreamFailed) and bad.message.startswith("bad proxy URL: ")
     assert "hunter2" not in bad.message and bad.kind == "connect"
@@ -202,7 +202,7 @@ def test_release_pools_a_completed_keep_alive_connection_and_closes_the_rest():
 
 def h1_attempt(m: ConnectionManager, fresh: bool, retried: bool = False):
     conn = H1Conn(ORIGIN_A)
-    target = ConnectionManager.target(UpstreamRequest("GET", "http://a.test/x", ()), None)
+    target = manager().target(UpstreamRequest("GET", "http://a.test/x", ()), None)
     attempt = m.attempt(conn, target, fresh, retried)
     assert attempt.start().startswith(b"GET /x HTTP/1.1\r\nhost: a.test\r\n")
     return attempt
@@ -242,7 +242,7 @@ def test_an_h1_response_becomes_relay_events():
 def h2_attempt(retried: bool):
     m = manager()
     link = H2Link(HTTPS)
-    target = ConnectionManager.target(UpstreamRequest("GET", "https://b.test/x", ()), None)
+    target = manager().target(UpstreamRequest("GET", "https://b.test/x", ()), None)
     attempt = m.attempt(link, target, True, retried)
     attempt.start(object())
     return attempt
@@ -348,3 +348,16 @@ def test_busy_reuse_keeps_the_pool_bookkeeping_bounded():
     assert pool.checkin("k", conn, now)
     assert len(pool._order) == 1 and len(pool) == 1
     assert pool.next_deadline() == now + 60.0
+
+
+def test_target_parses_each_url_once_and_stays_bounded():
+    m = manager()
+    a = m.target(UpstreamRequest("GET", "http://a.test/x", (), b""), None, ref=3)
+    b = m.target(UpstreamRequest("GET", "http://a.test/x", (), b""), None, ref=4)
+    assert isinstance(a, Target) and isinstance(b, Target)
+    assert a.url is b.url and (a.ref, b.ref) == (3, 4)  # parsed once, events keep their ref
+    bad = m.target(UpstreamRequest("GET", "ftp://x", ()), None, ref=5)
+    assert isinstance(bad, UpstreamFailed) and bad.ref == 5
+    for i in range(MAX_PARSED + 10):
+        m.target(UpstreamRequest("GET", f"http://h{i}.test/", ()), None)
+    assert len(m._parsed) <= MAX_PARSED

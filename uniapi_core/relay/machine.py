@@ -83,6 +83,10 @@ class State(enum.Enum):
     FAILED = "failed"
     CANCELLED = "cancelled"
 
+    # members are singletons: hash by identity, in C, not Enum's Python-level hash of the name
+    # (the (state, event type) table is looked up on every event)
+    __hash__ = object.__hash__
+
 
 FINAL_STATES = frozenset({State.DONE, State.FAILED, State.CANCELLED})
 
