@@ -1,8 +1,5 @@
-"""The ``uniapi`` command and ``python -m uniapi_trio|uniapi_asyncio``: the one effectful
-shell every entry runs through (argv, files, environment, stdout/stderr, exit codes,
-``--workers`` supervision). What it decides and every text it prints is the core's: flags in
-``uniapi_core.cmdline``, meanings and messages in ``startup``, ``check``/``route`` in ``summary``.
-"""
+"""``uniapi`` and ``python -m uniapi_trio|uniapi_asyncio``: the one effectful shell (argv, files,
+env, output, exit codes, ``--workers``); what it decides and prints is the core's."""
 
 from __future__ import annotations
 
@@ -86,8 +83,8 @@ def _run(make_config: Callable[[str | None], Loaded], args: argparse.Namespace, 
 
 
 def _supervise(workers: int, serve: Callable[[], None]) -> None:
-    """Fork ``workers`` processes that each ``serve()`` the same SO_REUSEPORT port; forward
-    SIGTERM/SIGINT to them and wait. Forked before any event loop or thread exists."""
+    """Fork ``workers`` processes serving one SO_REUSEPORT port (before any loop exists);
+    forward SIGTERM/SIGINT to them and wait."""
     children: list[int] = []
     for _ in range(workers):
         if (pid := os.fork()) == 0:

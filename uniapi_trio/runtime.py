@@ -1,5 +1,4 @@
-"""Process-level plumbing on trio: start-up (model discovery; ``uniapi demo``'s upstream, the
-core's ``DemoUpstream`` on the gateway's own ``serve``), serving, the fetch of ``CONFIG_URL``."""
+"""Process plumbing on trio: discovery, ``uniapi demo``'s upstream, serving, ``CONFIG_URL``."""
 
 from __future__ import annotations
 

@@ -1,11 +1,5 @@
-"""The trio front: accept connections (TCP, or TLS with ALPN) and run each as a
-``uniapi_core.connection.Connection`` (HTTP/1.1 or HTTP/2, decided by the core).
-
-Per connection: one reader task feeding client bytes, one task per upstream exchange, fetch
-or watch, and the loop below, which hands every event to ``Connection.handle`` and performs
-the actions it returns. Clocks: ``trio.current_time()`` (monotonic) for deadlines, ``serve``'s
-``wall()`` for wall time.
-"""
+"""The trio front: each accepted connection is a ``uniapi_core.connection.Connection``, driven
+by the loop of docs/architecture.md ("The door")."""
 
 from __future__ import annotations
 
@@ -13,6 +7,7 @@ import contextlib
 import logging
 import math
 import ssl
+import socket
 from socket import IPPROTO_TCP, TCP_INFO
 import time
 from collections.abc import Awaitable, Callable
@@ -43,8 +38,7 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
                             draining: trio.Event | None = None,
                             wall: Callable[[], float] = time.time,
                             watches: dict[object, trio.Event] | None = None) -> None:
-    """Serve one client connection until the core closes it; ``draining`` set means shut
-    down gracefully; ``watches``: the process's ``Watch`` keys (shared by connections)."""
+    """Serve one client connection until the core closes it (``watches``: the process's)."""
     alpn = None
     if isinstance(stream, trio.SSLStream):
         try:
@@ -62,14 +56,13 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
     watches = {} if watches is None else watches
     watch = WriteWatch(options.write_stall_timeout)
     writing = trio.CancelScope()
-    raw = _socket(stream)
     plain = plain_socket(stream)  # reads and writes without SocketStream's wrappers
 
     async def watch_writes() -> None:
         """Give up on a client whose queued bytes stop going down (uniapi_core.http.stall)."""
         while True:
             await trio.sleep(watch.interval)
-            if watch.stalled(trio.current_time(), acked(raw)):
+            if watch.stalled(trio.current_time(), acked(stream)):
                 writing.cancel()
 
     async def write(data: bytes) -> bool:
@@ -185,42 +178,32 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
 
 
 def _log(action: Served) -> None:
-    """One access log line (the record made directly: ``Logger.info`` would also walk the
-    stack for the caller's file and line, which the format does not show)."""
+    """One access log line (a record made directly: ``Logger.info`` walks the stack)."""
     if log.isEnabledFor(logging.INFO):
         log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0,
                                   action.record.log_line(), (), None, "_log"))
 
 
-def acked(sock: object) -> int | None:
-    """Bytes the peer has acknowledged on this TCP connection (Linux tcpi_bytes_acked)."""
-    with contextlib.suppress(OSError, AttributeError):
-        return bytes_acked(sock.getsockopt(IPPROTO_TCP, TCP_INFO, TCP_INFO_SIZE))  # type: ignore[attr-defined]
-    return None
-
-
-def _socket(stream: trio.abc.Stream) -> object:
+def acked(stream: trio.abc.Stream) -> int | None:
+    """Bytes the client has acknowledged on this TCP connection (Linux tcpi_bytes_acked)."""
     while isinstance(stream, trio.SSLStream):
         stream = stream.transport_stream
-    return stream.socket if isinstance(stream, trio.SocketStream) else None
+    with contextlib.suppress(OSError, AttributeError):
+        return bytes_acked(stream.socket.getsockopt(  # type: ignore[attr-defined]
+            IPPROTO_TCP, TCP_INFO, TCP_INFO_SIZE))
+    return None
 
 
 async def _listeners(host: str, port: int, reuse_port: bool) -> list[trio.SocketListener]:
     """``trio.open_tcp_listeners``, or one SO_REUSEPORT socket shared with sibling workers."""
     if not reuse_port:
         return await trio.open_tcp_listeners(port, host=host, backlog=LISTEN_BACKLOG)
-    family, kind, proto, _, address = (await trio.socket.getaddrinfo(
-        host, port, type=trio.socket.SOCK_STREAM, flags=trio.socket.AI_PASSIVE))[0]
-    sock = trio.socket.socket(family, kind, proto)
-    sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
-    sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEPORT, 1)
-    await sock.bind(address)
-    sock.listen(LISTEN_BACKLOG)
-    return [trio.SocketListener(sock)]
+    sock = socket.create_server((host, port), backlog=LISTEN_BACKLOG, reuse_port=True)
+    return [trio.SocketListener(trio.socket.from_stdlib_socket(sock))]
 
 
 def tls_context(options: FrontOptions) -> ssl.SSLContext | None:
-    """The server TLS context (ALPN ``h2``, ``http/1.1``), or None for cleartext."""
+    """The server TLS context, or None for cleartext."""
     if not options.certfile:
         return None
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -233,10 +216,8 @@ async def serve(get_gateway: Callable[[], Gateway], host: str, port: int, *,
                 options: FrontOptions = FrontOptions(), pool: UpstreamPool | None = None,
                 stop: trio.Event | None = None, wall: Callable[[], float] = time.time,
                 task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-    """Listen on ``host:port`` until ``stop`` is set (or forever), then drain: accept no
-    more, let requests in flight finish for up to ``options.drain_grace`` seconds, then cut
-    the rest. Over ``options.max_connections`` a new connection is closed at once.
-    ``wall`` is the wall clock (of ``created``): ``time.time``, or a test's fixed one."""
+    """Listen until ``stop`` is set, then drain for up to ``options.drain_grace`` seconds;
+    ``wall``: the wall clock (``time.time``, or a test's fixed one)."""
     pool = pool or UpstreamPool()
     context = tls_context(options)
     listeners = await _listeners(host, port, options.reuse_port)

@@ -1,8 +1,5 @@
-"""Upstream connections on trio: the I/O of ``uniapi_core.upstream.ConnectionManager``, which
-decides everything (routing, pooling, retries, Host, deadlines, failure text). This connects
-(TCP, a proxy tunnel, TLS with system roots and SNI), reads, writes, closes, and runs two
-system tasks per HTTP/2 link: a reader delivering each stream's events to its request's
-unbounded channel, and the one writer (which also retires the link once idle)."""
+"""Upstream connections on trio: the I/O of the core's ``ConnectionManager``, which decides
+everything (docs/architecture.md, Transports)."""
 
 from __future__ import annotations
 
@@ -35,9 +32,7 @@ FAILURES = ((trio.TooSlowError, TIMEOUT), (BROKEN, LOST))
 
 
 async def receive_some(stream: trio.abc.Stream, sock: object | None) -> bytes:
-    """``stream.receive_some(READ_SIZE)``; on a plain TCP stream (``sock``, its trio socket)
-    the read itself, without ``SocketStream``'s two generator-based context managers per call
-    (~5 µs). Errors are ``OSError`` or ``trio.ClosedResourceError``, as callers expect."""
+    """``stream.receive_some``; on plain TCP (``sock``) the read itself, ~5 µs cheaper."""
     if sock is None:
         return await stream.receive_some(READ_SIZE)
     await trio.lowlevel.checkpoint_if_cancelled()
@@ -55,8 +50,7 @@ async def receive_some(stream: trio.abc.Stream, sock: object | None) -> bytes:
 
 
 async def send_all(stream: trio.abc.Stream, sock: object | None, data: bytes) -> None:
-    """``stream.send_all(data)``; on a plain TCP stream written directly (see
-    ``receive_some``)."""
+    """``stream.send_all(data)``; on plain TCP (``sock``) written directly."""
     if sock is None:
         await stream.send_all(data)
         return
@@ -94,8 +88,8 @@ class _Link(H2Link):
 
 
 class UpstreamPool:
-    """Upstream connections, pooled by the core; TLS verified against the system roots, or
-    against ``ssl_context`` (its ALPN is set here)."""
+    """Upstream connections, pooled by the core; TLS against the system roots or
+    ``ssl_context``."""
 
     def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
         self._core: ConnectionManager[_Conn, _Link] = ConnectionManager(trio.Event)
@@ -230,8 +224,7 @@ class UpstreamPool:
         return no_answer(timeout)
 
     async def fetch_image(self, action: Fetch) -> FetchResult:
-        """GET a remote image for the core: resolve, connect only to the address the core's
-        policy allows (pinned; the name stays in SNI and Host), read at most ``max_bytes``."""
+        """GET an image, connected only to the address the core's policy allows (pinned)."""
         url, got, attempt = action.url, Collector(action.max_bytes), None
         with trio.move_on_after(action.timeout):
             try:
