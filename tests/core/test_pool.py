@@ -14,9 +14,9 @@ from uniapi_core.http.h2client import H2Link, StreamFailed
 from uniapi_core.http.pool import IdlePool, UpstreamTimeouts
 from uniapi_core.http.proxy import ProxyError, parse_proxy
 from uniapi_core.relay import UpstreamData, UpstreamEnded, UpstreamFailed, UpstreamHead
-from uniapi_core.upstream import (DONE, FAILED, HANDSHAKE, LOST, ORIGIN, PROXY_TCP, RETRY,
-                                  MAX_PARSED, TIMEOUT, Collector, Connect, ConnectionManager, Full, H1Conn,
-                                  Target, Wait, config_url_text, failure_kind, tunnel_open)
+from uniapi_core.upstream import (DONE, FAILED, HANDSHAKE, LOST, MAX_PARSED, ORIGIN, PROXY_TCP,
+                                  RETRY, TIMEOUT, Collector, Connect, ConnectionManager, Full,
+                                  H1Conn, Target, Wait, config_url_text, failure_kind, tunnel_open)
 from uniapi_core.vendors.base import UpstreamRequest
 
 IDLE = 10.0

@@ -111,8 +111,8 @@ def test_remote_image_is_fetched_following_redirects_then_inlined():
         {"type": "image_url", "image_url": {"url": "http://img.test/a.png"}}]}]}
     (fetch,) = of(s.handle(ClientData(request(body)), 0.0, 0.0), Fetch)
     assert fetch.url.host == "img.test" and fetch.allow_private
-    (again,) = of(s.handle(FetchDone(fetch.ref, FetchResult(302, (("location", "/b.png"),))), 0.1, 0.1),
-                  Fetch)
+    redirect = FetchResult(302, (("location", "/b.png"),))
+    (again,) = of(s.handle(FetchDone(fetch.ref, redirect), 0.1, 0.1), Fetch)
     assert again.url.target == "/b.png"
     acts = s.handle(FetchDone(again.ref, FetchResult(200, (("content-type", "image/png"),), PNG)),
                     0.2, 0.2)
@@ -222,7 +222,8 @@ def test_auto_session_sniffs_h2c_preface_split_anywhere():
     _, wire = h2_request_bytes()
     for cut in (1, 5, 23, 24, 25, len(wire) - 1):
         s = auto()
-        actions = s.handle(ClientData(wire[:cut]), 0.0, 0.0) + s.handle(ClientData(wire[cut:]), 0.0, 0.0)
+        actions = (s.handle(ClientData(wire[:cut]), 0.0, 0.0)
+                   + s.handle(ClientData(wire[cut:]), 0.0, 0.0))
         assert isinstance(s.inner, H2Session)
         [start] = of(actions, StartUpstream)
         assert start.request.url == "http://u/v1/chat/completions"

@@ -1,8 +1,8 @@
 """Vendor translators: one module per wire protocol, each with three pure parts.
 
 ``TRANSLATORS`` maps an engine name to its exchange builder
-(``(ChatRequest | openai_request_dict, ChatContext) -> Exchange``). Engines without an entry are not served
-yet; routing skips their channels.
+(``(ChatRequest | openai_request_dict, ChatContext) -> Exchange``). Engines without an entry are
+not served yet; routing skips their channels.
 """
 
 from __future__ import annotations
