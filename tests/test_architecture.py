@@ -74,10 +74,9 @@ def _code_lines(package: str) -> int:
     return sum(code_lines(path) for path in (ROOT / package).rglob("*.py"))
 
 
-#: Code lines per transport, cli.py (the one command-line shell every entry runs) included.
-#: Issue 12's target is 650 for each; uniapi_trio is at 674 and this is its ratchet: it may
-#: only go down.
-THIN = {"uniapi_trio": 674, "uniapi_asyncio": 650}
+#: Code lines per transport, cli.py (the one command-line shell every entry runs) included:
+#: issue 12's limit (uniapi_trio 650, uniapi_asyncio 566 when it was met).
+THIN = {"uniapi_trio": 650, "uniapi_asyncio": 650}
 
 
 def test_transports_stay_thin():
@@ -150,7 +149,7 @@ FLOORS: dict[int, tuple[str, ...]] = {
     5: ("relay",),
     6: ("gateway", "demo", "summary", "startup", "cmdline"),
     7: ("request_machine", "upstream"),
-    8: ("events", "session", "h2session", "connection"),
+    8: ("events", "session", "h2session", "connection", "shell"),
 }
 #: ``uniapi_core/__init__.py`` is the package's front door: it sits above every floor, so a
 #: core module importing ``uniapi_core`` itself is an upward arrow too.

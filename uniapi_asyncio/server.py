@@ -63,8 +63,6 @@ async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
                 writer.transport.abort()  # the pending drain() then fails
 
     async def write(data: bytes) -> bool:
-        if not data:
-            return True
         watch.begin(loop.time())
         try:
             writer.write(data)

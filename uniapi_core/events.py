@@ -21,8 +21,8 @@ event                                        when
 ===========================================  ================================================
 action                                       the transport…
 ===========================================  ================================================
-``Write(data)``                              writes the bytes to the client, before it
-                                             handles the next event
+``Write(data)``                              writes the bytes (never empty) to the client,
+                                             before it handles the next event
 ``StartUpstream(ref, request, proxy)``       runs an upstream exchange, reporting its events
 ``StopUpstream(ref)``                        cancels whatever runs for ref (an exchange, a
                                              fetch or a watch), closing its connection

@@ -157,8 +157,12 @@ class Session:
 
 def _write(out: list[Action], chunks: list[bytes]) -> None:
     """Append ``chunks`` as one ``Write``, joined to the ``Write`` before it if there is one
-    (a head and its body: one send, one packet)."""
+    (a head and its body: one send, one packet); nothing when they are empty (a ``Write`` is
+    never empty)."""
+    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    if not data:
+        return
     if out and type(last := out[-1]) is Write:
-        out[-1] = Write(last.data + b"".join(chunks))
+        out[-1] = Write(last.data + data)
     else:
-        out.append(Write(chunks[0] if len(chunks) == 1 else b"".join(chunks)))
+        out.append(Write(data))

@@ -1,5 +1,4 @@
-"""uniapi's trio transport: the HTTP/1.1 and HTTP/2 front (cleartext or TLS) and the upstream
-connections (HTTP/1.1 pool, multiplexed HTTP/2, proxies), driving the core."""
+"""uniapi's trio transport: the front and the upstream connections, driving the core."""
 
 from .server import handle_connection, serve
 from .upstream import UpstreamPool

@@ -1,6 +1,4 @@
-"""``python -m uniapi_trio [flags]`` = ``uniapi serve --backend trio [flags]``: the same flags
-(``python -m uniapi_trio --help``), from the one parser in ``uniapi_core.cmdline``;
-``--backend`` is fixed to ``trio`` here (another value is refused)."""
+"""``python -m uniapi_trio [flags]``: ``uniapi serve --backend trio [flags]`` (the one parser)."""
 
 from .cli import module_main
 

@@ -1,5 +1,5 @@
-"""``uniapi`` and ``python -m uniapi_trio|uniapi_asyncio``: the one effectful shell (argv, files,
-env, output, exit codes, ``--workers``); what it decides and prints is the core's."""
+"""``uniapi`` and ``python -m uniapi_trio|uniapi_asyncio``: the one effectful shell. The command
+itself is the core's sans-IO ``uniapi_core.shell.program``; this performs its effects."""
 
 from __future__ import annotations
 
@@ -14,15 +14,13 @@ import ssl
 import sys
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
 
-from uniapi_core import startup, summary
+from uniapi_core import shell, startup
 from uniapi_core.cmdline import build_parser, module_parser
 from uniapi_core.config import Loaded
-from uniapi_core.demo import DEMO_SOURCE, demo_config
-from uniapi_core.upstream import config_url_text
 
-__all__ = ["main", "module_main", "read_config_source"]
+__all__ = ["main", "module_main", "perform"]
+
 
 def say(text: str) -> None:
     """Write one of the core's texts to stderr, at once."""
@@ -30,44 +28,40 @@ def say(text: str) -> None:
     sys.stderr.flush()
 
 
-def _or_exit(decide: Callable[..., Any], *args: Any) -> Any:
-    """``decide(*args)``; a ``ValueError`` from it ends the process with its reason."""
-    try:
-        return decide(*args)
-    except ValueError as exc:
-        raise SystemExit(startup.fatal(exc)) from None
+def perform(args: argparse.Namespace) -> None:
+    """Run the core's program for ``args``, performing each effect it asks for."""
+    program, result = shell.program(args, os.environ), None
+    while True:
+        try:
+            effect = program.send(result)
+        except StopIteration:
+            return
+        result = None
+        if isinstance(effect, shell.Print):
+            out = sys.stdout if effect.stdout else sys.stderr
+            out.write(effect.text)
+            out.flush()
+        elif isinstance(effect, shell.ReadFile):
+            try:
+                with open(effect.path, encoding="utf-8") as f:
+                    result = f.read()
+            except (OSError, UnicodeDecodeError) as exc:
+                result = exc
+        elif isinstance(effect, shell.FetchConfig):
+            from .runtime import fetch
+
+            result = fetch(effect.request)
+        elif isinstance(effect, shell.Exit):
+            raise SystemExit(effect.code)
+        elif isinstance(effect, shell.Serve):
+            _serve(effect.launch, effect.config, args.backend)
 
 
-def read_config_source(path: str | None) -> tuple[str, str]:
-    """(text, source name): ``--config``, else env ``CONFIG_URL``, else ``./api.yaml``."""
-    kind, path = startup.config_source(path, os.environ)
-    if kind == "url":
-        from .runtime import fetch
-
-        return _or_exit(config_url_text, path, fetch(startup.config_url_request(path))), path
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read(), path
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SystemExit(startup.read_failure(path, exc)) from None
-
-
-def load_or_exit(text: str, source: str) -> Loaded:
-    loaded, report = startup.load_checked(text, source)
-    say(report)
-    if loaded is None:
-        raise SystemExit(2)
-    return loaded
-
-
-def _run(make_config: Callable[[str | None], Loaded], args: argparse.Namespace, *,
-         demo: bool = False) -> None:
-    """Start ``args.backend``; ``make_config(demo_upstream_url)`` gives the config to serve."""
+def _serve(launch: startup.Launch, config: Callable[[str | None], Loaded], backend: str) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    launch = _or_exit(startup.launch, args, os.environ, demo)
     # the one arrow between the twins: the asyncio backend is started from here
-    run = importlib.import_module(f"uniapi_{args.backend}.runtime").run
-    serve = partial(run, launch, lambda url: launch.gateway(make_config(url).config,
+    run = importlib.import_module(f"uniapi_{backend}.runtime").run
+    serve = partial(run, launch, lambda url: launch.gateway(config(url).config,
                                                             random.Random()), say=say)
     if launch.options.workers > 1:
         _supervise(launch.options.workers, serve)
@@ -111,29 +105,12 @@ def _supervise(workers: int, serve: Callable[[], None]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``uniapi serve|check|route|demo``."""
-    args = build_parser().parse_args(argv)
-    if args.command == "check":
-        loaded = load_or_exit(*read_config_source(args.path))
-        sys.stdout.write(summary.render_summary(loaded.config))
-    elif args.command == "route":
-        config = load_or_exit(*read_config_source(args.config)).config
-        sys.stdout.write(summary.render_route(config, args.key, args.model, seed=args.seed,
-                                              requests=args.requests, tools=args.tools))
-    elif args.command == "demo":
-        _run(lambda url: load_or_exit(demo_config(url or ""), DEMO_SOURCE), args, demo=True)
-    else:
-        _serve(args)
+    perform(build_parser().parse_args(argv))
 
 
 def module_main(backend: str = "trio", argv: Sequence[str] | None = None) -> None:
     """``python -m uniapi_<backend>``: ``uniapi serve``, the backend fixed by the module."""
-    _serve(module_parser(backend).parse_args(argv))
-
-
-def _serve(args: argparse.Namespace) -> None:
-    _or_exit(startup.front_options, args)  # a bad flag is reported before the config is read
-    loaded = load_or_exit(*read_config_source(args.config))
-    _run(lambda url: loaded, args)
+    perform(module_parser(backend).parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -67,8 +67,6 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
 
     async def write(data: bytes) -> bool:
         nonlocal writing
-        if not data:
-            return True
         writing = trio.CancelScope()
         watch.begin(trio.current_time())
         try:
@@ -151,8 +149,7 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
                 return False
         return True
 
-    async def watch_drain() -> None:
-        assert draining is not None
+    async def watch_drain(draining: trio.Event) -> None:
         await draining.wait()
         await send.send(DrainStarted())
 
@@ -160,7 +157,7 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
         nursery.start_soon(read_client)
         nursery.start_soon(watch_writes)
         if draining is not None:
-            nursery.start_soon(watch_drain)
+            nursery.start_soon(watch_drain, draining)
         try:
             while True:
                 try:  # events first: they may make a passed deadline moot

@@ -1,7 +1,8 @@
 """The one door, ``Connection.handle``, under arbitrary orderings (hypothesis).
 
 Whatever events arrive, in whatever order and with whatever refs (known, stale, never
-issued), at whatever times: ``handle`` never raises, never returns two ``Write``s in a row,
+issued), at whatever times: ``handle`` never raises, never returns an empty ``Write`` or two
+in a row,
 puts every ``Watch`` first, and once the client is gone nothing it started is left running —
 every ref of a ``StartUpstream``, ``Fetch`` or ``Watch`` has been stopped, or its exchange
 ended by itself.
@@ -76,6 +77,7 @@ STEP = st.tuples(
 
 
 def _check(actions: list) -> None:
+    assert all(a.data for a in actions if type(a) is Write), actions  # never an empty Write
     for a, b in zip(actions, actions[1:]):
         assert not (type(a) is Write and type(b) is Write), actions
     watches = [i for i, a in enumerate(actions) if type(a) is Watch]
