@@ -10,7 +10,9 @@ the instructions the gateway executes per request under valgrind's callgrind, wh
 within about 1 %: the gateway (one process under ``valgrind --tool=callgrind``, with
 ``PYTHONHASHSEED=0``) serves ``N1`` and then, in a second run, ``N2`` sequential keep-alive chat
 completions against the nginx mock of ``run.py``; (instructions(N2) - instructions(N1)) /
-(N2 - N1) cancels start-up and imports. JSON and a 52-event stream, on each backend.
+(N2 - N1) cancels start-up and imports. JSON and a 52-event stream, on each backend. Run it
+on a quiet machine: under load the event loop batches events differently and the count moves
+(by 1.5 % once), so both sides are counted in the same quiet minutes.
 
 ``--compare GITREF`` measures GITREF's gateway (a temporary ``git worktree``, as in ``run.py
 --compare``) the same way and prints head ÷ base. It needs ``valgrind`` (Debian's package)
