@@ -82,7 +82,7 @@ class Respond:
 @attrs.frozen(kw_only=True)
 class ChatCall:
     """A chat request that passed dispatch, auth and validation, as data. The request machine
-    (``exchange.py``) takes it through its steps, each a call back into the gateway with it:
+    (``request_machine.py``) takes it through its steps, each a call back into the gateway with it:
     ``moderation_check``/``moderation_verdict`` (``ENABLE_MODERATION``), ``images_needed``
     (remote images a vendor needs inline), ``route_chat`` (the relay, and the Vertex tokens
     it needs first)."""
