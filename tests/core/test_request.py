@@ -228,9 +228,12 @@ MODELS = {"vertex-claude": "claude-sonnet-4@20250514", "vertex-gemini": "gemini-
           "gemini": "gemini-2.5-flash", "cloudflare": "@cf/meta/llama-3.1-8b-instruct"}
 
 
-def _outcome(engine: str, req: ChatRequest | dict[str, Any], stream: bool) -> Any:
+def _outcome(engine: str, req: ChatRequest | dict[str, Any], stream: bool, *,
+             client: str = "m", upstream: str | None = None) -> Any:
+    """What ``engine``'s builder makes of ``req``: the request, the images it needs, or the
+    error."""
     provider = PROVIDERS[engine]
-    ctx = ChatContext(client_model="m", upstream_model=MODELS.get(engine, "model-x"),
+    ctx = ChatContext(client_model=client, upstream_model=upstream or MODELS.get(engine, "model-x"),
                       provider=provider, api_key=provider.api[0] if provider.api else None,
                       stream=stream, include_usage=False, response_id="chatcmpl-x", created=1,
                       entropy=random.Random(0), region="us-east5", access_token="tok",
@@ -320,21 +323,8 @@ def gemini_requests(draw: st.DrawFn) -> dict[str, Any]:
 def test_dict_and_model_build_the_same_gemini_request(obj: dict[str, Any], engine: str,
                                                        upstream: str, client: str,
                                                        stream: bool) -> None:
-    provider = PROVIDERS[engine]
-
     def outcome(req: ChatRequest | dict[str, Any]) -> Any:
-        ctx = ChatContext(client_model=client, upstream_model=upstream, provider=provider,
-                          api_key=provider.api[0] if provider.api else None, stream=stream,
-                          include_usage=False, response_id="chatcmpl-x", created=1,
-                          entropy=random.Random(0), region="us-east5", access_token="tok",
-                          images={"https://x.test/a.png": ("image/png", b"\x89PNG\r\n\x1a\n")})
-        try:
-            r = TRANSLATORS[engine.split("-")[0]](req, ctx).request
-        except ImagesNeeded as exc:
-            return ("images", tuple(exc.urls))
-        except UniapiError as exc:
-            return ("error", type(exc).__name__, exc.message, exc.code)
-        return (r.method, r.url, r.headers, r.body)
+        return _outcome(engine, req, stream, client=client, upstream=upstream)
 
     assert outcome(obj) == outcome(parse_openai_chat(obj))
 
