@@ -1,11 +1,10 @@
 """The one door, ``Connection.handle``, under arbitrary orderings (hypothesis).
 
-Whatever events arrive, in whatever order and with whatever refs (known, stale, never
-issued), at whatever times: ``handle`` never raises, never returns an empty ``Write`` or two
-in a row,
-puts every ``Watch`` first, and once the client is gone nothing it started is left running —
-every ref of a ``StartUpstream``, ``Fetch`` or ``Watch`` has been stopped, or its exchange
-ended by itself.
+On HTTP/1.1 and on HTTP/2 (two streams at once), whatever events arrive, in whatever order
+and with whatever refs (known, stale, never issued), at whatever times: ``handle`` never
+raises, never returns an empty ``Write`` or two in a row, puts every ``Watch`` first, and once
+the client is gone nothing it started is left running — every ref of a ``StartUpstream``,
+``Fetch`` or ``Watch`` has been stopped, or its exchange ended by itself.
 """
 
 from __future__ import annotations
@@ -65,6 +64,23 @@ def request(stream: bool, model: str = "m", image: bool = False) -> bytes:
             ).encode() + body
 
 
+def h2_requests(stream: bool, model: str = "m", image: bool = False) -> bytes:
+    """Two concurrent chat requests on one HTTP/2 connection (streams 1 and 3)."""
+    import h2.config
+    import h2.connection
+
+    c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True,
+                                                             header_encoding=None))
+    c.initiate_connection()
+    body = request(stream, model, image).split(b"\r\n\r\n", 1)[1]
+    for sid in (1, 3):
+        c.send_headers(sid, [(b":method", b"POST"), (b":path", b"/v1/chat/completions"),
+                             (b":scheme", b"http"), (b":authority", b"x"),
+                             (b"authorization", b"Bearer sk-s")])
+        c.send_data(sid, body, end_stream=True)
+    return c.data_to_send()
+
+
 # One step of the script: which event to make, with a ref picked from those issued so far
 # (or a stale/unknown one), and how far the clock moves first.
 STEP = st.tuples(
@@ -85,7 +101,7 @@ def _check(actions: list) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(alpn=st.sampled_from([None, "http/1.1"]), stream=st.booleans(),
+@given(alpn=st.sampled_from([None, "http/1.1", "h2"]), stream=st.booleans(),
        model=st.sampled_from(["m", "claude"]), image=st.booleans(),
        steps=st.lists(STEP, max_size=40))
 def test_any_ordering_leaves_nothing_running(alpn, stream, model, image, steps):
@@ -105,7 +121,9 @@ def test_any_ordering_leaves_nothing_running(alpn, stream, model, image, steps):
             elif isinstance(a, StopUpstream):
                 over.add(a.ref)
 
-    feed(ClientData(request(stream, model, image)))
+    feed(ClientData(h2_requests(stream, model, image) if alpn == "h2"
+                    else request(stream, model, image)))
+    assert len(issued) == (2 if alpn == "h2" else 1)  # each request went upstream or to fetch
     for kind, index, dt in steps:
         now += dt
         ref = issued[index % len(issued)] if issued and index >= 0 else 10_000 + index
