@@ -144,7 +144,9 @@ class H2Session:
             del self._machines[stream_id]
             for ref in [r for r, s in self._owner.items() if s == stream_id]:
                 del self._owner[ref]
-                self._paused.discard(ref)
+                if ref in self._paused:  # the transport drops its gate for it
+                    self._paused.discard(ref)
+                    out.append(ResumeUpstream(ref))
             if ex.client_closed:
                 conn.cancel(stream_id)
 

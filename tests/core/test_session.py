@@ -24,6 +24,7 @@ from uniapi_core.events import (
     StopUpstream,
     UpstreamData,
     UpstreamEnded,
+    UpstreamFailed,
     UpstreamHead,
     Watch,
     Write,
@@ -246,7 +247,9 @@ def test_auto_session_falls_back_to_http11_and_alpn_decides_at_once():
     assert isinstance(auto("http/1.1").inner, Session)
 
 
-def test_h2_session_pauses_the_upstream_while_the_window_is_shut():
+def _paused_h2_stream():
+    """An HTTP/2 stream whose upstream the session just paused: (client, session, ref, the
+    SSE event fed, how many it took)."""
     import h2.config
     import h2.connection
 
@@ -268,13 +271,26 @@ def test_h2_session_pauses_the_upstream_while_the_window_is_shut():
         acts = s.handle(UpstreamData(start.ref, event), 0.0, 0.0)
         n += 1
     # the client's 64 KiB window plus our 64 KiB buffer, then the upstream is paused, once
-    assert of(acts, PauseUpstream) == [PauseUpstream(start.ref)] and 50 < n < 80
-    assert not of(s.handle(UpstreamData(start.ref, event), 0.0, 0.0), PauseUpstream)
+    assert of(acts, PauseUpstream) == [PauseUpstream(start.ref)]
+    return c, s, start.ref, event, n
+
+
+def test_h2_session_pauses_the_upstream_while_the_window_is_shut():
+    c, s, ref, event, n = _paused_h2_stream()
+    assert 50 < n < 80
+    assert not of(s.handle(UpstreamData(ref, event), 0.0, 0.0), PauseUpstream)
     # the client reads and reopens its window: the buffer drains, reading resumes
     c.increment_flow_control_window(1 << 20)
     c.increment_flow_control_window(1 << 20, stream_id=1)
     acts = s.handle(ClientData(c.data_to_send()), 0.1, 0.1)
-    assert of(acts, ResumeUpstream) == [ResumeUpstream(start.ref)]
+    assert of(acts, ResumeUpstream) == [ResumeUpstream(ref)]
+
+
+def test_a_paused_upstream_is_resumed_when_its_stream_ends():
+    """The transport keeps a gate per paused ref: the ref's end must let it drop it."""
+    _, s, ref, _, _ = _paused_h2_stream()
+    acts = s.handle(UpstreamFailed(ref, "reset", "gone"), 0.2, 0.2)
+    assert of(acts, ResumeUpstream) == [ResumeUpstream(ref)]
 
 
 def test_merge_writes_joins_only_consecutive_writes():
