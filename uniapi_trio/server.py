@@ -20,7 +20,6 @@ from uniapi_core.events import (ClientData, Close, DeadlineReached, DrainStarted
                                 Notified, Notify, PauseUpstream, ResumeUpstream, Served,
                                 StartUpstream, StopUpstream, Watch, Write, WriteFailed)
 from uniapi_core.gateway import Gateway
-from uniapi_core.http.pool import READ_SIZE
 from uniapi_core.http.stall import TCP_INFO_SIZE, WriteWatch, bytes_acked
 from uniapi_core.startup import FrontOptions
 
