@@ -18,6 +18,8 @@ docs/contracts.md ("The stream grammar") is enforced in one place:
 
 from __future__ import annotations
 
+import re
+
 # typeshed's json.decoder stub does not declare ``scanstring``; the module has it at runtime
 from json.decoder import scanstring  # type: ignore[attr-defined]
 from json.encoder import encode_basestring
@@ -26,16 +28,70 @@ from typing import Any
 from ..jsonutil import dumps
 from .base import ChatContext, StreamChunk
 
-__all__ = ["ChunkWriter", "completion", "usage_object"]
+__all__ = ["ChunkWriter", "completion", "token_count", "token_counts", "usage_object"]
+
+_COUNT_NAME = re.compile(r"[a-z0-9_]{1,64}")
+
+
+def token_count(v: Any) -> int | None:
+    """A vendor's count as an integer ≥ 0, else None (missing, a bool, a negative, a string, a
+    fraction, NaN). An integral float (``512.0``: Cohere's SDKs type counts as numbers) is that
+    integer, so every count in a usage object is an ``int`` (U-4)."""
+    if type(v) is int:
+        return v if v >= 0 else None
+    if type(v) is float and v.is_integer() and 0 <= v < 2 ** 63:
+        return int(v)
+    return None
+
+
+def token_counts(obj: Any, skip: frozenset[str] = frozenset()) -> dict[str, int]:
+    """The counts of a vendor's usage sub-object (``server_tool_use``, ``billed_units``,
+    ``prompt_tokens_details``…) under their own names, in the vendor's order: every key of
+    the form ``[a-z0-9_]{1,64}`` not in ``skip`` whose value is a count (``token_count``);
+    anything else is left out (U-4)."""
+    if not isinstance(obj, dict):
+        return {}
+    out: dict[str, int] = {}
+    for key, value in obj.items():
+        n = token_count(value)
+        if n is not None and key not in skip and _COUNT_NAME.fullmatch(key):
+            out[key] = n
+    return out
 
 
 def usage_object(prompt: int = 0, completion: int = 0, cached: int = 0,
-                 reasoning: int = 0) -> dict[str, Any]:
-    """OpenAI usage with details (docs/contracts.md, "Usage figures")."""
-    return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": cached},
-            "completion_tokens_details": {"reasoning_tokens": reasoning}}
+                 reasoning: int = 0, *, cache_write: int | None = None,
+                 prompt_details: dict[str, int] | None = None,
+                 completion_details: dict[str, int] | None = None,
+                 vendor: dict[str, dict[str, int]] | None = None) -> dict[str, Any]:
+    """OpenAI usage with details (docs/contracts.md, "Usage figures"; U-4).
+
+    ``total_tokens`` is ``prompt + completion``. ``cache_write`` (tokens written to the prompt
+    cache, a part of ``prompt``) becomes ``prompt_tokens_details.cache_write_tokens``, OpenRouter's
+    name, and is left out when ``None`` (the vendor reports no cache writes). ``prompt_details``
+    and ``completion_details`` add further counts to the two detail objects (``cached_tokens``,
+    ``cache_write_tokens`` and ``reasoning_tokens`` are the arguments' own); ``vendor`` adds
+    top-level objects of counts that have no OpenAI field (Anthropic's ``server_tool_use``,
+    Cohere's ``billed_units``). Every number is an ``int`` ≥ 0: anything else counts as 0."""
+    prompt, completion = token_count(prompt) or 0, token_count(completion) or 0
+    pdetails: dict[str, int] = {"cached_tokens": token_count(cached) or 0}
+    if cache_write is not None:
+        pdetails["cache_write_tokens"] = token_count(cache_write) or 0
+    if prompt_details:
+        for key, value in prompt_details.items():
+            pdetails.setdefault(key, token_count(value) or 0)
+    cdetails: dict[str, int] = {"reasoning_tokens": token_count(reasoning) or 0}
+    if completion_details:
+        for key, value in completion_details.items():
+            cdetails.setdefault(key, token_count(value) or 0)
+    usage: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
+                             "total_tokens": prompt + completion,
+                             "prompt_tokens_details": pdetails,
+                             "completion_tokens_details": cdetails}
+    for name, counts in (vendor or {}).items():
+        if counts and name not in usage:
+            usage[name] = {k: token_count(v) or 0 for k, v in counts.items()}
+    return usage
 
 
 def completion(ctx: ChatContext, *, content: str, reasoning: str = "",
