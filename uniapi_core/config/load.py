@@ -36,7 +36,7 @@ from .model import Config, ModelEntry, ModelRule, RateLimit
 from .rates import parse_rate_limit, parse_rate_rules
 
 __all__ = ["Loaded", "load_config", "MAX_NODES", "ENGINES", "SCHEDULING_ALGORITHMS",
-           "KEY_SCHEDULE_ALGORITHMS"]
+           "KEY_SCHEDULE_ALGORITHMS", "DIALECTS"]
 
 #: the most nodes a document may have once its aliases are expanded
 MAX_NODES = 100_000
@@ -48,6 +48,10 @@ SCHEDULING_ALGORITHMS = ("fixed_priority", "round_robin", "weighted_round_robin"
                          "random")
 #: accepted values of ``providers[].preferences.api_key_schedule_algorithm``
 KEY_SCHEDULE_ALGORITHMS = ("round_robin", "random", "fixed_priority")
+#: accepted values of ``providers[].preferences.dialect``: the OpenAI-compatible dialects of
+#: ``uniapi_core.vendors.dialects`` (a test keeps the two lists equal)
+DIALECTS = ("openai", "azure", "deepseek", "xai", "groq", "mistral", "openrouter", "together",
+            "fireworks", "cerebras", "siliconflow", "ollama", "vllm", "lmstudio", "generic")
 
 
 @attrs.frozen
@@ -372,6 +376,7 @@ _PROVIDER_PREFS = {
     "api_key_rate_limit": _rate_limit, "api_key_cooldown_period": _seconds,
     "api_key_schedule_algorithm": _choice(KEY_SCHEDULE_ALGORITHMS, alias="round_robin"),
     "model_timeout": _timeouts, "cooldown_period": _seconds, "proxy": _proxy, "headers": _headers,
+    "dialect": _choice(DIALECTS), "think_tags": _bool,
 }
 _ROUTING_COMPAT = frozenset({"exclude_endpoints", "only_request_types", "exclude_request_types",
                              "exclude_request_rules", "max_request_body_bytes"})

@@ -71,6 +71,10 @@ class ProviderPreferences:
     cooldown_period: float | None = None
     proxy: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
+    #: OpenAI-compatible hosts: the dialect to normalize (None: from the engine and base_url)
+    dialect: str | None = None
+    #: ``<think>…</think>`` leading the content is reasoning (None: the dialect's default)
+    think_tags: bool | None = None
     #: keys uniapi accepts for compatibility but does not act on yet (name -> raw value)
     extra: tuple[tuple[str, Any], ...] = ()
 

@@ -2,9 +2,11 @@
 
 The request passes through untouched except the model name (OAI-2/OAI-3, docs/vendor-rules.md).
 Responses are relayed event by event: each upstream ``data:`` event is re-framed as
-``data: …\\n\\n`` from its original text, and only re-encoded when something must change (the
-model name, when the client asked for an alias: O-3). The decoder recognises ``[DONE]``,
-in-stream error objects (OAI-9) and a stream cut before its end (DEC-5).
+``data: …\\n\\n`` from its original text, and only re-encoded when something must change: the
+model name, when the client asked for an alias (O-3), or what the host's dialect does
+differently from OpenAI (``dialects.py``: tool-call indexes, content lists, reasoning fields,
+usage, finish reasons). The decoder recognises ``[DONE]``, in-stream error objects (OAI-9) and
+a stream cut before its end (DEC-5).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from .base import (
     UpstreamRequest,
     error_from_body,
 )
+from .dialects import GENERIC, ChunkNormalizer, Dialect, dialect_for, normalize_body
 
 __all__ = ["chat_url", "models_url", "sibling_url", "build_exchange", "OpenAIExchange",
            "OpenAIStreamDecoder", "parse_models_list", "PassthroughExchange", "build_passthrough",
@@ -113,6 +116,9 @@ class OpenAIExchange:
     def __init__(self, request: UpstreamRequest, ctx: ChatContext) -> None:
         self.request = request
         self.ctx = ctx
+        self.dialect = dialect_for(ctx.provider)
+        prefs = getattr(ctx.provider, "preferences", None)
+        self.think_tags: bool | None = getattr(prefs, "think_tags", None)
 
     def parse_body(self, status: int, headers: tuple[tuple[str, str], ...], body: bytes) -> bytes:
         try:
@@ -129,17 +135,19 @@ class OpenAIExchange:
         if not isinstance(choices, list) or not choices:
             raise UpstreamError("upstream answered with no choices", kind="empty",
                                 upstream_status=status)
+        changed = normalize_body(obj, self.dialect, think_tags=self.think_tags)
         if obj.get("model") != self.ctx.client_model:
             obj["model"] = self.ctx.client_model
-            return dumps(obj)
-        return body
+            changed = True
+        return dumps(obj) if changed else body
 
     def parse_error(self, status: int, headers: tuple[tuple[str, str], ...],
                     body: bytes) -> UpstreamError:
         return error_from_body(status, headers, body)
 
     def stream_decoder(self) -> "OpenAIStreamDecoder":
-        return OpenAIStreamDecoder(self.ctx.client_model)
+        return OpenAIStreamDecoder(self.ctx.client_model, self.dialect,
+                                   think_tags=self.think_tags)
 
 
 # A JSON string as dumps writes it: no \\u or \\/ escapes, no raw U+2028/U+2029. Matched as an
@@ -151,24 +159,28 @@ _INT = r"(?:0|-?[1-9][0-9]*)"
 _PLAIN_CHUNK = re.compile(
     r'(\{"id":' + _STR + r',"object":"chat\.completion\.chunk","created":' + _INT
     + r',"model":)"([^"\\\x00-\x1f\u2028\u2029]*)"((?:,"service_tier":' + _STR
-    + r')?(?:,"system_fingerprint":(?:null|' + _STR + r'))?,"choices":\[\{"index":' + _INT
-    + r',"delta":\{"content":' + _STR + r'\},"logprobs":null,"finish_reason":null\}\]'
+    + r')?(?:,"system_fingerprint":(?:null|' + _STR + r'))?,"choices":\[\{"index":(' + _INT
+    + r'),"delta":\{"content":' + _STR + r'\},"logprobs":null,"finish_reason":null\}\]'
     r'(?:,"usage":null)?(?:,"obfuscation":' + _STR + r')?\})')
 
 
 class OpenAIStreamDecoder(SSEVendorDecoder):
-    """OpenAI SSE bytes → client-ready chunks, relayed without re-encoding when possible.
+    """OpenAI-compatible SSE bytes → client-ready chunks, relayed without re-encoding when
+    possible.
 
     Framing, the terminal state and the error contract are ``SSEVendorDecoder``'s: split-
     invariant even on bad input (DEC-1: chunks completed before a ``DecodeError`` come out
     first and the error is raised by the next call), nothing after ``[DONE]`` or an error
-    object (DEC-4). ``_events`` is the whole per-event loop, fast path included.
+    object (DEC-4). Every chunk that is not a plain content chunk goes through the dialect's
+    ``ChunkNormalizer``; a stream that ends without a finish reason for a choice gets one, in a
+    last chunk of its own. ``_events`` is the whole per-event loop, fast path included.
     """
 
     #: the fast-path matcher (a test swaps it for one that never matches)
     _plain = _PLAIN_CHUNK.fullmatch  # a bound builtin: not rebound as a method
 
-    def __init__(self, client_model: str) -> None:
+    def __init__(self, client_model: str, dialect: Dialect = GENERIC, *,
+                 think_tags: bool | None = None) -> None:
         super().__init__()
         self._model = client_model
         try:  # the client's model as dumps writes it inside a chunk (None: take the long way)
@@ -176,17 +188,32 @@ class OpenAIStreamDecoder(SSEVendorDecoder):
             client_model.encode("utf-8")
         except UnicodeEncodeError:
             self._model_json = None
+        self._norm = ChunkNormalizer(dialect, think_tags=think_tags)
+        #: the choice indexes (as text) fast-path chunks have named so far
+        self._plain_seen: set[str] = set()
+        #: True when a plain chunk may need the normalizer (think tags on, or a choice finished)
+        self._gated = self._norm.gated
         self._finished = False  # a finish_reason was seen
         self.usage: dict[str, Any] | None = None
 
     def _eof(self) -> list[StreamItem]:
         if self._finished:  # DEC-5: some hosts end without [DONE]
-            return [StreamDone(self.usage)]
+            return self._end()
         return [StreamFailed(UpstreamError("upstream stream ended before it was complete",
                                            kind="truncated"))]
 
+    def _end(self) -> list[StreamItem]:
+        """A proper end: the finish chunk the host left out, if any, then done."""
+        out: list[StreamItem] = []
+        last = self._norm.finish(self._model)
+        if last is not None:
+            out.append(StreamChunk(b"data: " + dumps(last) + b"\n\n"))
+        out.append(StreamDone(self.usage))
+        return out
+
     def _events(self, events: list[Any], out: list[StreamItem]) -> None:
         plain = self._plain
+        norm = self._norm
         for ev in events:
             if self._done:
                 return  # DEC-4: nothing after the terminal condition
@@ -196,18 +223,24 @@ class OpenAIStreamDecoder(SSEVendorDecoder):
                 # a plain content chunk in OpenAI's compact layout: valid JSON with no error,
                 # no usage and no finish_reason, every string and number already in the form
                 # dumps writes, so the general way's output is the text itself, or the text
-                # with the model's JSON string swapped
-                if m.group(2) == self._model:
-                    out.append(StreamChunk(b"data: " + text.encode("utf-8") + b"\n\n"))
-                    continue
-                if self._model_json is not None:
-                    out.append(StreamChunk(b"data: " + m.group(1).encode("utf-8")
-                                           + self._model_json
-                                           + m.group(3).encode("utf-8") + b"\n\n"))
-                    continue
+                # with the model's JSON string swapped; nothing in it for the dialect to fix
+                index = m.group(4)
+                if index not in self._plain_seen:  # once per choice: parse it, for the head
+                    self._plain_seen.add(index)
+                    norm.note_head(json.loads(text))
+                    norm.seen_plain(int(index))
+                if not self._gated or norm.plain_ok(int(index)):
+                    if m.group(2) == self._model:
+                        out.append(StreamChunk(b"data: " + text.encode("utf-8") + b"\n\n"))
+                        continue
+                    if self._model_json is not None:
+                        out.append(StreamChunk(b"data: " + m.group(1).encode("utf-8")
+                                               + self._model_json
+                                               + m.group(3).encode("utf-8") + b"\n\n"))
+                        continue
             if text == "[DONE]":
                 self._done = True
-                out.append(StreamDone(self.usage))
+                out += self._end()
                 continue
             if not text.strip():
                 continue
@@ -221,19 +254,22 @@ class OpenAIStreamDecoder(SSEVendorDecoder):
                 self._done = True
                 out.append(StreamFailed(error_from_body(0, (), b"", obj)))  # status from the error
                 continue
-            usage = obj.get("usage")
-            if isinstance(usage, dict):
-                self.usage = usage
-            choices = obj.get("choices")
-            if choices == [] and not isinstance(usage, dict):
-                continue  # Azure's prompt-filter chunk (AZ-5): no content, no usage
-            if isinstance(choices, list):
-                for choice in choices:
-                    if isinstance(choice, dict) and choice.get("finish_reason"):
-                        self._finished = True
-            model = obj.get("model")
-            if model is not None and model != self._model:
+            changed = norm.chunk(obj)
+            if norm.failed is not None:  # a finish reason that says the host failed
+                self._done = True
+                out.append(StreamFailed(UpstreamError(norm.failed, kind="truncated")))
+                continue
+            if norm.usage is not None:
+                self.usage = norm.usage
+            if not obj["choices"] and obj.get("usage") is None:
+                continue  # nothing for the client: Azure's prompt-filter chunk (AZ-5), keep-alives
+            if norm.any_finished:
+                self._finished = True
+            self._gated = norm.gated
+            if obj.get("model") != self._model:
                 obj["model"] = self._model
+                changed = True
+            if changed:
                 out.append(StreamChunk(b"data: " + dumps(obj) + b"\n\n"))
             else:
                 out.append(StreamChunk(encode_event(text)))

@@ -115,7 +115,11 @@ def test_missing_done_after_finish_is_completed_dec_5_and_cut_is_truncated():
 def test_azure_filter_chunk_is_skipped_az_5():
     first = b'data: {"choices":[],"created":0,"id":"","model":"","object":"","prompt_filter_results":[]}\n\n'
     items, _ = run([first + chunk("a") + b"data: [DONE]\n\n"])
-    assert len([i for i in items if isinstance(i, StreamChunk)]) == 1
+    sent = [i.data for i in items if isinstance(i, StreamChunk)]
+    # the content chunk, then the finish the stream left out (synthesized); no filter chunk
+    assert len(sent) == 2 and not any(b"prompt_filter_results" in d for d in sent)
+    assert json.loads(sent[1][6:])["choices"] == [{"index": 0, "delta": {},
+                                                   "finish_reason": "stop"}]
 
 
 def test_non_stream_body_error_with_200_is_a_failure_err_4():
