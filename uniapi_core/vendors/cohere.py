@@ -35,8 +35,9 @@ readings of its: a text/refusal part's ``text`` key is read before ``refusal``, 
 concatenates ``text`` items (``thinking`` items become ``reasoning_content``), shows
 ``tool_plan`` as content when there are calls and no text, keeps tool calls as given and maps
 the finish reason (``FINISH_REASONS``, docs/contracts.md, "Finish reasons"; ``ERROR``/
-``ERROR_LIMIT`` are errors) and usage (docs/contracts.md, "Usage figures": ``tokens`` first,
-``billed_units`` as fallback). ``parse_error`` (docs/vendor-rules.md, "Errors from Cohere")
+``ERROR_LIMIT`` are errors) and usage (docs/contracts.md, "Usage figures", U-5: ``tokens``
+first, ``billed_units`` as fallback and kept as they are, ``cached_tokens`` as the prompt's
+cached part). ``parse_error`` (docs/vendor-rules.md, "Errors from Cohere")
 keeps Cohere's ``message`` verbatim; Cohere's non-standard 498 (invalid token) and 499 (client
 closed) are normalised to 401 and 502 so the retry policy treats them as a bad key and a
 transient failure, with the original status kept as ``code``.
@@ -75,7 +76,7 @@ from .base import (
     UpstreamRequest,
     error_from_body,
 )
-from .chunks import ChunkWriter, completion, usage_object
+from .chunks import ChunkWriter, completion, token_count, token_counts, usage_object
 from .openai import merge_headers
 from .toolkit import ID_OK, call_id, clean_id, retry_after, status_error, status_type
 from .toolkit import as_dict as _dict
@@ -422,16 +423,21 @@ def build_exchange(chat: ChatRequest | dict[str, Any], ctx: ChatContext) -> Cohe
 
 
 def _usage(raw: Any) -> dict[str, Any]:
-    """Cohere usage -> OpenAI usage (docs/contracts.md, "Usage figures"): ``tokens`` first,
-    ``billed_units`` as fallback."""
-    tokens, billed = _dict(_dict(raw).get("tokens")), _dict(_dict(raw).get("billed_units"))
+    """Cohere usage -> OpenAI usage (docs/contracts.md, "Usage figures", U-4, U-5): ``tokens``
+    first, ``billed_units`` as fallback, ``cached_tokens`` as the cached part of the prompt;
+    the billed units are kept as they are."""
+    raw = _dict(raw)
+    tokens, billed = _dict(raw.get("tokens")), _dict(raw.get("billed_units"))
 
     def pick(key: str) -> int:
-        v = _count(tokens.get(key))
+        v = token_count(tokens.get(key))
         if v is None:
-            v = _count(billed.get(key))
+            v = token_count(billed.get(key))
         return v or 0
-    return usage_object(pick("input_tokens"), pick("output_tokens"))
+    units = token_counts(billed)
+    return usage_object(pick("input_tokens"), pick("output_tokens"),
+                        token_count(raw.get("cached_tokens")) or 0,
+                        vendor={"billed_units": units} if units else None)
 
 
 def _finish(value: Any, tools: bool) -> str:

@@ -438,8 +438,11 @@ def test_text_body():
     assert choice["message"] == {"role": "assistant", "content": "Bonjour, le monde — ça va ?",
                                  "refusal": None}
     assert choice["finish_reason"] == "stop"
-    assert out["usage"]["prompt_tokens"] == 71 and out["usage"]["completion_tokens"] == 9
-    assert out["usage"]["total_tokens"] == 80
+    # U-5: tokens are the counts, cached_tokens the cached part, billed_units kept as given
+    assert out["usage"] == {"prompt_tokens": 671, "completion_tokens": 9, "total_tokens": 680,
+                            "prompt_tokens_details": {"cached_tokens": 640},
+                            "completion_tokens_details": {"reasoning_tokens": 0},
+                            "billed_units": {"input_tokens": 5, "output_tokens": 9}}
 
 
 def test_tool_body_shows_the_plan_and_keeps_calls_verbatim():
@@ -452,7 +455,10 @@ def test_tool_body_shows_the_plan_and_keeps_calls_verbatim():
         {"id": "get_weather_qvzt1f3ye3a5", "type": "function",
          "function": {"name": "get_weather", "arguments": '{"location": "Paris"}'}}]
     assert out["choices"][0]["finish_reason"] == "tool_calls"
-    assert out["usage"]["prompt_tokens"] == 1390
+    assert out["usage"] == {"prompt_tokens": 1390, "completion_tokens": 62, "total_tokens": 1452,
+                            "prompt_tokens_details": {"cached_tokens": 1152},
+                            "completion_tokens_details": {"reasoning_tokens": 0},
+                            "billed_units": {"input_tokens": 37, "output_tokens": 28}}
 
 
 def test_thinking_body_and_billed_units_fallback():
@@ -460,7 +466,10 @@ def test_thinking_body_and_billed_units_fallback():
     msg = out["choices"][0]["message"]
     assert msg["content"] == "There are 3" and msg["reasoning_content"] == "Count the r's: three."
     assert out["choices"][0]["finish_reason"] == "length"
-    assert (out["usage"]["prompt_tokens"], out["usage"]["completion_tokens"]) == (8, 50)
+    assert out["usage"] == {"prompt_tokens": 8, "completion_tokens": 50, "total_tokens": 58,
+                            "prompt_tokens_details": {"cached_tokens": 0},
+                            "completion_tokens_details": {"reasoning_tokens": 0},
+                            "billed_units": {"input_tokens": 8, "output_tokens": 50}}
 
 
 def test_body_tool_calls_with_bad_ids_and_object_arguments():
@@ -526,16 +535,18 @@ def test_non_standard_statuses_are_normalised():
 # -- streams (docs/vendor-rules.md, "Cohere answers and streams") ------------------------------
 
 
-USAGE_215 = {"prompt_tokens": 215, "completion_tokens": 8, "total_tokens": 223,
-             "prompt_tokens_details": {"cached_tokens": 0},
-             "completion_tokens_details": {"reasoning_tokens": 0}}
+#: stream_text.sse's message-end usage as the client gets it (U-5)
+USAGE_727 = {"prompt_tokens": 727, "completion_tokens": 8, "total_tokens": 735,
+             "prompt_tokens_details": {"cached_tokens": 704},
+             "completion_tokens_details": {"reasoning_tokens": 0},
+             "billed_units": {"input_tokens": 7, "output_tokens": 6}}
 
 
 def test_text_stream_gives_text_stop_and_usage():
     r = stream(fixture("stream_text.sse"), include_usage=True)
     assert r["content"] == "Cohere streams événements in order."
-    assert r["finish"] == "stop" and r["usage"] == USAGE_215
-    assert r["end"] == ("done", json.dumps(USAGE_215, sort_keys=True))
+    assert r["finish"] == "stop" and r["usage"] == USAGE_727
+    assert r["end"] == ("done", json.dumps(USAGE_727, sort_keys=True))
 
 
 def test_usage_chunk_only_when_asked_s_5():
@@ -544,7 +555,11 @@ def test_usage_chunk_only_when_asked_s_5():
 
 
 def test_tool_stream_plan_two_calls_tc_2():
-    r = stream(fixture("stream_tools.sse"))
+    r = stream(fixture("stream_tools.sse"), include_usage=True)
+    assert r["usage"] == {"prompt_tokens": 1390, "completion_tokens": 62, "total_tokens": 1452,
+                          "prompt_tokens_details": {"cached_tokens": 1280},
+                          "completion_tokens_details": {"reasoning_tokens": 0},
+                          "billed_units": {"input_tokens": 37, "output_tokens": 28}}
     assert r["content"] == "I will look up the weather in Toronto and Tōkyō."
     assert r["finish"] == "tool_calls"
     assert r["tool_calls"] == [
@@ -560,27 +575,37 @@ def test_tool_stream_plan_two_calls_tc_2():
 
 
 def test_thinking_citations_debug_and_crlf():
-    r = stream(fixture("stream_thinking_crlf.sse"))
+    r = stream(fixture("stream_thinking_crlf.sse"), include_usage=True)
     assert r["reasoning"] == "The user asks for 2+2; that is 4 — easy."
     assert r["content"] == "2 + 2 = 4 🌍" and r["finish"] == "stop"
+    assert r["usage"] == {"prompt_tokens": 1036, "completion_tokens": 30, "total_tokens": 1066,
+                          "prompt_tokens_details": {"cached_tokens": 1024},
+                          "completion_tokens_details": {"reasoning_tokens": 0},
+                          "billed_units": {"input_tokens": 12, "output_tokens": 30}}
 
 
 def test_data_only_events_max_tokens_and_done():
     r = stream(fixture("stream_max_tokens_done.sse"), include_usage=True)
     assert r["content"] == "A long answer that gets cut —" and r["finish"] == "length"
-    assert (r["usage"]["prompt_tokens"], r["usage"]["completion_tokens"]) == (9, 10)
+    assert r["usage"] == {"prompt_tokens": 9, "completion_tokens": 10, "total_tokens": 19,
+                          "prompt_tokens_details": {"cached_tokens": 0},
+                          "completion_tokens_details": {"reasoning_tokens": 0},
+                          "billed_units": {"input_tokens": 9, "output_tokens": 10}}
 
 
 def test_tool_without_arguments_gets_braces_tc_3_and_lone_cr():
-    r = stream(fixture("stream_tool_no_args_cr.sse"))
+    r = stream(fixture("stream_tool_no_args_cr.sse"), include_usage=True)
     assert [(c["name"], c["arguments"]) for c in r["tool_calls"]] == \
         [("list_files", "{}"), ("get_time", '{"tz":"UTC"}')]
+    assert (r["usage"]["prompt_tokens"], r["usage"]["completion_tokens"]) == (612, 20)
+    assert r["usage"]["prompt_tokens_details"] == {"cached_tokens": 576}
     assert r["content"] == "" and r["finish"] == "tool_calls"
 
 
 def test_content_blocked_and_empty_deltas_s_7():
-    r = stream(fixture("stream_content_blocked.sse"))
+    r = stream(fixture("stream_content_blocked.sse"), include_usage=True)
     assert r["content"] == "I can" and r["finish"] == "content_filter"
+    assert r["usage"] == USAGE_727  # usage is counted for a blocked answer too
 
 
 def test_error_finish_is_a_stream_failure():
@@ -652,11 +677,33 @@ def test_unknown_events_and_type_from_event_line_sse_11():
 def test_usage_garbage_is_zero_u_4():
     data = sse(START, text("a"), end("COMPLETE", {"tokens": {"input_tokens": True,
                                                              "output_tokens": -1},
-                                                  "billed_units": {"output_tokens": 4}}))
+                                                  "billed_units": {"output_tokens": 4,
+                                                                   "input_tokens": "9",
+                                                                   "search_units": 1.5},
+                                                  "cached_tokens": -3}))
     r = stream(data, include_usage=True)
-    assert (r["usage"]["prompt_tokens"], r["usage"]["completion_tokens"]) == (0, 4)
+    assert r["usage"] == {"prompt_tokens": 0, "completion_tokens": 4, "total_tokens": 4,
+                          "prompt_tokens_details": {"cached_tokens": 0},
+                          "completion_tokens_details": {"reasoning_tokens": 0},
+                          "billed_units": {"output_tokens": 4}}
     r = stream(sse(START, text("a"), end()), include_usage=True)
     assert r["usage"]["total_tokens"] == 0 and r["end"] == ("done", "null")
+    assert "billed_units" not in r["usage"]
+
+
+def test_usage_counts_written_as_numbers_with_a_point_are_integers_u_4():
+    # Cohere's SDKs type every count as a number: 1024.0 is the count 1024, an int
+    usage = {"tokens": {"input_tokens": 1100.0, "output_tokens": 12.0}, "cached_tokens": 1024.0,
+             "billed_units": {"input_tokens": 76.0, "output_tokens": 12, "search_units": 0.5,
+                              "classifications": False}}
+    r = stream(sse(START, text("a"), end("COMPLETE", usage)), include_usage=True)
+    assert r["usage"] == {"prompt_tokens": 1100, "completion_tokens": 12, "total_tokens": 1112,
+                          "prompt_tokens_details": {"cached_tokens": 1024},
+                          "completion_tokens_details": {"reasoning_tokens": 0},
+                          "billed_units": {"input_tokens": 76, "output_tokens": 12}}
+    numbers = [r["usage"]["total_tokens"], r["usage"]["prompt_tokens_details"]["cached_tokens"],
+               *r["usage"]["billed_units"].values()]
+    assert all(type(n) is int for n in numbers)
 
 
 def test_malformed_json_is_a_decode_error_after_earlier_items_dec_2():
