@@ -10,7 +10,7 @@ import importlib
 import re
 from pathlib import Path
 
-from uniapi_core.vendors import vertex
+from uniapi_core.vendors import dialects, vertex
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "vendors.md"
@@ -27,6 +27,7 @@ def render() -> str:
            "`python tests/test_docs.py`; a test checks it is current. What each vendor rule "
            "the code cites means (`ANT-K4`, `GEM-R4`, `BR-S3`, ...) is in "
            "[vendor-rules.md](vendor-rules.md).\n"]
+    out += _dialects()
     for name in VENDORS:
         module = importlib.import_module(f"uniapi_core.vendors.{name}")
         out.append(f"\n## {name}\n\n")
@@ -51,6 +52,52 @@ def render() -> str:
                "docs/routing.md §6.\n")
     out += _errors()
     return "".join(out)
+
+
+def _dialects() -> list[str]:
+    """The dialect table of uniapi_core/vendors/dialects.py, and what is normalized."""
+    out = ["\n## OpenAI-compatible dialects\n\n",
+           "\"OpenAI-compatible\" hosts differ in what they stream back. The request goes out "
+           "untouched; the answer is normalized so that an OpenAI client can read it "
+           "(`uniapi_core/vendors/dialects.py`). These normalizations run for every dialect, "
+           "because each is safe for a host that does not need it:\n\n",
+           "- **Tool-call indexes** are assigned by order of first appearance in each choice "
+           "(missing, restarting at 0 for every call, or starting at 1 all come out 0, 1, ...). "
+           "Ids are kept; a call without one gets `call_` + 24 hex digits derived from the "
+           "response id. The first delta of each call has `id`, `type` and `function.name`; "
+           "arguments sent as an object become its JSON text.\n",
+           "- **Content** is a string or null: a list of typed parts is flattened, `text` parts "
+           "into `content`, `thinking` parts into `reasoning_content`.\n",
+           "- **Reasoning** from `reasoning_content`, `reasoning` or the readable text of "
+           "`reasoning_details` (the first present, never two) is sent as `reasoning_content`; "
+           "`reasoning` is removed, `reasoning_details` kept. With `think_tags`, a "
+           "`<think>...</think>` block at the start of the content is sent as "
+           "`reasoning_content` (a tag split across chunks is held back until it is known).\n",
+           "- **Usage** (top-level, or Groq's `x_groq.usage`) keeps counts only: integers >= 0; "
+           "timings, costs and flags are not relayed. Cache hits reach "
+           "`prompt_tokens_details.cached_tokens` (from DeepSeek's `prompt_cache_hit_tokens`, a "
+           "top-level `cached_tokens` or `cache_read_input_tokens`), reasoning counts "
+           "`completion_tokens_details.reasoning_tokens`, and `total_tokens` is filled in.\n",
+           "- **Finish reasons** are mapped into OpenAI's set (`eos` and `end_turn` -> `stop`, "
+           "`model_length` and `max_tokens` -> `length`, `tool_use` -> `tool_calls`, `stop` "
+           "after tool calls -> `tool_calls`, anything unknown -> `stop`). Each choice gets "
+           "exactly one: a repeated one and anything after it are dropped, and a stream that "
+           "ends without one gets a last chunk carrying it. `finish_reason: \"error\"` fails "
+           "the stream (an error event to the client; a retry if nothing was sent yet).\n",
+           "- `model` is the name the client asked for.\n\n",
+           "The dialect comes from `preferences.dialect` when the provider sets it, else from "
+           "the engine (`azure`, `openrouter`), else from the `base_url` host (or, for "
+           "`localhost`, the port), else `generic`. It decides whether `think_tags` is on by "
+           "default; `preferences.think_tags: true|false` overrides it.\n\n",
+           "| dialect | hosts | `think_tags` by default | what the host does differently |\n",
+           "| --- | --- | --- | --- |\n"]
+    for d in [*dialects.DIALECTS.values(), dialects.GENERIC]:
+        hosts = ", ".join(f"`{h}`" for h in d.hosts)
+        if d.port is not None:
+            hosts += (", " if hosts else "") + f"`localhost:{d.port}`"
+        out.append(f"| `{d.name}` ({d.title}) | {hosts or '-'} | "
+                   f"{'yes' if d.think_tags else 'no'} | {d.differs} |\n")
+    return out
 
 
 def _errors() -> list[str]:
