@@ -54,7 +54,7 @@ from ..request import ChatRequest, Message, Part, ToolCall, chat_request
 from ..streams import SSEEvent
 from .base import (ChatContext, ImagesNeeded, SSEVendorDecoder, StreamChunk, StreamDone,
                    StreamFailed, StreamItem, UpstreamRequest, error_from_body)
-from .chunks import ChunkWriter, completion, usage_object
+from .chunks import ChunkWriter, completion, token_count, token_counts, usage_object
 from .openai import merge_headers
 from .toolkit import ALNUM_LOWER_FIRST, ID_BAD, as_dict as _dict
 from .toolkit import as_str as _str, bad as _fail, call_id, clean_id, data_url
@@ -494,12 +494,26 @@ def build_exchange(req: ChatRequest | dict[str, Any], ctx: ChatContext) -> "Anth
 
 # -- responses -------------------------------------------------------------------------------
 
+#: ``usage.cache_creation`` counts kept in ``prompt_tokens_details`` under their own names (U-1)
+_CACHE_TTLS = ("ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens")
+
+
 def _usage(raw: dict[str, Any]) -> dict[str, Any]:
-    """Anthropic usage → OpenAI usage (docs/contracts.md, "Usage figures", U-1)."""
-    cached = _int(raw.get("cache_read_input_tokens"))
-    prompt = _int(raw.get("input_tokens")) + cached + _int(raw.get("cache_creation_input_tokens"))
-    return usage_object(prompt, _int(raw.get("output_tokens")), cached,
-                        _int(_dict(raw.get("output_tokens_details")).get("thinking_tokens")))
+    """Anthropic usage → OpenAI usage (docs/contracts.md, "Usage figures", U-1, U-4): the
+    prompt is input + cache reads + cache writes; the writes, their split by TTL and the
+    server tool requests are kept too."""
+    read = token_count(raw.get("cache_read_input_tokens")) or 0
+    write = token_count(raw.get("cache_creation_input_tokens"))
+    split = _dict(raw.get("cache_creation"))
+    ttls = {k: n for k in _CACHE_TTLS if (n := token_count(split.get(k))) is not None}
+    if write is None and ttls:  # the split without its total
+        write = sum(ttls.values())
+    prompt = (token_count(raw.get("input_tokens")) or 0) + read + (write or 0)
+    thinking = token_count(_dict(raw.get("output_tokens_details")).get("thinking_tokens"))
+    tools = token_counts(raw.get("server_tool_use"))
+    return usage_object(prompt, token_count(raw.get("output_tokens")) or 0, read, thinking or 0,
+                        cache_write=write, prompt_details=ttls,
+                        vendor={"server_tool_use": tools} if tools else None)
 
 
 def _finish(stop_reason: Any, tools: bool) -> str:
@@ -616,6 +630,12 @@ class AnthropicStreamDecoder(SSEVendorDecoder):
     @property
     def usage(self) -> dict[str, Any] | None:
         return None if self._raw_usage is None else _usage(self._raw_usage)
+
+    @property
+    def raw_usage(self) -> dict[str, Any] | None:
+        """Anthropic's usage fields seen so far, merged as U-3 says (a copy; ``None`` before
+        any): Bedrock fills the ones missing from its invocation metrics (BR-S6)."""
+        return None if self._raw_usage is None else dict(self._raw_usage)
 
     def _events(self, events: list[SSEEvent], out: list[StreamItem]) -> None:
         """``SSEVendorDecoder._events`` with text deltas written straight out: a delta in

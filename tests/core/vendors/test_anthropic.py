@@ -755,8 +755,11 @@ def test_text_body_concatenates_blocks_o_6():
     assert msg == {"role": "assistant", "refusal": None,
                    "content": "Hi! My name is Claude — nice to meet you. 🚀"}
     assert out["choices"][0]["finish_reason"] == "stop"
+    # U-1: cache_creation_input_tokens is reported (0), so cache_write_tokens is there
     assert out["usage"] == {"prompt_tokens": 2095, "completion_tokens": 503,
-                            "total_tokens": 2598, "prompt_tokens_details": {"cached_tokens": 0},
+                            "total_tokens": 2598,
+                            "prompt_tokens_details": {"cached_tokens": 0,
+                                                      "cache_write_tokens": 0},
                             "completion_tokens_details": {"reasoning_tokens": 0}}
 
 
@@ -772,10 +775,15 @@ def test_tool_use_body_gives_every_call_with_compact_arguments_ant_n1():
              vendor[1]["input"], ensure_ascii=False, separators=(",", ":"))}},
         {"id": "toolu_01B7kHr2Xw5Jp3Lq8Nm4Vt6Y", "type": "function",
          "function": {"name": "get_time", "arguments": "{}"}}]
-    # U-1: cache reads and writes are part of the prompt
-    assert out["usage"]["prompt_tokens"] == 472 + 1200 + 3000
-    assert out["usage"]["prompt_tokens_details"] == {"cached_tokens": 3000}
-    assert out["usage"]["total_tokens"] == 472 + 1200 + 3000 + 91
+    # U-1: cache reads and writes are part of the prompt; the writes and their split by
+    # lifetime are kept; service_tier is not a count
+    assert out["usage"] == {"prompt_tokens": 472 + 1200 + 3000, "completion_tokens": 91,
+                            "total_tokens": 472 + 1200 + 3000 + 91,
+                            "prompt_tokens_details": {"cached_tokens": 3000,
+                                                      "cache_write_tokens": 1200,
+                                                      "ephemeral_5m_input_tokens": 1200,
+                                                      "ephemeral_1h_input_tokens": 0},
+                            "completion_tokens_details": {"reasoning_tokens": 0}}
 
 
 def test_thinking_body_gives_reasoning_content_and_keeps_signatures_ant_n1():
@@ -786,7 +794,7 @@ def test_thinking_body_gives_reasoning_content_and_keeps_signatures_ant_n1():
     assert out["choices"][0]["finish_reason"] == "length"
     assert out["usage"]["completion_tokens_details"] == {"reasoning_tokens": 96}
     assert out["usage"]["prompt_tokens"] == 64
-    assert out["usage"]["prompt_tokens_details"] == {"cached_tokens": 16}
+    assert out["usage"]["prompt_tokens_details"] == {"cached_tokens": 16, "cache_write_tokens": 0}
     blocks = out["_exchange"].thinking_blocks
     assert [b["type"] for b in blocks] == ["thinking", "redacted_thinking"]
     assert blocks[0]["signature"].startswith("EqQB")
@@ -899,7 +907,10 @@ def test_text_stream_ant_s():
     assert (s["reasoning"], s["tools"], s["finish"]) == ("", [], "stop")
     assert s["end"] == StreamDone({"prompt_tokens": 135, "completion_tokens": 15,
                                    "total_tokens": 150,
-                                   "prompt_tokens_details": {"cached_tokens": 100},
+                                   "prompt_tokens_details": {"cached_tokens": 100,
+                                                             "cache_write_tokens": 10,
+                                                             "ephemeral_5m_input_tokens": 10,
+                                                             "ephemeral_1h_input_tokens": 0},
                                    "completion_tokens_details": {"reasoning_tokens": 0}})
 
 
@@ -908,6 +919,87 @@ def test_include_usage_adds_the_usage_chunk_s_5():
     s = summarize(items, include_usage=True)
     assert s["usage"] == s["end"].usage
     assert s["usage"]["prompt_tokens_details"]["cached_tokens"] == 100
+
+
+#: web_search_stream.sse's usage as the client gets it: message_delta's running totals (U-3)
+#: replace message_start's, the server tool requests are kept (U-1)
+WEB_SEARCH_STREAM_USAGE = {
+    "prompt_tokens": 10682 + 1024, "completion_tokens": 510, "total_tokens": 10682 + 1024 + 510,
+    "prompt_tokens_details": {"cached_tokens": 1024, "cache_write_tokens": 0,
+                              "ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
+    "completion_tokens_details": {"reasoning_tokens": 0},
+    "server_tool_use": {"web_search_requests": 1, "web_fetch_requests": 0}}
+
+
+def test_web_search_stream_reports_every_usage_figure_u_1():
+    data = fixture("web_search_stream.sse")
+    items = decode(data, include_usage=True)
+    s = summarize(items, include_usage=True)
+    # the server tool's blocks are Anthropic's business: no tool call, no text of theirs
+    assert s["content"] == "Sunny on Saturday, showers on Sunday." and s["tools"] == []
+    assert s["finish"] == "stop"
+    assert s["usage"] == WEB_SEARCH_STREAM_USAGE and s["end"].usage == WEB_SEARCH_STREAM_USAGE
+    byte_by_byte, kind = run([data[i:i + 1] for i in range(len(data))],
+                             make_ctx(include_usage=True))
+    assert kind is None and byte_by_byte == items  # DEC-1
+
+
+def test_web_search_body_reports_every_usage_figure_u_1():
+    out = parse("message_web_search.json")
+    assert out["choices"][0]["message"] == {
+        "role": "assistant", "refusal": None,
+        "content": "This weekend in Lyon: sunny, 24 °C on Saturday and showers on Sunday."}
+    assert out["choices"][0]["finish_reason"] == "stop"
+    # a one-hour cache write of 2051 tokens, one web search
+    assert out["usage"] == {"prompt_tokens": 10682 + 2051, "completion_tokens": 510,
+                            "total_tokens": 10682 + 2051 + 510,
+                            "prompt_tokens_details": {"cached_tokens": 0,
+                                                      "cache_write_tokens": 2051,
+                                                      "ephemeral_5m_input_tokens": 0,
+                                                      "ephemeral_1h_input_tokens": 2051},
+                            "completion_tokens_details": {"reasoning_tokens": 0},
+                            "server_tool_use": {"web_search_requests": 1,
+                                                "web_fetch_requests": 0}}
+
+
+def test_usage_without_cache_fields_has_no_cache_write_u_1():
+    out = parse(message([{"type": "text", "text": "ok"}]))
+    assert out["usage"] == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7,
+                            "prompt_tokens_details": {"cached_tokens": 0},
+                            "completion_tokens_details": {"reasoning_tokens": 0}}
+
+
+def test_a_cache_split_without_its_total_gives_the_total_u_1():
+    usage = {"input_tokens": 3, "output_tokens": 4,
+             "cache_creation": {"ephemeral_5m_input_tokens": 700,
+                                "ephemeral_1h_input_tokens": 300}}
+    out = parse(json.dumps({"content": [], "usage": usage}).encode())
+    assert out["usage"]["prompt_tokens"] == 1003
+    assert out["usage"]["prompt_tokens_details"] == {
+        "cached_tokens": 0, "cache_write_tokens": 1000, "ephemeral_5m_input_tokens": 700,
+        "ephemeral_1h_input_tokens": 300}
+
+
+def test_usage_counts_are_integers_whatever_the_vendor_wrote_u_4():
+    usage = {"input_tokens": 1200.0, "output_tokens": True, "cache_read_input_tokens": -5,
+             "cache_creation_input_tokens": 2.5, "service_tier": "priority", "speed": "fast",
+             "cache_creation": {"ephemeral_5m_input_tokens": "9", "ephemeral_1h_input_tokens": 0},
+             "output_tokens_details": {"thinking_tokens": 64.0},
+             "server_tool_use": {"web_search_requests": 2, "web_fetch_requests": None,
+                                 "Bad-Key": 1, "code_execution_requests": 3}}
+    out = parse(json.dumps({"content": [], "usage": usage}).encode())
+    # 2.5 is no count, so the writes are the split's total (0)
+    assert out["usage"] == {"prompt_tokens": 1200, "completion_tokens": 0, "total_tokens": 1200,
+                            "prompt_tokens_details": {"cached_tokens": 0,
+                                                      "cache_write_tokens": 0,
+                                                      "ephemeral_1h_input_tokens": 0},
+                            "completion_tokens_details": {"reasoning_tokens": 64},
+                            "server_tool_use": {"web_search_requests": 2,
+                                                "code_execution_requests": 3}}
+
+    def numbers(v: Any) -> list[Any]:
+        return [x for w in v.values() for x in numbers(w)] if isinstance(v, dict) else [v]
+    assert all(type(n) is int and n >= 0 for n in numbers(out["usage"]))
 
 
 def test_decoder_usage_attribute_follows_the_stream_u_3():
