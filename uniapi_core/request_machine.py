@@ -145,6 +145,8 @@ class ServedRecord:
     duration: float
     attempts: tuple[tuple[str, str, str], ...] = ()
     client_closed: bool = False
+    #: the answer's usage in OpenAI's shape, as the vendor reported it (None: none reported)
+    usage: dict | None = attrs.field(default=None, eq=False)
 
     def log_line(self) -> str:
         """The access log's text for this request."""
@@ -514,17 +516,18 @@ class RequestMachine:
                 self._guarded(self._fetch_images, now, wall, out)
             return
         self.client_closed = self.client_closed or o.client_closed
-        self._done(o.status if not checking else 499, tuple(o.attempts), now, out)
+        self._done(o.status if not checking else 499, tuple(o.attempts), now, out, o.usage)
 
     def _done(self, status: int, attempts: tuple, now: float,
-              out: list[MachineAction]) -> None:
+              out: list[MachineAction], usage: dict | None = None) -> None:
         """The request is over: log it, stop whatever still runs for it."""
         if self.finished:
             return
         req = self.request
         if self._gateway().log_requests:
             out.append(Served(ServedRecord(req.method, req.target.split("?", 1)[0], status,
-                                           now - self._started, attempts, self.client_closed)))
+                                           now - self._started, attempts, self.client_closed,
+                                           usage)))
         if self._tokens:
             cache = self._gateway().tokens
             for ref, fetch in self._tokens.items():  # let a waiter take the fetch over

@@ -311,3 +311,30 @@ def test_a_response_is_one_write():
     acts = s.handle(UpstreamEnded(start.ref), 0.1, 0.1)
     assert [type(a) for a in acts].count(Write) == 1
     assert written(acts).startswith(b"HTTP/1.1 200 ")
+
+
+def _served_usage(answer: bytes, stream: bool) -> dict | None:
+    s = session()
+    body = dict(CHAT, stream=True) if stream else CHAT
+    (start,) = of(s.handle(ClientData(request(body)), 0.0, 0.0), StartUpstream)
+    kind = "text/event-stream" if stream else "application/json"
+    acts = s.handle(UpstreamHead(start.ref, 200, (("content-type", kind),)), 0.1, 0.1)
+    acts += s.handle(UpstreamData(start.ref, answer), 0.1, 0.1)
+    acts += s.handle(UpstreamEnded(start.ref), 0.2, 0.2)
+    return of(acts, Served)[0].record.usage
+
+
+def test_the_served_record_carries_the_normalized_usage_whole_and_streamed():
+    """The stats see the usage the client sees: DeepSeek's cache hits as cached_tokens."""
+    usage = {"prompt_tokens": 9, "completion_tokens": 3, "prompt_cache_hit_tokens": 8}
+    want = {"prompt_tokens": 9, "completion_tokens": 3, "prompt_cache_hit_tokens": 8,
+            "total_tokens": 12, "prompt_tokens_details": {"cached_tokens": 8}}
+    whole = json.loads(ANSWER)
+    whole["usage"] = usage
+    assert _served_usage(json.dumps(whole).encode(), stream=False) == want
+    chunk = {"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "m",
+             "choices": [{"index": 0, "delta": {"content": "ok"}, "finish_reason": "stop"}],
+             "usage": usage}
+    sse = f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode()
+    assert _served_usage(sse, stream=True) == want
+    assert _served_usage(ANSWER, stream=False) is None

@@ -225,6 +225,8 @@ class Relay:
             return
         self._succeeded(now)
         self._committed = True
+        # the usage the exchange read from a whole answer, if it keeps one (for stats)
+        self.outcome.usage = getattr(attempt.exchange, "usage", None)
         head = JSON_HEADERS
         content_type = getattr(attempt.exchange, "response_content_type", None)
         if content_type is not None:  # an exchange relaying non-JSON answers (audio text)

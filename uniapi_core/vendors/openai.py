@@ -119,6 +119,8 @@ class OpenAIExchange:
         self.dialect = dialect_for(ctx.provider)
         prefs = getattr(ctx.provider, "preferences", None)
         self.think_tags: bool | None = getattr(prefs, "think_tags", None)
+        #: the usage of the whole answer ``parse_body`` read, normalized (for stats)
+        self.usage: dict[str, Any] | None = None
 
     def parse_body(self, status: int, headers: tuple[tuple[str, str], ...], body: bytes) -> bytes:
         try:
@@ -136,6 +138,8 @@ class OpenAIExchange:
             raise UpstreamError("upstream answered with no choices", kind="empty",
                                 upstream_status=status)
         changed = normalize_body(obj, self.dialect, think_tags=self.think_tags)
+        if isinstance(obj.get("usage"), dict):
+            self.usage = obj["usage"]
         if obj.get("model") != self.ctx.client_model:
             obj["model"] = self.ctx.client_model
             changed = True
