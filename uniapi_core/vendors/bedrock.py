@@ -28,7 +28,7 @@ this module only adds the AWS layer around ``anthropic.py``:
   signs the exact body bytes at ``ctx.created`` (the injected wall clock; AWS refuses a skew
   of more than 5 minutes).
 * *Whole bodies*: a 2xx body is an Anthropic message and goes to ``AnthropicExchange``
-  (usage falls back to the ``x-amzn-bedrock-*-token-count`` headers). Errors
+  (the usage fields it lacks come from the ``x-amzn-bedrock-*-token-count`` headers). Errors
   (docs/vendor-rules.md, "Errors from Bedrock") are ``{"message": …}`` with the class in
   ``x-amzn-errortype`` (or the body's ``__type``); the status picks the OpenAI type, the class
   is the ``code``. A 424 model error becomes 502 for
@@ -39,9 +39,10 @@ this module only adds the AWS layer around ``anthropic.py``:
   validated first, so replacing its CR/LF — legal only as whitespace between tokens — by spaces
   cannot change it). Other event types are ignored (BR-S4). ``exception`` frames
   (``throttlingException`` → 429, ``modelStreamErrorException`` → 424 → client 502, …) and
-  generic ``error`` frames are ``StreamFailed``. If the Anthropic events carry no usage, the
-  ``amazon-bedrock-invocationMetrics`` of the final chunk are used (BR-S6; docs/contracts.md,
-  "Usage figures"). EOF inside a frame or before ``message_stop`` is a ``truncated`` failure
+  generic ``error`` frames are ``StreamFailed``. The ``amazon-bedrock-invocationMetrics`` of
+  the final chunk stand in for the usage the Anthropic events did not report: every count when
+  the events counted nothing, else the fields they left out (BR-S6; docs/contracts.md, "Usage
+  figures", U-6). EOF inside a frame or before ``message_stop`` is a ``truncated`` failure
   (BR-S7, DEC-5); a bad frame, bad base64 or bad JSON is ``DecodeError`` with the usual "items
   first, error on the next call" convention (DEC-1, DEC-2), and after a terminal item every
   byte is ignored (DEC-4).
@@ -62,6 +63,7 @@ from ..request import ChatRequest
 from . import anthropic
 from .base import (ChatContext, StreamDone, StreamFailed, StreamItem, UpstreamRequest,
                    VendorDecoder, error_from_body)
+from .chunks import token_count
 from .eventstream import MAX_FRAME, EventStreamDecoder, Message
 from .sigv4 import amz_date, sign
 from .toolkit import STATUS_TYPES_NO_409, retry_after, status_error, status_type
@@ -95,6 +97,18 @@ _HOST_REGION = re.compile(r"(?:^|\.)bedrock-runtime(?:-fips)?\.([a-z0-9-]+)\.(?:
                           r"amazonaws\.com(?:\.cn)?\.?$")
 _SIGNER_OWNED = frozenset({"authorization", "x-amz-date", "x-amz-security-token",
                            "x-amz-content-sha256", "host"})
+#: Bedrock's own counts -> the Anthropic usage field each stands for (BR-S6; docs/contracts.md,
+#: "Usage figures", U-6): the stream's final ``amazon-bedrock-invocationMetrics`` and a whole
+#: answer's ``x-amzn-bedrock-*-token-count`` headers. Bedrock's input count, like Anthropic's
+#: ``input_tokens``, leaves out the cache reads and writes.
+_METRIC_COUNTS = (("inputTokenCount", "input_tokens"), ("outputTokenCount", "output_tokens"),
+                  ("cacheReadInputTokenCount", "cache_read_input_tokens"),
+                  ("cacheWriteInputTokenCount", "cache_creation_input_tokens"))
+_HEADER_COUNTS = (("x-amzn-bedrock-input-token-count", "input_tokens"),
+                  ("x-amzn-bedrock-output-token-count", "output_tokens"),
+                  ("x-amzn-bedrock-cache-read-input-token-count", "cache_read_input_tokens"),
+                  ("x-amzn-bedrock-cache-write-input-token-count", "cache_creation_input_tokens"))
+_DIGITS = re.compile(r"[ \t]*([0-9]{1,18})[ \t]*")
 
 
 # -- request ---------------------------------------------------------------------------------
@@ -202,6 +216,12 @@ def _make_error(status: int, message: str, cls: str | None,
     return status_error(message, status, otype, cls or str(status), retry_after(headers))
 
 
+def _header_count(value: str | None) -> int | None:
+    """A token-count header's value: ASCII digits (blanks around them allowed), else None."""
+    m = _DIGITS.fullmatch(value) if value is not None else None
+    return int(m.group(1)) if m else None
+
+
 def _message_of(obj: Any) -> str | None:
     if isinstance(obj, dict):
         for key in ("message", "Message"):
@@ -237,16 +257,16 @@ class BedrockExchange:
         if isinstance(obj, dict) and "content" not in obj and (
                 _message_of(obj) is not None or _error_class(headers, obj)):
             raise self.parse_error(status if status >= 400 else 0, headers, body)  # ERR-4
-        if isinstance(obj, dict) and not isinstance(obj.get("usage"), dict):
-            counts = {k.lower(): v for k, v in headers}
-            try:
-                usage = {"input_tokens": int(counts["x-amzn-bedrock-input-token-count"]),
-                         "output_tokens": int(counts["x-amzn-bedrock-output-token-count"])}
-            except (KeyError, ValueError):
-                usage = None
-            if usage is not None:
+        if isinstance(obj, dict):  # BR-S6: the token-count headers fill what usage lacks
+            values = {k.lower(): v for k, v in headers}
+            counts = {field: n for name, field in _HEADER_COUNTS
+                      if (n := _header_count(values.get(name))) is not None}
+            usage = obj.get("usage")
+            have = usage if isinstance(usage, dict) else {}
+            missing = {k: v for k, v in counts.items() if token_count(have.get(k)) is None}
+            if missing:
                 try:
-                    body = dumps({**obj, "usage": usage})
+                    body = dumps({**obj, "usage": {**have, **missing}})
                 except (ValueError, RecursionError):
                     pass
         return self._inner.parse_body(status, headers, body)
@@ -351,15 +371,15 @@ class BedrockStreamDecoder(VendorDecoder):
         out: list[StreamItem] = []
         if event.get("type") == "message_stop":  # BR-S6: usage fallback
             metrics = event.get("amazon-bedrock-invocationMetrics")
-            usage = self._inner.usage
-            if isinstance(metrics, dict) and (
-                    usage is None or not (usage["prompt_tokens"] or usage["completion_tokens"])):
-                counts = {k: v for k, v in (("input_tokens", metrics.get("inputTokenCount")),
-                                            ("output_tokens", metrics.get("outputTokenCount")))
-                          if isinstance(v, int) and not isinstance(v, bool) and v >= 0}
-                if counts:
-                    out += self._feed_event(dumps({"type": "message_delta", "delta": {},
-                                                   "usage": counts}))
+            usage, seen = self._inner.usage, self._inner.raw_usage or {}
+            counts = {field: n for name, field in _METRIC_COUNTS if isinstance(metrics, dict)
+                      and (n := token_count(metrics.get(name))) is not None}
+            if usage is not None and (usage["prompt_tokens"] or usage["completion_tokens"]):
+                # the events counted: the metrics only fill the fields they left out
+                counts = {k: v for k, v in counts.items() if token_count(seen.get(k)) is None}
+            if counts:
+                out += self._feed_event(dumps({"type": "message_delta", "delta": {},
+                                               "usage": counts}))
         out += self._feed_event(raw.replace(b"\r", b" ").replace(b"\n", b" "))
         if out and isinstance(out[-1], (StreamDone, StreamFailed)):
             self._done = True

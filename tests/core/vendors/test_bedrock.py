@@ -320,6 +320,53 @@ def test_parse_body_usage_falls_back_to_headers():
     out = json.loads(ex.parse_body(200, (("X-Amzn-Bedrock-Input-Token-Count", "12"),
                                          ("X-Amzn-Bedrock-Output-Token-Count", "3")), body))
     assert out["usage"]["prompt_tokens"] == 12 and out["usage"]["total_tokens"] == 15
+    # with the cache headers too, every count comes from them (U-6)
+    out = json.loads(ex.parse_body(200, (
+        ("X-Amzn-Bedrock-Input-Token-Count", "12"), ("X-Amzn-Bedrock-Output-Token-Count", "3"),
+        ("X-Amzn-Bedrock-Cache-Read-Input-Token-Count", "2048"),
+        ("X-Amzn-Bedrock-Cache-Write-Input-Token-Count", "512")), body))
+    assert out["usage"] == {"prompt_tokens": 12 + 2048 + 512, "completion_tokens": 3,
+                            "total_tokens": 12 + 2048 + 512 + 3,
+                            "prompt_tokens_details": {"cached_tokens": 2048,
+                                                      "cache_write_tokens": 512},
+                            "completion_tokens_details": {"reasoning_tokens": 0}}
+
+
+def test_parse_body_with_cache_usage_u_1():
+    ex = build_exchange(request(), make_ctx(stream=False))
+    headers = (("X-Amzn-Bedrock-Input-Token-Count", "22"),
+               ("X-Amzn-Bedrock-Output-Token-Count", "131"),
+               ("X-Amzn-Bedrock-Cache-Read-Input-Token-Count", "20471"),
+               ("X-Amzn-Bedrock-Cache-Write-Input-Token-Count", "0"))
+    out = json.loads(ex.parse_body(200, headers, fixture("message_cached.json")))
+    assert out["choices"][0]["message"]["content"] == "Le contrat court jusqu'au 31 mars."
+    assert out["usage"] == {"prompt_tokens": 22 + 20471, "completion_tokens": 131,
+                            "total_tokens": 22 + 20471 + 131,
+                            "prompt_tokens_details": {"cached_tokens": 20471,
+                                                      "cache_write_tokens": 0,
+                                                      "ephemeral_5m_input_tokens": 0,
+                                                      "ephemeral_1h_input_tokens": 0},
+                            "completion_tokens_details": {"reasoning_tokens": 0}}
+
+
+def test_headers_fill_only_the_usage_fields_the_body_lacks_u_6():
+    body = json.dumps({"type": "message", "role": "assistant", "stop_reason": "end_turn",
+                       "content": [{"type": "text", "text": "ok"}],
+                       "usage": {"input_tokens": 40, "output_tokens": 7}}).encode()
+    ex = build_exchange(request(), make_ctx(stream=False))
+    out = json.loads(ex.parse_body(200, (
+        ("x-amzn-bedrock-input-token-count", "999"), ("x-amzn-bedrock-output-token-count", "999"),
+        ("x-amzn-bedrock-cache-read-input-token-count", " 1024 "),
+        ("x-amzn-bedrock-cache-write-input-token-count", "-5")), body))
+    # the body's counts win; the cache read is added; "-5" is no count (U-4)
+    assert out["usage"] == {"prompt_tokens": 40 + 1024, "completion_tokens": 7,
+                            "total_tokens": 40 + 1024 + 7,
+                            "prompt_tokens_details": {"cached_tokens": 1024},
+                            "completion_tokens_details": {"reasoning_tokens": 0}}
+    for junk in ("", "1e3", "12abc", "٣", "0x10", "+7", "99999999999999999999"):
+        out = json.loads(ex.parse_body(200, (("x-amzn-bedrock-cache-read-input-token-count",
+                                              junk),), body))
+        assert out["usage"]["prompt_tokens"] == 40, junk
 
 
 def test_parse_body_refuses_an_error_with_status_200_and_garbage():
@@ -410,6 +457,52 @@ def test_invocation_metrics_are_the_usage_fallback():
     s = summarize(run(fixture("metrics_only_stream.bin")))
     assert s["finish"] == "length"
     assert (s["end"].usage["prompt_tokens"], s["end"].usage["completion_tokens"]) == (31, 4)
+
+
+#: cache_stream.bin's usage as the client gets it (U-1)
+CACHE_STREAM_USAGE = {
+    "prompt_tokens": 14 + 18420 + 2051, "completion_tokens": 137,
+    "total_tokens": 14 + 18420 + 2051 + 137,
+    "prompt_tokens_details": {"cached_tokens": 18420, "cache_write_tokens": 2051,
+                              "ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 2051},
+    "completion_tokens_details": {"reasoning_tokens": 0}}
+
+
+def test_cache_stream_reports_reads_writes_and_their_lifetime_u_1():
+    data = fixture("cache_stream.bin")
+    items = run(data, make_ctx(include_usage=True))
+    s = summarize(items)
+    assert s["content"] == "Le contrat court jusqu'au 31 mars." and s["finish"] == "stop"
+    assert s["usage"] == CACHE_STREAM_USAGE and s["end"].usage == CACHE_STREAM_USAGE
+    assert run([data[i:i + 1] for i in range(len(data))], make_ctx(include_usage=True)) == items
+    # no usage chunk unless asked; the gateway keeps the same figures
+    assert summarize(run(data))["end"].usage == CACHE_STREAM_USAGE
+
+
+def test_invocation_metrics_give_the_cache_counts_too_u_6():
+    s = summarize(run(fixture("cache_metrics_only_stream.bin"), make_ctx(include_usage=True)))
+    assert s["usage"] == {"prompt_tokens": 31 + 1536, "completion_tokens": 4,
+                          "total_tokens": 31 + 1536 + 4,
+                          "prompt_tokens_details": {"cached_tokens": 1536,
+                                                    "cache_write_tokens": 0},
+                          "completion_tokens_details": {"reasoning_tokens": 0}}
+
+
+def test_invocation_metrics_fill_the_fields_the_events_left_out_u_6():
+    # the events count input and output but say nothing of the cache: the metrics' cache
+    # counts are added, their input and output counts are not used
+    data = fx.stream([fx.start(fx.USAGE), *fx.text_block(0, "x"),
+                      *fx.stop("end_turn", 9, (999, 999), cache=(4096, 128))])
+    usage = summarize(run(data))["end"].usage
+    assert (usage["prompt_tokens"], usage["completion_tokens"]) == (25 + 4096 + 128, 9)
+    assert usage["prompt_tokens_details"] == {"cached_tokens": 4096, "cache_write_tokens": 128}
+    # events that count zero prompt and zero completion tokens: every metric is taken
+    data = fx.stream([fx.start({"input_tokens": 0, "output_tokens": 0,
+                                "cache_read_input_tokens": 0}), *fx.text_block(0, "x"),
+                      *fx.stop("end_turn", None, (31, 4), cache=(64, 0))])
+    usage = summarize(run(data))["end"].usage
+    assert (usage["prompt_tokens"], usage["completion_tokens"]) == (31 + 64, 4)
+    assert usage["prompt_tokens_details"] == {"cached_tokens": 64, "cache_write_tokens": 0}
 
 
 def test_anthropic_usage_wins_over_invocation_metrics():

@@ -94,14 +94,19 @@ def tool_block(index: int, call_id: str, name: str, *fragments: str) -> list[dic
             {"type": "content_block_stop", "index": index}]
 
 
-def stop(reason: str, output_tokens: int | None, metrics: tuple[int, int]) -> list[dict[str, Any]]:
+def stop(reason: str, output_tokens: int | None, metrics: tuple[int, int],
+         cache: tuple[int, int] | None = None) -> list[dict[str, Any]]:
+    """``message_delta`` and the final ``message_stop`` with the invocation metrics: input and
+    output counts and, for an answer that used the prompt cache, its reads and writes."""
     delta: dict[str, Any] = {"type": "message_delta",
                              "delta": {"stop_reason": reason, "stop_sequence": None}}
     if output_tokens is not None:
         delta["usage"] = {"output_tokens": output_tokens}
-    return [delta, {"type": "message_stop", "amazon-bedrock-invocationMetrics": {
-        "inputTokenCount": metrics[0], "outputTokenCount": metrics[1],
-        "invocationLatency": 1234, "firstByteLatency": 321}}]
+    counts: dict[str, int] = {"inputTokenCount": metrics[0], "outputTokenCount": metrics[1],
+                              "invocationLatency": 1234, "firstByteLatency": 321}
+    if cache is not None:
+        counts |= {"cacheReadInputTokenCount": cache[0], "cacheWriteInputTokenCount": cache[1]}
+    return [delta, {"type": "message_stop", "amazon-bedrock-invocationMetrics": counts}]
 
 
 USAGE = {"input_tokens": 25, "output_tokens": 1}
@@ -142,6 +147,20 @@ METRICS_ONLY = stream([start(None), *text_block(0, "ok"),
                            "inputTokenCount": 31, "outputTokenCount": 4,
                            "invocationLatency": 80, "firstByteLatency": 50}}])
 
+#: a prompt-cached answer as Claude on Bedrock gives it: reads, a one-hour write, and the
+#: same counts again in the invocation metrics (U-1, U-6)
+CACHE_USAGE = {"input_tokens": 14, "cache_creation_input_tokens": 2051,
+               "cache_read_input_tokens": 18420,
+               "cache_creation": {"ephemeral_5m_input_tokens": 0,
+                                  "ephemeral_1h_input_tokens": 2051},
+               "output_tokens": 1}
+CACHE = stream([start(CACHE_USAGE), *text_block(0, "Le contrat court jusqu'au 31 mars."),
+                *stop("end_turn", 137, (14, 137), cache=(18420, 2051))])
+
+#: no Anthropic usage: the invocation metrics give every count, the cache's included (U-6)
+CACHE_METRICS_ONLY = stream([start(None), *text_block(0, "ok"),
+                             *stop("end_turn", None, (31, 4), cache=(1536, 0))])
+
 #: throttled right after message_start: nothing was sent to the client, retryable
 THROTTLED = stream([start(USAGE)]) + exception(
     "throttlingException", "Too many requests, please wait before trying again.")
@@ -162,6 +181,17 @@ MESSAGE = {"id": "msg_bdrk_01Aq9w938a90dw8q", "type": "message", "role": "assist
            "stop_reason": "tool_use", "stop_sequence": None,
            "usage": {"input_tokens": 380, "output_tokens": 67}}
 
+#: a whole answer with the prompt cache's counts (U-1)
+MESSAGE_CACHED = {"id": "msg_bdrk_01Kc4v8Wq2Lm6Tz9Rx3Yb7Hn", "type": "message",
+                  "role": "assistant", "model": "claude-sonnet-4-20250514",
+                  "content": [{"type": "text", "text": "Le contrat court jusqu'au 31 mars."}],
+                  "stop_reason": "end_turn", "stop_sequence": None,
+                  "usage": {"input_tokens": 22, "cache_creation_input_tokens": 0,
+                            "cache_read_input_tokens": 20471,
+                            "cache_creation": {"ephemeral_5m_input_tokens": 0,
+                                               "ephemeral_1h_input_tokens": 0},
+                            "output_tokens": 131}}
+
 ERROR_VALIDATION = {"message": "messages.1.content.0.tool_result.tool_use_id: unexpected "
                                "`tool_use_id` found in `tool_result` blocks"}
 ERROR_THROTTLING = {"message": "Too many requests, please wait before trying again. You have "
@@ -175,7 +205,10 @@ FILES: dict[str, bytes] = {
     "throttled_stream.bin": THROTTLED,
     "model_error_stream.bin": MODEL_ERROR,
     "cut_stream.bin": CUT,
+    "cache_stream.bin": CACHE,
+    "cache_metrics_only_stream.bin": CACHE_METRICS_ONLY,
     "message_tool_use.json": json.dumps(MESSAGE, indent=1).encode(),
+    "message_cached.json": json.dumps(MESSAGE_CACHED, indent=1).encode(),
     "error_validation.json": compact(ERROR_VALIDATION),
     "error_throttling.json": compact(ERROR_THROTTLING),
 }
@@ -185,8 +218,13 @@ def _flip(data: bytes, at: int) -> bytes:
     return data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1:]
 
 
+#: the streams fuzz/corpus/bedrock/ is seeded with (the fixtures added since are not seeds:
+#: the corpus is the fuzz targets' business)
+SEEDS = ("text_stream.bin", "tools_stream.bin", "thinking_stream.bin", "metrics_only_stream.bin",
+         "throttled_stream.bin", "model_error_stream.bin", "cut_stream.bin")
+
 CORPUS_FILES: dict[str, bytes] = {
-    **{k: v for k, v in FILES.items() if k.endswith(".bin")},
+    **{k: FILES[k] for k in SEEDS},
     "bad_prelude_crc.bin": _flip(TEXT, 9),
     "bad_message_crc.bin": _flip(TEXT, len(chunk(start(USAGE))) - 2),
     "bad_length.bin": b"\xff\xff\xff\xff\x00\x00\x00\x00" + struct.pack(
