@@ -63,10 +63,10 @@ from ..streams import SSEEvent
 from . import openai
 from .base import (ChatContext, SSEVendorDecoder, StreamDone, StreamFailed, StreamItem,
                    UpstreamRequest, error_from_body)
-from .chunks import ChunkWriter, completion, usage_object
+from .chunks import ChunkWriter, completion, token_count, token_counts, usage_object
 from .openai import merge_headers
 from .toolkit import as_dict as _dict, as_list as _list, as_str as _str, bad as _bad, call_id
-from .toolkit import positive_int as _count, retry_after, status_error, status_type, typed as _is
+from .toolkit import retry_after, status_error, status_type, typed as _is
 
 __all__ = ["DEFAULT_ORIGIN", "MAPPED", "DROPPED", "run_url", "build_exchange",
            "CloudflareExchange", "CloudflareStreamDecoder"]
@@ -283,9 +283,16 @@ def build_exchange(chat: ChatRequest | dict[str, Any], ctx: ChatContext
 
 
 def _usage(raw: Any) -> dict[str, Any]:
-    """Workers AI usage -> OpenAI usage (docs/contracts.md, "Usage figures")."""
+    """Workers AI usage (OpenAI-shaped) -> OpenAI usage (docs/contracts.md, "Usage figures",
+    U-4, U-7): the two totals, and every count of the two detail objects (``cached_tokens``,
+    ``reasoning_tokens``…) under its own name."""
     raw = _dict(raw)
-    return usage_object(_count(raw.get("prompt_tokens")), _count(raw.get("completion_tokens")))
+    pdetails = token_counts(raw.get("prompt_tokens_details"))
+    cdetails = token_counts(raw.get("completion_tokens_details"))
+    return usage_object(token_count(raw.get("prompt_tokens")) or 0,
+                        token_count(raw.get("completion_tokens")) or 0,
+                        pdetails.get("cached_tokens", 0), cdetails.get("reasoning_tokens", 0),
+                        prompt_details=pdetails, completion_details=cdetails)
 
 
 def _is_error(obj: dict[str, Any]) -> bool:

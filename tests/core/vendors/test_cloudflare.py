@@ -120,10 +120,10 @@ def cut(data: bytes, positions: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
-def usage(p: int, c: int) -> dict[str, Any]:
+def usage(p: int, c: int, cached: int = 0, reasoning: int = 0) -> dict[str, Any]:
     return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c,
-            "prompt_tokens_details": {"cached_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": 0}}
+            "prompt_tokens_details": {"cached_tokens": cached},
+            "completion_tokens_details": {"reasoning_tokens": reasoning}}
 
 
 # -- URL and headers (CF-1, CF-3) --------------------------------------------------------------
@@ -409,7 +409,7 @@ def test_tool_envelope_synthesizes_ids_and_serialises_arguments_tc_2_tc_4():
         [("get_weather", '{"city":"Lisboa","days":3}'), ("get_time", "{}")]
     ids = [c["id"] for c in msg["tool_calls"]]
     assert len(set(ids)) == 2 and all(i.startswith("call_") and len(i) == 29 for i in ids)
-    assert out["usage"] == usage(210, 40)
+    assert out["usage"] == usage(210, 40, cached=192)  # U-7: a prefix-cache hit
 
 
 def test_openai_shaped_result_and_non_string_response():
@@ -500,7 +500,32 @@ def test_openai_shaped_chunks_with_fragments():
     assert r["reasoning"] == "Need the weather tool." and r["content"] == "Checking…"
     assert r["tool_calls"] == [{"id": "chatcmpl-tool-8f2a9c", "name": "get_weather",
                                 "arguments": '{"city":"München"}'}]
-    assert r["finish"] == "tool_calls" and r["usage"] == usage(40, 22)
+    assert r["finish"] == "tool_calls" and r["usage"] == usage(1064, 22, cached=1024)
+    assert r["end"] == ("done", json.dumps(usage(1064, 22, cached=1024), sort_keys=True))
+
+
+def test_every_detail_count_is_kept_u_7():
+    details = {"prompt_tokens": 2100, "completion_tokens": 300, "total_tokens": 2400,
+               "prompt_tokens_details": {"cached_tokens": 2048, "audio_tokens": 0},
+               "completion_tokens_details": {"reasoning_tokens": 120, "audio_tokens": 0,
+                                             "accepted_prediction_tokens": 0}}
+    want = {"prompt_tokens": 2100, "completion_tokens": 300, "total_tokens": 2400,
+            "prompt_tokens_details": {"cached_tokens": 2048, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 120, "audio_tokens": 0,
+                                          "accepted_prediction_tokens": 0}}
+    body = json.dumps({"result": {"response": "ok", "usage": details}, "success": True})
+    assert parse(body.encode())["usage"] == want
+    chunk = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": details}
+    r = stream(sse({"response": "ok"}, chunk) + b"data: [DONE]\n\n", include_usage=True)
+    assert r["usage"] == want and r["end"] == ("done", json.dumps(want, sort_keys=True))
+
+
+def test_usage_garbage_is_no_count_u_4():
+    bad = {"prompt_tokens": 12.0, "completion_tokens": -1, "total_tokens": "13",
+           "prompt_tokens_details": {"cached_tokens": True, "text_tokens": 12.5},
+           "completion_tokens_details": None}
+    out = parse(json.dumps({"result": {"response": "ok", "usage": bad}}).encode())
+    assert out["usage"] == usage(12, 0)
 
 
 def test_error_object_mid_stream_is_a_failure():
