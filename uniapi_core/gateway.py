@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import random
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
@@ -34,6 +34,7 @@ from .vendors import (ENDPOINTS, TRANSLATORS, UPLOADS, detect_engine, discovery_
                       parse_discovery)
 from .vendors.openai import Upload
 from .vendors.base import ChatContext, UpstreamRequest
+from .vendors.dialects import dialect_for
 from .vendors.gauth import ServiceAccount, TokenCache, service_account
 
 __all__ = ["Settings", "Respond", "ChatCall", "Routed", "Gateway",
@@ -120,22 +121,26 @@ def _alnum(entropy: random.Random, n: int) -> str:
     return "".join(out)
 
 
-def _engine_memo() -> Callable[[Provider], str]:
-    """``detect_engine`` remembered per provider object (a config's providers are immutable;
-    it parses the base URL, and a request asks up to five times)."""
-    memo: dict[int, tuple[Provider, str]] = {}
+T = TypeVar("T")
 
-    def engine(provider: Provider) -> str:
+
+def _per_provider(compute: Callable[[Provider], T]) -> Callable[[Provider], T]:
+    """``compute`` remembered per provider object (a config's providers are immutable;
+    ``detect_engine`` and ``dialect_for`` parse the base URL, and a request asks up to five
+    times)."""
+    memo: dict[int, tuple[Provider, T]] = {}
+
+    def remembered(provider: Provider) -> T:
         hit = memo.get(id(provider))
         if hit is not None and hit[0] is provider:
             return hit[1]
-        name = detect_engine(provider)
+        value = compute(provider)
         if len(memo) >= 4096:  # providers made on the fly (never in practice): stay bounded
             memo.clear()
-        memo[id(provider)] = (provider, name)
-        return name
+        memo[id(provider)] = (provider, value)
+        return value
 
-    return engine
+    return remembered
 
 
 def _digest(key: str) -> bytes:
@@ -159,7 +164,8 @@ class Gateway:
         self._keys: dict[bytes, ApiKey] = {_digest(k.api): k for k in config.api_keys}
         admins = [k for k in config.api_keys if k.role and "admin" in k.role]
         self._admins = {_digest(k.api) for k in (admins or config.api_keys[:1])}
-        self._engine = _engine_memo()
+        self._engine = _per_provider(detect_engine)
+        self._dialect = _per_provider(dialect_for)
         self.router = Router(config, self.catalog, self._engine)
         #: Vertex service-account access tokens (single-flight refresh; gauth.TokenCache)
         self.tokens = TokenCache()
@@ -389,7 +395,7 @@ class Gateway:
                               stream=stream, include_usage=call.include_usage,
                               response_id=response_id, created=int(wall),
                               entropy=self.entropy, images=images, region=region,
-                              access_token=token)
+                              access_token=token, dialect=self._dialect(provider))
             exchange = TRANSLATORS[engine](request_for(engine), ctx)
             timeout = model_timeout(provider, self.config.preferences, channel.alias,
                                     channel.upstream_model, self.settings.env_timeout)

@@ -68,6 +68,9 @@ class ChatContext:
     #: Vertex: the region this attempt goes to (its routing slot) and the OAuth2 access token
     region: str | None = None
     access_token: str | None = attrs.field(default=None, repr=False)
+    #: OpenAI-compatible hosts: the provider's ``dialects.Dialect``, decided once per provider
+    #: by the gateway (None: the exchange asks ``dialect_for`` itself)
+    dialect: Any = None
 
 
 class ImagesNeeded(UniapiError):

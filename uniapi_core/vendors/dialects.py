@@ -155,6 +155,11 @@ def dialect_for(provider: Any) -> Dialect:
     return _dialect_of_url(getattr(provider, "base_url", None) or "")
 
 
+#: host -> dialect, and local port -> dialect (built once from the table)
+_BY_HOST = {host: d for d in DIALECTS.values() for host in d.hosts}
+_BY_PORT = {d.port: d for d in DIALECTS.values() if d.port is not None}
+
+
 def _dialect_of_url(url: str) -> Dialect:
     try:
         parts = urlsplit(url.strip())
@@ -162,14 +167,13 @@ def _dialect_of_url(url: str) -> Dialect:
         port = parts.port
     except ValueError:
         return GENERIC
-    for dialect in DIALECTS.values():
-        for known in dialect.hosts:
-            if host == known or host.endswith("." + known):
-                return dialect
-    if host in _LOCAL and port is not None:
-        for dialect in DIALECTS.values():
-            if dialect.port == port:
-                return dialect
+    if host in _LOCAL:
+        return _BY_PORT.get(port, GENERIC) if port is not None else GENERIC
+    while host:  # the host, then each parent domain: eu.api.mistral.ai -> api.mistral.ai
+        found = _BY_HOST.get(host)
+        if found is not None:
+            return found
+        host = host.partition(".")[2]
     return GENERIC
 
 

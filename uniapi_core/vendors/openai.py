@@ -116,7 +116,7 @@ class OpenAIExchange:
     def __init__(self, request: UpstreamRequest, ctx: ChatContext) -> None:
         self.request = request
         self.ctx = ctx
-        self.dialect = dialect_for(ctx.provider)
+        self.dialect = ctx.dialect or dialect_for(ctx.provider)
         prefs = getattr(ctx.provider, "preferences", None)
         self.think_tags: bool | None = getattr(prefs, "think_tags", None)
         #: the usage of the whole answer ``parse_body`` read, normalized (for stats)
