@@ -75,12 +75,13 @@ def provider(case: str) -> Provider:
 
 
 def exchange(case: str, *, stream: bool) -> Any:
-    """The exchange the gateway would build for this provider (its engine's translator)."""
+    """The exchange the gateway would build for this provider: its engine's translator, with
+    the provider's dialect in the context."""
     prov = provider(case)
     ctx = ChatContext(client_model=CLIENT_MODEL, upstream_model="vendor-model", provider=prov,
                       api_key="sk-up", stream=stream, include_usage=True,
                       response_id="chatcmpl-dialects", created=1754650000,
-                      entropy=random.Random(0))
+                      entropy=random.Random(0), dialect=dialect_for(prov))
     body = {"model": CLIENT_MODEL, "messages": [{"role": "user", "content": "hi"}],
             "stream": stream}
     if stream:
