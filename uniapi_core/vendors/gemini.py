@@ -37,7 +37,10 @@ bytes gives identical items and errors (DEC-1, DEC-2); an error object or a bloc
 terminal and nothing after it is read (DEC-4). Each
 ``GenerateContentResponse`` goes through ``ChunkWriter`` (S-1..S-8): text, ``thought`` parts as
 reasoning, each ``functionCall`` as one complete tool call, indexes continuing across chunks
-(GEM-S1, GEM-S2, TC-1..TC-4). ``usageMetadata`` is kept, never summed (U-3). A
+(GEM-S1, GEM-S2, TC-1..TC-4). A call whose arguments come in pieces
+(``streamFunctionCallArguments``: a named part with ``willContinue``, then ``partialArgs`` items
+addressed by RFC 9535 paths) is assembled by ``_Pieces`` and goes out whole when it ends, with
+its first part's name (GEM-S3); whole bodies read parts the same way. ``usageMetadata`` is kept, never summed (U-3). A
 ``finishReason`` ends the content (DEC-4), but the finish chunk, the usage chunk and
 ``StreamDone`` wait for EOF, so a trailing usage-only object still counts (GEM-S6); EOF after
 the finish, even inside a line, is a complete answer, EOF before it a truncation (DEC-5).
@@ -54,6 +57,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import itertools
 import json
 import math
 import re
@@ -653,6 +657,233 @@ def _tool_call(part: dict[str, Any], fc: dict[str, Any], ctx: ChatContext, n: in
             "extra": {"google": google} if google else None}
 
 
+# -- function-call arguments streamed in pieces (docs/vendor-rules.md, GEM-S3) ------------------
+
+#: one step of a ``jsonPath`` after the ``$`` (RFC 9535 normalized paths, member names read
+#: leniently): ``.name``, ``[index]``, ``['name']`` or ``["name"]``
+_PATH_STEP = re.compile(r"""\.([^.\[\]'"\s]+)|\[(?:(0|[1-9][0-9]{0,8})"""
+                        r"""|'((?:[^'\\]|\\.)*)'|"((?:[^"\\]|\\.)*)")\]""", re.DOTALL)
+_QUOTED = re.compile(r'\\(.)|"', re.DOTALL)  # an escape, or a bare double quote (in '...')
+#: the value members of a PartialArg (a protobuf oneof: at most one is set)
+_PIECE_VALUES = ("stringValue", "numberValue", "boolValue", "nullValue")
+#: nulls an array index past the end may add, per response (an element Vertex sent no leaf
+#: for, such as an empty object; the budget keeps a path like ``$.a[99999999]`` harmless)
+_PAD_BUDGET = 10_000
+
+
+def _bad_piece(detail: str) -> DecodeError:
+    return DecodeError("invalid_partial_args", detail)
+
+
+def _json_path(path: str) -> tuple[str | int, ...]:
+    """``$.items[0]['a b']`` -> ``("items", 0, "a b")``; anything else is a DecodeError."""
+    if path[:1] != "$":
+        raise _bad_piece(f"jsonPath {path[:80]!r} does not start with '$'")
+    steps: list[str | int] = []
+    pos, end = 1, len(path)
+    while pos < end:
+        m = _PATH_STEP.match(path, pos)
+        if m is None or len(steps) == MAX_DEPTH:
+            raise _bad_piece(f"jsonPath {path[:80]!r} is not a path this gateway reads")
+        name, index, single, double = m.groups()
+        if name is not None:
+            steps.append(name)
+        elif index is not None:
+            steps.append(int(index))
+        else:
+            steps.append(_unquote(single if single is not None else double))
+        pos = m.end()
+    if not steps or type(steps[0]) is not str:
+        raise _bad_piece(f"jsonPath {path[:80]!r} does not name a member of the arguments")
+    return tuple(steps)
+
+
+def _unquote(body: str) -> str:
+    """The member name inside ``'...'`` or ``"..."`` of a jsonPath (RFC 9535 escapes)."""
+    if "\\" not in body and '"' not in body:
+        return body
+
+    def as_json(m: re.Match[str]) -> str:
+        escaped = m.group(1)
+        return '\\"' if escaped is None else "'" if escaped == "'" else m.group(0)
+
+    try:
+        name = loads_strict('"' + _QUOTED.sub(as_json, body) + '"')
+    except ValueError:
+        name = None
+    if not isinstance(name, str):
+        raise _bad_piece(f"jsonPath member {body[:80]!r} has a bad escape")
+    return name
+
+
+class _Text:
+    """A string argument whose pieces are still coming; joined once, when its call ends."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self, first: str) -> None:
+        self.parts = [first]
+
+
+class _Pieces:
+    """``functionCall`` parts in stream order -> whole calls (GEM-S3).
+
+    ``feed(part, fc)`` returns the parts that are whole calls now: an ordinary part as it
+    came (GEM-S1), or, when a call streamed in pieces ends, one part made of its name, id
+    and thought signature (from whichever of its parts had them first) and the arguments
+    assembled from its ``args`` and ``partialArgs``. ``flush()`` ends the open call, if any
+    (at the finish). A piece is read only once: the string values that go on are kept as
+    ``_Text`` lists and joined at the end, so assembling is linear in the pieces. A malformed
+    piece is ``DecodeError("invalid_partial_args")``."""
+
+    def __init__(self) -> None:
+        self._name: str | None = None  # the open call's name; None: no call is open
+        self._id: str | None = None
+        self._signature: str | None = None
+        self._args: dict[str, Any] = {}
+        self._texts: dict[tuple[str | int, ...], _Text] = {}  # path -> a string that goes on
+        self._joins: list[tuple[Any, Any, _Text]] = []  # (container, key, text) to join
+        self._pad = _PAD_BUDGET
+
+    def feed(self, part: dict[str, Any], fc: dict[str, Any]) -> list[dict[str, Any]]:
+        name = fc.get("name")
+        named = isinstance(name, str) and name != ""
+        out: list[dict[str, Any]] = []
+        if self._name is not None and named and (
+                name != self._name or "args" in fc
+                or (isinstance(fc.get("id"), str) and fc["id"] and self._id is not None
+                    and fc["id"] != self._id)):
+            out += self.flush()  # another call starts: the open one ended without saying so
+        more = fc.get("willContinue") is True
+        if self._name is None:
+            if not more and "partialArgs" not in fc:
+                if named or "args" in fc:
+                    out.append(part)  # an ordinary whole call
+                return out  # a bare {} (the end of a call already ended) is no call
+            if not named:
+                return out  # a piece of a call that never started: nothing to assemble
+            self._name = name
+        self._add(part, fc)
+        if not more:
+            out += self.flush()
+        return out
+
+    def flush(self) -> list[dict[str, Any]]:
+        """The open call as one whole ``functionCall`` part; [] when none is open."""
+        if self._name is None:
+            return []
+        for container, key, text in self._joins:
+            if container[key] is text:
+                container[key] = "".join(text.parts)
+        fc: dict[str, Any] = {"name": self._name, "args": self._args}
+        if self._id is not None:
+            fc["id"] = self._id
+        part: dict[str, Any] = {"functionCall": fc}
+        if self._signature is not None:
+            part["thoughtSignature"] = self._signature
+        self._name = self._id = self._signature = None
+        self._args, self._texts, self._joins = {}, {}, []
+        return [part]
+
+    def _add(self, part: dict[str, Any], fc: dict[str, Any]) -> None:
+        vid, sig = fc.get("id"), part.get("thoughtSignature")
+        if self._id is None and isinstance(vid, str) and vid:
+            self._id = vid
+        if self._signature is None and isinstance(sig, str) and sig:
+            self._signature = sig
+        if isinstance(fc.get("args"), dict):
+            self._args.update(fc["args"])
+        pieces = fc.get("partialArgs")
+        if pieces is None:
+            return
+        if not isinstance(pieces, list):
+            raise _bad_piece("functionCall.partialArgs is not a list")
+        for piece in pieces:
+            self._piece(piece)
+
+    def _piece(self, piece: Any) -> None:
+        if not isinstance(piece, dict) or not isinstance(piece.get("jsonPath"), str):
+            raise _bad_piece("a partialArgs item without a string jsonPath")
+        path = _json_path(piece["jsonPath"])
+        kinds = [k for k in _PIECE_VALUES if k in piece]
+        if len(kinds) > 1:
+            raise _bad_piece(f"a partialArgs item with {' and '.join(kinds)}")
+        more = piece.get("willContinue") is True
+        if not kinds:  # no value: at most the end of a string that went on
+            if not more:
+                self._texts.pop(path, None)
+            return
+        kind = kinds[0]
+        value = None if kind == "nullValue" else piece[kind]
+        if kind == "stringValue":
+            if type(value) is not str:
+                raise _bad_piece("a stringValue that is not a string")
+            text = self._texts.get(path)
+            if text is not None:  # the next piece of a string that goes on
+                text.parts.append(value)
+                if not more:
+                    del self._texts[path]
+                return
+            if more:
+                text = _Text(value)
+                self._texts[path] = text
+                value = text
+        elif kind == "numberValue" and type(value) not in (int, float) \
+                or kind == "boolValue" and type(value) is not bool:
+            raise _bad_piece(f"a {kind} of the wrong type")
+        else:
+            self._texts.pop(path, None)
+        self._set(path, value)
+
+    def _set(self, path: tuple[str | int, ...], value: Any) -> None:
+        node: Any = self._args
+        for step, after in itertools.pairwise(path):
+            node = self._slot(node, step, list if type(after) is int else dict)
+        key = path[-1]
+        if type(key) is int:
+            if type(node) is not list:
+                raise _bad_piece("an index into something that is not an array")
+            self._reach(node, key)
+            old = node[key] if key < len(node) else None
+            if key == len(node):
+                node.append(None)
+        else:
+            if type(node) is not dict:
+                raise _bad_piece("a member of something that is not an object")
+            old = node.get(key)
+        if type(old) is dict or type(old) is list:
+            raise _bad_piece("a value where an object or array was already built")
+        node[key] = value
+        if type(value) is _Text:
+            self._joins.append((node, key, value))
+
+    def _slot(self, node: Any, step: str | int, kind: type) -> Any:
+        """The container at ``node[step]``, made when missing (or null)."""
+        if type(step) is int:
+            if type(node) is not list:
+                raise _bad_piece("an index into something that is not an array")
+            self._reach(node, step)
+            if step == len(node):
+                node.append(None)
+        elif type(node) is not dict:
+            raise _bad_piece("a member of something that is not an object")
+        child = node[step] if type(step) is int else node.get(step)
+        if child is None:
+            child = node[step] = kind()
+        elif type(child) is not kind:
+            raise _bad_piece("a path through a value of another kind")
+        return child
+
+    def _reach(self, array: list[Any], index: int) -> None:
+        """Pad ``array`` with nulls up to ``index`` (exclusive), within the budget."""
+        gap = index - len(array)
+        if gap > 0:
+            self._pad -= gap
+            if self._pad < 0:
+                raise _bad_piece("array indexes far past the elements sent")
+            array.extend([None] * gap)
+
+
 def _image_text(part: dict[str, Any]) -> str:
     """An ``inlineData`` answer part (image models) as a markdown data URL (GEM-N1)."""
     data = part.get("inlineData")
@@ -746,19 +977,28 @@ class GeminiExchange:
             texts: list[str]
             thoughts: list[str]
             calls: list[dict[str, Any]]
-            texts, thoughts, calls = [], [], []
+            texts, thoughts, wholes = [], [], []
+            pieces = _Pieces()  # GEM-S3: never asked for here, but read the same way
             content = cand.get("content")
             parts = content.get("parts") if isinstance(content, dict) else None
-            for part in parts if isinstance(parts, list) else []:
-                if not isinstance(part, dict):
-                    continue
-                if isinstance(part.get("functionCall"), dict):
-                    calls.append(_tool_call(part, part["functionCall"], self.ctx, count))
-                    count += 1
-                elif isinstance(part.get("text"), str):
-                    (thoughts if part.get("thought") is True else texts).append(part["text"])
-                else:
-                    texts.append(_image_text(part))
+            try:
+                for part in parts if isinstance(parts, list) else []:
+                    if not isinstance(part, dict):
+                        continue
+                    if isinstance(part.get("functionCall"), dict):
+                        wholes += pieces.feed(part, part["functionCall"])
+                    elif isinstance(part.get("text"), str):
+                        (thoughts if part.get("thought") is True else texts).append(part["text"])
+                    else:
+                        texts.append(_image_text(part))
+                wholes += pieces.flush()
+            except DecodeError as exc:
+                raise UpstreamError(f"gemini answered with a malformed function call: "
+                                    f"{exc.detail}", kind="decode",
+                                    upstream_status=status) from None
+            calls = [_tool_call(w, w["functionCall"], self.ctx, count + i)
+                     for i, w in enumerate(wholes)]
+            count += len(calls)
             self.thought_signatures += _signatures(calls)
             data = completion(self.ctx, content="".join(texts), reasoning="".join(thoughts),
                               tool_calls=calls or None,
@@ -821,8 +1061,8 @@ _PLAIN_TEXT = re.compile(
 
 
 class GeminiStreamDecoder(SSEVendorDecoder):
-    """``streamGenerateContent?alt=sse`` bytes -> client chunks (GEM-S1, GEM-S2, GEM-S6,
-    GEM-S7, DEC-1..DEC-6).
+    """``streamGenerateContent?alt=sse`` bytes -> client chunks (GEM-S1, GEM-S2, GEM-S3,
+    GEM-S6, GEM-S7, DEC-1..DEC-6).
 
     Framing, the terminal state and the error contract are ``SSEVendorDecoder``'s (DEC-1,
     DEC-2). ``_done`` is set only by a terminal failure (an error object, a blocked prompt);
@@ -838,6 +1078,7 @@ class GeminiStreamDecoder(SSEVendorDecoder):
         self._finish: str | None = None  # mapped finishReason once seen (terminal, DEC-4)
         self._started = False  # the role chunk went out (S-1)
         self._calls = 0
+        self._pieces = _Pieces()  # calls whose arguments come in pieces (GEM-S3)
         #: the last usage seen, OpenAI-shaped (U-3); None until Gemini reports one
         self.usage: dict[str, Any] | None = None
         self._usage_text: str | None = None  # the usageMetadata text self.usage came from
@@ -912,7 +1153,7 @@ class GeminiStreamDecoder(SSEVendorDecoder):
                 self._done = True
                 return [StreamFailed(_blocked(block))]
             self._finish = "content_filter"
-            return []
+            return self._flush()
         self._started = True
         out: list[StreamItem] = list(self._writer.start())  # S-1
         for cand in candidates:
@@ -924,7 +1165,8 @@ class GeminiStreamDecoder(SSEVendorDecoder):
                 if not isinstance(part, dict):
                     continue
                 if isinstance(part.get("functionCall"), dict):
-                    out += self._tool(part)
+                    for whole in self._pieces.feed(part, part["functionCall"]):
+                        out += self._tool(whole)
                 elif isinstance(part.get("text"), str):
                     emit = self._writer.reasoning if part.get("thought") is True \
                         else self._writer.text
@@ -932,8 +1174,12 @@ class GeminiStreamDecoder(SSEVendorDecoder):
                 else:
                     out += self._writer.text(_image_text(part))
             if cand.get("finishReason"):
+                out += self._flush()  # a call still open ends with the content (GEM-S3)
                 self._finish = _finish_reason(cand["finishReason"], self._calls > 0)
         return out
+
+    def _flush(self) -> list[StreamItem]:
+        return [chunk for whole in self._pieces.flush() for chunk in self._tool(whole)]
 
     def _tool(self, part: dict[str, Any]) -> list[StreamChunk]:
         call = _tool_call(part, part["functionCall"], self._ctx, self._calls)

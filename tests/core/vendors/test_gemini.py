@@ -13,6 +13,7 @@ import base64
 import importlib.util
 import json
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from uniapi_core.vendors.gemini import (
     build_exchange,
     gemini_base,
 )
+from uniapi_core.vendors.toolkit import call_id
 
 ROOT = Path(__file__).resolve().parents[3]
 DATA = ROOT / "tests" / "data" / "gemini"
@@ -1233,6 +1235,393 @@ def test_assembled_arguments_equal_the_serialization_of_args_tc_2(args_list, pos
         cand(*parts, finish="STOP")).encode()))
     assert [c["function"]["arguments"] for c in whole["choices"][0]["message"]["tool_calls"]] \
         == [dumps(a).decode() for a in args_list]
+
+
+# -- function-call arguments streamed in pieces (docs/vendor-rules.md, GEM-S3) ---------------------
+
+
+def fcall(name: str | None = None, *pieces: dict[str, Any], more: bool | None = None,
+          **fields: Any) -> dict[str, Any]:
+    """A ``functionCall`` part: ``name``, ``partialArgs`` ``pieces``, ``willContinue`` ``more``."""
+    fc: dict[str, Any] = {} if name is None else {"name": name}
+    fc.update(fields)
+    if pieces:
+        fc["partialArgs"] = list(pieces)
+    if more is not None:
+        fc["willContinue"] = more
+    return {"functionCall": fc}
+
+
+def arg(path: Any, more: bool = False, **value: Any) -> dict[str, Any]:
+    """One PartialArg: ``arg("$.a", stringValue="x", more=True)``."""
+    piece = {"jsonPath": path, **value}
+    if more:
+        piece["willContinue"] = True
+    return piece
+
+
+def generated_ids(vendor_ids: list[str | None]) -> list[str]:
+    """The ids TC-4 gives calls with these vendor ids, in order, with make_ctx's entropy."""
+    ctx = make_ctx(stream=True)
+    return [call_id(ctx, vid, n, sep=":") for n, vid in enumerate(vendor_ids)]
+
+
+def calls_of(result: dict[str, Any]) -> list[tuple[str, str, str]]:
+    return [(c["id"], c["name"], c["arguments"]) for c in result["tool_calls"]]
+
+
+def kinds_of(result: dict[str, Any]) -> list[str]:
+    """What each chunk after the role chunk carries: content, reasoning_content, tool_calls."""
+    return [next(iter(json.loads(c[6:])["choices"][0]["delta"]), "finish")
+            for c in result["chunks"][1:] if json.loads(c[6:])["choices"]]
+
+
+def streamed(*parts: dict[str, Any], finish: str = "STOP") -> dict[str, Any]:
+    """Each part in its own chunk, the finish on the last one."""
+    return stream(sse(*[cand(p) for p in parts[:-1]], cand(parts[-1], finish=finish)))
+
+
+_WEATHER = '{"location":"Boston, MA","unit":"fahrenheit","days":3}'
+_THERMOSTAT = ('{"room":"living room","target":21.5,"eco":true,"note":null,'
+               '"schedule":[{"day":"mon","hour":7},{"day":"tue","hour":8}]}')
+
+
+def test_vertex_pieces_become_one_whole_call_each_gem_s3():
+    data = fixture("stream_partial_args.sse")
+    result = stream(data, include_usage=True)
+    assert calls_of(result) == list(zip(generated_ids([None, None, None]),
+                                        ["get_weather", "set_thermostat", "get_time"],
+                                        [_WEATHER, _THERMOSTAT, '{"tz":"America/New_York"}']))
+    signature = json.loads(data.split(b"\r\n\r\n")[1][6:])["candidates"][0]["content"][
+        "parts"][0]["thoughtSignature"]
+    assert [c.get("extra_content") for c in result["tool_calls"]] == [
+        {"google": {"thought_signature": signature}}, None, None]
+    assert result["reasoning"].startswith("**Checking the forecast first**")
+    assert result["content"] == "" and result["finish"] == "tool_calls"
+    assert (result["usage"]["prompt_tokens"], result["usage"]["completion_tokens"]) == (142, 249)
+    # each call is one chunk holding its id, name and whole arguments (GEM-S1)
+    assert kinds_of(result) == ["reasoning_content", "tool_calls", "tool_calls", "tool_calls",
+                                "finish"]
+
+
+def test_pieces_interleaved_with_text_and_thoughts_gem_s3():
+    result = stream(fixture("stream_partial_args_interleaved.sse"))
+    search = {"query": 'stream "partial" args — naïve\\café\n日本',
+              "filters": {"lang": "en", "tags": ["vertex", "gemini"]}, "max results": 5,
+              "exact": False}
+    assert calls_of(result) == [
+        ("fc_7a1b2c3d", "search_docs", dumps(search).decode()),
+        ("fc_9d8e7f60", "open_page",  # ended by the finishReason alone
+         '{"url":"https://cloud.example/docs/function-calling#streaming"}')]
+    assert result["tool_calls"][0]["extra_content"]["google"]["function_call_id"] == "fc_7a1b2c3d"
+    assert result["tool_calls"][1]["extra_content"] == {
+        "google": {"function_call_id": "fc_9d8e7f60"}}
+    assert result["content"] == ("Let me look that up in the docs. Searching… "
+                                 "Then I'll open the first hit.")
+    assert result["reasoning"] == "The query should mention both products."
+    # text goes out as it comes; a call when its last piece is in
+    assert kinds_of(result) == ["content", "content", "reasoning_content", "tool_calls",
+                                "content", "tool_calls", "finish"]
+    assert result["finish"] == "tool_calls"
+
+
+@pytest.mark.parametrize("name", ["stream_partial_args.sse", "stream_partial_args_interleaved.sse"])
+def test_pieces_fed_one_byte_at_a_time_give_the_same_calls_gem_s3_dec_1(name):
+    data = fixture(name)
+    items, kind = run([data[i:i + 1] for i in range(len(data))])
+    assert kind is None and items == run([data])[0]
+    assert calls_of(openai_grammar(items, False)) == calls_of(stream(data))
+
+
+def test_stream_cut_in_the_middle_of_a_call_is_truncated_gem_s3_dec_5():
+    items, kind = run([fixture("stream_partial_args_cut.sse")])
+    assert kind is None
+    result = openai_grammar(items, False)
+    assert result["content"] == "Setting it now." and result["tool_calls"] == []
+    assert items[-1][:3] == ("failed", "gemini stream ended before a finishReason", "truncated")
+    # cut between two events, the call still open: the same
+    items, kind = run([sse(cand(fcall("f", more=True)),
+                           cand(fcall(None, arg("$.a", stringValue="x", more=True), more=True)))])
+    assert kind is None and [i[0] for i in items] == ["failed"] and items[0][2] == "truncated"
+
+
+def test_two_streamed_calls_in_a_row_and_then_a_whole_one_gem_s3():
+    result = streamed(fcall("f", more=True), fcall(None, arg("$.a", numberValue=1), more=True),
+                      {"functionCall": {}},
+                      fcall("f", arg("$.a", numberValue=2), more=True),
+                      fcall(None, arg("$.b", boolValue=True)),
+                      fcall("g", args={"z": None}))
+    assert calls_of(result) == list(zip(generated_ids([None] * 3), ["f", "f", "g"],
+                                        ['{"a":1}', '{"a":2,"b":true}', '{"z":null}']))
+
+
+def test_a_call_left_open_ends_when_another_starts_gem_s3():
+    result = streamed(fcall("f", arg("$.a", stringValue="x", more=True), more=True),
+                      fcall("g", more=True), fcall(None, arg("$.b", numberValue=2)),
+                      fcall("g", arg("$.c", numberValue=3), more=True),  # a second g: same name
+                      fcall("g", args={"d": 4}))  # ... but whole, with args: a new call
+    assert [(c["name"], c["arguments"]) for c in result["tool_calls"]] == [
+        ("f", '{"a":"x"}'), ("g", '{"b":2}'), ("g", '{"c":3}'), ("g", '{"d":4}')]
+
+
+def test_a_streamed_call_with_an_id_ends_when_another_id_starts_gem_s3():
+    result = streamed(fcall("f", more=True, id="one"), fcall("f", arg("$.a", numberValue=1),
+                                                             more=True, id="one"),
+                      fcall("f", more=True, id="two"), fcall(None, arg("$.a", numberValue=2)))
+    assert [(c["id"], c["arguments"]) for c in result["tool_calls"]] == [
+        ("one", '{"a":1}'), ("two", '{"a":2}')]
+
+
+def test_open_call_at_the_finish_is_sent_with_what_came_gem_s3():
+    result = streamed(fcall("f", more=True),
+                      fcall(None, arg("$.a", stringValue="half", more=True), more=True),
+                      {"text": ""}, finish="MAX_TOKENS")
+    assert [(c["name"], c["arguments"]) for c in result["tool_calls"]] == [("f", '{"a":"half"}')]
+    assert result["finish"] == "length"
+    blocked = stream(sse(cand({"text": "Hi"}), cand(fcall("f", more=True)),
+                         {"promptFeedback": {"blockReason": "OTHER"}}))
+    assert [(c["name"], c["arguments"]) for c in blocked["tool_calls"]] == [("f", "{}")]
+    assert blocked["finish"] == "content_filter"
+
+
+def test_an_error_while_a_call_is_open_drops_it_gem_s3_gem_s7():
+    items, kind = run([sse(cand({"text": "a"}), cand(fcall("f", more=True)),
+                           {"error": {"code": 503, "status": "UNAVAILABLE", "message": "busy"}})])
+    assert kind is None and openai_grammar(items, False)["tool_calls"] == []
+    assert items[-1][0] == "failed" and items[-1][1] == "busy"
+
+
+def test_pieces_without_a_call_and_bare_ends_are_no_calls_gem_s3():
+    result = streamed(fcall(None, arg("$.a", stringValue="x"), more=True), {"functionCall": {}},
+                      fcall(None, arg("$.b", numberValue=1)), {"text": "done"})
+    assert result["tool_calls"] == [] and result["content"] == "done"
+    assert result["finish"] == "stop"
+
+
+def test_id_and_signature_may_come_on_a_later_part_and_a_name_may_repeat_gem_s3_gem_r4():
+    result = streamed(fcall("f", more=True),
+                      {**fcall("f", arg("$.a", numberValue=1), more=True, id="fc-1"),
+                       "thoughtSignature": "sig1"},
+                      {**fcall(None, arg("$.b", numberValue=2), id="fc-other"),
+                       "thoughtSignature": "sig2"})
+    (only,) = result["tool_calls"]
+    assert (only["id"], only["arguments"]) == ("fc-1", '{"a":1,"b":2}')
+    assert only["extra_content"] == {"google": {"thought_signature": "sig1",
+                                                "function_call_id": "fc-1"}}
+    foreign = streamed(fcall("f", more=True, id="fc/1"), fcall(None))
+    assert foreign["tool_calls"][0]["id"] == generated_ids([None])[0]  # TC-4
+    assert foreign["tool_calls"][0]["extra_content"] == {"google": {"function_call_id": "fc/1"}}
+
+
+@pytest.mark.parametrize("pieces, args", [
+    # a string that goes on is appended to; one that does not is replaced
+    ([arg("$.a", stringValue="x", more=True), arg("$.a", stringValue="y", more=True),
+      arg("$.a", stringValue="z"), arg("$.b", stringValue="1"), arg("$.b", stringValue="2")],
+     {"a": "xyz", "b": "2"}),
+    # a piece without a value ends a string; another kind of value replaces it
+    ([arg("$.a", stringValue="x", more=True), arg("$.a"), arg("$.a", stringValue="y"),
+      arg("$.b", stringValue="x", more=True), arg("$.b", numberValue=-0.5)],
+     {"a": "y", "b": -0.5}),
+    # pieces of several strings interleaved
+    ([arg("$.a", stringValue="a1", more=True), arg("$.b", stringValue="b1", more=True),
+      arg("$.a", stringValue="a2"), arg("$.b", stringValue="b2")], {"a": "a1a2", "b": "b1b2"}),
+    # nested objects and arrays, in the order of their first paths; nulls in every form
+    ([arg("$.o.p[0].q", numberValue=1), arg("$.o.p[0].r[0][0]", boolValue=False),
+      arg("$.o.s", nullValue="NULL_VALUE"), arg("$.o.p[1]", nullValue=None),
+      arg("$.t", stringValue="")],
+     {"o": {"p": [{"q": 1, "r": [[False]]}, None], "s": None}, "t": ""}),
+    # an index past the end pads with nulls, and a null slot takes an object later
+    ([arg("$.a[2]", stringValue="x"), arg("$.b[1].c", numberValue=1),
+      arg("$.b[0].d", numberValue=2)], {"a": [None, None, "x"], "b": [{"d": 2}, {"c": 1}]}),
+    # RFC 9535 bracket names and their escapes
+    ([arg("$['it\\'s']", numberValue=1), arg('$["say \\"hi\\""]', numberValue=2),
+      arg("$['caf\\u00e9']['a.b']", numberValue=3), arg("$.naïve", numberValue=4),
+      arg("$['\"']", numberValue=5), arg("$['']", numberValue=6)],
+     {"it's": 1, 'say "hi"': 2, "café": {"a.b": 3}, "naïve": 4, '"': 5, "": 6}),
+    # the same member by two spellings is one member
+    ([arg("$.a", stringValue="x", more=True), arg("$['a']", stringValue="y")], {"a": "xy"}),
+])
+def test_arguments_are_assembled_from_the_paths_gem_s3(pieces, args):
+    result = streamed(fcall("f", more=True), fcall(None, *pieces))
+    assert result["tool_calls"][0]["arguments"] == dumps(args).decode()
+    assert json.loads(result["tool_calls"][0]["arguments"], object_pairs_hook=list) == \
+        json.loads(json.dumps(args), object_pairs_hook=list)  # key order kept
+
+
+def test_args_on_a_streamed_call_are_its_start_gem_s3():
+    result = streamed(fcall("f", more=True, args={"k": [1], "m": "x"}),
+                      fcall(None, arg("$.k[1]", numberValue=2), arg("$.n", numberValue=3)))
+    assert result["tool_calls"][0]["arguments"] == '{"k":[1,2],"m":"x","n":3}'
+
+
+def test_a_long_string_in_many_pieces_is_joined_once_gem_s3():
+    words = [f"w{i:05d} " for i in range(20000)]
+    pieces = [arg("$.text", stringValue=w, more=True) for w in words]
+    result = streamed(fcall("f", more=True), fcall(None, *pieces, more=True), fcall(None))
+    assert json.loads(result["tool_calls"][0]["arguments"]) == {"text": "".join(words)}
+
+
+_BAD_PIECES = [
+    # paths
+    [arg("location", stringValue="x")], [arg("$", stringValue="x")], [arg("$[0]", numberValue=1)],
+    [arg("$.a[-1]", numberValue=1)], [arg("$.a[01]", numberValue=1)], [arg("$..a", numberValue=1)],
+    [arg("$.a[*]", numberValue=1)], [arg("$.a.", numberValue=1)], [arg("$['open", numberValue=1)],
+    [arg("$['bad\\q']", numberValue=1)], [arg("$.a b", numberValue=1)],
+    [arg("$.a[1000000000]", numberValue=1)], [arg("$" + ".a" * 65, numberValue=1)],
+    [arg(5, numberValue=1)], [{"stringValue": "no path"}], ["not an object"],
+    # values
+    [arg("$.a", numberValue="1")], [arg("$.a", numberValue=True)], [arg("$.a", boolValue="true")],
+    [arg("$.a", stringValue=5)], [arg("$.a", stringValue="x", numberValue=1)],
+    # shapes that contradict each other
+    [arg("$.a", stringValue="s"), arg("$.a.b", numberValue=1)],
+    [arg("$.a", stringValue="s", more=True), arg("$.a[0]", numberValue=1)],
+    [arg("$.a.b", numberValue=1), arg("$.a", numberValue=2)],
+    [arg("$.a.b", numberValue=1), arg("$.a[0]", numberValue=1)],
+    [arg("$.a[0]", numberValue=1), arg("$.a.b", numberValue=1)],
+    [arg("$.a[0]", numberValue=1), arg("$.a", numberValue=1)],
+    [arg("$.a[99999]", numberValue=1)],
+]
+
+
+@pytest.mark.parametrize("pieces", _BAD_PIECES)
+def test_malformed_pieces_are_a_decode_error_after_what_came_before_gem_s3_dec_1(pieces):
+    data = sse(cand({"text": "ok"}), cand(fcall("f", more=True)), cand(fcall(None, *pieces)),
+               cand({"text": "never"}, finish="STOP"))
+    items, kind = run([data])
+    assert kind == "invalid_partial_args"
+    assert openai_grammar(items, False)["content"] == "ok"
+    assert run([data[i:i + 1] for i in range(len(data))]) == (items, kind)  # DEC-1
+    body = cand(fcall("f", more=True), fcall(None, *pieces), finish="STOP")
+    with pytest.raises(UpstreamError) as e:
+        parse(body)
+    assert e.value.kind == "decode" and "malformed function call" in e.value.message
+
+
+@pytest.mark.parametrize("partial", [{"jsonPath": "$.a"}, "x", 5])
+def test_partial_args_that_is_not_a_list_is_a_decode_error_gem_s3(partial):
+    _, kind = run([sse(cand(fcall("f", more=True)),
+                       cand({"functionCall": {"partialArgs": partial}}))])
+    assert kind == "invalid_partial_args"
+
+
+def test_padding_past_the_end_is_bounded_per_response_gem_s3():
+    ok = [arg(f"$.a{i}[4999]", numberValue=1) for i in range(2)]
+    padded = json.loads(streamed(fcall("f", *ok))["tool_calls"][0]["arguments"])
+    assert padded["a1"] == [None] * 4999 + [1]
+    _, kind = run([sse(cand(fcall("f", *ok)), cand(fcall("g", arg("$.b[3]", numberValue=1))))])
+    assert kind == "invalid_partial_args"
+
+
+def test_whole_bodies_ignore_stray_pieces_and_assemble_streamed_calls_gem_s3_gem_n1():
+    stray = parse(cand({"text": "Hi"}, fcall(None, arg("$.a", stringValue="x")),
+                       {"functionCall": {}}, fcall(None, more=True), finish="STOP"))
+    message = stray["choices"][0]["message"]
+    assert message["content"] == "Hi" and "tool_calls" not in message
+    assert stray["choices"][0]["finish_reason"] == "stop"
+    whole = parse(cand(fcall("f", more=True, id="fc1"), {"text": "between"},
+                       fcall(None, arg("$.a", stringValue="x", more=True), more=True),
+                       fcall(None, arg("$.a", stringValue="y")), fcall("g", args={"b": 1}),
+                       fcall("h", more=True), finish="STOP"))
+    message = whole["choices"][0]["message"]
+    assert [(c["id"], c["function"]["name"], c["function"]["arguments"])
+            for c in message["tool_calls"]] == list(zip(generated_ids(["fc1", None, None]),
+                                                        ["f", "g", "h"],
+                                                        ['{"a":"xy"}', '{"b":1}', "{}"]))
+    assert message["content"] == "between" and whole["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def _path(path: str, key: str) -> str:
+    """``path`` + the member ``key``, as shorthand when it can be, else bracketed."""
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+        return f"{path}.{key}"
+    return f'{path}["{json.dumps(key, ensure_ascii=False)[1:-1]}"]'
+
+
+def _leaves(value: Any, path: str = "$") -> list[tuple[str, Any]]:
+    if isinstance(value, dict):
+        return [leaf for k, v in value.items() for leaf in _leaves(v, _path(path, k))]
+    if isinstance(value, list):
+        return [leaf for i, v in enumerate(value) for leaf in _leaves(v, f"{path}[{i}]")]
+    return [(path, value)]
+
+
+#: argument values Vertex can stream: every object and array holds a leaf
+_streamable = st.recursive(_json_leaf, lambda inner: st.one_of(
+    st.lists(inner, min_size=1, max_size=3),
+    st.dictionaries(st.text(max_size=6), inner, min_size=1, max_size=3)), max_leaves=12)
+
+
+@st.composite
+def _streamed_answer(draw: Any) -> tuple[bytes, list[tuple[str, str]], str]:
+    """Parts of 1-3 calls (streamed in pieces, some whole) with text between them, grouped
+    into chunks: (SSE bytes, the expected (name, arguments), the expected text)."""
+    parts: list[dict[str, Any]] = []
+    expected: list[tuple[str, str]] = []
+    text = ""
+    n_calls = draw(st.integers(1, 3))
+    for n in range(n_calls):
+        args = draw(st.dictionaries(st.text(max_size=6), _streamable, max_size=4))
+        name = f"fn_{n}"
+        expected.append((name, dumps(args).decode()))
+        if draw(st.booleans()):
+            saying = draw(st.sampled_from(["Let me check. ", "ok ", "日本 "]))
+            parts.append({"text": saying})
+            text += saying
+        if draw(st.integers(0, 4)) == 0:
+            parts.append(fcall(name, args=args))
+            continue
+        pieces: list[dict[str, Any]] = []
+        for path, value in _leaves(args):
+            if isinstance(value, str):
+                cuts = sorted(draw(st.lists(st.integers(0, len(value)), max_size=3)))
+                bits = [value[a:b] for a, b in zip([0, *cuts], [*cuts, len(value)])]
+                pieces += [arg(path, more=k < len(bits) - 1, stringValue=bit)
+                           for k, bit in enumerate(bits)]
+            elif value is None:
+                pieces.append(arg(path, nullValue="NULL_VALUE"))
+            else:
+                pieces.append(arg(path, **{"boolValue" if isinstance(value, bool)
+                                           else "numberValue": value}))
+        groups: list[list[dict[str, Any]]] = []
+        while pieces:
+            size = draw(st.integers(1, 3))
+            groups.append(pieces[:size])
+            pieces = pieces[size:]
+        start = groups.pop(0) if groups and draw(st.booleans()) else []
+        parts.append(fcall(name, *start, more=True))
+        end = draw(st.sampled_from(["bare", "last", "finish"] if n == n_calls - 1
+                                   else ["bare", "last"]))
+        for k, group in enumerate(groups):
+            parts.append(fcall(None, *group, more=not (end == "last" and k == len(groups) - 1)))
+            if draw(st.integers(0, 3)) == 0:
+                parts.append({"text": "(thinking)", "thought": True})
+        if end == "bare" or end == "last" and not groups:
+            parts.append({"functionCall": {}})
+    chunks: list[dict[str, Any]] = []
+    while parts:
+        size = draw(st.integers(1, 3))
+        chunks.append(cand(*parts[:size]))
+        parts = parts[size:]
+    chunks.append(cand({"text": ""}, finish="STOP"))
+    return sse(*chunks), expected, text
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_streamed_answer(), st.lists(st.integers(0, 6000), max_size=12))
+def test_any_streamed_arguments_at_any_split_assemble_to_the_args_gem_s3_dec_1(answer, positions):
+    data, expected, text = answer
+    items, kind = run(cut(data, [p for p in positions if p <= len(data)]))
+    assert kind is None and (items, kind) == run([data])
+    result = openai_grammar(items, False)
+    assert [(c["name"], c["arguments"]) for c in result["tool_calls"]] == expected
+    assert len({c["id"] for c in result["tool_calls"]}) == len(expected)
+    assert result["content"] == text and result["finish"] == "tool_calls"
+    # the same parts as one whole body give the same calls
+    parts = [p for line in data.split(b"\r\n\r\n") if line
+             for p in json.loads(line[6:])["candidates"][0]["content"]["parts"]]
+    message = parse(cand(*parts, finish="STOP"))["choices"][0]["message"]
+    assert [(c["function"]["name"], c["function"]["arguments"])
+            for c in message["tool_calls"]] == expected
 
 
 _message = st.fixed_dictionaries({"role": st.sampled_from(

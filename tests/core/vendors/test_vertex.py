@@ -134,6 +134,39 @@ def test_gemini_body_is_geminis():
     assert all("role" in c for c in body["contents"])
 
 
+def test_gemini_arguments_streamed_in_pieces_become_whole_calls():
+    """Issue 18: Vertex's streamFunctionCallArguments pieces are one tool call per real call
+    (docs/vendor-rules.md, GEM-S3), however the bytes are cut."""
+    from pathlib import Path
+
+    from uniapi_core.vendors.base import StreamChunk, StreamDone
+
+    data = (Path(__file__).resolve().parents[2] / "data" / "gemini"
+            / "stream_partial_args.sse").read_bytes()
+    outputs = []
+    for size in (len(data), 1, 7):
+        ex = vertex.build_exchange({"messages": MESSAGES},
+                                   ctx(provider(), "gemini-3-pro-preview", stream=True))
+        assert isinstance(ex, vertex.VertexGeminiExchange)
+        decoder = ex.stream_decoder()
+        items = [i for k in range(0, len(data), size) for i in decoder.feed(data[k:k + size])]
+        items += decoder.close()
+        assert isinstance(items[-1], StreamDone)
+        outputs.append([i.data for i in items if isinstance(i, StreamChunk)])
+    assert outputs[0] == outputs[1] == outputs[2]
+    deltas = [json.loads(c[6:])["choices"][0] for c in outputs[0]]
+    calls = [call for d in deltas for call in d["delta"].get("tool_calls", [])]
+    assert [(c["index"], c["function"]["name"], json.loads(c["function"]["arguments"]))
+            for c in calls] == [
+        (0, "get_weather", {"location": "Boston, MA", "unit": "fahrenheit", "days": 3}),
+        (1, "set_thermostat", {"room": "living room", "target": 21.5, "eco": True, "note": None,
+                               "schedule": [{"day": "mon", "hour": 7},
+                                            {"day": "tue", "hour": 8}]}),
+        (2, "get_time", {"tz": "America/New_York"})]
+    assert len({c["id"] for c in calls}) == 3 and all(c["id"].startswith("call_") for c in calls)
+    assert deltas[-1]["finish_reason"] == "tool_calls"
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_claude_body_has_vertex_version_and_no_model(stream):
     req = {"model": "m", "messages": MESSAGES, "max_tokens": 100}
