@@ -1,0 +1,191 @@
+"""Fixtures for the whole suite.
+
+``chat_stream_validator`` (autouse) runs the core's chat stream validator
+(``uniapi_core.streams.check``, docs/architecture.md "The stream validator") on every chat
+completion an in-process gateway answers in a test, whichever transport serves it: each
+streamed answer through a ``ChatStreamChecker``, each whole 200 body through
+``check_chat_body``. A problem fails the test at teardown.
+
+It works from the test side only, by wrapping three methods for the test's duration:
+``Gateway.route_chat`` (the one place a chat relay is made: the relays it returns are the ones
+watched, so embeddings, images, audio, moderations and models never are) and ``Relay.start``
+/ ``Relay.handle`` (the relay's one door: every ``SendHead``/``SendData``/``EndResponse`` it
+emits comes out of one of them, before a transport frames it for HTTP/1.1 or HTTP/2). A relay
+the client abandoned (``outcome.client_closed``), that was cancelled, or that never finished
+(the test stopped the gateway first) is not held to rule 8 (unfinished).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import threading
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from uniapi_core.gateway import Gateway, Routed
+from uniapi_core.relay import EndResponse, Relay, SendData, SendHead, State
+from uniapi_core.streams import ChatStreamChecker, check_chat_body
+
+#: bytes of an answer kept to show with its problems
+_SHOWN = 2000
+#: problems of one answer listed in full (a broken upstream dialect repeats one per chunk)
+_LISTED = 8
+
+
+class _Watched:
+    """One chat relay being watched: what its answer is and what came of it so far."""
+
+    __slots__ = ("body", "checker", "label", "reported", "shown")
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.checker: ChatStreamChecker | None = None  # a streamed answer
+        self.body: bytearray | None = None  # a whole 200 answer
+        self.shown = bytearray()  # its first bytes, for the failure message
+        self.reported = 0  # checker problems already collected
+
+
+class ChatStreamWatch:
+    """The validator of one test's chat answers (what ``chat_stream_validator`` yields).
+
+    ``problems`` collects ``"<request>: <problem>"`` lines; ``streams`` and ``bodies`` count
+    the answers checked. A test that provokes a broken answer on purpose takes its problems
+    with ``take()`` so that teardown does not fail it.
+    """
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+        self.streams = 0
+        self.bodies = 0
+        self._lock = threading.Lock()  # gateways run in threads of their own
+        self._relays: weakref.WeakKeyDictionary[Relay, _Watched] = weakref.WeakKeyDictionary()
+
+    def take(self) -> list[str]:
+        """The problems so far, which are then no longer the test's."""
+        with self._lock:
+            self._collect_open()
+            taken, self.problems = self.problems, []
+        return taken
+
+    def watch(self, relay: Relay, label: str) -> None:
+        """Check what ``relay`` (a chat completion's) sends to its client."""
+        with self._lock:
+            self._relays[relay] = _Watched(label)
+
+    def emitted(self, relay: Relay, actions: list[Any]) -> None:
+        """``relay.start``/``relay.handle`` returned ``actions``: check the answer's bytes."""
+        with self._lock:
+            watched = self._relays.get(relay)
+            if watched is None:
+                return
+            try:
+                self._emitted(relay, watched, actions)
+            except Exception as exc:  # noqa: BLE001 - never break the relay: say so instead
+                self.problems.append(f"{watched.label}: the validator failed: {exc!r}")
+                del self._relays[relay]
+
+    def _emitted(self, relay: Relay, watched: _Watched, actions: list[Any]) -> None:
+        for action in actions:
+            cls = type(action)
+            if cls is SendHead:
+                if action.content_length is None:
+                    watched.checker = ChatStreamChecker()
+                    self.streams += 1
+                elif action.status == 200:
+                    watched.body = bytearray()
+            elif cls is SendData:
+                if len(watched.shown) < _SHOWN:
+                    watched.shown += action.data[:_SHOWN - len(watched.shown)]
+                if watched.checker is not None:
+                    watched.checker.feed(action.data)
+                elif watched.body is not None:
+                    watched.body += action.data
+            elif cls is EndResponse and watched.body is not None:
+                self.bodies += 1
+                self._body(watched, bytes(watched.body))
+                watched.body = None
+        if relay.finished:
+            outcome = relay.outcome
+            if watched.checker is not None and not outcome.client_closed and \
+                    relay.state is not State.CANCELLED:
+                watched.checker.close()
+            self._collect(watched)
+            del self._relays[relay]
+
+    def _body(self, watched: _Watched, body: bytes) -> None:
+        try:
+            obj = json.loads(body)
+        except ValueError:
+            problems = ["the 200 body is not JSON"]
+        else:
+            problems = check_chat_body(obj) if isinstance(obj, dict) else \
+                ["the 200 body is not a JSON object"]
+        self._report(watched, problems)
+
+    def _collect(self, watched: _Watched) -> None:
+        if watched.checker is not None:
+            self._report(watched, watched.checker.problems[watched.reported:])
+            watched.reported = len(watched.checker.problems)
+
+    def _collect_open(self) -> None:
+        for watched in list(self._relays.values()):
+            self._collect(watched)
+
+    def _report(self, watched: _Watched, problems: list[str]) -> None:
+        if problems:
+            self.problems += [f"{watched.label}: {p}" for p in problems[:_LISTED]]
+            if len(problems) > _LISTED:
+                self.problems.append(f"{watched.label}: … and {len(problems) - _LISTED} more")
+            self.problems.append(f"{watched.label}: the answer began {bytes(watched.shown)!r}")
+
+    def finish(self) -> list[str]:
+        """Teardown: the problems of every answer, those of relays still open included."""
+        with self._lock:
+            self._collect_open()
+            self._relays.clear()
+            return list(self.problems)
+
+
+def _label(call: Any) -> str:
+    kind = "stream" if getattr(call, "stream", False) else "body"
+    return f"chat {kind} for model {getattr(call, 'model', '?')!r}"
+
+
+@pytest.fixture(autouse=True)
+def chat_stream_validator(monkeypatch: pytest.MonkeyPatch) -> Iterator[ChatStreamWatch]:
+    """Every chat completion an in-process gateway answers during the test must pass the
+    core's validator (see the module docstring); a problem fails the test at teardown."""
+    watch = ChatStreamWatch()
+    route_chat, start, handle = Gateway.route_chat, Relay.start, Relay.handle
+
+    @functools.wraps(route_chat)
+    def watched_route_chat(self: Gateway, call: Any, *args: Any, **kwargs: Any) -> Any:
+        routed = route_chat(self, call, *args, **kwargs)
+        if isinstance(routed, Routed):
+            watch.watch(routed.relay, _label(call))
+        return routed
+
+    @functools.wraps(start)
+    def watched_start(self: Relay, *args: Any, **kwargs: Any) -> Any:
+        actions = start(self, *args, **kwargs)
+        watch.emitted(self, actions)
+        return actions
+
+    @functools.wraps(handle)
+    def watched_handle(self: Relay, *args: Any, **kwargs: Any) -> Any:
+        actions = handle(self, *args, **kwargs)
+        watch.emitted(self, actions)
+        return actions
+
+    monkeypatch.setattr(Gateway, "route_chat", watched_route_chat)
+    monkeypatch.setattr(Relay, "start", watched_start)
+    monkeypatch.setattr(Relay, "handle", watched_handle)
+    yield watch
+    problems = watch.finish()
+    if problems:
+        pytest.fail("the chat stream validator (uniapi_core/streams/check.py) found:\n"
+                    + "\n".join(problems), pytrace=False)
