@@ -246,6 +246,8 @@ def test_build_vendor_exchange() -> None:
     decoder = exchange.stream_decoder()
     body = b"data: " + json.dumps(chunk("hi")).encode() + b"\n\ndata: [DONE]\n\n"
     items = decoder.feed(body[:9]) + decoder.feed(body[9:]) + decoder.close()
-    assert [type(i) for i in items] == [StreamChunk, StreamDone]
+    # the content, then the finish chunk the upstream left out (the dialect layer adds it)
+    assert [type(i) for i in items] == [StreamChunk, StreamChunk, StreamDone]
+    assert b'"finish_reason":"stop"' in items[1].data
     with pytest.raises(ValueError, match="no vendor translator for engine 'nope'"):
         build_vendor_exchange("nope", request, ctx)
