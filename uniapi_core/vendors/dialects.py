@@ -423,6 +423,10 @@ class ChunkNormalizer:
             self._head = (obj.get("id"), obj.get("created"))
 
     @property
+    def needs_head(self) -> bool:
+        return self._head is None
+
+    @property
     def _id(self) -> str:
         ident = self._head[0] if self._head is not None else None
         return ident if isinstance(ident, str) else ""
@@ -498,13 +502,13 @@ class ChunkNormalizer:
                 self._dirty = True
             return
         before = _snapshot(delta)
-        self._content(delta, ch)
+        _content(delta, ch)
         if "tool_calls" in delta:
             self._calls(delta, ch)
         if reason is not None:
             if reason == FAILED_FINISH:
                 self.failed = "the upstream ended the answer with finish_reason 'error'"
-            self._flush_think(delta, ch)
+            _flush_think(delta, ch)
             mapped = map_finish(reason, ch.calls > 0)
             if mapped != reason:
                 choice["finish_reason"] = mapped
@@ -513,46 +517,11 @@ class ChunkNormalizer:
         if _snapshot(delta) != before:
             self._dirty = True
 
-    def _content(self, delta: dict[str, Any], ch: _Choice) -> None:
-        thinking: list[str] = []
-        content = delta.get("content")
-        if content is not None and not isinstance(content, str):
-            if isinstance(content, (list, dict)):
-                text: list[str] = []
-                _flatten(content, text, thinking)
-            else:
-                text = [_as_text(content)]
-            if text:
-                delta["content"] = "".join(text)
-            else:
-                del delta["content"]
-        refusal = delta.get("refusal")
-        if refusal is not None and not isinstance(refusal, str):
-            delta["refusal"] = _as_text(refusal)
-        reasoning = _reasoning_of(delta)
-        if thinking:
-            reasoning = (reasoning or "") + "".join(thinking)
-        think = ch.think
-        if think is not None and not think.passing and isinstance(delta.get("content"), str):
-            said, now = think.feed(delta["content"])
-            if said:
-                reasoning = (reasoning or "") + said
-            delta["content"] = now
-        if reasoning is not None:
-            delta["reasoning_content"] = reasoning
-
-    def _flush_think(self, delta: dict[str, Any], ch: _Choice) -> None:
-        if ch.think is None:
-            return
-        said, text = ch.think.flush()
-        if said:
-            delta["reasoning_content"] = (delta.get("reasoning_content") or "") + said
-        if text:
-            delta["content"] = (delta.get("content") or "") + text
-
     def _calls(self, delta: dict[str, Any], ch: _Choice) -> None:
         calls = delta["tool_calls"]
-        if calls is None:
+        if calls is None:  # Together, Mistral: a null list; OpenAI's clients expect a list
+            del delta["tool_calls"]
+            self._dirty = True
             return
         if not isinstance(calls, list):
             calls = [calls] if isinstance(calls, dict) else []
@@ -629,7 +598,7 @@ class ChunkNormalizer:
             if ch.finished:
                 continue
             delta: dict[str, Any] = {}
-            self._flush_think(delta, ch)
+            _flush_think(delta, ch)
             ch.finished = True
             out.append({"index": index, "delta": delta,
                         "finish_reason": "tool_calls" if ch.calls else "stop"})
@@ -640,6 +609,45 @@ class ChunkNormalizer:
             created = 0
         return {"id": self._id, "object": "chat.completion.chunk", "created": created,
                 "model": model, "choices": out}
+
+
+def _content(delta: dict[str, Any], ch: _Choice) -> None:
+    """A delta's (or a message's) content and reasoning, normalized in place."""
+    thinking: list[str] = []
+    content = delta.get("content")
+    if content is not None and not isinstance(content, str):
+        if isinstance(content, (list, dict)):
+            text: list[str] = []
+            _flatten(content, text, thinking)
+        else:
+            text = [_as_text(content)]
+        if text:
+            delta["content"] = "".join(text)
+        else:
+            del delta["content"]
+    refusal = delta.get("refusal")
+    if refusal is not None and not isinstance(refusal, str):
+        delta["refusal"] = _as_text(refusal)
+    reasoning = _reasoning_of(delta)
+    if thinking:
+        reasoning = (reasoning or "") + "".join(thinking)
+    think = ch.think
+    if think is not None and not think.passing and isinstance(delta.get("content"), str):
+        said, now = think.feed(delta["content"])
+        if said:
+            reasoning = (reasoning or "") + said
+        delta["content"] = now
+    if reasoning is not None:
+        delta["reasoning_content"] = reasoning
+
+def _flush_think(delta: dict[str, Any], ch: _Choice) -> None:
+    if ch.think is None:
+        return
+    said, text = ch.think.flush()
+    if said:
+        delta["reasoning_content"] = (delta.get("reasoning_content") or "") + said
+    if text:
+        delta["content"] = (delta.get("content") or "") + text
 
 
 def _reasoning_of(delta: dict[str, Any]) -> str | None:
@@ -669,54 +677,80 @@ def normalize_body(obj: dict[str, Any], dialect: Dialect = GENERIC, *,
     """A whole ``chat.completion`` from any host -> OpenAI's shape, in place; True when it
     changed. The same rules as the stream: message content as a string, reasoning in
     ``reasoning_content``, every tool call with an id, a type, a name and string arguments,
-    finish reasons in OpenAI's set, usage normalized."""
-    before = dumps(obj)
+    finish reasons in OpenAI's set, usage normalized. Changes are tracked as they are made."""
     think = dialect.think_tags if think_tags is None else think_tags
+    changed = False
     choices = obj.get("choices")
     for position, choice in enumerate(choices if isinstance(choices, list) else ()):
         if not isinstance(choice, dict):
             continue
-        if not isinstance(choice.get("index"), int) or isinstance(choice.get("index"), bool):
+        index = choice.get("index")
+        if not isinstance(index, int) or isinstance(index, bool):
             choice["index"] = position
+            changed = True
         message = choice.get("message")
         if not isinstance(message, dict):
             message = choice["message"] = {"role": "assistant", "content": None}
+            changed = True
+        before = _snapshot(message)
         ch = _Choice(think=ThinkSplitter() if think else None)
-        normalizer = ChunkNormalizer(dialect, think_tags=think)
-        normalizer._content(message, ch)
-        normalizer._flush_think(message, ch)
+        _content(message, ch)
+        _flush_think(message, ch)
+        if _snapshot(message) != before:
+            changed = True
         calls = message.get("tool_calls")
-        if calls is not None:
+        if calls is None and "tool_calls" in message:  # a null list: no calls
+            del message["tool_calls"]
+            changed = True
+        elif calls is not None:
             if not isinstance(calls, list):
                 calls = [calls] if isinstance(calls, dict) else []
-            message["tool_calls"] = [_whole_call(tc, obj.get("id"), n)
-                                     for n, tc in enumerate(c for c in calls
-                                                            if isinstance(c, dict))]
-            if not message["tool_calls"]:
+                changed = True
+            kept = [c for c in calls if isinstance(c, dict)]
+            changed = changed or len(kept) != len(calls)
+            for n, tc in enumerate(kept):
+                changed = _whole_call(tc, obj.get("id"), n) or changed
+            if kept:
+                message["tool_calls"] = kept
+            else:
                 del message["tool_calls"]
         if "finish_reason" in choice or message.get("tool_calls"):
-            choice["finish_reason"] = map_finish(choice.get("finish_reason"),
-                                                 bool(message.get("tool_calls")))
+            reason = choice.get("finish_reason")
+            mapped = map_finish(reason, bool(message.get("tool_calls")))
+            if mapped != reason:
+                choice["finish_reason"] = mapped
+                changed = True
     usage = obj.get("usage")
     if isinstance(usage, dict):
         fixed = normalize_usage(usage)
         if fixed != usage:
             obj["usage"] = fixed
+            changed = True
     elif isinstance(obj.get("x_groq"), dict) and isinstance(obj["x_groq"].get("usage"), dict):
         obj["usage"] = normalize_usage(obj["x_groq"]["usage"])
-    return dumps(obj) != before
+        changed = True
+    return changed
 
 
-def _whole_call(tc: dict[str, Any], response_id: Any, n: int) -> dict[str, Any]:
+def _whole_call(tc: dict[str, Any], response_id: Any, n: int) -> bool:
+    """One tool call of a whole message, made whole in place; True when it changed."""
+    changed = False
     if not (isinstance(tc.get("id"), str) and tc["id"]):
         tc["id"] = "call_" + hashlib.sha256(
             f"{response_id}/{n}".encode("utf-8", "surrogatepass")).hexdigest()[:24]
-    tc.setdefault("type", "function")
+        changed = True
+    if "type" not in tc:
+        tc["type"] = "function"
+        changed = True
     fn = tc.get("function")
-    fn = tc["function"] = fn if isinstance(fn, dict) else {}
+    if not isinstance(fn, dict):
+        fn = tc["function"] = {}
+        changed = True
     if not isinstance(fn.get("name"), str):
         fn["name"] = "" if fn.get("name") is None else _as_text(fn["name"])
+        changed = True
     args = fn.get("arguments")
     if not isinstance(args, str):
         fn["arguments"] = "{}" if args is None else dumps(args).decode()
-    return tc
+        changed = True
+    return changed
