@@ -1,8 +1,10 @@
 """What every decoder fuzz target checks, in one place (imported by the ``fuzz_*.py`` scripts).
 
 ``normalize`` makes stream items comparable, ``_cut``/``_splits`` produce the feed splits whose
-outputs must agree (DEC-1), and ``openai_grammar`` checks the client chunks against
-docs/contracts.md (S-1..S-8, O-1..O-3, TC-3).
+outputs must agree (DEC-1), ``openai_grammar`` checks the client chunks against
+docs/contracts.md (S-1..S-8, O-1..O-3, TC-3), and ``client_problems`` runs the bytes a client
+would receive through the core's chat stream validator (``uniapi_core/streams/check.py``),
+which ``openai_grammar`` calls too; ``body_problems`` does the same for a whole answer.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from uniapi_core.vendors.base import StreamChunk, StreamDone, StreamItem
+from uniapi_core.streams import DONE, ChatStreamChecker, check_chat_body, encode_event
+from uniapi_core.vendors.base import StreamChunk, StreamDone, StreamFailed, StreamItem
 
-__all__ = ["normalize", "openai_grammar", "_cut", "_splits"]
+__all__ = ["_cut", "_splits", "body_problems", "client_problems", "client_stream", "normalize",
+           "openai_grammar"]
 
 
 def normalize(items: list[StreamItem]) -> list[tuple[Any, ...]]:
@@ -28,6 +32,57 @@ def normalize(items: list[StreamItem]) -> list[tuple[Any, ...]]:
             out.append(("failed", e.message, e.kind, e.status, e.upstream_status, e.type,
                         e.code, e.headers))
     return out
+
+
+def _error_event(message: Any, type_: Any, code: Any) -> bytes:
+    return encode_event(json.dumps({"error": {"message": message, "type": type_, "code": code}}),
+                        "error")
+
+
+def client_stream(items: list[Any], error: str | None = None) -> tuple[bytes, bool]:
+    """What the relay sends a client for a decoder's ``items`` (stream items, or ``normalize``d
+    tuples), and whether that ends the stream: each chunk as it is, ``[DONE]`` for
+    ``StreamDone``, an error event for ``StreamFailed`` or for ``error`` (the kind of the
+    ``DecodeError`` the decoder raised after them; docs/architecture.md, the relay)."""
+    out = bytearray()
+    for item in items:
+        if isinstance(item, tuple):
+            if item[0] == "chunk":
+                out += item[1]
+                continue
+            if item[0] == "done":
+                return bytes(out + DONE), True
+            _, message, _kind, _status, _upstream, type_, code, _headers = item
+            return bytes(out + _error_event(message, type_, code)), True
+        if isinstance(item, StreamChunk):
+            out += item.data
+        elif isinstance(item, StreamDone):
+            return bytes(out + DONE), True
+        elif isinstance(item, StreamFailed):
+            e = item.error
+            return bytes(out + _error_event(e.message, e.type, e.code)), True
+    if error is not None:
+        return bytes(out + _error_event(f"decode error ({error})", "server_error",
+                                        "upstream_decode_error")), True
+    return bytes(out), False
+
+
+def client_problems(items: list[Any], error: str | None = None) -> list[str]:
+    """The chat stream validator's problems with ``client_stream(items, error)``; a stream that
+    has not ended (a prefix of one) is not held to rule 8."""
+    data, ended = client_stream(items, error)
+    checker = ChatStreamChecker()
+    checker.feed(data)
+    if ended:
+        checker.close()
+    return checker.problems
+
+
+def body_problems(body: bytes) -> list[str]:
+    """The chat validator's problems with a whole answer a client would receive (the bytes
+    ``parse_body`` returned)."""
+    obj = json.loads(body)
+    return check_chat_body(obj) if isinstance(obj, dict) else ["the body is not a JSON object"]
 
 
 def _cut(data: bytes, positions: list[int]) -> list[bytes]:
@@ -54,11 +109,14 @@ def _splits(data: bytes) -> list[list[bytes]]:
 
 
 def openai_grammar(items: list[tuple[Any, ...]], include_usage: bool) -> dict[str, Any]:
-    """Check the client chunks against docs/contracts.md and assemble the message.
+    """Check the client chunks against docs/contracts.md and the core's chat stream validator
+    (``client_problems``), and assemble the message.
 
     ``items`` are normalized; the stream may be unfinished (an error, or fewer items). Returns
     ``{"content", "reasoning", "tool_calls", "finish", "usage"}``.
     """
+    problems = client_problems(items)
+    assert not problems, f"the chat stream validator: {problems}"
     out: dict[str, Any] = {"content": "", "reasoning": "", "tool_calls": [], "finish": None,
                            "usage": None}
     head: tuple[Any, ...] | None = None

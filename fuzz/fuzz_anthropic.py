@@ -12,9 +12,11 @@ asserts:
   time, in fixed strides and at cut points derived from the data gives *identical* items and
   the same error kind (DEC-1: the decoder returns the items completed before a bad line and
   raises on the next call, so even failing inputs compare exactly); every chunk is one
-  ``data: <json>\\n\\n`` event and nothing follows ``StreamDone``/``StreamFailed``;
-* whole bodies: ``parse_body`` returns JSON bytes or raises ``UpstreamError``; ``parse_error``
-  returns an ``UpstreamError`` (ERR-3, ERR-4);
+  ``data: <json>\\n\\n`` event and nothing follows ``StreamDone``/``StreamFailed``; what a
+  client would receive passes the core's chat stream validator (``client_problems``);
+* whole bodies: ``parse_body`` returns a JSON body that passes the core's validator
+  (``body_problems``) or raises ``UpstreamError``; ``parse_error`` returns an ``UpstreamError``
+  (ERR-3, ERR-4);
 * request builder: when the input parses as JSON, the request made of it (as a request, or as a
   message, or as a message list) gives an exchange with a JSON body or raises ``ClientError`` /
   ``ImagesNeeded``, never anything else, for a plain and a ``-think`` alias.
@@ -32,6 +34,7 @@ if __name__ == "__main__":  # run as a script: make the repository importable
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from fuzz._oracle import body_problems, client_problems  # noqa: E402
 from uniapi_core.config.model import Provider  # noqa: E402
 from uniapi_core.errors import ClientError, DecodeError, UpstreamError  # noqa: E402
 from uniapi_core.vendors.anthropic import AnthropicExchange, build_exchange  # noqa: E402
@@ -110,6 +113,8 @@ def _check_items(items: list[Any]) -> None:
 def _check_stream(data: bytes) -> None:
     ref_items, ref_kind = _run([data])
     _check_items(ref_items)
+    problems = client_problems(ref_items, ref_kind)
+    assert not problems, f"the chat stream validator: {problems}"
     ref = _comparable(ref_items)
     for pieces in _splits(data):
         items, kind = _run(pieces)
@@ -120,9 +125,12 @@ def _check_stream(data: bytes) -> None:
 def _check_bodies(data: bytes) -> None:
     ex = AnthropicExchange(None, _ctx(stream=False))  # type: ignore[arg-type]
     try:
-        json.loads(ex.parse_body(200, (), data))
+        body = ex.parse_body(200, (), data)
     except UpstreamError:
         pass
+    else:
+        problems = body_problems(body)
+        assert not problems, f"the chat stream validator: {problems}"
     for status in (400, 429, 529):
         assert isinstance(ex.parse_error(status, (("retry-after", "1"),), data), UpstreamError)
 

@@ -12,10 +12,12 @@ without atheris (``tests/core/test_fuzz_corpora.py``). The seeds are written by
   and data-derived splits give identical messages and the same error kind (DEC-1, BR-S2,
   including cuts inside the 12-byte prelude); a partial frame at EOF is ``truncated`` (BR-S7);
 * Bedrock stream decoder: the same invariance for the OpenAI items; every chunk is one
-  ``data: <json>\\n\\n`` event, nothing follows ``StreamDone``/``StreamFailed``, and a
-  ``StreamFailed`` carries a client status between 400 and 599;
-* whole bodies: ``parse_body`` returns JSON bytes or raises ``UpstreamError``; ``parse_error``
-  returns an ``UpstreamError`` with and without an ``x-amzn-errortype`` header (ERR-3, ERR-4).
+  ``data: <json>\\n\\n`` event, nothing follows ``StreamDone``/``StreamFailed``, a
+  ``StreamFailed`` carries a client status between 400 and 599, and what a client would
+  receive passes the core's chat stream validator (``client_problems``);
+* whole bodies: ``parse_body`` returns a JSON body that passes the core's validator
+  (``body_problems``) or raises ``UpstreamError``; ``parse_error`` returns an ``UpstreamError``
+  with and without an ``x-amzn-errortype`` header (ERR-3, ERR-4).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ if __name__ == "__main__":  # run as a script: make the repository importable
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from fuzz._oracle import body_problems, client_problems  # noqa: E402
 from uniapi_core.config.model import Provider  # noqa: E402
 from uniapi_core.errors import DecodeError, UpstreamError  # noqa: E402
 from uniapi_core.vendors.base import (  # noqa: E402
@@ -126,6 +129,8 @@ def _check_streams(data: bytes) -> None:
     ref_frames = _frames([data])
     ref_items, ref_kind = _items([data])
     _check_items(ref_items)
+    problems = client_problems(ref_items, ref_kind)
+    assert not problems, f"the chat stream validator: {problems}"
     ref = _comparable(ref_items)
     for pieces in _splits(data):
         assert _frames(pieces) == ref_frames, pieces
@@ -139,9 +144,11 @@ def _check_bodies(data: bytes) -> None:
     for headers in ((), (("x-amzn-bedrock-input-token-count", "3"),
                          ("x-amzn-bedrock-output-token-count", "x"))):
         try:
-            json.loads(ex.parse_body(200, headers, data))
+            body = ex.parse_body(200, headers, data)
         except UpstreamError:
-            pass
+            continue
+        problems = body_problems(body)
+        assert not problems, f"the chat stream validator: {problems}"
     for status, headers in ((400, (("x-amzn-ErrorType", "ValidationException:http://x"),)),
                             (429, (("retry-after", "1"),)), (424, ()), (503, ())):
         assert isinstance(ex.parse_error(status, headers, data), UpstreamError)

@@ -36,7 +36,7 @@ from uniapi_core.errors import ClientError, DecodeError  # noqa: E402
 from uniapi_core.jsonutil import parse_request_json  # noqa: E402
 from uniapi_core.vendors.base import ChatContext, StreamItem  # noqa: E402
 from uniapi_core.vendors.cohere import CohereStreamDecoder, build_exchange  # noqa: E402
-from fuzz._oracle import _splits, normalize, openai_grammar  # noqa: E402,F401
+from fuzz._oracle import _splits, client_problems, normalize, openai_grammar  # noqa: E402,F401
 
 KEY = "co-FUZZKEY"
 DECODER = CohereStreamDecoder
@@ -74,6 +74,8 @@ def _check_stream(data: bytes) -> None:
         items, kind = run(pieces, include_usage)
         assert kind == ref_kind and items == ref, (pieces, kind, ref_kind, items, ref)
     openai_grammar(ref, include_usage)
+    problems = client_problems(ref, ref_kind)  # the error the relay sends after a DecodeError too
+    assert not problems, f"the chat stream validator: {problems}"
     if ref_kind is None:
         assert ref and ref[-1][0] in ("done", "failed"), "close() always ends the stream"
 
