@@ -6,6 +6,10 @@ completion an in-process gateway answers in a test, whichever transport serves i
 streamed answer through a ``ChatStreamChecker``, each whole 200 body through
 ``check_chat_body``. A problem fails the test at teardown.
 
+Gateways in another process (the command-line and embedding tests) are out of its reach: their
+tests read chat answers through the ``checked_chat`` fixture, which runs the bytes the SDK
+received through the same validator.
+
 It works from the test side only, by wrapping three methods for the test's duration:
 ``Gateway.route_chat`` (the one place a chat relay is made: the relays it returns are the ones
 watched, so embeddings, images, audio, moderations and models never are) and ``Relay.start``
@@ -21,14 +25,14 @@ import functools
 import json
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from uniapi_core.gateway import Gateway, Routed
 from uniapi_core.relay import EndResponse, Relay, SendData, SendHead, State
-from uniapi_core.streams import ChatStreamChecker, check_chat_body
+from uniapi_core.streams import ChatStreamChecker, check_chat_body, check_chat_stream
 
 #: bytes of an answer kept to show with its problems
 _SHOWN = 2000
@@ -189,3 +193,25 @@ def chat_stream_validator(monkeypatch: pytest.MonkeyPatch) -> Iterator[ChatStrea
     if problems:
         pytest.fail("the chat stream validator (uniapi_core/streams/check.py) found:\n"
                     + "\n".join(problems), pytrace=False)
+
+
+def read_checked_chat(client: Any, **request: Any) -> Any:
+    """``client.chat.completions.create(**request)`` (an ``openai.OpenAI``), with the bytes the
+    gateway answered run through the validator first: ``check_chat_stream`` for a stream,
+    ``check_chat_body`` for a whole 200 answer; they must pass. Returns what the SDK makes of
+    those same bytes (a ``Stream`` or a ``ChatCompletion``)."""
+    raw = client.chat.completions.with_raw_response.create(**request)
+    body = raw.http_response.read()
+    if request.get("stream"):
+        problems = check_chat_stream(body)
+    else:
+        obj = json.loads(body)
+        problems = check_chat_body(obj) if isinstance(obj, dict) else ["not a JSON object"]
+    assert problems == [], f"the chat stream validator: {problems}\n{body[:2000]!r}"
+    return raw.parse()
+
+
+@pytest.fixture
+def checked_chat() -> Callable[..., Any]:
+    """``read_checked_chat``: for chat answers from a gateway in another process."""
+    return read_checked_chat

@@ -20,6 +20,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -89,7 +90,8 @@ def chunk(text: str) -> dict[str, object]:
 
 
 @pytest.mark.timeout(60)
-def test_the_example_serves_chat_completions(upstream: FakeUpstream, proxy: str) -> None:
+def test_the_example_serves_chat_completions(upstream: FakeUpstream, proxy: str,
+                                            checked_chat: Any) -> None:
     upstream.replies.append(json_reply({
         "id": "chatcmpl-up", "object": "chat.completion", "created": 1, "model": "x",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "whole answer"},
@@ -98,11 +100,12 @@ def test_the_example_serves_chat_completions(upstream: FakeUpstream, proxy: str)
     upstream.replies.append(sse_reply([chunk("one "), chunk("two "), chunk("three")]))
     messages = [{"role": "user", "content": "count"}]
 
-    answer = client(proxy).chat.completions.create(model="m", messages=messages)
+    # the example runs in another process, out of reach of tests/conftest.py's validator
+    # fixture: checked_chat runs what it answers through the chat stream validator
+    answer = checked_chat(client(proxy), model="m", messages=messages)
     assert answer.choices[0].message.content == "whole answer"
     assert answer.model == "m"
-    stream = client(proxy).chat.completions.create(model="m", messages=messages,
-                                                   stream=True)
+    stream = checked_chat(client(proxy), model="m", messages=messages, stream=True)
     texts = [c.choices[0].delta.content for c in stream if c.choices]
     assert "".join(t or "" for t in texts) == "one two three"
 

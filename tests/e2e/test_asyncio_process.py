@@ -1,5 +1,9 @@
 """The asyncio backend as a real process: ``python -m uniapi_asyncio`` and
-``uniapi serve|demo --backend asyncio``, stopped by signals the way an orchestrator stops it."""
+``uniapi serve|demo --backend asyncio``, stopped by signals the way an orchestrator stops it.
+
+The gateway runs in another process, out of reach of the suite's chat stream validator
+fixture (tests/conftest.py): each chat answer read here goes through ``check_chat_stream`` /
+``checked_chat`` instead."""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import openai
 import pytest
 
 from tests.fakes.upstream import FakeUpstream, sse_reply
+from uniapi_core.streams import ChatStreamChecker, check_chat_stream
 
 KEY = "sk-asyncio-proc"
 CHUNKS = [{"id": "chatcmpl-up", "object": "chat.completion.chunk", "created": 1735689600,
@@ -98,6 +103,24 @@ def start_stream(port: int) -> tuple[socket.socket, bytes]:
     return s, got
 
 
+def sse_body(response: bytes) -> bytes:
+    """The body of an HTTP/1.1 response read off the socket, de-chunked (as far as it came)."""
+    head, _, body = response.partition(b"\r\n\r\n")
+    if b"transfer-encoding: chunked" not in head.lower():
+        return body
+    out = b""
+    while body:
+        size, sep, rest = body.partition(b"\r\n")
+        if not sep or not size.strip():
+            break
+        n = int(size.split(b";")[0], 16)
+        if n == 0:
+            break
+        out += rest[:n]
+        body = rest[n + 2:]
+    return out
+
+
 def read_to_close(s: socket.socket) -> bytes:
     got = b""
     with s:
@@ -123,6 +146,7 @@ def test_sigterm_drains_the_stream_in_flight_then_exits_0(gated_upstream, tmp_pa
     body = head + rest
     assert b"HTTP/1.1 200 " in body and b"three" in body
     assert body.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n"), body[-200:]
+    assert check_chat_stream(sse_body(body)) == []
     assert "SIGTERM: draining" in output(tmp_path)
     assert "Exception in callback" not in output(tmp_path) and "Traceback" not in output(tmp_path)
 
@@ -131,13 +155,17 @@ def test_a_second_sigterm_stops_at_once(gated_upstream, tmp_path):
     up, _gate = gated_upstream  # never opened: only the second signal ends the stream
     port = free_port()
     with process(module_args(up, tmp_path, port), port, tmp_path) as proc:
-        s, _ = start_stream(port)
+        s, head = start_stream(port)
         proc.send_signal(signal.SIGTERM)
         while healthy(port):
             time.sleep(0.02)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(5) == 0, output(tmp_path)
-        assert b"[DONE]" not in read_to_close(s)
+        body = head + read_to_close(s)
+        assert b"[DONE]" not in body
+    checker = ChatStreamChecker()  # cut on purpose: valid as far as it came, not closed
+    checker.feed(sse_body(body))
+    assert b'"one "' in sse_body(body) and checker.problems == []
     assert up.closed_by_peer.wait(5), "the upstream exchange was not cancelled"
     assert "Exception in callback" not in output(tmp_path) and "Traceback" not in output(tmp_path)
 
@@ -153,17 +181,17 @@ def test_idle_process_exits_0_on_sigint(gated_upstream, tmp_path):
     assert "Traceback" not in output(tmp_path)
 
 
-def test_uniapi_demo_backend_asyncio_answers_the_sdk(tmp_path):
+def test_uniapi_demo_backend_asyncio_answers_the_sdk(tmp_path, checked_chat):
     port = free_port()
     cli = [sys.executable, "-m", "uniapi_trio.cli", "demo", "--backend", "asyncio",
            "--port", str(port)]
     with process(cli, port, tmp_path) as proc:
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-uniapi-demo",
                                max_retries=0)
-        reply = client.chat.completions.create(model="gpt-4o-mini", messages=[
+        reply = checked_chat(client, model="gpt-4o-mini", messages=[
             {"role": "user", "content": "Hello"}])
         assert reply.choices[0].message.content == "You said: Hello"
-        chunks = list(client.chat.completions.create(model="gpt-4o-mini", stream=True, messages=[
+        chunks = list(checked_chat(client, model="gpt-4o-mini", stream=True, messages=[
             {"role": "user", "content": "Hello there"}]))
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == \
             "You said: Hello there"

@@ -1,4 +1,8 @@
-"""The commands as a new user runs them: real processes, real ports, the openai SDK."""
+"""The commands as a new user runs them: real processes, real ports, the openai SDK.
+
+The gateways run in other processes, out of reach of the suite's chat stream validator
+fixture (tests/conftest.py): every chat answer is read through ``checked_chat``, which runs the
+bytes through the validator."""
 
 from __future__ import annotations
 
@@ -101,7 +105,7 @@ api_keys:
     assert first.stdout.count("request ") == 4 and "attempt" in first.stdout
 
 
-def test_module_entry_serves_a_config(tmp_path):
+def test_module_entry_serves_a_config(tmp_path, checked_chat):
     up = FakeUpstream()
     up.handler = lambda seen: Reply(pieces=[b'{"id":"x","object":"chat.completion","created":1,'
                                             b'"model":"m","choices":[{"index":0,"message":{"role":'
@@ -116,7 +120,7 @@ def test_module_entry_serves_a_config(tmp_path):
                       str(port)], port):
             client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-user",
                                    max_retries=0)
-            reply = client.chat.completions.create(model="m", messages=[
+            reply = checked_chat(client, model="m", messages=[
                 {"role": "user", "content": "ping"}])
             assert reply.choices[0].message.content == "pong"
     finally:
@@ -138,22 +142,22 @@ def test_config_url_is_fetched_once_at_start(tmp_path):
         up.close()
 
 
-def test_demo_answers_the_sdk_with_no_vendor_key():
+def test_demo_answers_the_sdk_with_no_vendor_key(checked_chat):
     port = free_port()
     with process([*CLI, "demo", "--port", str(port)], port):
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-uniapi-demo",
                                max_retries=0)
-        reply = client.chat.completions.create(model="gpt-4o-mini", messages=[
+        reply = checked_chat(client, model="gpt-4o-mini", messages=[
             {"role": "user", "content": "Hello"}])
         assert reply.choices[0].message.content == "You said: Hello"
-        chunks = list(client.chat.completions.create(model="gpt-4o-mini", stream=True, messages=[
+        chunks = list(checked_chat(client, model="gpt-4o-mini", stream=True, messages=[
             {"role": "user", "content": "Hello there"}]))
         text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         assert text == "You said: Hello there"
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_workers_share_the_port_and_stop_together(backend):
+def test_workers_share_the_port_and_stop_together(backend, checked_chat):
     port = free_port()
     with process([*CLI, "demo", "--port", str(port), "--workers", "2", "--backend", backend],
                  port) as proc:
@@ -163,7 +167,7 @@ def test_workers_share_the_port_and_stop_together(backend):
         for _ in range(6):  # fresh connections: the kernel spreads them over the workers
             with openai.OpenAI(base_url=client.base_url, api_key="sk-uniapi-demo",
                                max_retries=0) as c:
-                assert c.chat.completions.create(model="gpt-4o-mini", messages=[
+                assert checked_chat(c, model="gpt-4o-mini", messages=[
                     {"role": "user", "content": "hi"}]).choices[0].message.content
     assert proc.returncode == 0
     assert not any(os.path.exists(f"/proc/{pid}") and _state(pid) != "Z" for pid in workers)
@@ -246,7 +250,7 @@ def _chat_config(tmp_path: Path, up: FakeUpstream) -> Path:
 
 
 @pytest.mark.parametrize("module", MODULES)
-def test_module_entry_takes_front_flags_and_workers(module, tmp_path):
+def test_module_entry_takes_front_flags_and_workers(module, tmp_path, checked_chat):
     """A front flag changes the served behaviour, and --workers forks from the module form."""
     up = FakeUpstream()
     up.handler = lambda seen: Reply(pieces=[b'{"id":"x","object":"chat.completion","created":1,'
@@ -261,7 +265,7 @@ def test_module_entry_takes_front_flags_and_workers(module, tmp_path):
             workers = _wait_for_workers(proc.pid, 2)
             client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-user",
                                    max_retries=0)
-            reply = client.chat.completions.create(model="m", messages=[
+            reply = checked_chat(client, model="m", messages=[
                 {"role": "user", "content": "ping"}])
             assert reply.choices[0].message.content == "pong"
             big = urllib.request.Request(
