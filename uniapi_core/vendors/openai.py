@@ -163,8 +163,8 @@ _INT = r"(?:0|-?[1-9][0-9]*)"
 _PLAIN_CHUNK = re.compile(
     r'(\{"id":' + _STR + r',"object":"chat\.completion\.chunk","created":' + _INT
     + r',"model":)"([^"\\\x00-\x1f\u2028\u2029]*)"((?:,"service_tier":' + _STR
-    + r')?(?:,"system_fingerprint":(?:null|' + _STR + r'))?,"choices":\[\{"index":(' + _INT
-    + r'),"delta":\{"content":' + _STR + r'\},"logprobs":null,"finish_reason":null\}\]'
+    + r')?(?:,"system_fingerprint":(?:null|' + _STR + r'))?,"choices":\[\{"index":0'
+    + r',"delta":\{"content":' + _STR + r'\},"logprobs":null,"finish_reason":null\}\]'
     r'(?:,"usage":null)?(?:,"obfuscation":' + _STR + r')?\})')
 
 
@@ -193,8 +193,8 @@ class OpenAIStreamDecoder(SSEVendorDecoder):
         except UnicodeEncodeError:
             self._model_json = None
         self._norm = ChunkNormalizer(dialect, think_tags=think_tags)
-        #: the choice indexes (as text) fast-path chunks have named so far
-        self._plain_seen: set[str] = set()
+        #: no fast-path chunk yet (the first one is parsed once, for the stream's id)
+        self._fresh = True
         #: True when a plain chunk may need the normalizer (think tags on, or a choice finished)
         self._gated = self._norm.gated
         self._finished = False  # a finish_reason was seen
@@ -223,25 +223,24 @@ class OpenAIStreamDecoder(SSEVendorDecoder):
                 return  # DEC-4: nothing after the terminal condition
             text = ev.data
             m = plain(text)
-            if m is not None:
-                # a plain content chunk in OpenAI's compact layout: valid JSON with no error,
-                # no usage and no finish_reason, every string and number already in the form
-                # dumps writes, so the general way's output is the text itself, or the text
-                # with the model's JSON string swapped; nothing in it for the dialect to fix
-                index = m.group(4)
-                if index not in self._plain_seen:  # once per choice: parse it, for the head
-                    self._plain_seen.add(index)
-                    norm.note_head(json.loads(text))
-                    norm.seen_plain(int(index))
-                if not self._gated or norm.plain_ok(int(index)):
-                    if m.group(2) == self._model:
-                        out.append(StreamChunk(b"data: " + text.encode("utf-8") + b"\n\n"))
-                        continue
-                    if self._model_json is not None:
-                        out.append(StreamChunk(b"data: " + m.group(1).encode("utf-8")
-                                               + self._model_json
-                                               + m.group(3).encode("utf-8") + b"\n\n"))
-                        continue
+            if m is not None and (not self._gated or norm.plain_ok(0)):
+                # a plain content chunk of choice 0 in OpenAI's compact layout: valid JSON with
+                # no error, no usage and no finish_reason, every string and number already in
+                # the form dumps writes, so the general way's output is the text itself, or the
+                # text with the model's JSON string swapped; nothing in it for the dialect to fix
+                if self._fresh:  # the first one: its id and created, for a finish we may add
+                    self._fresh = False
+                    if norm.needs_head:
+                        norm.note_head(json.loads(text))
+                    norm.seen_plain(0)
+                if m.group(2) == self._model:
+                    out.append(StreamChunk(b"data: " + text.encode("utf-8") + b"\n\n"))
+                    continue
+                if self._model_json is not None:
+                    out.append(StreamChunk(b"data: " + m.group(1).encode("utf-8")
+                                           + self._model_json
+                                           + m.group(3).encode("utf-8") + b"\n\n"))
+                    continue
             if text == "[DONE]":
                 self._done = True
                 out += self._end()
