@@ -338,3 +338,21 @@ def test_the_served_record_carries_the_normalized_usage_whole_and_streamed():
     sse = f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode()
     assert _served_usage(sse, stream=True) == want
     assert _served_usage(ANSWER, stream=False) is None
+
+
+def test_a_translated_whole_answer_gives_its_usage_to_the_served_record():
+    s = session()
+    body = {"model": "claude", "messages": [{"role": "user", "content": "hi"}]}
+    (start,) = of(s.handle(ClientData(request(body)), 0.0, 0.0), StartUpstream)
+    answer = json.dumps({"id": "msg_1", "type": "message", "role": "assistant",
+                         "model": "claude", "content": [{"type": "text", "text": "ok"}],
+                         "stop_reason": "end_turn",
+                         "usage": {"input_tokens": 5, "output_tokens": 2,
+                                   "cache_read_input_tokens": 100}}).encode()
+    acts = s.handle(UpstreamHead(start.ref, 200, (("content-type", "application/json"),)),
+                    0.1, 0.1)
+    acts += s.handle(UpstreamData(start.ref, answer), 0.1, 0.1)
+    acts += s.handle(UpstreamEnded(start.ref), 0.2, 0.2)
+    usage = of(acts, Served)[0].record.usage
+    assert usage["prompt_tokens"] == 105 and usage["completion_tokens"] == 2
+    assert usage["prompt_tokens_details"]["cached_tokens"] == 100

@@ -537,6 +537,8 @@ class AnthropicExchange:
 
     def __init__(self, request: UpstreamRequest, ctx: ChatContext) -> None:
         self.request = request
+        #: the usage of the whole answer ``parse_body`` read (for stats)
+        self.usage: dict[str, Any] | None = None
         self.ctx = ctx
         #: signed thinking / redacted blocks of the last parsed body, for replay (ANT-K4)
         self.thinking_blocks: list[dict[str, Any]] = []
@@ -581,8 +583,9 @@ class AnthropicExchange:
         try:
             for c in calls:
                 c["arguments"] = dumps(c["arguments"]).decode()
+            self.usage = _usage(_dict(obj.get("usage")))
             return completion(self.ctx, content="".join(text), reasoning="".join(reasoning),
-                              tool_calls=calls, usage=_usage(_dict(obj.get("usage"))),
+                              tool_calls=calls, usage=self.usage,
                               finish_reason=_finish(obj.get("stop_reason"), bool(calls)))
         except (ValueError, RecursionError):  # lone surrogates, nesting beyond the encoder
             raise UpstreamError("upstream answer cannot be re-encoded", kind="decode",

@@ -240,6 +240,8 @@ class BedrockExchange:
     def __init__(self, request: UpstreamRequest, ctx: ChatContext,
                  inner: "anthropic.AnthropicExchange | None" = None) -> None:
         self.request = request
+        #: the usage of the whole answer ``parse_body`` read (for stats)
+        self.usage: dict[str, Any] | None = None
         self.ctx = ctx
         self._inner = inner or anthropic.AnthropicExchange(request, ctx)
 
@@ -269,7 +271,9 @@ class BedrockExchange:
                     body = dumps({**obj, "usage": {**have, **missing}})
                 except (ValueError, RecursionError):
                     pass
-        return self._inner.parse_body(status, headers, body)
+        out = self._inner.parse_body(status, headers, body)
+        self.usage = getattr(self._inner, "usage", None)
+        return out
 
     def parse_error(self, status: int, headers: tuple[tuple[str, str], ...],
                     body: bytes) -> UpstreamError:

@@ -326,6 +326,8 @@ class CloudflareExchange:
 
     def __init__(self, request: UpstreamRequest, ctx: ChatContext) -> None:
         self.request = request
+        #: the usage of the whole answer ``parse_body`` read (for stats)
+        self.usage: dict[str, Any] | None = None
         self.ctx = ctx
 
     def parse_body(self, status: int, headers: tuple[tuple[str, str], ...], body: bytes) -> bytes:
@@ -366,9 +368,10 @@ class CloudflareExchange:
         reason = finish if finish in _FINISH_KEEP else ("tool_calls" if calls else "stop")
         if reason == "stop" and calls:
             reason = "tool_calls"
+        self.usage = _usage(result.get("usage"))
         return completion(self.ctx, content=text, reasoning=reasoning,
                           tool_calls=calls or None, finish_reason=reason,
-                          usage=_usage(result.get("usage")))
+                          usage=self.usage)
 
     def parse_error(self, status: int, headers: tuple[tuple[str, str], ...],
                     body: bytes) -> UpstreamError:

@@ -473,6 +473,8 @@ class CohereExchange:
 
     def __init__(self, request: UpstreamRequest, ctx: ChatContext) -> None:
         self.request = request
+        #: the usage of the whole answer ``parse_body`` read (for stats)
+        self.usage: dict[str, Any] | None = None
         self.ctx = ctx
 
     def parse_body(self, status: int, headers: tuple[tuple[str, str], ...], body: bytes) -> bytes:
@@ -517,10 +519,11 @@ class CohereExchange:
         text = "".join(texts)
         if calls and not text:
             text = _str(message.get("tool_plan"))
+        self.usage = _usage(obj.get("usage"))
         return completion(self.ctx, content=text, reasoning="".join(thoughts),
                           tool_calls=calls or None,
                           finish_reason=_finish(obj.get("finish_reason"), bool(calls)),
-                          usage=_usage(obj.get("usage")))
+                          usage=self.usage)
 
     def parse_error(self, status: int, headers: tuple[tuple[str, str], ...],
                     body: bytes) -> UpstreamError:

@@ -943,6 +943,8 @@ class GeminiExchange:
 
     def __init__(self, request: UpstreamRequest, ctx: ChatContext) -> None:
         self.request = request
+        #: the usage of the whole answer ``parse_body`` read (for stats)
+        self.usage: dict[str, Any] | None = None
         self.ctx = ctx
         #: (tool_call_id, thoughtSignature) pairs seen in the whole-body answer (GEM-R4)
         self.thought_signatures: list[tuple[str, str]] = []
@@ -970,7 +972,7 @@ class GeminiExchange:
                 raise _blocked(feedback["blockReason"])
             raise UpstreamError("gemini answered with no candidates", kind="empty",
                                 upstream_status=status)
-        usage = _usage(obj.get("usageMetadata"))
+        usage = self.usage = _usage(obj.get("usageMetadata"))
         choices: list[dict[str, Any]] = []
         count = 0
         for k, cand in enumerate(candidates):
