@@ -58,6 +58,8 @@ FAILED_FINISH = "error"
 def map_finish(reason: Any, has_calls: bool) -> str:
     """Any host's finish reason -> OpenAI's; unknown -> ``stop``; ``stop`` after tool calls ->
     ``tool_calls`` (Ollama and some vLLM versions say ``stop`` there)."""
+    if type(reason) is str and reason in FINISH_REASONS and not (has_calls and reason == "stop"):
+        return reason
     if isinstance(reason, str):
         low = reason.lower()
         out = low if low in FINISH_REASONS else _FINISH_MAP.get(low, "stop")
@@ -204,12 +206,34 @@ def _first_count(*values: Any) -> int | None:
     return None
 
 
+#: usage keys that other hosts use for what OpenAI names differently
+_ELSEWHERE = ("input_tokens", "output_tokens", "prompt_cache_hit_tokens", "cached_tokens",
+              "cache_read_input_tokens", "input_tokens_details", "reasoning_tokens",
+              "output_tokens_details")
+
+
+def _clean(obj: dict[str, Any]) -> bool:
+    """Counts only already: every value an int >= 0 or an object of such."""
+    for value in obj.values():
+        kind = type(value)
+        if kind is int:
+            if value < 0:
+                return False
+        elif kind is not dict or not _clean(value):
+            return False
+    return True
+
+
 def normalize_usage(usage: dict[str, Any]) -> dict[str, Any]:
     """Any host's usage object -> OpenAI's: counts only, ``input/output_tokens`` as
     ``prompt/completion_tokens`` when those are missing, cache hits in
     ``prompt_tokens_details.cached_tokens`` and reasoning in
     ``completion_tokens_details.reasoning_tokens`` wherever the host put them, and
-    ``total_tokens`` when missing. Other counts keep their names."""
+    ``total_tokens`` when missing. Other counts keep their names. Usage already in OpenAI's
+    shape is returned as it is (the same object)."""
+    if ("total_tokens" in usage or "prompt_tokens" not in usage) and _clean(usage) \
+            and not any(key in usage for key in _ELSEWHERE):
+        return usage
     out = _counts(usage)
     for ours, theirs in (("prompt_tokens", "input_tokens"), ("completion_tokens", "output_tokens")):
         if ours not in out and theirs in out:
@@ -502,13 +526,13 @@ class ChunkNormalizer:
                 self._dirty = True
             return
         before = _snapshot(delta)
-        _content(delta, ch)
+        _content(delta, ch.think)
         if "tool_calls" in delta:
             self._calls(delta, ch)
         if reason is not None:
             if reason == FAILED_FINISH:
                 self.failed = "the upstream ended the answer with finish_reason 'error'"
-            _flush_think(delta, ch)
+            _flush_think(delta, ch.think)
             mapped = map_finish(reason, ch.calls > 0)
             if mapped != reason:
                 choice["finish_reason"] = mapped
@@ -598,7 +622,7 @@ class ChunkNormalizer:
             if ch.finished:
                 continue
             delta: dict[str, Any] = {}
-            _flush_think(delta, ch)
+            _flush_think(delta, ch.think)
             ch.finished = True
             out.append({"index": index, "delta": delta,
                         "finish_reason": "tool_calls" if ch.calls else "stop"})
@@ -611,7 +635,7 @@ class ChunkNormalizer:
                 "model": model, "choices": out}
 
 
-def _content(delta: dict[str, Any], ch: _Choice) -> None:
+def _content(delta: dict[str, Any], think: ThinkSplitter | None) -> None:
     """A delta's (or a message's) content and reasoning, normalized in place."""
     thinking: list[str] = []
     content = delta.get("content")
@@ -631,7 +655,6 @@ def _content(delta: dict[str, Any], ch: _Choice) -> None:
     reasoning = _reasoning_of(delta)
     if thinking:
         reasoning = (reasoning or "") + "".join(thinking)
-    think = ch.think
     if think is not None and not think.passing and isinstance(delta.get("content"), str):
         said, now = think.feed(delta["content"])
         if said:
@@ -640,10 +663,10 @@ def _content(delta: dict[str, Any], ch: _Choice) -> None:
     if reasoning is not None:
         delta["reasoning_content"] = reasoning
 
-def _flush_think(delta: dict[str, Any], ch: _Choice) -> None:
-    if ch.think is None:
+def _flush_think(delta: dict[str, Any], think: ThinkSplitter | None) -> None:
+    if think is None:
         return
-    said, text = ch.think.flush()
+    said, text = think.flush()
     if said:
         delta["reasoning_content"] = (delta.get("reasoning_content") or "") + said
     if text:
@@ -693,9 +716,9 @@ def normalize_body(obj: dict[str, Any], dialect: Dialect = GENERIC, *,
             message = choice["message"] = {"role": "assistant", "content": None}
             changed = True
         before = _snapshot(message)
-        ch = _Choice(think=ThinkSplitter() if think else None)
-        _content(message, ch)
-        _flush_think(message, ch)
+        splitter = ThinkSplitter() if think else None
+        _content(message, splitter)
+        _flush_think(message, splitter)
         if _snapshot(message) != before:
             changed = True
         calls = message.get("tool_calls")

@@ -220,6 +220,14 @@ def test_usage_keeps_counts_only_and_fills_the_total():
                  "completion_tokens_details": {"reasoning_tokens": 2}}
 
 
+def test_usage_already_in_openai_shape_is_the_same_object():
+    u = {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7,
+         "prompt_tokens_details": {"cached_tokens": 1}}
+    assert normalize_usage(u) is u
+    assert normalize_usage({"prompt_tokens": 3, "total_tokens": 3, "x": True}) == {
+        "prompt_tokens": 3, "total_tokens": 3}
+
+
 def test_groq_usage_in_x_groq_moves_to_usage():
     obj = chunk(finish="stop", x_groq={"id": "req_1", "usage": {
         "prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7, "total_time": 0.1}})
@@ -235,6 +243,7 @@ def test_groq_usage_in_x_groq_moves_to_usage():
     ("stop", False, "stop"), ("eos", False, "stop"), ("model_length", False, "length"),
     ("MAX_TOKENS", False, "length"), ("tool_use", False, "tool_calls"),
     ("stop", True, "tool_calls"), ("weird", False, "stop"), (7, False, "stop"),
+    (["stop"], False, "stop"), ({"a": 1}, True, "tool_calls"), (None, False, "stop"),
     ("content_filter", True, "content_filter"),
 ])
 def test_finish_reasons_are_mapped(raw, calls, want):
