@@ -631,9 +631,25 @@ def _usage(meta: Any) -> dict[str, Any]:
         return positive_int(meta.get(key))
 
     thoughts = n("thoughtsTokenCount")
+    prompt = _by_modality(meta.get("promptTokensDetails"), meta.get("toolUsePromptTokensDetails"))
     return usage_object(n("promptTokenCount") + n("toolUsePromptTokenCount"),
                         n("candidatesTokenCount") + thoughts, n("cachedContentTokenCount"),
-                        thoughts)
+                        thoughts, prompt_details=prompt,
+                        completion_details=_by_modality(meta.get("candidatesTokensDetails")))
+
+
+def _by_modality(*lists: Any) -> dict[str, int]:
+    """Gemini's ``[{"modality": "AUDIO", "tokenCount": 12}, …]`` lists -> ``{"audio_tokens":
+    12, …}`` (OpenAI's ``audio_tokens`` detail; image, video and document likewise), summed
+    over the lists. Text is the rest of the count, so it gets no detail of its own."""
+    out: dict[str, int] = {}
+    for items in lists:
+        for item in items if isinstance(items, list) else ():
+            if isinstance(item, dict) and isinstance(item.get("modality"), str) \
+                    and item["modality"].isalpha() and item["modality"].upper() != "TEXT":
+                key = item["modality"].lower() + "_tokens"
+                out[key] = out.get(key, 0) + positive_int(item.get("tokenCount"))
+    return out
 
 
 def _finish_reason(value: Any, has_calls: bool) -> str:

@@ -1702,3 +1702,21 @@ def test_builder_returns_an_exchange_or_a_client_error(messages, fields, streame
     assert body["contents"] and set(body) <= {"contents", "systemInstruction", "tools",
                                               "toolConfig", "safetySettings",
                                               "generationConfig"}
+
+
+def test_usage_modality_details_reach_the_client():
+    """Audio and image prompt counts, and audio answer counts, become OpenAI-style details;
+    text is the rest of each count and gets none."""
+    from uniapi_core.vendors.gemini import _usage
+
+    usage = _usage({"promptTokenCount": 300, "candidatesTokenCount": 40,
+                    "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 100},
+                                            {"modality": "AUDIO", "tokenCount": 150},
+                                            {"modality": "IMAGE", "tokenCount": 50}],
+                    "toolUsePromptTokenCount": 7,
+                    "toolUsePromptTokensDetails": [{"modality": "AUDIO", "tokenCount": 7}],
+                    "candidatesTokensDetails": [{"modality": "AUDIO", "tokenCount": 40}]})
+    assert usage["prompt_tokens"] == 307
+    assert usage["prompt_tokens_details"] == {"cached_tokens": 0, "audio_tokens": 157,
+                                              "image_tokens": 50}
+    assert usage["completion_tokens_details"] == {"reasoning_tokens": 0, "audio_tokens": 40}
