@@ -97,6 +97,11 @@ def _dialects() -> list[str]:
             hosts += (", " if hosts else "") + f"`localhost:{d.port}`"
         out.append(f"| `{d.name}` ({d.title}) | {hosts or '-'} | "
                    f"{'yes' if d.think_tags else 'no'} | {d.differs} |\n")
+    out.append("\n`tests/data/dialects/` holds a recorded-style stream and whole answer per "
+               "dialect, written from each host's public docs (its README names them); "
+               "`tests/core/vendors/test_dialects.py` and `tests/e2e/test_dialects.py` check "
+               "that an OpenAI client, the openai SDK's stream helper included, reads each one "
+               "as the expected answer.\n")
     return out
 
 

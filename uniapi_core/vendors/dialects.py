@@ -85,7 +85,8 @@ class Dialect:
 
 
 GENERIC = Dialect(name="generic", title="any other OpenAI-compatible host",
-                  differs="unknown: every normalization runs, as for the others")
+                  differs="unknown (llama.cpp's `llama-server`, for one: `reasoning_content`, "
+                          "float `timings` on every chunk): every normalization runs")
 
 DIALECTS: dict[str, Dialect] = {d.name: d for d in (
     Dialect(name="openai", title="OpenAI", hosts=("api.openai.com",),
@@ -95,47 +96,58 @@ DIALECTS: dict[str, Dialect] = {d.name: d for d in (
             hosts=("openai.azure.com", "cognitiveservices.azure.com", "services.ai.azure.com",
                    "models.inference.ai.azure.com"),
             differs="a first chunk with `choices: []` and `prompt_filter_results`; "
-                    "`content_filter_results` on choices; `content_filter` finishes"),
+                    "`content_filter_results` on choices; asynchronous-filter annotations "
+                    "(`content_filter_offsets`, no `delta`); `content_filter` finishes"),
     Dialect(name="deepseek", title="DeepSeek", hosts=("api.deepseek.com",),
-            differs="`reasoning_content`; usage counts cache hits as "
-                    "`prompt_cache_hit_tokens`/`prompt_cache_miss_tokens`; finish reason "
-                    "`insufficient_system_resource`"),
+            differs="`reasoning_content`; `: keep-alive` comments while the model works; "
+                    "usage counts cache hits as `prompt_cache_hit_tokens`/"
+                    "`prompt_cache_miss_tokens`; finish reason `insufficient_system_resource`"),
     Dialect(name="xai", title="xAI", hosts=("api.x.ai",),
             differs="`reasoning_content`; tool calls arrive whole in one chunk; usage adds "
-                    "`num_sources_used`"),
+                    "`num_sources_used`, and `reasoning_tokens` are outside `completion_tokens` "
+                    "(the reported `total_tokens` is kept)"),
     Dialect(name="groq", title="Groq", hosts=("api.groq.com",),
-            differs="reasoning as `delta.reasoning`; usage in `x_groq.usage` on the last chunk, "
-                    "with float timings"),
+            differs="`x_groq` (`id`, `seed`) on the first chunk; reasoning as "
+                    "`delta.reasoning` (`message.reasoning` whole); usage in `x_groq.usage` on "
+                    "the last chunk, with float timings"),
     Dialect(name="mistral", title="Mistral", hosts=("api.mistral.ai", "codestral.mistral.ai"),
-            differs="streamed `tool_calls` without `index`; reasoning models send "
-                    "`delta.content` as a list of `thinking` and `text` parts; finish reasons "
+            differs="streamed `tool_calls` without `index`, with the finish and usage in the "
+                    "last chunk; reasoning models send `content` as a list of `thinking` and "
+                    "`text` parts; `tool_calls: null` in whole answers; finish reasons "
                     "`model_length` and `error`"),
     Dialect(name="openrouter", title="OpenRouter", hosts=("openrouter.ai",),
-            differs="`delta.reasoning` plus `reasoning_details` with the same text; "
-                    "`: OPENROUTER PROCESSING` comments; usage adds a float `cost`; an error "
-                    "mid-stream comes with `finish_reason: \"error\"`"),
+            differs="`delta.reasoning` plus `reasoning_details` with the same text; `role` on "
+                    "every delta; `: OPENROUTER PROCESSING` comments; `native_finish_reason`; "
+                    "usage on a chunk after the finish, with a float `cost`; an error mid-stream "
+                    "comes with `finish_reason: \"error\"`"),
     Dialect(name="together", title="Together AI",
             hosts=("api.together.xyz", "api.together.ai"), think_tags=True,
-            differs="choices also carry `text`, `seed` and `delta.token_id`; finish reason "
-                    "`eos`; open reasoning models may answer with `<think>` in the content"),
+            differs="choices also carry `text`, `seed` and `delta.token_id`; `tool_calls: "
+                    "null` on every delta; finish reason `eos`; open reasoning models may "
+                    "answer with `<think>` in the content"),
     Dialect(name="fireworks", title="Fireworks AI", hosts=("api.fireworks.ai",),
             think_tags=True,
             differs="usage on the last chunk even unasked; open reasoning models may answer "
                     "with `<think>` in the content"),
     Dialect(name="cerebras", title="Cerebras", hosts=("api.cerebras.ai",),
-            differs="reasoning as `delta.reasoning`; `time_info` beside usage"),
+            differs="reasoning as `delta.reasoning`; `time_info` beside usage; the stream "
+                    "ends after the finish chunk, without `data: [DONE]`"),
     Dialect(name="siliconflow", title="SiliconFlow",
             hosts=("api.siliconflow.cn", "api.siliconflow.com", "api-st.siliconflow.cn"),
-            differs="`reasoning_content`; usage on every chunk"),
+            differs="`reasoning_content`; `role` on every delta; running usage totals on "
+                    "every chunk"),
     Dialect(name="ollama", title="Ollama", hosts=("ollama.com",), port=11434, think_tags=True,
-            differs="reasoning as `delta.reasoning`; tool calls whole, finish reason `stop` "
-                    "after them; older versions leave `<think>` in the content"),
+            differs="reasoning as `delta.reasoning`; `role` on every delta; tool calls "
+                    "whole, finish reason `stop` after them; older versions leave `<think>` in "
+                    "the content"),
     Dialect(name="vllm", title="vLLM", port=8000, think_tags=True,
             differs="`reasoning` (older releases `reasoning_content`) with a reasoning parser, "
-                    "`<think>` in the content without one"),
+                    "`<think>` in the content without one; `stop_reason` beside the finish "
+                    "reason; `prompt_tokens_details: null`; `tool_calls: []` in whole answers"),
     Dialect(name="lmstudio", title="LM Studio", port=1234, think_tags=True,
             differs="`reasoning_content` when reasoning is separated, `<think>` in the content "
-                    "when it is not"),
+                    "when it is not; numeric-string call ids; argument pieces carry "
+                    "`\"name\": \"\"`; no usage in streams"),
 )}
 
 #: engines that say the dialect by themselves
