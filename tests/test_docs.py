@@ -49,7 +49,12 @@ def render() -> str:
                "streamRawPredict>` with `Authorization: Bearer <service-account token>`; the "
                "Claude body has no `model` and starts with "
                f"`anthropic_version: {vertex.ANTHROPIC_VERSION}`. Regions: "
-               "docs/routing.md §6.\n")
+               "docs/routing.md §6.\n\n"
+               "A Gemini 3 stream whose function-call arguments come in pieces "
+               "(`partialArgs`, when `streamFunctionCallArguments` is on) reaches the client as "
+               "whole tool calls, one per real call, named from its first part, arguments "
+               "assembled from the pieces' JSON paths (vendor-rules.md, GEM-S3). The gateway "
+               "never asks for pieces itself.\n")
     out += _errors()
     return "".join(out)
 
