@@ -250,7 +250,8 @@ def normalize_usage(usage: dict[str, Any]) -> dict[str, Any]:
     for ours, theirs in (("prompt_tokens", "input_tokens"), ("completion_tokens", "output_tokens")):
         if ours not in out and theirs in out:
             out[ours] = out[theirs]
-    if "total_tokens" not in out and "prompt_tokens" in out and "completion_tokens" in out:
+    if "total_tokens" not in out and type(out.get("prompt_tokens")) is int \
+            and type(out.get("completion_tokens")) is int:
         out["total_tokens"] = out["prompt_tokens"] + out["completion_tokens"]
     prompt = out.get("prompt_tokens_details")
     prompt = prompt if isinstance(prompt, dict) else {}
@@ -508,7 +509,7 @@ class ChunkNormalizer:
             else:
                 return
         fixed = normalize_usage(usage)
-        if fixed != obj.get("usage"):
+        if fixed is not obj.get("usage"):  # a new object: something changed (1.0 is not 1)
             obj["usage"] = fixed
             self._dirty = True
         self.usage = fixed
@@ -716,11 +717,12 @@ def normalize_body(obj: dict[str, Any], dialect: Dialect = GENERIC, *,
     think = dialect.think_tags if think_tags is None else think_tags
     changed = False
     choices = obj.get("choices")
+    if isinstance(choices, list) and not all(isinstance(c, dict) for c in choices):
+        obj["choices"] = choices = [c for c in choices if isinstance(c, dict)]
+        changed = True
     for position, choice in enumerate(choices if isinstance(choices, list) else ()):
-        if not isinstance(choice, dict):
-            continue
         index = choice.get("index")
-        if not isinstance(index, int) or isinstance(index, bool):
+        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
             choice["index"] = position
             changed = True
         message = choice.get("message")
@@ -749,21 +751,25 @@ def normalize_body(obj: dict[str, Any], dialect: Dialect = GENERIC, *,
                 message["tool_calls"] = kept
             else:
                 del message["tool_calls"]
-        if "finish_reason" in choice or message.get("tool_calls"):
-            reason = choice.get("finish_reason")
-            mapped = map_finish(reason, bool(message.get("tool_calls")))
-            if mapped != reason:
-                choice["finish_reason"] = mapped
-                changed = True
+        reason = choice.get("finish_reason")  # a whole answer always has one
+        mapped = map_finish(reason, bool(message.get("tool_calls")))
+        if mapped != reason:
+            choice["finish_reason"] = mapped
+            changed = True
     usage = obj.get("usage")
     if isinstance(usage, dict):
         fixed = normalize_usage(usage)
-        if fixed != usage:
+        if fixed is not usage:  # a new object: something changed (1.0 is not 1)
             obj["usage"] = fixed
             changed = True
-    elif isinstance(obj.get("x_groq"), dict) and isinstance(obj["x_groq"].get("usage"), dict):
-        obj["usage"] = normalize_usage(obj["x_groq"]["usage"])
-        changed = True
+    else:
+        groq = obj.get("x_groq")
+        if isinstance(groq, dict) and isinstance(groq.get("usage"), dict):
+            obj["usage"] = normalize_usage(groq["usage"])
+            changed = True
+        elif usage is not None:
+            obj["usage"] = None  # not an object: no figures in it
+            changed = True
     return changed
 
 

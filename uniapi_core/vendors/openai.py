@@ -138,6 +138,9 @@ class OpenAIExchange:
             raise UpstreamError("upstream answered with no choices", kind="empty",
                                 upstream_status=status)
         changed = normalize_body(obj, self.dialect, think_tags=self.think_tags)
+        if not obj["choices"]:  # none of them was an object
+            raise UpstreamError("upstream answered with no choices", kind="empty",
+                                upstream_status=status)
         if isinstance(obj.get("usage"), dict):
             self.usage = obj["usage"]
         if obj.get("model") != self.ctx.client_model:

@@ -334,3 +334,144 @@ def test_the_preference_overrides_the_url():
 
 def test_config_accepts_exactly_the_dialects():
     assert set(CONFIG_DIALECTS) == set(DIALECTS) | {"generic"}
+
+
+# -- odd input, found by a structure-aware generator against the validator --------------------
+
+def _stream(*events: str) -> list[Any]:
+    dec = OpenAIStreamDecoder("m")
+    wire = "".join(f"data: {e}\n\n" for e in events).encode()
+    return dec.feed(wire) + dec.close()
+
+
+def test_integral_floats_in_usage_become_ints_on_the_wire():
+    items = _stream('{"usage": {"prompt_tokens": 1.0, "cost": 0.0}}', "[DONE]")
+    sent = [json.loads(i.data[6:]) for i in items if isinstance(i, StreamChunk)]
+    assert sent[0]["usage"] == {"prompt_tokens": 1, "cost": 0}
+    assert type(sent[0]["usage"]["prompt_tokens"]) is int
+
+
+def test_usage_with_objects_for_counts_does_not_crash():
+    items = _stream('{"usage": {"prompt_tokens": {}, "completion_tokens": 0}}', "[DONE]")
+    assert isinstance(items[-1], StreamDone)
+    body = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": {"a": 1}, "completion_tokens": 1}}
+    normalize_body(body)
+    assert "total_tokens" not in body["usage"]
+
+
+@pytest.mark.parametrize("body, check", [
+    ({"choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}}]},
+     lambda b: b["choices"][0]["finish_reason"] == "stop"),
+    ({"choices": [{"index": -1, "message": {"content": "hi"}, "finish_reason": "stop"}]},
+     lambda b: b["choices"][0]["index"] == 0),
+    ({"choices": [False, {"message": {"content": "a"}, "finish_reason": "stop"}]},
+     lambda b: len(b["choices"]) == 1 and b["choices"][0]["index"] == 0),
+    ({"choices": [{"message": {"content": "a"}}], "usage": [1]},
+     lambda b: b["usage"] is None),
+    ({"choices": [{"message": {"content": "a"}}], "usage": {"prompt_tokens": 1.0}},
+     lambda b: type(b["usage"]["prompt_tokens"]) is int),
+])
+def test_odd_whole_bodies_come_out_clean(body, check):
+    assert normalize_body(body) is True
+    assert check(body)
+
+
+def test_a_body_whose_choices_are_all_junk_is_an_empty_answer():
+    from uniapi_core.errors import UpstreamError
+    from uniapi_core.vendors.openai import build_exchange
+    from uniapi_core.vendors.base import ChatContext
+
+    ctx = ChatContext(client_model="m", upstream_model="m",
+                      provider=Provider(provider="p", base_url="https://h/v1"), api_key="k",
+                      stream=False, include_usage=False, response_id="x", created=0)
+    ex = build_exchange({"model": "m", "messages": []}, ctx)
+    with pytest.raises(UpstreamError) as err:
+        ex.parse_body(200, (), b'{"choices":[false]}')
+    assert err.value.kind == "empty"
+
+
+# -- any chunk-shaped input comes out as a clean stream ----------------------------------------
+
+_scalar = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.floats(-2, 2),
+                    st.sampled_from(["", "x", "stop", "eos", "error", "tool_calls"]))
+
+
+def _mostly(good: Any, junk: Any = _scalar) -> Any:
+    """``good`` three times in four, else ``junk``: plausible shapes, with odd ones among."""
+    return st.one_of(good, good, good, junk)
+
+
+_text = _mostly(st.one_of(st.text(alphabet="ab<>/thinkx ", max_size=12), st.none(),
+                          st.lists(st.one_of(
+                              st.fixed_dictionaries({"type": st.just("text"),
+                                                     "text": st.text(max_size=4)}),
+                              st.fixed_dictionaries({"type": st.just("thinking"),
+                                                     "thinking": st.text(max_size=4)}),
+                              _scalar), max_size=3)))
+_call = st.fixed_dictionaries({}, optional={
+    "index": _mostly(st.integers(-1, 3)), "id": _mostly(st.sampled_from(["a", "b", ""])),
+    "type": st.just("function"),
+    "function": _mostly(st.fixed_dictionaries({}, optional={
+        "name": _mostly(st.sampled_from(["f", "g", ""])),
+        "arguments": _mostly(st.one_of(st.text(max_size=4), st.just({"a": 1})))}))})
+_delta = _mostly(st.fixed_dictionaries({}, optional={
+    "role": st.just("assistant"), "content": _text, "reasoning": _text,
+    "reasoning_content": _text, "refusal": _text,
+    "reasoning_details": st.lists(st.fixed_dictionaries({"type": st.just("reasoning.text"),
+                                                         "text": st.text(max_size=3)}),
+                                  max_size=2),
+    "tool_calls": _mostly(st.lists(_mostly(_call), max_size=3))}))
+_usage = _mostly(st.dictionaries(
+    st.sampled_from(["prompt_tokens", "completion_tokens", "total_tokens", "cost",
+                     "prompt_cache_hit_tokens", "prompt_tokens_details", "reasoning_tokens"]),
+    _mostly(st.one_of(st.integers(0, 9), st.dictionaries(
+        st.sampled_from(["cached_tokens", "x"]), _mostly(st.integers(0, 9)), max_size=2))),
+    max_size=4))
+_choice = _mostly(st.fixed_dictionaries({}, optional={
+    "index": _mostly(st.integers(-1, 2)), "delta": _delta, "text": _text,
+    "finish_reason": st.one_of(st.none(), st.none(), _scalar)}))
+_chunk = st.fixed_dictionaries({"choices": _mostly(st.lists(_choice, max_size=2))}, optional={
+    "id": _mostly(st.just("r")), "created": _scalar, "object": _scalar, "model": _scalar,
+    "usage": _usage, "x_groq": st.fixed_dictionaries({"usage": _usage})})
+
+
+@settings(max_examples=400, deadline=None)
+@given(chunks=st.lists(_chunk, max_size=6), done=st.booleans())
+def test_any_chunk_shaped_input_reaches_the_client_as_a_clean_stream(chunks, done):
+    """The normalizer's promise: whatever an OpenAI-compatible host sends, the client gets a
+    stream that passes streams.check (the fuzz oracle's relay framing)."""
+    from fuzz._oracle import client_problems
+
+    events = [json.dumps(c) for c in chunks] + (["[DONE]"] if done else [])
+    dec = OpenAIStreamDecoder("m")
+    wire = "".join(f"data: {e}\n\n" for e in events).encode()
+    items = dec.feed(wire) + dec.close()
+    assert client_problems(items) == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(choices=st.lists(st.one_of(_scalar, st.fixed_dictionaries({}, optional={
+    "index": _mostly(st.integers(-1, 2)), "finish_reason": _scalar,
+    "message": _mostly(st.fixed_dictionaries({}, optional={
+        "content": _text, "reasoning": _text,
+        "tool_calls": _mostly(st.lists(_mostly(_call), max_size=2))}))})),
+    min_size=1, max_size=2), usage=_usage)
+def test_any_body_shaped_input_reaches_the_client_clean(choices, usage):
+    from uniapi_core.errors import UpstreamError
+    from uniapi_core.streams import check_chat_body
+    from uniapi_core.vendors.base import ChatContext
+    from uniapi_core.vendors.openai import build_exchange
+
+    ctx = ChatContext(client_model="m", upstream_model="m",
+                      provider=Provider(provider="p", base_url="https://h/v1"), api_key="k",
+                      stream=False, include_usage=False, response_id="x", created=0)
+    ex = build_exchange({"model": "m", "messages": []}, ctx)
+    body = json.dumps({"id": "r", "choices": choices, "usage": usage}).encode()
+    try:
+        out = ex.parse_body(200, (), body)
+    except UpstreamError as err:
+        assert err.kind == "empty"
+        return
+    assert check_chat_body(json.loads(out)) == []
