@@ -4,6 +4,7 @@ dialect a provider gets. The realistic per-host streams are in test_dialects.py.
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -177,7 +178,7 @@ def test_think_splitter_examples(text, want):
 def test_think_splitter_is_split_invariant(text, data):
     cuts = sorted(data.draw(st.lists(st.integers(0, len(text)), max_size=6)))
     bounds = [0, *cuts, len(text)]
-    pieces = [text[a:b] for a, b in zip(bounds, bounds[1:])]
+    pieces = [text[a:b] for a, b in itertools.pairwise(bounds)]
     assert _split_all(pieces) == _split_all([text])
 
 
@@ -380,8 +381,8 @@ def test_odd_whole_bodies_come_out_clean(body, check):
 
 def test_a_body_whose_choices_are_all_junk_is_an_empty_answer():
     from uniapi_core.errors import UpstreamError
-    from uniapi_core.vendors.openai import build_exchange
     from uniapi_core.vendors.base import ChatContext
+    from uniapi_core.vendors.openai import build_exchange
 
     ctx = ChatContext(client_model="m", upstream_model="m",
                       provider=Provider(provider="p", base_url="https://h/v1"), api_key="k",
