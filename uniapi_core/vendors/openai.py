@@ -4,7 +4,7 @@ The request passes through untouched except the model name (OAI-2/OAI-3, docs/ve
 Responses are relayed event by event: each upstream ``data:`` event is re-framed as
 ``data: …\\n\\n`` from its original text, and only re-encoded when something must change: the
 model name, when the client asked for an alias (O-3), or what the host's dialect does
-differently from OpenAI (``dialects.py``: tool-call indexes, content lists, reasoning fields,
+differently from OpenAI (``dialects.py``, OAI-7: tool-call indexes, content lists, reasoning fields,
 usage, finish reasons). The decoder recognises ``[DONE]``, in-stream error objects (OAI-9) and
 a stream cut before its end (DEC-5).
 """
