@@ -219,9 +219,9 @@ def _first_count(*values: Any) -> int | None:
 
 
 #: usage keys that other hosts use for what OpenAI names differently
-_ELSEWHERE = ("input_tokens", "output_tokens", "prompt_cache_hit_tokens", "cached_tokens",
-              "cache_read_input_tokens", "input_tokens_details", "reasoning_tokens",
-              "output_tokens_details")
+_ELSEWHERE = frozenset({"input_tokens", "output_tokens", "prompt_cache_hit_tokens",
+                        "cached_tokens", "cache_read_input_tokens", "input_tokens_details",
+                        "reasoning_tokens", "output_tokens_details"})
 
 
 def _clean(obj: dict[str, Any]) -> bool:
@@ -244,7 +244,7 @@ def normalize_usage(usage: dict[str, Any]) -> dict[str, Any]:
     ``total_tokens`` when missing. Other counts keep their names. Usage already in OpenAI's
     shape is returned as it is (the same object)."""
     if ("total_tokens" in usage or "prompt_tokens" not in usage) and _clean(usage) \
-            and not any(key in usage for key in _ELSEWHERE):
+            and _ELSEWHERE.isdisjoint(usage):
         return usage
     out = _counts(usage)
     for ours, theirs in (("prompt_tokens", "input_tokens"), ("completion_tokens", "output_tokens")):
@@ -717,9 +717,11 @@ def normalize_body(obj: dict[str, Any], dialect: Dialect = GENERIC, *,
     think = dialect.think_tags if think_tags is None else think_tags
     changed = False
     choices = obj.get("choices")
-    if isinstance(choices, list) and not all(isinstance(c, dict) for c in choices):
-        obj["choices"] = choices = [c for c in choices if isinstance(c, dict)]
-        changed = True
+    if isinstance(choices, list):
+        kept = [c for c in choices if isinstance(c, dict)]
+        if len(kept) != len(choices):
+            obj["choices"] = choices = kept
+            changed = True
     for position, choice in enumerate(choices if isinstance(choices, list) else ()):
         index = choice.get("index")
         if not isinstance(index, int) or isinstance(index, bool) or index < 0:
