@@ -1,0 +1,1 @@
+"""Operations: what the gateway tells its operator (metrics, stats rows), as pure state."""
