@@ -47,8 +47,10 @@ async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
     down gracefully; ``watches``: the process's ``Watch`` keys (shared by connections)."""
     loop = asyncio.get_running_loop()
     tls = writer.get_extra_info("ssl_object")
+    peer = writer.get_extra_info("peername")
     conn = Connection(get_gateway, options.limits, options.h2, now=loop.time(),
-                      alpn=tls.selected_alpn_protocol() if tls is not None else None)
+                      alpn=tls.selected_alpn_protocol() if tls is not None else None,
+                      peer=str(peer[0]) if isinstance(peer, tuple) and peer else None)
     inbox: asyncio.Queue[object] = asyncio.Queue(INBOX)
     paused: dict[int, asyncio.Event] = {}  # PauseUpstream refs -> set at ResumeUpstream
     watches = {} if watches is None else watches

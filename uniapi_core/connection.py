@@ -46,17 +46,18 @@ class Connection:
 
     def __init__(self, gateway: Callable[[], Gateway], limits: ServerLimits = ServerLimits(),
                  h2limits: H2Limits = H2Limits(), *, now: float = 0.0,
-                 alpn: str | None = None) -> None:
+                 alpn: str | None = None, peer: str | None = None) -> None:
         self._args = (gateway, limits, h2limits)
+        self._peer = peer  # the client's address, for the request records
         self._sniffed = bytearray()
         self._draining = False
         self.inner: Session | H2Session | None = None
         if alpn == "h2":
-            self.inner = H2Session(gateway, limits, h2limits, now=now)
+            self.inner = H2Session(gateway, limits, h2limits, now=now, peer=peer)
         elif alpn == "http/1.1":
-            self.inner = Session(gateway, limits, now=now)
+            self.inner = Session(gateway, limits, now=now, peer=peer)
         else:
-            self._h1_idle = Session(gateway, limits, now=now)  # deadlines until decided
+            self._h1_idle = Session(gateway, limits, now=now, peer=peer)  # until decided
 
     @property
     def closed(self) -> bool:
@@ -99,7 +100,8 @@ class Connection:
             return []  # could still be the preface
         gateway, limits, h2limits = self._args
         if bytes(self._sniffed[:len(PREFACE)]) == PREFACE:
-            inner: Session | H2Session = H2Session(gateway, limits, h2limits, now=now)
+            inner: Session | H2Session = H2Session(gateway, limits, h2limits, now=now,
+                                                   peer=self._peer)
         else:
             inner = self._h1_idle
         self.inner = inner

@@ -165,6 +165,7 @@ class Gateway:
         admins = [k for k in config.api_keys if k.role and "admin" in k.role]
         self._admins = {_digest(k.api) for k in (admins or config.api_keys[:1])}
         self._engine = _per_provider(detect_engine)
+        self._labels: dict[str, str] = {}  # key -> its digest label (keys come from the config)
         self._dialect = _per_provider(dialect_for)
         self.router = Router(config, self.catalog, self._engine)
         #: Vertex service-account access tokens (single-flight refresh; gauth.TokenCache)
@@ -208,6 +209,15 @@ class Gateway:
         return warnings
 
     # -- route explanation (``uniapi route``) ------------------------------------------------
+
+    def key_label(self, key: str) -> str:
+        """A key's name in logs, stats and metrics: ``k-`` + 12 hex digits of its SHA-256."""
+        label = self._labels.get(key)
+        if label is None:
+            label = "k-" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+            if len(self._labels) < 65536:  # bounded, whatever is asked
+                self._labels[key] = label
+        return label
 
     def explain_route(self, token: str, model: str, *, requests: int, now: float,
                       tools: bool = False) -> str:
@@ -404,13 +414,15 @@ class Gateway:
                            upstream_model=channel.upstream_model, key_index=key_index,
                            exchange=exchange, timeout=timeout, proxy=proxy,
                            credential=None if account is None or token is None
-                           else (account.key, token))
+                           else (account.key, token),
+                           key=None if api_key is None else self.key_label(api_key))
 
         need = Need(tools=bool(req.get("tools")), engines=frozenset(TRANSLATORS))
         plan = self.router.plan(call.key, _digest(call.key.api), model, need, now,
                                 self.entropy, build)
         relay = Relay(plan, stream=stream, headers=call.extra,
-                      max_body=self.settings.max_upstream_body, triggers=self._triggers)
+                      max_body=self.settings.max_upstream_body, triggers=self._triggers,
+                      labels=(self.key_label(call.key.api), model))
         return Routed(relay, self._tokens_needed(plan.channels, now))
 
     # -- Vertex --------------------------------------------------------------------------------
@@ -484,11 +496,14 @@ class Gateway:
             return Attempt(number=number, provider=provider.provider,
                            upstream_model=channel.upstream_model, key_index=key_index,
                            exchange=exchange, timeout=timeout,
-                           proxy=provider.preferences.proxy or self.config.preferences.proxy)
+                           proxy=provider.preferences.proxy or self.config.preferences.proxy,
+                           key=None if key_index is None
+                           else self.key_label(provider.api[key_index]))
 
         plan = self.router.plan(key, _digest(key.api), model, Need(engines=frozenset(builders)),
                                 now, self.entropy, build)
-        return Relay(plan, stream=False, headers=extra, max_body=self.settings.max_upstream_body)
+        return Relay(plan, stream=False, headers=extra, max_body=self.settings.max_upstream_body,
+                     labels=(self.key_label(key.api), model))
 
     def _upload(self, path: str, key: ApiKey, headers: tuple[tuple[str, str], ...], body: bytes,
                 now: float, wall: float, extra: tuple[tuple[str, str], ...]) -> Relay:

@@ -46,8 +46,10 @@ class H2Session:
     """One HTTP/2 client connection (see the module docstring)."""
 
     def __init__(self, gateway: Callable[[], Gateway], limits: ServerLimits = ServerLimits(),
-                 h2limits: H2Limits = H2Limits(), *, now: float = 0.0) -> None:
+                 h2limits: H2Limits = H2Limits(), *, now: float = 0.0,
+                 peer: str | None = None) -> None:
         self._gateway = gateway
+        self._peer = peer
         self._h2limits = h2limits
         self.conn = H2ServerConnection(limits, h2limits, now=now)
         self.closed = False
@@ -107,7 +109,7 @@ class H2Session:
                 def refs(sid: int = sid) -> int:
                     return self._ref(sid)
 
-                ex = RequestMachine(self._gateway, event.request, refs, now)
+                ex = RequestMachine(self._gateway, event.request, refs, now, peer=self._peer)
                 self._machines[sid] = ex
                 self._run(sid, ex.start(now, wall), now, out)
             elif isinstance(event, StreamFailure):

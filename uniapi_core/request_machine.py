@@ -50,6 +50,7 @@ guarded.
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urljoin
@@ -61,6 +62,7 @@ from .gateway import ChatCall, Gateway, Respond, Routed
 from .http.server import RequestReceived
 from .http.url import Url
 from .relay import (
+    AttemptRecord,
     ClientGone,
     DeadlineReached,
     EndResponse,
@@ -139,19 +141,39 @@ class Notified:
 
 @attrs.frozen
 class ServedRecord:
+    """One client request, when it is over: what the access log, the stats rows and the
+    metrics are made of. Never a secret: keys appear as digest labels (``k-`` + 12 hex digits
+    of their SHA-256)."""
+
     method: str
-    path: str
-    status: int
-    duration: float
-    attempts: tuple[tuple[str, str, str], ...] = ()
+    path: str  # without the query
+    status: int  # what the client got (499: it left before any answer)
+    duration: float  # seconds from arrival to the end
+    attempts: tuple[tuple[str, str, str], ...] = ()  # (provider, model, outcome) per attempt
     client_closed: bool = False
     #: the answer's usage in OpenAI's shape, as the vendor reported it (None: none reported)
     usage: dict | None = attrs.field(default=None, eq=False)
+    wall: float = 0.0  # the wall clock when the request arrived
+    key: str | None = None  # the client key's digest label; None: no valid key
+    model: str | None = None  # the model the client asked for
+    ttft: float | None = None  # seconds from arrival to the answer's first body byte
+    client_ip: str | None = None
+    error: str | None = None  # the error message the client got (status >= 400)
+    tries: tuple[AttemptRecord, ...] = ()  # every upstream attempt, in order
 
     def log_line(self) -> str:
         """The access log's text for this request."""
         return (f"{self.method} {self.path} {self.status} {self.duration * 1000:.1f}ms"
                 f"{' client_closed' if self.client_closed else ''}")
+
+
+def _error_text(body: bytes) -> str | None:
+    """The message of an OpenAI-shaped error body (None when it is not one)."""
+    try:
+        message = json.loads(body)["error"]["message"]
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None
+    return message if isinstance(message, str) else None
 
 
 @attrs.frozen
@@ -197,11 +219,13 @@ class RequestMachine:
     """One request, from ``start`` until ``finished`` (see the module docstring)."""
 
     def __init__(self, gateway: Callable[[], Gateway], request: RequestReceived,
-                 refs: Callable[[], int], now: float) -> None:
+                 refs: Callable[[], int], now: float, *, peer: str | None = None) -> None:
         self._gateway = gateway
         self.request = request
         self._new_ref = refs
         self._started = now
+        self._wall = 0.0  # the wall clock at start()
+        self._peer = peer
         self.step = Step.ROUTING
         self.finished = False  #: the step is DONE: nothing of the request runs any more
         self.client_closed = False
@@ -221,6 +245,7 @@ class RequestMachine:
     # -- the door -----------------------------------------------------------------------------
 
     def start(self, now: float, wall: float) -> list[MachineAction]:
+        self._wall = wall
         req = self.request
         out: list[MachineAction] = []
         try:
@@ -306,7 +331,8 @@ class RequestMachine:
         out.append(SendHead(reply.status, reply.headers, len(reply.body)))
         out.append(SendData(reply.body))
         out.append(EndResponse())
-        self._done(reply.status, (), now, out)
+        self._done(reply.status, (), now, out,
+                   error=_error_text(reply.body) if reply.status >= 400 else None)
 
     # -- events ---------------------------------------------------------------------------------
 
@@ -516,18 +542,28 @@ class RequestMachine:
                 self._guarded(self._fetch_images, now, wall, out)
             return
         self.client_closed = self.client_closed or o.client_closed
-        self._done(o.status if not checking else 499, tuple(o.attempts), now, out, o.usage)
+        self._done(o.status if not checking else 499, tuple(o.attempts), now, out, relay)
 
     def _done(self, status: int, attempts: tuple, now: float,
-              out: list[MachineAction], usage: dict | None = None) -> None:
+              out: list[MachineAction], relay: Relay | None = None,
+              error: str | None = None) -> None:
         """The request is over: log it, stop whatever still runs for it."""
         if self.finished:
             return
         req = self.request
-        if self._gateway().log_requests:
-            out.append(Served(ServedRecord(req.method, req.target.split("?", 1)[0], status,
-                                           now - self._started, attempts, self.client_closed,
-                                           usage)))
+        gateway = self._gateway()
+        if gateway.log_requests:
+            call, o = self._call, relay.outcome if relay is not None else None
+            key, model = relay.labels if relay is not None else (None, None)
+            if call is not None:
+                key, model = key or gateway.key_label(call.key.api), model or call.model
+            if o is not None and o.error is not None and status >= 400:
+                error = o.error.message
+            out.append(Served(ServedRecord(
+                req.method, req.target.split("?", 1)[0], status, now - self._started, attempts,
+                self.client_closed, o.usage if o is not None else None, self._wall, key, model,
+                None if o is None or o.first_byte is None else o.first_byte - self._started,
+                self._peer, error, tuple(o.tries) if o is not None else ())))
         if self._tokens:
             cache = self._gateway().tokens
             for ref, fetch in self._tokens.items():  # let a waiter take the fetch over

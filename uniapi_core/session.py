@@ -43,8 +43,9 @@ class Session:
     """One HTTP/1.1 client connection (see the module docstring)."""
 
     def __init__(self, gateway: Callable[[], Gateway], limits: ServerLimits = ServerLimits(),
-                 *, now: float = 0.0) -> None:
+                 *, now: float = 0.0, peer: str | None = None) -> None:
         self._gateway = gateway
+        self._peer = peer
         self.conn = ServerConnection(limits, now=now)
         self.closed = False
         self._machine: RequestMachine | None = None
@@ -100,7 +101,8 @@ class Session:
             elif isinstance(event, RequestReceived):
                 if self._machine is not None:
                     continue  # cannot happen: requests wait for the one in progress
-                self._machine = RequestMachine(self._gateway, event, self._ref, now)
+                self._machine = RequestMachine(self._gateway, event, self._ref, now,
+                                               peer=self._peer)
                 queue.extend(self._run(self._machine.start(now, wall), now, wall, out,
                                        nested=True))
 

@@ -8,7 +8,6 @@ import logging
 import math
 import ssl
 import socket
-from socket import IPPROTO_TCP, TCP_INFO
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -36,7 +35,8 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
                             pool: UpstreamPool, options: FrontOptions,
                             draining: trio.Event | None = None,
                             wall: Callable[[], float] = time.time,
-                            watches: dict[object, trio.Event] | None = None) -> None:
+                            watches: dict[object, trio.Event] | None = None,
+                            peer: str | None = None) -> None:
     """Serve one client connection until the core closes it (``watches``: the process's)."""
     alpn = None
     if isinstance(stream, trio.SSLStream):
@@ -48,7 +48,7 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
             return
         alpn = stream.selected_alpn_protocol()
     conn = Connection(get_gateway, options.limits, options.h2, now=trio.current_time(),
-                      alpn=alpn)
+                      alpn=alpn, peer=peer)
     send, inbox = trio.open_memory_channel[object](INBOX)
     scopes: dict[int, trio.CancelScope] = {}
     paused: dict[int, trio.Event] = {}  # PauseUpstream refs -> set at ResumeUpstream
@@ -186,7 +186,7 @@ def acked(stream: trio.abc.Stream) -> int | None:
         stream = stream.transport_stream
     with contextlib.suppress(OSError, AttributeError):
         return bytes_acked(stream.socket.getsockopt(  # type: ignore[attr-defined]
-            IPPROTO_TCP, TCP_INFO, TCP_INFO_SIZE))
+            socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_SIZE))
     return None
 
 
@@ -222,17 +222,19 @@ async def serve(get_gateway: Callable[[], Gateway], host: str, port: int, *,
     watches: dict[object, trio.Event] = {}
     open_count = [0]
 
-    async def handler(tcp: trio.SocketStream) -> None:
+    async def handler(tcp: trio.SocketStream, peer: str | None = None) -> None:
         if open_count[0] >= options.max_connections:
             await trio.aclose_forcefully(tcp)
             return
         open_count[0] += 1
+        with contextlib.suppress(OSError):  # a client already gone is nobody
+            peer = str(tcp.socket.getpeername()[0])
         try:
             stream: trio.abc.Stream = tcp
             if context is not None:
                 stream = trio.SSLStream(tcp, context, server_side=True, https_compatible=True)
             await handle_connection(stream, get_gateway, pool, options, draining, wall,
-                                    watches)
+                                    watches, peer)
         finally:
             open_count[0] -= 1
 

@@ -14,8 +14,7 @@ import trio
 from uniapi_core.http import handshake_for
 from uniapi_core.http.h2client import H2Link
 from uniapi_core.http.pool import IMAGE_ALPN, READ_SIZE, UPSTREAM_ALPN
-from uniapi_core.relay import UpstreamFailed
-from uniapi_core.events import Fetch, FetchResult
+from uniapi_core.events import Fetch, FetchResult, UpstreamFailed
 from uniapi_core.ssrf import pick_address
 from uniapi_core.upstream import (ADDRESS_REFUSED, HANDSHAKE, LOST, ORIGIN, PROXY_TCP, RETRY,
                                   TIMEOUT, Attempt, Collector, Connect, ConnectionManager, Full,

@@ -356,3 +356,38 @@ def test_a_translated_whole_answer_gives_its_usage_to_the_served_record():
     usage = of(acts, Served)[0].record.usage
     assert usage["prompt_tokens"] == 105 and usage["completion_tokens"] == 2
     assert usage["prompt_tokens_details"]["cached_tokens"] == 100
+
+
+def test_the_served_record_says_who_what_and_how_long_never_a_secret():
+    gw = Gateway(load_config(CONFIG).config, entropy=random.Random(0))
+    s = Connection(lambda: gw, now=0.0, alpn="http/1.1", peer="203.0.113.9")
+    (start,) = of(s.handle(ClientData(request(dict(CHAT, stream=True))), 1.0, 1000.0),
+                  StartUpstream)
+    chunk = {"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "m",
+             "choices": [{"index": 0, "delta": {"content": "ok"}, "finish_reason": "stop"}]}
+    acts = s.handle(UpstreamHead(start.ref, 200, (("content-type", "text/event-stream"),)),
+                    1.25, 1000.25)
+    acts += s.handle(UpstreamData(start.ref, f"data: {json.dumps(chunk)}\n\n".encode()),
+                     1.5, 1000.5)
+    acts += s.handle(UpstreamData(start.ref, b"data: [DONE]\n\n"), 2.0, 1001.0)
+    acts += s.handle(UpstreamEnded(start.ref), 2.0, 1001.0)
+    record = of(acts, Served)[0].record
+    assert (record.wall, record.model, record.client_ip, record.status) == \
+        (1000.0, "m", "203.0.113.9", 200)
+    assert record.key == gw.key_label("sk-s") and record.key.startswith("k-") \
+        and "sk-s" not in repr(record)
+    assert record.ttft == 0.5 and record.duration == 1.0 and record.error is None
+    (attempt,) = record.tries
+    assert (attempt.provider, attempt.model, attempt.outcome, attempt.key, attempt.latency) == \
+        ("oa", "m", "ok", gw.key_label("k"), 1.0)
+
+
+def test_a_refused_request_records_its_error_text():
+    s = session()
+    data = json.dumps(CHAT).encode()
+    acts = s.handle(ClientData(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer nope\r\n"
+        b"Content-Type: application/json\r\nContent-Length: " + str(len(data)).encode()
+        + b"\r\n\r\n" + data), 0.0, 0.0)
+    record = of(acts, Served)[0].record
+    assert record.status == 401 and record.error and record.key is None

@@ -12,10 +12,11 @@ from .events import (
     UpstreamHead,
 )
 from ..routing.plan import Attempt, AttemptSource
-from .machine import Outcome, Relay, State
+from .machine import AttemptRecord, Outcome, Relay, State
 
 __all__ = [
-    "Attempt", "AttemptSource", "ClientGone", "DeadlineReached", "EndResponse", "Outcome",
+    "Attempt", "AttemptRecord", "AttemptSource", "ClientGone", "DeadlineReached", "EndResponse",
+    "Outcome",
     "Relay", "RelayAction", "RelayEvent", "SendData", "SendHead", "StartUpstream", "State",
     "StopUpstream", "TokenRefused", "UpstreamData", "UpstreamEnded", "UpstreamFailed",
     "UpstreamHead",

@@ -59,7 +59,7 @@ from .events import (
 )
 from ..routing.retry import verdict
 
-__all__ = ["State", "Relay", "Outcome", "SSE_HEADERS",
+__all__ = ["State", "Relay", "Outcome", "AttemptRecord", "SSE_HEADERS",
            "JSON_HEADERS"]
 
 SSE_HEADERS = (("content-type", "text/event-stream; charset=utf-8"),
@@ -91,6 +91,18 @@ class State(enum.Enum):
 FINAL_STATES = frozenset({State.DONE, State.FAILED, State.CANCELLED})
 
 
+@attrs.frozen
+class AttemptRecord:
+    """One upstream attempt of a request, for logs, stats and metrics."""
+
+    provider: str
+    model: str  # the upstream model name sent
+    #: "ok", "client_closed", or "<failure kind>:<status>" ("timeout:504", "status:429")
+    outcome: str
+    key: str | None  # the upstream key's digest label (``Attempt.key``), None when keyless
+    latency: float  # seconds from the attempt's start to its end
+
+
 @attrs.define
 class Outcome:
     """What happened, for logs and stats."""
@@ -100,6 +112,10 @@ class Outcome:
     error: UniapiError | None = None
     client_closed: bool = False
     usage: dict | None = None
+    #: every attempt, with its key digest and latency
+    tries: list[AttemptRecord] = attrs.Factory(list)
+    #: when the answer's first body byte was handed to the client (``now``), None: never
+    first_byte: float | None = None
 
 
 class Relay:
@@ -107,8 +123,11 @@ class Relay:
 
     def __init__(self, source: AttemptSource, *, stream: bool,
                  headers: tuple[tuple[str, str], ...] = (), max_body: int = 64 << 20,
-                 triggers: tuple[bytes, ...] = ()) -> None:
+                 triggers: tuple[bytes, ...] = (),
+                 labels: tuple[str | None, str | None] = (None, None)) -> None:
         self._source = source
+        #: (the client key's digest label, the model asked for), for the request's record
+        self.labels = labels
         #: ``error_triggers`` as they appear in JSON text: a first answer holding one fails
         self._triggers = triggers
         self._stream = stream
@@ -125,6 +144,7 @@ class Relay:
         self._upstream_open = False
         self._committed = False
         self._ref = 0  # the ref of the current attempt's StartUpstream; 0: none yet
+        self._attempt_started = 0.0
         self._refs: Callable[[], int] = itertools.count(1).__next__
 
     # -- public API ---------------------------------------------------------------------------
@@ -233,6 +253,7 @@ class Relay:
             head = (("content-type", content_type(self._resp_headers)),)
         out.append(SendHead(200, head + self._headers, len(payload)))
         out.append(SendData(payload))
+        self.outcome.first_byte = now
         out.append(EndResponse())
 
     def _on_stream_data(self, ev: UpstreamData, now: float, out: list[RelayAction]) -> None:
@@ -301,6 +322,7 @@ class Relay:
                 return
             self.state = State.STREAMING
             self.outcome.status = 200
+            self.outcome.first_byte = now
             self._committed = True
             out.append(SendHead(200, SSE_HEADERS + self._headers, None))
         out.append(SendData(chunks[0] if len(chunks) == 1 else b"".join(chunks)))
@@ -338,8 +360,7 @@ class Relay:
         self.outcome.client_closed = True
         if self.state is not State.DRAINING:
             if self._attempt is not None:
-                self.outcome.attempts.append((self._attempt.provider,
-                                              self._attempt.upstream_model, "client_closed"))
+                self._tried("client_closed", now)
             self.outcome.status = self.outcome.status or 499
         self.state = State.CANCELLED if self.state is not State.DRAINING else State.DONE
 
@@ -392,6 +413,7 @@ class Relay:
             self._respond_error(failure or self._source.refusal(), out)
             return
         self._attempt = attempt
+        self._attempt_started = now
         self._status, self._resp_headers, self._body = 0, (), bytearray()
         self._decoder = None
         self._upstream_open = True
@@ -413,15 +435,21 @@ class Relay:
     def _succeeded(self, now: float) -> None:
         assert self._attempt is not None
         self.outcome.status = 200
-        self.outcome.attempts.append((self._attempt.provider, self._attempt.upstream_model, "ok"))
+        self._tried("ok", now)
         self._source.attempt_finished(self._attempt, now, None)
         self.state = State.DONE
 
     def _record(self, err: UpstreamError, now: float) -> None:
         assert self._attempt is not None
-        self.outcome.attempts.append((self._attempt.provider, self._attempt.upstream_model,
-                                      f"{err.kind}:{err.upstream_status or err.status}"))
+        self._tried(f"{err.kind}:{err.upstream_status or err.status}", now)
         self._source.attempt_finished(self._attempt, now, err)
+
+    def _tried(self, outcome: str, now: float) -> None:
+        attempt = self._attempt
+        assert attempt is not None
+        self.outcome.attempts.append((attempt.provider, attempt.upstream_model, outcome))
+        self.outcome.tries.append(AttemptRecord(attempt.provider, attempt.upstream_model, outcome,
+                                                attempt.key, now - self._attempt_started))
 
     def _close_upstream(self, out: list[RelayAction]) -> None:
         if self._upstream_open and self._attempt is not None:

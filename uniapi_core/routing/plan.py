@@ -28,6 +28,9 @@ class Attempt:
     #: Vertex: (service account key, access token) the request carries; a 401 answer makes
     #: the relay say ``TokenRefused`` so the cached token is dropped (VTX-T4)
     credential: tuple[tuple[str, str, str], str] | None = None
+    #: the upstream key's digest label for logs and stats (``k-`` + 12 hex digits of its
+    #: SHA-256), never the key; None when the attempt carries none
+    key: str | None = None
 
 
 class AttemptSource(Protocol):
