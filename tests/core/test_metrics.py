@@ -7,51 +7,15 @@ import json
 import math
 from collections import Counter
 
-import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from uniapi_core import request_machine
 from uniapi_core.ops import metrics as m
 from uniapi_core.ops.metrics import Metrics, SnapshotError, merge, retired
-
-
-# The served record's shape (request_machine.ServedRecord / AttemptRecord). Until the fields
-# have landed there, a local stand-in of exactly that shape is used.
-@attrs.frozen
-class _Attempt:
-    provider: str
-    model: str
-    outcome: str
-    key: str | None
-    latency: float
-
-
-@attrs.frozen
-class _Served:
-    method: str
-    path: str
-    status: int
-    duration: float
-    attempts: tuple[tuple[str, str, str], ...]
-    client_closed: bool
-    usage: dict | None
-    wall: float = 0.0
-    key: str | None = None
-    model: str | None = None
-    ttft: float | None = None
-    client_ip: str | None = None
-    error: str | None = None
-    tries: tuple[_Attempt, ...] = ()
-
-
-if "tries" in attrs.fields_dict(request_machine.ServedRecord):
-    Attempt: type = request_machine.AttemptRecord  # type: ignore[attr-defined]
-    Served: type = request_machine.ServedRecord
-else:
-    Attempt, Served = _Attempt, _Served
+from uniapi_core.relay import AttemptRecord as Attempt
+from uniapi_core.request_machine import ServedRecord as Served
 
 
 def attempt(provider="openai", outcome="ok", latency=0.3, model="gpt-4o"):
