@@ -137,7 +137,7 @@ async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
             elif cls is ResumeUpstream:
                 paused.pop(action.ref, asyncio.Event()).set()
             elif cls is Served:
-                _log(action)
+                _log(action, options.log_format)
             elif cls is Close:
                 return False
         return True
@@ -171,12 +171,12 @@ async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
             writer.transport.abort()
 
 
-def _log(action: Served) -> None:
+def _log(action: Served, log_format: str) -> None:
     """One access log line (the record made directly: ``Logger.info`` would also walk the
     stack for the caller's file and line, which the format does not show)."""
     if log.isEnabledFor(logging.INFO):
         log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0,
-                                  action.record.log_line(), (), None, "_log"))
+                                  action.record.log_text(log_format), (), None, "_log"))
 
 
 def acked(sock: object) -> int | None:

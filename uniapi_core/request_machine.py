@@ -166,6 +166,21 @@ class ServedRecord:
         return (f"{self.method} {self.path} {self.status} {self.duration * 1000:.1f}ms"
                 f"{' client_closed' if self.client_closed else ''}")
 
+    def log_text(self, log_format: str = "text") -> str:
+        """The access log's entry in ``log_format``: ``log_line()``, or with "json" one JSON
+        object holding every field of the record (keys as digest labels; no prompt, no
+        completion, no secret)."""
+        if log_format != "json":
+            return self.log_line()
+        fields = attrs.asdict(self)
+        fields.pop("attempts")  # the same as "tries", in an older shape
+        fields["duration"] = round(self.duration, 6)
+        if self.ttft is not None:
+            fields["ttft"] = round(self.ttft, 6)
+        for attempt in fields["tries"]:
+            attempt["latency"] = round(attempt["latency"], 6)
+        return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+
 
 def _error_text(body: bytes) -> str | None:
     """The message of an OpenAI-shaped error body (None when it is not one)."""

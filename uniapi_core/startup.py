@@ -22,7 +22,8 @@ from .http.h2server import H2Limits
 from .http.server import ServerLimits
 from .vendors.base import UpstreamRequest
 
-__all__ = ["config_source", "env_timeout", "FrontOptions", "add_front_args", "front_options",
+__all__ = ["LOG_FORMATS", "LOG_LINES", "config_source", "env_timeout", "FrontOptions", "add_front_args",
+           "front_options",
            "Launch", "launch", "config_url_request", "load_checked", "fatal", "read_failure",
            "discovery_text", "draining_text", "worker_exit", "workers_verdict"]
 
@@ -53,6 +54,12 @@ def env_timeout(env: Mapping[str, str]) -> float | None:
     return value
 
 
+#: the access log formats (``--log-format``)
+LOG_FORMATS = ("text", "json")
+#: the ``logging`` line format of each: in "json" a line is the record's JSON object alone
+LOG_LINES = {"text": "%(asctime)s %(levelname)s %(message)s", "json": "%(message)s"}
+
+
 @attrs.frozen(kw_only=True)
 class FrontOptions:
     """How a transport's front behaves; defaults are docs/architecture.md's table. Both transports
@@ -71,6 +78,9 @@ class FrontOptions:
     keyfile: str | None = None
     #: processes sharing the port (SO_REUSEPORT); each has its own state (limits, cooldowns)
     workers: int = 1
+    #: the access log: "text" (one short line) or "json" (one object per request, the record's
+    #: fields: ``ServedRecord.log_text``)
+    log_format: str = "text"
 
     @property
     def reuse_port(self) -> bool:
@@ -96,6 +106,8 @@ def add_front_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--drain-grace", type=float, default=d.drain_grace,
                    help="seconds in-flight requests get after SIGTERM/SIGINT")
     g.add_argument("--h2-max-streams", type=int, default=d.h2.max_concurrent_streams)
+    g.add_argument("--log-format", choices=LOG_FORMATS, default=d.log_format,
+                   help="the access log: a short text line, or one JSON object per request")
     g.add_argument("--workers", type=int, default=d.workers,
                    help="processes serving the port (SO_REUSEPORT), e.g. one per core; rate "
                    "limits, cooldowns and stats are then per process")
@@ -123,7 +135,8 @@ def front_options(args: argparse.Namespace) -> FrontOptions:
                                         stall_timeout=args.write_timeout),
                         max_connections=args.max_connections,
                         write_stall_timeout=args.write_timeout, drain_grace=args.drain_grace,
-                        certfile=args.certfile, keyfile=args.keyfile, workers=args.workers)
+                        certfile=args.certfile, keyfile=args.keyfile, workers=args.workers,
+                        log_format=getattr(args, "log_format", "text"))
 
 
 @attrs.frozen(kw_only=True)

@@ -58,7 +58,7 @@ def perform(args: argparse.Namespace) -> None:
 
 
 def _serve(launch: startup.Launch, config: Callable[[str | None], Loaded], backend: str) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format=startup.LOG_LINES[launch.options.log_format])
     # the one arrow between the twins: the asyncio backend is started from here
     run = importlib.import_module(f"uniapi_{backend}.runtime").run
     serve = partial(run, launch, lambda url: launch.gateway(config(url).config,

@@ -143,7 +143,7 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
             elif cls is ResumeUpstream:
                 paused.pop(action.ref, trio.Event()).set()
             elif cls is Served:
-                _log(action)
+                _log(action, options.log_format)
             elif cls is Close:
                 return False
         return True
@@ -173,11 +173,11 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
             await trio.aclose_forcefully(stream)
 
 
-def _log(action: Served) -> None:
+def _log(action: Served, log_format: str) -> None:
     """One access log line (a record made directly: ``Logger.info`` walks the stack)."""
     if log.isEnabledFor(logging.INFO):
         log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0,
-                                  action.record.log_line(), (), None, "_log"))
+                                  action.record.log_text(log_format), (), None, "_log"))
 
 
 def acked(stream: trio.abc.Stream) -> int | None:

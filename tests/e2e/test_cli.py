@@ -7,6 +7,7 @@ bytes through the validator."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -313,3 +314,25 @@ def test_module_entry_refuses_another_backend(module, other):
     assert got.returncode == 2
     assert f"argument --backend: invalid choice: '{other}'" in got.stderr
     assert "Traceback" not in got.stderr
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_json_access_log_is_one_object_per_request_and_no_secret(backend, checked_chat):
+    """--log-format json: each access-log line is a JSON object with the record's fields; the
+    client key appears only as its digest label."""
+    port = free_port()
+    with process([*CLI, "demo", "--port", str(port), "--backend", backend,
+                  "--log-format", "json"], port) as proc:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1",
+                               api_key="sk-uniapi-demo", max_retries=0)
+        checked_chat(client, model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}])
+    out = proc.stdout.read().decode() if proc.stdout else ""
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    chat = [r for r in rows if r["path"] == "/v1/chat/completions"]
+    assert len(chat) == 1, out
+    row = chat[0]
+    assert (row["method"], row["status"], row["model"]) == ("POST", 200, "gpt-4o-mini")
+    assert row["key"].startswith("k-") and row["client_ip"] == "127.0.0.1"
+    assert row["tries"][0]["outcome"] == "ok" and row["duration"] >= row["ttft"] >= 0
+    logged = "\n".join(json.dumps(r) for r in rows)  # the banner shows the demo key itself
+    assert "sk-uniapi-demo" not in logged and "You said" not in logged and "Hi" not in logged
