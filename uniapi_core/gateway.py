@@ -34,12 +34,16 @@ from .vendors import (ENDPOINTS, TRANSLATORS, UPLOADS, detect_engine, discovery_
                       parse_discovery)
 from .vendors.openai import Upload
 from .vendors.base import ChatContext, UpstreamRequest
+from .ops.metrics import Metrics
 from .vendors.dialects import dialect_for
 from .vendors.gauth import ServiceAccount, TokenCache, service_account
 
 __all__ = ["Settings", "Respond", "ChatCall", "Routed", "Gateway",
            "ADMIN_ONLY", "INLINE_IMAGE_ENGINES"]
 
+#: the Prometheus scrape path, and its text exposition format
+METRICS = "/metrics"
+METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 ADMIN_ONLY = frozenset({"/v1/stats", "/v1/generate-api-key"})
 #: engines that speak the OpenAI chat protocol: they get the client's dict as it came; every
 #: other engine builds from the request model (``request.py``), parsed once per request
@@ -166,6 +170,8 @@ class Gateway:
         self._admins = {_digest(k.api) for k in (admins or config.api_keys[:1])}
         self._engine = _per_provider(detect_engine)
         self._labels: dict[str, str] = {}  # key -> its digest label (keys come from the config)
+        #: the Prometheus metrics (``GET /metrics``); fed by the request machine's records
+        self.metrics = Metrics()
         self._dialect = _per_provider(dialect_for)
         self.router = Router(config, self.catalog, self._engine)
         #: Vertex service-account access tokens (single-flight refresh; gauth.TokenCache)
@@ -255,8 +261,10 @@ class Gateway:
             raise ClientError(f"Method {method} is not allowed on {path}", status=405,
                               code="method_not_allowed",
                               headers=(("allow", ", ".join(sorted(methods))),))
-        key = self._authenticate(headers) if needs_key else None
-        if path in ADMIN_ONLY and _digest(key.api) not in self._admins:  # type: ignore[union-attr]
+        guarded = path in ADMIN_ONLY or (path == METRICS
+                                         and not self.config.preferences.metrics_public)
+        key = self._authenticate(headers) if needs_key or guarded else None
+        if guarded and _digest(key.api) not in self._admins:  # type: ignore[union-attr]
             raise ClientError("This endpoint is for admin keys only", status=403,
                               type="permission_error", code="admin_only")
         if path in UPLOADS:
@@ -292,6 +300,12 @@ class Gateway:
     def _healthz(self, key: ApiKey | None, body: bytes, now: float, wall: float,
                  extra: tuple[tuple[str, str], ...]) -> Respond:
         return Respond.json(200, {"status": "ok"}, extra)
+
+    def _metrics(self, key: ApiKey | None, body: bytes, now: float, wall: float,
+                 extra: tuple[tuple[str, str], ...]) -> Respond:
+        self.metrics.set_cooldowns(self.router.cooldowns.active(now))
+        return Respond(200, (("content-type", METRICS_TYPE),) + extra,
+                       self.metrics.render().encode())
 
     def _models(self, key: ApiKey, body: bytes, now: float, wall: float,
                 extra: tuple[tuple[str, str], ...]) -> Respond:
@@ -569,6 +583,7 @@ JSON_BODIES = frozenset({"/v1/chat/completions", *ENDPOINTS})  # POST bodies par
 
 _ROUTES: dict[str, tuple[frozenset[str], bool, Any]] = {
     "/healthz": (frozenset({"GET", "HEAD"}), False, Gateway._healthz),
+    METRICS: (frozenset({"GET"}), False, Gateway._metrics),  # an admin key unless public
     "/v1/models": (frozenset({"GET"}), True, Gateway._models),
     "/v1/chat/completions": (frozenset({"POST"}), True, Gateway._chat),
     "/v1/generate-api-key": (frozenset({"GET", "POST"}), True, Gateway._generate_key),

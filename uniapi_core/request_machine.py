@@ -182,13 +182,15 @@ class ServedRecord:
         return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
 
 
-def _error_text(body: bytes) -> str | None:
-    """The message of an OpenAI-shaped error body (None when it is not one)."""
+def _error_of(body: bytes) -> tuple[str | None, str | None]:
+    """The message and code of an OpenAI-shaped error body (None for what it lacks)."""
     try:
-        message = json.loads(body)["error"]["message"]
-    except (ValueError, KeyError, TypeError, RecursionError):
-        return None
-    return message if isinstance(message, str) else None
+        error = json.loads(body)["error"]
+        message, code = error.get("message"), error.get("code")
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return None, None
+    return (message if isinstance(message, str) else None,
+            code if isinstance(code, str) else None)
 
 
 @attrs.frozen
@@ -261,6 +263,8 @@ class RequestMachine:
 
     def start(self, now: float, wall: float) -> list[MachineAction]:
         self._wall = wall
+        if self._gateway().log_requests:
+            self._gateway().metrics.in_flight(1)
         req = self.request
         out: list[MachineAction] = []
         try:
@@ -347,7 +351,7 @@ class RequestMachine:
         out.append(SendData(reply.body))
         out.append(EndResponse())
         self._done(reply.status, (), now, out,
-                   error=_error_text(reply.body) if reply.status >= 400 else None)
+                   error=_error_of(reply.body) if reply.status >= 400 else None)
 
     # -- events ---------------------------------------------------------------------------------
 
@@ -561,8 +565,8 @@ class RequestMachine:
 
     def _done(self, status: int, attempts: tuple, now: float,
               out: list[MachineAction], relay: Relay | None = None,
-              error: str | None = None) -> None:
-        """The request is over: log it, stop whatever still runs for it."""
+              error: tuple[str | None, str | None] | None = None) -> None:
+        """The request is over: record it (log, metrics), stop whatever still runs for it."""
         if self.finished:
             return
         req = self.request
@@ -572,13 +576,21 @@ class RequestMachine:
             key, model = relay.labels if relay is not None else (None, None)
             if call is not None:
                 key, model = key or gateway.key_label(call.key.api), model or call.model
+            message, code = error or (None, None)
             if o is not None and o.error is not None and status >= 400:
-                error = o.error.message
-            out.append(Served(ServedRecord(
+                message = o.error.message
+                code = o.error.code if isinstance(o.error.code, str) else None
+            record = ServedRecord(
                 req.method, req.target.split("?", 1)[0], status, now - self._started, attempts,
                 self.client_closed, o.usage if o is not None else None, self._wall, key, model,
                 None if o is None or o.first_byte is None else o.first_byte - self._started,
-                self._peer, error, tuple(o.tries) if o is not None else ())))
+                self._peer, message, tuple(o.tries) if o is not None else ())
+            metrics = gateway.metrics
+            metrics.in_flight(-1)
+            metrics.observe(record)
+            if code == "rate_limit_exceeded":  # the client key's own limit (routing/router.py)
+                metrics.rate_limited("key")
+            out.append(Served(record))
         if self._tokens:
             cache = self._gateway().tokens
             for ref, fetch in self._tokens.items():  # let a waiter take the fetch over

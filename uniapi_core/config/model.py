@@ -144,6 +144,8 @@ class GlobalPreferences:
     error_triggers: tuple[str, ...] = ()
     proxy: str | None = None
     rate_limit: RateLimit | None = None
+    #: ``GET /metrics`` without an admin key (for a scraper on a private network)
+    metrics_public: bool = False
     extra: tuple[tuple[str, Any], ...] = ()
 
 

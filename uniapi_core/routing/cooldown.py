@@ -58,6 +58,10 @@ class Cooldowns:
         if len(self._until) >= self._sweep_at:
             self._sweep(now)
 
+    def active(self, now: float) -> int:
+        """How many pairs are cooling at ``now`` (for the metrics gauge)."""
+        return sum(1 for end in self._until.values() if end > now)
+
     def until(self, provider: str, model: str, now: float) -> float | None:
         """When the pair's cooldown ends, if it is cooling at ``now``; else ``None``."""
         key = (provider, model)
