@@ -462,6 +462,8 @@ class StatRows(NamedTuple):
 def _text(value: object, limit: int = MAX_TEXT) -> str | None:
     """A text both engines store: no NUL (PostgreSQL refuses it), no lone surrogate (UTF-8
     cannot encode it), at most ``limit`` characters."""
+    if type(value) is str and value.isascii() and len(value) <= limit and "\x00" not in value:
+        return value  # the usual case, checked in C (isascii is O(1) on CPython)
     if value is None:
         return None
     text = value if isinstance(value, str) else str(value)
@@ -477,43 +479,40 @@ def _text(value: object, limit: int = MAX_TEXT) -> str | None:
 
 def _seconds(value: object) -> float | None:
     """A duration in seconds, or None when it is not a finite number >= 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if type(value) is float:
+        return value if 0.0 <= value < math.inf else None  # NaN compares false
+    if isinstance(value, bool) or not isinstance(value, int):
         return None
-    value = float(value)
-    return value if math.isfinite(value) and value >= 0 else None
+    return float(value) if value >= 0 else None
 
 
 def _count(value: object) -> int | None:
     """A token count: an int (or a whole float) from 0 to ``MAX_COUNT``, else no count."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, float):
-        if not value.is_integer():
-            return None
-        value = int(value)
-    if isinstance(value, int) and 0 <= value <= MAX_COUNT:
-        return value
+    if type(value) is int:  # the usual case (bool is not an int here)
+        return value if 0 <= value <= MAX_COUNT else None
+    if type(value) is float and value.is_integer() and 0 <= value <= MAX_COUNT:
+        return int(value)
     return None
 
 
-def _usage_counts(usage: object) -> list[Any]:
-    """``[prompt, source, completion, source, reasoning, source, cached, source]``."""
+_NO_COUNTS = (None,) * (2 * len(TOKEN_KINDS))
+
+
+def _usage_counts(usage: object) -> tuple[Any, ...]:
+    """``(prompt, source, completion, source, reasoning, source, cached, source)``."""
     if not isinstance(usage, dict):
-        return [None] * (2 * len(TOKEN_KINDS))
+        return _NO_COUNTS
     source = ESTIMATED if usage.get("estimated") is True else REPORTED
-    prompt_details = usage.get("prompt_tokens_details")
-    completion_details = usage.get("completion_tokens_details")
-    counts = (
-        _count(usage.get("prompt_tokens")),
-        _count(usage.get("completion_tokens")),
-        _count(completion_details.get("reasoning_tokens"))
-        if isinstance(completion_details, dict) else None,
-        _count(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else None,
-    )
-    out: list[Any] = []
-    for count in counts:
-        out += [count, None if count is None else source]
-    return out
+    details = usage.get("prompt_tokens_details")
+    cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else None
+    details = usage.get("completion_tokens_details")
+    reasoning = _count(details.get("reasoning_tokens")) if isinstance(details, dict) else None
+    prompt = _count(usage.get("prompt_tokens"))
+    completion = _count(usage.get("completion_tokens"))
+    return (prompt, None if prompt is None else source,
+            completion, None if completion is None else source,
+            reasoning, None if reasoning is None else source,
+            cached, None if cached is None else source)
 
 
 def _record_id(record: RecordLike) -> str:
@@ -533,26 +532,28 @@ def rows_of(record: RecordLike, request_id: str | None = None) -> StatRows:
     record, the same for two identical records."""
     rid = request_id if request_id is not None else _record_id(record)
     wall = _seconds(record.wall) or 0.0
-    tries = tuple(record.tries)
-    if tries:
-        attempts = [(t.provider, t.model, t.outcome, t.key, _seconds(t.latency)) for t in tries]
-    else:
-        attempts = [(p, m, o, None, None) for p, m, o in record.attempts]
     requested = _text(record.model)
+    tries = record.tries
+    if tries:
+        attempts = tuple(
+            (rid, seq, wall, _text(t.provider) or "", _text(t.model), requested, _text(t.key),
+             _text(t.outcome) or "", int(t.outcome == "ok"), _seconds(t.latency))
+            for seq, t in enumerate(tries))
+    else:
+        attempts = tuple(
+            (rid, seq, wall, _text(p) or "", _text(m), requested, None, _text(o) or "",
+             int(o == "ok"), None)
+            for seq, (p, m, o) in enumerate(record.attempts))
     last = attempts[-1] if attempts else None
-    status = record.status if isinstance(record.status, int) else 0
+    status = record.status
     request = (
         rid, wall, _text(f"{record.method} {record.path}"), _text(record.key), requested,
-        _text(last[1]) if last else None, _text(last[0]) if last else None, int(status),
-        len(attempts), _seconds(record.duration), _seconds(record.ttft),
-        _text(record.client_ip), _text(record.error, MAX_ERROR), int(bool(record.client_closed)),
-        *_usage_counts(record.usage),
+        last[4] if last else None, last[3] if last else None,
+        status if type(status) is int else 0, len(attempts), _seconds(record.duration),
+        _seconds(record.ttft), _text(record.client_ip), _text(record.error, MAX_ERROR),
+        1 if record.client_closed else 0, *_usage_counts(record.usage),
     )
-    rows = tuple(
-        (rid, seq, wall, _text(provider) or "", _text(model), requested, _text(key),
-         _text(outcome) or "", int(outcome == "ok"), latency)
-        for seq, (provider, model, outcome, key, latency) in enumerate(attempts))
-    return StatRows(request, rows)
+    return StatRows(request, attempts)
 
 
 def _insert(table: str, columns: tuple[str, ...]) -> str:
