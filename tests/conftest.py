@@ -215,3 +215,13 @@ def read_checked_chat(client: Any, **request: Any) -> Any:
 def checked_chat() -> Callable[..., Any]:
     """``read_checked_chat``: for chat answers from a gateway in another process."""
     return read_checked_chat
+
+
+@pytest.fixture(autouse=True, scope="session")
+def stats_store_in_a_temporary_directory(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Gateways the suite starts as processes (``uniapi serve``/``demo``) keep their stats
+    store, on by default at ``./data/stats.db``, in a temporary directory instead of the
+    checkout (tests that look at the store set ``DB_PATH`` themselves)."""
+    import os
+
+    os.environ.setdefault("DB_PATH", str(tmp_path_factory.mktemp("stats") / "stats.db"))

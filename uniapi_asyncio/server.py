@@ -11,18 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
+import os
 import ssl
 from socket import IPPROTO_TCP, TCP_INFO
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 from uniapi_core.connection import ALPN, INBOX, LISTEN_BACKLOG, Connection
 from uniapi_core.events import (ClientData, Close, DeadlineReached, DrainStarted, Fetch, FetchDone,
-                                Notified, Notify, PauseUpstream, ResumeUpstream, Served,
-                                StartUpstream, StopUpstream, Watch, Write, WriteFailed)
+                                Notified, Notify, PauseUpstream, Query, QueryDone,
+                                ResumeUpstream, Served, StartUpstream, StopUpstream, Watch, Write,
+                                WriteFailed)
 from uniapi_core.gateway import Gateway
+from uniapi_core.ops.stats import StoreConfig, StoreSession
 from uniapi_core.http.pool import READ_SIZE
 from uniapi_core.http.stall import TCP_INFO_SIZE, WriteWatch, bytes_acked
 from uniapi_core.startup import FrontOptions
@@ -42,7 +47,8 @@ async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
                             get_gateway: Callable[[], Gateway], pool: UpstreamPool,
                             options: FrontOptions, draining: asyncio.Event | None = None,
                             wall: Callable[[], float] = time.time,
-                            watches: dict[object, asyncio.Event] | None = None) -> None:
+                            watches: dict[object, asyncio.Event] | None = None,
+                            store: Store | None = None) -> None:
     """Serve one client connection until the core closes it; ``draining`` set means shut
     down gracefully; ``watches``: the process's ``Watch`` keys (shared by connections)."""
     loop = asyncio.get_running_loop()
@@ -122,6 +128,9 @@ async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
             elif cls is Fetch:
                 tasks[action.ref] = nursery.create_task(run_task(action.ref,
                                                                  partial(fetch_image, action)))
+            elif cls is Query:
+                tasks[action.ref] = nursery.create_task(run_task(action.ref, partial(
+                    store.query, action)))  # type: ignore[union-attr]
             elif cls is Watch:
                 woken = watches.setdefault(action.key, asyncio.Event())  # registered now, not later
                 tasks[action.ref] = nursery.create_task(run_task(action.ref, partial(
@@ -224,6 +233,36 @@ def tls_context(options: FrontOptions) -> ssl.SSLContext | None:
     return ctx
 
 
+class Store:
+    """The stats store's worker thread: the core's ``StoreSession`` in it, one work at a time
+    (what to run and when: ``Gateway.stats_*``, ``ops/stats.py``)."""
+
+    def __init__(self, config: StoreConfig) -> None:
+        self.session = StoreSession(config, importlib.import_module, os.makedirs)
+        self.thread = ThreadPoolExecutor(1, thread_name_prefix="uniapi-stats")
+
+    async def run(self, work: object) -> list | str:
+        return await asyncio.get_running_loop().run_in_executor(self.thread, self.session.run,
+                                                                work)
+
+    async def query(self, action: Query) -> QueryDone:
+        return QueryDone(action.ref, await self.run(action.work))
+
+    async def flush(self, get_gateway: Callable[[], Gateway], stopped: asyncio.Event,
+                    wall: Callable[[], float]) -> None:
+        """The schema, then the rows in batches off the request path; the rest once stopped."""
+        loop, work = asyncio.get_running_loop(), get_gateway().stats_start(wall())
+        while work is not None or not stopped.is_set():
+            if work is not None:
+                get_gateway().stats_done(work, await self.run(work), loop.time())
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopped.wait(), max(
+                        0.0, get_gateway().stats_deadline(loop.time()) - loop.time()))
+            work = get_gateway().stats_next(loop.time(), stopped.is_set())
+        self.thread.shutdown(wait=False)
+
+
 async def cancel_all(tasks: set[asyncio.Task]) -> None:
     """Cancel ``tasks`` and wait until every one has finished."""
     for task in list(tasks):
@@ -241,12 +280,16 @@ async def serve(get_gateway: Callable[[], Gateway], host: str, port: int, *,
     ``wall`` is the wall clock (of ``created``): ``time.time``, or a test's fixed one."""
     pool = pool or UpstreamPool()
     connections: set[asyncio.Task] = set()
-    draining = asyncio.Event()
+    draining, drained = asyncio.Event(), asyncio.Event()
     watches: dict[object, asyncio.Event] = {}
+    gateway = get_gateway()  # the demo's upstream has no stats: a gateway-shaped object
+    queue = getattr(gateway, "stats", None)  # a StatsQueue is falsy while empty: "is None"
+    store = None if queue is None else Store(gateway.settings.stats_store)
+    flushing = store and asyncio.create_task(store.flush(get_gateway, drained, wall))
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await handle_connection(reader, writer, get_gateway, pool, options, draining, wall,
-                                watches)
+                                watches, store)
 
     server = await listen(handler, host, port, connections, context=tls_context(options),
                           handshake_timeout=options.limits.head_timeout,
@@ -264,3 +307,6 @@ async def serve(get_gateway: Callable[[], Gateway], host: str, port: int, *,
     finally:
         server.close()
         await cancel_all(connections)
+        drained.set()
+        if flushing:
+            await flushing

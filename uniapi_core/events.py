@@ -12,6 +12,7 @@ event                                        when
 ``UpstreamHead/Data/Ended/Failed(ref, …)``   the upstream exchange of ``StartUpstream`` ref
 ``FetchDone(ref, result)``                   the ``FetchResult`` of ``Fetch`` ref
 ``Notified(ref)``                            ``Watch`` ref fired (a ``Notify`` on its key)
+``QueryDone(ref, result)``                   the rows (or error text) of ``Query`` ref
 ``DeadlineReached()``                        ``next_deadline()`` has passed
 ``WriteFailed()``                            a write to the client failed or stalled past
                                              ``FrontOptions.write_stall_timeout``
@@ -32,6 +33,8 @@ action                                       the transport…
                                              ``FetchDone``
 ``Watch(ref, key)``                          reports ``Notified(ref)`` at the next ``Notify``
 ``Notify(key)``                              of ``key`` by any connection of the process
+``Query(ref, work)``                         runs ``work.apply(conn)`` on the process's stats
+                                             store in a worker thread, reports ``QueryDone``
 ``Served(record)``                           logs one finished request
 ``Close()``                                  closes the client connection; it is over
 ===========================================  ================================================
@@ -47,6 +50,8 @@ from .request_machine import (
     FetchResult,
     Notified,
     Notify,
+    Query,
+    QueryDone,
     Served,
     ServedRecord,
     StartUpstream,
@@ -60,7 +65,7 @@ __all__ = ["ClientData", "WriteFailed", "DrainStarted", "DeadlineReached", "Upst
            "UpstreamData", "UpstreamEnded", "UpstreamFailed", "UpstreamEvent", "FetchDone",
            "FetchResult", "Notified", "Event", "Write", "Close", "StartUpstream",
            "StopUpstream", "PauseUpstream", "ResumeUpstream", "Fetch", "Watch", "Notify",
-           "Served", "ServedRecord", "Action", "merge_writes"]
+           "Query", "QueryDone", "Served", "ServedRecord", "Action", "merge_writes"]
 
 
 @attrs.frozen
@@ -104,9 +109,9 @@ class ResumeUpstream:
 
 
 Event = (ClientData | UpstreamHead | UpstreamData | UpstreamEnded | UpstreamFailed | FetchDone
-         | Notified | DeadlineReached | WriteFailed | DrainStarted)
+         | Notified | QueryDone | DeadlineReached | WriteFailed | DrainStarted)
 Action = (Write | Close | StartUpstream | StopUpstream | PauseUpstream | ResumeUpstream | Fetch
-          | Watch | Notify | Served)
+          | Watch | Notify | Query | Served)
 
 
 def merge_writes(actions: list[Action]) -> list[Action]:

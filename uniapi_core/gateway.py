@@ -14,6 +14,7 @@ import hmac
 import random
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl
 
 import attrs
 
@@ -35,6 +36,8 @@ from .vendors import (ENDPOINTS, TRANSLATORS, UPLOADS, detect_engine, discovery_
 from .vendors.openai import Upload
 from .vendors.base import ChatContext, UpstreamRequest
 from .ops.metrics import Metrics
+from .ops.stats import StatsQuery, StatsQueryError, StatsQueue, StoreConfig, TokenUsageQuery, \
+    migrate_work, new_instance_id
 from .vendors.dialects import dialect_for
 from .vendors.gauth import ServiceAccount, TokenCache, service_account
 
@@ -45,6 +48,10 @@ __all__ = ["Settings", "Respond", "ChatCall", "Routed", "Gateway",
 METRICS = "/metrics"
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 ADMIN_ONLY = frozenset({"/v1/stats", "/v1/generate-api-key"})
+#: the longest the transport's stats flush loop sleeps (seconds)
+STATS_POLL = 1.0
+#: GET endpoints whose handler reads the query string (``params``) rather than a body
+QUERY_PATHS = frozenset({"/v1/stats", "/v1/token_usage"})
 #: engines that speak the OpenAI chat protocol: they get the client's dict as it came; every
 #: other engine builds from the request model (``request.py``), parsed once per request
 PASSTHROUGH_ENGINES = frozenset({"gpt", "openrouter", "azure"})
@@ -65,6 +72,9 @@ class Settings:
     #: plain-http image URLs
     fetch_allow_private: bool = False
     fetch_allow_http: bool = False
+    #: where request rows go (``ops/stats.StoreConfig``, from ``DB_*`` env); None or disabled:
+    #: no stats store (``/v1/stats`` answers ``{"stats": {}}``, ``/v1/token_usage`` 503)
+    stats_store: StoreConfig | None = None
 
 
 @attrs.frozen
@@ -82,6 +92,16 @@ class Respond:
     @classmethod
     def error(cls, exc: UniapiError, headers: tuple[tuple[str, str], ...] = ()) -> "Respond":
         return cls(exc.status, JSON_HEADERS + exc.headers + headers, to_openai_error(exc))
+
+
+@attrs.frozen
+class DbCall:
+    """An answer that needs the stats store first: the request machine has ``work`` run
+    (``Query``) and answers 200 with ``answer(results)``, or 503 when the store failed."""
+
+    work: Any  # ops.stats.DbWork
+    answer: Callable[[Any], Any]
+    extra: tuple[tuple[str, str], ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -172,6 +192,13 @@ class Gateway:
         self._labels: dict[str, str] = {}  # key -> its digest label (keys come from the config)
         #: the Prometheus metrics (``GET /metrics``); fed by the request machine's records
         self.metrics = Metrics()
+        store = self.settings.stats_store
+        #: the stats rows waiting for the store (None: no store); the transport flushes it
+        self.stats: StatsQueue | None = None
+        if store is not None and store.enabled:
+            self.stats = StatsQueue(store.dialect, new_instance_id(self.entropy))
+        self._reported = (0, 0)  # stats rows written and dropped, as last given to metrics
+        self._migration: Any = None  # the start-up schema work, once asked for
         self._dialect = _per_provider(dialect_for)
         self.router = Router(config, self.catalog, self._engine)
         #: Vertex service-account access tokens (single-flight refresh; gauth.TokenCache)
@@ -271,6 +298,8 @@ class Gateway:
             return self._upload(path, key, headers, body, now, wall, extra)  # type: ignore
         if path in JSON_BODIES:
             _check_json_media_type(headers)
+        if path in QUERY_PATHS:
+            return handler(self, key, _params(target), now, wall, extra)
         return handler(self, key, body, now, wall, extra)
 
     def _authenticate(self, headers: tuple[tuple[str, str], ...]) -> ApiKey:
@@ -304,6 +333,7 @@ class Gateway:
     def _metrics(self, key: ApiKey | None, body: bytes, now: float, wall: float,
                  extra: tuple[tuple[str, str], ...]) -> Respond:
         self.metrics.set_cooldowns(self.router.cooldowns.active(now))
+        self.stats_counts()
         return Respond(200, (("content-type", METRICS_TYPE),) + extra,
                        self.metrics.render().encode())
 
@@ -318,12 +348,68 @@ class Gateway:
         token = "sk-" + "".join(self.entropy.choice(_ALNUM) for _ in range(48))
         return Respond.json(200, {"api_key": token}, extra)
 
-    def _stats(self, key: ApiKey, body: bytes, now: float, wall: float,
-               extra: tuple[tuple[str, str], ...]) -> Respond:
-        rows = [{"provider": p, "model": m, "success": ok, "failure": bad,
-                 "success_rate": ok / (ok + bad) if ok + bad else 0.0}
-                for (p, m), (ok, bad) in sorted(self.router.stats.items())]
-        return Respond.json(200, {"stats": {"channel_model_success_rates": rows}}, extra)
+    def _stats(self, key: ApiKey, params: Mapping[str, str], now: float, wall: float,
+               extra: tuple[tuple[str, str], ...]) -> Respond | DbCall:
+        """``GET /v1/stats?hours=N`` from the store; without one, uni-api's ``{"stats": {}}``."""
+        if self.stats is None:
+            return Respond.json(200, {"stats": {}}, extra)
+        try:
+            query = StatsQuery.from_params(params, wall)
+        except StatsQueryError as exc:
+            raise ClientError(exc.message, status=exc.status, code="invalid_query") from None
+        return DbCall(query.work(self.stats.dialect), query.answer, extra)
+
+    def _token_usage(self, key: ApiKey, params: Mapping[str, str], now: float, wall: float,
+                     extra: tuple[tuple[str, str], ...]) -> DbCall:
+        """``GET /v1/token_usage``: a key's own tokens per model; an admin's, every key's (or
+        ``api_key_param``'s). Keys are shown by their digest labels, never themselves."""
+        if self.stats is None:
+            raise GatewayError("token usage needs the stats database, which is off "
+                               "(DISABLE_DATABASE)", status=503, code="stats_disabled")
+        try:
+            query = TokenUsageQuery.from_params(
+                params, wall, own_key=self.key_label(key.api),
+                admin=_digest(key.api) in self._admins, digest=self.key_label)
+        except StatsQueryError as exc:
+            raise ClientError(exc.message, status=exc.status, code="invalid_query") from None
+        return DbCall(query.work(self.stats.dialect), query.answer, extra)
+
+    def stats_start(self, wall: float) -> Any:
+        """The work a transport runs on its stats store before anything else: the schema at
+        its newest version (``ops/stats.migrate_work``); None without a store."""
+        if self.stats is None:
+            return None
+        self._migration = migrate_work(self.stats.dialect, wall)
+        return self._migration
+
+    def stats_next(self, now: float, stopping: bool) -> Any:
+        """The next batch of stats rows for the store, or None (``stopping``: at shutdown,
+        whatever is left, ignoring batch sizes and waits)."""
+        return None if self.stats is None else self.stats.take(now, flush=stopping)
+
+    def stats_done(self, work: Any, result: list | str, now: float) -> None:
+        """The transport ran ``work`` (``stats_start``'s or ``stats_next``'s): its rows, or
+        the error's text."""
+        failed = result if isinstance(result, str) else None
+        if self.stats is None:
+            return
+        if work is self._migration:  # the schema: a failure shows in the rows that follow
+            self.stats.last_error = failed or self.stats.last_error
+        else:
+            self.stats.done(work, failed is None, failed, now)
+
+    def stats_deadline(self, now: float) -> float:
+        """When the transport's flush loop should next look at ``stats``: a batch's deadline,
+        else a second from ``now`` (rows added since are due by then)."""
+        due = self.stats.next_deadline() if self.stats is not None else None
+        return min(due, now + STATS_POLL) if due is not None else now + STATS_POLL
+
+    def stats_counts(self) -> None:
+        """Give the metrics the stats rows written and dropped since the last call."""
+        if self.stats is not None:
+            written, dropped = self.stats.written, self.stats.dropped + self.stats.failed
+            self.metrics.stats_rows(written - self._reported[0], dropped - self._reported[1])
+            self._reported = (written, dropped)
 
     def _chat(self, key: ApiKey, body: bytes, now: float, wall: float,
               extra: tuple[tuple[str, str], ...]) -> ChatCall:
@@ -572,6 +658,14 @@ def _remote_images(messages: list[Any]) -> tuple[str, ...]:
     return tuple(found)
 
 
+def _params(target: str) -> dict[str, str]:
+    """A request target's query parameters (the first value of each name)."""
+    out: dict[str, str] = {}
+    for name, value in parse_qsl(target.partition("?")[2], keep_blank_values=True):
+        out.setdefault(name, value)
+    return out
+
+
 def _endpoint_handler(path: str) -> Any:
     def handler(self: Gateway, key: ApiKey, body: bytes, now: float, wall: float,
                 extra: tuple[tuple[str, str], ...]) -> Relay:
@@ -588,6 +682,7 @@ _ROUTES: dict[str, tuple[frozenset[str], bool, Any]] = {
     "/v1/chat/completions": (frozenset({"POST"}), True, Gateway._chat),
     "/v1/generate-api-key": (frozenset({"GET", "POST"}), True, Gateway._generate_key),
     "/v1/stats": (frozenset({"GET"}), True, Gateway._stats),
+    "/v1/token_usage": (frozenset({"GET"}), True, Gateway._token_usage),
     **{path: (frozenset({"POST"}), True, _endpoint_handler(path)) for path in ENDPOINTS},
     **{path: (frozenset({"POST"}), True, None) for path in UPLOADS},  # Gateway._upload
 }

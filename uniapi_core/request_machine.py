@@ -12,6 +12,7 @@ It has one door, ``handle(event, now, wall)``, and ``next_deadline()``. Its step
 list is ignored: late events of stopped fetches, anything after the end)::
 
     ROUTING ─ Respond ──────────────────────────────────────────────────────────────▶ DONE
+       │    ─ DbCall (/v1/stats, /v1/token_usage) ────────────────────────▶ QUERYING ─▶ DONE
        │    ─ Relay (endpoints, uploads) ─────────────────────────────────▶ RELAYING ─▶ DONE
        └─ ChatCall ─▶ [MODERATING] ─▶ [FETCHING] ─▶ [AWAITING_TOKEN] ─▶ RELAYING ─▶ DONE
                       flagged, or an image refused, or not routable ────────────────▶ DONE
@@ -37,6 +38,12 @@ the optional steps, each a named gateway call with the call as its argument:
   attempt whose token is missing is skipped by routing with the token error.
 * ``RELAYING``: the relay (``relay/machine.py``) runs; a 401 to an attempt carrying a Vertex
   token (``TokenRefused``) drops that token from the cache (VTX-T4).
+* ``QUERYING``: a ``DbCall``'s work runs on the stats store (``Query``, reported by
+  ``QueryDone``); the answer is 200 with its rows shaped, or 503 when the store failed.
+
+When the request is over its ``ServedRecord`` goes to the access log (``Served``), the metrics
+and, when there is a stats store, the stats queue (``Gateway.stats``), which the transport
+flushes in batches off the request path.
 
 Refs: the connection hands out one id space (``refs``): relay attempts, image fetches, token
 POSTs and watches all get a ref from it, and every event names its ref. ``finished`` means
@@ -58,7 +65,7 @@ from urllib.parse import urljoin
 import attrs
 
 from .errors import ClientError, GatewayError, UniapiError
-from .gateway import ChatCall, Gateway, Respond, Routed
+from .gateway import ChatCall, DbCall, Gateway, Respond, Routed
 from .http.server import RequestReceived
 from .http.url import Url
 from .relay import (
@@ -79,7 +86,8 @@ from .ssrf import FETCH_TIMEOUT, MAX_IMAGE_BYTES, MAX_REDIRECTS, url_refusal
 from .vendors import gauth
 
 __all__ = ["RequestMachine", "Step", "StartUpstream", "StopUpstream", "Fetch", "FetchResult",
-           "FetchDone", "Watch", "Notify", "Notified", "Served", "ServedRecord",
+           "FetchDone", "Watch", "Notify", "Notified", "Query", "QueryDone", "Served",
+           "ServedRecord", "AttemptRecord",
            "MachineAction", "MachineEvent", "UpstreamEvent", "TOKEN_TIMEOUT"]
 
 
@@ -137,6 +145,24 @@ class Notified:
     """A ``Watch`` fired."""
 
     ref: int
+
+
+@attrs.frozen
+class Query:
+    """Run ``work`` (an ``ops.stats.DbWork``) on the process's stats store: ``work.apply(conn)``
+    in a worker thread, on the one DB-API connection the transport keeps; report
+    ``QueryDone(ref, result)``."""
+
+    ref: int
+    work: Any
+
+
+@attrs.frozen
+class QueryDone:
+    """The outcome of ``Query`` ``ref``: each statement's rows, or the error's text."""
+
+    ref: int
+    result: list | str
 
 
 @attrs.frozen
@@ -200,13 +226,15 @@ class Served:
     record: ServedRecord
 
 
-MachineAction = (StartUpstream | StopUpstream | Fetch | Watch | Notify | Served | SendHead
-                  | SendData | EndResponse)
+MachineAction = (StartUpstream | StopUpstream | Fetch | Watch | Notify | Query | Served
+                  | SendHead | SendData | EndResponse)
 UpstreamEvent = UpstreamHead | UpstreamData | UpstreamEnded | UpstreamFailed
-MachineEvent = UpstreamEvent | FetchDone | Notified | DeadlineReached | ClientGone
+MachineEvent = UpstreamEvent | FetchDone | Notified | QueryDone | DeadlineReached | ClientGone
 
 #: the longest a token POST may take, head to end, and a wait for another's (seconds)
 TOKEN_TIMEOUT = 30.0
+#: the longest a stats query (``/v1/stats``, ``/v1/token_usage``) may take (seconds)
+QUERY_TIMEOUT = 30.0
 
 
 class Step(enum.Enum):
@@ -215,6 +243,7 @@ class Step(enum.Enum):
     FETCHING = "fetching"
     AWAITING_TOKEN = "awaiting_token"
     RELAYING = "relaying"
+    QUERYING = "querying"
     DONE = "done"
 
     # members are singletons: hash by identity, in C (the table is looked up on every event)
@@ -243,6 +272,9 @@ class RequestMachine:
         self._started = now
         self._wall = 0.0  # the wall clock at start()
         self._peer = peer
+        self._query: DbCall | None = None  # QUERYING: the call whose work runs
+        self._query_ref = 0
+        self._query_deadline = 0.0
         self.step = Step.ROUTING
         self.finished = False  #: the step is DONE: nothing of the request runs any more
         self.client_closed = False
@@ -291,6 +323,8 @@ class RequestMachine:
         step = self.step
         if step is Step.RELAYING or step is Step.MODERATING:
             return self._relay.next_deadline()  # type: ignore[union-attr]
+        if step is Step.QUERYING:
+            return self._query_deadline
         if step is Step.AWAITING_TOKEN:
             times = [f.deadline for f in self._tokens.values()]
             if self._wait_until is not None:
@@ -344,6 +378,12 @@ class RequestMachine:
         if isinstance(reply, Relay):
             self.step, self._relay = Step.RELAYING, reply
             self._relay_actions(reply.start(now, self._new_ref), now, wall, out)
+            return
+        if isinstance(reply, DbCall):
+            self.step, self._query = Step.QUERYING, reply
+            self._query_ref = self._new_ref()
+            self._query_deadline = now + QUERY_TIMEOUT
+            out.append(Query(self._query_ref, reply.work))
             return
         if not isinstance(reply, Respond):
             reply = _internal_error()
@@ -437,6 +477,29 @@ class RequestMachine:
         del self._tokens[event.ref]
         out.append(Notify(account.key))
         self._guarded(self._tokens_step, now, wall, out)
+
+    def _on_query_late(self, event: DeadlineReached, now: float, wall: float,
+                       out: list[MachineAction]) -> None:
+        if now >= self._query_deadline:
+            out.append(StopUpstream(self._query_ref))
+            self._on_query_done(QueryDone(self._query_ref, "no answer within "
+                                          f"{QUERY_TIMEOUT:g} s"), now, wall, out)
+
+    def _on_query_done(self, event: QueryDone, now: float, wall: float,
+                       out: list[MachineAction]) -> None:
+        if event.ref != self._query_ref or self._query is None:
+            return
+        call, self._query = self._query, None
+        assert call is not None
+        if isinstance(event.result, str):
+            reply = Respond.error(GatewayError(f"the stats database failed: {event.result}",
+                                               status=503, code="stats_unavailable"), call.extra)
+        else:
+            try:
+                reply = Respond.json(200, call.answer(event.result), call.extra)
+            except Exception:  # rows of an unexpected shape: one 500, never the connection
+                reply = _internal_error()
+        self._answer(reply, now, wall, out)
 
     def _on_notified(self, event: Notified, now: float, wall: float,
                      out: list[MachineAction]) -> None:
@@ -590,6 +653,8 @@ class RequestMachine:
             metrics.observe(record)
             if code == "rate_limit_exceeded":  # the client key's own limit (routing/router.py)
                 metrics.rate_limited("key")
+            if gateway.stats is not None:
+                gateway.stats.add(record, now)  # never raises; a full queue counts a drop
             out.append(Served(record))
         if self._tokens:
             cache = self._gateway().tokens
@@ -599,6 +664,9 @@ class RequestMachine:
                 out.append(Notify(fetch.account.key))
         for ref in [*self._watches, *self._fetching, *self._relay_refs]:
             out.append(StopUpstream(ref))
+        if self._query is not None:  # the client left: its query's answer is not wanted
+            out.append(StopUpstream(self._query_ref))
+            self._query = None
         self._tokens.clear()
         self._watches.clear()
         self._fetching.clear()
@@ -627,6 +695,9 @@ for _ev in (UpstreamHead, UpstreamData, UpstreamEnded, UpstreamFailed):
 _TABLE[(Step.AWAITING_TOKEN, Notified)] = RequestMachine._on_notified
 _TABLE[(Step.AWAITING_TOKEN, DeadlineReached)] = RequestMachine._on_deadline
 _TABLE[(Step.FETCHING, FetchDone)] = RequestMachine._on_fetch_done
-for _step in (Step.MODERATING, Step.FETCHING, Step.AWAITING_TOKEN, Step.RELAYING):
+_TABLE[(Step.QUERYING, QueryDone)] = RequestMachine._on_query_done
+_TABLE[(Step.QUERYING, DeadlineReached)] = RequestMachine._on_query_late
+for _step in (Step.MODERATING, Step.FETCHING, Step.AWAITING_TOKEN, Step.RELAYING,
+              Step.QUERYING):
     _TABLE[(_step, ClientGone)] = RequestMachine._on_client_gone
 del _step, _ev

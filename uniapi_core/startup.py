@@ -20,6 +20,7 @@ from .errors import describe_os_error
 from .gateway import Gateway, Settings
 from .http.h2server import H2Limits
 from .http.server import ServerLimits
+from .ops.stats import StoreConfig
 from .vendors.base import UpstreamRequest
 
 __all__ = ["LOG_FORMATS", "LOG_LINES", "config_source", "env_timeout", "FrontOptions", "add_front_args",
@@ -183,7 +184,8 @@ def launch(args: argparse.Namespace, env: Mapping[str, str], demo: bool = False)
     options = front_options(args)
     settings = Settings(env_timeout=env_timeout(env),
                         fetch_allow_private=bool(args.allow_private_image_urls),
-                        fetch_allow_http=bool(args.allow_http_image_urls))
+                        fetch_allow_http=bool(args.allow_http_image_urls),
+                        stats_store=StoreConfig.from_env(env))
     if options.workers > 1 and args.port == 0:
         raise ValueError("--workers needs a fixed --port")
     return Launch(host=args.host, port=args.port, options=options, settings=settings,

@@ -4,8 +4,10 @@ by the loop of docs/architecture.md ("The door")."""
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import math
+import os
 import ssl
 import socket
 import time
@@ -16,9 +18,11 @@ import trio
 
 from uniapi_core.connection import ALPN, INBOX, LISTEN_BACKLOG, Connection
 from uniapi_core.events import (ClientData, Close, DeadlineReached, DrainStarted, Fetch, FetchDone,
-                                Notified, Notify, PauseUpstream, ResumeUpstream, Served,
-                                StartUpstream, StopUpstream, Watch, Write, WriteFailed)
+                                Notified, Notify, PauseUpstream, Query, QueryDone,
+                                ResumeUpstream, Served, StartUpstream, StopUpstream, Watch, Write,
+                                WriteFailed)
 from uniapi_core.gateway import Gateway
+from uniapi_core.ops.stats import StoreConfig, StoreSession
 from uniapi_core.http.stall import TCP_INFO_SIZE, WriteWatch, bytes_acked
 from uniapi_core.startup import FrontOptions
 
@@ -36,7 +40,7 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
                             draining: trio.Event | None = None,
                             wall: Callable[[], float] = time.time,
                             watches: dict[object, trio.Event] | None = None,
-                            peer: str | None = None) -> None:
+                            peer: str | None = None, store: Store | None = None) -> None:
     """Serve one client connection until the core closes it (``watches``: the process's)."""
     alpn = None
     if isinstance(stream, trio.SSLStream):
@@ -130,6 +134,8 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
                                           post_upstream, action.ref))
             elif cls is Fetch:
                 spawn(action.ref, partial(fetch_image, action))
+            elif cls is Query:
+                spawn(action.ref, partial(store.query, action))  # type: ignore[union-attr]
             elif cls is Watch:
                 woken = watches.setdefault(action.key, trio.Event())  # registered now, not later
                 spawn(action.ref, partial(notified, action.ref, woken))
@@ -171,6 +177,33 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
         finally:
             nursery.cancel_scope.cancel()
             await trio.aclose_forcefully(stream)
+
+
+class Store:
+    """The stats store's worker thread: the core's ``StoreSession`` in it, one work at a time
+    (what to run and when: ``Gateway.stats_*``, ``ops/stats.py``)."""
+
+    def __init__(self, config: StoreConfig) -> None:
+        self.session, self.turn = StoreSession(config, importlib.import_module,
+                                               os.makedirs), trio.CapacityLimiter(1)
+
+    async def run(self, work: object) -> list | str:
+        return await trio.to_thread.run_sync(self.session.run, work, limiter=self.turn)
+
+    async def query(self, action: Query) -> QueryDone:
+        return QueryDone(action.ref, await self.run(action.work))
+
+    async def flush(self, get_gateway: Callable[[], Gateway], stopped: trio.Event,
+                    wall: Callable[[], float]) -> None:
+        """The schema, then the rows in batches off the request path; the rest once stopped."""
+        work = get_gateway().stats_start(wall())
+        while work is not None or not stopped.is_set():
+            if work is not None:
+                get_gateway().stats_done(work, await self.run(work), trio.current_time())
+            else:
+                with trio.move_on_at(get_gateway().stats_deadline(trio.current_time())):
+                    await stopped.wait()
+            work = get_gateway().stats_next(trio.current_time(), stopped.is_set())
 
 
 def _log(action: Served, log_format: str) -> None:
@@ -218,9 +251,12 @@ async def serve(get_gateway: Callable[[], Gateway], host: str, port: int, *,
     context = tls_context(options)
     listeners = await _listeners(host, port, options.reuse_port)
     bound = listeners[0].socket.getsockname()[1]
-    draining = trio.Event()
+    draining, drained = trio.Event(), trio.Event()
     watches: dict[object, trio.Event] = {}
     open_count = [0]
+    gateway = get_gateway()  # the demo's upstream has no stats: a gateway-shaped object
+    queue = getattr(gateway, "stats", None)  # a StatsQueue is falsy while empty: "is None"
+    store = None if queue is None else Store(gateway.settings.stats_store)
 
     async def handler(tcp: trio.SocketStream, peer: str | None = None) -> None:
         if open_count[0] >= options.max_connections:
@@ -234,16 +270,20 @@ async def serve(get_gateway: Callable[[], Gateway], host: str, port: int, *,
             if context is not None:
                 stream = trio.SSLStream(tcp, context, server_side=True, https_compatible=True)
             await handle_connection(stream, get_gateway, pool, options, draining, wall,
-                                    watches, peer)
+                                    watches, peer, store)
         finally:
             open_count[0] -= 1
 
-    async with trio.open_nursery() as connections:
-        async with trio.open_nursery() as accepting:
-            await accepting.start(partial(trio.serve_listeners, handler, listeners,
-                                          handler_nursery=connections))
-            task_status.started(bound)
-            await (stop if stop is not None else trio.Event()).wait()
-            accepting.cancel_scope.cancel()
-        draining.set()
-        connections.cancel_scope.deadline = trio.current_time() + options.drain_grace
+    async with trio.open_nursery() as background:
+        if store is not None:
+            background.start_soon(store.flush, get_gateway, drained, wall)
+        async with trio.open_nursery() as connections:
+            async with trio.open_nursery() as accepting:
+                await accepting.start(partial(trio.serve_listeners, handler, listeners,
+                                              handler_nursery=connections))
+                task_status.started(bound)
+                await (stop if stop is not None else trio.Event()).wait()
+                accepting.cancel_scope.cancel()
+            draining.set()
+            connections.cancel_scope.deadline = trio.current_time() + options.drain_grace
+        drained.set()

@@ -205,6 +205,15 @@ class StoreConfig:
                     "password": self.password, "dbname": self.name, "autocommit": False,
                     "connect_timeout": PG_CONNECT_TIMEOUT, "application_name": "uniapi"}
 
+    def open(self, import_module: Callable[[str], Any], makedirs: Callable[..., Any]) -> Any:
+        """A DB-API connection to the store, made with the transport's own ``import_module``
+        and ``makedirs`` (``importlib.import_module``, ``os.makedirs``): the one recipe both
+        transports run in their worker thread, so that they cannot drift apart."""
+        if self.directory:
+            makedirs(self.directory, exist_ok=True)
+        args, kwargs = self.connect_args()
+        return import_module(self.module).connect(*args, **kwargs)
+
     def describe(self) -> str:
         """One line for the start-up banner and logs (no password)."""
         if not self.enabled:
@@ -212,6 +221,33 @@ class StoreConfig:
         if self.kind == "sqlite":
             return f"stats: sqlite {self.path}"
         return f"stats: postgres {self.user}@{self.host}:{self.port}/{self.name}"
+
+
+class StoreSession:
+    """A process's connection to the store, for the transport's worker thread: ``run(work)``
+    opens it on first use (``StoreConfig.open`` with the transport's ``import_module`` and
+    ``makedirs``), runs the work and gives its rows, or the error's text; a connection that
+    failed is closed, so the next work opens a fresh one (a restarted server, a file made
+    writable again). Blocking: the transport calls it from one worker thread at a time."""
+
+    def __init__(self, config: StoreConfig, import_module: Callable[[str], Any],
+                 makedirs: Callable[..., Any]) -> None:
+        self._config = config
+        self._open = (import_module, makedirs)
+        self._conn: Any = None
+
+    def run(self, work: Any) -> list[list[Any]] | str:
+        try:
+            if self._conn is None:
+                self._conn = self._config.open(*self._open)
+            rows: list[list[Any]] = work.apply(self._conn)
+            return rows
+        except Exception as exc:  # noqa: BLE001 - the caller decides what a failure means
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
+            return f"{type(exc).__name__}: {exc}"[:MAX_ERROR]
 
 
 # --- dialects --------------------------------------------------------------------------------
