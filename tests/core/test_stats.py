@@ -96,10 +96,7 @@ class Backend:
         return self.config.dialect
 
     def connect(self) -> Any:
-        if self.config.directory:
-            Path(self.config.directory).mkdir(parents=True, exist_ok=True)
-        args, kwargs = self.config.connect_args()
-        conn = importlib.import_module(self.config.module).connect(*args, **kwargs)
+        conn = self.config.open(importlib.import_module, os.makedirs)  # as a transport does
         self.conns.append(conn)
         return conn
 
@@ -190,6 +187,31 @@ def test_only_the_text_true_disables_the_database(value, enabled):
     config = StoreConfig.from_env({"DISABLE_DATABASE": value})
     assert config.enabled is enabled
     assert ("off" in config.describe()) is not enabled
+
+
+def test_open_makes_the_directory_then_connects_with_what_it_is_given():
+    calls: list[Any] = []
+
+    class Driver:
+        @staticmethod
+        def connect(*args: Any, **kwargs: Any) -> str:
+            calls.append(("connect", args, kwargs))
+            return "conn"
+
+    def import_module(name: str) -> type[Driver]:
+        calls.append(("import", name))
+        return Driver
+
+    def makedirs(path: str, exist_ok: bool = False) -> None:
+        calls.append(("makedirs", path, exist_ok))
+
+    config = StoreConfig.from_env({"DB_PATH": "/srv/u/stats.db"})
+    assert config.open(import_module, makedirs) == "conn"
+    assert calls == [("makedirs", "/srv/u", True), ("import", "sqlite3"),
+                     ("connect", ("/srv/u/stats.db",), config.connect_args()[1])]
+    calls.clear()
+    StoreConfig.from_env({"DB_TYPE": "postgres"}).open(import_module, makedirs)
+    assert [c[0] for c in calls] == ["import", "connect"] and calls[0][1] == "psycopg"
 
 
 def test_postgres_config_and_its_password_stays_out_of_reprs():
