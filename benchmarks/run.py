@@ -1097,7 +1097,8 @@ def start_gateway(name: str, backend: str, tmp: Path, core: int | None, procs: l
     proc = Proc(f"gateway-{name}", pinned(core, [
         sys.executable, "-m", "uniapi_trio.cli", "serve", "--config",
         str(tmp / "api.yaml"), "--host", "127.0.0.1", "--port", str(port),
-        "--backend", backend]), tmp / f"gateway-{name}.log", cwd=root, env=child_env(root))
+        "--backend", backend]), tmp / f"gateway-{name}.log", cwd=root,
+        env=dict(child_env(root), DB_PATH=str(tmp / f"stats-{name}.db")))  # its stats store
     procs.append(proc)
     why = wait_ready(proc, port, "/healthz") or check_answers(port, gateway=True)
     if why:
