@@ -199,6 +199,7 @@ class Gateway:
             self.stats = StatsQueue(store.dialect, new_instance_id(self.entropy))
         self._reported = (0, 0)  # stats rows written and dropped, as last given to metrics
         self._migration: Any = None  # the start-up schema work, once asked for
+        self._schema_ready = False
         self._dialect = _per_provider(dialect_for)
         self.router = Router(config, self.catalog, self._engine)
         #: Vertex service-account access tokens (single-flight refresh; gauth.TokenCache)
@@ -385,7 +386,12 @@ class Gateway:
     def stats_next(self, now: float, stopping: bool) -> Any:
         """The next batch of stats rows for the store, or None (``stopping``: at shutdown,
         whatever is left, ignoring batch sizes and waits)."""
-        return None if self.stats is None else self.stats.take(now, flush=stopping)
+        if self.stats is None:
+            return None
+        if not self._schema_ready and self._migration is not None and not stopping \
+                and self.stats.due(now):  # the store was down at start: the schema first
+            return self._migration
+        return self.stats.take(now, flush=stopping)
 
     def stats_done(self, work: Any, result: list | str, now: float) -> None:
         """The transport ran ``work`` (``stats_start``'s or ``stats_next``'s): its rows, or
@@ -393,7 +399,8 @@ class Gateway:
         failed = result if isinstance(result, str) else None
         if self.stats is None:
             return
-        if work is self._migration:  # the schema: a failure shows in the rows that follow
+        if work is self._migration:  # the schema: tried again before the next batch
+            self._schema_ready = failed is None
             self.stats.last_error = failed or self.stats.last_error
         else:
             self.stats.done(work, failed is None, failed, now)
