@@ -13,6 +13,7 @@ from uniapi_core.connection import Connection
 from uniapi_core.events import (
     ClientData,
     Close,
+    DeadlineReached,
     DrainStarted,
     Fetch,
     FetchDone,
@@ -391,3 +392,62 @@ def test_a_refused_request_records_its_error_text():
         + b"\r\n\r\n" + data), 0.0, 0.0)
     record = of(acts, Served)[0].record
     assert record.status == 401 and record.error and record.key is None
+
+
+STATS_CONFIG = """
+providers:
+  - {provider: oa, base_url: "http://u/v1/chat/completions", api: k, model: [m]}
+api_keys:
+  - {api: sk-admin, role: admin}
+  - api: sk-s
+"""
+
+
+def _stats_session():
+    from uniapi_core.ops.stats import StoreConfig
+
+    gw = Gateway(load_config(STATS_CONFIG).config,
+                 settings=Settings(stats_store=StoreConfig(path=":memory:")),
+                 entropy=random.Random(0))
+    return gw, Connection(lambda: gw, now=0.0, alpn="http/1.1")
+
+
+def _get(path: str, key: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n".encode()
+
+
+def test_stats_queries_become_query_actions_and_their_rows_an_answer():
+    from uniapi_core.events import Query, QueryDone
+
+    gw, s = _stats_session()
+    (query,) = of(s.handle(ClientData(_get("/v1/token_usage?last_n_days=2", "sk-s")), 0.0,
+                           1e9), Query)
+    acts = s.handle(QueryDone(query.ref, [[[gw.key_label("sk-s"), "m", 2, 30, 4, 0, 0, 0, 0]]]),
+                    0.1, 1e9)
+    body = json.loads(written(acts).split(b"\r\n\r\n", 1)[1])
+    assert body["usage"][0]["total_prompt_tokens"] == 30
+    assert body["usage"][0]["api_key_prefix"].startswith("k-")
+    # a store that fails is a 503, and one that never answers is one too, at the deadline
+    (query,) = of(s.handle(ClientData(_get("/v1/stats", "sk-admin")), 1.0, 1e9), Query)
+    acts = s.handle(QueryDone(query.ref, "OperationalError: disk I/O error"), 1.1, 1e9)
+    assert written(acts).startswith(b"HTTP/1.1 503 ")
+    (query,) = of(s.handle(ClientData(_get("/v1/stats", "sk-admin")), 2.0, 1e9), Query)
+    deadline = s.next_deadline()
+    assert deadline == 2.0 + 30.0
+    acts = s.handle(DeadlineReached(), deadline, 1e9)
+    assert StopUpstream(query.ref) in acts and written(acts).startswith(b"HTTP/1.1 503 ")
+
+
+def test_stats_without_a_store_answer_as_uni_api_does():
+    gw = Gateway(load_config(STATS_CONFIG).config, entropy=random.Random(0))
+    s = Connection(lambda: gw, now=0.0, alpn="http/1.1")
+    out = written(s.handle(ClientData(_get("/v1/stats", "sk-admin")), 0.0, 0.0))
+    assert out.startswith(b"HTTP/1.1 200 ") and out.endswith(b'{"stats":{}}')
+    out = written(s.handle(ClientData(_get("/v1/token_usage", "sk-s")), 0.0, 0.0))
+    assert out.startswith(b"HTTP/1.1 503 ")
+
+
+def test_every_finished_request_is_queued_for_the_store():
+    gw, s = _stats_session()
+    s.handle(ClientData(_get("/healthz", "sk-s")), 0.0, 5.0)
+    assert gw.stats is not None and gw.stats.added == 1
