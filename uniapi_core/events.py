@@ -13,6 +13,7 @@ event                                        when
 ``FetchDone(ref, result)``                   the ``FetchResult`` of ``Fetch`` ref
 ``Notified(ref)``                            ``Watch`` ref fired (a ``Notify`` on its key)
 ``QueryDone(ref, result)``                   the rows (or error text) of ``Query`` ref
+``Reloaded(ref, error)``                     the outcome of ``Reload`` ref (None: applied)
 ``DeadlineReached()``                        ``next_deadline()`` has passed
 ``WriteFailed()``                            a write to the client failed or stalled past
                                              ``FrontOptions.write_stall_timeout``
@@ -35,6 +36,8 @@ action                                       the transport…
 ``Notify(key)``                              of ``key`` by any connection of the process
 ``Query(ref, work)``                         runs ``work.apply(conn)`` on the process's stats
                                              store in a worker thread, reports ``QueryDone``
+``Reload(ref)``                              hot-reloads the process's config (as SIGHUP
+                                             does), reports ``Reloaded``
 ``Served(record)``                           logs one finished request
 ``Close()``                                  closes the client connection; it is over
 ===========================================  ================================================
@@ -52,6 +55,8 @@ from .request_machine import (
     Notify,
     Query,
     QueryDone,
+    Reload,
+    Reloaded,
     Served,
     ServedRecord,
     StartUpstream,
@@ -65,7 +70,8 @@ __all__ = ["ClientData", "WriteFailed", "DrainStarted", "DeadlineReached", "Upst
            "UpstreamData", "UpstreamEnded", "UpstreamFailed", "UpstreamEvent", "FetchDone",
            "FetchResult", "Notified", "Event", "Write", "Close", "StartUpstream",
            "StopUpstream", "PauseUpstream", "ResumeUpstream", "Fetch", "Watch", "Notify",
-           "Query", "QueryDone", "Served", "ServedRecord", "Action", "merge_writes"]
+           "Query", "QueryDone", "Reload", "Reloaded", "Served", "ServedRecord", "Action",
+           "merge_writes"]
 
 
 @attrs.frozen
@@ -109,9 +115,9 @@ class ResumeUpstream:
 
 
 Event = (ClientData | UpstreamHead | UpstreamData | UpstreamEnded | UpstreamFailed | FetchDone
-         | Notified | QueryDone | DeadlineReached | WriteFailed | DrainStarted)
+         | Notified | QueryDone | Reloaded | DeadlineReached | WriteFailed | DrainStarted)
 Action = (Write | Close | StartUpstream | StopUpstream | PauseUpstream | ResumeUpstream | Fetch
-          | Watch | Notify | Query | Served)
+          | Watch | Notify | Query | Reload | Served)
 
 
 def merge_writes(actions: list[Action]) -> list[Action]:

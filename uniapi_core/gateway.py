@@ -41,13 +41,13 @@ from .ops.stats import StatsQuery, StatsQueryError, StatsQueue, StoreConfig, Tok
 from .vendors.dialects import dialect_for
 from .vendors.gauth import ServiceAccount, TokenCache, service_account
 
-__all__ = ["Settings", "Respond", "ChatCall", "Routed", "Gateway",
+__all__ = ["Settings", "Respond", "ChatCall", "ReloadCall", "Routed", "Gateway",
            "ADMIN_ONLY", "INLINE_IMAGE_ENGINES"]
 
 #: the Prometheus scrape path, and its text exposition format
 METRICS = "/metrics"
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-ADMIN_ONLY = frozenset({"/v1/stats", "/v1/generate-api-key"})
+ADMIN_ONLY = frozenset({"/v1/stats", "/v1/generate-api-key", "/v1/reload"})
 #: the longest the transport's stats flush loop sleeps (seconds)
 STATS_POLL = 1.0
 #: GET endpoints whose handler reads the query string (``params``) rather than a body
@@ -102,6 +102,22 @@ class DbCall:
     work: Any  # ops.stats.DbWork
     answer: Callable[[Any], Any]
     extra: tuple[tuple[str, str], ...] = ()
+
+
+@attrs.frozen
+class ReloadCall:
+    """``POST /v1/reload``: the request machine has the process's config hot-reloaded
+    (``Reload``) and answers with ``answer(error)``."""
+
+    extra: tuple[tuple[str, str], ...] = ()
+
+    def answer(self, error: str | None) -> Respond:
+        """200 ``{"status": "reloaded"}``; else 400 in OpenAI's error shape, its message the
+        reason (a broken config's line-numbered problems), the old config serving on."""
+        if error is None:
+            return Respond.json(200, {"status": "reloaded"}, self.extra)
+        return Respond.error(ClientError(f"the config was not reloaded: {error.strip()}",
+                                         code="config_refused"), self.extra)
 
 
 @attrs.frozen(kw_only=True)
@@ -206,6 +222,40 @@ class Gateway:
         self.tokens = TokenCache()
         # error_triggers as they appear inside JSON text (escaped, without the quotes)
         self._triggers = tuple(dumps(t)[1:-1] for t in config.preferences.error_triggers if t)
+
+    # -- hot reload ----------------------------------------------------------------------------
+
+    def reloaded(self, config: Config) -> "Gateway":
+        """A gateway for ``config`` (a hot reload) that goes on where this one is.
+
+        Carried over, as the same objects: the routing state (the scheduler's rotations, the
+        channel cooldowns, the provider key pools with their windows, benches and cursors, the
+        client keys' rate-limit windows, the routing counters), the metrics, the stats queue
+        (no queued row is lost; the transport flushes it whichever gateway is current), the
+        Vertex token cache, the key labels and the entropy. The state is keyed by provider
+        name and by the digest of a client key, so whatever is unchanged finds its state
+        again; a provider whose ``api`` list changed starts its pool afresh (``KeyPools``).
+        Models discovered for a provider that is unchanged and still has no ``model`` list are
+        kept until discovery runs again for the new gateway (a failed discovery then loses
+        nothing). Auth, routing and every answer use ``config``: a removed key is refused at
+        once. This gateway is left as it was, so the requests that started on it finish on
+        it."""
+        new = Gateway(config, settings=self.settings, entropy=self.entropy,
+                      discovered=self._rediscovered(config))
+        old, router = self.router, new.router
+        router.scheduler, router.cooldowns, router.keys = old.scheduler, old.cooldowns, old.keys
+        router.limiter, router.stats = old.limiter, old.stats
+        new.metrics, new.stats, new.tokens = self.metrics, self.stats, self.tokens
+        new._labels, new._reported, new._migration = self._labels, self._reported, self._migration
+        return new
+
+    def _rediscovered(self, config: Config) -> dict[str, tuple[ModelEntry, ...]]:
+        """The discovered models still true of ``config``: its providers without a model
+        list that are defined exactly as before."""
+        before = self.catalog.providers
+        return {p.provider: self.catalog.discovered[p.provider] for p in config.providers
+                if p.model is None and before.get(p.provider) == p
+                and p.provider in self.catalog.discovered}
 
     # -- model discovery (the transport fetches; the core decides what and reads the answer) --
 
@@ -417,6 +467,10 @@ class Gateway:
             written, dropped = self.stats.written, self.stats.dropped + self.stats.failed
             self.metrics.stats_rows(written - self._reported[0], dropped - self._reported[1])
             self._reported = (written, dropped)
+
+    def _reload(self, key: ApiKey, body: bytes, now: float, wall: float,
+                extra: tuple[tuple[str, str], ...]) -> ReloadCall:
+        return ReloadCall(extra)
 
     def _chat(self, key: ApiKey, body: bytes, now: float, wall: float,
               extra: tuple[tuple[str, str], ...]) -> ChatCall:
@@ -690,6 +744,7 @@ _ROUTES: dict[str, tuple[frozenset[str], bool, Any]] = {
     "/v1/generate-api-key": (frozenset({"GET", "POST"}), True, Gateway._generate_key),
     "/v1/stats": (frozenset({"GET"}), True, Gateway._stats),
     "/v1/token_usage": (frozenset({"GET"}), True, Gateway._token_usage),
+    "/v1/reload": (frozenset({"POST"}), True, Gateway._reload),  # an admin key
     **{path: (frozenset({"POST"}), True, _endpoint_handler(path)) for path in ENDPOINTS},
     **{path: (frozenset({"POST"}), True, None) for path in UPLOADS},  # Gateway._upload
 }

@@ -13,6 +13,7 @@ list is ignored: late events of stopped fetches, anything after the end)::
 
     ROUTING ─ Respond ──────────────────────────────────────────────────────────────▶ DONE
        │    ─ DbCall (/v1/stats, /v1/token_usage) ────────────────────────▶ QUERYING ─▶ DONE
+       │    ─ ReloadCall (/v1/reload) ───────────────────────────────────▶ RELOADING ─▶ DONE
        │    ─ Relay (endpoints, uploads) ─────────────────────────────────▶ RELAYING ─▶ DONE
        └─ ChatCall ─▶ [MODERATING] ─▶ [FETCHING] ─▶ [AWAITING_TOKEN] ─▶ RELAYING ─▶ DONE
                       flagged, or an image refused, or not routable ────────────────▶ DONE
@@ -40,6 +41,10 @@ the optional steps, each a named gateway call with the call as its argument:
   token (``TokenRefused``) drops that token from the cache (VTX-T4).
 * ``QUERYING``: a ``DbCall``'s work runs on the stats store (``Query``, reported by
   ``QueryDone``); the answer is 200 with its rows shaped, or 503 when the store failed.
+* ``RELOADING``: the transport hot-reloads the process's config (``Reload``, reported by
+  ``Reloaded``); ``ReloadCall.answer`` words the 200, or the 400 naming why it was refused.
+  Every request holds the gateway that was current when it arrived, so a reload never
+  changes the config of one in flight.
 
 When the request is over its ``ServedRecord`` goes to the access log (``Served``), the metrics
 and, when there is a stats store, the stats queue (``Gateway.stats``), which the transport
@@ -65,7 +70,7 @@ from urllib.parse import urljoin
 import attrs
 
 from .errors import ClientError, GatewayError, UniapiError
-from .gateway import ChatCall, DbCall, Gateway, Respond, Routed
+from .gateway import ChatCall, DbCall, Gateway, ReloadCall, Respond, Routed
 from .http.server import RequestReceived
 from .http.url import Url
 from .relay import (
@@ -86,7 +91,8 @@ from .ssrf import FETCH_TIMEOUT, MAX_IMAGE_BYTES, MAX_REDIRECTS, url_refusal
 from .vendors import gauth
 
 __all__ = ["RequestMachine", "Step", "StartUpstream", "StopUpstream", "Fetch", "FetchResult",
-           "FetchDone", "Watch", "Notify", "Notified", "Query", "QueryDone", "Served",
+           "FetchDone", "Watch", "Notify", "Notified", "Query", "QueryDone", "Reload",
+           "Reloaded", "Served",
            "ServedRecord", "AttemptRecord",
            "MachineAction", "MachineEvent", "UpstreamEvent", "TOKEN_TIMEOUT"]
 
@@ -166,6 +172,23 @@ class QueryDone:
 
 
 @attrs.frozen
+class Reload:
+    """Hot-reload the process's config (``POST /v1/reload``): read it again from where it came
+    from, discover models, make it current; report ``Reloaded(ref, error)``."""
+
+    ref: int
+
+
+@attrs.frozen
+class Reloaded:
+    """The outcome of ``Reload`` ``ref``: None when the new config serves, else why it was
+    refused (the old one serves on)."""
+
+    ref: int
+    error: str | None
+
+
+@attrs.frozen
 class ServedRecord:
     """One client request, when it is over: what the access log, the stats rows and the
     metrics are made of. Never a secret: keys appear as digest labels (``k-`` + 12 hex digits
@@ -226,15 +249,19 @@ class Served:
     record: ServedRecord
 
 
-MachineAction = (StartUpstream | StopUpstream | Fetch | Watch | Notify | Query | Served
-                  | SendHead | SendData | EndResponse)
+MachineAction = (StartUpstream | StopUpstream | Fetch | Watch | Notify | Query | Reload
+                 | Served | SendHead | SendData | EndResponse)
 UpstreamEvent = UpstreamHead | UpstreamData | UpstreamEnded | UpstreamFailed
-MachineEvent = UpstreamEvent | FetchDone | Notified | QueryDone | DeadlineReached | ClientGone
+MachineEvent = (UpstreamEvent | FetchDone | Notified | QueryDone | Reloaded | DeadlineReached
+                | ClientGone)
 
 #: the longest a token POST may take, head to end, and a wait for another's (seconds)
 TOKEN_TIMEOUT = 30.0
 #: the longest a stats query (``/v1/stats``, ``/v1/token_usage``) may take (seconds)
 QUERY_TIMEOUT = 30.0
+#: the longest a hot reload asked by ``POST /v1/reload`` may take (a ``CONFIG_URL`` fetch and
+#: model discovery, each bounded by ``UpstreamTimeouts``) before it is cancelled (seconds)
+RELOAD_TIMEOUT = 60.0
 
 
 class Step(enum.Enum):
@@ -244,6 +271,7 @@ class Step(enum.Enum):
     AWAITING_TOKEN = "awaiting_token"
     RELAYING = "relaying"
     QUERYING = "querying"
+    RELOADING = "reloading"
     DONE = "done"
 
     # members are singletons: hash by identity, in C (the table is looked up on every event)
@@ -266,13 +294,16 @@ class RequestMachine:
 
     def __init__(self, gateway: Callable[[], Gateway], request: RequestReceived,
                  refs: Callable[[], int], now: float, *, peer: str | None = None) -> None:
-        self._gateway = gateway
+        #: the gateway current when the request arrived: the request finishes on it, whatever
+        #: a hot reload makes current meanwhile
+        self._gw = gateway()
         self.request = request
         self._new_ref = refs
         self._started = now
         self._wall = 0.0  # the wall clock at start()
         self._peer = peer
         self._query: DbCall | None = None  # QUERYING: the call whose work runs
+        self._reload: ReloadCall | None = None  # RELOADING: the call being answered
         self._query_ref = 0
         self._query_deadline = 0.0
         self.step = Step.ROUTING
@@ -295,12 +326,12 @@ class RequestMachine:
 
     def start(self, now: float, wall: float) -> list[MachineAction]:
         self._wall = wall
-        if self._gateway().log_requests:
-            self._gateway().metrics.in_flight(1)
+        if self._gw.log_requests:
+            self._gw.metrics.in_flight(1)
         req = self.request
         out: list[MachineAction] = []
         try:
-            reply = self._gateway().handle(req.method, req.target, req.headers, req.body,
+            reply = self._gw.handle(req.method, req.target, req.headers, req.body,
                                            now=now, wall=wall)
         except Exception:  # a bug must cost one 500, never the connection or a hang
             reply = _internal_error()
@@ -323,7 +354,7 @@ class RequestMachine:
         step = self.step
         if step is Step.RELAYING or step is Step.MODERATING:
             return self._relay.next_deadline()  # type: ignore[union-attr]
-        if step is Step.QUERYING:
+        if step is Step.QUERYING or step is Step.RELOADING:
             return self._query_deadline
         if step is Step.AWAITING_TOKEN:
             times = [f.deadline for f in self._tokens.values()]
@@ -345,7 +376,7 @@ class RequestMachine:
     def _moderate(self, now: float, wall: float, out: list[MachineAction]) -> None:
         call = self._call
         assert call is not None
-        check = self._gateway().moderation_check(call, now, wall) if call.moderate else None
+        check = self._gw.moderation_check(call, now, wall) if call.moderate else None
         if check is None:
             self._fetch_images(now, wall, out)
             return
@@ -354,7 +385,7 @@ class RequestMachine:
 
     def _fetch_images(self, now: float, wall: float, out: list[MachineAction]) -> None:
         assert self._call is not None
-        urls = self._gateway().images_needed(self._call)
+        urls = self._gw.images_needed(self._call)
         if not urls:
             self._route(now, wall, out)
             return
@@ -366,7 +397,7 @@ class RequestMachine:
 
     def _route(self, now: float, wall: float, out: list[MachineAction]) -> None:
         assert self._call is not None
-        routed = self._gateway().route_chat(self._call, self._images, now, wall)
+        routed = self._gw.route_chat(self._call, self._images, now, wall)
         if isinstance(routed, Routed) and routed.accounts:
             self.step, self._routed = Step.AWAITING_TOKEN, routed
             self._tokens_step(now, wall, out)
@@ -384,6 +415,12 @@ class RequestMachine:
             self._query_ref = self._new_ref()
             self._query_deadline = now + QUERY_TIMEOUT
             out.append(Query(self._query_ref, reply.work))
+            return
+        if isinstance(reply, ReloadCall):
+            self.step, self._reload = Step.RELOADING, reply
+            self._query_ref = self._new_ref()
+            self._query_deadline = now + RELOAD_TIMEOUT
+            out.append(Reload(self._query_ref))
             return
         if not isinstance(reply, Respond):
             reply = _internal_error()
@@ -452,7 +489,7 @@ class RequestMachine:
         fetch = self._tokens.get(event.ref)
         if fetch is None:
             return
-        cache, account = self._gateway().tokens, fetch.account
+        cache, account = self._gw.tokens, fetch.account
         if isinstance(event, UpstreamHead):
             fetch.status = event.status
             return
@@ -501,6 +538,20 @@ class RequestMachine:
                 reply = _internal_error()
         self._answer(reply, now, wall, out)
 
+    def _on_reload_late(self, event: DeadlineReached, now: float, wall: float,
+                        out: list[MachineAction]) -> None:
+        if now >= self._query_deadline:
+            out.append(StopUpstream(self._query_ref))
+            self._on_reloaded(Reloaded(self._query_ref, f"no outcome within {RELOAD_TIMEOUT:g} "
+                                       "s; the reload was cancelled"), now, wall, out)
+
+    def _on_reloaded(self, event: Reloaded, now: float, wall: float,
+                     out: list[MachineAction]) -> None:
+        if event.ref != self._query_ref or self._reload is None:
+            return
+        call, self._reload = self._reload, None
+        self._answer(call.answer(event.error), now, wall, out)
+
     def _on_notified(self, event: Notified, now: float, wall: float,
                      out: list[MachineAction]) -> None:
         if self._watches.pop(event.ref, None) is not None:
@@ -512,7 +563,7 @@ class RequestMachine:
         """Fetch or wait for every token the relay needs; start it once none is pending."""
         routed = self._routed
         assert routed is not None
-        cache = self._gateway().tokens
+        cache = self._gw.tokens
         busy = {f.account.key for f in self._tokens.values()} | set(self._watches.values())
         for account, proxy in routed.accounts:
             key = account.key
@@ -545,7 +596,7 @@ class RequestMachine:
         self._answer(routed.relay, now, wall, out)
 
     def _token_deadline(self, now: float, wall: float, out: list[MachineAction]) -> None:
-        cache = self._gateway().tokens
+        cache = self._gw.tokens
         for ref, fetch in list(self._tokens.items()):
             if now >= fetch.deadline:
                 del self._tokens[ref]
@@ -562,7 +613,7 @@ class RequestMachine:
 
     def _start_fetch(self, url: str, current: str, hops: int,
                      out: list[MachineAction]) -> None:
-        settings = self._gateway().settings
+        settings = self._gw.settings
         parsed, why = url_refusal(current, allow_http=settings.fetch_allow_http,
                                   allow_any_port=settings.fetch_allow_private)
         if parsed is None:
@@ -598,7 +649,7 @@ class RequestMachine:
                     self._relay_refs.discard(action.ref)  # type: ignore[union-attr]
                     out.append(action)  # type: ignore[arg-type]
             elif cls is TokenRefused:
-                self._gateway().tokens.invalidate(*action.credential)  # type: ignore
+                self._gw.tokens.invalidate(*action.credential)  # type: ignore
             elif checking:
                 if cls is SendHead:
                     self._check_status = action.status  # type: ignore[union-attr]
@@ -616,7 +667,7 @@ class RequestMachine:
         o = relay.outcome
         if checking and not o.client_closed:
             assert self._call is not None
-            flagged = self._gateway().moderation_verdict(
+            flagged = self._gw.moderation_verdict(
                 self._call, self._check_status, bytes(self._check_body))
             if flagged is not None:
                 self._answer(flagged, now, wall, out)
@@ -633,7 +684,7 @@ class RequestMachine:
         if self.finished:
             return
         req = self.request
-        gateway = self._gateway()
+        gateway = self._gw
         if gateway.log_requests:
             call, o = self._call, relay.outcome if relay is not None else None
             key, model = relay.labels if relay is not None else (None, None)
@@ -657,7 +708,7 @@ class RequestMachine:
                 gateway.stats.add(record, now)  # never raises; a full queue counts a drop
             out.append(Served(record))
         if self._tokens:
-            cache = self._gateway().tokens
+            cache = self._gw.tokens
             for ref, fetch in self._tokens.items():  # let a waiter take the fetch over
                 cache.abandon(fetch.account.key, fetch.flight)
                 out.append(StopUpstream(ref))
@@ -667,6 +718,9 @@ class RequestMachine:
         if self._query is not None:  # the client left: its query's answer is not wanted
             out.append(StopUpstream(self._query_ref))
             self._query = None
+        if self._reload is not None:  # the client left: the reload is cancelled
+            out.append(StopUpstream(self._query_ref))
+            self._reload = None
         self._tokens.clear()
         self._watches.clear()
         self._fetching.clear()
@@ -697,7 +751,9 @@ _TABLE[(Step.AWAITING_TOKEN, DeadlineReached)] = RequestMachine._on_deadline
 _TABLE[(Step.FETCHING, FetchDone)] = RequestMachine._on_fetch_done
 _TABLE[(Step.QUERYING, QueryDone)] = RequestMachine._on_query_done
 _TABLE[(Step.QUERYING, DeadlineReached)] = RequestMachine._on_query_late
+_TABLE[(Step.RELOADING, Reloaded)] = RequestMachine._on_reloaded
+_TABLE[(Step.RELOADING, DeadlineReached)] = RequestMachine._on_reload_late
 for _step in (Step.MODERATING, Step.FETCHING, Step.AWAITING_TOKEN, Step.RELAYING,
-              Step.QUERYING):
+              Step.QUERYING, Step.RELOADING):
     _TABLE[(_step, ClientGone)] = RequestMachine._on_client_gone
 del _step, _ev

@@ -14,10 +14,18 @@ effect                      the shell…
 ``Print(text, stdout)``     writes ``text`` to stdout, or to stderr
 ``Exit(code)``              ends the process: an int is the exit status, a str is printed to
                             stderr with status 1 (``SystemExit``'s rule)
-``Serve(launch, config)``   serves: ``launch`` (``startup.Launch``) says what the flags mean,
-                            ``config(demo_url)`` gives the config (``demo_url``: where ``uniapi
-                            demo``'s fake upstream listens, None otherwise)
+``Serve(launch, config,     serves: ``launch`` (``startup.Launch``) says what the flags mean,
+reload)``                   ``config(demo_url)`` gives the config (``demo_url``: where ``uniapi
+                            demo``'s fake upstream listens, None otherwise), ``reload(current)``
+                            is the hot reload's program (below)
 ==========================  ===================================================================
+
+A hot reload (SIGHUP, ``POST /v1/reload``) is a program too: ``reload(current)`` reads the config
+again from where it came from (``ReadFile`` or ``FetchConfig``, the same steps as at start),
+yields ``Discover(gateway)`` (the runtime runs model discovery for the new gateway, as at start,
+and sends back the warnings) and ``Print``s, and returns the new gateway
+(``Gateway.reloaded``), or the text saying why the config was refused (the old one serves on).
+The runtime performs its effects while serving, and makes the new gateway current.
 
 Which order things are checked in, which file or URL is read, and every text printed are
 decided here (with ``startup``, ``summary`` and ``cmdline``), so the shell
@@ -35,10 +43,12 @@ import attrs
 from . import startup, summary
 from .config import Loaded
 from .demo import DEMO_SOURCE, demo_config
+from .gateway import Gateway
 from .upstream import config_url_text
 from .vendors.base import UpstreamRequest
 
-__all__ = ["ReadFile", "FetchConfig", "Print", "Exit", "Serve", "Effect", "program"]
+__all__ = ["ReadFile", "FetchConfig", "Print", "Exit", "Serve", "Discover", "Effect", "program",
+           "reload", "ReloadProgram"]
 
 
 @attrs.frozen
@@ -63,12 +73,30 @@ class Exit:
 
 
 @attrs.frozen
+class Discover:
+    """Run model discovery for ``gateway`` (a reload's new one); send back its warnings."""
+
+    gateway: Gateway
+
+
+#: a hot reload: ends with the new gateway, or the text of why the config was refused
+ReloadProgram = Generator["ReadFile | FetchConfig | Discover | Print", Any, "Gateway | str"]
+
+
+def _built_in(current: Gateway) -> ReloadProgram:
+    """``uniapi demo``'s reload: its config is built in, there is nothing to read again."""
+    yield Print(startup.reload_refused(startup.DEMO_RELOAD))
+    return startup.DEMO_RELOAD
+
+
+@attrs.frozen
 class Serve:
     launch: startup.Launch
     config: Callable[[str | None], Loaded]
+    reload: Callable[[Gateway], ReloadProgram] = _built_in
 
 
-Effect = ReadFile | FetchConfig | Print | Exit | Serve
+Effect = ReadFile | FetchConfig | Print | Exit | Serve | Discover
 Program = Generator[Effect, Any, None]
 
 
@@ -95,7 +123,8 @@ def program(args: argparse.Namespace, environ: Mapping[str, str]) -> Program:
             yield from _decide(startup.front_options, args)  # a bad flag before the config
             loaded = yield from _load(args.config, environ)
             launch = yield from _decide(startup.launch, args, environ)
-            yield Serve(launch, lambda url: loaded)
+            yield Serve(launch, lambda url: loaded,
+                        lambda current: reload(args.config, environ, current))
     except _Stop:
         return
 
@@ -109,18 +138,30 @@ def _decide(decide: Callable[..., Any], *args: Any) -> Generator[Effect, Any, An
         raise _Stop() from None
 
 
-def _load(path: str | None, environ: Mapping[str, str]) -> Generator[Effect, Any, Loaded]:
-    """The config of ``--config``, else env ``CONFIG_URL``, else ``./api.yaml``: read, loaded,
-    its problems and warnings printed; a config with errors ends the process (status 2)."""
+def _read(path: str | None, environ: Mapping[str, str]
+          ) -> Generator[ReadFile | FetchConfig, Any, tuple[str, str | None, str]]:
+    """(source, its text or None, why there is none): the config of ``--config``, else env
+    ``CONFIG_URL``, else ``./api.yaml``, read or fetched."""
     kind, source = startup.config_source(path, environ)
     if kind == "url":
         answer = yield FetchConfig(startup.config_url_request(source))
-        text = yield from _decide(config_url_text, source, answer)
-    else:
-        text = yield ReadFile(source)
-        if isinstance(text, BaseException):
-            yield Exit(startup.read_failure(source, text))
-            raise _Stop()
+        try:
+            return source, config_url_text(source, answer), ""
+        except ValueError as exc:
+            return source, None, startup.fatal(exc)
+    text = yield ReadFile(source)
+    if isinstance(text, BaseException):
+        return source, None, startup.read_failure(source, text)
+    return source, text, ""
+
+
+def _load(path: str | None, environ: Mapping[str, str]) -> Generator[Effect, Any, Loaded]:
+    """The config (``_read``): loaded, its problems and warnings printed; a config that
+    cannot be had ends the process, one with errors with status 2."""
+    source, text, failure = yield from _read(path, environ)
+    if text is None:
+        yield Exit(failure)
+        raise _Stop()
     loaded, report = startup.load_checked(text, source)
     if report:
         yield Print(report)
@@ -128,6 +169,24 @@ def _load(path: str | None, environ: Mapping[str, str]) -> Generator[Effect, Any
         yield Exit(2)
         raise _Stop()
     return loaded
+
+
+def reload(path: str | None, environ: Mapping[str, str], current: Gateway) -> ReloadProgram:
+    """A hot reload of ``current`` (see the module docstring): the config read as at start
+    (``path``: ``--config``; ``environ``: as at start), refused with its line-numbered
+    problems, else the new gateway, its models discovered, carrying ``current``'s state."""
+    source, text, failure = yield from _read(path, environ)
+    loaded, report = (None, failure + "\n") if text is None else startup.load_checked(text,
+                                                                                       source)
+    if loaded is None:
+        yield Print(startup.reload_refused(report))
+        return report.strip()
+    if report:
+        yield Print(report)
+    gateway = current.reloaded(loaded.config)
+    warnings = yield Discover(gateway)
+    yield Print(startup.discovery_text(warnings or ()) + startup.reloaded_text(source))
+    return gateway
 
 
 def _demo(url: str | None) -> Loaded:

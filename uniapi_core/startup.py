@@ -26,7 +26,8 @@ from .vendors.base import UpstreamRequest
 __all__ = ["LOG_FORMATS", "LOG_LINES", "config_source", "env_timeout", "FrontOptions", "add_front_args",
            "front_options",
            "Launch", "launch", "config_url_request", "load_checked", "fatal", "read_failure",
-           "discovery_text", "draining_text", "worker_exit", "workers_verdict"]
+           "discovery_text", "draining_text", "worker_exit", "workers_verdict", "reload_refused",
+           "reloaded_text", "DEMO_RELOAD", "NO_RELOAD"]
 
 
 def config_source(flag: str | None, env: Mapping[str, str]) -> tuple[str, str]:
@@ -231,6 +232,23 @@ def discovery_text(warnings: Sequence[str]) -> str:
 def draining_text(signal_name: str) -> str:
     """The first SIGTERM/SIGINT (``signal_name``): drain; a second one stops at once."""
     return f"uniapi: {signal_name}: draining (again to stop now)\n"
+
+
+#: why ``uniapi demo`` does not reload
+DEMO_RELOAD = "uniapi demo's config is built in: there is nothing to reload"
+#: why a server started without a reload program (embedded, tests) does not reload
+NO_RELOAD = "this server was started without a config to reload"
+
+
+def reload_refused(report: str) -> str:
+    """The log's text for a refused hot reload: why (a broken config's problems, one a line,
+    each with its line number), and that the old config serves on."""
+    return fatal(f"reload refused, the old config serves on:\n{report.rstrip()}") + "\n"
+
+
+def reloaded_text(source: str) -> str:
+    """The log's line once a hot reload's new config serves."""
+    return fatal(f"reloaded the config from {source}") + "\n"
 
 
 def worker_exit(exc: BaseException, pid: int) -> tuple[int, str]:
