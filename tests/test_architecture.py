@@ -77,8 +77,11 @@ def _code_lines(package: str) -> int:
 #: Code lines per transport, cli.py (the one command-line shell every entry runs) included:
 #: issue 12's limit (uniapi_trio 650, uniapi_asyncio 566 when it was met), plus issue 13's
 #: stats store worker (``Store``: a thread for the core's ``StoreSession``, the flush loop and
-#: ``Query``; 33 lines in trio, 40 in asyncio).
-THIN = {"uniapi_trio": 690, "uniapi_asyncio": 650}
+#: ``Query``; 33 lines in trio, 40 in asyncio), plus issue 13's hot reload (50 lines in trio,
+#: 41 in asyncio, which still fit its limit: the loop performing the core's reload program,
+#: SIGHUP, the ``Reload`` action; in cli.py the one file reader shared by start and reload,
+#: and ``--workers`` forwarding SIGHUP).
+THIN = {"uniapi_trio": 734, "uniapi_asyncio": 650}
 
 
 def test_transports_stay_thin():

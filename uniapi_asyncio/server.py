@@ -23,14 +23,14 @@ from functools import partial
 
 from uniapi_core.connection import ALPN, INBOX, LISTEN_BACKLOG, Connection
 from uniapi_core.events import (ClientData, Close, DeadlineReached, DrainStarted, Fetch, FetchDone,
-                                Notified, Notify, PauseUpstream, Query, QueryDone,
-                                ResumeUpstream, Served, StartUpstream, StopUpstream, Watch, Write,
-                                WriteFailed)
+                                Notified, Notify, PauseUpstream, Query, QueryDone, Reload,
+                                Reloaded, ResumeUpstream, Served, StartUpstream, StopUpstream,
+                                Watch, Write, WriteFailed)
 from uniapi_core.gateway import Gateway
 from uniapi_core.ops.stats import StoreConfig, StoreSession
 from uniapi_core.http.pool import READ_SIZE
 from uniapi_core.http.stall import TCP_INFO_SIZE, WriteWatch, bytes_acked
-from uniapi_core.startup import FrontOptions
+from uniapi_core.startup import NO_RELOAD, FrontOptions
 
 from .upstream import UpstreamPool
 
@@ -41,6 +41,8 @@ log = logging.getLogger("uniapi")
 TIMER = DeadlineReached()
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+#: the process's hot reload (``runtime.py``): why the config was refused, or None
+Reloader = Callable[[], Awaitable[str | None]]
 
 
 async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
@@ -48,9 +50,10 @@ async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
                             options: FrontOptions, draining: asyncio.Event | None = None,
                             wall: Callable[[], float] = time.time,
                             watches: dict[object, asyncio.Event] | None = None,
-                            store: Store | None = None) -> None:
+                            store: Store | None = None, reload: Reloader | None = None) -> None:
     """Serve one client connection until the core closes it; ``draining`` set means shut
-    down gracefully; ``watches``: the process's ``Watch`` keys (shared by connections)."""
+    down gracefully; ``watches``: the process's ``Watch`` keys (shared by connections);
+    ``reload``: the process's hot reload (the error text, or None)."""
     loop = asyncio.get_running_loop()
     tls = writer.get_extra_info("ssl_object")
     peer = writer.get_extra_info("peername")
@@ -115,6 +118,9 @@ async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
         await woken.wait()
         return Notified(ref)
 
+    async def reloaded(ref: int) -> Reloaded:
+        return Reloaded(ref, NO_RELOAD if reload is None else await reload())
+
     async def perform(actions: list) -> bool:
         """Carry out the core's actions; False once the connection is to be closed."""
         for action in actions:  # consecutive writes come merged
@@ -131,6 +137,9 @@ async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
             elif cls is Query:
                 tasks[action.ref] = nursery.create_task(run_task(action.ref, partial(
                     store.query, action)))  # type: ignore[union-attr]
+            elif cls is Reload:
+                tasks[action.ref] = nursery.create_task(run_task(action.ref, partial(
+                    reloaded, action.ref)))
             elif cls is Watch:
                 woken = watches.setdefault(action.key, asyncio.Event())  # registered now, not later
                 tasks[action.ref] = nursery.create_task(run_task(action.ref, partial(
@@ -273,7 +282,8 @@ async def cancel_all(tasks: set[asyncio.Task]) -> None:
 async def serve(get_gateway: Callable[[], Gateway], host: str, port: int, *,
                 options: FrontOptions = FrontOptions(), pool: UpstreamPool | None = None,
                 stop: asyncio.Event | None = None, wall: Callable[[], float] = time.time,
-                ready: Callable[[int], None] | None = None) -> None:
+                ready: Callable[[int], None] | None = None,
+                reload: Reloader | None = None) -> None:
     """Listen on ``host:port`` until ``stop`` is set (or forever), then drain: accept no
     more, let requests in flight finish for up to ``options.drain_grace`` seconds, then cut
     the rest. Over ``options.max_connections`` a new connection is closed at once.
@@ -289,7 +299,7 @@ async def serve(get_gateway: Callable[[], Gateway], host: str, port: int, *,
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await handle_connection(reader, writer, get_gateway, pool, options, draining, wall,
-                                watches, store)
+                                watches, store, reload)
 
     server = await listen(handler, host, port, connections, context=tls_context(options),
                           handshake_timeout=options.limits.head_timeout,

@@ -48,7 +48,7 @@ from .upstream import config_url_text
 from .vendors.base import UpstreamRequest
 
 __all__ = ["ReadFile", "FetchConfig", "Print", "Exit", "Serve", "Discover", "Effect", "program",
-           "reload", "ReloadProgram"]
+           "reload", "ReloadProgram", "Current"]
 
 
 @attrs.frozen
@@ -187,6 +187,33 @@ def reload(path: str | None, environ: Mapping[str, str], current: Gateway) -> Re
     warnings = yield Discover(gateway)
     yield Print(startup.discovery_text(warnings or ()) + startup.reloaded_text(source))
     return gateway
+
+
+class Current:
+    """A serving process's current gateway (``current()``: what a transport hands each new
+    connection) and its hot reloads (``reload()``). A transport sets ``gateway`` once started,
+    performs ``reload()``'s effects one reload at a time, and gets None (the new gateway
+    serves) or the text of why the config was refused (the old one serves on)."""
+
+    def __init__(self, reloads: Callable[[Gateway], ReloadProgram] | None = None,
+                 read: Callable[[str], object] | None = None) -> None:
+        self.gateway: Gateway | None = None
+        self._reloads = reloads
+        #: what performs ``ReadFile`` (the shell's one file reader, which the core never calls)
+        self.read = read
+
+    def current(self) -> Gateway:
+        assert self.gateway is not None, "set once the process has its first gateway"
+        return self.gateway
+
+    def reload(self) -> Generator[ReadFile | FetchConfig | Discover | Print, Any, str | None]:
+        if self._reloads is None or self.read is None or self.gateway is None:
+            return startup.NO_RELOAD  # not serving yet, or started without a config source
+        outcome = yield from self._reloads(self.gateway)
+        if isinstance(outcome, str):
+            return outcome
+        self.gateway = outcome
+        return None
 
 
 def _demo(url: str | None) -> Loaded:

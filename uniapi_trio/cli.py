@@ -18,6 +18,7 @@ from functools import partial
 from uniapi_core import shell, startup
 from uniapi_core.cmdline import build_parser, module_parser
 from uniapi_core.config import Loaded
+from uniapi_core.gateway import Gateway
 
 __all__ = ["main", "module_main", "perform"]
 
@@ -30,7 +31,8 @@ def say(text: str) -> None:
 
 def perform(args: argparse.Namespace) -> None:
     """Run the core's program for ``args``, performing each effect it asks for."""
-    program, result = shell.program(args, os.environ), None
+    program = shell.program(args, os.environ)
+    result: object = None
     while True:
         try:
             effect = program.send(result)
@@ -42,11 +44,7 @@ def perform(args: argparse.Namespace) -> None:
             out.write(effect.text)
             out.flush()
         elif isinstance(effect, shell.ReadFile):
-            try:
-                with open(effect.path, encoding="utf-8") as f:
-                    result = f.read()
-            except (OSError, UnicodeDecodeError) as exc:
-                result = exc
+            result = read(effect.path)
         elif isinstance(effect, shell.FetchConfig):
             from .runtime import fetch
 
@@ -54,15 +52,27 @@ def perform(args: argparse.Namespace) -> None:
         elif isinstance(effect, shell.Exit):
             raise SystemExit(effect.code)
         elif isinstance(effect, shell.Serve):
-            _serve(effect.launch, effect.config, args.backend)
+            _serve(effect.launch, effect.config, args.backend, effect.reload)
 
 
-def _serve(launch: startup.Launch, config: Callable[[str | None], Loaded], backend: str) -> None:
+def read(path: str) -> str | BaseException:
+    """``ReadFile``: the file's text, or why it cannot be had (at start and at each reload)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        return exc
+
+
+def _serve(launch: startup.Launch, config: Callable[[str | None], Loaded], backend: str,
+           reloads: Callable[[Gateway], shell.ReloadProgram]) -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the runtime reloads on it, not a kill
     logging.basicConfig(level=logging.INFO, format=startup.LOG_LINES[launch.options.log_format])
     # the one arrow between the twins: the asyncio backend is started from here
     run = importlib.import_module(f"uniapi_{backend}.runtime").run
     serve = partial(run, launch, lambda url: launch.gateway(config(url).config,
-                                                            random.Random()), say=say)
+                                                            random.Random()), say=say,
+                    current=shell.Current(reloads, read))
     if launch.options.workers > 1:
         _supervise(launch.options.workers, serve)
         return
@@ -78,7 +88,7 @@ def _serve(launch: startup.Launch, config: Callable[[str | None], Loaded], backe
 
 def _supervise(workers: int, serve: Callable[[], None]) -> None:
     """Fork ``workers`` processes serving one SO_REUSEPORT port (before any loop exists);
-    forward SIGTERM/SIGINT to them and wait."""
+    forward SIGTERM/SIGINT/SIGHUP to them and wait."""
     children: list[int] = []
     for _ in range(workers):
         if (pid := os.fork()) == 0:
@@ -96,8 +106,8 @@ def _supervise(workers: int, serve: Callable[[], None]) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signum)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # SIGHUP: every worker reloads
+        signal.signal(signum, forward)
     codes = [os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) for child in children]
     if verdict := startup.workers_verdict(codes, (signal.SIGTERM, signal.SIGINT)):
         raise SystemExit(verdict)

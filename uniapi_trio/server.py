@@ -18,13 +18,13 @@ import trio
 
 from uniapi_core.connection import ALPN, INBOX, LISTEN_BACKLOG, Connection
 from uniapi_core.events import (ClientData, Close, DeadlineReached, DrainStarted, Fetch, FetchDone,
-                                Notified, Notify, PauseUpstream, Query, QueryDone,
-                                ResumeUpstream, Served, StartUpstream, StopUpstream, Watch, Write,
-                                WriteFailed)
+                                Notified, Notify, PauseUpstream, Query, QueryDone, Reload,
+                                Reloaded, ResumeUpstream, Served, StartUpstream, StopUpstream,
+                                Watch, Write, WriteFailed)
 from uniapi_core.gateway import Gateway
 from uniapi_core.ops.stats import StoreConfig, StoreSession
 from uniapi_core.http.stall import TCP_INFO_SIZE, WriteWatch, bytes_acked
-from uniapi_core.startup import FrontOptions
+from uniapi_core.startup import NO_RELOAD, FrontOptions
 
 from .upstream import UpstreamPool, plain_socket, receive_some, send_all
 
@@ -33,6 +33,8 @@ __all__ = ["serve", "handle_connection"]
 log = logging.getLogger("uniapi")
 
 TIMER = DeadlineReached()
+#: the process's hot reload (``runtime.py``): why the config was refused, or None
+Reloader = Callable[[], Awaitable[str | None]]
 
 
 async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], Gateway],
@@ -40,8 +42,10 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
                             draining: trio.Event | None = None,
                             wall: Callable[[], float] = time.time,
                             watches: dict[object, trio.Event] | None = None,
-                            peer: str | None = None, store: Store | None = None) -> None:
-    """Serve one client connection until the core closes it (``watches``: the process's)."""
+                            peer: str | None = None, store: Store | None = None,
+                            reload: Reloader | None = None) -> None:
+    """Serve one client connection until the core closes it (``watches``: the process's;
+    ``reload``: the process's hot reload, the error text or None)."""
     alpn = None
     if isinstance(stream, trio.SSLStream):
         try:
@@ -122,6 +126,9 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
         await woken.wait()
         return Notified(ref)
 
+    async def reloaded(ref: int) -> Reloaded:
+        return Reloaded(ref, NO_RELOAD if reload is None else await reload())
+
     async def perform(actions: list) -> bool:
         """Carry out the core's actions; False once the connection is to be closed."""
         for action in actions:  # consecutive writes come merged
@@ -136,6 +143,8 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
                 spawn(action.ref, partial(fetch_image, action))
             elif cls is Query:
                 spawn(action.ref, partial(store.query, action))  # type: ignore[union-attr]
+            elif cls is Reload:
+                spawn(action.ref, partial(reloaded, action.ref))
             elif cls is Watch:
                 woken = watches.setdefault(action.key, trio.Event())  # registered now, not later
                 spawn(action.ref, partial(notified, action.ref, woken))
@@ -244,7 +253,8 @@ def tls_context(options: FrontOptions) -> ssl.SSLContext | None:
 async def serve(get_gateway: Callable[[], Gateway], host: str, port: int, *,
                 options: FrontOptions = FrontOptions(), pool: UpstreamPool | None = None,
                 stop: trio.Event | None = None, wall: Callable[[], float] = time.time,
-                task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+                task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+                reload: Reloader | None = None) -> None:
     """Listen until ``stop`` is set, then drain for up to ``options.drain_grace`` seconds;
     ``wall``: the wall clock (``time.time``, or a test's fixed one)."""
     pool = pool or UpstreamPool()
@@ -270,7 +280,7 @@ async def serve(get_gateway: Callable[[], Gateway], host: str, port: int, *,
             if context is not None:
                 stream = trio.SSLStream(tcp, context, server_side=True, https_compatible=True)
             await handle_connection(stream, get_gateway, pool, options, draining, wall,
-                                    watches, peer, store)
+                                    watches, peer, store, reload)
         finally:
             open_count[0] -= 1
 
