@@ -227,3 +227,18 @@ def test_the_demo_has_nothing_to_reload():
     effects, _ = drive(gen, {})
     effects, outcome = drive(effects[-1].reload(gateway()), {})
     assert isinstance(outcome, str) and "built in" in outcome
+
+
+def test_current_swaps_the_gateway_only_when_the_reload_succeeds():
+    from uniapi_core.shell import Current
+
+    current = Current(lambda gw: reload("my.yaml", {}, gw), read=str)
+    assert drive(current.reload(), {})[1] == "this server was started without a config to " \
+        "reload"  # not serving yet: nothing to reload
+    first = current.gateway = gateway()
+    effects, outcome = drive(current.reload(), {ReadFile: "providers: 7\n"})
+    assert isinstance(outcome, str) and current.current() is first
+    effects, outcome = drive(current.reload(), {ReadFile: CONFIG, Discover: []})
+    assert outcome is None and current.current() is not first
+    assert current.current().router.limiter is first.router.limiter
+    assert drive(Current().reload(), {})[1] is not None  # started without a config source
