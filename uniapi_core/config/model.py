@@ -75,6 +75,9 @@ class ProviderPreferences:
     dialect: str | None = None
     #: ``<think>…</think>`` leading the content is reasoning (None: the dialect's default)
     think_tags: bool | None = None
+    #: OpenAI-compatible hosts: add ``stream_options.include_usage`` to streams the client did
+    #: not ask usage for (OAI-4); ``False`` for hosts that reject ``stream_options``
+    stream_usage: bool | None = None
     #: keys uniapi accepts for compatibility but does not act on yet (name -> raw value)
     extra: tuple[tuple[str, Any], ...] = ()
 
