@@ -8,7 +8,8 @@ read from the data (DEC-1, DEC-2), and what a client would receive from those it
 core's chat stream validator (``uniapi_core/streams/check.py``, through ``client_problems``); as
 a whole upstream answer, ``parse_body`` gives a body that passes it too (``body_problems``) or
 raises ``UpstreamError``; as a client request, ``build_exchange`` gives a request whose body is
-the input with only ``model`` replaced.
+the input with only ``model`` replaced and, as it is a stream, ``stream_options.include_usage``
+set (OAI-4).
 """
 
 from __future__ import annotations
@@ -85,7 +86,11 @@ def check(data: bytes) -> None:
     if not isinstance(req, dict):
         return
     sent = json.loads(build_exchange(req, _context(stream=True)).request.body)
-    assert sent == dict(req, model="u")
+    want = dict(req, model="u")  # OAI-3, and OAI-4: a stream asks for usage
+    options = req.get("stream_options")
+    if options is None or isinstance(options, dict):
+        want["stream_options"] = {**(options or {}), "include_usage": True}
+    assert sent == want
 
 
 def main() -> None:  # pragma: no cover - needs atheris

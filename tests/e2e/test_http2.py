@@ -45,10 +45,11 @@ def test_h2c_prior_knowledge_non_stream_and_stream_with_the_sdk(backend, up):
         assert raw.http_response.http_version == "HTTP/2"
         assert raw.parse().choices[0].message.tool_calls[0].id == "call_A"
         chunks = list(client.chat.completions.create(model="gpt-4o", messages=MESSAGES,
-                                                     stream=True))
+                                                     stream=True,
+                                                     stream_options={"include_usage": True}))
         text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         assert text == "Hello ✓"
-        assert chunks[-1].usage.total_tokens == 21
+        assert chunks[-1].usage.total_tokens == 21  # the usage chunk: asked for (S-5)
         # and HTTP/1.1 still works on the same port
         assert httpx.get(gw.url + "/healthz").status_code == 200
 

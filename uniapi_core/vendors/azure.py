@@ -9,9 +9,9 @@ endpoint in place of its own; the AI Model Inference form (``…/models[/chat/co
 have; the v1 form (``…/openai/v1[/chat/completions]``) gets ``/openai/v1<endpoint>``.
 ``api-version`` is kept when the query has one and otherwise added (default ``2024-10-21``, as
 the seed FAQ says), except on the v1 form, which takes none; the query is parsed, not searched
-by substring (AZ-2). Responses are OpenAI's; the prompt-filter chunk with empty ``choices`` that
-Azure sends first is skipped by the OpenAI decoder (AZ-5), filter annotations pass through
-untouched (AZ-4).
+by substring (AZ-2). Streams ask for usage as OpenAI's do (OAI-4). Responses are OpenAI's;
+the prompt-filter chunk with empty ``choices`` that Azure sends first is skipped by the OpenAI
+decoder (AZ-5), filter annotations pass through untouched (AZ-4).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from ..errors import ClientError
 from ..jsonutil import dumps
 from ..request import ChatRequest, original_of
 from .base import ChatContext, UpstreamRequest
-from .openai import (OpenAIExchange, PassthroughExchange, Upload, UploadExchange, merge_headers,
-                     passthrough_request, upload_request)
+from .openai import (OpenAIExchange, PassthroughExchange, Upload, UploadExchange, asks_usage,
+                     merge_headers, passthrough_request, upload_request, with_usage_asked)
 
 __all__ = ["DEFAULT_API_VERSION", "azure_url", "build_exchange", "build_passthrough",
            "build_upload"]
@@ -99,6 +99,8 @@ def _url(ctx: ChatContext, endpoint: str) -> str:
 def build_exchange(body: ChatRequest | dict[str, Any], ctx: ChatContext) -> OpenAIExchange:
     out = dict(original_of(body))  # passthrough: the request as sent (the model's original)
     out["model"] = ctx.upstream_model
+    if asks_usage(ctx):  # OAI-4; api-versions before 2024-08-01-preview need stream_usage: false
+        with_usage_asked(out)
     headers = [("content-type", "application/json"),
                ("accept", "text/event-stream" if ctx.stream else "application/json")]
     if ctx.api_key:

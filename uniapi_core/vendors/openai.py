@@ -7,6 +7,10 @@ model name, when the client asked for an alias (O-3), or what the host's dialect
 differently from OpenAI (``dialects.py``, OAI-7: tool-call indexes, content lists, reasoning fields,
 usage, finish reasons). The decoder recognises ``[DONE]``, in-stream error objects (OAI-9) and
 a stream cut before its end (DEC-5).
+
+A stream the client did not ask usage for is still asked for it upstream
+(``stream_options.include_usage``, OAI-4) so that the gateway's statistics get every stream's
+token counts; the decoder then keeps the usage and hides it from the client (S-5).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from .base import (
 from .dialects import GENERIC, ChunkNormalizer, Dialect, dialect_for, normalize_body
 
 __all__ = ["chat_url", "models_url", "sibling_url", "build_exchange", "OpenAIExchange",
+           "asks_usage", "with_usage_asked",
            "OpenAIStreamDecoder", "parse_models_list", "PassthroughExchange", "build_passthrough",
            "passthrough_request", "Upload", "UploadExchange", "upload_request",
            "build_upload"]
@@ -99,11 +104,35 @@ def merge_headers(base: list[tuple[str, str]],
     return tuple([h for h in base if h[0].lower() not in names] + list(extra))
 
 
+def asks_usage(ctx: ChatContext) -> bool:
+    """Whether this attempt adds ``stream_options.include_usage: true`` to the client's
+    request (OAI-4): a stream the client did not ask usage for, unless the provider turned it
+    off (``preferences.stream_usage: false``, for hosts that reject ``stream_options``)."""
+    if not ctx.stream or ctx.include_usage:
+        return False
+    prefs = getattr(ctx.provider, "preferences", None)
+    return getattr(prefs, "stream_usage", None) is not False
+
+
+def with_usage_asked(out: dict[str, Any]) -> None:
+    """``out`` (a copy of the client's request) with ``stream_options.include_usage: true``,
+    the client's other ``stream_options`` keys kept (OAI-4). A ``stream_options`` that is not an
+    object (nor null) is the client's mistake and is left for the host to refuse."""
+    options = out.get("stream_options")
+    if options is None:
+        out["stream_options"] = {"include_usage": True}
+    elif isinstance(options, dict):
+        out["stream_options"] = {**options, "include_usage": True}
+
+
 def build_exchange(body: ChatRequest | dict[str, Any], ctx: ChatContext) -> "OpenAIExchange":
     """The upstream request for an OpenAI-compatible provider: the request as the client sent
-    it (the model's ``original``: OAI-3), with ``model`` replaced."""
+    it (the model's ``original``: OAI-3), with ``model`` replaced and, for a stream, usage
+    asked for (OAI-4)."""
     out = dict(original_of(body))
     out["model"] = ctx.upstream_model
+    if asks_usage(ctx):
+        with_usage_asked(out)
     headers = merge_headers(auth_headers(ctx.api_key, stream=ctx.stream),
                             ctx.provider.preferences.headers)
     request = UpstreamRequest("POST", chat_url(ctx.provider.base_url or ""), headers, dumps(out))
@@ -154,7 +183,8 @@ class OpenAIExchange:
 
     def stream_decoder(self) -> "OpenAIStreamDecoder":
         return OpenAIStreamDecoder(self.ctx.client_model, self.dialect,
-                                   think_tags=self.think_tags)
+                                   think_tags=self.think_tags,
+                                   hide_usage=not self.ctx.include_usage)
 
 
 # A JSON string as dumps writes it: no \\u or \\/ escapes, no raw U+2028/U+2029. Matched as an
@@ -162,13 +192,15 @@ class OpenAIExchange:
 _STR = r'"[^"\\\x00-\x1f\u2028\u2029]*(?:\\["\\bfnrt][^"\\\x00-\x1f\u2028\u2029]*)*"'
 _INT = r"(?:0|-?[1-9][0-9]*)"
 # An OpenAI content chunk, field by field as OpenAI sends them. Groups: the text before the
-# model's string, the model (no escapes at all, so the text is the value), the text after.
+# model's string, the model (no escapes at all, so the text is the value), the text after it up
+# to the choices' end, the ``"usage":null`` that include_usage puts on every chunk (or
+# nothing), the rest.
 _PLAIN_CHUNK = re.compile(
     r'(\{"id":' + _STR + r',"object":"chat\.completion\.chunk","created":' + _INT
     + r',"model":)"([^"\\\x00-\x1f\u2028\u2029]*)"((?:,"service_tier":' + _STR
     + r')?(?:,"system_fingerprint":(?:null|' + _STR + r'))?,"choices":\[\{"index":0'
-    + r',"delta":\{"content":' + _STR + r'\},"logprobs":null,"finish_reason":null\}\]'
-    r'(?:,"usage":null)?(?:,"obfuscation":' + _STR + r')?\})')
+    + r',"delta":\{"content":' + _STR + r'\},"logprobs":null,"finish_reason":null\}\])'
+    r'((?:,"usage":null)?)((?:,"obfuscation":' + _STR + r')?\})')
 
 
 class OpenAIStreamDecoder(SSEVendorDecoder):
@@ -181,15 +213,21 @@ class OpenAIStreamDecoder(SSEVendorDecoder):
     object (DEC-4). Every chunk that is not a plain content chunk goes through the dialect's
     ``ChunkNormalizer``; a stream that ends without a finish reason for a choice gets one, in a
     last chunk of its own. ``_events`` is the whole per-event loop, fast path included.
+
+    ``usage`` is the last usage the host reported, normalized, whatever the client asked. With
+    ``hide_usage`` (the client did not ask for it: S-5, OAI-4) no chunk the client gets
+    mentions usage: a chunk without choices (the usage chunk) is dropped and the ``usage`` key
+    of the others is removed, as OpenAI sends them without include_usage.
     """
 
     #: the fast-path matcher (a test swaps it for one that never matches)
     _plain = _PLAIN_CHUNK.fullmatch  # a bound builtin: not rebound as a method
 
     def __init__(self, client_model: str, dialect: Dialect = GENERIC, *,
-                 think_tags: bool | None = None) -> None:
+                 think_tags: bool | None = None, hide_usage: bool = False) -> None:
         super().__init__()
         self._model = client_model
+        self._hide = hide_usage
         try:  # the client's model as dumps writes it inside a chunk (None: take the long way)
             self._model_json: bytes | None = dumps(client_model)
             client_model.encode("utf-8")
@@ -221,6 +259,7 @@ class OpenAIStreamDecoder(SSEVendorDecoder):
     def _events(self, events: list[Any], out: list[StreamItem]) -> None:
         plain = self._plain
         norm = self._norm
+        hide = self._hide
         for ev in events:
             if self._done:
                 return  # DEC-4: nothing after the terminal condition
@@ -230,19 +269,27 @@ class OpenAIStreamDecoder(SSEVendorDecoder):
                 # a plain content chunk of choice 0 in OpenAI's compact layout: valid JSON with
                 # no error, no usage and no finish_reason, every string and number already in
                 # the form dumps writes, so the general way's output is the text itself, or the
-                # text with the model's JSON string swapped; nothing in it for the dialect to fix
+                # text with the model's JSON string swapped (and, when the client did not ask
+                # for usage, its "usage":null cut out); nothing in it for the dialect to fix
                 if self._fresh:  # the first one: its id and created, for a finish we may add
                     self._fresh = False
                     if norm.needs_head:
                         norm.note_head(json.loads(text))
                     norm.seen_plain(0)
                 if m.group(2) == self._model:
+                    if hide:
+                        cut, end = m.span(4)
+                        if cut != end:
+                            out.append(StreamChunk(b"data: " + text[:cut].encode("utf-8")
+                                                   + text[end:].encode("utf-8") + b"\n\n"))
+                            continue
                     out.append(StreamChunk(b"data: " + text.encode("utf-8") + b"\n\n"))
                     continue
                 if self._model_json is not None:
+                    rest = m.group(3) + m.group(5) if hide else text[m.end(2) + 1:]
                     out.append(StreamChunk(b"data: " + m.group(1).encode("utf-8")
-                                           + self._model_json
-                                           + m.group(3).encode("utf-8") + b"\n\n"))
+                                           + self._model_json + rest.encode("utf-8")
+                                           + b"\n\n"))
                     continue
             if text == "[DONE]":
                 self._done = True
@@ -267,7 +314,13 @@ class OpenAIStreamDecoder(SSEVendorDecoder):
                 continue
             if norm.usage is not None:
                 self.usage = norm.usage
-            if not obj["choices"] and obj.get("usage") is None:
+            if hide:  # S-5, OAI-4: the usage is ours, not the client's
+                if not obj["choices"]:
+                    continue  # the usage chunk, Azure's prompt-filter chunk (AZ-5), keep-alives
+                if "usage" in obj:
+                    del obj["usage"]
+                    changed = True
+            elif not obj["choices"] and obj.get("usage") is None:
                 continue  # nothing for the client: Azure's prompt-filter chunk (AZ-5), keep-alives
             if norm.any_finished:
                 self._finished = True

@@ -202,3 +202,48 @@ def test_gateway_answers_400_for_images_at_the_models_form():
     error = json.loads(b"".join(a.data for a in out if isinstance(a, SendData)))["error"]
     assert head.status == 400 and error["code"] == "unsupported_endpoint"
     assert "'az-models'" in error["message"] and "images/generations" in error["message"]
+
+
+# -- OAI-4: Azure streams ask for usage like OpenAI's ------------------------------------------
+
+def _chat_ctx(stream: bool, include_usage: bool, stream_usage: bool | None = None):
+    from uniapi_core.config.model import Provider, ProviderPreferences
+    from uniapi_core.vendors.base import ChatContext
+
+    provider = Provider(provider="az", base_url=R, api=("k",), engine="azure",
+                        preferences=ProviderPreferences(stream_usage=stream_usage))
+    return ChatContext(client_model="m", upstream_model="dep", provider=provider, api_key="k",
+                       stream=stream, include_usage=include_usage, response_id="chatcmpl-x",
+                       created=1, entropy=random.Random(0))
+
+
+def test_an_azure_stream_asks_for_usage_unless_asked_or_switched_off_oai_4():
+    from uniapi_core.vendors.azure import build_exchange
+
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": True,
+            "stream_options": {"include_obfuscation": False}}
+
+    def sent(**kw):
+        return json.loads(build_exchange(body, _chat_ctx(**kw)).request.body)
+
+    assert sent(stream=True, include_usage=False)["stream_options"] == {
+        "include_obfuscation": False, "include_usage": True}
+    assert sent(stream=True, include_usage=False, stream_usage=False) == dict(body, model="dep")
+    assert sent(stream=False, include_usage=False) == dict(body, model="dep")
+    asked = dict(body, stream_options={"include_usage": True})
+    assert json.loads(build_exchange(asked, _chat_ctx(True, True)).request.body) == \
+        dict(asked, model="dep")
+    # the decoder hides what the client did not ask for and keeps it for the stats
+    wire = (b'data: {"choices":[],"prompt_filter_results":[]}\n\n'
+            b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"dep",'
+            b'"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":"stop"}],'
+            b'"usage":null}\n\n'
+            b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"dep",'
+            b'"choices":[],"usage":{"prompt_tokens":2,"completion_tokens":1,"total_tokens":3}}'
+            b'\n\ndata: [DONE]\n\n')
+    dec = build_exchange(body, _chat_ctx(True, False)).stream_decoder()
+    items = dec.feed(wire) + dec.close()
+    assert [json.loads(i.data[6:]) for i in items[:-1]] == [
+        {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+         "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": "stop"}]}]
+    assert items[-1].usage == {"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3}
