@@ -49,6 +49,11 @@ class Connection:
                  alpn: str | None = None, peer: str | None = None) -> None:
         self._args = (gateway, limits, h2limits)
         self._peer = peer  # the client's address, for the request records
+        #: the process's metrics, told of this connection until it closes (the demo's
+        #: upstream, gateway-shaped, has none)
+        self._metrics = getattr(gateway(), "metrics", None)
+        if self._metrics is not None:
+            self._metrics.connections(1)
         self._sniffed = bytearray()
         self._draining = False
         self.inner: Session | H2Session | None = None
@@ -79,6 +84,9 @@ class Connection:
                 more = inner.handle(_TIMER, now, wall)
                 if more:
                     out = merge_writes(out + more)
+        if self._metrics is not None and inner.closed:
+            self._metrics.connections(-1)
+            self._metrics = None
         return out
 
     def _current(self) -> Session | H2Session:

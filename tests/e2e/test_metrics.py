@@ -121,3 +121,29 @@ def test_metrics_public_needs_no_key(backend):
     finally:
         up.close()
     assert status == 200 and "uniapi_requests_in_flight" in text
+
+
+def test_open_connections_are_counted_while_open(backend):
+    """The gauge goes up with each client connection and back down when it closes."""
+    import socket
+    import time
+
+    up = FakeUpstream()
+    try:
+        with run_gateway(config(up, public=True), backend=backend) as gw:
+            metrics = gw.gateway.metrics
+            held = [socket.create_connection(("127.0.0.1", gw.port)) for _ in range(3)]
+            deadline = time.monotonic() + 5
+            while metrics.gauge("uniapi_client_connections_open") < 3 \
+                    and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert metrics.gauge("uniapi_client_connections_open") == 3
+            for s in held:
+                s.close()
+            deadline = time.monotonic() + 5
+            while metrics.gauge("uniapi_client_connections_open") > 0 \
+                    and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert metrics.gauge("uniapi_client_connections_open") == 0
+    finally:
+        up.close()
