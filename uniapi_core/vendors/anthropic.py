@@ -759,9 +759,9 @@ class AnthropicStreamDecoder(SSEVendorDecoder):
 
     def _message_stop(self, obj: dict[str, Any]) -> list[StreamItem]:
         self._done = True
-        usage = self.usage or usage_object()
+        reported = self.usage  # None when the host reported none: absent, not zero (stats)
         reason = _finish(self._stop_reason, self._writer.tool_count > 0)
-        return [*self._writer.finish(reason, usage), StreamDone(usage)]
+        return [*self._writer.finish(reason, reported or usage_object()), StreamDone(reported)]
 
     def _error_event(self, obj: dict[str, Any]) -> list[StreamItem]:
         self._done = True
