@@ -48,8 +48,9 @@ about the credential, the same in every region) for ``api_key_cooldown_period`` 
 
 A pool remembers the key list it was built for. When it is asked for a provider whose ``api``
 list differs from that one, it starts afresh (cursor, benches, windows), since indexes no longer
-name the same keys; an unchanged list keeps everything. (The gateway has no hot reload yet;
-this is what will let one keep the state of unchanged providers.) At most ``max_providers``
+name the same keys; an unchanged list keeps everything. This is what lets a hot reload
+(``Gateway.reloaded``, which hands the new gateway this same object) keep the state of
+unchanged providers. At most ``max_providers``
 pools are kept (least recently used dropped). Time is only the ``now`` argument; randomness
 only ``rng``.
 """
