@@ -26,7 +26,9 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any
+
+from .records import RecordLike
 
 #: distinct values each capped label (model, provider, outcome) admits per Metrics object
 LABEL_CAP = 200
@@ -59,40 +61,6 @@ TOKEN_FIELDS = (("prompt", "prompt_tokens", None),
 
 #: the snapshot format this module writes and merges
 SNAPSHOT_FORMAT = 1
-
-
-class AttemptLike(Protocol):
-    """What metrics read of one upstream attempt (``request_machine.AttemptRecord``)."""
-
-    @property
-    def provider(self) -> str: ...
-    @property
-    def outcome(self) -> str: ...
-    @property
-    def latency(self) -> float: ...
-
-
-class RecordLike(Protocol):
-    """What metrics read of one finished request (``request_machine.ServedRecord``)."""
-
-    @property
-    def path(self) -> str: ...
-    @property
-    def status(self) -> int: ...
-    @property
-    def duration(self) -> float: ...
-    @property
-    def attempts(self) -> tuple[tuple[str, str, str], ...]: ...
-    @property
-    def client_closed(self) -> bool: ...
-    @property
-    def usage(self) -> dict | None: ...
-    @property
-    def model(self) -> str | None: ...
-    @property
-    def ttft(self) -> float | None: ...
-    @property
-    def tries(self) -> tuple[AttemptLike, ...]: ...
 
 
 # name, type, help, labels, buckets (histograms only). The order here is the render order.

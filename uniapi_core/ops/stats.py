@@ -2,14 +2,14 @@
 
 The core owns everything about the store but the I/O. A transport does three things only:
 
-1. at start, ``StoreConfig.from_env(os.environ)``; unless ``enabled`` is false it creates
-   ``directory`` (SQLite), imports ``module`` and calls its ``connect(*args, **kwargs)`` with
-   ``connect_args()``, then runs ``migrate_work(dialect, wall).apply(conn)`` in a worker thread;
-2. for every ``Served(record)``: ``queue.add(record, now)`` (never blocks, never raises), and
-   whenever ``queue.due(now)`` (a timer at ``queue.next_deadline()``): ``work = queue.take(now)``,
-   ``work.apply(conn)`` in a worker thread, then ``queue.done(work, ok, error, now)``;
-3. for ``GET /v1/stats`` and ``GET /v1/token_usage``: the query's ``work(dialect)`` applied in a
-   worker thread, its rows handed to the query's ``answer``.
+1. it keeps one ``StoreSession`` (made from the ``StoreConfig`` the launch read from the
+   environment, with the transport's ``import_module`` and ``makedirs``) and runs every work
+   through its ``run`` in one worker thread;
+2. its flush loop asks the gateway for work (``Gateway.stats_start`` at start, the schema;
+   ``stats_next`` when ``stats_deadline`` comes, one batch of the ``StatsQueue`` the request
+   machine fills; everything left at shutdown) and hands each result back (``stats_done``);
+3. for ``GET /v1/stats`` and ``GET /v1/token_usage``: the request machine's ``Query`` action,
+   whose rows go back as ``QueryDone``.
 
 ``DbWork.apply`` speaks only the DB-API 2.0 protocol to the connection it is given (``cursor``,
 ``execute``, ``executemany``, ``fetchall``, ``commit``, ``rollback``) and imports nothing: the
@@ -34,9 +34,11 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import PurePath
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 import attrs
+
+from .records import AttemptLike, RecordLike
 
 __all__ = [
     "ATTEMPT_COLUMNS",
@@ -69,56 +71,6 @@ __all__ = [
     "usage_window",
     "write_work",
 ]
-
-
-# --- what a record looks like (request_machine.ServedRecord, typed structurally) -----------
-
-class AttemptLike(Protocol):
-    """One upstream attempt (``request_machine.AttemptRecord``)."""
-
-    @property
-    def provider(self) -> str: ...
-    @property
-    def model(self) -> str: ...
-    @property
-    def outcome(self) -> str: ...
-    @property
-    def key(self) -> str | None: ...
-    @property
-    def latency(self) -> float: ...
-
-
-class RecordLike(Protocol):
-    """One finished client request (``request_machine.ServedRecord``)."""
-
-    @property
-    def method(self) -> str: ...
-    @property
-    def path(self) -> str: ...
-    @property
-    def status(self) -> int: ...
-    @property
-    def duration(self) -> float: ...
-    @property
-    def attempts(self) -> Sequence[tuple[str, str, str]]: ...
-    @property
-    def client_closed(self) -> bool: ...
-    @property
-    def usage(self) -> dict | None: ...
-    @property
-    def wall(self) -> float: ...
-    @property
-    def key(self) -> str | None: ...
-    @property
-    def model(self) -> str | None: ...
-    @property
-    def ttft(self) -> float | None: ...
-    @property
-    def client_ip(self) -> str | None: ...
-    @property
-    def error(self) -> str | None: ...
-    @property
-    def tries(self) -> Sequence[AttemptLike]: ...
 
 
 # --- configuration ---------------------------------------------------------------------------
