@@ -20,13 +20,15 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from pathlib import Path
 
 from uniapi_core.connection import ALPN, INBOX, LISTEN_BACKLOG, Connection
 from uniapi_core.events import (ClientData, Close, DeadlineReached, DrainStarted, Fetch, FetchDone,
-                                Notified, Notify, PauseUpstream, Query, QueryDone, Reload,
-                                Reloaded, ResumeUpstream, Served, StartUpstream, StopUpstream,
-                                Watch, Write, WriteFailed)
+                                Notified, Notify, PauseUpstream, Query, QueryDone, Reload, Reloaded,
+                                ResumeUpstream, Scrape, Scraped, Served, StartUpstream,
+                                StopUpstream, Watch, Write, WriteFailed)
 from uniapi_core.gateway import Gateway
+from uniapi_core.ops.metrics import PUBLISH_EVERY, read_snapshots, snapshot_file, write_snapshot
 from uniapi_core.ops.stats import StoreConfig, StoreSession
 from uniapi_core.http.pool import READ_SIZE
 from uniapi_core.http.stall import TCP_INFO_SIZE, WriteWatch, bytes_acked
@@ -140,6 +142,9 @@ async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
             elif cls is Reload:
                 tasks[action.ref] = nursery.create_task(run_task(action.ref, partial(
                     reloaded, action.ref)))
+            elif cls is Scrape:
+                tasks[action.ref] = nursery.create_task(run_task(action.ref, partial(
+                    scrape, action)))
             elif cls is Watch:
                 woken = watches.setdefault(action.key, asyncio.Event())  # registered now, not later
                 tasks[action.ref] = nursery.create_task(run_task(action.ref, partial(
@@ -272,6 +277,24 @@ class Store:
         self.thread.shutdown(wait=False)
 
 
+async def scrape(action: Scrape) -> Scraped:
+    """The other workers' metrics snapshots (``--workers``), read in a worker thread."""
+    return Scraped(action.ref, await asyncio.to_thread(
+        read_snapshots, action.directory, os.listdir, lambda p: Path(p).read_bytes(),
+        snapshot_file(str(os.getpid()))))
+
+
+async def publish(get_gateway: Callable[[], Gateway], directory: str) -> None:
+    """``--workers``: this worker's metrics, for the others' scrapes, every second."""
+    path = os.path.join(directory, snapshot_file(str(os.getpid())))
+    loop = asyncio.get_running_loop()
+    while True:
+        data = get_gateway().metrics_snapshot(loop.time())
+        await asyncio.to_thread(write_snapshot, path, data, lambda p, d: Path(p).write_bytes(d),
+                                os.replace)
+        await asyncio.sleep(PUBLISH_EVERY)
+
+
 async def cancel_all(tasks: set[asyncio.Task]) -> None:
     """Cancel ``tasks`` and wait until every one has finished."""
     for task in list(tasks):
@@ -296,6 +319,8 @@ async def serve(get_gateway: Callable[[], Gateway], host: str, port: int, *,
     queue = getattr(gateway, "stats", None)  # a StatsQueue is falsy while empty: "is None"
     store = None if queue is None else Store(gateway.settings.stats_store)
     flushing = store and asyncio.create_task(store.flush(get_gateway, drained, wall))
+    shared = getattr(getattr(gateway, "settings", None), "metrics_dir", None)
+    publishing = shared and asyncio.create_task(publish(get_gateway, shared))
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await handle_connection(reader, writer, get_gateway, pool, options, draining, wall,
@@ -318,5 +343,7 @@ async def serve(get_gateway: Callable[[], Gateway], host: str, port: int, *,
         server.close()
         await cancel_all(connections)
         drained.set()
+        if publishing:
+            await cancel_all({publishing})
         if flushing:
             await flushing

@@ -14,6 +14,7 @@ event                                        when
 ``Notified(ref)``                            ``Watch`` ref fired (a ``Notify`` on its key)
 ``QueryDone(ref, result)``                   the rows (or error text) of ``Query`` ref
 ``Reloaded(ref, error)``                     the outcome of ``Reload`` ref (None: applied)
+``Scraped(ref, files)``                      the snapshot files ``Scrape`` ref read
 ``DeadlineReached()``                        ``next_deadline()`` has passed
 ``WriteFailed()``                            a write to the client failed or stalled past
                                              ``FrontOptions.write_stall_timeout``
@@ -38,6 +39,8 @@ action                                       the transport…
                                              store in a worker thread, reports ``QueryDone``
 ``Reload(ref)``                              hot-reloads the process's config (as SIGHUP
                                              does), reports ``Reloaded``
+``Scrape(ref, directory)``                   reads the other workers' metrics snapshots
+                                             (``--workers``), reports ``Scraped``
 ``Served(record)``                           logs one finished request
 ``Close()``                                  closes the client connection; it is over
 ===========================================  ================================================
@@ -57,6 +60,8 @@ from .request_machine import (
     QueryDone,
     Reload,
     Reloaded,
+    Scrape,
+    Scraped,
     Served,
     ServedRecord,
     StartUpstream,
@@ -70,7 +75,7 @@ __all__ = ["ClientData", "WriteFailed", "DrainStarted", "DeadlineReached", "Upst
            "UpstreamData", "UpstreamEnded", "UpstreamFailed", "UpstreamEvent", "FetchDone",
            "FetchResult", "Notified", "Event", "Write", "Close", "StartUpstream",
            "StopUpstream", "PauseUpstream", "ResumeUpstream", "Fetch", "Watch", "Notify",
-           "Query", "QueryDone", "Reload", "Reloaded", "Served", "ServedRecord", "Action",
+           "Query", "QueryDone", "Reload", "Reloaded", "Scrape", "Scraped", "Served", "ServedRecord", "Action",
            "merge_writes"]
 
 
@@ -115,9 +120,10 @@ class ResumeUpstream:
 
 
 Event = (ClientData | UpstreamHead | UpstreamData | UpstreamEnded | UpstreamFailed | FetchDone
-         | Notified | QueryDone | Reloaded | DeadlineReached | WriteFailed | DrainStarted)
+         | Notified | QueryDone | Reloaded | Scraped | DeadlineReached | WriteFailed
+         | DrainStarted)
 Action = (Write | Close | StartUpstream | StopUpstream | PauseUpstream | ResumeUpstream | Fetch
-          | Watch | Notify | Query | Reload | Served)
+          | Watch | Notify | Query | Reload | Scrape | Served)
 
 
 def merge_writes(actions: list[Action]) -> list[Action]:

@@ -15,6 +15,7 @@ import random
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
+from functools import partial
 
 import attrs
 
@@ -35,7 +36,7 @@ from .vendors import (ENDPOINTS, TRANSLATORS, UPLOADS, detect_engine, discovery_
                       parse_discovery)
 from .vendors.openai import Upload
 from .vendors.base import ChatContext, UpstreamRequest
-from .ops.metrics import Metrics
+from .ops.metrics import Metrics, summed
 from .ops.stats import StatsQuery, StatsQueryError, StatsQueue, StoreConfig, TokenUsageQuery, \
     migrate_work, new_instance_id
 from .vendors.dialects import dialect_for
@@ -72,6 +73,9 @@ class Settings:
     #: plain-http image URLs
     fetch_allow_private: bool = False
     fetch_allow_http: bool = False
+    #: ``--workers N``: the directory where every worker publishes its metrics snapshot, so that
+    #: a scrape answers with the sum (None: one process)
+    metrics_dir: str | None = None
     #: where request rows go (``ops/stats.StoreConfig``, from ``DB_*`` env); None or disabled:
     #: no stats store (``/v1/stats`` answers ``{"stats": {}}``, ``/v1/token_usage`` 503)
     stats_store: StoreConfig | None = None
@@ -92,6 +96,15 @@ class Respond:
     @classmethod
     def error(cls, exc: UniapiError, headers: tuple[tuple[str, str], ...] = ()) -> "Respond":
         return cls(exc.status, JSON_HEADERS + exc.headers + headers, to_openai_error(exc))
+
+
+@attrs.frozen
+class ScrapeCall:
+    """``GET /metrics`` under ``--workers``: the request machine has the snapshot files of
+    ``directory`` read (``Scrape``) and answers with ``answer(files)``, the sum."""
+
+    directory: str
+    answer: Callable[[Mapping[str, bytes]], Respond]
 
 
 @attrs.frozen
@@ -247,6 +260,7 @@ class Gateway:
         router.limiter, router.stats = old.limiter, old.stats
         new.metrics, new.stats, new.tokens = self.metrics, self.stats, self.tokens
         new._labels, new._reported, new._migration = self._labels, self._reported, self._migration
+        new._schema_ready = self._schema_ready
         return new
 
     def _rediscovered(self, config: Config) -> dict[str, tuple[ModelEntry, ...]]:
@@ -382,11 +396,25 @@ class Gateway:
         return Respond.json(200, {"status": "ok"}, extra)
 
     def _metrics(self, key: ApiKey | None, body: bytes, now: float, wall: float,
-                 extra: tuple[tuple[str, str], ...]) -> Respond:
+                 extra: tuple[tuple[str, str], ...]) -> Respond | ScrapeCall:
+        """This process's metrics; under ``--workers``, summed with the other workers'
+        published snapshots (a ``ScrapeCall``: the transport reads them first)."""
         self.metrics.set_cooldowns(self.router.cooldowns.active(now))
         self.stats_counts()
+        if self.settings.metrics_dir is None:
+            return self._render({}, extra)
+        return ScrapeCall(self.settings.metrics_dir, partial(self._render, extra=extra))
+
+    def _render(self, others: Mapping[str, bytes], extra: tuple[tuple[str, str], ...]
+                ) -> Respond:
         return Respond(200, (("content-type", METRICS_TYPE),) + extra,
-                       self.metrics.render().encode())
+                       summed(self.metrics, others).render().encode())
+
+    def metrics_snapshot(self, now: float) -> bytes:
+        """This worker's metrics as published for the others' scrapes (``--workers``)."""
+        self.metrics.set_cooldowns(self.router.cooldowns.active(now))
+        self.stats_counts()
+        return dumps(self.metrics.snapshot())
 
     def _models(self, key: ApiKey, body: bytes, now: float, wall: float,
                 extra: tuple[tuple[str, str], ...]) -> Respond:

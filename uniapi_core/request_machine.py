@@ -63,14 +63,14 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urljoin
 
 import attrs
 
 from .errors import ClientError, GatewayError, UniapiError
-from .gateway import ChatCall, DbCall, Gateway, ReloadCall, Respond, Routed
+from .gateway import ChatCall, DbCall, Gateway, ReloadCall, Respond, Routed, ScrapeCall
 from .http.server import RequestReceived
 from .http.url import Url
 from .relay import (
@@ -92,7 +92,7 @@ from .vendors import gauth
 
 __all__ = ["RequestMachine", "Step", "StartUpstream", "StopUpstream", "Fetch", "FetchResult",
            "FetchDone", "Watch", "Notify", "Notified", "Query", "QueryDone", "Reload",
-           "Reloaded", "Served",
+           "Reloaded", "Scrape", "Scraped", "Served",
            "ServedRecord", "AttemptRecord",
            "MachineAction", "MachineEvent", "UpstreamEvent", "TOKEN_TIMEOUT"]
 
@@ -169,6 +169,24 @@ class QueryDone:
 
     ref: int
     result: list | str
+
+
+@attrs.frozen
+class Scrape:
+    """Read the other workers' metrics snapshots in ``directory`` (``ops/metrics.
+    read_snapshots``, in a worker thread, this worker's own file left out); report
+    ``Scraped(ref, files)``."""
+
+    ref: int
+    directory: str
+
+
+@attrs.frozen
+class Scraped:
+    """The snapshot files ``Scrape`` ``ref`` read: file name -> its bytes."""
+
+    ref: int
+    files: Mapping[str, bytes]
 
 
 @attrs.frozen
@@ -249,11 +267,11 @@ class Served:
     record: ServedRecord
 
 
-MachineAction = (StartUpstream | StopUpstream | Fetch | Watch | Notify | Query | Reload
+MachineAction = (StartUpstream | StopUpstream | Fetch | Watch | Notify | Query | Reload | Scrape
                  | Served | SendHead | SendData | EndResponse)
 UpstreamEvent = UpstreamHead | UpstreamData | UpstreamEnded | UpstreamFailed
-MachineEvent = (UpstreamEvent | FetchDone | Notified | QueryDone | Reloaded | DeadlineReached
-                | ClientGone)
+MachineEvent = (UpstreamEvent | FetchDone | Notified | QueryDone | Reloaded | Scraped
+                | DeadlineReached | ClientGone)
 
 #: the longest a token POST may take, head to end, and a wait for another's (seconds)
 TOKEN_TIMEOUT = 30.0
@@ -262,6 +280,9 @@ QUERY_TIMEOUT = 30.0
 #: the longest a hot reload asked by ``POST /v1/reload`` may take (a ``CONFIG_URL`` fetch and
 #: model discovery, each bounded by ``UpstreamTimeouts``) before it is cancelled (seconds)
 RELOAD_TIMEOUT = 60.0
+#: the longest reading the other workers' metrics snapshots may take; after it, this worker
+#: answers the scrape with what it has (seconds)
+SCRAPE_TIMEOUT = 5.0
 
 
 class Step(enum.Enum):
@@ -272,6 +293,7 @@ class Step(enum.Enum):
     RELAYING = "relaying"
     QUERYING = "querying"
     RELOADING = "reloading"
+    SCRAPING = "scraping"
     DONE = "done"
 
     # members are singletons: hash by identity, in C (the table is looked up on every event)
@@ -304,6 +326,7 @@ class RequestMachine:
         self._peer = peer
         self._query: DbCall | None = None  # QUERYING: the call whose work runs
         self._reload: ReloadCall | None = None  # RELOADING: the call being answered
+        self._scrape: ScrapeCall | None = None  # SCRAPING: the call being answered
         self._query_ref = 0
         self._query_deadline = 0.0
         self.step = Step.ROUTING
@@ -354,7 +377,7 @@ class RequestMachine:
         step = self.step
         if step is Step.RELAYING or step is Step.MODERATING:
             return self._relay.next_deadline()  # type: ignore[union-attr]
-        if step is Step.QUERYING or step is Step.RELOADING:
+        if step is Step.QUERYING or step is Step.RELOADING or step is Step.SCRAPING:
             return self._query_deadline
         if step is Step.AWAITING_TOKEN:
             times = [f.deadline for f in self._tokens.values()]
@@ -415,6 +438,12 @@ class RequestMachine:
             self._query_ref = self._new_ref()
             self._query_deadline = now + QUERY_TIMEOUT
             out.append(Query(self._query_ref, reply.work))
+            return
+        if isinstance(reply, ScrapeCall):
+            self.step, self._scrape = Step.SCRAPING, reply
+            self._query_ref = self._new_ref()
+            self._query_deadline = now + SCRAPE_TIMEOUT
+            out.append(Scrape(self._query_ref, reply.directory))
             return
         if isinstance(reply, ReloadCall):
             self.step, self._reload = Step.RELOADING, reply
@@ -544,6 +573,18 @@ class RequestMachine:
             out.append(StopUpstream(self._query_ref))
             self._on_reloaded(Reloaded(self._query_ref, f"no outcome within {RELOAD_TIMEOUT:g} "
                                        "s; the reload was cancelled"), now, wall, out)
+
+    def _on_scraped(self, event: Scraped | DeadlineReached, now: float, wall: float,
+                    out: list[MachineAction]) -> None:
+        if self._scrape is None or (isinstance(event, Scraped) and event.ref != self._query_ref):
+            return
+        if isinstance(event, DeadlineReached):
+            if now < self._query_deadline:
+                return
+            out.append(StopUpstream(self._query_ref))  # too slow: this worker's own figures
+        call, self._scrape = self._scrape, None
+        self._answer(call.answer(event.files if isinstance(event, Scraped) else {}),
+                     now, wall, out)
 
     def _on_reloaded(self, event: Reloaded, now: float, wall: float,
                      out: list[MachineAction]) -> None:
@@ -752,8 +793,10 @@ _TABLE[(Step.FETCHING, FetchDone)] = RequestMachine._on_fetch_done
 _TABLE[(Step.QUERYING, QueryDone)] = RequestMachine._on_query_done
 _TABLE[(Step.QUERYING, DeadlineReached)] = RequestMachine._on_query_late
 _TABLE[(Step.RELOADING, Reloaded)] = RequestMachine._on_reloaded
+_TABLE[(Step.SCRAPING, Scraped)] = RequestMachine._on_scraped
+_TABLE[(Step.SCRAPING, DeadlineReached)] = RequestMachine._on_scraped
 _TABLE[(Step.RELOADING, DeadlineReached)] = RequestMachine._on_reload_late
 for _step in (Step.MODERATING, Step.FETCHING, Step.AWAITING_TOKEN, Step.RELAYING,
-              Step.QUERYING, Step.RELOADING):
+              Step.QUERYING, Step.RELOADING, Step.SCRAPING):
     _TABLE[(_step, ClientGone)] = RequestMachine._on_client_gone
 del _step, _ev

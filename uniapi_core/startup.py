@@ -152,6 +152,11 @@ class Launch:
     settings: Settings = Settings()
     demo: bool = False
 
+    def sharing_metrics(self, directory: str) -> Launch:
+        """This launch with its workers publishing their metrics in ``directory`` (the shell
+        makes it before forking them), so a scrape of any worker answers with the sum."""
+        return attrs.evolve(self, settings=attrs.evolve(self.settings, metrics_dir=directory))
+
     def gateway(self, config: Config, entropy: random.Random) -> Gateway:
         """The gateway to serve ``config`` with these settings (``entropy``: the shell's)."""
         return Gateway(config, settings=self.settings, entropy=entropy)

@@ -9,9 +9,11 @@ import importlib
 import logging
 import os
 import random
+import shutil
 import signal
 import ssl
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from functools import partial
 
@@ -70,11 +72,16 @@ def _serve(launch: startup.Launch, config: Callable[[str | None], Loaded], backe
     logging.basicConfig(level=logging.INFO, format=startup.LOG_LINES[launch.options.log_format])
     # the one arrow between the twins: the asyncio backend is started from here
     run = importlib.import_module(f"uniapi_{backend}.runtime").run
+    if launch.options.workers > 1:  # where the workers publish their metrics for each other
+        launch = launch.sharing_metrics(tempfile.mkdtemp(prefix="uniapi-metrics-"))
     serve = partial(run, launch, lambda url: launch.gateway(config(url).config,
                                                             random.Random()), say=say,
                     current=shell.Current(reloads, read))
     if launch.options.workers > 1:
-        _supervise(launch.options.workers, serve)
+        try:
+            _supervise(launch.options.workers, serve)
+        finally:
+            shutil.rmtree(launch.settings.metrics_dir or "", ignore_errors=True)
         return
     try:
         serve()

@@ -13,15 +13,17 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
+from pathlib import Path
 
 import trio
 
 from uniapi_core.connection import ALPN, INBOX, LISTEN_BACKLOG, Connection
 from uniapi_core.events import (ClientData, Close, DeadlineReached, DrainStarted, Fetch, FetchDone,
-                                Notified, Notify, PauseUpstream, Query, QueryDone, Reload,
-                                Reloaded, ResumeUpstream, Served, StartUpstream, StopUpstream,
-                                Watch, Write, WriteFailed)
+                                Notified, Notify, PauseUpstream, Query, QueryDone, Reload, Reloaded,
+                                ResumeUpstream, Scrape, Scraped, Served, StartUpstream,
+                                StopUpstream, Watch, Write, WriteFailed)
 from uniapi_core.gateway import Gateway
+from uniapi_core.ops.metrics import PUBLISH_EVERY, read_snapshots, snapshot_file, write_snapshot
 from uniapi_core.ops.stats import StoreConfig, StoreSession
 from uniapi_core.http.stall import TCP_INFO_SIZE, WriteWatch, bytes_acked
 from uniapi_core.startup import NO_RELOAD, FrontOptions
@@ -145,6 +147,8 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
                 spawn(action.ref, partial(store.query, action))  # type: ignore[union-attr]
             elif cls is Reload:
                 spawn(action.ref, partial(reloaded, action.ref))
+            elif cls is Scrape:
+                spawn(action.ref, partial(scrape, action))
             elif cls is Watch:
                 woken = watches.setdefault(action.key, trio.Event())  # registered now, not later
                 spawn(action.ref, partial(notified, action.ref, woken))
@@ -213,6 +217,25 @@ class Store:
                 with trio.move_on_at(get_gateway().stats_deadline(trio.current_time())):
                     await stopped.wait()
             work = get_gateway().stats_next(trio.current_time(), stopped.is_set())
+
+
+async def scrape(action: Scrape) -> Scraped:
+    """The other workers' metrics snapshots (``--workers``), read in a worker thread."""
+    return Scraped(action.ref, await trio.to_thread.run_sync(
+        read_snapshots, action.directory, os.listdir, lambda p: Path(p).read_bytes(),
+        snapshot_file(str(os.getpid()))))
+
+
+async def publish(get_gateway: Callable[[], Gateway], directory: str,
+                  stopped: trio.Event) -> None:
+    """``--workers``: this worker's metrics, for the others' scrapes, every second."""
+    path = os.path.join(directory, snapshot_file(str(os.getpid())))
+    while not stopped.is_set():
+        data = get_gateway().metrics_snapshot(trio.current_time())
+        await trio.to_thread.run_sync(write_snapshot, path, data,
+                                      lambda p, d: Path(p).write_bytes(d), os.replace)
+        with trio.move_on_after(PUBLISH_EVERY):
+            await stopped.wait()
 
 
 def _log(action: Served, log_format: str) -> None:
@@ -287,6 +310,8 @@ async def serve(get_gateway: Callable[[], Gateway], host: str, port: int, *,
     async with trio.open_nursery() as background:
         if store is not None:
             background.start_soon(store.flush, get_gateway, drained, wall)
+        if (shared := getattr(getattr(gateway, "settings", None), "metrics_dir", None)):
+            background.start_soon(publish, get_gateway, shared, drained)
         async with trio.open_nursery() as connections:
             async with trio.open_nursery() as accepting:
                 await accepting.start(partial(trio.serve_listeners, handler, listeners,

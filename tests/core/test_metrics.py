@@ -485,3 +485,33 @@ def test_merging_snapshots_equals_observing_all_in_one(records, owners, gauges):
         def total(text: str) -> float:
             return sum(v for (n, _), v in parse(text)[1].items() if n == "uniapi_requests_total")
         assert total(merged.render()) == total(one.render()) == len(records)
+
+
+def test_workers_publish_and_a_scrape_sums_what_it_reads(tmp_path):
+    """--workers: each writes its snapshot whole (write_snapshot), a scrape reads the others'
+    (read_snapshots, its own left out) and sums them with its own live figures (summed); a
+    file that does not parse is left out, not fatal."""
+    import json
+    import os
+    from pathlib import Path
+
+    ours, theirs = Metrics(), Metrics()
+    ours.observe(record())
+    for _ in range(2):
+        theirs.observe(record(status=500))
+    for name, source in (("a", ours), ("b", theirs)):
+        m.write_snapshot(str(tmp_path / m.snapshot_file(name)),
+                         json.dumps(source.snapshot()).encode(),
+                         lambda p, d: Path(p).write_bytes(d), os.replace)
+    (tmp_path / m.snapshot_file("c")).write_bytes(b"{not json")
+    (tmp_path / "unrelated.txt").write_bytes(b"x")
+    assert sorted(os.listdir(tmp_path)) == ["unrelated.txt", "worker-a.json", "worker-b.json",
+                                            "worker-c.json"]  # no temporary file left
+    others = m.read_snapshots(str(tmp_path), os.listdir, lambda p: Path(p).read_bytes(),
+                              skip=m.snapshot_file("a"))
+    assert sorted(others) == ["worker-b.json", "worker-c.json"]
+    total = m.summed(ours, others)
+    labels = {"endpoint": "/v1/chat/completions", "model": "gpt-4o", "provider": "openai"}
+    assert total.counter("uniapi_requests_total", **labels, status_class="2xx") == 1
+    assert total.counter("uniapi_requests_total", **labels, status_class="5xx") == 2
+    assert m.summed(ours, {}) is ours

@@ -147,3 +147,45 @@ def test_open_connections_are_counted_while_open(backend):
             assert metrics.gauge("uniapi_client_connections_open") == 0
     finally:
         up.close()
+
+
+@pytest.mark.parametrize("workers_backend", ["trio", "asyncio"])
+def test_a_scrape_under_workers_is_the_sum_over_every_worker(workers_backend, tmp_path):
+    """--workers 2: requests land on both workers (fresh connections, SO_REUSEPORT); every
+    scrape, whichever worker answers it, counts all of them."""
+    import http.client
+    import json as _json
+    import sys
+    import time
+
+    from tests.e2e.test_cli import _wait_for_workers, free_port, process
+
+    up = FakeUpstream(lambda seen: json_reply(answer("w")))
+    conf = tmp_path / "api.yaml"
+    conf.write_text(config(up, public=True))
+    port = free_port()
+    requests = 12
+    try:
+        with process([sys.executable, "-m", "uniapi_trio.cli", "serve", "--config", str(conf),
+                      "--port", str(port), "--workers", "2", "--backend", workers_backend],
+                     port, env={"DISABLE_DATABASE": "true"}) as proc:
+            _wait_for_workers(proc.pid, 2)
+            body = _json.dumps({"model": "m", "messages": [{"role": "user", "content": "x"}]})
+            for _ in range(requests):  # a fresh connection each: the kernel spreads them
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                conn.request("POST", "/v1/chat/completions", body,
+                             {"Authorization": f"Bearer {ADMIN}",
+                              "Content-Type": "application/json"})
+                assert conn.getresponse().status == 200
+                conn.close()
+            time.sleep(2.5)  # every worker has published since (once a second)
+            seen = set()
+            for _ in range(8):
+                status, text = scrape(f"http://127.0.0.1:{port}", None)
+                assert status == 200
+                found = samples(text)
+                assert value(found, "uniapi_requests_total",
+                             endpoint="/v1/chat/completions", status_class="2xx") == requests
+                seen.add(value(found, "uniapi_requests_total", endpoint="/metrics"))
+    finally:
+        up.close()

@@ -24,6 +24,7 @@ upstream cannot fill the table (they count under ``"other"`` unless already admi
 from __future__ import annotations
 
 import bisect
+import json
 import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -428,3 +429,52 @@ def _list(value: Any) -> list[Any]:
 
 def _list_keys(value: Any) -> list[str]:
     return list(value) if isinstance(value, Mapping) else []
+
+
+# --- workers: every process publishes a snapshot, the one scraped sums them ------------------
+
+#: how often a worker rewrites its snapshot file (seconds); a scrape is at most this stale for
+#: the other workers
+PUBLISH_EVERY = 1.0
+
+
+def snapshot_file(worker: str) -> str:
+    """The name of ``worker``'s snapshot file in the shared directory."""
+    return f"worker-{worker}.json"
+
+
+def read_snapshots(directory: str, listdir: Callable[[str], list[str]],
+                   read_bytes: Callable[[str], bytes], skip: str) -> dict[str, bytes]:
+    """The snapshot files of ``directory`` but ``skip`` (the reader's own), read with the
+    transport's ``listdir`` and ``read_bytes`` (``os.listdir``, ``Path.read_bytes``): blocking,
+    for a worker thread. A file that vanished or cannot be read is left out."""
+    out: dict[str, bytes] = {}
+    for name in sorted(listdir(directory)):
+        if name.startswith("worker-") and name.endswith(".json") and name != skip:
+            try:
+                out[name] = read_bytes(f"{directory}/{name}")
+            except OSError:
+                continue
+    return out
+
+
+def write_snapshot(path: str, data: bytes, write_bytes: Callable[[str, bytes], Any],
+                   replace: Callable[[str, str], Any]) -> None:
+    """Publish ``data`` at ``path`` whole or not at all (a temporary file, then renamed), with
+    the transport's ``write_bytes`` and ``replace``: blocking, for a worker thread."""
+    write_bytes(path + ".tmp", data)
+    replace(path + ".tmp", path)
+
+
+def summed(own: Metrics, others: Mapping[str, bytes]) -> Metrics:
+    """``own`` (live) plus the other workers' published snapshots; one that does not parse is
+    left out rather than failing the scrape."""
+    snaps: list[Mapping[str, Any]] = [own.snapshot()]
+    for data in others.values():
+        try:
+            snap = json.loads(data)
+            merge([snap])  # checked alone first: one bad file must not spoil the sum
+        except (ValueError, SnapshotError, RecursionError):
+            continue
+        snaps.append(snap)
+    return merge(snaps) if len(snaps) > 1 else own
