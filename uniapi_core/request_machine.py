@@ -14,6 +14,7 @@ list is ignored: late events of stopped fetches, anything after the end)::
     ROUTING ─ Respond ──────────────────────────────────────────────────────────────▶ DONE
        │    ─ DbCall (/v1/stats, /v1/token_usage) ────────────────────────▶ QUERYING ─▶ DONE
        │    ─ ReloadCall (/v1/reload) ───────────────────────────────────▶ RELOADING ─▶ DONE
+       │    ─ ScrapeCall (/metrics, --workers) ──────────────────────────▶ SCRAPING ─▶ DONE
        │    ─ Relay (endpoints, uploads) ─────────────────────────────────▶ RELAYING ─▶ DONE
        └─ ChatCall ─▶ [MODERATING] ─▶ [FETCHING] ─▶ [AWAITING_TOKEN] ─▶ RELAYING ─▶ DONE
                       flagged, or an image refused, or not routable ────────────────▶ DONE
