@@ -16,9 +16,9 @@ from pathlib import Path
 import openai
 import pytest
 
+from tests.core.test_stats import pg_database, pg_server  # noqa: F401 - the fixture
 from tests.fakes.upstream import FakeUpstream, Reply, json_reply
 from tests.harness import run_gateway
-from tests.core.test_stats import pg_database, pg_server  # noqa: F401 - the fixture
 from uniapi_core.ops.stats import StoreConfig
 
 ADMIN, USER = "sk-admin-key", "sk-user-key"
