@@ -451,3 +451,28 @@ def test_every_finished_request_is_queued_for_the_store():
     gw, s = _stats_session()
     s.handle(ClientData(_get("/healthz", "sk-s")), 0.0, 5.0)
     assert gw.stats is not None and gw.stats.added == 1
+
+
+def test_a_client_that_leaves_mid_stream_is_recorded_with_the_tokens_seen_so_far():
+    """Anthropic reports the prompt's tokens in message_start: a client that leaves after the
+    first text still has them in its record (the stats row), not an absent count."""
+    s = session()
+    body = {"model": "claude", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    (start,) = of(s.handle(ClientData(request(body)), 0.0, 0.0), StartUpstream)
+    events = [
+        ("message_start", {"type": "message_start", "message": {
+            "id": "msg_1", "type": "message", "role": "assistant", "model": "claude",
+            "content": [], "stop_reason": None,
+            "usage": {"input_tokens": 25, "output_tokens": 1}}}),
+        ("content_block_start", {"type": "content_block_start", "index": 0,
+                                 "content_block": {"type": "text", "text": ""}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                 "delta": {"type": "text_delta", "text": "Hel"}}),
+    ]
+    sse = b"".join(f"event: {e}\ndata: {json.dumps(d)}\n\n".encode() for e, d in events)
+    s.handle(UpstreamHead(start.ref, 200, (("content-type", "text/event-stream"),)), 0.1, 0.1)
+    s.handle(UpstreamData(start.ref, sse), 0.2, 0.2)
+    acts = s.handle(ClientData(b""), 0.3, 0.3)
+    record = of(acts, Served)[0].record
+    assert record.client_closed and record.usage is not None
+    assert record.usage["prompt_tokens"] == 25

@@ -359,6 +359,10 @@ class Relay:
         self._close_upstream(out)
         self.outcome.client_closed = True
         if self.state is not State.DRAINING:
+            if self._decoder is not None and self.outcome.usage is None:
+                # the tokens seen so far: what the stream reported before the client left
+                # (Anthropic's message_start, Gemini's running usageMetadata; None when none)
+                self.outcome.usage = getattr(self._decoder, "usage", None)
             if self._attempt is not None:
                 self._tried("client_closed", now)
             self.outcome.status = self.outcome.status or 499
