@@ -108,7 +108,6 @@ class Outcome:
     """What happened, for logs and stats."""
 
     status: int = 0
-    attempts: list[tuple[str, str, str]] = attrs.Factory(list)  # (provider, model, result)
     error: UniapiError | None = None
     client_closed: bool = False
     usage: dict | None = None
@@ -116,6 +115,11 @@ class Outcome:
     tries: list[AttemptRecord] = attrs.Factory(list)
     #: when the answer's first body byte was handed to the client (``now``), None: never
     first_byte: float | None = None
+
+    @property
+    def attempts(self) -> list[tuple[str, str, str]]:
+        """(provider, model, result) of each attempt: ``tries`` in their older shape."""
+        return [(t.provider, t.model, t.outcome) for t in self.tries]
 
 
 class Relay:
@@ -451,7 +455,6 @@ class Relay:
     def _tried(self, outcome: str, now: float) -> None:
         attempt = self._attempt
         assert attempt is not None
-        self.outcome.attempts.append((attempt.provider, attempt.upstream_model, outcome))
         self.outcome.tries.append(AttemptRecord(attempt.provider, attempt.upstream_model, outcome,
                                                 attempt.key, now - self._attempt_started))
 

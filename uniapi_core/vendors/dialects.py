@@ -347,7 +347,7 @@ class ThinkSplitter:
         """``text`` -> (reasoning, content) ready to send now."""
         buf = self._buf + text
         self._buf = ""
-        reasoning = content = ""
+        reasoning = ""
         if self.state == "start":
             lead = buf.lstrip()
             if not lead or (len(lead) < len(_OPEN) and _OPEN.startswith(lead)):
@@ -371,7 +371,7 @@ class ThinkSplitter:
             if not buf:
                 return reasoning, ""
             self.state = "out"
-        return reasoning, content + buf
+        return reasoning, buf
 
     def flush(self) -> tuple[str, str]:
         """What is held back, at the end of the stream: an unfinished block is reasoning."""
