@@ -152,7 +152,7 @@ FLOORS: dict[int, tuple[str, ...]] = {
     1: ("errors", "jsonutil", "proxyurl", "modelmatch", "multipart", "pemkey", "moderation"),
     2: ("config", "request"),
     3: ("streams", "http", "ratelimit", "ssrf", "ops"),
-    4: ("vendors", "routing"),
+    4: ("vendors", "fronts", "routing"),
     5: ("relay",),
     6: ("gateway", "demo", "summary", "startup", "cmdline"),
     7: ("request_machine", "upstream"),
