@@ -865,3 +865,75 @@ def test_estimate_grows_with_text(a: str, b: str) -> None:
     small = estimate_input_tokens(body(messages=[{"role": "user", "content": a}]))
     large = estimate_input_tokens(body(messages=[{"role": "user", "content": a + b}]))
     assert small <= large
+
+
+# -- the anthropic SDK end to end (an in-memory transport: no socket) ---------------------------
+
+def _sdk(answer_chunks: list[bytes], seen: list[MessagesCall],
+         fail: bool = False) -> Any:
+    import sys
+
+    import anthropic
+    # the SDK's own HTTP library (``httpx2``, its dependency; importing it by name here would
+    # be an undeclared dependency of the tests)
+    httpx = sys.modules["httpx2"]
+
+    def handler(request: Any) -> Any:
+        call = chat_request_from_messages(json.loads(request.content))
+        seen.append(call)
+        if not call.stream:
+            chat_body = completion({"content": "Hello", "tool_calls": [
+                {"id": "call_1", "type": "function",
+                 "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+                "tool_calls")
+            return httpx.Response(200, json=messages_response_from_chat(chat_body, call.model))
+        stream = MessagesStream(call.model)
+        data = b"".join(stream.feed(c) for c in answer_chunks)
+        data += stream.fail(529, "overloaded_error", "Overloaded") if fail else stream.end()
+        return httpx.Response(200, content=data, headers={"content-type": "text/event-stream"})
+
+    return anthropic.Anthropic(api_key="k", base_url="http://gateway.test", max_retries=0,
+                               http_client=anthropic.DefaultHttpxClient(
+                                   transport=httpx.MockTransport(handler)))
+
+
+SDK_REQUEST: dict[str, Any] = {
+    "model": "claude-x", "max_tokens": 512, "system": "be brief",
+    "thinking": {"type": "enabled", "budget_tokens": 2048},
+    "tools": [{"name": "get_weather", "description": "Weather.",
+               "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}],
+    "messages": [{"role": "user", "content": "Weather in Paris?"}],
+}
+
+
+def test_the_sdk_streams_through_the_front() -> None:
+    seen: list[MessagesCall] = []
+    client = _sdk(TOOLS, seen)
+    with client.messages.stream(**SDK_REQUEST) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert seen[0].chat["reasoning_effort"] == "low" and seen[0].chat["stream"] is True
+    assert seen[0].chat["messages"][0] == {"role": "system", "content": "be brief"}
+    assert text == "Checking."
+    assert [b.type for b in final.content] == ["text", "tool_use", "tool_use"]
+    assert final.content[1].input == {"city": "Paris"} and final.content[2].input == {"tz": "UTC"}
+    assert final.stop_reason == "tool_use" and final.model == "claude-x"
+    assert (final.usage.input_tokens, final.usage.output_tokens,
+            final.usage.cache_read_input_tokens) == (15, 9, 5)
+
+
+def test_the_sdk_raises_on_the_in_stream_error() -> None:
+    import anthropic
+    client = _sdk(TEXT[:3], [], fail=True)
+    with pytest.raises(anthropic.APIStatusError, match="Overloaded"), \
+            client.messages.stream(**SDK_REQUEST) as stream:
+        stream.get_final_message()
+
+
+def test_the_sdk_reads_the_whole_answer() -> None:
+    seen: list[MessagesCall] = []
+    message = _sdk([], seen).messages.create(**SDK_REQUEST)
+    assert seen[0].stream is False
+    assert message.content[0].text == "Hello"  # type: ignore[union-attr]
+    assert message.content[1].input == {"city": "Paris"}  # type: ignore[union-attr]
+    assert message.stop_reason == "tool_use" and message.usage.input_tokens == 10
