@@ -28,6 +28,8 @@ What does not survive the trip (the native Anthropic path keeps all of it):
   else high; ``adaptive`` medium); ``output_config.effort`` wins (``max`` → high).
 - Unknown top-level fields (``service_tier``, ``container``, ``context_management``…) are
   ignored.
+- A last assistant turn (Anthropic's prefill) is sent as the last assistant message; whether
+  the answer continues it depends on the upstream.
 
 On the answer side: the model name is the one the client asked for; ``stop_reason`` is
 ``end_turn`` for every OpenAI ``stop`` (OpenAI does not say whether a stop sequence ended the
