@@ -39,6 +39,12 @@ imports that version's packages; contestants ``trio``, ``trio@<short>``, ``async
 ``asyncio@<short>``), measures them with ``direct`` in the same interleaved rounds (order
 reversed every other round) against the same upstream, and reports head ÷ base per backend and
 the open targets for both sides (JSON: ``benchmarks/results/compare.json``).
+
+    python benchmarks/run.py --compare ops-off [--quick]
+
+is the same with this checkout on both sides: the base (``trio@ops-off``…) runs with
+``DISABLE_DATABASE=true --no-metrics --log-format off``, so head ÷ base is what the stats store,
+the metrics and the access log cost together (issue #13's budget).
 """
 
 from __future__ import annotations
@@ -1088,17 +1094,27 @@ def bring_up_upstream(kind: str, requested: str, nginx: str | None, tmp: Path,
     return up_port, kind, up_label
 
 
+#: ``--compare ops-off``: the base side is this checkout with the stats store, the metrics and
+#: the access log off (issue #13's budget: their cost, measured in one run)
+OPS_OFF = "ops-off"
+OPS_OFF_ARGS = ("--no-metrics", "--log-format", "off")
+OPS_OFF_ENV = {"DISABLE_DATABASE": "true"}
+
+
 def start_gateway(name: str, backend: str, tmp: Path, core: int | None, procs: list[Proc],
-                  root: Path = ROOT) -> tuple[Proc, int] | str:
+                  root: Path = ROOT, ops_off: bool = False) -> tuple[Proc, int] | str:
     """``uniapi serve --backend backend`` on ``tmp/api.yaml``, from ``root``'s packages (cwd
     and PYTHONPATH), pinned to ``core``: (proc, port) once it answers correctly, else why
-    not (and the process is stopped)."""
+    not (and the process is stopped). ``ops_off``: without stats, metrics and access log."""
     port = free_port()
+    env = dict(child_env(root), DB_PATH=str(tmp / f"stats-{name}.db"))  # its stats store
+    if ops_off:
+        env.update(OPS_OFF_ENV)
     proc = Proc(f"gateway-{name}", pinned(core, [
         sys.executable, "-m", "uniapi_trio.cli", "serve", "--config",
         str(tmp / "api.yaml"), "--host", "127.0.0.1", "--port", str(port),
-        "--backend", backend]), tmp / f"gateway-{name}.log", cwd=root,
-        env=dict(child_env(root), DB_PATH=str(tmp / f"stats-{name}.db")))  # its stats store
+        "--backend", backend, *(OPS_OFF_ARGS if ops_off else ())]),
+        tmp / f"gateway-{name}.log", cwd=root, env=env)
     procs.append(proc)
     why = wait_ready(proc, port, "/healthz") or check_answers(port, gateway=True)
     if why:
@@ -1226,16 +1242,20 @@ def git(*cmd: str) -> subprocess.CompletedProcess[str]:
 
 def resolve_ref(ref: str) -> dict[str, Any] | None:
     """GITREF as a commit, and what the head side is (HEAD, and whether the working tree's
-    packages differ from it); None, logged, when GITREF names no commit."""
+    packages differ from it); None, logged, when GITREF names no commit. ``ops-off`` names
+    this checkout run without stats, metrics and access log."""
+    head = git("rev-parse", "HEAD").stdout.strip()
+    dirty = git("status", "--porcelain", "--", "uniapi_core", "uniapi_trio",
+                "uniapi_asyncio").stdout.splitlines()
+    if ref == OPS_OFF:
+        return {"ref": ref, "commit": None, "short": OPS_OFF, "head_commit": head,
+                "head_short": head[:7], "head_uncommitted_files": len(dirty)}
     p = git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
     if p.returncode != 0 or not p.stdout.strip():
         log(f"--compare {ref}: not a commit in {ROOT}")
         return None
     commit = p.stdout.strip()
     short = git("rev-parse", "--short", commit).stdout.strip() or commit[:7]
-    head = git("rev-parse", "HEAD").stdout.strip()
-    dirty = git("status", "--porcelain", "--", "uniapi_core", "uniapi_trio",
-                "uniapi_asyncio").stdout.splitlines()
     return {"ref": ref, "commit": commit, "short": short, "head_commit": head,
             "head_short": head[:len(short)], "head_uncommitted_files": len(dirty)}
 
@@ -1334,6 +1354,12 @@ def run_compare(args: argparse.Namespace, st: Setup, compare: dict[str, Any]) ->
     """--compare GITREF: this checkout's gateway and GITREF's, on each backend, against the
     same upstream in the same interleaved rounds; prints and writes the report."""
     base_procs: list[Proc] = []
+    if compare["commit"] is None:  # ops-off: the same checkout, another command line
+        try:
+            return _run_compare(args, st, compare, ROOT, base_procs)
+        finally:
+            for proc in base_procs:
+                proc.stop()
     with base_worktree(compare["commit"], compare["short"]) as wt:
         if wt is None:
             return 2
@@ -1356,12 +1382,13 @@ def _run_compare(args: argparse.Namespace, st: Setup, compare: dict[str, Any], w
     skipped: dict[str, str] = {}
     pairs: list[tuple[str, str, str]] = []
     for backend in backend_list(args.backends):
-        for name, root in ((backend, ROOT), (f"{backend}@{short}", wt)):
+        for name, root, base in ((backend, ROOT, False), (f"{backend}@{short}", wt, True)):
             why = backend_available(backend, root)
             if why is None:
                 n0 = len(st.procs)
-                started_gw = start_gateway(name, backend, st.tmp, st.gw_core, st.procs, root)
-                if root != ROOT:
+                started_gw = start_gateway(name, backend, st.tmp, st.gw_core, st.procs, root,
+                                           ops_off=base and compare["commit"] is None)
+                if base:
                     base_procs += st.procs[n0:]
                 why = (f"did not serve correctly: {started_gw}"
                        if isinstance(started_gw, str) else None)
@@ -1452,7 +1479,9 @@ def render_compare(result: dict[str, Any]) -> str:
         (f"uniapi gateway benchmark — {result['mode']}, {result['rounds']} round(s) × "
          f"{result['duration_s']:g} s per cell, medians of the rounds; base and head "
          f"interleaved (order reversed every other round)"),
-        (f"base: {c['ref']} = {c['short']} (git worktree, sources "
+        (f"base: this checkout with {' '.join(OPS_OFF_ARGS)} and DISABLE_DATABASE=true; head: "
+         f"{head} (sources {c['head_source_digest']})" if c["commit"] is None else
+         f"base: {c['ref']} = {c['short']} (git worktree, sources "
          f"{c['base_source_digest']}); head: {head} (sources {c['head_source_digest']})"),
         (f"machine: {m['cpu_model']}, {m['nproc']} cores, {m['memory']}, Python "
          f"{m['python']}, Linux {m['kernel']}; started {result['started']}"),
@@ -1557,7 +1586,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="before/after: also run the gateway of GITREF (checked out in a "
                     "temporary git worktree) on each backend, in the same interleaved rounds as "
                     "this checkout's, and report head ÷ base and the open targets for both "
-                    "(no h2c, --workers, translators, peer or py-spy runs)")
+                    "(no h2c, --workers, translators, peer or py-spy runs); 'ops-off': this "
+                    "checkout without stats, metrics and access log as the base")
     ap.add_argument("--backends", default="trio,asyncio",
                     help="gateway backends to try (default trio,asyncio)")
     ap.add_argument("--upstream", choices=("auto", "nginx", "python"), default="auto",

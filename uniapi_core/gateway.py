@@ -79,6 +79,10 @@ class Settings:
     #: where request rows go (``ops/stats.StoreConfig``, from ``DB_*`` env); None or disabled:
     #: no stats store (``/v1/stats`` answers ``{"stats": {}}``, ``/v1/token_usage`` 503)
     stats_store: StoreConfig | None = None
+    #: ``--no-metrics``: nothing is counted for ``GET /metrics``, which answers 404
+    metrics: bool = True
+    #: ``--log-format off``: no access log (no ``Served`` action)
+    access_log: bool = True
 
 
 @attrs.frozen
@@ -203,9 +207,6 @@ def _digest(key: str) -> bytes:
 class Gateway:
     """Routing state plus request dispatch for one loaded config."""
 
-    #: every finished request is an access log line (``Served``)
-    log_requests = True
-
     def __init__(self, config: Config, *, settings: Settings | None = None,
                  entropy: random.Random | None = None,
                  discovered: Mapping[str, tuple[ModelEntry, ...]] | None = None) -> None:
@@ -226,6 +227,10 @@ class Gateway:
         self.stats: StatsQueue | None = None
         if store is not None and store.enabled:
             self.stats = StatsQueue(store.dialect, new_instance_id(self.entropy))
+        #: a finished request is recorded (``ServedRecord``): for the access log, the metrics
+        #: or the stats store; with all three off nothing is built for it
+        self.log_requests = (self.settings.access_log or self.settings.metrics
+                             or self.stats is not None)
         self._reported = (0, 0)  # stats rows written and dropped, as last given to metrics
         self._migration: Any = None  # the start-up schema work, once asked for
         self._schema_ready = False
@@ -399,6 +404,10 @@ class Gateway:
                  extra: tuple[tuple[str, str], ...]) -> Respond | ScrapeCall:
         """This process's metrics; under ``--workers``, summed with the other workers'
         published snapshots (a ``ScrapeCall``: the transport reads them first)."""
+        if not self.settings.metrics:
+            return Respond.error(UniapiError("metrics are off (--no-metrics)", status=404,
+                                             type="invalid_request_error", code="not_found"),
+                                 extra)
         self.metrics.set_cooldowns(self.router.cooldowns.active(now))
         self.stats_counts()
         if self.settings.metrics_dir is None:

@@ -240,13 +240,14 @@ class ServedRecord:
         completion, no secret)."""
         if log_format != "json":
             return self.log_line()
-        fields = attrs.asdict(self)
-        fields.pop("attempts")  # the same as "tries", in an older shape
-        fields["duration"] = round(self.duration, 6)
-        if self.ttft is not None:
-            fields["ttft"] = round(self.ttft, 6)
-        for attempt in fields["tries"]:
-            attempt["latency"] = round(attempt["latency"], 6)
+        fields = {  # attrs.asdict's order, built by hand: it is on every request's path
+            "method": self.method, "path": self.path, "status": self.status,
+            "duration": round(self.duration, 6), "client_closed": self.client_closed,
+            "usage": self.usage, "wall": self.wall, "key": self.key, "model": self.model,
+            "ttft": None if self.ttft is None else round(self.ttft, 6),
+            "client_ip": self.client_ip, "error": self.error,
+            "tries": [{"provider": t.provider, "model": t.model, "outcome": t.outcome,
+                       "key": t.key, "latency": round(t.latency, 6)} for t in self.tries]}
         return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -350,7 +351,7 @@ class RequestMachine:
 
     def start(self, now: float, wall: float) -> list[MachineAction]:
         self._wall = wall
-        if self._gw.log_requests:
+        if self._gw.log_requests and self._gw.settings.metrics:
             self._gw.metrics.in_flight(1)
         req = self.request
         out: list[MachineAction] = []
@@ -741,14 +742,17 @@ class RequestMachine:
                 self.client_closed, o.usage if o is not None else None, self._wall, key, model,
                 None if o is None or o.first_byte is None else o.first_byte - self._started,
                 self._peer, message, tuple(o.tries) if o is not None else ())
-            metrics = gateway.metrics
-            metrics.in_flight(-1)
-            metrics.observe(record)
-            if code == "rate_limit_exceeded":  # the client key's own limit (routing/router.py)
-                metrics.rate_limited("key")
+            settings = gateway.settings
+            if settings.metrics:
+                metrics = gateway.metrics
+                metrics.in_flight(-1)
+                metrics.observe(record)
+                if code == "rate_limit_exceeded":  # the client key's own limit (router.py)
+                    metrics.rate_limited("key")
             if gateway.stats is not None:
                 gateway.stats.add(record, now)  # never raises; a full queue counts a drop
-            out.append(Served(record))
+            if settings.access_log:
+                out.append(Served(record))
         if self._tokens:
             cache = self._gw.tokens
             for ref, fetch in self._tokens.items():  # let a waiter take the fetch over

@@ -57,9 +57,10 @@ def env_timeout(env: Mapping[str, str]) -> float | None:
 
 
 #: the access log formats (``--log-format``)
-LOG_FORMATS = ("text", "json")
+LOG_FORMATS = ("text", "json", "off")
 #: the ``logging`` line format of each: in "json" a line is the record's JSON object alone
-LOG_LINES = {"text": "%(asctime)s %(levelname)s %(message)s", "json": "%(message)s"}
+LOG_LINES = {"text": "%(asctime)s %(levelname)s %(message)s", "json": "%(message)s",
+             "off": "%(asctime)s %(levelname)s %(message)s"}
 
 
 @attrs.frozen(kw_only=True)
@@ -109,7 +110,10 @@ def add_front_args(parser: argparse.ArgumentParser) -> None:
                    help="seconds in-flight requests get after SIGTERM/SIGINT")
     g.add_argument("--h2-max-streams", type=int, default=d.h2.max_concurrent_streams)
     g.add_argument("--log-format", choices=LOG_FORMATS, default=d.log_format,
-                   help="the access log: a short text line, or one JSON object per request")
+                   help="the access log: a short text line, one JSON object per request, or "
+                   "none (other messages are still logged)")
+    g.add_argument("--no-metrics", action="store_true",
+                   help="count nothing for GET /metrics (it answers 404)")
     g.add_argument("--workers", type=int, default=d.workers,
                    help="processes serving the port (SO_REUSEPORT), e.g. one per core; rate "
                    "limits, cooldowns and stats are then per process")
@@ -191,7 +195,9 @@ def launch(args: argparse.Namespace, env: Mapping[str, str], demo: bool = False)
     settings = Settings(env_timeout=env_timeout(env),
                         fetch_allow_private=bool(args.allow_private_image_urls),
                         fetch_allow_http=bool(args.allow_http_image_urls),
-                        stats_store=StoreConfig.from_env(env))
+                        stats_store=StoreConfig.from_env(env),
+                        metrics=not getattr(args, "no_metrics", False),
+                        access_log=options.log_format != "off")
     if options.workers > 1 and args.port == 0:
         raise ValueError("--workers needs a fixed --port")
     return Launch(host=args.host, port=args.port, options=options, settings=settings,
