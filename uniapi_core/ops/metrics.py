@@ -109,6 +109,8 @@ SPECS: tuple[tuple[str, str, str, tuple[str, ...], tuple[float, ...]], ...] = (
     (_CONNECTIONS, "gauge", "Client connections open now.", (), ()),
 )
 _SPEC = {spec[0]: spec for spec in SPECS}
+#: each histogram's bucket bounds
+_BUCKETS = {spec[0]: spec[4] for spec in SPECS if spec[1] == "histogram"}
 #: the labels whose values are capped (and cut to LABEL_LENGTH)
 CAPPED = frozenset({"model", "provider", "outcome"})
 
@@ -160,31 +162,36 @@ class Metrics:
             attempts = [(provider, outcome, None) for provider, _m, outcome in record.attempts]
         provider = NONE
         counters = self._counters
+        admit = self._admit
+        hist = self._hist
         first = True  # no attempt seen yet; after the loop: the request reached no upstream
         for raw_provider, outcome, latency in attempts:
-            provider = self._admit("provider", raw_provider, True)
-            kind = self._admit("outcome", outcome.partition(":")[0], True)
+            provider = admit("provider", raw_provider, True)
+            kind = admit("outcome", outcome.partition(":")[0], True)
             _add(counters[_ATTEMPTS], (provider, kind), 1)
             if latency is not None:
-                self._hist(_ATTEMPT_DURATION, (provider,), latency)
+                hist(_ATTEMPT_DURATION, (provider,), latency)
             if not first:
                 _add(counters[_RETRIES], (provider,), 1)
             first = False
-        model = NONE if record.model is None else self._admit("model", record.model, not first)
-        endpoint = endpoint_label(record.path)
+        model = NONE if record.model is None else admit("model", record.model, not first)
+        path = record.path
+        endpoint = path if path in KNOWN_ENDPOINTS else endpoint_label(path)
         labels = (endpoint, model, provider)
-        _add(counters[_REQUESTS], (*labels, status_class(record.status)), 1)
-        self._hist(_DURATION, labels, record.duration)
+        status = record.status
+        _add(counters[_REQUESTS],
+             (*labels, _STATUS_CLASS.get(status) or status_class(status)), 1)
+        hist(_DURATION, labels, record.duration)
         if record.ttft is not None:
-            self._hist(_TTFT, labels, record.ttft)
+            hist(_TTFT, labels, record.ttft)
         if record.client_closed:
             _add(counters[_CLOSED], labels, 1)
         usage = record.usage
-        if isinstance(usage, dict):
+        if type(usage) is dict:
             tokens = counters[_TOKENS]
             for kind, field, holder in TOKEN_FIELDS:
                 where = usage if holder is None else usage.get(holder)
-                count = where.get(field) if isinstance(where, dict) else None
+                count = where.get(field) if type(where) is dict else None
                 if type(count) is int and count >= 0:
                     _add(tokens, (provider, model, kind), count)
 
@@ -285,14 +292,15 @@ class Metrics:
         return OTHER
 
     def _hist(self, name: str, key: tuple[str, ...], value: float) -> None:
-        if math.isnan(value):  # nothing to place
+        if value != value:  # NaN: nothing to place
             return
         series = self._hists[name]
         hist = series.get(key)
-        buckets = _SPEC[name][4]
+        buckets = _BUCKETS[name]
         if hist is None:
             hist = series[key] = _Hist(len(buckets) + 1)
-        value = max(value, 0.0)
+        if value < 0.0:
+            value = 0.0
         hist.counts[bisect.bisect_left(buckets, value)] += 1
         hist.total += value
 
@@ -368,6 +376,10 @@ def endpoint_label(path: str) -> str:
         return path
     path = path.rstrip("/")
     return path if path in KNOWN_ENDPOINTS else OTHER
+
+
+#: the status classes of the common statuses, looked up before ``status_class`` computes one
+_STATUS_CLASS = {status: f"{status // 100}xx" for status in range(100, 600)}
 
 
 def status_class(status: int) -> str:
