@@ -4,7 +4,9 @@
 (``uniapi_core.streams.check``, docs/architecture.md "The stream validator") on every chat
 completion an in-process gateway answers in a test, whichever transport serves it: each
 streamed answer through a ``ChatStreamChecker``, each whole 200 body through
-``check_chat_body``. A problem fails the test at teardown.
+``check_chat_body``. A ``/v1/messages`` answer is held to Anthropic's grammar instead
+(``uniapi_core.fronts.messages_check``, and ``check_messages_body`` here). A problem fails
+the test at teardown.
 
 Gateways in another process (the command-line and embedding tests) are out of its reach: their
 tests read chat answers through the ``checked_chat`` fixture, which runs the bytes the SDK
@@ -32,6 +34,8 @@ import pytest
 
 from uniapi_core.gateway import Gateway, Routed
 from uniapi_core.relay import EndResponse, Relay, SendData, SendHead, State
+from uniapi_core.fronts.front import MessagesFront
+from uniapi_core.fronts.messages_check import MessagesGrammarError, MessagesStreamChecker
 from uniapi_core.streams import ChatStreamChecker, check_chat_body, check_chat_stream
 
 #: bytes of an answer kept to show with its problems
@@ -40,14 +44,58 @@ _SHOWN = 2000
 _LISTED = 8
 
 
+class _MessagesChecker:
+    """``MessagesStreamChecker`` (``fronts/messages_check.py``) with ``ChatStreamChecker``'s
+    face: problems are collected, not raised; after the first the stream is not read on."""
+
+    def __init__(self) -> None:
+        self._checker: MessagesStreamChecker | None = MessagesStreamChecker()
+        self.problems: list[str] = []
+
+    def feed(self, data: bytes) -> None:
+        self._run(lambda c: c.feed(data))
+
+    def close(self) -> None:
+        self._run(lambda c: c.close())
+
+    def _run(self, step: Callable[[MessagesStreamChecker], Any]) -> None:
+        if self._checker is None:
+            return
+        try:
+            step(self._checker)
+        except MessagesGrammarError as exc:
+            self.problems.append(f"Anthropic event stream: {exc}")
+            self._checker = None
+
+
+def check_messages_body(obj: dict[str, Any]) -> list[str]:
+    """The problems of a whole Anthropic ``message`` answer (or a count_tokens answer)."""
+    if set(obj) == {"input_tokens"}:
+        return [] if type(obj["input_tokens"]) is int else ["input_tokens is not an integer"]
+    problems = []
+    if obj.get("type") != "message" or obj.get("role") != "assistant":
+        problems.append("not an assistant message")
+    if not isinstance(obj.get("content"), list) or not all(
+            isinstance(b, dict) and isinstance(b.get("type"), str) for b in obj["content"]):
+        problems.append("content is not a list of typed blocks")
+    usage = obj.get("usage")
+    if not isinstance(usage, dict) or not all(type(usage.get(k)) is int
+                                              for k in ("input_tokens", "output_tokens")):
+        problems.append(f"usage without integer input/output tokens: {usage!r}")
+    if not isinstance(obj.get("id"), str) or not isinstance(obj.get("model"), str):
+        problems.append("no id or model")
+    return problems
+
+
 class _Watched:
     """One chat relay being watched: what its answer is and what came of it so far."""
 
-    __slots__ = ("body", "checker", "label", "reported", "shown")
+    __slots__ = ("body", "checker", "label", "messages", "reported", "shown")
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, messages: bool = False) -> None:
         self.label = label
-        self.checker: ChatStreamChecker | None = None  # a streamed answer
+        self.messages = messages  # a /v1/messages answer: Anthropic's grammar, not OpenAI's
+        self.checker: ChatStreamChecker | _MessagesChecker | None = None  # a streamed answer
         self.body: bytearray | None = None  # a whole 200 answer
         self.shown = bytearray()  # its first bytes, for the failure message
         self.reported = 0  # checker problems already collected
@@ -76,9 +124,10 @@ class ChatStreamWatch:
         return taken
 
     def watch(self, relay: Relay, label: str) -> None:
-        """Check what ``relay`` (a chat completion's) sends to its client."""
+        """Check what ``relay`` (a chat completion's, or a ``/v1/messages`` one's) sends to
+        its client."""
         with self._lock:
-            self._relays[relay] = _Watched(label)
+            self._relays[relay] = _Watched(label, isinstance(relay._front, MessagesFront))
 
     def emitted(self, relay: Relay, actions: list[Any]) -> None:
         """``relay.start``/``relay.handle`` returned ``actions``: check the answer's bytes."""
@@ -97,7 +146,8 @@ class ChatStreamWatch:
             cls = type(action)
             if cls is SendHead:
                 if action.content_length is None:
-                    watched.checker = ChatStreamChecker()
+                    watched.checker = (_MessagesChecker() if watched.messages
+                                       else ChatStreamChecker())
                     self.streams += 1
                 elif action.status == 200:
                     watched.body = bytearray()
@@ -126,7 +176,8 @@ class ChatStreamWatch:
         except ValueError:
             problems = ["the 200 body is not JSON"]
         else:
-            problems = check_chat_body(obj) if isinstance(obj, dict) else \
+            check = check_messages_body if watched.messages else check_chat_body
+            problems = check(obj) if isinstance(obj, dict) else \
                 ["the 200 body is not a JSON object"]
         self._report(watched, problems)
 
@@ -156,7 +207,8 @@ class ChatStreamWatch:
 
 def _label(call: Any) -> str:
     kind = "stream" if getattr(call, "stream", False) else "body"
-    return f"chat {kind} for model {getattr(call, 'model', '?')!r}"
+    front = "chat" if getattr(call, "native", None) is None else "/v1/messages"
+    return f"{front} {kind} for model {getattr(call, 'model', '?')!r}"
 
 
 @pytest.fixture(autouse=True)

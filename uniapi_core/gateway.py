@@ -41,6 +41,10 @@ from .ops.stats import StatsQuery, StatsQueryError, StatsQueue, StoreConfig, Tok
     migrate_work, new_instance_id
 from .vendors.dialects import dialect_for
 from .vendors.gauth import ServiceAccount, TokenCache, service_account
+from .vendors.messages_native import build_count_tokens_exchange, build_native_exchange, \
+    native_engine
+from .fronts.front import MESSAGES_PATHS, MessagesFront
+from .fronts.messages import chat_request_from_messages, estimate_input_tokens
 
 __all__ = ["Settings", "Respond", "ChatCall", "ReloadCall", "Routed", "Gateway",
            "ADMIN_ONLY", "INLINE_IMAGE_ENGINES"]
@@ -153,6 +157,10 @@ class ChatCall:
     #: response headers every answer to this request carries (``x-request-id``)
     extra: tuple[tuple[str, str], ...]
     moderate: bool
+    #: a request that came in on another front (``/v1/messages``): the client's own body and
+    #: ``anthropic-beta`` values, sent as they are to a channel that speaks the same protocol
+    #: (``vendors/messages_native.py``); None: an OpenAI chat request
+    native: tuple[dict[str, Any], tuple[str, ...]] | None = None
 
 
 @attrs.frozen
@@ -370,6 +378,8 @@ class Gateway:
             _check_json_media_type(headers)
         if path in QUERY_PATHS:
             return handler(self, key, _params(target), now, wall, extra)
+        if path in MESSAGES_PATHS:
+            return handler(self, key, body, headers, now, wall, extra)
         return handler(self, key, body, now, wall, extra)
 
     def _authenticate(self, headers: tuple[tuple[str, str], ...]) -> ApiKey:
@@ -534,6 +544,39 @@ class Gateway:
                         include_usage=include_usage, extra=extra,
                         moderate=bool(key.preferences.ENABLE_MODERATION))
 
+    def _messages(self, key: ApiKey, body: bytes, headers: tuple[tuple[str, str], ...],
+                  now: float, wall: float, extra: tuple[tuple[str, str], ...]) -> ChatCall:
+        """``POST /v1/messages`` (Anthropic Messages): translated to an OpenAI chat request
+        and routed as one; a channel that speaks Messages gets the client's body instead."""
+        raw = parse_request_json(body)
+        call = chat_request_from_messages(raw)  # a 400 naming the JSON path when it is bad
+        return ChatCall(key=key, req=call.chat, model=call.model, stream=call.stream,
+                        include_usage=False, extra=extra,
+                        moderate=bool(key.preferences.ENABLE_MODERATION),
+                        native=(raw, _betas(headers)))
+
+    def _count_tokens(self, key: ApiKey, body: bytes, headers: tuple[tuple[str, str], ...],
+                      now: float, wall: float, extra: tuple[tuple[str, str], ...]
+                      ) -> Relay | Respond:
+        """``POST /v1/messages/count_tokens``: asked of an Anthropic channel of the model when
+        there is one, else estimated (``x-uniapi-token-count: estimated``)."""
+        raw = parse_request_json(body)
+        if isinstance(raw, dict) and "max_tokens" not in raw:
+            raw = {**raw, "max_tokens": 1}  # count_tokens has none; the check wants one
+        call = chat_request_from_messages(raw)
+        if any(self._engine(c.provider) == "claude"
+               for c in resolve(self.catalog, key, call.model)):
+            relay = self._routed({"claude": partial(build_count_tokens_exchange,
+                                                    beta=_betas(headers))},
+                                 raw, key, call.model, now, wall, extra)
+            relay._front = MessagesFront(call.model, "")  # its errors in Anthropic's shape
+            return relay
+        if not resolve(self.catalog, key, call.model):
+            raise ClientError(f"The model '{call.model}' does not exist or you do not have "
+                              "access to it", status=404, code="model_not_found")
+        return Respond.json(200, {"input_tokens": estimate_input_tokens(raw)},
+                            extra + (("x-uniapi-token-count", "estimated"),))
+
     def moderation_check(self, call: ChatCall, now: float, wall: float) -> Relay | None:
         """The moderation check of docs/routing.md §12: a /v1/moderations relay for the last
         user text with the key's moderation model, or None when there is nothing to check or
@@ -604,7 +647,14 @@ class Gateway:
                               response_id=response_id, created=int(wall),
                               entropy=self.entropy, images=images, region=region,
                               access_token=token, dialect=self._dialect(provider))
-            exchange = TRANSLATORS[engine](request_for(engine), ctx)
+            native = (call.native if call.native is not None
+                      and native_engine(engine, channel.upstream_model) else None)
+            exchange: Any
+            if native is not None:  # the channel speaks the client's protocol: as it came
+                exchange = build_native_exchange(native[0], ctx, engine, beta=native[1],
+                                                 client_model=model)
+            else:
+                exchange = TRANSLATORS[engine](request_for(engine), ctx)
             timeout = model_timeout(provider, self.config.preferences, channel.alias,
                                     channel.upstream_model, self.settings.env_timeout)
             proxy = provider.preferences.proxy or self.config.preferences.proxy
@@ -620,7 +670,8 @@ class Gateway:
                                 self.entropy, build)
         relay = Relay(plan, stream=stream, headers=call.extra,
                       max_body=self.settings.max_upstream_body, triggers=self._triggers,
-                      labels=(self.key_label(call.key.api), model))
+                      labels=(self.key_label(call.key.api), model),
+                      front=None if call.native is None else MessagesFront(model, response_id))
         return Routed(relay, self._tokens_needed(plan.channels, now))
 
     # -- Vertex --------------------------------------------------------------------------------
@@ -756,6 +807,11 @@ def _remote_images(messages: list[Any]) -> tuple[str, ...]:
     return tuple(found)
 
 
+def _betas(headers: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
+    """The values of a request's ``anthropic-beta`` headers."""
+    return tuple(v for k, v in headers if k == "anthropic-beta")
+
+
 def _params(target: str) -> dict[str, str]:
     """A request target's query parameters (the first value of each name)."""
     out: dict[str, str] = {}
@@ -771,13 +827,16 @@ def _endpoint_handler(path: str) -> Any:
     return handler
 
 
-JSON_BODIES = frozenset({"/v1/chat/completions", *ENDPOINTS})  # POST bodies parsed as JSON
+#: POST bodies parsed as JSON
+JSON_BODIES = frozenset({"/v1/chat/completions", *ENDPOINTS, *MESSAGES_PATHS})
 
 _ROUTES: dict[str, tuple[frozenset[str], bool, Any]] = {
     "/healthz": (frozenset({"GET", "HEAD"}), False, Gateway._healthz),
     METRICS: (frozenset({"GET"}), False, Gateway._metrics),  # an admin key unless public
     "/v1/models": (frozenset({"GET"}), True, Gateway._models),
     "/v1/chat/completions": (frozenset({"POST"}), True, Gateway._chat),
+    "/v1/messages": (frozenset({"POST"}), True, Gateway._messages),
+    "/v1/messages/count_tokens": (frozenset({"POST"}), True, Gateway._count_tokens),
     "/v1/generate-api-key": (frozenset({"GET", "POST"}), True, Gateway._generate_key),
     "/v1/stats": (frozenset({"GET"}), True, Gateway._stats),
     "/v1/token_usage": (frozenset({"GET"}), True, Gateway._token_usage),

@@ -70,6 +70,8 @@ from urllib.parse import urljoin
 
 import attrs
 
+from .fronts.front import error_for_path
+
 from .errors import ClientError, GatewayError, UniapiError
 from .gateway import ChatCall, DbCall, Gateway, ReloadCall, Respond, Routed, ScrapeCall
 from .http.server import RequestReceived
@@ -455,6 +457,11 @@ class RequestMachine:
             return
         if not isinstance(reply, Respond):
             reply = _internal_error()
+        if reply.status >= 400:  # in the shape of the request's front (/v1/messages: Anthropic)
+            body = error_for_path(self.request.target.split("?", 1)[0].rstrip("/"),
+                                  reply.status, reply.body)
+            if body is not None:
+                reply = attrs.evolve(reply, body=body)
         out.append(SendHead(reply.status, reply.headers, len(reply.body)))
         out.append(SendData(reply.body))
         out.append(EndResponse())

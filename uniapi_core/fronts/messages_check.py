@@ -12,10 +12,12 @@ both on a whole stream and returns the decoded events. The rules:
    role assistant, empty ``content``, a null ``stop_reason`` and a ``usage`` object;
 3. ``content_block_start`` indexes are 0, 1, 2… in order; a block starts only when none is
    open and is one of text, thinking, redacted_thinking, tool_use (id non-empty, a string name,
-   ``input`` ``{}``);
+   ``input`` ``{}``), or a server-side block a native upstream streams (``server_tool_use``,
+   ``mcp_…``, ``…_tool_result``, ``container_upload``);
 4. ``content_block_delta`` only for the open block's index and of its type (``text_delta``
-   text, ``input_json_delta`` tool_use, ``thinking_delta``/``signature_delta`` thinking), its
-   payload a string;
+   or ``citations_delta`` text, ``input_json_delta`` tool_use and server tool use,
+   ``thinking_delta``/``signature_delta`` thinking), its payload a string (a citation object
+   for ``citations_delta``);
 5. ``content_block_stop`` only for the open block; a tool_use block's concatenated
    ``partial_json`` is empty or parses as a JSON object;
 6. exactly one ``message_delta`` (no block open, a known or null ``stop_reason``, integer
@@ -34,8 +36,11 @@ __all__ = ["MessagesGrammarError", "MessagesStreamChecker", "check_messages_stre
 
 STOP_REASONS = frozenset({"end_turn", "max_tokens", "stop_sequence", "tool_use", "pause_turn",
                           "refusal", "model_context_window_exceeded"})
-_DELTAS = {"text": ("text_delta",), "tool_use": ("input_json_delta",),
+_DELTAS = {"text": ("text_delta", "citations_delta"), "tool_use": ("input_json_delta",),
            "thinking": ("thinking_delta", "signature_delta"), "redacted_thinking": ()}
+#: the server-side tool blocks a native upstream streams (``server_tool_use`` takes
+#: ``input_json_delta``; a result block such as ``web_search_tool_result`` comes whole)
+_SERVER_BLOCK = ("input_json_delta",)
 _PAYLOAD = {"text_delta": "text", "input_json_delta": "partial_json",
             "thinking_delta": "thinking", "signature_delta": "signature"}
 
@@ -178,7 +183,9 @@ class MessagesStreamChecker:
                              f"{self._index + 1}")
         block = obj.get("content_block")
         kind = block.get("type") if type(block) is dict else None
-        if type(block) is not dict or kind not in _DELTAS:
+        if type(block) is not dict or type(kind) is not str or not (
+                kind in _DELTAS or kind.startswith(("server_tool_use", "mcp_")) or
+                kind.endswith("_tool_result") or kind == "container_upload"):
             raise self._fail(f"content_block_start with an unknown block {block!r}")
         if kind == "tool_use" and (type(block.get("id")) is not str or not block["id"] or
                                    type(block.get("name")) is not str or
@@ -198,8 +205,12 @@ class MessagesStreamChecker:
                              f"open block is {self._index if self._open else None!r}")
         delta = obj.get("delta")
         kind = delta.get("type") if type(delta) is dict else None
-        if type(delta) is not dict or kind not in _DELTAS[self._open]:
+        if type(delta) is not dict or kind not in _DELTAS.get(self._open, _SERVER_BLOCK):
             raise self._fail(f"{kind!r} delta in a {self._open} block")
+        if kind == "citations_delta":
+            if type(delta.get("citation")) is not dict:
+                raise self._fail("citations_delta without a citation object")
+            return
         payload = delta.get(_PAYLOAD[kind])
         if type(payload) is not str:
             raise self._fail(f"{kind} without a string {_PAYLOAD[kind]}")

@@ -128,8 +128,12 @@ class Relay:
     def __init__(self, source: AttemptSource, *, stream: bool,
                  headers: tuple[tuple[str, str], ...] = (), max_body: int = 64 << 20,
                  triggers: tuple[bytes, ...] = (),
-                 labels: tuple[str | None, str | None] = (None, None)) -> None:
+                 labels: tuple[str | None, str | None] = (None, None),
+                 front: Any = None) -> None:
         self._source = source
+        #: how answers and errors are written for a front other than OpenAI chat
+        #: (``fronts/front.py``); None: OpenAI's own shapes, unchanged
+        self._front = front
         #: (the client key's digest label, the model asked for), for the request's record
         self.labels = labels
         #: ``error_triggers`` as they appear in JSON text: a first answer holding one fails
@@ -251,6 +255,8 @@ class Relay:
         self._committed = True
         # the usage the exchange read from a whole answer, if it keeps one (for stats)
         self.outcome.usage = getattr(attempt.exchange, "usage", None)
+        if self._front is not None:
+            payload = self._front.whole(payload, attempt.exchange)
         head = JSON_HEADERS
         content_type = getattr(attempt.exchange, "response_content_type", None)
         if content_type is not None:  # an exchange relaying non-JSON answers (audio text)
@@ -298,7 +304,8 @@ class Relay:
                     self._attempt_failed(UpstreamError("upstream sent an empty stream",
                                                        kind="empty"), now, out)
                     return
-                out.append(SendData(DONE))
+                out.append(SendData(DONE if self._front is None
+                                    else self._front.done(item.usage)))
                 out.append(EndResponse())
                 self._succeeded(now)
                 if self._upstream_open and not ended:
@@ -329,7 +336,11 @@ class Relay:
             self.outcome.first_byte = now
             self._committed = True
             out.append(SendHead(200, SSE_HEADERS + self._headers, None))
-        out.append(SendData(chunks[0] if len(chunks) == 1 else b"".join(chunks)))
+            if self._front is not None:
+                assert self._attempt is not None
+                self._front.open_stream(self._attempt.exchange)
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        out.append(SendData(data if self._front is None else self._front.chunk(data)))
 
     def _on_failed(self, ev: UpstreamFailed, now: float, out: list[RelayAction]) -> None:
         self._upstream_open = False
@@ -400,7 +411,8 @@ class Relay:
         self._close_upstream(out)
         self._record(err, now)
         self.outcome.error = err
-        out.append(SendData(encode_event(to_openai_error(err), "error")))
+        out.append(SendData(encode_event(to_openai_error(err), "error") if self._front is None
+                            else self._front.failed(err)))
         out.append(EndResponse())
         self.state = State.FAILED
 
@@ -431,7 +443,7 @@ class Relay:
         out.append(StartUpstream(self._ref, attempt.exchange.request, attempt.proxy))
 
     def _respond_error(self, err: UniapiError, out: list[RelayAction]) -> None:
-        body = to_openai_error(err)
+        body = to_openai_error(err) if self._front is None else self._front.error_body(err)
         self.outcome.status = err.status
         self.outcome.error = err
         self.state = State.FAILED

@@ -78,6 +78,8 @@ from collections.abc import Callable, Iterable
 from json.decoder import scanstring  # type: ignore[attr-defined]
 from typing import Any
 
+import attrs
+
 from ..errors import DecodeError, GatewayError, UpstreamError
 from ..jsonutil import dumps, loads_strict
 from ..streams import SSEEvent
@@ -548,3 +550,53 @@ class NativeBedrockDecoder(bedrock.BedrockStreamDecoder):
         items = native.event(event, None, text)
         self._done = native.done
         return items
+
+
+# -- count_tokens ----------------------------------------------------------------------------
+
+#: what a Messages request has that ``/v1/messages/count_tokens`` refuses (Anthropic's
+#: count_tokens takes the prompt only: model, messages, system, tools, tool_choice, thinking…)
+_NOT_COUNTED = ("max_tokens", "stream", "temperature", "top_p", "top_k", "stop_sequences",
+                "metadata", "service_tier")
+
+
+class CountTokensExchange:
+    """``POST /v1/messages/count_tokens`` to an Anthropic channel: the answer
+    (``{"input_tokens": N}``) is relayed as it came; errors are Anthropic's mapping."""
+
+    usage = None
+
+    def __init__(self, request: UpstreamRequest, ctx: ChatContext) -> None:
+        self.request = request
+        self._vendor = anthropic.AnthropicExchange(request, ctx)
+
+    def parse_body(self, status: int, headers: tuple[tuple[str, str], ...], body: bytes) -> bytes:
+        try:
+            obj = loads_strict(body.decode("utf-8"))
+        except (ValueError, RecursionError):
+            raise UpstreamError("upstream answered with a body that is not JSON", kind="decode",
+                                upstream_status=status) from None
+        if not isinstance(obj, dict) or type(obj.get("input_tokens")) is not int:
+            if isinstance(obj, dict) and (obj.get("type") == "error" or obj.get("error")):
+                raise self.parse_error(status if status >= 400 else 0, headers, body)
+            raise UpstreamError("upstream answered count_tokens without input_tokens",
+                                kind="protocol", upstream_status=status)
+        return body
+
+    def parse_error(self, status: int, headers: tuple[tuple[str, str], ...],
+                    body: bytes) -> UpstreamError:
+        return self._vendor.parse_error(status, headers, body)
+
+    def stream_decoder(self) -> NativeSSEDecoder:  # never asked: count_tokens does not stream
+        raise UpstreamError("count_tokens does not stream", kind="protocol")
+
+
+def build_count_tokens_exchange(body: dict[str, Any], ctx: ChatContext, *,
+                                beta: tuple[str, ...] = ()) -> CountTokensExchange:
+    """The count_tokens request of a Messages body for an Anthropic channel: the body without
+    what count_tokens refuses (``_NOT_COUNTED``), ``model`` the upstream's, sent to
+    ``…/v1/messages/count_tokens`` with the same headers as a message."""
+    counted = {k: v for k, v in body.items() if k not in _NOT_COUNTED}
+    req = _anthropic_request(counted, attrs.evolve(ctx, stream=False), beta)
+    base, sep, query = req.url.partition("?")
+    return CountTokensExchange(attrs.evolve(req, url=base + "/count_tokens" + sep + query), ctx)

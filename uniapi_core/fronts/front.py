@@ -1,0 +1,83 @@
+"""How a front protocol writes a relayed answer: the relay's one seam for fronts other than
+OpenAI chat completions.
+
+The relay (``relay/machine.py``) speaks OpenAI chat on its own: vendor decoders emit OpenAI
+chunks, whole answers are OpenAI JSON, errors are OpenAI's shape. A request that came in on
+another front carries a ``Front`` object; the relay hands it what it would have sent and
+sends what it gets back, at four points:
+
+* ``error_body(err)``: the answer to a request that failed before the commit point;
+* ``whole(payload, exchange)``: a whole answer (``parse_body``'s bytes);
+* ``open_stream(exchange)`` at the commit point, then ``chunk(data)`` per batch of stream
+  chunks, then ``done(usage)`` or ``failed(err)``.
+
+The exchange is passed because a front may be served two ways: translated (the attempt's
+exchange speaks OpenAI chat) or natively (the exchange speaks the front's own protocol,
+``vendors/messages_native.py``), and the retries of one request may use both. What reaches
+the client is decided by the attempt that committed.
+
+``error_for_path`` renders the errors answered before any relay (auth, a bad body, routing)
+in the shape of the front the request path belongs to.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import UniapiError
+from ..jsonutil import dumps, loads_strict
+from ..vendors.messages_native import NativeExchange
+from .messages import MessagesStream, anthropic_error_body, error_type_for, \
+    messages_response_from_chat
+
+__all__ = ["MessagesFront", "MESSAGES_PATHS", "error_for_path"]
+
+#: the paths whose errors are written in Anthropic's shape
+MESSAGES_PATHS = frozenset({"/v1/messages", "/v1/messages/count_tokens"})
+
+
+class MessagesFront:
+    """The relay's writer for one ``/v1/messages`` request (see the module docstring).
+    ``model``: the name the client asked for, echoed in answers; ``request_id``: the seed of
+    the message id of a translated answer."""
+
+    def __init__(self, model: str, request_id: str) -> None:
+        self.model = model
+        self.request_id = request_id
+        self._stream: MessagesStream | None = None  # a translated stream; None: native
+
+    def error_body(self, err: UniapiError) -> bytes:
+        return anthropic_error_body(err.status, err.message)
+
+    def whole(self, payload: bytes, exchange: Any) -> bytes:
+        if isinstance(exchange, NativeExchange):
+            return payload  # the upstream's own message (model already the client's)
+        return dumps(messages_response_from_chat(loads_strict(payload), self.model))
+
+    def open_stream(self, exchange: Any) -> None:
+        self._stream = (None if isinstance(exchange, NativeExchange)
+                        else MessagesStream(self.model, self.request_id))
+
+    def chunk(self, data: bytes) -> bytes:
+        return data if self._stream is None else self._stream.feed(data)
+
+    def done(self, usage: dict[str, Any] | None) -> bytes:
+        # native: the upstream's message_stop has been relayed already
+        return b"" if self._stream is None else self._stream.end(usage)
+
+    def failed(self, err: UniapiError) -> bytes:
+        if self._stream is not None:
+            return self._stream.fail(err.status, error_type_for(err.status), err.message)
+        return b"event: error\ndata: " + anthropic_error_body(err.status, err.message) + b"\n\n"
+
+
+def error_for_path(path: str, status: int, body: bytes) -> bytes | None:
+    """An OpenAI-shaped error ``body`` (``errors.to_openai_error``) rewritten for the front of
+    ``path``; None when the path is OpenAI's own (or the body is not an OpenAI error)."""
+    if path not in MESSAGES_PATHS:
+        return None
+    try:
+        message = loads_strict(body)["error"]["message"]
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None
+    return anthropic_error_body(status, message if isinstance(message, str) else str(message))
