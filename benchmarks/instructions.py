@@ -4,6 +4,9 @@ One command::
 
     python benchmarks/instructions.py [--compare GITREF] [--backends trio,asyncio]
 
+``--compare ops-off`` counts this checkout twice, the base without the stats store, the metrics
+and the access log (``run.py``'s ``OPS_OFF_ARGS`` and ``OPS_OFF_ENV``): what they cost.
+
 CPU time per request on a shared or virtual machine moves by ±5-10 % between runs (steal,
 caches, frequency), which hides the few per cent a change costs or saves. This counts instead
 the instructions the gateway executes per request under valgrind's callgrind, which repeat to
@@ -43,15 +46,20 @@ ROOT = Path(__file__).resolve().parent.parent
 KINDS = {"json": (P.JSON_MODEL, False, (20, 320)), "sse": (P.SSE_MODEL, True, (10, 160))}
 
 
-def instructions(root: Path, backend: str, config: Path, body: bytes, n: int) -> int:
-    """Total instructions of a gateway run from ``root`` that served ``n`` requests."""
+def instructions(root: Path, backend: str, config: Path, body: bytes, n: int,
+                 ops_off: bool = False) -> int:
+    """Total instructions of a gateway run from ``root`` that served ``n`` requests
+    (``ops_off``: without the stats store, the metrics and the access log)."""
     port = R.free_port()
     out = Path(tempfile.mkdtemp(prefix="uniapi-cg-")) / "callgrind.out"
-    env = dict(os.environ, PYTHONPATH=str(root), PYTHONHASHSEED="0")  # same dict layouts
+    env = dict(os.environ, PYTHONPATH=str(root), PYTHONHASHSEED="0",  # same dict layouts
+               DB_PATH=str(out.parent / "stats.db"))
+    if ops_off:
+        env.update(R.OPS_OFF_ENV)
     proc = subprocess.Popen(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-m",
          "uniapi_trio.cli", "serve", "--config", str(config), "--port", str(port),
-         "--backend", backend],
+         "--backend", backend, *(R.OPS_OFF_ARGS if ops_off else ())],
         cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(900):
@@ -83,17 +91,19 @@ def instructions(root: Path, backend: str, config: Path, body: bytes, n: int) ->
     return int(found.group(1))
 
 
-def per_request(root: Path, backend: str, config: Path, kind: str) -> float:
+def per_request(root: Path, backend: str, config: Path, kind: str,
+                ops_off: bool = False) -> float:
     model, stream, (n1, n2) = KINDS[kind]
     body = P.chat_request_bytes(model, stream)
-    a = instructions(root, backend, config, body, n1)
-    b = instructions(root, backend, config, body, n2)
+    a = instructions(root, backend, config, body, n1, ops_off)
+    b = instructions(root, backend, config, body, n2, ops_off)
     return (b - a) / (n2 - n1)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--compare", metavar="GITREF", help="also count GITREF's gateway")
+    ap.add_argument("--compare", metavar="GITREF", help="also count GITREF's gateway; "
+                    "'ops-off': this checkout's without stats, metrics and access log")
     ap.add_argument("--backends", default="trio,asyncio")
     ap.add_argument("--kinds", default="json,sse")
     args = ap.parse_args()
@@ -114,7 +124,9 @@ def main() -> int:
         print(f"unknown git ref {args.compare!r}", file=sys.stderr)
         return 2
     try:
-        with R.base_worktree(ref["commit"], ref["short"]) if ref else _none() as base:
+        ops_off = ref is not None and ref["commit"] is None
+        with (R.base_worktree(ref["commit"], ref["short"]) if ref and not ops_off
+              else _none(ROOT if ops_off else None)) as base:
             roots: list[tuple[str, Path]] = [("head", ROOT)]
             if base is not None:
                 roots.append((f"@{ref['short']}", base))  # type: ignore[index]
@@ -122,7 +134,8 @@ def main() -> int:
             for backend in args.backends.split(","):
                 for kind in args.kinds.split(","):
                     for label, root in roots:
-                        k = per_request(root, backend, config, kind)
+                        k = per_request(root, backend, config, kind,
+                                        ops_off and label != "head")
                         results[(backend, kind, label)] = k
                         print(f"{backend:8} {kind:4} {label:10} {k / 1000:9.1f}k instructions"
                               f"/request", flush=True)
@@ -140,8 +153,11 @@ def main() -> int:
 
 
 class _none:
-    def __enter__(self) -> None:
-        return None
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root
+
+    def __enter__(self) -> Path | None:
+        return self.root
 
     def __exit__(self, *exc: object) -> None:
         return None

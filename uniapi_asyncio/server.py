@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import logging
 import os
 import ssl
+import sys
 from socket import IPPROTO_TCP, TCP_INFO
 import time
 from collections.abc import Awaitable, Callable
@@ -28,6 +28,7 @@ from uniapi_core.events import (ClientData, Close, DeadlineReached, DrainStarted
                                 ResumeUpstream, Scrape, Scraped, Served, StartUpstream,
                                 StopUpstream, Watch, Write, WriteFailed)
 from uniapi_core.gateway import Gateway
+from uniapi_core.ops.accesslog import AccessLog
 from uniapi_core.ops.metrics import PUBLISH_EVERY, read_snapshots, snapshot_file, write_snapshot
 from uniapi_core.ops.stats import StoreConfig, StoreSession
 from uniapi_core.http.pool import READ_SIZE
@@ -38,7 +39,6 @@ from .upstream import UpstreamPool
 
 __all__ = ["serve", "handle_connection"]
 
-log = logging.getLogger("uniapi")
 
 TIMER = DeadlineReached()
 
@@ -66,6 +66,7 @@ async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
     paused: dict[int, asyncio.Event] = {}  # PauseUpstream refs -> set at ResumeUpstream
     watches = {} if watches is None else watches
     watch = WriteWatch(options.write_stall_timeout)
+    access = AccessLog(options.log_format)
     raw = writer.get_extra_info("socket")
 
     async def watch_writes() -> None:
@@ -160,7 +161,7 @@ async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
             elif cls is ResumeUpstream:
                 paused.pop(action.ref, asyncio.Event()).set()
             elif cls is Served:
-                _log(action, options.log_format)
+                sys.stderr.write(access.line(action.record))  # accesslog.py
             elif cls is Close:
                 return False
         return True
@@ -192,14 +193,6 @@ async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
             for task in tasks.values():
                 task.cancel()
             writer.transport.abort()
-
-
-def _log(action: Served, log_format: str) -> None:
-    """One access log line (the record made directly: ``Logger.info`` would also walk the
-    stack for the caller's file and line, which the format does not show)."""
-    if log.isEnabledFor(logging.INFO):
-        log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0,
-                                  action.record.log_text(log_format), (), None, "_log"))
 
 
 def acked(sock: object) -> int | None:

@@ -14,6 +14,7 @@ import signal
 import ssl
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from functools import partial
 
@@ -70,6 +71,7 @@ def _serve(launch: startup.Launch, config: Callable[[str | None], Loaded], backe
            reloads: Callable[[Gateway], shell.ReloadProgram]) -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the runtime reloads on it, not a kill
     logging.basicConfig(level=logging.INFO, format=startup.LOG_LINES[launch.options.log_format])
+    logging.Formatter.converter = time.gmtime  # UTC, as the access log's lines (accesslog.py)
     # the one arrow between the twins: the asyncio backend is started from here
     run = importlib.import_module(f"uniapi_{backend}.runtime").run
     if launch.options.workers > 1:  # where the workers publish their metrics for each other

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import logging
 import math
 import os
 import ssl
 import socket
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -23,6 +23,7 @@ from uniapi_core.events import (ClientData, Close, DeadlineReached, DrainStarted
                                 ResumeUpstream, Scrape, Scraped, Served, StartUpstream,
                                 StopUpstream, Watch, Write, WriteFailed)
 from uniapi_core.gateway import Gateway
+from uniapi_core.ops.accesslog import AccessLog
 from uniapi_core.ops.metrics import PUBLISH_EVERY, read_snapshots, snapshot_file, write_snapshot
 from uniapi_core.ops.stats import StoreConfig, StoreSession
 from uniapi_core.http.stall import TCP_INFO_SIZE, WriteWatch, bytes_acked
@@ -32,7 +33,6 @@ from .upstream import UpstreamPool, plain_socket, receive_some, send_all
 
 __all__ = ["serve", "handle_connection"]
 
-log = logging.getLogger("uniapi")
 
 TIMER = DeadlineReached()
 #: the process's hot reload (``runtime.py``): why the config was refused, or None
@@ -49,6 +49,7 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
     """Serve one client connection until the core closes it (``watches``: the process's;
     ``reload``: the process's hot reload, the error text or None)."""
     alpn = None
+    access = AccessLog(options.log_format)
     if isinstance(stream, trio.SSLStream):
         try:
             with trio.fail_after(options.limits.head_timeout):
@@ -162,7 +163,7 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
             elif cls is ResumeUpstream:
                 paused.pop(action.ref, trio.Event()).set()
             elif cls is Served:
-                _log(action, options.log_format)
+                sys.stderr.write(access.line(action.record))  # accesslog.py
             elif cls is Close:
                 return False
         return True
@@ -236,13 +237,6 @@ async def publish(get_gateway: Callable[[], Gateway], directory: str,
                                       lambda p, d: Path(p).write_bytes(d), os.replace)
         with trio.move_on_after(PUBLISH_EVERY):
             await stopped.wait()
-
-
-def _log(action: Served, log_format: str) -> None:
-    """One access log line (a record made directly: ``Logger.info`` walks the stack)."""
-    if log.isEnabledFor(logging.INFO):
-        log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0,
-                                  action.record.log_text(log_format), (), None, "_log"))
 
 
 def acked(stream: trio.abc.Stream) -> int | None:

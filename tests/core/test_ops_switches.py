@@ -123,3 +123,24 @@ def test_the_json_log_line_holds_every_field_of_the_record():
     expected["tries"] = [dict(expected["tries"][0], latency=1.0)]
     assert logged == expected and list(logged) == list(expected)
     assert record.log_text("text") == record.log_line()
+
+
+def test_the_access_log_text_line_is_what_logging_would_print_in_utc():
+    import logging
+    import time
+
+    from uniapi_core.ops.accesslog import AccessLog
+    from uniapi_core.startup import LOG_LINES
+
+    record = ServedRecord("POST", "/v1/chat/completions", 200, 0.25, wall=1765004512.5)
+    formatter = logging.Formatter(LOG_LINES["text"])
+    formatter.converter = time.gmtime
+    logged = logging.LogRecord("uniapi", logging.INFO, __file__, 0, record.log_line(), (), None)
+    logged.created, logged.msecs = 1765004512.75, 750.0
+    access = AccessLog("text")
+    assert access.line(record) == formatter.format(logged) + "\n"
+    assert access.line(record) == "2025-12-06 07:01:52,750 INFO POST /v1/chat/completions 200 " \
+                                  "250.0ms\n"
+    later = attrs.evolve(record, wall=1765004513.0)  # the next second: a new date part
+    assert access.line(later).startswith("2025-12-06 07:01:53,250 INFO ")
+    assert AccessLog("json").line(record) == record.log_text("json") + "\n"
