@@ -55,8 +55,72 @@ def render() -> str:
                "whole tool calls, one per real call, named from its first part, arguments "
                "assembled from the pieces' JSON paths (vendor-rules.md, GEM-S3). The gateway "
                "never asks for pieces itself.\n")
+    out += _messages_front()
     out += _errors()
     return "".join(out)
+
+
+def _messages_front() -> list[str]:
+    """How a ``/v1/messages`` request reaches each upstream (uniapi_core/fronts/)."""
+    from uniapi_core.vendors.messages_native import NATIVE_ENGINES
+
+    native = ", ".join(f"`{e}`" for e in sorted(NATIVE_ENGINES))
+    return [
+        "\n## The Anthropic Messages front (`/v1/messages`)\n\n",
+        "A Messages request (Claude Code, the anthropic SDK; [clients.md](clients.md)) is routed "
+        "like a chat completion: the same keys, model list, renames, schedulers, retries, "
+        "limits and stats rows (endpoint `/v1/messages`). What reaches the upstream depends on "
+        "the channel an attempt goes to; the client reads Anthropic's shapes either way, "
+        "including errors (`{\"type\": \"error\", \"error\": {type, message}}`).\n\n",
+        "| channel | what it gets | what is lost |\n| --- | --- | --- |\n",
+        f"| Anthropic (`claude`), Claude on Vertex, Claude on Bedrock (engines {native}) | the "
+        "client's own body (`vendors/messages_native.py`): `model` replaced by the upstream "
+        "model (Vertex and Bedrock: removed, `anthropic_version` added, Bedrock without "
+        "`stream`), the client's `anthropic-beta` values added (a header for Anthropic, the "
+        "body's `anthropic_beta` list for Vertex and Bedrock); the answer and every stream "
+        "event come back as the upstream wrote them, `model` the client's, Bedrock's event "
+        "stream re-framed as SSE | nothing: `cache_control`, signed `thinking`, "
+        "`redacted_thinking`, citations and server-tool blocks pass through |\n",
+        "| every other engine (OpenAI-compatible, Azure, OpenRouter, Gemini, Vertex Gemini, "
+        "Cohere, Cloudflare) | an OpenAI chat request (`fronts/messages.py`, rules below), then "
+        "that engine's translation above; the OpenAI answer is turned back into a Messages "
+        "answer or event stream | `cache_control`; thinking blocks of earlier turns (their "
+        "signatures mean something to Anthropic only); citations; the fields the engine's "
+        "own table above drops |\n\n",
+        "The translation to chat (a request it cannot express is a 400 naming the JSON path, "
+        "never a silent drop of content):\n\n",
+        "- `system` (a string or text blocks, joined with a blank line) and a `role: "
+        "\"system\"` turn among the messages become system messages in place.\n",
+        "- Blocks: `text`; `image` from base64 (a data URL) or a URL; a base64 PDF `document` "
+        "becomes a `file` part, a text document a text part (its title first). A URL or "
+        "content-block document, an image from a file id, server-tool blocks "
+        "(`server_tool_use`, `web_search_tool_result` …), `search_result` and "
+        "`container_upload` blocks, and server tools (`web_search_…`, `bash_…`, "
+        "`text_editor_…`) are a 400 on a translated channel.\n",
+        "- `tool_use` becomes an assistant tool call; `tool_result` a `tool` message before "
+        "the rest of its turn (`is_error: true` prefixes the text with `Error: `; images in a "
+        "result follow in a user message).\n",
+        "- `tools` become functions (`input_schema` is `parameters`); `tool_choice` `auto`, "
+        "`any` (required), `tool` (that function), `none`; `disable_parallel_tool_use` is "
+        "`parallel_tool_calls: false`.\n",
+        "- `max_tokens`, `temperature`, `top_p`, `top_k`, `stop_sequences` (`stop`), "
+        "`metadata.user_id` (`user`); `thinking` `enabled` becomes `reasoning_effort` by its "
+        "budget (< 4096 low, < 16384 medium, else high), `adaptive` medium; "
+        "`output_config.effort` wins (`max` is high); `output_config.format` `json_schema` "
+        "becomes `response_format` `json_schema`.\n",
+        "- Back: `reasoning_content` becomes a `thinking` block (with an empty signature), "
+        "content a `text` block, tool calls `tool_use` blocks (arguments that are not a JSON "
+        "object give `input: {}` in a whole answer); `finish_reason` `stop` is `end_turn`, "
+        "`length` `max_tokens`, `tool_calls` `tool_use`, `content_filter` `refusal`; usage "
+        "`input_tokens` (prompt minus cache reads and writes), `output_tokens`, "
+        "`cache_read_input_tokens`, `cache_creation_input_tokens`.\n",
+        "- A stream failing after its first event ends with Anthropic's `event: error`, "
+        "never a bare cut; before it, the request is retried or answered with an error.\n\n",
+        "`POST /v1/messages/count_tokens` is asked of an Anthropic channel of the model when "
+        "the model has one; otherwise it is an estimate (characters / 4 plus per-message, "
+        "per-tool and per-image amounts, `fronts/messages.py` `estimate_input_tokens`), "
+        "marked `x-uniapi-token-count: estimated`.\n",
+    ]
 
 
 def _dialects() -> list[str]:
