@@ -9,7 +9,10 @@
   Anthropic, Gemini ``build_exchange``, streamed and not;
 * core dispatch, µs per request: ``parse_request_json``; ``Gateway.handle`` + ``Relay.start``
   (auth, JSON, routing, request building) for a chat request; and the whole in-process hot
-  path of ``hotpath.py`` (client bytes in, upstream bytes in, client bytes out; no I/O).
+  path of ``hotpath.py`` (client bytes in, upstream bytes in, client bytes out; no I/O);
+* the Anthropic Messages front (``fronts/messages.py``): a Messages request translated to chat
+  (µs), a whole answer translated back (µs), the chunk stream turned into Anthropic events
+  (MB/s of OpenAI chunks in).
 
 Targets (issue #6): every decoder ≥ 50 MB/s; request building ≤ 50 µs.
 """
@@ -36,6 +39,7 @@ from payloads import (  # noqa: E402
     JSON_MODEL,
     chat_request,
     chat_request_bytes,
+    completion_bytes,
     sse_body,
 )
 from uniapi_core.config.model import Provider  # noqa: E402
@@ -189,6 +193,46 @@ def dispatch(results: dict[str, dict[str, Any]], calls: int, repeat: int) -> Non
         print(f"core    {name:<26}{t / (calls // 2) * 1e6:8.1f} µs   (no I/O, no event loop)")
 
 
+def messages_request() -> dict[str, Any]:
+    """The ~2 KB chat request as an Anthropic Messages request (what Claude Code sends)."""
+    req = chat_request()
+    system = [m["content"] for m in req["messages"] if m["role"] == "system"]
+    return {"model": req["model"], "max_tokens": req["max_tokens"],
+            "system": [{"type": "text", "text": t} for t in system],
+            "messages": [{"role": m["role"], "content": [{"type": "text", "text": m["content"]}]}
+                         for m in req["messages"] if m["role"] != "system"],
+            "temperature": req["temperature"], "metadata": {"user_id": req["user"]}}
+
+
+def messages_front(results: dict[str, dict[str, Any]], calls: int, repeat: int) -> None:
+    """The Anthropic Messages front's own work (fronts/messages.py): the request translated to
+    chat, a whole answer translated back, and the stream state machine over the 52-event
+    OpenAI stream (MB/s of OpenAI chunks in)."""
+    from uniapi_core.fronts.messages import (MessagesStream, chat_request_from_messages,
+                                             messages_response_from_chat)
+
+    body = messages_request()
+    t, _ = best(lambda: [chat_request_from_messages(body) for _ in range(calls)], repeat)
+    results.setdefault("front", {})["messages request -> chat"] = {"us": t / calls * 1e6}
+    print(f"front   {'messages request -> chat':<26}{t / calls * 1e6:8.1f} µs")
+    answer = json.loads(completion_bytes())
+    t, _ = best(lambda: [messages_response_from_chat(answer, "m") for _ in range(calls)],
+                repeat)
+    results["front"]["chat answer -> message"] = {"us": t / calls * 1e6}
+    print(f"front   {'chat answer -> message':<26}{t / calls * 1e6:8.1f} µs")
+    data = openai_stream()
+    events = [e + b"\n\n" for e in data.split(b"\n\n") if e.strip()]
+
+    def stream() -> int:
+        s = MessagesStream("m", "r")
+        return sum(len(s.feed(e)) for e in events) + len(s.end(None))
+
+    t, out = best(stream, repeat)
+    results["front"]["chat stream -> events"] = {"mb_s": len(data) / t / 1e6}
+    print(f"front   {'chat stream -> events':<26}{len(data) / t / 1e6:8.1f} MB/s "
+          f"({len(data) / 1e6:.1f} MB → {out / 1e6:.1f} MB)")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="translator micro-benchmarks")
     ap.add_argument("--quick", action="store_true", help="fewer repeats")
@@ -243,6 +287,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         results["failed"]["dispatch"] = repr(exc)
         print(f"core    FAILED: {exc!r}")
+    try:
+        messages_front(results, calls, repeat)
+    except Exception as exc:
+        results["failed"]["messages front"] = repr(exc)
+        print(f"front   FAILED: {exc!r}")
 
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
