@@ -115,7 +115,9 @@ def _messages_front() -> list[str]:
         "`input_tokens` (prompt minus cache reads and writes), `output_tokens`, "
         "`cache_read_input_tokens`, `cache_creation_input_tokens`.\n",
         "- A stream failing after its first event ends with Anthropic's `event: error`, "
-        "never a bare cut; before it, the request is retried or answered with an error.\n\n",
+        "never a bare cut; before it, the request is retried or answered with an error. A "
+        "stream whose upstream is silent for 10 s (`relay/machine.py` `PING_EVERY`) is sent "
+        "a `ping` event, as Anthropic sends them.\n\n",
         "`POST /v1/messages/count_tokens` is asked of an Anthropic channel of the model when "
         "the model has one; otherwise it is an estimate (characters / 4 plus per-message, "
         "per-tool and per-image amounts, `fronts/messages.py` `estimate_input_tokens`), "

@@ -26,11 +26,14 @@ from typing import Any
 
 from ..errors import UniapiError
 from ..jsonutil import dumps, loads_strict
-from ..vendors.messages_native import NativeExchange
+from ..vendors.messages_native import CountTokensExchange, NativeExchange
 from .messages import MessagesStream, anthropic_error_body, error_type_for, \
     messages_response_from_chat
 
 __all__ = ["MessagesFront", "MESSAGES_PATHS", "error_for_path"]
+
+#: Anthropic's keep-alive event
+PING = b'event: ping\ndata: {"type":"ping"}\n\n'
 
 #: the paths whose errors are written in Anthropic's shape
 MESSAGES_PATHS = frozenset({"/v1/messages", "/v1/messages/count_tokens"})
@@ -50,8 +53,8 @@ class MessagesFront:
         return anthropic_error_body(err.status, err.message)
 
     def whole(self, payload: bytes, exchange: Any) -> bytes:
-        if isinstance(exchange, NativeExchange):
-            return payload  # the upstream's own message (model already the client's)
+        if isinstance(exchange, (NativeExchange, CountTokensExchange)):
+            return payload  # the upstream's own message (model already the client's) or count
         return dumps(messages_response_from_chat(loads_strict(payload), self.model))
 
     def open_stream(self, exchange: Any) -> None:
@@ -64,6 +67,10 @@ class MessagesFront:
     def done(self, usage: dict[str, Any] | None) -> bytes:
         # native: the upstream's message_stop has been relayed already
         return b"" if self._stream is None else self._stream.end(usage)
+
+    def ping(self) -> bytes:
+        """A keep-alive while the upstream is silent (the relay's ``PING_EVERY``)."""
+        return PING
 
     def failed(self, err: UniapiError) -> bytes:
         if self._stream is not None:

@@ -68,6 +68,9 @@ JSON_HEADERS = (("content-type", "application/json"),)
 
 #: how long to wait for the upstream to end its body after ``[DONE]`` before dropping it
 DRAIN_TIMEOUT = 5.0
+#: a front with keep-alives (Anthropic's ``ping`` events) gets one after this many seconds
+#: without an upstream byte on a committed stream
+PING_EVERY = 10.0
 #: an upstream error body is read up to this size (ERR-3)
 MAX_ERROR_BODY = 65536
 
@@ -145,6 +148,9 @@ class Relay:
         self.outcome = Outcome()
         self._attempt: Attempt | None = None
         self._deadline: float | None = None
+        #: a committed stream of a front with keep-alives (``front.ping``) is sent one when
+        #: the upstream has been silent for ``PING_EVERY`` seconds; None: no keep-alives
+        self._ping_at: float | None = None
         self._status = 0
         self._resp_headers: tuple[tuple[str, str], ...] = ()
         self._body = bytearray()
@@ -167,7 +173,12 @@ class Relay:
         return self._committed
 
     def next_deadline(self) -> float | None:
-        return None if self.finished else self._deadline
+        if self.finished:
+            return None
+        if self._ping_at is not None and self.state is State.STREAMING and (
+                self._deadline is None or self._ping_at < self._deadline):
+            return self._ping_at
+        return self._deadline
 
     def start(self, now: float, refs: Callable[[], int] | None = None) -> list[RelayAction]:
         """The first actions: open the first attempt (or answer at once if there is none).
@@ -339,6 +350,8 @@ class Relay:
             if self._front is not None:
                 assert self._attempt is not None
                 self._front.open_stream(self._attempt.exchange)
+                if hasattr(self._front, "ping"):
+                    self._ping_at = now + PING_EVERY
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         out.append(SendData(data if self._front is None else self._front.chunk(data)))
 
@@ -350,6 +363,10 @@ class Relay:
         self._any_failure(err, now, out)
 
     def _on_deadline(self, ev: DeadlineReached, now: float, out: list[RelayAction]) -> None:
+        if self._ping_at is not None and now >= self._ping_at and self.state is State.STREAMING:
+            self._ping_at = now + PING_EVERY
+            if self._front is not None:
+                out.append(SendData(self._front.ping()))
         if self._deadline is None or now < self._deadline:
             return
         if self.state is State.DRAINING:
@@ -389,6 +406,8 @@ class Relay:
         """Activity on the current attempt: the timeout counts from here (idle timeout)."""
         assert self._attempt is not None
         self._deadline = now + self._attempt.timeout
+        if self._ping_at is not None:
+            self._ping_at = now + PING_EVERY
 
     def _any_failure(self, err: UpstreamError, now: float, out: list[RelayAction]) -> None:
         if self.state is State.STREAMING:
