@@ -207,7 +207,7 @@ class ChatStreamWatch:
 
 def _label(call: Any) -> str:
     kind = "stream" if getattr(call, "stream", False) else "body"
-    front = "chat" if getattr(call, "native", None) is None else "/v1/messages"
+    front = "chat" if getattr(call, "front", None) is None else f"/v1/{call.front.kind}"
     return f"{front} {kind} for model {getattr(call, 'model', '?')!r}"
 
 

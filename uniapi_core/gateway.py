@@ -41,9 +41,8 @@ from .ops.stats import StatsQuery, StatsQueryError, StatsQueue, StoreConfig, Tok
     migrate_work, new_instance_id
 from .vendors.dialects import dialect_for
 from .vendors.gauth import ServiceAccount, TokenCache, service_account
-from .vendors.messages_native import build_count_tokens_exchange, build_native_exchange, \
-    native_engine
-from .fronts.front import MESSAGES_PATHS, MessagesFront
+from .vendors.messages_native import build_count_tokens_exchange
+from .fronts.front import MESSAGES_PATHS, FrontCall, MessagesFront, native_exchange, writer
 from .fronts.messages import chat_request_from_messages, estimate_input_tokens
 
 __all__ = ["Settings", "Respond", "ChatCall", "ReloadCall", "Routed", "Gateway",
@@ -157,10 +156,10 @@ class ChatCall:
     #: response headers every answer to this request carries (``x-request-id``)
     extra: tuple[tuple[str, str], ...]
     moderate: bool
-    #: a request that came in on another front (``/v1/messages``): the client's own body and
-    #: ``anthropic-beta`` values, sent as they are to a channel that speaks the same protocol
-    #: (``vendors/messages_native.py``); None: an OpenAI chat request
-    native: tuple[dict[str, Any], tuple[str, ...]] | None = None
+    #: a request that came in on another front (``/v1/messages``): the client's own body,
+    #: sent as it is to a channel that speaks the same protocol, and what the front's writer
+    #: needs (``fronts/front.py``); None: an OpenAI chat request
+    front: FrontCall | None = None
 
 
 @attrs.frozen
@@ -553,7 +552,7 @@ class Gateway:
         return ChatCall(key=key, req=call.chat, model=call.model, stream=call.stream,
                         include_usage=False, extra=extra,
                         moderate=bool(key.preferences.ENABLE_MODERATION),
-                        native=(raw, _betas(headers)))
+                        front=FrontCall(kind="messages", body=raw, beta=_betas(headers)))
 
     def _count_tokens(self, key: ApiKey, body: bytes, headers: tuple[tuple[str, str], ...],
                       now: float, wall: float, extra: tuple[tuple[str, str], ...]
@@ -647,13 +646,8 @@ class Gateway:
                               response_id=response_id, created=int(wall),
                               entropy=self.entropy, images=images, region=region,
                               access_token=token, dialect=self._dialect(provider))
-            native = (call.native if call.native is not None
-                      and native_engine(engine, channel.upstream_model) else None)
-            exchange: Any
-            if native is not None:  # the channel speaks the client's protocol: as it came
-                exchange = build_native_exchange(native[0], ctx, engine, beta=native[1],
-                                                 client_model=model)
-            else:
+            exchange = None if call.front is None else native_exchange(call.front, engine, ctx)
+            if exchange is None:  # the chat translation (a front's native channel: its body)
                 exchange = TRANSLATORS[engine](request_for(engine), ctx)
             timeout = model_timeout(provider, self.config.preferences, channel.alias,
                                     channel.upstream_model, self.settings.env_timeout)
@@ -671,7 +665,8 @@ class Gateway:
         relay = Relay(plan, stream=stream, headers=call.extra,
                       max_body=self.settings.max_upstream_body, triggers=self._triggers,
                       labels=(self.key_label(call.key.api), model),
-                      front=None if call.native is None else MessagesFront(model, response_id))
+                      front=None if call.front is None else writer(call.front, model,
+                                                                   response_id))
         return Routed(relay, self._tokens_needed(plan.channels, now))
 
     # -- Vertex --------------------------------------------------------------------------------

@@ -24,13 +24,44 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
+
 from ..errors import UniapiError
 from ..jsonutil import dumps, loads_strict
-from ..vendors.messages_native import CountTokensExchange, NativeExchange
+from ..vendors.base import ChatContext
+from ..vendors.messages_native import CountTokensExchange, NativeExchange, \
+    build_native_exchange, native_engine
 from .messages import MessagesStream, anthropic_error_body, error_type_for, \
     messages_response_from_chat
 
-__all__ = ["MessagesFront", "MESSAGES_PATHS", "error_for_path"]
+__all__ = ["FrontCall", "MessagesFront", "MESSAGES_PATHS", "error_for_path", "native_exchange",
+           "writer"]
+
+
+@attrs.frozen(kw_only=True)
+class FrontCall:
+    """What a request that came in on another front carries beside its chat translation
+    (``gateway.ChatCall.front``): which front, the client's own body (sent as it is to a
+    channel that speaks the same protocol) and what that front's writer needs."""
+
+    kind: str  # "messages" (the only one so far)
+    body: dict[str, Any]
+    #: Messages: the values of the client's ``anthropic-beta`` headers
+    beta: tuple[str, ...] = ()
+
+
+def native_exchange(front: FrontCall, engine: str, ctx: ChatContext) -> Any:
+    """The exchange of an attempt whose channel speaks the front's own protocol (the client's
+    body as it is); None when the channel must be sent the chat translation."""
+    if front.kind == "messages" and native_engine(engine, ctx.upstream_model):
+        return build_native_exchange(front.body, ctx, engine, beta=front.beta,
+                                     client_model=ctx.client_model)
+    return None
+
+
+def writer(front: FrontCall, model: str, response_id: str) -> Any:
+    """The relay's writer of a request on ``front`` (``Relay(front=…)``)."""
+    return MessagesFront(model, response_id)
 
 #: Anthropic's keep-alive event
 PING = b'event: ping\ndata: {"type":"ping"}\n\n'
