@@ -5,7 +5,9 @@
 completion an in-process gateway answers in a test, whichever transport serves it: each
 streamed answer through a ``ChatStreamChecker``, each whole 200 body through
 ``check_chat_body``. A ``/v1/messages`` answer is held to Anthropic's grammar instead
-(``uniapi_core.fronts.messages_check``, and ``check_messages_body`` here). A problem fails
+(``uniapi_core.fronts.messages_check``, and ``check_messages_body`` here), a
+``/v1/responses`` answer to the Responses grammar (``fronts/responses_check.py``, and the
+openai SDK's ``Response`` model). A problem fails
 the test at teardown.
 
 Gateways in another process (the command-line and embedding tests) are out of its reach: their
@@ -34,8 +36,9 @@ import pytest
 
 from uniapi_core.gateway import Gateway, Routed
 from uniapi_core.relay import EndResponse, Relay, SendData, SendHead, State
-from uniapi_core.fronts.front import MessagesFront
+from uniapi_core.fronts.front import MessagesFront, ResponsesFront
 from uniapi_core.fronts.messages_check import MessagesGrammarError, MessagesStreamChecker
+from uniapi_core.fronts.responses_check import ResponsesGrammarError, ResponsesStreamChecker
 from uniapi_core.streams import ChatStreamChecker, check_chat_body, check_chat_stream
 
 #: bytes of an answer kept to show with its problems
@@ -44,12 +47,16 @@ _SHOWN = 2000
 _LISTED = 8
 
 
-class _MessagesChecker:
-    """``MessagesStreamChecker`` (``fronts/messages_check.py``) with ``ChatStreamChecker``'s
-    face: problems are collected, not raised; after the first the stream is not read on."""
+class _FrontChecker:
+    """A front's grammar checker (``MessagesStreamChecker``, ``ResponsesStreamChecker``) with
+    ``ChatStreamChecker``'s face: problems are collected, not raised; after the first the
+    stream is not read on."""
 
-    def __init__(self) -> None:
-        self._checker: MessagesStreamChecker | None = MessagesStreamChecker()
+    def __init__(self, front: str) -> None:
+        self._checker: Any = (MessagesStreamChecker() if front == "messages"
+                              else ResponsesStreamChecker())
+        self._what = ("Anthropic event stream" if front == "messages"
+                      else "Responses event stream")
         self.problems: list[str] = []
 
     def feed(self, data: bytes) -> None:
@@ -58,13 +65,13 @@ class _MessagesChecker:
     def close(self) -> None:
         self._run(lambda c: c.close())
 
-    def _run(self, step: Callable[[MessagesStreamChecker], Any]) -> None:
+    def _run(self, step: Callable[[Any], Any]) -> None:
         if self._checker is None:
             return
         try:
             step(self._checker)
-        except MessagesGrammarError as exc:
-            self.problems.append(f"Anthropic event stream: {exc}")
+        except (MessagesGrammarError, ResponsesGrammarError) as exc:
+            self.problems.append(f"{self._what}: {exc}")
             self._checker = None
 
 
@@ -87,15 +94,26 @@ def check_messages_body(obj: dict[str, Any]) -> list[str]:
     return problems
 
 
+def check_responses_body(obj: dict[str, Any]) -> list[str]:
+    """The problems of a whole Responses answer (the openai SDK's own model checks it)."""
+    from openai.types.responses import Response
+    try:
+        Response.model_validate(obj)
+    except Exception as exc:  # noqa: BLE001 - pydantic's ValidationError, said as a problem
+        return [f"not a Responses object: {str(exc)[:300]}"]
+    return [] if obj.get("object") == "response" else ["object is not 'response'"]
+
+
 class _Watched:
     """One chat relay being watched: what its answer is and what came of it so far."""
 
-    __slots__ = ("body", "checker", "label", "messages", "reported", "shown")
+    __slots__ = ("body", "checker", "front", "label", "reported", "shown")
 
-    def __init__(self, label: str, messages: bool = False) -> None:
+    def __init__(self, label: str, front: str | None = None) -> None:
         self.label = label
-        self.messages = messages  # a /v1/messages answer: Anthropic's grammar, not OpenAI's
-        self.checker: ChatStreamChecker | _MessagesChecker | None = None  # a streamed answer
+        #: "messages" or "responses": that front's grammar, not OpenAI chat's
+        self.front = front
+        self.checker: ChatStreamChecker | _FrontChecker | None = None  # a streamed answer
         self.body: bytearray | None = None  # a whole 200 answer
         self.shown = bytearray()  # its first bytes, for the failure message
         self.reported = 0  # checker problems already collected
@@ -127,7 +145,10 @@ class ChatStreamWatch:
         """Check what ``relay`` (a chat completion's, or a ``/v1/messages`` one's) sends to
         its client."""
         with self._lock:
-            self._relays[relay] = _Watched(label, isinstance(relay._front, MessagesFront))
+            front = relay._front
+            self._relays[relay] = _Watched(label, "messages" if isinstance(front, MessagesFront)
+                                           else "responses" if isinstance(front, ResponsesFront)
+                                           else None)
 
     def emitted(self, relay: Relay, actions: list[Any]) -> None:
         """``relay.start``/``relay.handle`` returned ``actions``: check the answer's bytes."""
@@ -146,7 +167,7 @@ class ChatStreamWatch:
             cls = type(action)
             if cls is SendHead:
                 if action.content_length is None:
-                    watched.checker = (_MessagesChecker() if watched.messages
+                    watched.checker = (_FrontChecker(watched.front) if watched.front
                                        else ChatStreamChecker())
                     self.streams += 1
                 elif action.status == 200:
@@ -176,7 +197,8 @@ class ChatStreamWatch:
         except ValueError:
             problems = ["the 200 body is not JSON"]
         else:
-            check = check_messages_body if watched.messages else check_chat_body
+            check = {"messages": check_messages_body, "responses": check_responses_body,
+                     None: check_chat_body}[watched.front]
             problems = check(obj) if isinstance(obj, dict) else \
                 ["the 200 body is not a JSON object"]
         self._report(watched, problems)

@@ -44,6 +44,7 @@ from .vendors.gauth import ServiceAccount, TokenCache, service_account
 from .vendors.messages_native import build_count_tokens_exchange
 from .fronts.front import MESSAGES_PATHS, FrontCall, MessagesFront, native_exchange, writer
 from .fronts.messages import chat_request_from_messages, estimate_input_tokens
+from .fronts.responses import chat_request_from_responses
 
 __all__ = ["Settings", "Respond", "ChatCall", "ReloadCall", "Routed", "Gateway",
            "ADMIN_ONLY", "INLINE_IMAGE_ENGINES"]
@@ -377,7 +378,7 @@ class Gateway:
             _check_json_media_type(headers)
         if path in QUERY_PATHS:
             return handler(self, key, _params(target), now, wall, extra)
-        if path in MESSAGES_PATHS:
+        if path in FRONT_PATHS:
             return handler(self, key, body, headers, now, wall, extra)
         return handler(self, key, body, now, wall, extra)
 
@@ -553,6 +554,22 @@ class Gateway:
                         include_usage=False, extra=extra,
                         moderate=bool(key.preferences.ENABLE_MODERATION),
                         front=FrontCall(kind="messages", body=raw, beta=_betas(headers)))
+
+    def _responses(self, key: ApiKey, body: bytes, headers: tuple[tuple[str, str], ...],
+                   now: float, wall: float, extra: tuple[tuple[str, str], ...]) -> ChatCall:
+        """``POST /v1/responses`` (OpenAI Responses): translated to an OpenAI chat request and
+        routed as one; a channel that speaks Responses gets the client's body instead."""
+        raw = parse_request_json(body)
+        call = chat_request_from_responses(raw)  # a 400 naming the JSON path when it is bad
+        if call.previous_response_id is not None:
+            raise ClientError("'previous_response_id' is not supported: uniapi keeps no "
+                              "responses; send the whole conversation in 'input'",
+                              code="previous_response_not_supported", status=400)
+        return ChatCall(key=key, req=call.chat, model=call.model, stream=call.stream,
+                        include_usage=False, extra=extra,
+                        moderate=bool(key.preferences.ENABLE_MODERATION),
+                        front=FrontCall(kind="responses", body=raw, call=call,
+                                        created=int(wall)))
 
     def _count_tokens(self, key: ApiKey, body: bytes, headers: tuple[tuple[str, str], ...],
                       now: float, wall: float, extra: tuple[tuple[str, str], ...]
@@ -822,8 +839,10 @@ def _endpoint_handler(path: str) -> Any:
     return handler
 
 
+#: the fronts' paths, whose handlers are given the request's headers too
+FRONT_PATHS = frozenset({*MESSAGES_PATHS, "/v1/responses"})
 #: POST bodies parsed as JSON
-JSON_BODIES = frozenset({"/v1/chat/completions", *ENDPOINTS, *MESSAGES_PATHS})
+JSON_BODIES = frozenset({"/v1/chat/completions", *ENDPOINTS, *FRONT_PATHS})
 
 _ROUTES: dict[str, tuple[frozenset[str], bool, Any]] = {
     "/healthz": (frozenset({"GET", "HEAD"}), False, Gateway._healthz),
@@ -832,6 +851,7 @@ _ROUTES: dict[str, tuple[frozenset[str], bool, Any]] = {
     "/v1/chat/completions": (frozenset({"POST"}), True, Gateway._chat),
     "/v1/messages": (frozenset({"POST"}), True, Gateway._messages),
     "/v1/messages/count_tokens": (frozenset({"POST"}), True, Gateway._count_tokens),
+    "/v1/responses": (frozenset({"POST"}), True, Gateway._responses),
     "/v1/generate-api-key": (frozenset({"GET", "POST"}), True, Gateway._generate_key),
     "/v1/stats": (frozenset({"GET"}), True, Gateway._stats),
     "/v1/token_usage": (frozenset({"GET"}), True, Gateway._token_usage),

@@ -22,6 +22,7 @@ in the shape of the front the request path belongs to.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import attrs
@@ -31,10 +32,14 @@ from ..jsonutil import dumps, loads_strict
 from ..vendors.base import ChatContext
 from ..vendors.messages_native import CountTokensExchange, NativeExchange, \
     build_native_exchange, native_engine
+from ..vendors.responses_native import ResponsesNativeExchange, \
+    build_responses_native_exchange, speaks_responses
 from .messages import MessagesStream, anthropic_error_body, error_type_for, \
     messages_response_from_chat
+from .responses import ResponsesCall, ResponsesStream, response_id, responses_error_body, \
+    responses_error_type, responses_response_from_chat
 
-__all__ = ["FrontCall", "MessagesFront", "MESSAGES_PATHS", "error_for_path", "native_exchange",
+__all__ = ["FrontCall", "MessagesFront", "ResponsesFront", "MESSAGES_PATHS", "error_for_path", "native_exchange",
            "writer"]
 
 
@@ -44,10 +49,14 @@ class FrontCall:
     (``gateway.ChatCall.front``): which front, the client's own body (sent as it is to a
     channel that speaks the same protocol) and what that front's writer needs."""
 
-    kind: str  # "messages" (the only one so far)
+    kind: str  # "messages", "responses"
     body: dict[str, Any]
     #: Messages: the values of the client's ``anthropic-beta`` headers
     beta: tuple[str, ...] = ()
+    #: the front's own parse of the request (Responses: ``ResponsesCall``), for its writer
+    call: Any = None
+    #: the wall clock the request arrived at (Responses' ``created_at``)
+    created: int = 0
 
 
 def native_exchange(front: FrontCall, engine: str, ctx: ChatContext) -> Any:
@@ -56,12 +65,66 @@ def native_exchange(front: FrontCall, engine: str, ctx: ChatContext) -> Any:
     if front.kind == "messages" and native_engine(engine, ctx.upstream_model):
         return build_native_exchange(front.body, ctx, engine, beta=front.beta,
                                      client_model=ctx.client_model)
+    if front.kind == "responses" and speaks_responses(ctx.provider):
+        return build_responses_native_exchange(front.body, ctx, client_model=ctx.client_model)
     return None
 
 
 def writer(front: FrontCall, model: str, response_id: str) -> Any:
     """The relay's writer of a request on ``front`` (``Relay(front=…)``)."""
+    if front.kind == "responses":
+        return ResponsesFront(front.call, response_id, front.created)
     return MessagesFront(model, response_id)
+
+
+_SEQUENCE = re.compile(rb'"sequence_number":\s*(\d+)')
+
+
+class ResponsesFront:
+    """The relay's writer for one ``/v1/responses`` request: translated answers through
+    ``fronts/responses.py``; a channel that speaks Responses (``vendors/responses_native.py``)
+    is relayed as it is. Errors are OpenAI's shape, which is the Responses shape too."""
+
+    def __init__(self, call: ResponsesCall, request_id: str, created: int) -> None:
+        self.call = call
+        self.response_id = response_id(request_id)
+        self.created = created
+        self._stream: ResponsesStream | None = None  # a translated stream; None: native
+        self._seq = -1  # native: the last sequence_number relayed
+
+    def error_body(self, err: UniapiError) -> bytes:
+        return responses_error_body(err.status, err.message, err.code, err.type)
+
+    def whole(self, payload: bytes, exchange: Any) -> bytes:
+        if isinstance(exchange, ResponsesNativeExchange):
+            return payload
+        return dumps(responses_response_from_chat(loads_strict(payload), self.call,
+                                                  self.response_id, self.created))
+
+    def open_stream(self, exchange: Any) -> None:
+        self._stream = (None if isinstance(exchange, ResponsesNativeExchange)
+                        else ResponsesStream(self.call, self.response_id, self.created))
+
+    def chunk(self, data: bytes) -> bytes:
+        if self._stream is not None:
+            return self._stream.feed(data)
+        numbers = _SEQUENCE.findall(data)
+        if numbers:
+            self._seq = int(numbers[-1])
+        return data
+
+    def done(self, usage: dict[str, Any] | None) -> bytes:
+        return b"" if self._stream is None else self._stream.end(usage)
+
+    def failed(self, err: UniapiError) -> bytes:
+        code = err.code if isinstance(err.code, str) else None
+        if self._stream is not None:
+            return self._stream.fail(err.status, err.message, code)
+        # native: the upstream's numbering goes on; its response events are not ours to
+        # finish, so the stream ends with Responses' own ``error`` event
+        event = {"type": "error", "code": code or responses_error_type(err.status),
+                 "message": err.message, "param": None, "sequence_number": self._seq + 1}
+        return b"event: error\ndata: " + dumps(event) + b"\n\n"
 
 #: Anthropic's keep-alive event
 PING = b'event: ping\ndata: {"type":"ping"}\n\n'

@@ -45,7 +45,7 @@ KNOWN_ENDPOINTS = frozenset({
     "/healthz", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/embeddings",
     "/v1/moderations", "/v1/images/generations", "/v1/audio/transcriptions",
     "/v1/generate-api-key", "/v1/stats", "/v1/token_usage", "/v1/reload", "/v1/messages",
-    "/v1/messages/count_tokens",
+    "/v1/messages/count_tokens", "/v1/responses",
 })
 
 #: request duration buckets (seconds): LLM answers take from tens of ms to minutes
