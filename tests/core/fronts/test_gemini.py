@@ -37,13 +37,9 @@ from uniapi_core.fronts.gemini import (
 from uniapi_core.fronts.gemini_check import check_gemini_stream
 from uniapi_core.request import parse_openai_chat
 
-genai_types: Any
-try:
-    from google.genai import types as genai_types
-except ImportError:  # google-genai is optional for these tests
-    genai_types = None
-
-needs_sdk = pytest.mark.skipif(genai_types is None, reason="google-genai is not installed")
+import google.genai as genai  # noqa: E402 - a declared test dependency (pyproject.toml)
+import httpx  # noqa: E402
+from google.genai import types as genai_types  # noqa: E402
 
 
 # -- requests ------------------------------------------------------------------------------------
@@ -903,8 +899,6 @@ def test_parse_model_path(path: str, expected: tuple[str, str] | None) -> None:
 
 def _sdk(answer_chunks: list[bytes], seen: list[tuple[str, GeminiCall | None]],
          fail: bool = False) -> Any:
-    genai = pytest.importorskip("google.genai")
-    httpx = pytest.importorskip("httpx")
 
     def handler(request: Any) -> Any:
         if request.method == "GET" and request.url.path in ("/v1/models", "/v1beta/models"):
@@ -952,7 +946,6 @@ def _config() -> Any:
         automatic_function_calling=t.AutomaticFunctionCallingConfig(disable=True))
 
 
-@needs_sdk
 def test_the_sdk_reads_the_whole_answer() -> None:
     seen: list[tuple[str, GeminiCall | None]] = []
     client = _sdk([], seen)
@@ -976,7 +969,6 @@ def test_the_sdk_reads_the_whole_answer() -> None:
     assert response.model_version == "gemini-x"
 
 
-@needs_sdk
 def test_the_sdk_streams_through_the_front() -> None:
     seen: list[tuple[str, GeminiCall | None]] = []
     client = _sdk(TOOLS, seen)
@@ -995,7 +987,6 @@ def test_the_sdk_streams_through_the_front() -> None:
     assert chunks[-1].usage_metadata.prompt_token_count == 20
 
 
-@needs_sdk
 def test_the_sdk_raises_on_the_in_stream_error() -> None:
     from google.genai import errors
     client = _sdk(TEXT[:3], [], fail=True)
@@ -1005,7 +996,6 @@ def test_the_sdk_raises_on_the_in_stream_error() -> None:
     assert info.value.code == 503
 
 
-@needs_sdk
 def test_the_sdk_counts_tokens_and_lists_models() -> None:
     seen: list[tuple[str, GeminiCall | None]] = []
     client = _sdk([], seen)
@@ -1016,7 +1006,6 @@ def test_the_sdk_counts_tokens_and_lists_models() -> None:
     assert "generateContent" in (models[0].supported_actions or [])
 
 
-@needs_sdk
 def test_the_sdk_history_round_trips() -> None:
     """A multi-turn chat as the SDK sends it (snake_case nested fields, function call and
     response parts, thought parts) translates and parses clean."""
