@@ -7,7 +7,8 @@ streamed answer through a ``ChatStreamChecker``, each whole 200 body through
 ``check_chat_body``. A ``/v1/messages`` answer is held to Anthropic's grammar instead
 (``uniapi_core.fronts.messages_check``, and ``check_messages_body`` here), a
 ``/v1/responses`` answer to the Responses grammar (``fronts/responses_check.py``, and the
-openai SDK's ``Response`` model). A problem fails
+openai SDK's ``Response`` model), a Gemini-native answer to Gemini's
+(``fronts/gemini_check.py``, and google-genai's ``GenerateContentResponse``). A problem fails
 the test at teardown.
 
 Gateways in another process (the command-line and embedding tests) are out of its reach: their
@@ -36,7 +37,8 @@ import pytest
 
 from uniapi_core.gateway import Gateway, Routed
 from uniapi_core.relay import EndResponse, Relay, SendData, SendHead, State
-from uniapi_core.fronts.front import MessagesFront, ResponsesFront
+from uniapi_core.fronts.front import GeminiFront, MessagesFront, ResponsesFront
+from uniapi_core.fronts.gemini_check import GeminiGrammarError, GeminiStreamChecker
 from uniapi_core.fronts.messages_check import MessagesGrammarError, MessagesStreamChecker
 from uniapi_core.fronts.responses_check import ResponsesGrammarError, ResponsesStreamChecker
 from uniapi_core.streams import ChatStreamChecker, check_chat_body, check_chat_stream
@@ -54,9 +56,10 @@ class _FrontChecker:
 
     def __init__(self, front: str) -> None:
         self._checker: Any = (MessagesStreamChecker() if front == "messages"
-                              else ResponsesStreamChecker())
-        self._what = ("Anthropic event stream" if front == "messages"
-                      else "Responses event stream")
+                              else ResponsesStreamChecker() if front == "responses"
+                              else GeminiStreamChecker(sse=front == "gemini-sse"))
+        self._what = {"messages": "Anthropic event stream",
+                      "responses": "Responses event stream"}.get(front, f"{front} stream")
         self.problems: list[str] = []
 
     def feed(self, data: bytes) -> None:
@@ -70,7 +73,7 @@ class _FrontChecker:
             return
         try:
             step(self._checker)
-        except (MessagesGrammarError, ResponsesGrammarError) as exc:
+        except (MessagesGrammarError, ResponsesGrammarError, GeminiGrammarError) as exc:
             self.problems.append(f"{self._what}: {exc}")
             self._checker = None
 
@@ -92,6 +95,28 @@ def check_messages_body(obj: dict[str, Any]) -> list[str]:
     if not isinstance(obj.get("id"), str) or not isinstance(obj.get("model"), str):
         problems.append("no id or model")
     return problems
+
+
+def _front_kind(front: Any) -> str | None:
+    """Which grammar a relay's answer is held to (None: OpenAI chat's)."""
+    if isinstance(front, MessagesFront):
+        return "messages"
+    if isinstance(front, ResponsesFront):
+        return "responses"
+    if isinstance(front, GeminiFront):
+        return "gemini-sse" if front.sse else "gemini-array"
+    return None
+
+
+def check_gemini_body(obj: dict[str, Any]) -> list[str]:
+    """The problems of a whole ``GenerateContentResponse`` (google-genai's own model)."""
+    from google.genai import types
+    try:
+        types.GenerateContentResponse.model_validate(obj)
+    except Exception as exc:  # noqa: BLE001 - pydantic's ValidationError, said as a problem
+        return [f"not a GenerateContentResponse: {str(exc)[:300]}"]
+    candidates = obj.get("candidates")
+    return [] if isinstance(candidates, list) and candidates else ["no candidates"]
 
 
 def check_responses_body(obj: dict[str, Any]) -> list[str]:
@@ -146,9 +171,7 @@ class ChatStreamWatch:
         its client."""
         with self._lock:
             front = relay._front
-            self._relays[relay] = _Watched(label, "messages" if isinstance(front, MessagesFront)
-                                           else "responses" if isinstance(front, ResponsesFront)
-                                           else None)
+            self._relays[relay] = _Watched(label, _front_kind(front))
 
     def emitted(self, relay: Relay, actions: list[Any]) -> None:
         """``relay.start``/``relay.handle`` returned ``actions``: check the answer's bytes."""
@@ -198,7 +221,7 @@ class ChatStreamWatch:
             problems = ["the 200 body is not JSON"]
         else:
             check = {"messages": check_messages_body, "responses": check_responses_body,
-                     None: check_chat_body}[watched.front]
+                     None: check_chat_body}.get(watched.front, check_gemini_body)
             problems = check(obj) if isinstance(obj, dict) else \
                 ["the 200 body is not a JSON object"]
         self._report(watched, problems)

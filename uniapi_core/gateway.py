@@ -42,9 +42,12 @@ from .ops.stats import StatsQuery, StatsQueryError, StatsQueue, StoreConfig, Tok
 from .vendors.dialects import dialect_for
 from .vendors.gauth import ServiceAccount, TokenCache, service_account
 from .vendors.messages_native import build_count_tokens_exchange
-from .fronts.front import MESSAGES_PATHS, FrontCall, MessagesFront, native_exchange, writer
+from .fronts.front import MESSAGES_PATHS, FrontCall, MessagesFront, is_gemini_path, \
+    native_exchange, writer
 from .fronts.messages import chat_request_from_messages, estimate_input_tokens
 from .fronts.responses import chat_request_from_responses
+from .fronts.gemini import chat_request_from_gemini, count_tokens_response, estimate_tokens, \
+    model_entry, models_list, parse_model_path
 
 __all__ = ["Settings", "Respond", "ChatCall", "ReloadCall", "Routed", "Gateway",
            "ADMIN_ONLY", "INLINE_IMAGE_ENGINES"]
@@ -359,6 +362,8 @@ class Gateway:
         if len(path) > 1:
             path = path.rstrip("/")
         route = _ROUTES.get(path)
+        if route is None and is_gemini_path(path):
+            return self._gemini(method, path, target, headers, body, now, wall, extra)
         if route is None:
             raise ClientError(f"Unknown path {path!r}", status=404, code="unknown_url")
         methods, needs_key, handler = route
@@ -382,7 +387,10 @@ class Gateway:
             return handler(self, key, body, headers, now, wall, extra)
         return handler(self, key, body, now, wall, extra)
 
-    def _authenticate(self, headers: tuple[tuple[str, str], ...]) -> ApiKey:
+    def _authenticate(self, headers: tuple[tuple[str, str], ...],
+                      query_key: str | None = None) -> ApiKey:
+        """The key of ``Authorization: Bearer``, else ``x-api-key`` (Anthropic's clients),
+        else ``x-goog-api-key`` or ``query_key`` (``?key=``: Google's clients)."""
         token = None
         for name, value in headers:
             if name == "authorization":
@@ -392,9 +400,11 @@ class Gateway:
                 break
         if token is None:
             for name, value in headers:
-                if name == "x-api-key" and value.strip():
+                if name in ("x-api-key", "x-goog-api-key") and value.strip():
                     token = value.strip()
                     break
+        if token is None and query_key:
+            token = query_key
         if token is None:
             raise ClientError("Missing API key: send 'Authorization: Bearer <key>'",
                               status=401, code="missing_api_key")
@@ -570,6 +580,49 @@ class Gateway:
                         moderate=bool(key.preferences.ENABLE_MODERATION),
                         front=FrontCall(kind="responses", body=raw, call=call,
                                         created=int(wall)))
+
+    def _gemini(self, method: str, path: str, target: str,
+                headers: tuple[tuple[str, str], ...], body: bytes, now: float, wall: float,
+                extra: tuple[tuple[str, str], ...]) -> Any:
+        """The Gemini-native front: ``POST …/models/{model}:generateContent``,
+        ``:streamGenerateContent`` (``?alt=sse``, else one JSON array) and ``:countTokens``,
+        ``GET …/models`` and ``GET …/models/{model}``, under ``/v1beta`` or ``/v1``."""
+        params = _params(target)
+        key = self._authenticate(headers, params.get("key"))
+        parsed = parse_model_path(path)
+        if parsed is None:
+            if path.rstrip("/") in ("/v1beta/models", "/v1/models") and method == "GET":
+                return Respond.json(200, models_list(key_models(self.catalog, key)), extra)
+            raise ClientError(f"Unknown path {path!r}", status=404, code="unknown_url")
+        model, verb = parsed
+        if verb == "":
+            if method != "GET":
+                raise ClientError(f"Method {method} is not allowed on {path}", status=405,
+                                  code="method_not_allowed", headers=(("allow", "GET"),))
+            if model not in key_models(self.catalog, key):
+                raise ClientError(f"The model '{model}' does not exist or you do not have "
+                                  "access to it", status=404, code="model_not_found")
+            return Respond.json(200, model_entry(model), extra)
+        if method != "POST":
+            raise ClientError(f"Method {method} is not allowed on {path}", status=405,
+                              code="method_not_allowed", headers=(("allow", "POST"),))
+        _check_json_media_type(headers)
+        raw = parse_request_json(body)
+        if verb == "countTokens":
+            if isinstance(raw, dict) and isinstance(raw.get("generateContentRequest"), dict):
+                raw = raw["generateContentRequest"]  # the SDK's wrapped form
+            if not resolve(self.catalog, key, model):
+                raise ClientError(f"The model '{model}' does not exist or you do not have "
+                                  "access to it", status=404, code="model_not_found")
+            return Respond.json(200, count_tokens_response(estimate_tokens(raw)),
+                                extra + (("x-uniapi-token-count", "estimated"),))
+        stream = verb == "streamGenerateContent"
+        call = chat_request_from_gemini(raw, model, stream)  # a 400 naming the JSON path
+        sse = params.get("alt") == "sse"
+        return ChatCall(key=key, req=call.chat, model=call.model, stream=stream,
+                        include_usage=False, extra=extra,
+                        moderate=bool(key.preferences.ENABLE_MODERATION),
+                        front=FrontCall(kind="gemini", body=raw, call=call, sse=sse))
 
     def _count_tokens(self, key: ApiKey, body: bytes, headers: tuple[tuple[str, str], ...],
                       now: float, wall: float, extra: tuple[tuple[str, str], ...]

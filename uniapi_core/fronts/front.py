@@ -36,10 +36,14 @@ from ..vendors.responses_native import ResponsesNativeExchange, \
     build_responses_native_exchange, speaks_responses
 from .messages import MessagesStream, anthropic_error_body, error_type_for, \
     messages_response_from_chat
+from ..vendors.gemini_native import GeminiNativeExchange, array_error_tail, \
+    build_gemini_native_exchange, native_gemini
+from .gemini import GeminiCall, GeminiStream, gemini_response_from_chat, google_error_body, \
+    parse_model_path
 from .responses import ResponsesCall, ResponsesStream, response_id, responses_error_body, \
     responses_error_type, responses_response_from_chat
 
-__all__ = ["FrontCall", "MessagesFront", "ResponsesFront", "MESSAGES_PATHS", "error_for_path", "native_exchange",
+__all__ = ["FrontCall", "GeminiFront", "MessagesFront", "ResponsesFront", "is_gemini_path", "MESSAGES_PATHS", "error_for_path", "native_exchange",
            "writer"]
 
 
@@ -49,7 +53,7 @@ class FrontCall:
     (``gateway.ChatCall.front``): which front, the client's own body (sent as it is to a
     channel that speaks the same protocol) and what that front's writer needs."""
 
-    kind: str  # "messages", "responses"
+    kind: str  # "messages", "responses", "gemini"
     body: dict[str, Any]
     #: Messages: the values of the client's ``anthropic-beta`` headers
     beta: tuple[str, ...] = ()
@@ -57,6 +61,8 @@ class FrontCall:
     call: Any = None
     #: the wall clock the request arrived at (Responses' ``created_at``)
     created: int = 0
+    #: Gemini: a stream in SSE (``?alt=sse``), else one JSON array
+    sse: bool = True
 
 
 def native_exchange(front: FrontCall, engine: str, ctx: ChatContext) -> Any:
@@ -67,6 +73,9 @@ def native_exchange(front: FrontCall, engine: str, ctx: ChatContext) -> Any:
                                      client_model=ctx.client_model)
     if front.kind == "responses" and speaks_responses(ctx.provider):
         return build_responses_native_exchange(front.body, ctx, client_model=ctx.client_model)
+    if front.kind == "gemini" and native_gemini(engine, ctx.upstream_model):
+        return build_gemini_native_exchange(front.body, ctx, engine, stream=ctx.stream,
+                                            sse=front.sse, client_model=ctx.client_model)
     return None
 
 
@@ -74,7 +83,57 @@ def writer(front: FrontCall, model: str, response_id: str) -> Any:
     """The relay's writer of a request on ``front`` (``Relay(front=…)``)."""
     if front.kind == "responses":
         return ResponsesFront(front.call, response_id, front.created)
+    if front.kind == "gemini":
+        return GeminiFront(front.call, front.sse, response_id)
     return MessagesFront(model, response_id)
+
+
+class GeminiFront:
+    """The relay's writer for one Gemini-native request (``generateContent``,
+    ``streamGenerateContent``): translated answers through ``fronts/gemini.py``; a Gemini or
+    Vertex-Gemini channel (``vendors/gemini_native.py``) is relayed as it is. Errors are
+    Google's shape. A stream without ``?alt=sse`` is one JSON array, sent as JSON."""
+
+    def __init__(self, call: GeminiCall, sse: bool, request_id: str) -> None:
+        self.call = call
+        self.sse = sse
+        self.request_id = request_id
+        #: the head of a stream when it is one JSON array (None: the relay's SSE head)
+        self.stream_headers = (None if sse else
+                               (("content-type", "application/json; charset=utf-8"),))
+        self._stream: GeminiStream | None = None  # a translated stream; None: native
+        self._opened = False  # native array: "[" went out
+
+    def error_body(self, err: UniapiError) -> bytes:
+        return google_error_body(err.status, err.message)
+
+    def whole(self, payload: bytes, exchange: Any) -> bytes:
+        if isinstance(exchange, GeminiNativeExchange):
+            return payload
+        return dumps(gemini_response_from_chat(loads_strict(payload), self.call.model,
+                                               self.call.include_thoughts))
+
+    def open_stream(self, exchange: Any) -> None:
+        self._stream = (None if isinstance(exchange, GeminiNativeExchange) else
+                        GeminiStream(self.call.model, self.call.include_thoughts, self.sse,
+                                     self.request_id))
+
+    def chunk(self, data: bytes) -> bytes:
+        if self._stream is not None:
+            return self._stream.feed(data)
+        self._opened = self._opened or bool(data)
+        return data
+
+    def done(self, usage: dict[str, Any] | None) -> bytes:
+        return b"" if self._stream is None else self._stream.end(usage)
+
+    def failed(self, err: UniapiError) -> bytes:
+        if self._stream is not None:
+            return self._stream.fail(err.status, err.message)
+        error = google_error_body(err.status, err.message)
+        if self.sse:
+            return b"data: " + error + b"\r\n\r\n"
+        return array_error_tail(error, self._opened)
 
 
 _SEQUENCE = re.compile(rb'"sequence_number":\s*(\d+)')
@@ -172,13 +231,22 @@ class MessagesFront:
         return b"event: error\ndata: " + anthropic_error_body(err.status, err.message) + b"\n\n"
 
 
+def is_gemini_path(path: str) -> bool:
+    """A Gemini-native path: ``/v1beta/…``, or ``/v1/models/{model}:{method}``."""
+    return path.startswith("/v1beta/") or path == "/v1beta" or (
+        path.startswith("/v1/models/") and parse_model_path(path) is not None
+        and ":" in path.rpartition("/")[2])
+
+
 def error_for_path(path: str, status: int, body: bytes) -> bytes | None:
     """An OpenAI-shaped error ``body`` (``errors.to_openai_error``) rewritten for the front of
     ``path``; None when the path is OpenAI's own (or the body is not an OpenAI error)."""
-    if path not in MESSAGES_PATHS:
+    render = (anthropic_error_body if path in MESSAGES_PATHS
+              else google_error_body if is_gemini_path(path) else None)
+    if render is None:
         return None
     try:
         message = loads_strict(body)["error"]["message"]
     except (ValueError, KeyError, TypeError, RecursionError):
         return None
-    return anthropic_error_body(status, message if isinstance(message, str) else str(message))
+    return render(status, message if isinstance(message, str) else str(message))

@@ -48,6 +48,9 @@ KNOWN_ENDPOINTS = frozenset({
     "/v1/messages/count_tokens", "/v1/responses",
 })
 
+#: the Gemini front's methods, each an endpoint label of its own
+GEMINI_METHODS = frozenset({"generateContent", "streamGenerateContent", "countTokens"})
+
 #: request duration buckets (seconds): LLM answers take from tens of ms to minutes
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 #: time-to-first-token buckets (seconds)
@@ -371,12 +374,18 @@ def retired(snapshot: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def endpoint_label(path: str) -> str:
-    """The endpoint label of a request path: a known endpoint, else ``"other"``."""
+    """The endpoint label of a request path: a known endpoint, the Gemini front's method
+    (``/v1beta/models/*:generateContent``: the model is not a label), else ``"other"``."""
     path = path.partition("?")[0]
     if path in KNOWN_ENDPOINTS:
         return path
     path = path.rstrip("/")
-    return path if path in KNOWN_ENDPOINTS else OTHER
+    if path in KNOWN_ENDPOINTS:
+        return path
+    method = path.rpartition(":")[2]
+    if method in GEMINI_METHODS and path.startswith(("/v1beta/models/", "/v1/models/")):
+        return f"/v1beta/models/*:{method}"
+    return OTHER
 
 
 #: the status classes of the common statuses, looked up before ``status_class`` computes one

@@ -346,7 +346,9 @@ class Relay:
             self.outcome.status = 200
             self.outcome.first_byte = now
             self._committed = True
-            out.append(SendHead(200, SSE_HEADERS + self._headers, None))
+            head = SSE_HEADERS if self._front is None else (
+                getattr(self._front, "stream_headers", None) or SSE_HEADERS)
+            out.append(SendHead(200, head + self._headers, None))
             if self._front is not None:
                 assert self._attempt is not None
                 self._front.open_stream(self._attempt.exchange)
