@@ -56,8 +56,91 @@ def render() -> str:
                "assembled from the pieces' JSON paths (vendor-rules.md, GEM-S3). The gateway "
                "never asks for pieces itself.\n")
     out += _messages_front()
+    out += _responses_front()
+    out += _gemini_front()
     out += _errors()
     return "".join(out)
+
+
+def _responses_front() -> list[str]:
+    """How a ``/v1/responses`` request reaches each upstream (uniapi_core/fronts/responses.py)."""
+    return [
+        "\n## The OpenAI Responses front (`/v1/responses`)\n\n",
+        "A Responses request (Codex, the OpenAI Agents SDK, `client.responses`; "
+        "[clients.md](clients.md)) is routed like a chat completion. A provider whose "
+        "`base_url` ends in `/responses` (engine `gpt` or `openrouter`) is sent the client's "
+        "body as it is, `model` replaced, and its answer and events come back as it wrote "
+        "them (`vendors/responses_native.py`). Every other channel gets an OpenAI chat "
+        "request (`fronts/responses.py`), and the chat answer or chunk stream is turned back "
+        "into a `response` object or Responses event stream (`response.created`, "
+        "`response.in_progress`, output items and parts with their deltas and `.done` "
+        "events, `response.completed`, `response.incomplete` at the token limit, or "
+        "`response.failed`; `sequence_number` rises by one from 0). Errors are OpenAI's "
+        "shape.\n\n",
+        "- `input` as a string or items: `message` (roles user, assistant, system, "
+        "developer as system; `input_text`, `output_text`, `input_image` by URL or data URL, "
+        "`input_file` by `file_data`), `function_call` (consecutive ones make one assistant "
+        "message with `tool_calls`), `function_call_output` (a `tool` message), `reasoning` "
+        "(its text becomes `reasoning_content` of the next assistant message; "
+        "`encrypted_content` is dropped). An image or file by `file_id`, a `file_url`, "
+        "`item_reference` and other item types (`custom_tool_call`, `web_search_call` …) "
+        "are a 400 naming the JSON path. `instructions` is a leading system message.\n",
+        "- `tools`: function tools pass (with `strict`); Codex's `namespace` tools are "
+        "flattened to `<namespace>__<name>` and calls come back with `name` and `namespace` "
+        "apart again; every other tool type (`web_search`, `file_search`, "
+        "`code_interpreter`, `computer_use_preview`, `image_generation`, `mcp`, `local_shell`, "
+        "`shell`, `apply_patch`, `custom` …) is dropped, never a 400. `tool_choice` naming a "
+        "hosted tool becomes `auto`.\n",
+        "- `max_output_tokens` is sent as `max_completion_tokens`, `reasoning.effort` as "
+        "`reasoning_effort` (`xhigh` and `max` as `high`), `text.format` as "
+        "`response_format`; `reasoning.summary`, `metadata`, `store`, `truncation`, "
+        "`include`, `service_tier`, `prompt_cache_key` and the like are echoed in the answer "
+        "where the response object has them, never sent upstream.\n",
+        "- Back: reasoning becomes one `reasoning` item with summary text; text a `message` "
+        "item with `output_text` (annotations empty); tool calls `function_call` items; "
+        "`length` gives status `incomplete` (`max_output_tokens`), `content_filter` "
+        "`incomplete` (`content_filter`); usage with `input_tokens_details.cached_tokens` and "
+        "`output_tokens_details.reasoning_tokens`.\n",
+        "- `previous_response_id` is a 400: responses are not stored yet, so a client sends "
+        "the whole conversation in `input` (Codex does).\n",
+    ]
+
+
+def _gemini_front() -> list[str]:
+    """How a Gemini-native request reaches each upstream (uniapi_core/fronts/gemini.py)."""
+    return [
+        "\n## The Gemini-native front (`/v1beta/models/{model}:generateContent`)\n\n",
+        "`generateContent`, `streamGenerateContent` (`?alt=sse`, else one JSON array) and "
+        "`countTokens` under `/v1beta/models/` or `/v1/models/` (google-genai, Gemini CLI; "
+        "[clients.md](clients.md)), and `GET /v1beta/models`. The key comes from "
+        "`x-goog-api-key`, `?key=` or Bearer; errors are Google's shape "
+        "(`{\"error\": {code, message, status}}`). A Gemini or Vertex-Gemini channel is sent "
+        "the client's body as it is (`vendors/gemini_native.py`: `thoughtSignature` and unknown "
+        "fields kept; the upstream is always asked for SSE, and a client that wanted the "
+        "array gets it re-framed). Every other channel gets an OpenAI chat request "
+        "(`fronts/gemini.py`):\n\n",
+        "- `contents` (user and model turns): text; `inlineData` images as data URLs, audio "
+        "as `input_audio`, other documents as `file` parts; `fileData` only for http(s) "
+        "images; `functionCall` and `functionResponse` as tool calls and tool messages (a "
+        "call's `thoughtSignature` rides on the tool call); thought parts of the history and "
+        "signatures on text are dropped; `executableCode`, `codeExecutionResult`, video and "
+        "`cachedContent` are a 400.\n",
+        "- `systemInstruction` is a system message; `functionDeclarations` become function "
+        "tools (Gemini's schema types lower-cased, `nullable` as a null type); other tools "
+        "(`googleSearch`, `codeExecution`, `urlContext` …) are dropped; `toolConfig` modes "
+        "map to `tool_choice`.\n",
+        "- `generationConfig`: `temperature`, `topP`, `topK`, `maxOutputTokens`, "
+        "`stopSequences`, `candidateCount`, penalties, `seed`; `responseMimeType` JSON with "
+        "`responseSchema` or `responseJsonSchema` as `response_format`; `thinkingConfig` as "
+        "`reasoning_effort` (`thinkingLevel` first; budget 0 none, -1 medium, < 4096 low, < "
+        "16384 medium, else high), thoughts returned only with `includeThoughts`. "
+        "`safetySettings` are dropped.\n",
+        "- Back: `finishReason` STOP (also after tool calls), MAX_TOKENS, SAFETY; "
+        "`usageMetadata` with thoughts and cached counts; streamed tool calls are sent whole "
+        "once complete, and the last event carries `finishReason` and usage.\n",
+        "- `countTokens` is an estimate (characters / 4 plus per-content, per-function and "
+        "per-media amounts), marked `x-uniapi-token-count: estimated`.\n",
+    ]
 
 
 def _messages_front() -> list[str]:
