@@ -253,24 +253,27 @@ def _tables(store: Backend, conn: Any) -> set[str]:
 
 def test_migrations_run_once_each_in_a_transaction(backend):
     conn = backend.connect()
-    assert migrate_work(backend.dialect, WALL).apply(conn) == [[(0,)], [(1,)]]
-    assert migrate_work(backend.dialect, WALL + 1).apply(conn) == [[(1,)], []]
-    assert _version_rows(backend, conn) == [(1, "requests and attempts", WALL)]
+    n = MIGRATIONS[-1].version  # the newest version
+    assert [m.version for m in MIGRATIONS] == list(range(1, n + 1))
+    assert migrate_work(backend.dialect, WALL).apply(conn) == [
+        [(0,)], [(m.version,) for m in MIGRATIONS]]
+    assert migrate_work(backend.dialect, WALL + 1).apply(conn) == [[(n,)], []]
+    assert _version_rows(backend, conn) == [(m.version, m.name, WALL) for m in MIGRATIONS]
     assert {stats.REQUESTS, stats.ATTEMPTS, stats.VERSIONS} <= _tables(backend, conn)
 
-    extra = Migration(2, "a column", (f"ALTER TABLE {stats.REQUESTS} ADD COLUMN note TEXT",))
+    extra = Migration(n + 1, "a column", (f"ALTER TABLE {stats.REQUESTS} ADD COLUMN note TEXT",))
     later = (*MIGRATIONS, extra)
     other = backend.connect()  # another worker or instance starting later
-    assert migrate_work(backend.dialect, WALL + 2, later).apply(other) == [[(1,)], [(2,)]]
-    assert migrate_work(backend.dialect, WALL + 3, later).apply(conn) == [[(2,)], []]
+    assert migrate_work(backend.dialect, WALL + 2, later).apply(other) == [[(n,)], [(n + 1,)]]
+    assert migrate_work(backend.dialect, WALL + 3, later).apply(conn) == [[(n + 1,)], []]
 
-    broken = Migration(3, "broken", ("CREATE TABLE half_done (a INTEGER)",
-                                     "CREATE TABLE broken (a NOT_A_TYPE_AT_ALL(",))
+    broken = Migration(n + 2, "broken", ("CREATE TABLE half_done (a INTEGER)",
+                                         "CREATE TABLE broken (a NOT_A_TYPE_AT_ALL(",))
     with pytest.raises(Exception):  # noqa: B017 - each engine raises its own error class
         migrate_work(backend.dialect, WALL + 4, (*later, broken)).apply(conn)
     assert "half_done" not in _tables(backend, conn)  # rolled back with the failed statement
-    assert [row[0] for row in _version_rows(backend, conn)] == [1, 2]
-    assert migrate_work(backend.dialect, WALL + 5, later).apply(conn) == [[(2,)], []]
+    assert [row[0] for row in _version_rows(backend, conn)] == list(range(1, n + 2))
+    assert migrate_work(backend.dialect, WALL + 5, later).apply(conn) == [[(n + 1,)], []]
 
 
 def test_a_store_written_by_a_newer_gateway_is_left_alone(backend):

@@ -376,6 +376,22 @@ MIGRATIONS: tuple[Migration, ...] = (
 )""",
         f"CREATE INDEX {ATTEMPTS}_ts ON {ATTEMPTS} (ts)",
     )),
+    # the stored Responses of POST /v1/responses (previous_response_id): ops/responses_store.py
+    Migration(2, "stored responses", (
+        """CREATE TABLE uniapi_responses (
+  id TEXT PRIMARY KEY,
+  client_key TEXT NOT NULL,
+  created {real} NOT NULL,
+  expires {real} NOT NULL,
+  model TEXT,
+  status TEXT NOT NULL,
+  input_items TEXT NOT NULL,
+  output_items TEXT NOT NULL,
+  response TEXT NOT NULL,
+  previous_id TEXT
+)""",
+        "CREATE INDEX uniapi_responses_expires ON uniapi_responses (expires)",
+    )),
 )
 
 
