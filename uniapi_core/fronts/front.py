@@ -22,6 +22,7 @@ in the shape of the front the request path belongs to.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Any
 
@@ -139,6 +140,14 @@ class GeminiFront:
 _SEQUENCE = re.compile(rb'"sequence_number":\s*(\d+)')
 
 
+def _finished(response: Any) -> dict[str, Any] | None:
+    """``response`` when it is a finished Responses object (completed or incomplete)."""
+    if isinstance(response, dict) and response.get("status") in ("completed", "incomplete") \
+            and isinstance(response.get("id"), str):
+        return response
+    return None
+
+
 class ResponsesFront:
     """The relay's writer for one ``/v1/responses`` request: translated answers through
     ``fronts/responses.py``; a channel that speaks Responses (``vendors/responses_native.py``)
@@ -150,15 +159,20 @@ class ResponsesFront:
         self.created = created
         self._stream: ResponsesStream | None = None  # a translated stream; None: native
         self._seq = -1  # native: the last sequence_number relayed
+        #: the finished response object (completed or incomplete), to be stored for
+        #: ``previous_response_id``; None until the answer is over, or when it failed
+        self.final: dict[str, Any] | None = None
 
     def error_body(self, err: UniapiError) -> bytes:
         return responses_error_body(err.status, err.message, err.code, err.type)
 
     def whole(self, payload: bytes, exchange: Any) -> bytes:
         if isinstance(exchange, ResponsesNativeExchange):
+            self.final = _finished(loads_strict(payload))
             return payload
-        return dumps(responses_response_from_chat(loads_strict(payload), self.call,
-                                                  self.response_id, self.created))
+        self.final = responses_response_from_chat(loads_strict(payload), self.call,
+                                                  self.response_id, self.created)
+        return dumps(self.final)
 
     def open_stream(self, exchange: Any) -> None:
         self._stream = (None if isinstance(exchange, ResponsesNativeExchange)
@@ -170,10 +184,21 @@ class ResponsesFront:
         numbers = _SEQUENCE.findall(data)
         if numbers:
             self._seq = int(numbers[-1])
+        if b'"response.completed"' in data or b'"response.incomplete"' in data:
+            for line in data.split(b"\n"):  # the native stream's finished response
+                if line.startswith(b"data:") and b'"response.' in line:
+                    with contextlib.suppress(ValueError, RecursionError):
+                        event = loads_strict(line[5:])
+                        if isinstance(event, dict):
+                            self.final = _finished(event.get("response")) or self.final
         return data
 
     def done(self, usage: dict[str, Any] | None) -> bytes:
-        return b"" if self._stream is None else self._stream.end(usage)
+        if self._stream is None:
+            return b""
+        out = self._stream.end(usage)
+        self.final = self._stream.final
+        return out
 
     def failed(self, err: UniapiError) -> bytes:
         code = err.code if isinstance(err.code, str) else None

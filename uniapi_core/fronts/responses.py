@@ -791,6 +791,8 @@ class ResponsesStream:
         self._tools_seen: dict[int, str] = {}  # chat tool index → its last call id
         self._finish: Any = None
         self._usage: dict[str, Any] | None = None
+        #: the finished response object (what ``response.completed`` carries), for storage
+        self.final: dict[str, Any] | None = None
 
     @property
     def closed(self) -> bool:
@@ -831,9 +833,9 @@ class ResponsesStream:
         reason = _INCOMPLETE.get(self._finish) if type(self._finish) is str else None
         self._close_item(out, "incomplete" if reason else "completed")
         status = "incomplete" if reason else "completed"
-        self._emit(out, {"type": f"response.{status}", "response": _response(
-            self.call, self.response_id, self.created, status, list(self._items),
-            _usage(self._usage), reason)})
+        self.final = _response(self.call, self.response_id, self.created, status,
+                               list(self._items), _usage(self._usage), reason)
+        self._emit(out, {"type": f"response.{status}", "response": self.final})
         self._closed = True
         return b"".join(out)
 
