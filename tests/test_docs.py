@@ -101,8 +101,10 @@ def _responses_front() -> list[str]:
         "`length` gives status `incomplete` (`max_output_tokens`), `content_filter` "
         "`incomplete` (`content_filter`); usage with `input_tokens_details.cached_tokens` and "
         "`output_tokens_details.reasoning_tokens`.\n",
-        "- `previous_response_id` is a 400: responses are not stored yet, so a client sends "
-        "the whole conversation in `input` (Codex does).\n",
+        "- `previous_response_id` continues a stored response (with the stats store on and "
+        "`store` not false; docs/operations.md, Stored responses): its conversation is put "
+        "before the new `input`, and a Responses-native channel is sent that whole input, "
+        "without the id. With the store off it is a 400.\n",
     ]
 
 

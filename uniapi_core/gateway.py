@@ -9,12 +9,13 @@ the ``now``/``wall`` values and the ``entropy`` the caller passes in. No I/O, no
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import hmac
 import random
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 from functools import partial
 
 import attrs
@@ -45,7 +46,9 @@ from .vendors.messages_native import build_count_tokens_exchange
 from .fronts.front import MESSAGES_PATHS, FrontCall, MessagesFront, is_gemini_path, \
     native_exchange, writer
 from .fronts.messages import chat_request_from_messages, estimate_input_tokens
-from .fronts.responses import chat_request_from_responses
+from .fronts.responses import chat_request_from_responses, output_items_of
+from .ops.responses_store import StoredResponse, conversation, delete_work, deleted, \
+    expire_work, load_work, loaded, save_work
 from .fronts.gemini import chat_request_from_gemini, count_tokens_response, estimate_tokens, \
     model_entry, models_list, parse_model_path
 
@@ -58,6 +61,13 @@ METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 ADMIN_ONLY = frozenset({"/v1/stats", "/v1/generate-api-key", "/v1/reload"})
 #: the longest the transport's stats flush loop sleeps (seconds)
 STATS_POLL = 1.0
+#: how often stored responses past their TTL are deleted (seconds; each time at most
+#: ``responses_store.expire_work``'s limit, again sooner while more remain)
+EXPIRE_EVERY = 3600.0
+#: stored responses also kept in memory, so that a continuation right after never misses
+RECENT_RESPONSES = 256
+#: ``GET``/``DELETE /v1/responses/{id}``
+RESPONSES_PREFIX = "/v1/responses/"
 #: GET endpoints whose handler reads the query string (``params``) rather than a body
 QUERY_PATHS = frozenset({"/v1/stats", "/v1/token_usage"})
 #: engines that speak the OpenAI chat protocol: they get the client's dict as it came; every
@@ -243,6 +253,12 @@ class Gateway:
         self.log_requests = (self.settings.access_log or self.settings.metrics
                              or self.stats is not None)
         self._reported = (0, 0)  # stats rows written and dropped, as last given to metrics
+        #: the responses stored last (``/v1/responses``), answered from here until their row
+        #: is surely written: a client continuing at once must not miss its own response
+        self._recent: collections.OrderedDict[str, StoredResponse] = collections.OrderedDict()
+        self._expire_at = 0.0  # when expired stored responses are next deleted
+        #: (now, wall) of the last request: the wall clock the expiry compares with
+        self._wall_seen: tuple[float, float] | None = None
         self._migration: Any = None  # the start-up schema work, once asked for
         self._schema_ready = False
         self._dialect = _per_provider(dialect_for)
@@ -277,6 +293,8 @@ class Gateway:
         new.metrics, new.stats, new.tokens = self.metrics, self.stats, self.tokens
         new._labels, new._reported, new._migration = self._labels, self._reported, self._migration
         new._schema_ready = self._schema_ready
+        new._recent, new._expire_at = self._recent, self._expire_at
+        new._wall_seen = self._wall_seen
         return new
 
     def _rediscovered(self, config: Config) -> dict[str, tuple[ModelEntry, ...]]:
@@ -350,6 +368,7 @@ class Gateway:
                body: bytes, *, now: float, wall: float) -> Any:
         request_id = f"{self.entropy.getrandbits(128):032x}"
         extra = (("x-request-id", request_id),)
+        self._wall_seen = (now, wall)
         try:
             return self._dispatch(method, target, headers, body, now, wall, extra)
         except UniapiError as exc:
@@ -362,6 +381,10 @@ class Gateway:
         if len(path) > 1:
             path = path.rstrip("/")
         route = _ROUTES.get(path)
+        if route is None and path.startswith(RESPONSES_PREFIX) and len(path) > len(
+                RESPONSES_PREFIX):
+            return self._stored_response(method, path, self._authenticate(headers), now, wall,
+                                         extra)
         if route is None and is_gemini_path(path):
             return self._gemini(method, path, target, headers, body, now, wall, extra)
         if route is None:
@@ -498,6 +521,11 @@ class Gateway:
         if not self._schema_ready and self._migration is not None and not stopping \
                 and self.stats.due(now):  # the store was down at start: the schema first
             return self._migration
+        if self._schema_ready and not stopping and now >= self._expire_at \
+                and self._wall_seen is not None:  # stored responses past their TTL
+            self._expire_at = now + EXPIRE_EVERY
+            mono, wall = self._wall_seen  # the wall clock, from the last request's pair
+            self.stats.add_work(expire_work(self.stats.dialect, wall + (now - mono)))
         return self.stats.take(now, flush=stopping)
 
     def stats_done(self, work: Any, result: list | str, now: float) -> None:
@@ -566,20 +594,108 @@ class Gateway:
                         front=FrontCall(kind="messages", body=raw, beta=_betas(headers)))
 
     def _responses(self, key: ApiKey, body: bytes, headers: tuple[tuple[str, str], ...],
-                   now: float, wall: float, extra: tuple[tuple[str, str], ...]) -> ChatCall:
+                   now: float, wall: float, extra: tuple[tuple[str, str], ...]
+                   ) -> ChatCall | DbCall:
         """``POST /v1/responses`` (OpenAI Responses): translated to an OpenAI chat request and
-        routed as one; a channel that speaks Responses gets the client's body instead."""
+        routed as one; a channel that speaks Responses gets the client's body instead. With
+        ``previous_response_id`` the stored response is read first (``_continued``)."""
         raw = parse_request_json(body)
         call = chat_request_from_responses(raw)  # a 400 naming the JSON path when it is bad
-        if call.previous_response_id is not None:
-            raise ClientError("'previous_response_id' is not supported: uniapi keeps no "
-                              "responses; send the whole conversation in 'input'",
+        previous = call.previous_response_id
+        if previous is None:
+            return self._responses_call(key, raw, call, wall, extra)
+        if self.stats is None:
+            raise ClientError("'previous_response_id' needs the stats store, which is off "
+                              "(DISABLE_DATABASE): send the whole conversation in 'input'",
                               code="previous_response_not_supported", status=400)
+        label = self.key_label(key.api)
+        recent = self._recent.get(previous)
+        if recent is not None and recent.client_key == label and recent.expires > wall:
+            return self._continued(key, raw, extra, wall, recent)
+        return DbCall(load_work(self.stats.dialect, previous, label, wall),
+                      lambda rows: self._continued(key, raw, extra, wall, loaded(rows)), extra)
+
+    def _continued(self, key: ApiKey, raw: dict[str, Any], extra: tuple[tuple[str, str], ...],
+                   wall: float, stored: StoredResponse | None) -> ChatCall:
+        """A request continuing ``stored``: its conversation, then the request's own input."""
+        previous = raw.get("previous_response_id")
+        if stored is None:
+            raise ClientError(f"Previous response with id '{previous}' not found.",
+                              status=404, code="previous_response_not_found")
+        own = chat_request_from_responses(raw).input_items
+        body = {k: v for k, v in raw.items() if k != "previous_response_id"}
+        body["input"] = conversation(stored) + own
+        call = chat_request_from_responses(body)
+        call = attrs.evolve(call, previous_response_id=previous)
+        return self._responses_call(key, body, call, wall, extra)
+
+    def _responses_call(self, key: ApiKey, body: dict[str, Any], call: Any, wall: float,
+                        extra: tuple[tuple[str, str], ...]) -> ChatCall:
         return ChatCall(key=key, req=call.chat, model=call.model, stream=call.stream,
                         include_usage=False, extra=extra,
                         moderate=bool(key.preferences.ENABLE_MODERATION),
-                        front=FrontCall(kind="responses", body=raw, call=call,
+                        front=FrontCall(kind="responses", body=body, call=call,
                                         created=int(wall)))
+
+    def response_finished(self, call: ChatCall, final: dict[str, Any] | None,
+                          wall: float) -> None:
+        """A ``/v1/responses`` answer is over: store it for ``previous_response_id`` (with
+        the stats store on and ``store`` not false); too large or unstorable: not kept."""
+        front = call.front
+        if final is None or front is None or front.kind != "responses" or self.stats is None \
+                or not front.call.store:
+            return
+        label = self.key_label(call.key.api)
+        ttl = self.config.preferences.responses_ttl
+        try:
+            work = save_work(self.stats.dialect, response_id=final["id"], client_key=label,
+                             created=wall, ttl=ttl, model=call.model,
+                             status=str(final.get("status")), input_items=front.call.input_items,
+                             output_items=output_items_of(final), response=final,
+                             previous_id=front.call.previous_response_id)
+        except (ValueError, TypeError, KeyError):
+            return
+        if self.stats.add_work(work):
+            self._recent[final["id"]] = StoredResponse(
+                id=final["id"], client_key=label, created=wall, expires=wall + ttl,
+                model=call.model, status=str(final.get("status")),
+                input_items=list(front.call.input_items), output_items=output_items_of(final),
+                response=final, previous_id=front.call.previous_response_id)
+            while len(self._recent) > RECENT_RESPONSES:
+                self._recent.popitem(last=False)
+
+    def _stored_response(self, method: str, path: str, key: ApiKey, now: float, wall: float,
+                         extra: tuple[tuple[str, str], ...]) -> Respond | DbCall:
+        """``GET`` or ``DELETE /v1/responses/{id}``: one of this key's stored responses."""
+        response_id = unquote(path[len(RESPONSES_PREFIX):])
+        missing = ClientError(f"Response with id '{response_id}' not found.", status=404,
+                              code="response_not_found")
+        if self.stats is None:
+            raise missing
+        label = self.key_label(key.api)
+        recent = self._recent.get(response_id)
+        if method == "GET":
+            if recent is not None and recent.client_key == label and recent.expires > wall:
+                return Respond.json(200, recent.response, extra)
+
+            def found(rows: Any) -> Any:
+                stored = loaded(rows)
+                if stored is None:
+                    raise missing
+                return stored.response
+            return DbCall(load_work(self.stats.dialect, response_id, label, wall), found, extra)
+        if method != "DELETE":
+            raise ClientError(f"Method {method} is not allowed on {path}", status=405,
+                              code="method_not_allowed", headers=(("allow", "DELETE, GET"),))
+        if recent is not None and recent.client_key == label:
+            self._recent.pop(response_id, None)
+
+        def gone(rows: Any) -> Any:
+            if not deleted(rows) and not (recent is not None and recent.client_key == label):
+                raise missing
+            return {"id": response_id, "object": "response", "deleted": True}
+        return DbCall(delete_work(self.stats.dialect, response_id, label, now=wall), gone,
+                      extra)
 
     def _gemini(self, method: str, path: str, target: str,
                 headers: tuple[tuple[str, str], ...], body: bytes, now: float, wall: float,

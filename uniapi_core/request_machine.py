@@ -571,9 +571,18 @@ class RequestMachine:
                                                status=503, code="stats_unavailable"), call.extra)
         else:
             try:
-                reply = Respond.json(200, call.answer(event.result), call.extra)
+                answered = call.answer(event.result)
+            except UniapiError as exc:  # e.g. a stored response that is not there: 404
+                reply = Respond.error(exc, call.extra)
             except Exception:  # rows of an unexpected shape: one 500, never the connection
                 reply = _internal_error()
+            else:
+                if isinstance(answered, ChatCall):  # a request that needed the store first
+                    self._call = answered
+                    self._guarded(self._moderate, now, wall, out)
+                    return
+                reply = (answered if isinstance(answered, Respond)
+                         else Respond.json(200, answered, call.extra))
         self._answer(reply, now, wall, out)
 
     def _on_reload_late(self, event: DeadlineReached, now: float, wall: float,
@@ -735,6 +744,10 @@ class RequestMachine:
             return
         req = self.request
         gateway = self._gw
+        if relay is not None and status == 200 and self._call is not None \
+                and self._call.front is not None:  # a /v1/responses answer: kept for later
+            gateway.response_finished(self._call, getattr(relay._front, "final", None),
+                                      self._wall + (now - self._started))
         if gateway.log_requests:
             call, o = self._call, relay.outcome if relay is not None else None
             key, model = relay.labels if relay is not None else (None, None)

@@ -149,6 +149,8 @@ class GlobalPreferences:
     rate_limit: RateLimit | None = None
     #: ``GET /metrics`` without an admin key (for a scraper on a private network)
     metrics_public: bool = False
+    #: seconds a stored ``/v1/responses`` answer is kept for ``previous_response_id``
+    responses_ttl: float = 30 * 86400.0
     extra: tuple[tuple[str, Any], ...] = ()
 
 

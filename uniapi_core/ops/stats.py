@@ -624,6 +624,9 @@ class StatsQueue:
         self.last_error: str | None = None
         self._seq = 0
         self._pending: deque[tuple[float, StatRows]] = deque()
+        #: works of their own (a stored response, expired ones deleted), run before the next
+        #: batch, at once: not held for the batch interval
+        self._works: deque[DbWork] = deque()
         self._inflight: DbWork | None = None
         self._retry: DbWork | None = None
         self._retry_at = 0.0
@@ -657,6 +660,15 @@ class StatsQueue:
         self._pending.append((now, rows))
         return True
 
+    def add_work(self, work: DbWork) -> bool:
+        """Queue a work of its own (run before the next batch, at once); False when the queue
+        is full (counted as a drop)."""
+        if len(self._works) >= self.limit:
+            self.dropped += 1
+            return False
+        self._works.append(work)
+        return True
+
     def due(self, now: float, flush: bool = False) -> bool:
         """Is a batch ready to take? ``flush`` (at shutdown) ignores the interval, the batch
         size and the retry's backoff."""
@@ -664,6 +676,8 @@ class StatsQueue:
             return False
         if self._retry is not None:
             return flush or now >= self._retry_at
+        if self._works:
+            return True
         if not self._pending:
             return False
         return (flush or len(self._pending) >= self.batch
@@ -675,6 +689,8 @@ class StatsQueue:
             return None
         if self._retry is not None:
             return self._retry_at
+        if self._works:
+            return 0.0
         if not self._pending:
             return None
         oldest = self._pending[0][0]
@@ -686,6 +702,8 @@ class StatsQueue:
             return None
         if self._retry is not None:
             work, self._retry = self._retry, None
+        elif self._works:
+            work = self._works.popleft()
         else:
             count = min(self.batch, len(self._pending))
             work = write_work(self.dialect, [self._pending.popleft()[1] for _ in range(count)])
