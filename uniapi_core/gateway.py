@@ -64,8 +64,11 @@ STATS_POLL = 1.0
 #: how often stored responses past their TTL are deleted (seconds; each time at most
 #: ``responses_store.expire_work``'s limit, again sooner while more remain)
 EXPIRE_EVERY = 3600.0
-#: stored responses also kept in memory, so that a continuation right after never misses
+#: stored responses also kept in memory, so that a continuation right after never misses:
+#: at most this many, each at most ``RECENT_BYTES / RECENT_RESPONSES`` of JSON (a larger one is
+#: read back from the store)
 RECENT_RESPONSES = 256
+RECENT_BYTES = 64 << 20
 #: ``GET``/``DELETE /v1/responses/{id}``
 RESPONSES_PREFIX = "/v1/responses/"
 #: GET endpoints whose handler reads the query string (``params``) rather than a body
@@ -655,7 +658,9 @@ class Gateway:
                              previous_id=front.call.previous_response_id)
         except (ValueError, TypeError, KeyError):
             return
-        if self.stats.add_work(work):
+        size = sum(len(v) for st in work.statements if isinstance(st.params, tuple)
+                   for v in st.params if isinstance(v, str))
+        if self.stats.add_work(work) and size <= RECENT_BYTES // RECENT_RESPONSES:
             self._recent[final["id"]] = StoredResponse(
                 id=final["id"], client_key=label, created=wall, expires=wall + ttl,
                 model=call.model, status=str(final.get("status")),
