@@ -114,11 +114,6 @@ def world(backend: str) -> Iterator[World]:
             u.close()
 
 
-def answer_text(response: types.GenerateContentResponse) -> str:
-    return "".join(p.text for p in response.candidates[0].content.parts
-                   if p.text and not p.thought)
-
-
 def same_json(upstream: bytes, client: bytes) -> bool:
     """The native passthrough's promise for an SDK's body: the same JSON, keys in the same
     order, re-encoded compact (the raw tests below send compact JSON and compare bytes)."""
