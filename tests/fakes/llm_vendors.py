@@ -4,9 +4,13 @@ asks for, in each vendor's own wire shape (for ``FakeUpstream(handler=...)``).
 Every fake tells the same story: a request whose history holds a tool result is answered with
 ``TOOL_TEXT``; a request with tools is answered with one call of ``get_weather`` for Paris; a
 request asking for reasoning is answered with ``THOUGHT`` then ``ANSWER``; any other with
-``TEXT`` (streamed in ``PIECES``). The path of the OpenAI fake can say how to fail instead:
-``/e500/…`` answers 500, ``/e429/…`` 429, ``/cut/…`` streams two pieces of text and closes
-the connection. Bedrock frames come from the fixture encoder of ``tests/data/bedrock``.
+``TEXT`` (streamed in ``PIECES``); the OpenAI fake answers a text request asking for a
+``json_schema`` response format with ``JSON_TEXT``. The path of the OpenAI fake can say how to
+fail instead: ``/e500/…`` answers 500, ``/e429/…`` 429, ``/cut/…`` streams two pieces of text
+and closes the connection. Bedrock frames come from the fixture encoder of
+``tests/data/bedrock``. The Responses fake (``responses_handler``, an OpenAI Responses API
+upstream) tells the same story in Responses objects and events; its stream is cut after the
+first text delta when the request's input says "cut".
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ THOUGHT = "The user wants the answer; it is 42."
 ANSWER = "42"
 ARGS = {"city": "Paris"}
 SIGNATURE = "EqQBCkgIARABGAIiQL2x+/sig=="
+JSON_ANSWER = {"city": "Paris", "celsius": 21}
+JSON_TEXT = json.dumps(JSON_ANSWER)
 
 _spec = importlib.util.spec_from_file_location(
     "bedrock_fixtures", Path(__file__).resolve().parents[1] / "data" / "bedrock"
@@ -61,6 +67,8 @@ def openai_handler(seen: Seen) -> Reply:
     call = {"id": "call_W1", "type": "function",
             "function": {"name": "get_weather", "arguments": json.dumps(ARGS)}}
     head = {"id": "chatcmpl-fake", "created": 17, "model": req["model"]}
+    asks_json = (req.get("response_format") or {}).get("type") == "json_schema"
+    text = JSON_TEXT if asks_json else TEXT
     usage = {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16}
     if not req.get("stream"):
         message: dict[str, Any] = {"role": "assistant", "content": None}
@@ -69,7 +77,7 @@ def openai_handler(seen: Seen) -> Reply:
         elif kind == "think":
             message.update(content=ANSWER, reasoning_content=THOUGHT)
         else:
-            message["content"] = TOOL_TEXT if kind == "result" else TEXT
+            message["content"] = TOOL_TEXT if kind == "result" else text
         return json_reply(dict(head, object="chat.completion", usage=usage, choices=[{
             "index": 0, "message": message,
             "finish_reason": "tool_calls" if kind == "tools" else "stop"}]))
@@ -80,7 +88,8 @@ def openai_handler(seen: Seen) -> Reply:
         deltas += [{"reasoning_content": THOUGHT[:10]}, {"reasoning_content": THOUGHT[10:]},
                    {"content": ANSWER}]
     else:
-        deltas += [{"content": p} for p in ([TOOL_TEXT] if kind == "result" else PIECES)]
+        deltas += [{"content": p} for p in ([TOOL_TEXT] if kind == "result" else
+                                            [text] if asks_json else PIECES)]
     finish = "tool_calls" if kind == "tools" else "stop"
     chunks = [dict(head, object="chat.completion.chunk",
                    choices=[{"index": 0, "delta": d, "finish_reason": None}]) for d in deltas]
@@ -217,3 +226,108 @@ def bedrock_handler(seen: Seen) -> Reply:
     body = bedrock_fx.stream(events)
     return Reply(headers=[("content-type", "application/vnd.amazon.eventstream")],
                  pieces=[body[i:i + 61] for i in range(0, len(body), 61)])
+
+
+# -- OpenAI Responses ------------------------------------------------------------------------
+
+RESPONSES_MODEL = "gpt-5-native-2025-08-07"
+ENCRYPTED = "gAAAAABfakeEncryptedReasoning=="
+
+
+def responses_kind(req: dict[str, Any]) -> str:
+    items = req["input"] if isinstance(req["input"], list) else []
+    return _kind(any(i.get("type") == "function_call_output" for i in items),
+                 bool(req.get("tools")), bool((req.get("reasoning") or {}).get("effort")))
+
+
+def _response(req: dict[str, Any], model: str, status: str,
+              output: list[dict[str, Any]]) -> dict[str, Any]:
+    usage = {"input_tokens": 21,
+             "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+             "output_tokens": 9, "output_tokens_details": {"reasoning_tokens": 0},
+             "total_tokens": 30}
+    return {"id": "resp_fake01", "object": "response", "created_at": 1700000000,
+            "status": status, "error": None, "incomplete_details": None,
+            "instructions": req.get("instructions"), "max_output_tokens": None,
+            "model": model, "output": output, "parallel_tool_calls": True,
+            "previous_response_id": None, "reasoning": req.get("reasoning"),
+            "temperature": 1.0, "text": req.get("text", {"format": {"type": "text"}}),
+            "tool_choice": "auto", "tools": req.get("tools", []), "top_p": 1.0,
+            "metadata": {}, "usage": usage if status == "completed" else None}
+
+
+def responses_events(req: dict[str, Any], model: str,
+                     pieces: list[str] | None = None) -> list[dict[str, Any]]:
+    """The Responses stream events that answer ``req`` (``sequence_number`` in order); given
+    ``pieces``, a text answer of those pieces whatever ``req`` asks."""
+    kind = "text" if pieces is not None else responses_kind(req)
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "response": _response(req, model, "in_progress", [])},
+        {"type": "response.in_progress", "response": _response(req, model, "in_progress", [])}]
+    done: list[dict[str, Any]] = []
+
+    def item(start: dict[str, Any], final: dict[str, Any], *middle: dict[str, Any]) -> None:
+        at = {"output_index": len(done)}
+        events.append({"type": "response.output_item.added", **at, "item": start})
+        events.extend(dict(e, item_id=start["id"], **at) for e in middle)
+        events.append({"type": "response.output_item.done", **at, "item": final})
+        done.append(final)
+
+    def message(mid: str, pieces: list[str]) -> None:
+        text = "".join(pieces)
+        head = {"id": mid, "type": "message", "role": "assistant"}
+        part = {"type": "output_text", "annotations": [], "text": ""}
+        at = {"content_index": 0}
+        item(dict(head, status="in_progress", content=[]),
+             dict(head, status="completed", content=[dict(part, text=text)]),
+             {"type": "response.content_part.added", **at, "part": part},
+             *({"type": "response.output_text.delta", **at, "delta": p, "logprobs": []}
+               for p in pieces),
+             {"type": "response.output_text.done", **at, "text": text, "logprobs": []},
+             {"type": "response.content_part.done", **at, "part": dict(part, text=text)})
+
+    if kind == "tools":
+        head = {"id": "fc_fake01", "type": "function_call", "call_id": "call_fake01",
+                "name": "get_weather"}
+        args = json.dumps(ARGS)
+        item(dict(head, status="in_progress", arguments=""),
+             dict(head, status="completed", arguments=args),
+             {"type": "response.function_call_arguments.delta", "delta": args[:5]},
+             {"type": "response.function_call_arguments.delta", "delta": args[5:]},
+             {"type": "response.function_call_arguments.done", "arguments": args})
+    elif kind == "think":
+        head = {"id": "rs_fake01", "type": "reasoning", "encrypted_content": ENCRYPTED}
+        part = {"type": "summary_text", "text": ""}
+        at = {"summary_index": 0}
+        item(dict(head, summary=[]),
+             dict(head, summary=[dict(part, text=THOUGHT)], status="completed"),
+             {"type": "response.reasoning_summary_part.added", **at, "part": part},
+             {"type": "response.reasoning_summary_text.delta", **at, "delta": THOUGHT},
+             {"type": "response.reasoning_summary_text.done", **at, "text": THOUGHT},
+             {"type": "response.reasoning_summary_part.done", **at,
+              "part": dict(part, text=THOUGHT)})
+        message("msg_fake02", [ANSWER])
+    else:
+        message("msg_fake01", [TOOL_TEXT] if kind == "result" else pieces or PIECES)
+    events.append({"type": "response.completed",
+                   "response": _response(req, model, "completed", done)})
+    return [dict(e, sequence_number=i) for i, e in enumerate(events)]
+
+
+def responses_object(req: dict[str, Any], model: str) -> dict[str, Any]:
+    """The whole answer to ``req`` (what its events add up to)."""
+    return responses_events(req, model)[-1]["response"]
+
+
+def responses_sse(events: list[dict[str, Any]]) -> list[bytes]:
+    return [b"event: " + e["type"].encode() + b"\ndata: " + compact(e) + b"\n\n"
+            for e in events]
+
+
+def responses_handler(seen: Seen) -> Reply:
+    req = seen.json()
+    if not req.get("stream"):
+        return json_reply(responses_object(req, RESPONSES_MODEL))
+    events = responses_events(req, RESPONSES_MODEL)
+    return Reply(headers=[("content-type", "text/event-stream")], pieces=responses_sse(events),
+                 cut_after=5 if "cut" in json.dumps(req["input"]) else None)
