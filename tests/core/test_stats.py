@@ -356,7 +356,7 @@ def test_a_record_alone_gives_a_stable_id():
     queue.add(record(), 0.0)
     queue.add(record(), 0.0)
     work = queue.take(0.0, flush=True)
-    assert [r[0] for r in work.statements[0].params] == ["inst-0", "inst-1"]
+    assert [r[0] for r in stats.request_rows(work)] == ["inst-0", "inst-1"]
     assert len(stats.new_instance_id(__import__("random").Random(1))) == 16
 
 
@@ -461,7 +461,7 @@ def test_a_full_queue_drops_the_newest_and_counts_them():
         [True, True, True, False, False]
     assert queue.dropped == 2 and len(queue) == 3
     work = queue.take(0.0)  # two are a batch
-    assert work is not None and [r[7] for r in work.statements[0].params] == [200, 201]
+    assert work is not None and [r[7] for r in stats.request_rows(work)] == [200, 201]
     assert not queue.add(record(), 0.0)  # in flight still counts against the limit
     queue.done(work, True, None, 0.1)
     assert queue.add(record(), 0.2) and queue.dropped == 3 and queue.written == 2
@@ -591,7 +591,7 @@ def test_queue_invariants_under_any_order_of_operations_and_clock(ops, limit, ba
                 taken = work
                 attempts[work] += 1
         elif op == "done" and taken is not None:
-            ids = [row[0] for row in taken.statements[0].params]
+            ids = [row[0] for row in stats.request_rows(taken)]
             failed_before = queue.failed
             queue.done(taken, arg, None if arg else "boom", now)
             if arg:
@@ -975,3 +975,22 @@ def test_time_window_bounds_are_half_open(backend):
     write(backend, conn, [record(wall=100.0), record(wall=200.0), record(wall=300.0)])
     query = TokenUsageQuery(stats.UsageWindow(100.0, 300.0, None, None))
     assert ask(backend, conn, query)["usage"][0]["request_count"] == 2
+
+
+def test_a_big_batch_is_written_whole_in_multi_row_inserts(backend):
+    """500 requests of two attempts: chunked INSERTs of at most MAX_PARAMS parameters, every
+    row in the tables (and a retried batch written once)."""
+    conn = migrated(backend)
+    batch = [stats.rows_of(record(wall=WALL + i, tries=(
+        Attempt("p1", "m", "status:502", "k-a", 0.1),
+        Attempt("p2", "m", "ok", "k-b", 0.2))), f"big-{i}") for i in range(500)]
+    work = stats.write_work(backend.dialect, batch)
+    assert len(work.statements) > 2
+    assert all(len(st.params) <= stats.MAX_PARAMS for st in work.statements)
+    assert [r[0] for r in stats.request_rows(work)] == [f"big-{i}" for i in range(500)]
+    work.apply(conn)
+    work.apply(conn)  # the same batch again: ON CONFLICT DO NOTHING
+    cur = conn.cursor()
+    for table, count in ((stats.REQUESTS, 500), (stats.ATTEMPTS, 1000)):
+        cur.execute(f"SELECT COUNT(*) FROM {table}")
+        assert cur.fetchone()[0] == count

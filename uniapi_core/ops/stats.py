@@ -574,12 +574,44 @@ _INSERT_REQUEST = _insert(REQUESTS, REQUEST_COLUMNS)
 _INSERT_ATTEMPT = _insert(ATTEMPTS, ATTEMPT_COLUMNS)
 
 
+#: the most parameters one statement binds: SQLite before 3.32 allows 999, the lowest limit of
+#: the engines (PostgreSQL: 65535)
+MAX_PARAMS = 999
+
+
+def _inserts(dialect: Dialect, table: str, columns: tuple[str, ...],
+             rows: Sequence[tuple[Any, ...]]) -> list[Stmt]:
+    """``rows`` as multi-row INSERTs of at most ``MAX_PARAMS`` parameters each. One statement
+    for many rows, not ``executemany``: the driver then runs SQLite once per chunk with the GIL
+    released, instead of taking the GIL back between rows from the event loop's thread."""
+    per = max(1, MAX_PARAMS // len(columns))
+    one = f"({', '.join('?' for _ in columns)})"
+    head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+    out = []
+    for i in range(0, len(rows), per):
+        chunk = rows[i:i + per]
+        # ON CONFLICT DO NOTHING: see _insert
+        sql = head + ", ".join(one for _ in chunk) + " ON CONFLICT DO NOTHING"
+        out.append(Stmt(dialect.sql(sql), tuple(v for row in chunk for v in row)))
+    return out
+
+
+def request_rows(work: DbWork) -> list[tuple[Any, ...]]:
+    """The ``uniapi_requests`` rows a ``write_work`` inserts, in order (for tests and logs)."""
+    width = len(REQUEST_COLUMNS)
+    out = []
+    for st in work.statements:
+        if st.sql.startswith(f"INSERT INTO {REQUESTS} ") and isinstance(st.params, tuple):
+            out += [st.params[i:i + width] for i in range(0, len(st.params), width)]
+    return out
+
+
 def write_work(dialect: Dialect, batch: Sequence[StatRows]) -> DbWork:
     """One batch of requests as one transaction."""
     attempts = [row for rows in batch for row in rows.attempts]
-    statements = [Stmt(dialect.sql(_INSERT_REQUEST), [rows.request for rows in batch])]
+    statements = _inserts(dialect, REQUESTS, REQUEST_COLUMNS, [rows.request for rows in batch])
     if attempts:
-        statements.append(Stmt(dialect.sql(_INSERT_ATTEMPT), attempts))
+        statements += _inserts(dialect, ATTEMPTS, ATTEMPT_COLUMNS, attempts)
     return DbWork(tuple(statements), begin=dialect.begin_write, records=len(batch))
 
 
