@@ -384,6 +384,11 @@ class Gateway:
         if len(path) > 1:
             path = path.rstrip("/")
         route = _ROUTES.get(path)
+        if path.startswith("/v1/models") and method == "GET" and any(
+                name.startswith("x-goog-") for name, _ in headers):
+            # google-genai lists and gets models under /v1 (its default with a base_url):
+            # a Google client gets Google's shapes there, an OpenAI client OpenAI's
+            return self._gemini(method, path, target, headers, body, now, wall, extra)
         if route is None and path.startswith(RESPONSES_PREFIX) and len(path) > len(
                 RESPONSES_PREFIX):
             return self._stored_response(method, path, self._authenticate(headers), now, wall,

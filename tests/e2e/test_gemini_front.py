@@ -357,22 +357,22 @@ def test_count_tokens_is_estimated(world):
 
 
 def test_the_models_are_listed_and_read(world):
-    # the SDK lists with its api_version: v1 with a base_url, where /v1/models is OpenAI's
-    # own list, which the SDK reads as no model at all; a client that lists asks for v1beta
-    assert list(world.sdk.models.list()) == []
-    assert world.sent[-1].url.path == "/v1/models"
-    sdk = world.client(api_version="v1beta")
-    names = [m.name for m in sdk.models.list()]
-    assert {"models/gpt", "models/claude", "models/gem"} <= set(names)
-    model = sdk.models.get(model="claude")
-    assert model.name == "models/claude"
-    assert "generateContent" in (model.supported_actions or [])
-    with pytest.raises(errors.ClientError) as exc:  # /v1/models/gpt: OpenAI's namespace
-        world.sdk.models.get(model="gpt")
-    assert exc.value.code == 404
+    # the SDK lists with its api_version: v1 with a base_url, where /v1/models is OpenAI's own
+    # list; a Google client (x-goog-* headers) gets Google's list there, an OpenAI one OpenAI's
+    for sdk in (world.sdk, world.client(api_version="v1beta")):
+        names = [m.name for m in sdk.models.list()]
+        assert {"models/gpt", "models/claude", "models/gem"} <= set(names)
+        model = sdk.models.get(model="claude")
+        assert model.name == "models/claude"
+        assert "generateContent" in (model.supported_actions or [])
+    assert [r.url.path for r in world.sent if r.method == "GET"][:2] == ["/v1/models",
+                                                                          "/v1/models/claude"]
     with pytest.raises(errors.ClientError) as exc:
-        sdk.models.get(model="nope")
+        world.client(api_version="v1beta").models.get(model="nope")
     assert exc.value.code == 404 and exc.value.status == "NOT_FOUND"
+    openai_list = httpx.get(world.gw.url + "/v1/models", timeout=10,
+                            headers={"authorization": f"Bearer {KEY}"})
+    assert openai_list.json()["object"] == "list"  # an OpenAI client's list is unchanged
 
 
 # -- raw HTTP: the JSON-array stream, the three ways to authenticate ---------------------------
