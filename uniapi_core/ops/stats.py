@@ -655,7 +655,11 @@ class StatsQueue:
         self.failed = 0
         self.last_error: str | None = None
         self._seq = 0
-        self._pending: deque[tuple[float, StatRows]] = deque()
+        #: (time added, request row, attempt rows): plain tuples of plain values, which the
+        #: garbage collector stops tracking after one pass (a NamedTuple it tracks for as long
+        #: as it lives, and a second of queued rows then makes every collection slower)
+        self._pending: deque[tuple[float, tuple[Any, ...], tuple[tuple[Any, ...], ...]]] = \
+            deque()
         #: works of their own (a stored response, expired ones deleted), run before the next
         #: batch, at once: not held for the batch interval
         self._works: deque[DbWork] = deque()
@@ -689,7 +693,7 @@ class StatsQueue:
             return False
         self._seq += 1
         self.added += 1
-        self._pending.append((now, rows))
+        self._pending.append((now, tuple(rows.request), tuple(rows.attempts)))
         return True
 
     def add_work(self, work: DbWork) -> bool:
@@ -738,7 +742,9 @@ class StatsQueue:
             work = self._works.popleft()
         else:
             count = min(self.batch, len(self._pending))
-            work = write_work(self.dialect, [self._pending.popleft()[1] for _ in range(count)])
+            taken = [self._pending.popleft() for _ in range(count)]
+            work = write_work(self.dialect, [StatRows(request, attempts)
+                                             for _, request, attempts in taken])
         self._inflight = work
         return work
 
