@@ -87,6 +87,7 @@ import attrs
 
 from ..errors import ClientError
 from ..jsonutil import dumps, loads_upstream
+from .chatstream import chat_chunks
 
 __all__ = [
     "GENERATION_METHODS",
@@ -913,18 +914,7 @@ class GeminiStream:
         if self._closed:
             return b""
         out: list[bytes] = []
-        for line in data.split(b"\n"):
-            if not line.startswith(b"data:"):
-                continue
-            payload = line[5:].strip()
-            if not payload or payload == b"[DONE]":
-                continue
-            try:
-                chunk = loads_upstream(payload)
-            except ValueError:
-                continue
-            if type(chunk) is not dict:
-                continue
+        for chunk in chat_chunks(data):
             self._chunk(chunk, out)
             if self._closed:
                 break

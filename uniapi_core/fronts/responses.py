@@ -63,7 +63,8 @@ from typing import Any
 import attrs
 
 from ..errors import ClientError
-from ..jsonutil import dumps, loads_upstream
+from ..jsonutil import dumps
+from .chatstream import chat_chunks
 from ..vendors.base import STATUS_TYPES
 
 __all__ = [
@@ -806,18 +807,7 @@ class ResponsesStream:
             return b""
         out: list[bytes] = []
         self._start(out)
-        for line in data.split(b"\n"):
-            if not line.startswith(b"data:"):
-                continue
-            payload = line[5:].strip()
-            if not payload or payload == b"[DONE]":
-                continue
-            try:
-                chunk = loads_upstream(payload)
-            except ValueError:
-                continue
-            if type(chunk) is not dict:
-                continue
+        for chunk in chat_chunks(data):
             self._chunk(chunk, out)
             if self._closed:
                 break
