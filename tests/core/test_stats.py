@@ -988,6 +988,11 @@ def test_a_big_batch_is_written_whole_in_multi_row_inserts(backend):
     assert len(work.statements) > 2
     assert all(len(st.params) <= stats.MAX_PARAMS for st in work.statements)
     assert [r[0] for r in stats.request_rows(work)] == [f"big-{i}" for i in range(500)]
+    # whatever the batch's size, a handful of distinct statements (the driver keeps them
+    # prepared): full chunks, then powers of two
+    texts = {st.sql for n in range(1, 121) for st in
+             stats.write_work(backend.dialect, batch[:n]).statements}
+    assert len(texts) <= 2 * 8
     work.apply(conn)
     work.apply(conn)  # the same batch again: ON CONFLICT DO NOTHING
     cur = conn.cursor()

@@ -588,8 +588,14 @@ def _inserts(dialect: Dialect, table: str, columns: tuple[str, ...],
     one = f"({', '.join('?' for _ in columns)})"
     head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
     out = []
-    for i in range(0, len(rows), per):
-        chunk = rows[i:i + per]
+    i = 0
+    while i < len(rows):
+        # full chunks, then the rest in powers of two: a handful of distinct statements, which
+        # the driver's statement cache keeps prepared, whatever the batch's size
+        left = len(rows) - i
+        n = per if left >= per else 1 << (left.bit_length() - 1)
+        chunk = rows[i:i + n]
+        i += n
         # ON CONFLICT DO NOTHING: see _insert
         sql = head + ", ".join(one for _ in chunk) + " ON CONFLICT DO NOTHING"
         out.append(Stmt(dialect.sql(sql), tuple(v for row in chunk for v in row)))
