@@ -19,18 +19,9 @@ outside those. Its model name is one the config renames to the fakes' models.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import secrets
-import shutil
-import signal
-import socket
 import subprocess
-import sys
-import threading
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +30,7 @@ from typing import Any
 import pytest
 
 from tests.fakes import llm_vendors as fake
+from tests.fakes.cli_clients import ChatScript, ClientSetup, NpmCli, run_client
 from tests.fakes.upstream import FakeUpstream, Reply, Seen, json_reply
 
 #: the version tested; .ci/run reads this line to pre-install the same one
@@ -55,96 +47,37 @@ NATIVE = "uniapi-codex-native"
 
 pytestmark = pytest.mark.timeout(600)  # the first run may download Codex (~400 MB unpacked)
 
-
-def codex_dir() -> Path:
-    configured = os.environ.get("UNIAPI_CODEX_DIR")
-    return Path(configured) if configured else Path.home() / ".cache" / "uniapi-tests" / \
-        "codex"
-
-
-def _version(binary: Path) -> str:
-    """What ``codex --version`` says (``codex-cli 0.171.0``), or why it could not run."""
-    if not binary.exists():
-        return f"{binary} does not exist"
-    try:
-        out = subprocess.run([str(binary), "--version"], check=False, capture_output=True,
-                             text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return f"{binary} --version: {e}"
-    return (out.stdout + out.stderr).strip()
-
-
-def _installed(binary: Path) -> bool:
-    return _version(binary) == f"codex-cli {CODEX_VERSION}"
+#: ``codex --version`` says ``codex-cli 0.171.0``
+CODEX = NpmCli(
+    package=PACKAGE, version=CODEX_VERSION, binary="codex",
+    cache_variable="UNIAPI_CODEX_DIR", cache_name="codex",
+    pinned=lambda said: said == f"codex-cli {CODEX_VERSION}",
+    npm_options=("--include=optional",),
+    needs="the native binary comes as an optional dependency for this platform, so npm must "
+          "not omit optional ones")
 
 
 @pytest.fixture(scope="session")
 def codex() -> Path:
     """The pinned ``codex`` binary, installed into the cache directory when it is not there."""
-    where = codex_dir()
-    binary = where / "node_modules" / ".bin" / "codex"
-    where.mkdir(parents=True, exist_ok=True)
-    with open(where.parent / (where.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one installer at a time (parallel sessions)
-        if _installed(binary):
-            return binary
-        npm = shutil.which("npm")
-        if npm is None:
-            pytest.fail(f"npm is not installed: cannot install {PACKAGE}@{CODEX_VERSION} "
-                        f"into {where} (install node and npm, or run .ci/run which does)",
-                        pytrace=False)
-        done = subprocess.run(
-            [npm, "install", "--prefix", str(where), "--include=optional", "--no-audit",
-             "--no-fund", "--loglevel=error", f"{PACKAGE}@{CODEX_VERSION}"],
-            check=False, capture_output=True, text=True, timeout=540)
-        if done.returncode != 0 or not _installed(binary):
-            pytest.fail(f"could not install {PACKAGE}@{CODEX_VERSION} into {where} "
-                        f"(npm exit {done.returncode}; `codex --version`: {_version(binary)!r}"
-                        "; the native binary comes as an optional dependency for this "
-                        f"platform, so npm must not omit optional ones):\n{done.stdout}\n"
-                        f"{done.stderr}", pytrace=False)
-    return binary
+    return CODEX.install()
 
 
-# The fake upstreams: OpenAI chat (streamed, with a usage chunk when asked, or whole) and
-# OpenAI Responses (llm_vendors' events, with this test's text).
+# The fake upstreams: OpenAI chat (cli_clients' ChatScript) and OpenAI Responses
+# (llm_vendors' events, with this test's text).
 
 @dataclass
-class Script:
-    """What the fakes answer. Every request is logged in ``log``, so a failure says what
-    Codex asked for; ``chats`` and ``responses`` are the bodies."""
-    text: str
-    #: when set, a chat request with tools and no tool result yet gets this tool call instead
-    tool_call: tuple[str, dict[str, Any]] | None = None
-    log: list[str] = field(default_factory=list)
-    chats: list[dict[str, Any]] = field(default_factory=list)
+class Script(ChatScript):
+    """What the fakes answer: ``ChatScript`` for chat, and ``native`` for the Responses
+    upstream. Every request is logged in ``log``, so a failure says what Codex asked for;
+    ``chats`` and ``responses`` are the bodies."""
     responses: list[dict[str, Any]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def _refuse(self, seen: Seen) -> Reply:
-        with self.lock:
-            self.log.append(f"{seen.method} {seen.path} -> 404")
-        return json_reply({"error": {"message": "not here", "type": "invalid_request_error",
-                                     "code": None}}, status=404)
-
-    def chat(self, seen: Seen) -> Reply:
-        if seen.method != "POST" or not seen.path.endswith("/chat/completions"):
-            return self._refuse(seen)
-        req = seen.json()
-        messages = req.get("messages") or []
-        answered = any(m.get("role") == "tool" for m in messages)
-        call = self.tool_call if req.get("tools") and not answered else None
-        with self.lock:
-            self.chats.append(req)
-            self.log.append(
-                f"chat: POST {seen.path} model={req.get('model')} stream={req.get('stream')} "
-                f"tools={len(req.get('tools') or [])} roles={[m.get('role') for m in messages]}"
-                f" -> {'tool call ' + call[0] if call else repr(self.text)}")
-        return _chat_answer(req, self.text if call is None else None, call)
+    completion_id: str = "chatcmpl-cx"
+    log_prefix: str = "chat: "
 
     def native(self, seen: Seen) -> Reply:
         if seen.method != "POST" or not seen.path.endswith("/responses"):
-            return self._refuse(seen)
+            return self.refuse(seen)
         req = seen.json()
         with self.lock:
             self.responses.append(req)
@@ -162,77 +95,20 @@ class Script:
                      pieces=fake.responses_sse(events))
 
 
-def _chat_answer(req: dict[str, Any], text: str | None,
-                 call: tuple[str, dict[str, Any]] | None) -> Reply:
-    usage = {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16}
-    finish = "tool_calls" if call else "stop"
-    tool_calls: list[dict[str, Any]] | None = None
-    args = ""
-    if call is not None:
-        args = json.dumps(call[1])
-        tool_calls = [{"id": "call_" + secrets.token_hex(6), "type": "function",
-                       "function": {"name": call[0], "arguments": args}}]
-    if not req.get("stream"):
-        message: dict[str, Any] = {"role": "assistant", "content": text}
-        if tool_calls:
-            message["tool_calls"] = tool_calls
-        return json_reply({"id": "chatcmpl-cx", "object": "chat.completion", "created": 1,
-                           "model": req.get("model"), "usage": usage,
-                           "choices": [{"index": 0, "message": message,
-                                        "finish_reason": finish}]})
-    head = {"id": "chatcmpl-cx", "object": "chat.completion.chunk", "created": 1,
-            "model": req.get("model")}
-    deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
-    if text is not None:
-        half = len(text) // 2
-        deltas += [{"content": text[:half]}, {"content": text[half:]}]
-    if tool_calls:
-        first = dict(tool_calls[0], index=0,
-                     function={"name": tool_calls[0]["function"]["name"], "arguments": ""})
-        deltas += [{"tool_calls": [first]},
-                   {"tool_calls": [{"index": 0, "function": {"arguments": args[:5]}}]},
-                   {"tool_calls": [{"index": 0, "function": {"arguments": args[5:]}}]}]
-    events = [dict(head, choices=[{"index": 0, "delta": d, "finish_reason": None}])
-              for d in deltas]
-    events.append(dict(head, choices=[{"index": 0, "delta": {}, "finish_reason": finish}]))
-    options = req.get("stream_options")
-    if isinstance(options, dict) and options.get("include_usage"):
-        events.append(dict(head, choices=[], usage=usage))
-    pieces = [b"data: " + json.dumps(e).encode() + b"\n\n" for e in events]
-    return Reply(headers=[("content-type", "text/event-stream")],
-                 pieces=pieces + [b"data: [DONE]\n\n"])
-
-
 # The gateway, as a user starts it, and codex exec in front of it.
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
-class Setup:
+class Setup(ClientSetup):
+    script: Script
     chat_up: FakeUpstream
     native_up: FakeUpstream
-    script: Script
-    url: str
-    gateway_log: Path
-    tmp: Path
-
-    def report(self, done: subprocess.CompletedProcess | None = None) -> str:
-        parts = ["upstream requests:", *("  " + line for line in self.script.log),
-                 "gateway output:", self.gateway_log.read_text(errors="replace")]
-        if done is not None:
-            parts += [f"codex exit {done.returncode}", "codex stdout:", done.stdout,
-                      "codex stderr:", done.stderr]
-        return "\n".join(parts)
+    client = "codex"
 
 
 @pytest.fixture
 def setup(tmp_path: Path) -> Iterator[Setup]:
     script = Script(text="PONG-" + secrets.token_hex(4))
-    chat_up = FakeUpstream(handler=script.chat)
+    chat_up = FakeUpstream(handler=script)
     native_up = FakeUpstream(handler=script.native)
     conf = tmp_path / "api.yaml"
     conf.write_text(f"""providers:
@@ -249,32 +125,11 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
 api_keys:
   - api: {CLIENT_KEY}
 """)
-    port = _free_port()
-    log = tmp_path / "gateway.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "uniapi_trio.cli", "serve", "--config",
-                                 str(conf), "--port", str(port)], stdout=out,
-                                stderr=subprocess.STDOUT)
-    made = Setup(chat_up, native_up, script, f"http://127.0.0.1:{port}", log, tmp_path)
+    made = Setup(script=script, tmp=tmp_path, chat_up=chat_up, native_up=native_up)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(made.url + "/healthz", timeout=1) as r:
-                    assert r.status == 200
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("the gateway did not start:\n" + made.report(), pytrace=False)
-                time.sleep(0.05)
-        yield made
+        with made.gateway(conf):
+            yield made
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
         chat_up.close()
         native_up.close()
 
@@ -304,35 +159,20 @@ in_app_updates = false
 
 
 def run_codex(codex: Path, setup: Setup, prompt: str, *flags: str) -> subprocess.CompletedProcess:
-    home, codex_home, work = (setup.tmp / name for name in ("home", "codex-home", "work"))
-    for d in (home, codex_home, work):
-        d.mkdir(exist_ok=True)
+    codex_home = setup.tmp / "codex-home"
+    codex_home.mkdir(exist_ok=True)
     (codex_home / "config.toml").write_text(codex_config(setup.url))
     env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": home,  # nothing of the user's
         "CODEX_HOME": codex_home,  # config.toml, sessions and logs
         KEY_VARIABLE: CLIENT_KEY,  # sent as Authorization: Bearer
-        "CI": "true",
-        "TERM": "dumb",
-        "NO_COLOR": "1",
     }
     # exec never asks for approval; read-only: a command runs sandboxed, writes nothing;
     # outside a git repository exec refuses to start without --skip-git-repo-check;
-    # --strict-config: a key of codex_config this version does not know is an error
+    # --strict-config: a key of codex_config this version does not know is an error;
+    # run_client gives it no input, else exec waits for more
     command = [str(codex), "exec", "--strict-config", "--skip-git-repo-check", "--sandbox",
                "read-only", "--color", "never", *flags, prompt]
-    try:
-        return subprocess.run(command, env={k: str(v) for k, v in env.items()}, cwd=work,
-                              check=False, capture_output=True, text=True, timeout=120,
-                              stdin=subprocess.DEVNULL)  # else exec waits for more input
-    except subprocess.TimeoutExpired as e:
-        done = subprocess.CompletedProcess(e.cmd, -1, _text(e.stdout), _text(e.stderr))
-        pytest.fail("codex exec did not finish in 120 s\n" + setup.report(done), pytrace=False)
-
-
-def _text(data: bytes | str | None) -> str:
-    return data.decode(errors="replace") if isinstance(data, bytes) else data or ""
+    return run_client(setup, command, env, "codex exec")
 
 
 def test_codex_prints_the_upstream_answer(codex: Path, setup: Setup) -> None:

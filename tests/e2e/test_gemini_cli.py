@@ -24,24 +24,17 @@ upstream's model too, so a side request on a default model cannot miss the routi
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import re
 import secrets
-import shutil
-import signal
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.fakes.cli_clients import ClientSetup, NpmCli, run_client
 from tests.fakes.gemini_front import ChatScript
 from tests.fakes.upstream import FakeUpstream
 
@@ -59,78 +52,26 @@ DEFAULT_MODELS = ("gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite",
 
 pytestmark = pytest.mark.timeout(600)  # the first run may download Gemini CLI (~100 MB)
 
-
-def gemini_cli_dir() -> Path:
-    configured = os.environ.get("UNIAPI_GEMINI_CLI_DIR")
-    return Path(configured) if configured else Path.home() / ".cache" / "uniapi-tests" / \
-        "gemini-cli"
-
-
-def _version(binary: Path) -> str:
-    """What ``gemini --version`` says (``0.61.0``), or why it could not run."""
-    if not binary.exists():
-        return f"{binary} does not exist"
-    try:
-        out = subprocess.run([str(binary), "--version"], check=False, capture_output=True,
-                             text=True, timeout=60, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return f"{binary} --version: {e}"
-    return (out.stdout + out.stderr).strip()
-
-
-def _installed(binary: Path) -> bool:
-    return _version(binary) == GEMINI_CLI_VERSION
+#: ``gemini --version`` says ``0.61.0``
+GEMINI_CLI = NpmCli(
+    package=PACKAGE, version=GEMINI_CLI_VERSION, binary="gemini",
+    cache_variable="UNIAPI_GEMINI_CLI_DIR", cache_name="gemini-cli",
+    pinned=lambda said: said == GEMINI_CLI_VERSION, needs="it needs node >= 20")
 
 
 @pytest.fixture(scope="session")
 def gemini() -> Path:
     """The pinned ``gemini`` binary, installed into the cache directory when it is not there."""
-    where = gemini_cli_dir()
-    binary = where / "node_modules" / ".bin" / "gemini"
-    where.mkdir(parents=True, exist_ok=True)
-    with open(where.parent / (where.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one installer at a time (parallel sessions)
-        if _installed(binary):
-            return binary
-        npm = shutil.which("npm")
-        if npm is None:
-            pytest.fail(f"npm is not installed: cannot install {PACKAGE}@{GEMINI_CLI_VERSION} "
-                        f"into {where} (install node and npm, or run .ci/run which does)",
-                        pytrace=False)
-        done = subprocess.run(
-            [npm, "install", "--prefix", str(where), "--no-audit", "--no-fund",
-             "--loglevel=error", f"{PACKAGE}@{GEMINI_CLI_VERSION}"],
-            check=False, capture_output=True, text=True, timeout=540)
-        if done.returncode != 0 or not _installed(binary):
-            pytest.fail(f"could not install {PACKAGE}@{GEMINI_CLI_VERSION} into {where} "
-                        f"(npm exit {done.returncode}; `gemini --version`: {_version(binary)!r}"
-                        f"; it needs node >= 20):\n{done.stdout}\n{done.stderr}", pytrace=False)
-    return binary
+    return GEMINI_CLI.install()
 
 
 # The gateway, as a user starts it, and gemini -p in front of it.
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
-class Setup:
-    up: FakeUpstream
+class Setup(ClientSetup):
     script: ChatScript
-    url: str
-    gateway_log: Path
-    tmp: Path
-
-    def report(self, done: subprocess.CompletedProcess | None = None) -> str:
-        parts = ["upstream requests:", *("  " + line for line in self.script.log),
-                 "gateway output:", self.gateway_log.read_text(errors="replace")]
-        if done is not None:
-            parts += [f"gemini exit {done.returncode}", "gemini stdout:", done.stdout,
-                      "gemini stderr:", done.stderr]
-        return "\n".join(parts)
+    up: FakeUpstream
+    client = "gemini"
 
     def asked(self) -> list[str]:
         """The gateway's request lines (``POST /v1beta/models/…:streamGenerateContent 200``),
@@ -150,32 +91,11 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
     conf.write_text(f"providers:\n  - provider: fake\n"
                     f"    base_url: {up.url}/v1/chat/completions\n    api: {UPSTREAM_KEY}\n"
                     f"    model:\n{renames}\napi_keys:\n  - api: {CLIENT_KEY}\n")
-    port = _free_port()
-    log = tmp_path / "gateway.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "uniapi_trio.cli", "serve", "--config",
-                                 str(conf), "--port", str(port)], stdout=out,
-                                stderr=subprocess.STDOUT)
-    made = Setup(up, script, f"http://127.0.0.1:{port}", log, tmp_path)
+    made = Setup(script=script, tmp=tmp_path, up=up)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(made.url + "/healthz", timeout=1) as r:
-                    assert r.status == 200
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("the gateway did not start:\n" + made.report(), pytrace=False)
-                time.sleep(0.05)
-        yield made
+        with made.gateway(conf):
+            yield made
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
         up.close()
 
 
@@ -189,35 +109,20 @@ def settings() -> dict[str, object]:
 
 def run_gemini(gemini: Path, setup: Setup, prompt: str, *flags: str, key: str = CLIENT_KEY,
                bearer: bool = False, model: str = MAIN_MODEL) -> subprocess.CompletedProcess:
-    home, work, tmp = setup.tmp / "home", setup.tmp / "work", setup.tmp / "tmp"
-    for d in (home / ".gemini", work, tmp):
+    home, tmp = setup.tmp / "home", setup.tmp / "tmp"
+    for d in (home / ".gemini", tmp):
         d.mkdir(parents=True, exist_ok=True)
     (home / ".gemini" / "settings.json").write_text(json.dumps(settings()))
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": home,  # Gemini CLI's settings and session files, nothing of the user's
+    env: dict[str, object] = {
         "TMPDIR": tmp,  # its error reports
         "GOOGLE_GEMINI_BASE_URL": setup.url,  # without /v1beta: the SDK appends it
         "GEMINI_API_KEY": key,
         "GEMINI_CLI_TRUST_WORKSPACE": "true",
-        "CI": "true",
-        "TERM": "dumb",
-        "NO_COLOR": "1",
     }
     if bearer:
         env["GEMINI_API_KEY_AUTH_MECHANISM"] = "bearer"
-    try:
-        return subprocess.run([str(gemini), "-p", prompt, "-m", model, *flags],
-                              env={k: str(v) for k, v in env.items()}, cwd=work,
-                              check=False, capture_output=True, text=True, timeout=120,
-                              stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as e:
-        done = subprocess.CompletedProcess(e.cmd, -1, _text(e.stdout), _text(e.stderr))
-        pytest.fail("gemini -p did not finish in 120 s\n" + setup.report(done), pytrace=False)
-
-
-def _text(data: bytes | str | None) -> str:
-    return data.decode(errors="replace") if isinstance(data, bytes) else data or ""
+    return run_client(setup, [str(gemini), "-p", prompt, "-m", model, *flags], env,
+                      "gemini -p")
 
 
 def test_gemini_cli_prints_the_upstream_answer(gemini: Path, setup: Setup) -> None:
