@@ -11,9 +11,13 @@ sends what it gets back, at four points:
 * ``open_stream(exchange)`` at the commit point, then ``chunk(data)`` per batch of stream
   chunks, then ``done(usage)`` or ``failed(err)``.
 
-The exchange is passed because a front may be served two ways: translated (the attempt's
-exchange speaks OpenAI chat) or natively (the exchange speaks the front's own protocol,
-``vendors/messages_native.py``), and the retries of one request may use both. What reaches
+The fronts are Anthropic Messages (``MessagesFront``), OpenAI Responses (``ResponsesFront``)
+and Gemini (``GeminiFront``); ``writer`` picks one for a ``FrontCall`` and ``native_exchange``
+decides, per attempt, whether the channel is sent the client's own body. The exchange is
+passed to the writer because a front may be served two ways: translated (the attempt's
+exchange speaks OpenAI chat) or natively (the exchange speaks the front's own protocol:
+``vendors/messages_native.py``, ``responses_native.py``, ``gemini_native.py``), and the retries
+of one request may use both. What reaches
 the client is decided by the attempt that committed.
 
 ``error_for_path`` renders the errors answered before any relay (auth, a bad body, routing)
@@ -31,21 +35,21 @@ import attrs
 from ..errors import UniapiError
 from ..jsonutil import dumps, loads_strict
 from ..vendors.base import ChatContext
+from ..vendors.gemini_native import GeminiNativeExchange, array_error_tail, \
+    build_gemini_native_exchange, native_gemini
 from ..vendors.messages_native import CountTokensExchange, NativeExchange, \
     build_native_exchange, native_engine
 from ..vendors.responses_native import ResponsesNativeExchange, \
     build_responses_native_exchange, speaks_responses
-from .messages import MessagesStream, anthropic_error_body, error_type_for, \
-    messages_response_from_chat
-from ..vendors.gemini_native import GeminiNativeExchange, array_error_tail, \
-    build_gemini_native_exchange, native_gemini
 from .gemini import GeminiCall, GeminiStream, gemini_response_from_chat, google_error_body, \
     parse_model_path
+from .messages import MessagesStream, anthropic_error_body, error_type_for, \
+    messages_response_from_chat
 from .responses import ResponsesCall, ResponsesStream, response_id, responses_error_body, \
     responses_error_type, responses_response_from_chat
 
-__all__ = ["FrontCall", "GeminiFront", "MessagesFront", "ResponsesFront", "is_gemini_path", "MESSAGES_PATHS", "error_for_path", "native_exchange",
-           "writer"]
+__all__ = ["FrontCall", "GeminiFront", "MESSAGES_PATHS", "MessagesFront", "ResponsesFront",
+           "error_for_path", "is_gemini_path", "native_exchange", "writer"]
 
 
 @attrs.frozen(kw_only=True)
