@@ -596,10 +596,8 @@ class Gateway:
         and routed as one; a channel that speaks Messages gets the client's body instead."""
         raw = parse_request_json(body)
         call = chat_request_from_messages(raw)  # a 400 naming the JSON path when it is bad
-        return ChatCall(key=key, req=call.chat, model=call.model, stream=call.stream,
-                        include_usage=False, extra=extra,
-                        moderate=bool(key.preferences.ENABLE_MODERATION),
-                        front=FrontCall(kind="messages", body=raw, beta=_betas(headers)))
+        return _front_call(key, call, extra,
+                           FrontCall(kind="messages", body=raw, beta=_betas(headers)))
 
     def _responses(self, key: ApiKey, body: bytes, headers: tuple[tuple[str, str], ...],
                    now: float, wall: float, extra: tuple[tuple[str, str], ...]
@@ -619,31 +617,29 @@ class Gateway:
         label = self.key_label(key.api)
         recent = self._recent.get(previous)
         if recent is not None and recent.client_key == label and recent.expires > wall:
-            return self._continued(key, raw, extra, wall, recent)
+            return self._continued(key, raw, call, extra, wall, recent)
         return DbCall(load_work(self.stats.dialect, previous, label, wall),
-                      lambda rows: self._continued(key, raw, extra, wall, loaded(rows)), extra)
+                      lambda rows: self._continued(key, raw, call, extra, wall, loaded(rows)),
+                      extra)
 
-    def _continued(self, key: ApiKey, raw: dict[str, Any], extra: tuple[tuple[str, str], ...],
-                   wall: float, stored: StoredResponse | None) -> ChatCall:
-        """A request continuing ``stored``: its conversation, then the request's own input."""
-        previous = raw.get("previous_response_id")
+    def _continued(self, key: ApiKey, raw: dict[str, Any], first: Any,
+                   extra: tuple[tuple[str, str], ...], wall: float,
+                   stored: StoredResponse | None) -> ChatCall:
+        """A request continuing ``stored``: its conversation, then the request's own input
+        (``first``: the request parsed alone)."""
+        previous = first.previous_response_id
         if stored is None:
             raise ClientError(f"Previous response with id '{previous}' not found.",
                               status=404, code="previous_response_not_found")
-        own = chat_request_from_responses(raw).input_items
         body = {k: v for k, v in raw.items() if k != "previous_response_id"}
-        body["input"] = conversation(stored) + own
-        call = chat_request_from_responses(body)
-        call = attrs.evolve(call, previous_response_id=previous)
+        body["input"] = conversation(stored) + first.input_items
+        call = attrs.evolve(chat_request_from_responses(body), previous_response_id=previous)
         return self._responses_call(key, body, call, wall, extra)
 
     def _responses_call(self, key: ApiKey, body: dict[str, Any], call: Any, wall: float,
                         extra: tuple[tuple[str, str], ...]) -> ChatCall:
-        return ChatCall(key=key, req=call.chat, model=call.model, stream=call.stream,
-                        include_usage=False, extra=extra,
-                        moderate=bool(key.preferences.ENABLE_MODERATION),
-                        front=FrontCall(kind="responses", body=body, call=call,
-                                        created=int(wall)))
+        return _front_call(key, call, extra, FrontCall(kind="responses", body=body, call=call,
+                                                       created=int(wall)))
 
     def response_finished(self, call: ChatCall, final: dict[str, Any] | None,
                           wall: float) -> None:
@@ -744,11 +740,8 @@ class Gateway:
                                 extra + (("x-uniapi-token-count", "estimated"),))
         stream = verb == "streamGenerateContent"
         call = chat_request_from_gemini(raw, model, stream)  # a 400 naming the JSON path
-        sse = params.get("alt") == "sse"
-        return ChatCall(key=key, req=call.chat, model=call.model, stream=stream,
-                        include_usage=False, extra=extra,
-                        moderate=bool(key.preferences.ENABLE_MODERATION),
-                        front=FrontCall(kind="gemini", body=raw, call=call, sse=sse))
+        return _front_call(key, call, extra, FrontCall(kind="gemini", body=raw, call=call,
+                                                       sse=params.get("alt") == "sse"))
 
     def _count_tokens(self, key: ApiKey, body: bytes, headers: tuple[tuple[str, str], ...],
                       now: float, wall: float, extra: tuple[tuple[str, str], ...]
@@ -996,6 +989,15 @@ def _remote_images(messages: list[Any]) -> tuple[str, ...]:
                 if isinstance(url, str) and url.lower().startswith(("http://", "https://")):
                     found.setdefault(url, None)
     return tuple(found)
+
+
+def _front_call(key: ApiKey, call: Any, extra: tuple[tuple[str, str], ...],
+                front: FrontCall) -> ChatCall:
+    """The ``ChatCall`` of a request on another front: ``call`` is the front's translation
+    (its ``chat`` request, ``model`` and ``stream``)."""
+    return ChatCall(key=key, req=call.chat, model=call.model, stream=call.stream,
+                    include_usage=False, extra=extra,
+                    moderate=bool(key.preferences.ENABLE_MODERATION), front=front)
 
 
 def _betas(headers: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
