@@ -13,7 +13,6 @@ from __future__ import annotations
 import ast
 import json
 import re
-import select
 import socket
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import openai
 import pytest
 
 import uniapi_core
+from tests.fakes.poll import ready as poll_ready
 from tests.fakes.upstream import FakeUpstream, json_reply, sse_reply
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,8 +64,8 @@ api_keys:
                                 stdout=subprocess.PIPE, stderr=log, cwd=tmp_path)
     try:
         assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], 20)
-        line = proc.stdout.readline().decode() if ready else ""
+        readable, _ = poll_ready([proc.stdout], 20)
+        line = proc.stdout.readline().decode() if readable else ""
         assert line.startswith("serving on http://127.0.0.1:"), (
             line + (tmp_path / "stderr.log").read_text())
         yield line.split()[-1]

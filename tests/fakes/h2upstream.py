@@ -32,7 +32,6 @@ just the close.
 from __future__ import annotations
 
 import json
-import select
 import shutil
 import socket
 import ssl
@@ -52,6 +51,7 @@ import h2.exceptions
 import h2.settings
 import h11
 
+from tests.fakes.poll import ready
 from tests.fakes.tls import make_cert
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -338,7 +338,7 @@ class FakeH2Upstream:
             wait = max(0.0, min(dues) - time.monotonic()) if dues else 0.5
             if isinstance(sock, ssl.SSLSocket) and sock.pending():
                 wait = 0.0
-            readable, _, _ = select.select([sock], [], [], min(wait, 0.05))
+            readable, _ = ready([sock], min(wait, 0.05))
             if readable or (isinstance(sock, ssl.SSLSocket) and sock.pending()):
                 try:
                     pending = sock.recv(65536)

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import base64
 import ipaddress
-import select
 import socket
 import threading
 from types import TracebackType
+
+from tests.fakes.poll import ready
 
 MAX_HEAD = 16 * 1024
 HANDSHAKE_TIMEOUT = 5.0
@@ -143,7 +144,7 @@ class _FakeProxy:
     def _pipe(self, a: socket.socket, b: socket.socket) -> None:
         peers = {a: b, b: a}
         while True:
-            readable, _, _ = select.select([a, b], [], [], 0.5)
+            readable, _ = ready([a, b], 0.5)
             if self._closed:
                 return
             for s in readable:

@@ -9,7 +9,6 @@ from it and when it saw the gateway close the connection: the figures R5 and R6 
 from __future__ import annotations
 
 import json
-import select
 import socket
 import threading
 import time
@@ -17,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import h11
+
+from tests.fakes.poll import ready
 
 __all__ = ["rss_kib", "SSEUpstream", "UpConn", "sse_chunk", "chat_body", "slowloris",
            "Loris", "connect", "read_head"]
@@ -148,7 +149,7 @@ class SSEUpstream:
         while view:
             if self._stop:
                 return False
-            readable, writable, _ = select.select([sock], [sock], [], 0.05)
+            readable, writable = ready([sock], 0.05, write=True)
             if readable and self._gone(sock):
                 return self._closed(rec)
             if writable:
@@ -167,7 +168,7 @@ class SSEUpstream:
             left = deadline - time.monotonic()
             if left <= 0 or (until is not None and until.is_set()):
                 return True
-            readable, _, _ = select.select([sock], [], [], min(left, 0.01))
+            readable, _ = ready([sock], min(left, 0.01))
             if readable and self._gone(sock):
                 return self._closed(rec)
         return False
@@ -318,7 +319,7 @@ def slowloris(port: int, n: int, *, head: bytes, interval: float = 0.1,
                     c.sent += 1
                 next_tick += interval
             wait = max(0.0, min(next_tick - time.monotonic(), 0.02))
-            readable, _, _ = select.select([c.sock for c in live], [], [], wait)
+            readable, _ = ready([c.sock for c in live], wait)
             by_sock = {c.sock: c for c in live}
             for s in readable:
                 c = by_sock[s]

@@ -8,7 +8,6 @@ recorded. ``handler(request) -> Reply`` decides; the default replays ``replies``
 from __future__ import annotations
 
 import json
-import select
 import socket
 import threading
 import time
@@ -17,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import h11
+
+from tests.fakes.poll import ready
 
 
 @dataclass
@@ -115,7 +116,7 @@ class FakeUpstream:
         while not gate.wait(0.01):
             if time.monotonic() > deadline:
                 return True
-            readable, _, _ = select.select([sock], [], [], 0)
+            readable, _ = ready([sock], 0)
             if readable:
                 try:
                     if sock.recv(1, socket.MSG_PEEK) == b"":
