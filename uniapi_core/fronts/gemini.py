@@ -86,8 +86,10 @@ from urllib.parse import unquote
 import attrs
 
 from ..errors import ClientError
-from ..jsonutil import dumps, loads_upstream
+from ..jsonutil import dumps
 from .chatstream import chat_chunks
+from .common import arguments_object as _args, bad as _bad, is_num as _is_num, obj as _obj, \
+    reasoning_of as _reasoning
 
 __all__ = [
     "GENERATION_METHODS",
@@ -143,14 +145,6 @@ def _get(obj: dict[str, Any], key: str) -> Any:
     return value
 
 
-def _bad(path: str, message: str) -> ClientError:
-    return ClientError(f"{path}: {message}")
-
-
-def _is_num(v: Any) -> bool:
-    return type(v) is int or type(v) is float
-
-
 def _int(v: Any) -> int | None:
     """An integer, or an integral float (the Python SDK types ``topK`` as a float)."""
     if type(v) is int:
@@ -158,12 +152,6 @@ def _int(v: Any) -> int | None:
     if type(v) is float and v.is_integer():
         return int(v)
     return None
-
-
-def _obj(v: Any, path: str) -> dict[str, Any]:
-    if type(v) is not dict:
-        raise _bad(path, "expected an object")
-    return v
 
 
 def _list(v: Any, path: str) -> list[Any]:
@@ -762,24 +750,6 @@ def usage_metadata(usage: Any) -> dict[str, int]:
     if thoughts:
         out["thoughtsTokenCount"] = thoughts
     return out
-
-
-def _reasoning(obj: dict[str, Any]) -> Any:
-    text = obj.get("reasoning_content")
-    return text if type(text) is str else obj.get("reasoning")
-
-
-def _args(arguments: Any) -> dict[str, Any]:
-    if type(arguments) is dict:
-        return arguments
-    if type(arguments) is str:
-        try:
-            value = loads_upstream(arguments)
-        except ValueError:
-            return {}
-        if type(value) is dict:
-            return value
-    return {}
 
 
 def _signature(call: dict[str, Any]) -> str | None:

@@ -49,8 +49,10 @@ from typing import Any
 import attrs
 
 from ..errors import ClientError
-from ..jsonutil import dumps, loads_upstream
+from ..jsonutil import dumps
 from .chatstream import chat_chunks
+from .common import arguments_object as _input, bad as _bad, is_num as _is_num, obj as _obj, \
+    reasoning_of as _reasoning, string as _str
 
 __all__ = [
     "MessagesCall",
@@ -74,29 +76,6 @@ class MessagesCall:
     chat: dict[str, Any]
     model: str
     stream: bool
-
-
-def _bad(path: str, message: str) -> ClientError:
-    return ClientError(f"{path}: {message}")
-
-
-def _is_num(v: Any) -> bool:
-    return type(v) is int or type(v) is float
-
-
-def _str(obj: dict[str, Any], key: str, path: str, *, required: bool = True) -> str | None:
-    v = obj.get(key)
-    if v is None and not required:
-        return None
-    if type(v) is not str:
-        raise _bad(f"{path}.{key}", "expected a string" if key in obj else "field required")
-    return v
-
-
-def _obj(v: Any, path: str) -> dict[str, Any]:
-    if type(v) is not dict:
-        raise _bad(path, "expected an object")
-    return v
 
 
 def _texts(content: Any, path: str) -> str:
@@ -501,24 +480,6 @@ def _usage(usage: Any) -> dict[str, int]:
     return {"input_tokens": max(prompt - read - write, 0),
             "output_tokens": _count(usage.get("completion_tokens")),
             "cache_read_input_tokens": read, "cache_creation_input_tokens": write}
-
-
-def _reasoning(obj: dict[str, Any]) -> Any:
-    text = obj.get("reasoning_content")
-    return text if type(text) is str else obj.get("reasoning")
-
-
-def _input(arguments: Any) -> dict[str, Any]:
-    if type(arguments) is dict:
-        return arguments
-    if type(arguments) is str:
-        try:
-            value = loads_upstream(arguments)
-        except ValueError:
-            return {}
-        if type(value) is dict:
-            return value
-    return {}
 
 
 def messages_response_from_chat(chat: dict[str, Any], model: str) -> dict[str, Any]:

@@ -65,6 +65,8 @@ import attrs
 from ..errors import ClientError
 from ..jsonutil import dumps
 from .chatstream import chat_chunks
+from .common import bad as _bad, is_num as _is_num, obj as _obj, reasoning_of as _reasoning, \
+    string as _str
 from ..vendors.base import STATUS_TYPES
 
 __all__ = [
@@ -121,29 +123,6 @@ class ResponsesCall:
             if len(owners) == 1:
                 return name, owners.pop()
         return name, None
-
-
-def _bad(path: str, message: str) -> ClientError:
-    return ClientError(f"{path}: {message}")
-
-
-def _is_num(v: Any) -> bool:
-    return type(v) is int or type(v) is float
-
-
-def _str(obj: dict[str, Any], key: str, path: str, *, required: bool = True) -> str | None:
-    v = obj.get(key)
-    if v is None and not required:
-        return None
-    if type(v) is not str:
-        raise _bad(f"{path}.{key}", "expected a string" if key in obj else "field required")
-    return v
-
-
-def _obj(v: Any, path: str) -> dict[str, Any]:
-    if type(v) is not dict:
-        raise _bad(path, "expected an object")
-    return v
 
 
 def _flat(namespace: str | None, name: str) -> str:
@@ -685,11 +664,6 @@ def _response(call: ResponsesCall, rid: str, created: int, status: str,
         "truncation": echo.get("truncation", "disabled"), "usage": usage,
         "user": echo.get("user"), "metadata": echo.get("metadata", {}),
     }
-
-
-def _reasoning(obj: dict[str, Any]) -> Any:
-    text = obj.get("reasoning_content")
-    return text if type(text) is str else obj.get("reasoning")
 
 
 def _call_item(call: ResponsesCall, item_id: str, call_id: str, name: str, arguments: str,

@@ -1,0 +1,61 @@
+"""What the fronts' translators share: the request checks that name a JSON path in their 400,
+and the two readings of an OpenAI answer every front makes (its reasoning text, a tool call's
+arguments as an object)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ClientError
+from ..jsonutil import loads_upstream
+
+__all__ = ["bad", "is_num", "obj", "string", "reasoning_of", "arguments_object"]
+
+
+def bad(path: str, message: str) -> ClientError:
+    """The 400 of a request field: ``"<json path>: <why>"``."""
+    return ClientError(f"{path}: {message}")
+
+
+def is_num(v: Any) -> bool:
+    """A JSON number (``bool`` is not one)."""
+    return type(v) is int or type(v) is float
+
+
+def obj(v: Any, path: str) -> dict[str, Any]:
+    """``v`` when it is an object, else the 400 naming ``path``."""
+    if type(v) is not dict:
+        raise bad(path, "expected an object")
+    return v
+
+
+def string(o: dict[str, Any], key: str, path: str, *, required: bool = True) -> str | None:
+    """``o[key]`` when it is a string (None when absent and not ``required``), else the 400
+    naming ``path.key``."""
+    v = o.get(key)
+    if v is None and not required:
+        return None
+    if type(v) is not str:
+        raise bad(f"{path}.{key}", "expected a string" if key in o else "field required")
+    return v
+
+
+def reasoning_of(message: dict[str, Any]) -> Any:
+    """A chat message's or delta's reasoning text: ``reasoning_content``, else ``reasoning``."""
+    text = message.get("reasoning_content")
+    return text if type(text) is str else message.get("reasoning")
+
+
+def arguments_object(arguments: Any) -> dict[str, Any]:
+    """A tool call's arguments as an object: the object itself, the object its JSON text
+    holds, else ``{}`` (arguments that are not a JSON object)."""
+    if type(arguments) is dict:
+        return arguments
+    if type(arguments) is str:
+        try:
+            value = loads_upstream(arguments)
+        except ValueError:
+            return {}
+        if type(value) is dict:
+            return value
+    return {}
