@@ -4,12 +4,15 @@ arguments as an object)."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import ClientError
 from ..jsonutil import loads_upstream
 
-__all__ = ["bad", "is_num", "obj", "string", "reasoning_of", "arguments_object"]
+__all__ = ["bad", "is_num", "obj", "string", "reasoning_of", "arguments_object",
+           "named_event"]
 
 
 def bad(path: str, message: str) -> ClientError:
@@ -59,3 +62,34 @@ def arguments_object(arguments: Any) -> dict[str, Any]:
         if type(value) is dict:
             return value
     return {}
+
+
+def named_event(raw: bytes, fail: Callable[[str], Exception]) -> dict[str, Any] | None:
+    """For the grammar checkers of the fronts whose SSE events are named (Messages, Responses):
+    the JSON object of one event (its text without the blank line), None for an event of
+    comments only; ``fail(why)`` is raised when it has no ``event:`` name, data that is not a
+    JSON object, or a ``type`` other than its name."""
+    name = None
+    data: list[str] = []
+    for line in raw.decode("utf-8").split("\n"):
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if field == "event":
+            name = value
+        elif field == "data":
+            data.append(value)
+    if name is None and not data:
+        return None
+    if name is None:
+        raise fail(f"no 'event:' line in {raw[:80]!r}")
+    try:
+        event = json.loads("\n".join(data))
+    except ValueError:
+        raise fail(f"{name}: data is not JSON: {raw[:80]!r}") from None
+    if type(event) is not dict:
+        raise fail(f"{name}: data is not a JSON object")
+    if event.get("type") != name:
+        raise fail(f"event name {name!r} but data type {event.get('type')!r}")
+    return event

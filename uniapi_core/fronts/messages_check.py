@@ -32,6 +32,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .common import named_event
+
 __all__ = ["MessagesGrammarError", "MessagesStreamChecker", "check_messages_stream"]
 
 STOP_REASONS = frozenset({"end_turn", "max_tokens", "stop_sequence", "tool_use", "pause_turn",
@@ -84,29 +86,10 @@ class MessagesStreamChecker:
 
     def _event(self, raw: bytes) -> dict[str, Any] | None:
         """The event ``raw`` holds, None for one of comments only (or blank)."""
-        name = None
-        data: list[str] = []
-        for line in raw.decode("utf-8").split("\n"):
-            if line.startswith(":"):
-                continue
-            field, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            if field == "event":
-                name = value
-            elif field == "data":
-                data.append(value)
-        if name is None and not data:
+        obj = named_event(raw, self._fail)
+        if obj is None:
             return None
-        if name is None:
-            raise self._fail(f"no 'event:' line in {raw[:80]!r}")
-        try:
-            obj = json.loads("\n".join(data))
-        except ValueError:
-            raise self._fail(f"{name}: data is not JSON: {raw[:80]!r}") from None
-        if type(obj) is not dict:
-            raise self._fail(f"{name}: data is not a JSON object")
-        if obj.get("type") != name:
-            raise self._fail(f"event name {name!r} but data type {obj.get('type')!r}")
+        name = obj["type"]
         self._rule(name, obj)
         self.events.append(obj)
         return obj

@@ -43,6 +43,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .common import named_event
+
 __all__ = ["ResponsesGrammarError", "ResponsesStreamChecker", "check_responses_stream"]
 
 TERMINALS = {"response.completed": "completed", "response.incomplete": "incomplete",
@@ -96,29 +98,10 @@ class ResponsesStreamChecker:
                              "error at the end")
 
     def _event(self, raw: bytes) -> dict[str, Any] | None:
-        name = None
-        data: list[str] = []
-        for line in raw.decode("utf-8").split("\n"):
-            if line.startswith(":"):
-                continue
-            field, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            if field == "event":
-                name = value
-            elif field == "data":
-                data.append(value)
-        if name is None and not data:
+        obj = named_event(raw, self._fail)
+        if obj is None:
             return None
-        if name is None:
-            raise self._fail(f"no 'event:' line in {raw[:80]!r}")
-        try:
-            obj = json.loads("\n".join(data))
-        except ValueError:
-            raise self._fail(f"{name}: data is not JSON: {raw[:80]!r}") from None
-        if type(obj) is not dict:
-            raise self._fail(f"{name}: data is not a JSON object")
-        if obj.get("type") != name:
-            raise self._fail(f"event name {name!r} but data type {obj.get('type')!r}")
+        name = obj["type"]
         if obj.get("sequence_number") != len(self.events) or \
                 type(obj.get("sequence_number")) is not int:
             raise self._fail(f"{name}: sequence_number {obj.get('sequence_number')!r}, "
