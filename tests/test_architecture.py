@@ -151,7 +151,7 @@ def test_transports_do_not_import_each_other_except_the_cli():
 FLOORS: dict[int, tuple[str, ...]] = {
     1: ("errors", "jsonutil", "proxyurl", "modelmatch", "multipart", "pemkey", "moderation"),
     2: ("config", "request"),
-    3: ("streams", "http", "ratelimit", "ssrf", "ops"),
+    3: ("streams", "http", "redis", "ratelimit", "ssrf", "ops"),
     4: ("vendors", "fronts", "routing"),
     5: ("relay",),
     6: ("gateway", "demo", "summary", "startup", "cmdline"),
