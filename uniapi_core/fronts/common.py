@@ -4,15 +4,43 @@ arguments as an object)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..errors import ClientError
 from ..jsonutil import loads_upstream
 
 __all__ = ["bad", "is_num", "obj", "string", "reasoning_of", "arguments_object",
-           "named_event"]
+           "named_event", "digest62", "first_choice"]
+
+_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def digest62(*parts: str, length: int = 22) -> str:
+    """``length`` base-62 characters of the SHA-256 of ``parts``: the ids a front derives
+    from its inputs (the core draws no random ids of its own)."""
+    n = int.from_bytes(hashlib.sha256("\x00".join(parts).encode("utf-8", "surrogatepass"))
+                       .digest(), "big")
+    out = []
+    for _ in range(length):
+        n, r = divmod(n, len(_ALPHABET))
+        out.append(_ALPHABET[r])
+    return "".join(out)
+
+
+def first_choice(chunk: dict[str, Any]) -> Iterator[tuple[dict[str, Any] | None, Any]]:
+    """``(delta, finish_reason)`` of each entry of a chunk's ``choices`` for choice 0 (the one
+    the fronts translate); ``delta`` None when it is not an object."""
+    choices = chunk.get("choices")
+    if type(choices) is not list:
+        return
+    for choice in choices:
+        if type(choice) is not dict or choice.get("index", 0) != 0:
+            continue
+        delta = choice.get("delta")
+        yield (delta if type(delta) is dict else None), choice.get("finish_reason")
 
 
 def bad(path: str, message: str) -> ClientError:

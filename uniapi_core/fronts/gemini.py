@@ -77,7 +77,6 @@ stream follows the first choice only. ``safetyRatings``, ``citationMetadata`` an
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
 import re
 from typing import Any
@@ -88,8 +87,8 @@ import attrs
 from ..errors import ClientError
 from ..jsonutil import dumps
 from .chatstream import chat_chunks
-from .common import arguments_object as _args, bad as _bad, is_num as _is_num, obj as _obj, \
-    reasoning_of as _reasoning
+from .common import arguments_object as _args, bad as _bad, digest62 as _digest, \
+    first_choice, is_num as _is_num, obj as _obj, reasoning_of as _reasoning
 
 __all__ = [
     "GENERATION_METHODS",
@@ -668,19 +667,6 @@ def chat_request_from_gemini(body: Any, model: str, stream: bool) -> GeminiCall:
 
 # -- ids, errors ---------------------------------------------------------------------------------
 
-_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-
-
-def _digest(*parts: str, length: int = 22) -> str:
-    n = int.from_bytes(hashlib.sha256("\x00".join(parts).encode("utf-8", "surrogatepass"))
-                       .digest(), "big")
-    out = []
-    for _ in range(length):
-        n, r = divmod(n, len(_ALPHABET))
-        out.append(_ALPHABET[r])
-    return "".join(out)
-
-
 def call_id(seed: str, name: str) -> str:
     """``call_`` + 24 characters derived from ``seed`` (where the call is) and its name."""
     return "call_" + _digest("call", seed, name, length=24)
@@ -954,17 +940,10 @@ class GeminiStream:
         if type(usage) is dict:
             self._usage = usage
         self._start(chunk.get("id"))
-        choices = chunk.get("choices")
-        if type(choices) is not list:
-            return
         parts: list[dict[str, Any]] = []
-        for choice in choices:
-            if type(choice) is not dict or choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta")
-            if type(delta) is dict:
+        for delta, finish in first_choice(chunk):
+            if delta is not None:
                 self._content(delta, parts)
-            finish = choice.get("finish_reason")
             if finish is not None:
                 self._finish = finish
         if parts:

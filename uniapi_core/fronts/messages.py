@@ -42,7 +42,6 @@ it came); only the first choice is translated.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from typing import Any
 
@@ -51,8 +50,8 @@ import attrs
 from ..errors import ClientError
 from ..jsonutil import dumps
 from .chatstream import chat_chunks
-from .common import arguments_object as _input, bad as _bad, is_num as _is_num, obj as _obj, \
-    reasoning_of as _reasoning, string as _str
+from .common import arguments_object as _input, bad as _bad, digest62 as _digest, \
+    first_choice, is_num as _is_num, obj as _obj, reasoning_of as _reasoning, string as _str
 
 __all__ = [
     "MessagesCall",
@@ -408,19 +407,6 @@ def chat_request_from_messages(body: Any) -> MessagesCall:
 
 # -- ids, errors ---------------------------------------------------------------------------------
 
-_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-
-
-def _digest(*parts: str, length: int = 22) -> str:
-    n = int.from_bytes(hashlib.sha256("\x00".join(parts).encode("utf-8", "surrogatepass"))
-                       .digest(), "big")
-    out = []
-    for _ in range(length):
-        n, r = divmod(n, len(_ALPHABET))
-        out.append(_ALPHABET[r])
-    return "".join(out)
-
-
 def message_id(seed: str) -> str:
     """``msg_01…`` (Anthropic's shape) derived from ``seed`` (the chat completion's id)."""
     return "msg_01" + _digest("msg", seed)
@@ -648,16 +634,9 @@ class MessagesStream:
         if type(usage) is dict:
             self._usage = usage
         self._start(out, chunk.get("id"))
-        choices = chunk.get("choices")
-        if type(choices) is not list:
-            return
-        for choice in choices:
-            if type(choice) is not dict or choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta")
-            if type(delta) is dict:
+        for delta, finish in first_choice(chunk):
+            if delta is not None:
                 self._content(delta, out)
-            finish = choice.get("finish_reason")
             if finish is not None:
                 self._finish = finish
 

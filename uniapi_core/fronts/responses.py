@@ -65,8 +65,8 @@ import attrs
 from ..errors import ClientError
 from ..jsonutil import dumps
 from .chatstream import chat_chunks
-from .common import bad as _bad, is_num as _is_num, obj as _obj, reasoning_of as _reasoning, \
-    string as _str
+from .common import bad as _bad, first_choice, is_num as _is_num, obj as _obj, \
+    reasoning_of as _reasoning, string as _str
 from ..vendors.base import STATUS_TYPES
 
 __all__ = [
@@ -892,16 +892,9 @@ class ResponsesStream:
         usage = chunk.get("usage")
         if type(usage) is dict:
             self._usage = usage
-        choices = chunk.get("choices")
-        if type(choices) is not list:
-            return
-        for choice in choices:
-            if type(choice) is not dict or choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta")
-            if type(delta) is dict:
+        for delta, finish in first_choice(chunk):
+            if delta is not None:
                 self._content(delta, out)
-            finish = choice.get("finish_reason")
             if finish is not None:
                 self._finish = finish
 
