@@ -449,8 +449,8 @@ def completion(message: dict[str, Any], finish: str | None = "stop",
 
 def answer(chat_body: dict[str, Any], include_thoughts: bool = True) -> dict[str, Any]:
     out = gemini_response_from_chat(chat_body, "gemini-x", include_thoughts)
-    if genai_types is not None:  # Google's own model accepts it
-        genai_types.GenerateContentResponse.model_validate(out)
+    # Google's own model accepts it
+    genai_types.GenerateContentResponse.model_validate(out)
     return out
 
 
@@ -578,9 +578,8 @@ def run(chunks: list[bytes], sse: bool = True, usage: dict[str, Any] | None = No
     data = b"".join(stream.feed(c) for c in chunks) + stream.end(usage)
     assert stream.closed
     events = check_gemini_stream(data, sse)
-    if genai_types is not None:
-        for event in events:
-            genai_types.GenerateContentResponse.model_validate(event)
+    for event in events:
+        genai_types.GenerateContentResponse.model_validate(event)
     return events
 
 
@@ -810,9 +809,8 @@ def test_any_plausible_answer_is_a_valid_stream(segs: list[tuple[str, Any]], fin
     if ending == "fail":
         assert "error" in checker_events[-1]
         return
-    if genai_types is not None:
-        for event in checker_events:
-            genai_types.GenerateContentResponse.model_validate(event)
+    for event in checker_events:
+        genai_types.GenerateContentResponse.model_validate(event)
     parts = [p for e in checker_events for p in e["candidates"][0]["content"]["parts"]]
     texts = "".join(t for kind, v in segs if kind in ("content", "refusal") for t in v)
     reasoning = "".join(t for kind, v in segs if kind == "reasoning_content" for t in v)
@@ -873,9 +871,8 @@ def test_models_list() -> None:
     assert [m["name"] for m in out["models"]] == ["models/gemini-x", "models/openai/gpt-4o"]
     assert out["models"][0]["supportedGenerationMethods"] == [
         "generateContent", "streamGenerateContent", "countTokens"]
-    if genai_types is not None:
-        for m in out["models"]:
-            genai_types.Model._from_response(response=m, kwargs={})
+    for m in out["models"]:
+        genai_types.Model._from_response(response=m, kwargs={})
 
 
 @pytest.mark.parametrize("path, expected", [
