@@ -1,0 +1,156 @@
+"""The shared Redis connection on trio: the I/O of the core's ``RedisLink``, which decides what
+is written and whose replies the bytes read are (uniapi_core/redis/link.py).
+
+``run`` is the background task. Per connection, three tasks: the reader (feeds the link, wakes
+the callers), the writer (the one task writing the socket, from the queue ``call`` and ``tell``
+fill, in the order the link produced the bytes) and the watchdog (drops a wedged server). The
+first to fail ends the connection: every caller is woken with ``None`` and ``run`` reconnects
+after the core's backoff."""
+
+from __future__ import annotations
+
+import math
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from itertools import count
+
+import trio
+
+from uniapi_core.redis.link import (CONNECT_TIMEOUT, READ_SIZE, WATCH_EVERY, Backoff, Command,
+                                    RedisLink, failure_reason)
+from uniapi_core.redis.resp import Reply
+from uniapi_core.redis.url import RedisTarget
+
+__all__ = ["SharedRedis"]
+
+Queue = trio.MemorySendChannel[bytes]
+
+
+class _Waiter:
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.replies: list[Reply] | None = None
+
+
+class SharedRedis:
+    """One Redis connection shared by a process's tasks; see the module docstring."""
+
+    def __init__(self, target: RedisTarget, scripts: Sequence[str] = (), *,
+                 connect_timeout: float = CONNECT_TIMEOUT) -> None:
+        self.target, self.scripts, self.connect_timeout = target, tuple(scripts), connect_timeout
+        self.on_state: Callable[[bool, str], None] | None = None
+        self._up: tuple[RedisLink, Queue] | None = None  # while connected and greeted
+        self._waiting: dict[object, _Waiter] = {}
+        self._tags = count()
+
+    @property
+    def connected(self) -> bool:
+        return self._up is not None
+
+    async def call(self, commands: Sequence[Command], timeout: float) -> list[Reply] | None:
+        if self._up is None or self._up[0].full:
+            return None
+        link, queue = self._up
+        tag, waiter = next(self._tags), _Waiter()
+        self._waiting[tag] = waiter
+        queue.send_nowait(link.request(tag, commands, due=trio.current_time() + timeout))
+        with trio.move_on_after(timeout):
+            await waiter.done.wait()
+        self._waiting.pop(tag, None)
+        return waiter.replies
+
+    def tell(self, commands: Sequence[Command]) -> None:
+        if self._up is not None and not self._up[0].full:
+            self._up[1].send_nowait(self._up[0].tell(commands, due=trio.current_time()))
+
+    async def run(self) -> None:
+        backoff = Backoff()
+        try:
+            while True:
+                reason = await self._connection(backoff)
+                self._drop()
+                if self.on_state is not None:
+                    self.on_state(False, reason)
+                await trio.sleep(backoff.next())
+        finally:
+            self._drop()
+
+    def _drop(self) -> None:
+        self._up = None
+        for waiter in self._waiting.values():
+            waiter.done.set()
+        self._waiting.clear()
+
+    async def _open(self) -> trio.abc.Stream:
+        t = self.target
+        if t.kind == "unix":
+            return await trio.open_unix_socket(t.path)
+        tcp = await trio.open_tcp_stream(t.host, t.port)  # trio sets TCP_NODELAY
+        if t.kind != "tls":
+            return tcp
+        context = ssl.create_default_context(cafile=t.ca_file)
+        if not t.verify:
+            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        tls = trio.SSLStream(tcp, context, server_hostname=t.host)
+        await tls.do_handshake()
+        return tls
+
+    async def _connection(self, backoff: Backoff) -> str:
+        """One connection, from connect to loss; returns why it ended."""
+        link = RedisLink(self.target, self.scripts)
+        try:
+            with trio.fail_after(self.connect_timeout):
+                stream = await self._open()
+        except trio.TooSlowError:
+            return failure_reason(self.target, TimeoutError())
+        except (OSError, trio.BrokenResourceError) as exc:
+            return failure_reason(self.target, exc)
+        send, receive = trio.open_memory_channel[bytes](math.inf)
+        send.send_nowait(link.greeting(due=trio.current_time() + self.connect_timeout))
+        why: list[str] = []
+        try:
+            async with trio.open_nursery() as nursery:
+                for job, args in ((self._write, (stream, receive)), (self._watch, (link,)),
+                                  (self._read, (stream, link, send, backoff))):
+                    nursery.start_soon(self._guard, why, nursery.cancel_scope, job, *args)
+        finally:
+            self._up = None
+            await trio.aclose_forcefully(stream)
+        return why[0]
+
+    async def _guard(self, why: list[str], scope: trio.CancelScope,
+                     job: Callable[..., Awaitable[None]], *args: object) -> None:
+        try:
+            await job(*args)
+            why.append(failure_reason(self.target, None))  # only the reader returns: EOF
+        except Exception as exc:  # noqa: BLE001 - any failure ends the connection, not run
+            why.append(failure_reason(self.target, exc))
+        scope.cancel()
+
+    async def _write(self, stream: trio.abc.Stream, queue: trio.MemoryReceiveChannel[bytes]
+                     ) -> None:
+        async for data in queue:
+            if data:
+                await stream.send_all(data)
+
+    async def _watch(self, link: RedisLink) -> None:
+        while True:
+            link.check(trio.current_time())
+            await trio.sleep(WATCH_EVERY)
+
+    async def _read(self, stream: trio.abc.Stream, link: RedisLink, queue: Queue,
+                    backoff: Backoff) -> None:
+        while True:
+            if self._up is None and link.ready:
+                self._up = (link, queue)
+                backoff.reset()
+                if self.on_state is not None:
+                    self.on_state(True, "")
+            data = await stream.receive_some(READ_SIZE)
+            if not data:
+                return
+            for tag, replies in link.receive(data):
+                waiter = self._waiting.pop(tag, None)
+                if waiter is not None:
+                    waiter.replies = replies
+                    waiter.done.set()
