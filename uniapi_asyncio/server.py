@@ -25,16 +25,20 @@ from pathlib import Path
 from uniapi_core.connection import ALPN, INBOX, LISTEN_BACKLOG, Connection
 from uniapi_core.events import (ClientData, Close, DeadlineReached, DrainStarted, Fetch, FetchDone,
                                 Notified, Notify, PauseUpstream, Query, QueryDone, Reload, Reloaded,
-                                ResumeUpstream, Scrape, Scraped, Served, StartUpstream,
-                                StopUpstream, Watch, Write, WriteFailed)
+                                ResumeUpstream, RunShared, Scrape, Scraped, Served,
+                                SharedDone, StartUpstream, StopUpstream, TellShared, Watch, Write,
+                                WriteFailed)
 from uniapi_core.gateway import Gateway
 from uniapi_core.ops.accesslog import AccessLog
 from uniapi_core.ops.metrics import PUBLISH_EVERY, read_snapshots, snapshot_file, write_snapshot
 from uniapi_core.ops.stats import StoreConfig, StoreSession
 from uniapi_core.http.pool import READ_SIZE
 from uniapi_core.http.stall import TCP_INFO_SIZE, WriteWatch, bytes_acked
-from uniapi_core.startup import NO_RELOAD, FrontOptions
+from uniapi_core.redis.script import SOURCE
+from uniapi_core.routing.shared import RELOAD_POLL, ReloadFollower
+from uniapi_core.startup import NO_RELOAD, FrontOptions, shared_state_text
 
+from .redis import SharedRedis
 from .upstream import UpstreamPool
 
 __all__ = ["serve", "handle_connection"]
@@ -52,10 +56,12 @@ async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
                             options: FrontOptions, draining: asyncio.Event | None = None,
                             wall: Callable[[], float] = time.time,
                             watches: dict[object, asyncio.Event] | None = None,
-                            store: Store | None = None, reload: Reloader | None = None) -> None:
+                            store: Store | None = None, reload: Reloader | None = None,
+                            fleet: SharedRedis | None = None) -> None:
     """Serve one client connection until the core closes it; ``draining`` set means shut
     down gracefully; ``watches``: the process's ``Watch`` keys (shared by connections);
-    ``reload``: the process's hot reload (the error text, or None)."""
+    ``reload``: the process's hot reload (the error text, or None); ``fleet``: its link to
+    the shared-state Redis."""
     loop = asyncio.get_running_loop()
     tls = writer.get_extra_info("ssl_object")
     peer = writer.get_extra_info("peername")
@@ -124,6 +130,10 @@ async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
     async def reloaded(ref: int) -> Reloaded:
         return Reloaded(ref, NO_RELOAD if reload is None else await reload())
 
+    async def consult(action: RunShared) -> SharedDone:
+        return SharedDone(action.ref, None if fleet is None
+                          else await fleet.call(action.commands, action.timeout))
+
     async def perform(actions: list) -> bool:
         """Carry out the core's actions; False once the connection is to be closed."""
         for action in actions:  # consecutive writes come merged
@@ -146,6 +156,12 @@ async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
             elif cls is Scrape:
                 tasks[action.ref] = nursery.create_task(run_task(action.ref, partial(
                     scrape, action)))
+            elif cls is RunShared:
+                tasks[action.ref] = nursery.create_task(run_task(action.ref, partial(
+                    consult, action)))
+            elif cls is TellShared:
+                if fleet is not None:
+                    fleet.tell(action.commands)
             elif cls is Watch:
                 woken = watches.setdefault(action.key, asyncio.Event())  # registered now, not later
                 tasks[action.ref] = nursery.create_task(run_task(action.ref, partial(
@@ -295,6 +311,18 @@ async def cancel_all(tasks: set[asyncio.Task]) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def follow_reloads(fleet: SharedRedis, get_gateway: Callable[[], Gateway],
+                         reload: Reloader) -> None:
+    """The fleet's reload generation, looked at every ``RELOAD_POLL`` s (``ReloadFollower``)."""
+    follower = ReloadFollower()
+    while True:
+        await asyncio.sleep(RELOAD_POLL)
+        if (commands := follower.ask(get_gateway())) is not None and follower.told(
+                await fleet.call(commands, RELOAD_POLL)):
+            await reload()
+            follower.followed(get_gateway())
+
+
 async def serve(get_gateway: Callable[[], Gateway], host: str, port: int, *,
                 options: FrontOptions = FrontOptions(), pool: UpstreamPool | None = None,
                 stop: asyncio.Event | None = None, wall: Callable[[], float] = time.time,
@@ -314,10 +342,17 @@ async def serve(get_gateway: Callable[[], Gateway], host: str, port: int, *,
     flushing = store and asyncio.create_task(store.flush(get_gateway, drained, wall))
     shared = getattr(getattr(gateway, "settings", None), "metrics_dir", None)
     publishing = shared and asyncio.create_task(publish(get_gateway, shared))
+    redis = getattr(getattr(gateway, "settings", None), "redis", None)
+    fleet = None if redis is None else SharedRedis(redis, (SOURCE,))
+    if fleet is not None:
+        fleet.on_state = shared_state_text(redis, sys.stderr.write)
+    linking = fleet and asyncio.create_task(fleet.run())
+    following = fleet and reload and asyncio.create_task(follow_reloads(fleet, get_gateway,
+                                                                        reload))
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await handle_connection(reader, writer, get_gateway, pool, options, draining, wall,
-                                watches, store, reload)
+                                watches, store, reload, fleet)
 
     server = await listen(handler, host, port, connections, context=tls_context(options),
                           handshake_timeout=options.limits.head_timeout,
@@ -338,5 +373,7 @@ async def serve(get_gateway: Callable[[], Gateway], host: str, port: int, *,
         drained.set()
         if publishing:
             await cancel_all({publishing})
+        if linking:
+            await cancel_all({linking, *([following] if following else [])})
         if flushing:
             await flushing

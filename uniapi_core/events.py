@@ -15,6 +15,8 @@ event                                        when
 ``QueryDone(ref, result)``                   the rows (or error text) of ``Query`` ref
 ``Reloaded(ref, error)``                     the outcome of ``Reload`` ref (None: applied)
 ``Scraped(ref, files)``                      the snapshot files ``Scrape`` ref read
+``SharedDone(ref, replies)``                 the Redis replies of ``RunShared`` ref (None:
+                                             not connected, or none within its timeout)
 ``DeadlineReached()``                        ``next_deadline()`` has passed
 ``WriteFailed()``                            a write to the client failed or stalled past
                                              ``FrontOptions.write_stall_timeout``
@@ -41,6 +43,9 @@ action                                       the transport…
                                              does), reports ``Reloaded``
 ``Scrape(ref, directory)``                   reads the other workers' metrics snapshots
                                              (``--workers``), reports ``Scraped``
+``RunShared(ref, commands, timeout)``        runs a pipeline on the process's shared-state
+                                             Redis (``--redis-url``), reports ``SharedDone``
+``TellShared(commands)``                     sends a pipeline to it; nobody waits for replies
 ``Served(record)``                           logs one finished request
 ``Close()``                                  closes the client connection; it is over
 ===========================================  ================================================
@@ -69,14 +74,16 @@ from .request_machine import (
     UpstreamEvent,
     Watch,
 )
-from .relay.events import DeadlineReached, UpstreamData, UpstreamEnded, UpstreamFailed, UpstreamHead
+from .relay.actions import RunShared, TellShared
+from .relay.events import (DeadlineReached, SharedDone, UpstreamData, UpstreamEnded,
+                           UpstreamFailed, UpstreamHead)
 
 __all__ = ["ClientData", "WriteFailed", "DrainStarted", "DeadlineReached", "UpstreamHead",
            "UpstreamData", "UpstreamEnded", "UpstreamFailed", "UpstreamEvent", "FetchDone",
            "FetchResult", "Notified", "Event", "Write", "Close", "StartUpstream",
            "StopUpstream", "PauseUpstream", "ResumeUpstream", "Fetch", "Watch", "Notify",
            "Query", "QueryDone", "Reload", "Reloaded", "Scrape", "Scraped", "Served", "ServedRecord", "Action",
-           "merge_writes"]
+           "RunShared", "TellShared", "SharedDone", "merge_writes"]
 
 
 @attrs.frozen
@@ -121,9 +128,9 @@ class ResumeUpstream:
 
 Event = (ClientData | UpstreamHead | UpstreamData | UpstreamEnded | UpstreamFailed | FetchDone
          | Notified | QueryDone | Reloaded | Scraped | DeadlineReached | WriteFailed
-         | DrainStarted)
+         | DrainStarted | SharedDone)
 Action = (Write | Close | StartUpstream | StopUpstream | PauseUpstream | ResumeUpstream | Fetch
-          | Watch | Notify | Query | Reload | Scrape | Served)
+          | Watch | Notify | Query | Reload | Scrape | Served | RunShared | TellShared)
 
 
 def merge_writes(actions: list[Action]) -> list[Action]:

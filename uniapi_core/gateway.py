@@ -28,6 +28,7 @@ from .routing.explain import explain_route
 from .routing.plan import Attempt
 from .routing.resolve import Catalog, Channel, key_models, resolve
 from .routing.router import Need, Router
+from .routing.shared import SharedState, fleet_of
 from .routing.timeouts import model_timeout
 from .moderation import (DEFAULT_MODERATION_MODEL, flagged_categories, last_user_text,
                          moderation_model)
@@ -103,6 +104,9 @@ class Settings:
     metrics: bool = True
     #: ``--log-format off``: no access log (no ``Served`` action)
     access_log: bool = True
+    #: ``--redis-url`` / ``REDIS_URL``: where the fleet's shared routing state lives
+    #: (``redis/url.RedisTarget``; docs/scale-out.md); None: this process's own state
+    redis: Any = None
 
 
 @attrs.frozen
@@ -266,6 +270,9 @@ class Gateway:
         self._schema_ready = False
         self._dialect = _per_provider(dialect_for)
         self.router = Router(config, self.catalog, self._engine)
+        if self.settings.redis is not None:  # the fleet's routing state (routing/shared.py)
+            self.router.shared = SharedState(fleet_of([k.api for k in config.api_keys]),
+                                             config.preferences.redis_timeout)
         #: Vertex service-account access tokens (single-flight refresh; gauth.TokenCache)
         self.tokens = TokenCache()
         # error_triggers as they appear inside JSON text (escaped, without the quotes)
@@ -293,6 +300,9 @@ class Gateway:
         old, router = self.router, new.router
         router.scheduler, router.cooldowns, router.keys = old.scheduler, old.cooldowns, old.keys
         router.limiter, router.stats = old.limiter, old.stats
+        if old.shared is not None and router.shared is not None:  # the fallback counts go on
+            router.shared.degraded, router.shared.fallbacks = (old.shared.degraded,
+                                                               old.shared.fallbacks)
         new.metrics, new.stats, new.tokens = self.metrics, self.stats, self.tokens
         new._labels, new._reported, new._migration = self._labels, self._reported, self._migration
         new._schema_ready = self._schema_ready
@@ -459,8 +469,7 @@ class Gateway:
             return Respond.error(UniapiError("metrics are off (--no-metrics)", status=404,
                                              type="invalid_request_error", code="not_found"),
                                  extra)
-        self.metrics.set_cooldowns(self.router.cooldowns.active(now))
-        self.stats_counts()
+        self._gauges_now(now)
         if self.settings.metrics_dir is None:
             return self._render({}, extra)
         return ScrapeCall(self.settings.metrics_dir, partial(self._render, extra=extra))
@@ -472,9 +481,15 @@ class Gateway:
 
     def metrics_snapshot(self, now: float) -> bytes:
         """This worker's metrics as published for the others' scrapes (``--workers``)."""
+        self._gauges_now(now)
+        return dumps(self.metrics.snapshot())
+
+    def _gauges_now(self, now: float) -> None:
+        """The gauges read from state at a scrape: cooldowns, stats rows, shared state."""
         self.metrics.set_cooldowns(self.router.cooldowns.active(now))
         self.stats_counts()
-        return dumps(self.metrics.snapshot())
+        if (shared := self.router.shared) is not None:
+            self.metrics.shared_state(shared.degraded, shared.fallbacks)
 
     def _models(self, key: ApiKey, body: bytes, now: float, wall: float,
                 extra: tuple[tuple[str, str], ...]) -> Respond:

@@ -83,10 +83,13 @@ from .relay import (
     EndResponse,
     Relay,
     RelayAction,
+    RunShared,
     SendData,
     SendHead,
+    SharedDone,
     StartUpstream,
     StopUpstream,
+    TellShared,
     TokenRefused,
 )
 from .relay.events import UpstreamData, UpstreamEnded, UpstreamFailed, UpstreamHead
@@ -272,10 +275,10 @@ class Served:
 
 
 MachineAction = (StartUpstream | StopUpstream | Fetch | Watch | Notify | Query | Reload | Scrape
-                 | Served | SendHead | SendData | EndResponse)
+                 | Served | SendHead | SendData | EndResponse | RunShared | TellShared)
 UpstreamEvent = UpstreamHead | UpstreamData | UpstreamEnded | UpstreamFailed
 MachineEvent = (UpstreamEvent | FetchDone | Notified | QueryDone | Reloaded | Scraped
-                | DeadlineReached | ClientGone)
+                | DeadlineReached | ClientGone | SharedDone)
 
 #: the longest a token POST may take, head to end, and a wait for another's (seconds)
 TOKEN_TIMEOUT = 30.0
@@ -470,12 +473,13 @@ class RequestMachine:
 
     # -- events ---------------------------------------------------------------------------------
 
-    def _on_upstream(self, event: UpstreamEvent, now: float, wall: float,
+    def _on_upstream(self, event: UpstreamEvent | SharedDone, now: float, wall: float,
                      out: list[MachineAction]) -> None:
         ref = event.ref
         if ref not in self._relay_refs:
             return
-        if type(event) is UpstreamEnded or type(event) is UpstreamFailed:
+        if type(event) is UpstreamEnded or type(event) is UpstreamFailed \
+                or type(event) is SharedDone:
             self._relay_refs.discard(ref)
         self._relay_actions(self._relay.handle(event, now), now, wall, out)  # type: ignore
 
@@ -700,7 +704,7 @@ class RequestMachine:
         checking = self.step is Step.MODERATING  # the check's answer is ours, not sent
         for action in actions:
             cls = type(action)
-            if cls is StartUpstream:
+            if cls is StartUpstream or cls is RunShared:
                 self._relay_refs.add(action.ref)  # type: ignore[union-attr]
                 out.append(action)  # type: ignore[arg-type]
             elif cls is StopUpstream:
@@ -807,7 +811,7 @@ Handler = Callable[[RequestMachine, Any, float, float, list[MachineAction]], Non
 #: (step, event type) -> handler; pairs not listed are ignored
 _TABLE: dict[tuple[Step, type], Handler] = {}
 for _step in (Step.MODERATING, Step.RELAYING):
-    for _ev in (UpstreamHead, UpstreamData, UpstreamEnded, UpstreamFailed):
+    for _ev in (UpstreamHead, UpstreamData, UpstreamEnded, UpstreamFailed, SharedDone):
         _TABLE[(_step, _ev)] = RequestMachine._on_upstream
     _TABLE[(_step, DeadlineReached)] = RequestMachine._on_deadline
 for _ev in (UpstreamHead, UpstreamData, UpstreamEnded, UpstreamFailed):

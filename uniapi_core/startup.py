@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 
@@ -21,6 +21,7 @@ from .gateway import Gateway, Settings
 from .http.h2server import H2Limits
 from .http.server import ServerLimits
 from .ops.stats import StoreConfig
+from .redis.url import parse_redis_url
 from .vendors.base import UpstreamRequest
 
 __all__ = ["LOG_FORMATS", "LOG_LINES", "config_source", "env_timeout", "FrontOptions", "add_front_args",
@@ -116,7 +117,11 @@ def add_front_args(parser: argparse.ArgumentParser) -> None:
                    help="count nothing for GET /metrics (it answers 404)")
     g.add_argument("--workers", type=int, default=d.workers,
                    help="processes serving the port (SO_REUSEPORT), e.g. one per core; rate "
-                   "limits, cooldowns and stats are then per process")
+                   "limits, cooldowns and rotations are per process unless --redis-url")
+    g.add_argument("--redis-url", default=None,
+                   help="share rate limits, cooldowns and rotations with every process and "
+                   "instance using this Redis (redis://[user:pass@]host:port/db, rediss://, "
+                   "unix:///path); default: env REDIS_URL (docs/scale-out.md)")
 
 
 def front_options(args: argparse.Namespace) -> FrontOptions:
@@ -161,6 +166,16 @@ class Launch:
         makes it before forking them), so a scrape of any worker answers with the sum."""
         return attrs.evolve(self, settings=attrs.evolve(self.settings, metrics_dir=directory))
 
+    def workers_text(self) -> str:
+        """What ``--workers`` is told at start: without ``--redis-url`` each process keeps
+        its own limits, cooldowns and rotations."""
+        if self.settings.redis is not None:
+            return ""
+        n = self.options.workers
+        return (f"uniapi: warning: --workers {n} without --redis-url: rate limits, cooldowns "
+                f"and rotations are per process (a 10/min key admits up to {n}0/min); "
+                f"share them with --redis-url (docs/scale-out.md)\n")
+
     def gateway(self, config: Config, entropy: random.Random) -> Gateway:
         """The gateway to serve ``config`` with these settings (``entropy``: the shell's)."""
         return Gateway(config, settings=self.settings, entropy=entropy)
@@ -192,7 +207,12 @@ def launch(args: argparse.Namespace, env: Mapping[str, str], demo: bool = False)
     """What a serving command's flags and environment mean. ``ValueError`` names the first
     bad one: a front flag, ``TIMEOUT``, then ``--workers`` without a fixed ``--port``."""
     options = front_options(args)
-    settings = Settings(env_timeout=env_timeout(env),
+    redis_url = getattr(args, "redis_url", None) or env.get("REDIS_URL") or None
+    try:
+        redis = None if redis_url is None else parse_redis_url(redis_url)
+    except ValueError as exc:
+        raise ValueError(f"--redis-url (or REDIS_URL): {exc}") from None
+    settings = Settings(env_timeout=env_timeout(env), redis=redis,
                         fetch_allow_private=bool(args.allow_private_image_urls),
                         fetch_allow_http=bool(args.allow_http_image_urls),
                         stats_store=StoreConfig.from_env(env),
@@ -260,6 +280,28 @@ def reload_refused(report: str) -> str:
 def reloaded_text(source: str) -> str:
     """The log's line once a hot reload's new config serves."""
     return fatal(f"reloaded the config from {source}") + "\n"
+
+
+def shared_state_text(target: object, write: Callable[[str], object]
+                      ) -> Callable[[bool, str], None]:
+    """What the log is told of the shared-state Redis (``--redis-url``): a line when the link
+    comes up, and one when it is lost (or cannot be made), once per change of state, not per
+    reconnect attempt. ``target``: the ``RedisTarget`` (named without its password)."""
+    where = target.redacted() if hasattr(target, "redacted") else str(target)
+    last: list[bool | None] = [None]
+
+    def say(up: bool, reason: str) -> None:
+        if last[0] is up:
+            return
+        last[0] = up
+        if up:
+            write(fatal(f"shared state: connected to {where}") + "\n")
+        else:
+            write(fatal(f"warning: shared state: {where} unreachable ({reason}); limits, "
+                        f"cooldowns and rotations are decided by this process alone until it "
+                        f"is back") + "\n")
+
+    return say
 
 
 def worker_exit(exc: BaseException, pid: int) -> tuple[int, str]:

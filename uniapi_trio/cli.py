@@ -76,6 +76,7 @@ def _serve(launch: startup.Launch, config: Callable[[str | None], Loaded], backe
     run = importlib.import_module(f"uniapi_{backend}.runtime").run
     if launch.options.workers > 1:  # where the workers publish their metrics for each other
         launch = launch.sharing_metrics(tempfile.mkdtemp(prefix="uniapi-metrics-"))
+        say(launch.workers_text())
     serve = partial(run, launch, lambda url: launch.gateway(config(url).config,
                                                             random.Random()), say=say,
                     current=shell.Current(reloads, read))

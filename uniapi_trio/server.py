@@ -20,15 +20,19 @@ import trio
 from uniapi_core.connection import ALPN, INBOX, LISTEN_BACKLOG, Connection
 from uniapi_core.events import (ClientData, Close, DeadlineReached, DrainStarted, Fetch, FetchDone,
                                 Notified, Notify, PauseUpstream, Query, QueryDone, Reload, Reloaded,
-                                ResumeUpstream, Scrape, Scraped, Served, StartUpstream,
-                                StopUpstream, Watch, Write, WriteFailed)
+                                ResumeUpstream, RunShared, Scrape, Scraped, Served,
+                                SharedDone, StartUpstream, StopUpstream, TellShared, Watch, Write,
+                                WriteFailed)
 from uniapi_core.gateway import Gateway
 from uniapi_core.ops.accesslog import AccessLog
 from uniapi_core.ops.metrics import PUBLISH_EVERY, read_snapshots, snapshot_file, write_snapshot
 from uniapi_core.ops.stats import StoreConfig, StoreSession
 from uniapi_core.http.stall import TCP_INFO_SIZE, WriteWatch, bytes_acked
-from uniapi_core.startup import NO_RELOAD, FrontOptions
+from uniapi_core.redis.script import SOURCE
+from uniapi_core.routing.shared import RELOAD_POLL, ReloadFollower
+from uniapi_core.startup import NO_RELOAD, FrontOptions, shared_state_text
 
+from .redis import SharedRedis
 from .upstream import UpstreamPool, plain_socket, receive_some, send_all
 
 __all__ = ["serve", "handle_connection"]
@@ -45,9 +49,11 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
                             wall: Callable[[], float] = time.time,
                             watches: dict[object, trio.Event] | None = None,
                             peer: str | None = None, store: Store | None = None,
-                            reload: Reloader | None = None) -> None:
+                            reload: Reloader | None = None,
+                            fleet: SharedRedis | None = None) -> None:
     """Serve one client connection until the core closes it (``watches``: the process's;
-    ``reload``: the process's hot reload, the error text or None)."""
+    ``reload``: the process's hot reload, the error text or None; ``fleet``: its link to the
+    shared-state Redis)."""
     alpn = None
     access = AccessLog(options.log_format)
     if isinstance(stream, trio.SSLStream):
@@ -132,6 +138,10 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
     async def reloaded(ref: int) -> Reloaded:
         return Reloaded(ref, NO_RELOAD if reload is None else await reload())
 
+    async def consult(action: RunShared) -> SharedDone:
+        return SharedDone(action.ref, None if fleet is None
+                          else await fleet.call(action.commands, action.timeout))
+
     async def perform(actions: list) -> bool:
         """Carry out the core's actions; False once the connection is to be closed."""
         for action in actions:  # consecutive writes come merged
@@ -150,6 +160,11 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
                 spawn(action.ref, partial(reloaded, action.ref))
             elif cls is Scrape:
                 spawn(action.ref, partial(scrape, action))
+            elif cls is RunShared:
+                spawn(action.ref, partial(consult, action))
+            elif cls is TellShared:
+                if fleet is not None:
+                    fleet.tell(action.commands)
             elif cls is Watch:
                 woken = watches.setdefault(action.key, trio.Event())  # registered now, not later
                 spawn(action.ref, partial(notified, action.ref, woken))
@@ -220,6 +235,23 @@ class Store:
             work = get_gateway().stats_next(trio.current_time(), stopped.is_set())
 
 
+async def _until(scope: trio.CancelScope, run: Callable[[], Awaitable[None]]) -> None:
+    with scope:
+        await run()
+
+
+async def follow_reloads(fleet: SharedRedis, get_gateway: Callable[[], Gateway],
+                         reload: Reloader) -> None:
+    """The fleet's reload generation, looked at every ``RELOAD_POLL`` s (``ReloadFollower``)."""
+    follower = ReloadFollower()
+    while True:
+        await trio.sleep(RELOAD_POLL)
+        if (commands := follower.ask(get_gateway())) is not None and follower.told(
+                await fleet.call(commands, RELOAD_POLL)):
+            await reload()
+            follower.followed(get_gateway())
+
+
 async def scrape(action: Scrape) -> Scraped:
     """The other workers' metrics snapshots (``--workers``), read in a worker thread."""
     return Scraped(action.ref, await trio.to_thread.run_sync(
@@ -284,6 +316,8 @@ async def serve(get_gateway: Callable[[], Gateway], host: str, port: int, *,
     gateway = get_gateway()  # the demo's upstream has no stats: a gateway-shaped object
     queue = getattr(gateway, "stats", None)  # a StatsQueue is falsy while empty: "is None"
     store = None if queue is None else Store(gateway.settings.stats_store)
+    redis = getattr(getattr(gateway, "settings", None), "redis", None)
+    fleet = None if redis is None else SharedRedis(redis, (SOURCE,))
 
     async def handler(tcp: trio.SocketStream, peer: str | None = None) -> None:
         if open_count[0] >= options.max_connections:
@@ -297,11 +331,18 @@ async def serve(get_gateway: Callable[[], Gateway], host: str, port: int, *,
             if context is not None:
                 stream = trio.SSLStream(tcp, context, server_side=True, https_compatible=True)
             await handle_connection(stream, get_gateway, pool, options, draining, wall,
-                                    watches, peer, store, reload)
+                                    watches, peer, store, reload, fleet)
         finally:
             open_count[0] -= 1
 
     async with trio.open_nursery() as background:
+        linked = trio.CancelScope()  # the fleet's link lives until the drain is over
+        if fleet is not None:
+            fleet.on_state = shared_state_text(redis, sys.stderr.write)
+            background.start_soon(_until, linked, fleet.run)
+            if reload is not None:  # a reload anywhere in the fleet is followed here
+                background.start_soon(_until, linked, partial(follow_reloads, fleet,
+                                                               get_gateway, reload))
         if store is not None:
             background.start_soon(store.flush, get_gateway, drained, wall)
         if (shared := getattr(getattr(gateway, "settings", None), "metrics_dir", None)):
@@ -316,3 +357,4 @@ async def serve(get_gateway: Callable[[], Gateway], host: str, port: int, *,
             draining.set()
             connections.cancel_scope.deadline = trio.current_time() + options.drain_grace
         drained.set()
+        linked.cancel()

@@ -84,7 +84,9 @@ def test_render_counts_what_was_observed():
                      "uniapi_cooldowns_active": "gauge", "uniapi_tokens": "counter",
                      "uniapi_stats_rows_written": "counter",
                      "uniapi_stats_rows_dropped": "counter",
-                     "uniapi_client_connections_open": "gauge"}
+                     "uniapi_client_connections_open": "gauge",
+                     "uniapi_shared_state_degraded": "gauge",
+                     "uniapi_shared_state_fallbacks": "counter"}
     req = "uniapi_requests_total"
     labels = {"endpoint": CHAT, "model": "gpt-4o"}
     assert value(samples, req, **labels, provider="openai", status_class="2xx") == 1

@@ -471,7 +471,7 @@ def _items(read: Callable[[_Walk, str, yaml.Node], Any], what: str, at_least_one
 _GLOBAL_PREFS = {"model_timeout": _timeouts, "cooldown_period": _seconds,
                  "error_triggers": _strings("a list of strings"), "proxy": _proxy,
                  "rate_limit": _rate_limit, "metrics_public": _bool,
-                 "responses_ttl": _positive}
+                 "responses_ttl": _positive, "redis_timeout": _positive}
 _TOP = {
     "providers": _items(_provider, "a list of providers"),
     "api_keys": _items(_api_key, "a list of api keys", at_least_one=True),

@@ -151,6 +151,9 @@ class GlobalPreferences:
     metrics_public: bool = False
     #: seconds a stored ``/v1/responses`` answer is kept for ``previous_response_id``
     responses_ttl: float = 30 * 86400.0
+    #: seconds a decision on the shared state (``--redis-url``) may take before this process
+    #: decides on its own state (docs/scale-out.md)
+    redis_timeout: float = 0.05
     extra: tuple[tuple[str, Any], ...] = ()
 
 

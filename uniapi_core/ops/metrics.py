@@ -83,6 +83,8 @@ _TOKENS = "uniapi_tokens_total"
 _ROWS_WRITTEN = "uniapi_stats_rows_written_total"
 _ROWS_DROPPED = "uniapi_stats_rows_dropped_total"
 _CONNECTIONS = "uniapi_client_connections_open"
+_SHARED_DEGRADED = "uniapi_shared_state_degraded"
+_SHARED_FALLBACKS = "uniapi_shared_state_fallbacks_total"
 
 _REQ_LABELS = ("endpoint", "model", "provider")
 SPECS: tuple[tuple[str, str, str, tuple[str, ...], tuple[float, ...]], ...] = (
@@ -111,6 +113,12 @@ SPECS: tuple[tuple[str, str, str, tuple[str, ...], tuple[float, ...]], ...] = (
     (_ROWS_WRITTEN, "counter", "Stats rows written to the stats store.", (), ()),
     (_ROWS_DROPPED, "counter", "Stats rows dropped because the write queue was full.", (), ()),
     (_CONNECTIONS, "gauge", "Client connections open now.", (), ()),
+    (_SHARED_DEGRADED, "gauge", ("1 while this process decides on its own state because the "
+                                 "shared-state Redis (--redis-url) did not answer its last "
+                                 "decision in time; summed over --workers."), (), ()),
+    (_SHARED_FALLBACKS, "counter", ("Routing decisions made on this process's own state "
+                                    "because the shared-state Redis did not answer in time."),
+     (), ()),
 )
 _SPEC = {spec[0]: spec for spec in SPECS}
 #: each histogram's bucket bounds
@@ -220,6 +228,12 @@ class Metrics:
         else:
             self._cooldown_source = None
             self._gauges[_COOLDOWNS] = n
+
+    def shared_state(self, degraded: bool, fallbacks: int) -> None:
+        """Whether the last shared decision fell back, and how many have since start."""
+        self._gauges[_SHARED_DEGRADED] = int(degraded)
+        series = self._counters[_SHARED_FALLBACKS]
+        series[()] = max(series.get((), 0), fallbacks)  # a counter never goes down
 
     def stats_rows(self, written: int, dropped: int) -> None:
         """``written`` more stats rows were stored and ``dropped`` more were dropped (counts

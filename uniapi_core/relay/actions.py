@@ -10,7 +10,7 @@ import attrs
 from ..vendors.base import UpstreamRequest
 
 __all__ = ["StartUpstream", "StopUpstream", "SendHead", "SendData", "EndResponse",
-           "TokenRefused", "RelayAction"]
+           "TokenRefused", "RunShared", "TellShared", "RelayAction"]
 
 
 @attrs.frozen
@@ -57,4 +57,24 @@ class TokenRefused:
     credential: tuple[tuple[str, str, str], str]
 
 
-RelayAction = TokenRefused | StartUpstream | StopUpstream | SendHead | SendData | EndResponse
+@attrs.frozen
+class RunShared:
+    """Run ``commands`` (a pipeline) on the process's shared-state Redis and report
+    ``SharedDone(ref, replies)``; replies None when Redis is not connected, or did not answer
+    within ``timeout`` seconds (the transport never waits longer, nor for a connection)."""
+
+    ref: int
+    commands: tuple[tuple[str, ...], ...]
+    timeout: float
+
+
+@attrs.frozen
+class TellShared:
+    """Send ``commands`` to the shared-state Redis; nobody waits for the replies (nothing is
+    sent when it is not connected)."""
+
+    commands: tuple[tuple[str, ...], ...]
+
+
+RelayAction = (TokenRefused | StartUpstream | StopUpstream | SendHead | SendData | EndResponse
+               | RunShared | TellShared)

@@ -59,5 +59,14 @@ class DeadlineReached:
     """``relay.next_deadline()`` has passed."""
 
 
+@attrs.frozen
+class SharedDone:
+    """The replies of ``RunShared`` ``ref`` (one per command), or None: Redis was not
+    connected or did not answer in time."""
+
+    ref: int
+    replies: list | None
+
+
 RelayEvent = (UpstreamHead | UpstreamData | UpstreamEnded | UpstreamFailed | ClientGone
-              | DeadlineReached)
+              | DeadlineReached | SharedDone)

@@ -27,9 +27,17 @@ list is ignored (late events of abandoned attempts, or anything after the end).
     CONNECTING  --head >= 400-->          ERROR_BODY
     STREAMING   --[DONE] before upstream end--> DRAINING  (client finished; wait for the end
                                                            so the upstream connection can be reused)
+    (start, or a retry) --the source asks the fleet--> CONSULTING --SharedDone or its
+                           deadline--> CONNECTING, or the final error response
     any failure before commit --> CONNECTING (next attempt) or FAILED (final error response)
     any failure after commit  --> FAILED (error event)
     client gone               --> CANCELLED
+
+With shared state (``--redis-url``) the source may answer a request for an attempt with a
+``Consult`` (routing/plan.py): the relay says ``RunShared`` and waits in ``CONSULTING`` for
+``SharedDone``, or for the consult's ``timeout`` (then the source is resumed with ``None``
+and decides on this process's state). What an attempt's outcome tells the fleet (a cooldown,
+a bench) goes out as ``TellShared``, waited for by nobody.
 """
 
 from __future__ import annotations
@@ -41,17 +49,18 @@ from typing import Any
 
 import attrs
 
-from ..errors import DecodeError, UniapiError, UpstreamError, to_openai_error
+from ..errors import DecodeError, GatewayError, UniapiError, UpstreamError, to_openai_error
 from .redact import credentials, redact
 from ..streams import DONE, encode_event
-from ..routing.plan import Attempt, AttemptSource
+from ..routing.plan import Attempt, AttemptSource, Consult
 from ..vendors.base import StreamChunk, StreamDecoder, StreamDone, StreamFailed
-from .actions import (EndResponse, RelayAction, SendData, SendHead, StartUpstream, StopUpstream,
-                      TokenRefused)
+from .actions import (EndResponse, RelayAction, RunShared, SendData, SendHead, StartUpstream,
+                      StopUpstream, TellShared, TokenRefused)
 from .events import (
     ClientGone,
     DeadlineReached,
     RelayEvent,
+    SharedDone,
     UpstreamData,
     UpstreamEnded,
     UpstreamFailed,
@@ -76,6 +85,7 @@ MAX_ERROR_BODY = 65536
 
 
 class State(enum.Enum):
+    CONSULTING = "consulting"
     CONNECTING = "connecting"
     BUFFERING = "buffering"
     ERROR_BODY = "error_body"
@@ -160,6 +170,8 @@ class Relay:
         self._ref = 0  # the ref of the current attempt's StartUpstream; 0: none yet
         self._attempt_started = 0.0
         self._refs: Callable[[], int] = itertools.count(1).__next__
+        #: CONSULTING: the failure that asked for the next attempt (None: the first)
+        self._consulting_for: UpstreamError | None = None
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -203,6 +215,12 @@ class Relay:
             handler(self, event, now, out)
         except Exception as exc:  # a translator bug: fail this attempt, never the server
             out.clear()
+            if self._attempt is None or self.state is State.CONSULTING:  # a routing bug
+                if self._ref:
+                    out.append(StopUpstream(self._ref))
+                self._respond_error(GatewayError("internal error while routing the request",
+                                                 status=500, code="internal_error"), out)
+                return out
             err = UpstreamError(f"internal error while reading the upstream answer "
                                 f"({type(exc).__name__})", kind="decode",
                                 code="translation_error")
@@ -262,7 +280,7 @@ class Relay:
         except UpstreamError as err:
             self._attempt_failed(err, now, out)
             return
-        self._succeeded(now)
+        self._succeeded(now, out)
         self._committed = True
         # the usage the exchange read from a whole answer, if it keeps one (for stats)
         self.outcome.usage = getattr(attempt.exchange, "usage", None)
@@ -318,7 +336,7 @@ class Relay:
                 out.append(SendData(DONE if self._front is None
                                     else self._front.done(item.usage)))
                 out.append(EndResponse())
-                self._succeeded(now)
+                self._succeeded(now, out)
                 if self._upstream_open and not ended:
                     self.state = State.DRAINING
                     self._deadline = now + DRAIN_TIMEOUT
@@ -430,7 +448,7 @@ class Relay:
             return
         # after the commit point: end the stream with an error event, never retry
         self._close_upstream(out)
-        self._record(err, now)
+        self._record(err, now, out)
         self.outcome.error = err
         out.append(SendData(encode_event(to_openai_error(err), "error") if self._front is None
                             else self._front.failed(err)))
@@ -441,7 +459,7 @@ class Relay:
         """A failure before the commit point: next attempt if allowed, else the final error."""
         self._redact(err)
         self._close_upstream(out)
-        self._record(err, now)
+        self._record(err, now, out)
         if verdict(err).retry:  # routing/retry.py: the one retry-and-blame table
             self._next_or_fail(now, err, out)
         else:
@@ -449,7 +467,36 @@ class Relay:
 
     def _next_or_fail(self, now: float, failure: UpstreamError | None,
                       out: list[RelayAction]) -> None:
-        attempt = self._source.next_attempt(now, failure)
+        self._proceed(self._source.next_attempt(now, failure), failure, now, out)
+
+    def _on_consulted(self, ev: SharedDone | DeadlineReached, now: float,
+                      out: list[RelayAction]) -> None:
+        if isinstance(ev, SharedDone):
+            if ev.ref != self._ref:
+                return  # the answer to a consult given up on
+            replies = ev.replies
+        else:
+            if self._deadline is None or now < self._deadline:
+                return
+            out.append(StopUpstream(self._ref))  # too slow: decide without it
+            replies = None
+        self._proceed(self._source.resume(replies, now), self._consulting_for, now, out)
+
+    def _on_client_gone_consulting(self, ev: ClientGone, now: float,
+                                   out: list[RelayAction]) -> None:
+        out.append(StopUpstream(self._ref))
+        self.outcome.client_closed = True
+        self.outcome.status = self.outcome.status or 499
+        self.state = State.CANCELLED
+
+    def _proceed(self, attempt: Attempt | Consult | None, failure: UpstreamError | None,
+                 now: float, out: list[RelayAction]) -> None:
+        if isinstance(attempt, Consult):
+            self.state, self._consulting_for = State.CONSULTING, failure
+            self._deadline = now + attempt.timeout
+            self._ref = self._refs()
+            out.append(RunShared(self._ref, (attempt.command,), attempt.timeout))
+            return
         if attempt is None:
             self._respond_error(failure or self._source.refusal(), out)
             return
@@ -473,17 +520,19 @@ class Relay:
         out.append(SendData(body))
         out.append(EndResponse())
 
-    def _succeeded(self, now: float) -> None:
+    def _succeeded(self, now: float, out: list[RelayAction]) -> None:
         assert self._attempt is not None
         self.outcome.status = 200
         self._tried("ok", now)
-        self._source.attempt_finished(self._attempt, now, None)
+        if tell := self._source.attempt_finished(self._attempt, now, None):
+            out.append(TellShared(tuple(tell)))
         self.state = State.DONE
 
-    def _record(self, err: UpstreamError, now: float) -> None:
+    def _record(self, err: UpstreamError, now: float, out: list[RelayAction]) -> None:
         assert self._attempt is not None
         self._tried(f"{err.kind}:{err.upstream_status or err.status}", now)
-        self._source.attempt_finished(self._attempt, now, err)
+        if tell := self._source.attempt_finished(self._attempt, now, err):
+            out.append(TellShared(tuple(tell)))
 
     def _tried(self, outcome: str, now: float) -> None:
         attempt = self._attempt
@@ -536,5 +585,8 @@ _TRANSITIONS.update({
     (State.DRAINING, UpstreamFailed): Relay._on_drain_failed,
     (State.DRAINING, DeadlineReached): Relay._on_deadline,
     (State.DRAINING, ClientGone): Relay._on_client_gone,
+    (State.CONSULTING, SharedDone): Relay._on_consulted,
+    (State.CONSULTING, DeadlineReached): Relay._on_consulted,
+    (State.CONSULTING, ClientGone): Relay._on_client_gone_consulting,
 })
 del _s

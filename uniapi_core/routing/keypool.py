@@ -68,7 +68,7 @@ from ..ratelimit.limiter import Admitted, Limiter
 from ..ratelimit.scope import limit_scope
 from .retry import benches
 
-__all__ = ["KEY_ALGORITHMS", "REGION_BENCH", "KeyPick", "KeyPools"]
+__all__ = ["KEY_ALGORITHMS", "REGION_BENCH", "KeyPick", "KeyPools", "key_windows"]
 
 #: every value ``api_key_schedule_algorithm`` may take (``None`` means ``round_robin``)
 KEY_ALGORITHMS = ("round_robin", "random", "fixed_priority")
@@ -120,7 +120,7 @@ class _Pool:
         return True
 
 
-def _windows(limit: RateLimit | None, provider: str, index: int | None, model: str
+def key_windows(limit: RateLimit | None, provider: str, index: int | None, model: str
              ) -> tuple[Hashable, Sequence[RateRule]] | None:
     """(limiter subject, windows) for one key and upstream model, or ``None``: no limit."""
     found = limit_scope(limit, model)
@@ -168,7 +168,7 @@ class KeyPools:
         name = provider.provider
         n = len(pool.keys)
         if n == 0:
-            limited = _windows(prefs.api_key_rate_limit, name, None, upstream_model)
+            limited = key_windows(prefs.api_key_rate_limit, name, None, upstream_model)
             if limited is not None:
                 verdict = pool.limiter.admit(limited[0], limited[1], now)
                 if not isinstance(verdict, Admitted):
@@ -188,7 +188,7 @@ class KeyPools:
         for i in order:
             if i in exclude or pool.is_benched(i, now):
                 continue
-            limited = _windows(prefs.api_key_rate_limit, name, i, upstream_model)
+            limited = key_windows(prefs.api_key_rate_limit, name, i, upstream_model)
             if limited is not None:
                 verdict = pool.limiter.admit(limited[0], limited[1], now)
                 if not isinstance(verdict, Admitted):
@@ -208,6 +208,20 @@ class KeyPools:
         positive and the provider has at least two keys; anything else does nothing. With
         ``slots``: 429 benches the slot (see the module docstring).
         """
+        period = self.bench_period(provider, index, status, slots)
+        if period is None or index is None:
+            return
+        pool = self._pool(provider, slots)
+        end = now + period
+        old = pool.benched.get(index)
+        if old is None or end > old:
+            pool.benched[index] = end
+
+    @staticmethod
+    def bench_period(provider: Provider, index: int | None, status: int | None,
+                     slots: tuple[str, ...] | None = None) -> float | None:
+        """The seconds a failure with ``status`` benches key (or slot) ``index`` for, or None
+        when it benches nothing (the rules of ``record_failure``)."""
         period = provider.preferences.api_key_cooldown_period
         if slots is None:
             period = period or 0.0
@@ -215,14 +229,11 @@ class KeyPools:
             period = REGION_BENCH if period is None else period
         # which statuses are the key's (or region's) fault: the table of routing/retry.py
         if not benches(status, regions=slots is not None) or not period > 0 or index is None:
-            return
-        pool = self._pool(provider, slots)
-        if len(pool.keys) < 2 or not 0 <= index < len(pool.keys):
-            return
-        end = now + period
-        old = pool.benched.get(index)
-        if old is None or end > old:
-            pool.benched[index] = end
+            return None
+        keys = provider.api if slots is None else slots
+        if len(keys) < 2 or not 0 <= index < len(keys):
+            return None
+        return period
 
     def benched_until(self, provider: Provider, index: int, now: float,
                       slots: tuple[str, ...] | None = None) -> float | None:

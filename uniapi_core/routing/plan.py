@@ -1,5 +1,11 @@
 """What the relay pulls attempts from (docs/routing.md §7). The retry budget
 (``attempt_budget``, ``AUTO_RETRY``) lives with the retry-and-blame table in ``routing/retry.py``.
+
+A source that decides on shared state (``--redis-url``, ``routing/shared.py``) may answer
+``next_attempt`` with a ``Consult`` instead of an attempt: the relay has its command run on
+Redis and hands the replies to ``resume`` (``None``: no answer in time), which answers as
+``next_attempt`` does. ``attempt_finished`` gives back what the fleet should be told of the
+outcome (commands whose replies nobody waits for), or nothing.
 """
 
 from __future__ import annotations
@@ -11,7 +17,17 @@ import attrs
 from ..errors import UniapiError, UpstreamError
 from ..vendors.base import Exchange
 
-__all__ = ["Attempt", "AttemptSource"]
+__all__ = ["Attempt", "AttemptSource", "Consult"]
+
+
+@attrs.frozen
+class Consult:
+    """A decision the source needs from the shared state first: run ``command`` (one Redis
+    command) and hand its replies to ``AttemptSource.resume``; ``timeout``: seconds after
+    which the source is resumed with ``None`` and decides alone."""
+
+    command: tuple[str, ...]
+    timeout: float
 
 
 @attrs.frozen(kw_only=True)
@@ -36,13 +52,20 @@ class Attempt:
 class AttemptSource(Protocol):
     """What the relay needs from routing."""
 
-    def next_attempt(self, now: float, failure: UpstreamError | None) -> Attempt | None:
+    def next_attempt(self, now: float, failure: UpstreamError | None
+                     ) -> Attempt | Consult | None:
         """The next attempt to make, or ``None`` when none is left (or allowed)."""
         ...
 
+    def resume(self, replies: list | None, now: float) -> Attempt | Consult | None:
+        """The replies of the last ``Consult`` (None: none in time); answers as
+        ``next_attempt``."""
+        ...
+
     def attempt_finished(self, attempt: Attempt, now: float,
-                         error: UpstreamError | None) -> None:
-        """``attempt`` ended: ``error`` None means success."""
+                         error: UpstreamError | None) -> tuple[tuple[str, ...], ...]:
+        """``attempt`` ended: ``error`` None means success. Gives the commands that tell the
+        shared state of it (none without one)."""
         ...
 
     def refusal(self) -> UniapiError:

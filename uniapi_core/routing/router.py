@@ -42,11 +42,13 @@ from ..errors import ClientError, GatewayError, UniapiError, UpstreamError
 from ..ratelimit import Admitted, Limiter, limit_scope
 from .cooldown import Cooldowns
 from .keypool import KeyPools
-from .plan import Attempt
+from .keypool import KeyPick
+from .plan import Attempt, Consult
 from .regions import vertex_regions
 from .resolve import Catalog, Channel, resolve
 from .retry import attempt_budget, verdict
 from .schedule import Scheduler
+from .shared import Note, SharedState, as_list, cool_name, pool_name, pool_spec, route_request
 
 __all__ = ["Router", "RoutePlan", "Need", "Decision", "DEFAULT_COOLDOWN"]
 
@@ -90,6 +92,9 @@ class Router:
         self.cooldowns = Cooldowns()
         self.keys = KeyPools()
         self.limiter = Limiter()
+        #: the fleet's shared state (``--redis-url``): decisions are made there, and on the
+        #: objects above only when it does not answer (``routing/shared.py``); None: here
+        self.shared: SharedState | None = None
         #: (provider, upstream model) -> [successes, failures]
         self.stats: dict[tuple[str, str], list[int]] = {}
 
@@ -110,6 +115,17 @@ class Router:
             raise ClientError(
                 f"The model '{model}' does not exist or you do not have access to it"
                 + (f" ({detail})" if detail else ""), status=404, code="model_not_found")
+        budget = attempt_budget(key.preferences.AUTO_RETRY)
+        if self.shared is not None:  # the fleet decides, at the first attempt (RoutePlan)
+            return RoutePlan(self, channels, budget, rng, build, explained,
+                             pending=(key, key_id, model))
+        return RoutePlan(self, self.arrange(key, key_id, model, channels, now, rng, explained),
+                         budget, rng, build, explained)
+
+    def arrange(self, key: ApiKey, key_id: Hashable, model: str, channels: list[Channel],
+                now: float, rng: random.Random, explained: list[Decision]) -> list[Channel]:
+        """This process's decisions before the first attempt: the key's rate limit (raises
+        ``ClientError`` 429), the scheduled order, cooling channels last."""
         self._admit_key(key, key_id, model, now)
         ordered = self.scheduler.order(key.preferences.SCHEDULING_ALGORITHM, channels,
                                        (key_id, model), rng)
@@ -118,8 +134,7 @@ class Router:
             until = self.cooldowns.until(c.provider.provider, c.alias, now)
             explained.append(Decision(c.provider.provider, c.upstream_model, "cooling",
                                       f"for {max(0.0, (until or now) - now):.0f} s more"))
-        budget = attempt_budget(key.preferences.AUTO_RETRY)
-        return RoutePlan(self, available + cooling, budget, rng, build, explained)
+        return available + cooling
 
     def _cannot_serve(self, channel: Channel, need: Need) -> str:
         engine = self.engine_of(channel.provider)
@@ -136,11 +151,7 @@ class Router:
         scope, rules = found
         verdict = self.limiter.admit(("key", key_id, *scope), rules, now)
         if not isinstance(verdict, Admitted):
-            raise ClientError(
-                f"Rate limit exceeded for this API key ({verdict.window.text or 'rate_limit'}); "
-                f"retry in {verdict.retry_after} s", status=429, type="rate_limit_error",
-                code="rate_limit_exceeded",
-                headers=(("retry-after", str(verdict.retry_after)),))
+            raise key_limited(verdict.window.text, verdict.retry_after)
 
     def slots(self, channel: Channel) -> tuple[str, ...] | None:
         """The channel's slots when they are not provider keys: a Vertex channel's regions."""
@@ -156,22 +167,41 @@ class Router:
         return DEFAULT_COOLDOWN if glob is None else glob
 
     def finished(self, channel: Channel, key_index: int | None, now: float,
-                 error: UpstreamError | None, other_keys_left: bool) -> None:
-        """Learn from one attempt's outcome."""
+                 error: UpstreamError | None, other_keys_left: bool) -> list[Note]:
+        """Learn from one attempt's outcome; gives what the fleet is to be told of it (with
+        shared state: the same bench and cooldown, which this process also keeps)."""
         row = self.stats.setdefault((channel.provider.provider, channel.upstream_model), [0, 0])
         row[0 if error is None else 1] += 1
+        notes: list[Note] = []
         if error is None:
-            return
+            return notes
         slots = self.slots(channel)
         seen = verdict(error, regions=slots is not None)  # routing/retry.py
         if seen.bench_key:
             self.keys.record_failure(channel.provider, key_index, error.upstream_status, now,
                                      slots)
+            period = self.keys.bench_period(channel.provider, key_index, error.upstream_status,
+                                            slots)
+            if period is not None:
+                notes.append(("bench", f"{pool_name(channel.provider, slots)}:{key_index}",
+                              period))
             if other_keys_left:
-                return  # the key is at fault, not the channel
+                return notes  # the key is at fault, not the channel
         if seen.cool_channel:
-            self.cooldowns.cool(channel.provider.provider, channel.alias, now,
-                                self.cooldown_period(channel.provider))
+            period = self.cooldown_period(channel.provider)
+            self.cooldowns.cool(channel.provider.provider, channel.alias, now, period)
+            if period > 0:
+                notes.append(("cool", cool_name(channel.provider.provider, channel.alias),
+                              period))
+        return notes
+
+
+def key_limited(window: str, retry_after: int) -> ClientError:
+    """The 429 of a client key over its ``rate_limit``."""
+    return ClientError(
+        f"Rate limit exceeded for this API key ({window or 'rate_limit'}); "
+        f"retry in {retry_after} s", status=429, type="rate_limit_error",
+        code="rate_limit_exceeded", headers=(("retry-after", str(retry_after)),))
 
 
 def _decision(channel: Channel, verdict: str, detail: str, index: int | None,
@@ -184,10 +214,17 @@ def _decision(channel: Channel, verdict: str, detail: str, index: int | None,
 
 
 class RoutePlan:
-    """The ``AttemptSource`` for one request (see the module docstring)."""
+    """The ``AttemptSource`` for one request (see the module docstring).
+
+    With shared state (``Router.shared``) the decisions are the fleet's: the first
+    ``next_attempt`` is a ``Consult`` of the ``route`` script (the key's limit, the order,
+    the cooldowns and the first key pick in one round trip), and each later key pick a
+    ``Consult`` of ``pick``; ``resume`` applies the answers. A missing answer makes the rest
+    of the request decide on this process's state (``_local``)."""
 
     def __init__(self, router: Router, channels: list[Channel], budget: int, rng: random.Random,
-                 build: BuildAttempt, explained: list[Decision]) -> None:
+                 build: BuildAttempt, explained: list[Decision],
+                 pending: tuple[ApiKey, Hashable, str] | None = None) -> None:
         self._router = router
         self.channels = channels
         self._budget = budget
@@ -200,52 +237,140 @@ class RoutePlan:
         self._retry_after: int | None = None
         self._current: tuple[int, int | None] | None = None
         self._unbuildable: UniapiError | None = None
+        #: shared state: (key, key id, model) until the ``route`` decision is made
+        self._pending = pending
+        self._shared = router.shared if pending is not None else None
+        self._refused: ClientError | None = None  # the key's own rate limit (shared)
 
-    def next_attempt(self, now: float, failure: UpstreamError | None) -> Attempt | None:
+    def next_attempt(self, now: float, failure: UpstreamError | None
+                     ) -> Attempt | Consult | None:
         if self._made >= self._budget:
             return None
+        if self._pending is not None:
+            return self._route_consult(now)
         stay = (failure is not None and self._current is not None  # the key's fault: next key
                 and verdict(failure, regions=self._router.slots(
                     self.channels[self._current[0]]) is not None).bench_key)
         if self._current is not None and not stay:
             self._pos += 1
+        return self._walk(now)
+
+    def _walk(self, now: float) -> Attempt | Consult | None:
         while self._pos < len(self.channels):
+            if self._shared is not None:
+                return self._pick_consult(now)
             channel = self.channels[self._pos]
             tried = self._tried_keys.setdefault(self._pos, set())
-            slots = self._router.slots(channel)
             pick = self._router.keys.pick(channel.provider, channel.upstream_model, now,
-                                          self._rng, exclude=tried, slots=slots)
-            if pick.usable:
-                try:
-                    attempt = self._build(channel, pick.index, self._made + 1)
-                except UniapiError as exc:  # this vendor cannot take this request
-                    self._skip_unbuildable(channel, exc, exc.message)
-                    continue
-                except Exception as exc:  # a translator bug must not take the server down
-                    self._skip_unbuildable(channel, GatewayError(
-                        "internal error while translating the request", status=500,
-                        code="translation_error"), f"{type(exc).__name__}")
-                    continue
-                if pick.index is not None:
-                    tried.add(pick.index)
-                self._made += 1
-                self._current = (self._pos, pick.index)
-                self.explained.append(_decision(channel, "attempt", f"#{self._made}",
-                                                pick.index, slots))
+                                          self._rng, exclude=tried,
+                                          slots=self._router.slots(channel))
+            attempt = self._use(pick)
+            if attempt is not None:
                 return attempt
-            if pick.retry_after is not None:
-                self._retry_after = min(self._retry_after or pick.retry_after, pick.retry_after)
-                self.explained.append(Decision(channel.provider.provider, channel.upstream_model,
-                                               "over limit",
-                                               f"every key is over api_key_rate_limit; "
-                                               f"frees in {pick.retry_after} s"))
-            elif not tried:
-                self.explained.append(Decision(channel.provider.provider, channel.upstream_model,
-                                               "skipped", "every region is benched" if slots
-                                               else "every key is benched"))
-            self._pos += 1
-            self._current = None
         return None
+
+    def _use(self, pick: KeyPick) -> Attempt | None:
+        """The attempt of the current channel with ``pick``, or None having moved past the
+        channel (no usable key, or its vendor cannot take the request)."""
+        channel = self.channels[self._pos]
+        tried = self._tried_keys.setdefault(self._pos, set())
+        slots = self._router.slots(channel)
+        if pick.usable:
+            try:
+                attempt = self._build(channel, pick.index, self._made + 1)
+            except UniapiError as exc:  # this vendor cannot take this request
+                self._skip_unbuildable(channel, exc, exc.message)
+                return None
+            except Exception as exc:  # a translator bug must not take the server down
+                self._skip_unbuildable(channel, GatewayError(
+                    "internal error while translating the request", status=500,
+                    code="translation_error"), f"{type(exc).__name__}")
+                return None
+            if pick.index is not None:
+                tried.add(pick.index)
+            self._made += 1
+            self._current = (self._pos, pick.index)
+            self.explained.append(_decision(channel, "attempt", f"#{self._made}",
+                                            pick.index, slots))
+            return attempt
+        if pick.retry_after is not None:
+            self._retry_after = min(self._retry_after or pick.retry_after, pick.retry_after)
+            self.explained.append(Decision(channel.provider.provider, channel.upstream_model,
+                                           "over limit",
+                                           f"every key is over api_key_rate_limit; "
+                                           f"frees in {pick.retry_after} s"))
+        elif not tried:
+            self.explained.append(Decision(channel.provider.provider, channel.upstream_model,
+                                           "skipped", "every region is benched" if slots
+                                           else "every key is benched"))
+        self._pos += 1
+        self._current = None
+        return None
+
+    # -- shared state ---------------------------------------------------------------------------
+
+    def _route_consult(self, now: float) -> Consult:
+        assert self._pending is not None and self._shared is not None
+        key, key_id, model = self._pending
+        algorithm = key.preferences.SCHEDULING_ALGORITHM
+        if algorithm not in ("round_robin", "weighted_round_robin"):  # stateless: ordered here
+            self.channels = self._router.scheduler.order(algorithm, self.channels,
+                                                         (key_id, model), self._rng)
+        specs = [self._spec(c) for c in self.channels]
+        return self._shared.consult("route", route_request(key, key_id, model, self.channels,
+                                                           specs, algorithm), now)
+
+    def _pick_consult(self, now: float) -> Consult:
+        assert self._shared is not None
+        tried = sorted(self._tried_keys.get(self._pos, ()))
+        specs = [{"pool": self._spec(c)} for c in self.channels[self._pos:]]
+        return self._shared.consult("pick", {"ch": specs, "ex": tried}, now)
+
+    def _spec(self, channel: Channel) -> dict:
+        return pool_spec(channel.provider, channel.upstream_model, self._router.slots(channel),
+                         self._rng)
+
+    def resume(self, replies: list | None, now: float) -> Attempt | Consult | None:
+        assert self._shared is not None
+        answer = self._shared.answer(replies)
+        if answer is None:  # Redis is away or slow: this request decides here from now on
+            self._shared = None
+            if self._pending is not None:
+                key, key_id, model = self._pending
+                self._pending = None
+                try:
+                    self.channels = self._router.arrange(key, key_id, model, self.channels,
+                                                         now, self._rng, self.explained)
+                except ClientError as exc:
+                    self._refused = exc
+                    return None
+            return self._walk(now)
+        if self._pending is not None:
+            key, _, model = self._pending
+            self._pending = None
+            if "rl" in answer:
+                found = limit_scope(key.preferences.rate_limit, model)
+                rules = found[1] if found is not None else ()
+                at = int(answer.get("wi", 0))
+                self._refused = key_limited(rules[at].text if 0 <= at < len(rules) else "",
+                                            int(answer["rl"]))
+                return None
+            base = self.channels
+            self.channels = [base[int(i)] for i in as_list(answer.get("o"))]
+            for c, left in zip(self.channels, as_list(answer.get("cl"))):
+                if left:
+                    self.explained.append(Decision(c.provider.provider, c.upstream_model,
+                                                   "cooling", f"for {max(0.0, left):.0f} s more"))
+        for wait in as_list(answer.get("sk")):  # channels whose keys are all over or benched
+            self._use(KeyPick(None, int(wait)) if wait else KeyPick(None))
+        position = answer.get("p")
+        if position is None or self._pos >= len(self.channels):
+            self._pos = len(self.channels)
+            return None
+        index = answer.get("i")
+        attempt = self._use(KeyPick(int(index)) if index is not None
+                            else KeyPick(None, None, usable=True))
+        return attempt if attempt is not None else self._walk(now)
 
     def _skip_unbuildable(self, channel: Channel, error: UniapiError, detail: str) -> None:
         self.explained.append(Decision(channel.provider.provider, channel.upstream_model,
@@ -254,7 +379,8 @@ class RoutePlan:
         self._pos += 1
         self._current = None
 
-    def attempt_finished(self, attempt: Attempt, now: float, error: UpstreamError | None) -> None:
+    def attempt_finished(self, attempt: Attempt, now: float, error: UpstreamError | None
+                         ) -> tuple[tuple[str, ...], ...]:
         assert self._current is not None
         pos, key_index = self._current
         channel = self.channels[pos]
@@ -265,10 +391,19 @@ class RoutePlan:
             self.explained.append(_decision(
                 channel, "failed", f"{error.kind} {error.upstream_status or ''}".strip(),
                 key_index, slots))
-        self._router.finished(channel, key_index, now, error, others)
+        notes = self._router.finished(channel, key_index, now, error, others)
+        shared = self._router.shared
+        if not notes or shared is None:
+            return ()
+        return (shared.command("note", {
+            "cool": [[name, period] for kind, name, period in notes if kind == "cool"],
+            "bench": [[name, period] for kind, name, period in notes if kind == "bench"]},
+            now),)
 
     def refusal(self) -> UniapiError:
         """Why no attempt could be made at all."""
+        if self._refused is not None:
+            return self._refused
         if self._unbuildable is not None:
             return self._unbuildable
         if self._retry_after is not None:
