@@ -45,6 +45,14 @@ the open targets for both sides (JSON: ``benchmarks/results/compare.json``).
 is the same with this checkout on both sides: the base (``trio@ops-off``…) runs with
 ``DISABLE_DATABASE=true --no-metrics --log-format off``, so head ÷ base is what the stats store,
 the metrics and the access log cost together (issue #13's budget).
+
+    python benchmarks/run.py --compare redis [--quick]
+
+is the same again, the head side with ``--redis-url`` to a redis-server started here on
+loopback (pinned with wrk and the upstream), the base (``trio@local``…) deciding on its own
+state: head ÷ base is what sharing the routing state costs (issue #16's budget: 20 %). Without
+``--quick`` it then runs ``--workers 1`` and ``--workers 2`` with Redis on all cores, to show
+that instances sharing the state scale.
 """
 
 from __future__ import annotations
@@ -66,7 +74,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -845,14 +853,16 @@ def one_run(wrk: str, load_core: int | None, gw_core: int | None, target: str, p
 
 
 def workers_run(n: int, cores: list[int], wrk: str, load_core: int | None, tmp: Path,
-                script: Path, duration: float, procs: list[Proc]) -> dict[str, Any] | None:
+                script: Path, duration: float, procs: list[Proc],
+                extra: Sequence[str] = ()) -> dict[str, Any] | None:
     """``uniapi serve --workers n`` (trio), on all cores (shared with wrk and the upstream),
-    JSON at c=64: req/s and the CPU of all its processes per request."""
+    JSON at c=64: req/s and the CPU of all its processes per request (``extra``: more
+    arguments, ``--redis-url``)."""
     port = free_port()
     proc = Proc(f"workers-{n}", ["taskset", "-c", ",".join(map(str, cores)), sys.executable,
                                  "-m", "uniapi_trio.cli", "serve", "--config",
                                  str(tmp / "api.yaml"), "--host", "127.0.0.1", "--port",
-                                 str(port), "--backend", "trio", "--workers", str(n)],
+                                 str(port), "--backend", "trio", "--workers", str(n), *extra],
                 tmp / f"workers-{n}.log", cwd=ROOT, env=child_env())
     procs.append(proc)
     try:
@@ -1099,6 +1109,31 @@ def bring_up_upstream(kind: str, requested: str, nginx: str | None, tmp: Path,
 OPS_OFF = "ops-off"
 OPS_OFF_ARGS = ("--no-metrics", "--log-format", "off")
 OPS_OFF_ENV = {"DISABLE_DATABASE": "true"}
+#: ``--compare redis``: the head side shares its routing state through a redis-server started
+#: here; the base side is this checkout deciding alone (issue #16's budget)
+REDIS = "redis"
+#: the head side's extra arguments in ``--compare redis`` (set once the server runs)
+REDIS_ARGS: list[str] = []
+
+
+def start_redis(core: int | None, procs: list[Proc], tmp: Path) -> str | None:
+    """A redis-server on a free loopback port, no persistence, pinned to ``core``: its URL,
+    or None (logged) when there is none to start."""
+    server = shutil.which("redis-server")
+    if server is None:
+        log("--compare redis: no redis-server (Debian package redis-server)")
+        return None
+    port = free_port()
+    proc = Proc("redis", pinned(core, [server, "--port", str(port), "--bind", "127.0.0.1",
+                                       "--save", "", "--appendonly", "no"]),
+                tmp / "redis.log")
+    procs.append(proc)
+    for _ in range(100):
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            return f"redis://127.0.0.1:{port}/0"
+        time.sleep(0.05)
+    log(f"--compare redis: redis-server did not start: {proc.tail(3)!r}")
+    return None
 
 
 def start_gateway(name: str, backend: str, tmp: Path, core: int | None, procs: list[Proc],
@@ -1110,10 +1145,11 @@ def start_gateway(name: str, backend: str, tmp: Path, core: int | None, procs: l
     env = dict(child_env(root), DB_PATH=str(tmp / f"stats-{name}.db"))  # its stats store
     if ops_off:
         env.update(OPS_OFF_ENV)
+    shared = REDIS_ARGS if root == ROOT and "@" not in name else []  # --compare redis: head
     proc = Proc(f"gateway-{name}", pinned(core, [
         sys.executable, "-m", "uniapi_trio.cli", "serve", "--config",
         str(tmp / "api.yaml"), "--host", "127.0.0.1", "--port", str(port),
-        "--backend", backend, *(OPS_OFF_ARGS if ops_off else ())]),
+        "--backend", backend, *(OPS_OFF_ARGS if ops_off else ()), *shared]),
         tmp / f"gateway-{name}.log", cwd=root, env=env)
     procs.append(proc)
     why = wait_ready(proc, port, "/healthz") or check_answers(port, gateway=True)
@@ -1247,9 +1283,10 @@ def resolve_ref(ref: str) -> dict[str, Any] | None:
     head = git("rev-parse", "HEAD").stdout.strip()
     dirty = git("status", "--porcelain", "--", "uniapi_core", "uniapi_trio",
                 "uniapi_asyncio").stdout.splitlines()
-    if ref == OPS_OFF:
-        return {"ref": ref, "commit": None, "short": OPS_OFF, "head_commit": head,
-                "head_short": head[:7], "head_uncommitted_files": len(dirty)}
+    if ref in (OPS_OFF, REDIS):
+        return {"ref": ref, "commit": None, "short": OPS_OFF if ref == OPS_OFF else "local",
+                "head_commit": head, "head_short": head[:7],
+                "head_uncommitted_files": len(dirty)}
     p = git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
     if p.returncode != 0 or not p.stdout.strip():
         log(f"--compare {ref}: not a commit in {ROOT}")
@@ -1354,7 +1391,13 @@ def run_compare(args: argparse.Namespace, st: Setup, compare: dict[str, Any]) ->
     """--compare GITREF: this checkout's gateway and GITREF's, on each backend, against the
     same upstream in the same interleaved rounds; prints and writes the report."""
     base_procs: list[Proc] = []
-    if compare["commit"] is None:  # ops-off: the same checkout, another command line
+    if compare["ref"] == REDIS:  # the same checkout; the head side shares through Redis
+        url = start_redis(st.load_core, st.procs, st.tmp)
+        if url is None:
+            return 2
+        REDIS_ARGS[:] = ["--redis-url", url]
+        compare["redis_url"] = url
+    if compare["commit"] is None:  # ops-off, redis: the same checkout, another command line
         try:
             return _run_compare(args, st, compare, ROOT, base_procs)
         finally:
@@ -1387,7 +1430,7 @@ def _run_compare(args: argparse.Namespace, st: Setup, compare: dict[str, Any], w
             if why is None:
                 n0 = len(st.procs)
                 started_gw = start_gateway(name, backend, st.tmp, st.gw_core, st.procs, root,
-                                           ops_off=base and compare["commit"] is None)
+                                           ops_off=base and compare["ref"] == OPS_OFF)
                 if base:
                     base_procs += st.procs[n0:]
                 why = (f"did not serve correctly: {started_gw}"
@@ -1436,6 +1479,12 @@ def _run_compare(args: argparse.Namespace, st: Setup, compare: dict[str, Any], w
         log(f"first SSE event latency failed: {exc}")
 
     memory = {name: proc_memory(proc.pid) for name, (proc, _) in gateways.items()}
+    if compare["ref"] == REDIS and not args.quick:  # instances sharing the state scale
+        quiet()
+        cores = list(range(os.cpu_count() or 1))
+        compare["workers"] = [r for n in (1, 2) if (r := workers_run(
+            n, cores, st.wrk, st.load_core, st.tmp, scripts["direct", "json"], st.duration,
+            st.procs, REDIS_ARGS)) is not None]
     summary = summarize(runs, names)
     checked = check_targets(summary, first, None, list(gateways))
     compare["contestants"] = contestant_rows(summary, first, memory, names)
@@ -1479,7 +1528,9 @@ def render_compare(result: dict[str, Any]) -> str:
         (f"uniapi gateway benchmark — {result['mode']}, {result['rounds']} round(s) × "
          f"{result['duration_s']:g} s per cell, medians of the rounds; base and head "
          f"interleaved (order reversed every other round)"),
-        (f"base: this checkout with {' '.join(OPS_OFF_ARGS)} and DISABLE_DATABASE=true; head: "
+        (f"base: this checkout deciding alone; head: {head} with --redis-url "
+         f"{c.get('redis_url')} (sources {c['head_source_digest']})" if c["ref"] == REDIS else
+         f"base: this checkout with {' '.join(OPS_OFF_ARGS)} and DISABLE_DATABASE=true; head: "
          f"{head} (sources {c['head_source_digest']})" if c["commit"] is None else
          f"base: {c['ref']} = {c['short']} (git worktree, sources "
          f"{c['base_source_digest']}); head: {head} (sources {c['head_source_digest']})"),
@@ -1535,6 +1586,14 @@ def render_compare(result: dict[str, Any]) -> str:
         if not (p["head_ran"] and p["base_ran"]):
             lines.append(f"  {p['backend']}: only {'head' if p['head_ran'] else 'base'} ran, "
                          "no ratio")
+    if c.get("workers"):
+        lines.append("")
+        lines.append("--workers with --redis-url, all cores (shared with wrk and the upstream), "
+                     "JSON c=64:")
+        for w in c["workers"]:
+            lines.append(f"  --workers {w['workers']}: {w['rps']:.0f} req/s, "
+                         f"{w['cores_used']:.2f} cores, {w['cpu_us_per_req']:.0f} µs/req, "
+                         f"p99 {w['p99_ms']:.1f} ms, {w['errors']} errors")
     lines.append("")
     lines.append(f"open targets ({TARGETS_DOC}), base → head:")
     lines.append(f"  {'backend':<9}{'target':<38}{'goal':<11}{'base':>11}  {'':<9}"
@@ -1586,7 +1645,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="before/after: also run the gateway of GITREF (checked out in a "
                     "temporary git worktree) on each backend, in the same interleaved rounds as "
                     "this checkout's, and report head ÷ base and the open targets for both "
-                    "(no h2c, --workers, translators, peer or py-spy runs); 'ops-off': this "
+                    "(no h2c, --workers, translators, peer or py-spy runs); 'redis': this checkout "
+                    "with --redis-url against itself deciding alone; 'ops-off': this "
                     "checkout without stats, metrics and access log as the base")
     ap.add_argument("--backends", default="trio,asyncio",
                     help="gateway backends to try (default trio,asyncio)")

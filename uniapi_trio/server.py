@@ -235,9 +235,13 @@ class Store:
             work = get_gateway().stats_next(trio.current_time(), stopped.is_set())
 
 
-async def _until(scope: trio.CancelScope, run: Callable[[], Awaitable[None]]) -> None:
+async def _until(scope: trio.CancelScope,
+                 *runs: Callable[[], Awaitable[None]] | None) -> None:
     with scope:
-        await run()
+        async with trio.open_nursery() as nursery:
+            for run in runs:
+                if run is not None:
+                    nursery.start_soon(run)
 
 
 async def follow_reloads(fleet: SharedRedis, get_gateway: Callable[[], Gateway],
@@ -339,10 +343,8 @@ async def serve(get_gateway: Callable[[], Gateway], host: str, port: int, *,
         linked = trio.CancelScope()  # the fleet's link lives until the drain is over
         if fleet is not None:
             fleet.on_state = shared_state_text(redis, sys.stderr.write)
-            background.start_soon(_until, linked, fleet.run)
-            if reload is not None:  # a reload anywhere in the fleet is followed here
-                background.start_soon(_until, linked, partial(follow_reloads, fleet,
-                                                               get_gateway, reload))
+            background.start_soon(_until, linked, fleet.run, None if reload is None else partial(
+                follow_reloads, fleet, get_gateway, reload))  # a reload anywhere is followed
         if store is not None:
             background.start_soon(store.flush, get_gateway, drained, wall)
         if (shared := getattr(getattr(gateway, "settings", None), "metrics_dir", None)):
