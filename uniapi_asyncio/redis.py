@@ -21,6 +21,9 @@ from uniapi_core.redis.url import RedisTarget
 
 __all__ = ["SharedRedis"]
 
+#: what receives one pipeline's replies (None: not connected, or the connection was lost)
+Deliver = Callable[[list[Reply] | None], None]
+
 
 class SharedRedis:
     """One Redis connection shared by a process's tasks; see the module docstring."""
@@ -30,27 +33,38 @@ class SharedRedis:
         self.target, self.scripts, self.connect_timeout = target, tuple(scripts), connect_timeout
         self.on_state: Callable[[bool, str], None] | None = None
         self._up: tuple[RedisLink, asyncio.StreamWriter] | None = None  # connected, greeted
-        self._waiting: dict[object, asyncio.Future[list[Reply] | None]] = {}
+        self._waiting: dict[object, Deliver] = {}
         self._tags = count()
 
     @property
     def connected(self) -> bool:
         return self._up is not None
 
+    def ask(self, commands: Sequence[Command], timeout: float, deliver: Deliver) -> None:
+        """Send a pipeline; ``deliver(replies)`` runs when they are read, or with None at once
+        when not connected (or full), or once the connection is lost. No task, no timer: the
+        core gives up on its own deadline and ignores a late answer."""
+        if self._up is None or self._up[0].full:
+            deliver(None)
+            return
+        link, writer = self._up
+        tag = next(self._tags)
+        self._waiting[tag] = deliver
+        writer.write(link.request(tag, commands,
+                                  due=asyncio.get_running_loop().time() + timeout))
+
     async def call(self, commands: Sequence[Command], timeout: float) -> list[Reply] | None:
+        """The replies of a pipeline, or None: not connected, lost, or none within
+        ``timeout``."""
         if self._up is None or self._up[0].full:
             return None
-        link, writer = self._up
-        loop = asyncio.get_running_loop()
-        tag, waiter = next(self._tags), loop.create_future()
-        self._waiting[tag] = waiter
-        writer.write(link.request(tag, commands, due=loop.time() + timeout))
+        waiter = asyncio.get_running_loop().create_future()
+        self.ask(commands, timeout,
+                 lambda replies: None if waiter.done() else waiter.set_result(replies))
         try:
             return await asyncio.wait_for(waiter, timeout)
         except TimeoutError:
             return None
-        finally:
-            self._waiting.pop(tag, None)
 
     def tell(self, commands: Sequence[Command]) -> None:
         if self._up is not None and not self._up[0].full:
@@ -71,10 +85,9 @@ class SharedRedis:
 
     def _drop(self) -> None:
         self._up = None
-        for waiter in self._waiting.values():
-            if not waiter.done():
-                waiter.set_result(None)
-        self._waiting.clear()
+        waiting, self._waiting = self._waiting, {}
+        for deliver in waiting.values():
+            deliver(None)
 
     async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         t = self.target
@@ -116,9 +129,8 @@ class SharedRedis:
                 if not data:
                     return why[0] if why else failure_reason(self.target, None)
                 for tag, replies in link.receive(data):
-                    waiter = self._waiting.pop(tag, None)
-                    if waiter is not None and not waiter.done():
-                        waiter.set_result(replies)
+                    if (deliver := self._waiting.pop(tag, None)) is not None:
+                        deliver(replies)
         except Exception as exc:  # noqa: BLE001 - any failure ends the connection, not run
             return why[0] if why else failure_reason(self.target, exc)
         finally:

@@ -130,9 +130,14 @@ async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
     async def reloaded(ref: int) -> Reloaded:
         return Reloaded(ref, NO_RELOAD if reload is None else await reload())
 
-    async def consult(action: RunShared) -> SharedDone:
-        return SharedDone(action.ref, None if fleet is None
-                          else await fleet.call(action.commands, action.timeout))
+    def shared_done(ref: int, replies: list | None) -> None:
+        """The fleet's answer, from its reader: into the inbox, not through a task."""
+        try:
+            inbox.put_nowait(SharedDone(ref, replies))
+        except asyncio.QueueFull:
+            with contextlib.suppress(RuntimeError):  # the connection is over
+                tasks[ref] = nursery.create_task(run_task(ref, partial(
+                    asyncio.sleep, 0, SharedDone(ref, replies))))
 
     async def perform(actions: list) -> bool:
         """Carry out the core's actions; False once the connection is to be closed."""
@@ -157,8 +162,10 @@ async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
                 tasks[action.ref] = nursery.create_task(run_task(action.ref, partial(
                     scrape, action)))
             elif cls is RunShared:
-                tasks[action.ref] = nursery.create_task(run_task(action.ref, partial(
-                    consult, action)))
+                if fleet is None:
+                    shared_done(action.ref, None)
+                else:
+                    fleet.ask(action.commands, action.timeout, partial(shared_done, action.ref))
             elif cls is TellShared:
                 if fleet is not None:
                     fleet.tell(action.commands)
@@ -317,8 +324,8 @@ async def follow_reloads(fleet: SharedRedis, get_gateway: Callable[[], Gateway],
     follower = ReloadFollower()
     while True:
         await asyncio.sleep(RELOAD_POLL)
-        if (commands := follower.ask(get_gateway())) is not None and follower.told(
-                await fleet.call(commands, RELOAD_POLL)):
+        commands = follower.ask(get_gateway(), asyncio.get_running_loop().time())
+        if commands is not None and follower.told(await fleet.call(commands, RELOAD_POLL)):
             await reload()
             follower.followed(get_gateway())
 

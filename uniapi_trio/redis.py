@@ -16,8 +16,8 @@ from itertools import count
 
 import trio
 
-from uniapi_core.redis.link import (CONNECT_TIMEOUT, READ_SIZE, WATCH_EVERY, Backoff, Command,
-                                    RedisLink, failure_reason)
+from uniapi_core.redis.link import (CONNECT_TIMEOUT, MAX_PENDING, READ_SIZE, WATCH_EVERY, Backoff,
+                                    Command, RedisLink, failure_reason)
 from uniapi_core.redis.resp import Reply
 from uniapi_core.redis.url import RedisTarget
 
@@ -26,10 +26,8 @@ __all__ = ["SharedRedis"]
 Queue = trio.MemorySendChannel[bytes]
 
 
-class _Waiter:
-    def __init__(self) -> None:
-        self.done = trio.Event()
-        self.replies: list[Reply] | None = None
+#: what receives one pipeline's replies (None: not connected, or the connection was lost)
+Deliver = Callable[[list[Reply] | None], None]
 
 
 class SharedRedis:
@@ -40,24 +38,42 @@ class SharedRedis:
         self.target, self.scripts, self.connect_timeout = target, tuple(scripts), connect_timeout
         self.on_state: Callable[[bool, str], None] | None = None
         self._up: tuple[RedisLink, Queue] | None = None  # while connected and greeted
-        self._waiting: dict[object, _Waiter] = {}
+        self._waiting: dict[object, Deliver] = {}
         self._tags = count()
 
     @property
     def connected(self) -> bool:
         return self._up is not None
 
-    async def call(self, commands: Sequence[Command], timeout: float) -> list[Reply] | None:
+    def ask(self, commands: Sequence[Command], timeout: float, deliver: Deliver) -> None:
+        """Send a pipeline; ``deliver(replies)`` runs when they are read, or with None at once
+        when not connected (or full), or once the connection is lost. No task, no timer: the
+        core gives up on its own deadline and ignores a late answer."""
         if self._up is None or self._up[0].full:
-            return None
+            deliver(None)
+            return
         link, queue = self._up
-        tag, waiter = next(self._tags), _Waiter()
-        self._waiting[tag] = waiter
+        tag = next(self._tags)
+        self._waiting[tag] = deliver
         queue.send_nowait(link.request(tag, commands, due=trio.current_time() + timeout))
+
+    async def call(self, commands: Sequence[Command], timeout: float) -> list[Reply] | None:
+        """The replies of a pipeline, or None: not connected, lost, or none within
+        ``timeout``."""
+        if self._up is None or self._up[0].full:
+            return None  # at once, without a checkpoint
+        done = trio.Event()
+        box: list[list[Reply] | None] = [None]
+
+        def deliver(replies: list[Reply] | None) -> None:
+            box[0] = None if done.is_set() else replies
+            done.set()
+
+        self.ask(commands, timeout, deliver)
         with trio.move_on_after(timeout):
-            await waiter.done.wait()
-        self._waiting.pop(tag, None)
-        return waiter.replies
+            await done.wait()
+        done.set()  # a late answer is not taken
+        return box[0]
 
     def tell(self, commands: Sequence[Command]) -> None:
         if self._up is not None and not self._up[0].full:
@@ -77,9 +93,9 @@ class SharedRedis:
 
     def _drop(self) -> None:
         self._up = None
-        for waiter in self._waiting.values():
-            waiter.done.set()
-        self._waiting.clear()
+        waiting, self._waiting = self._waiting, {}
+        for deliver in waiting.values():
+            deliver(None)
 
     async def _open(self) -> trio.abc.Stream:
         t = self.target
@@ -129,8 +145,14 @@ class SharedRedis:
 
     async def _write(self, stream: trio.abc.Stream, queue: trio.MemoryReceiveChannel[bytes]
                      ) -> None:
-        async for data in queue:
-            if data:
+        async for data in queue:  # whatever queued meanwhile goes out in the same send
+            chunks = [data]
+            while len(chunks) < MAX_PENDING:
+                try:
+                    chunks.append(queue.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            if data := b"".join(chunks):
                 await stream.send_all(data)
 
     async def _watch(self, link: RedisLink) -> None:
@@ -150,7 +172,5 @@ class SharedRedis:
             if not data:
                 return
             for tag, replies in link.receive(data):
-                waiter = self._waiting.pop(tag, None)
-                if waiter is not None:
-                    waiter.replies = replies
-                    waiter.done.set()
+                if (deliver := self._waiting.pop(tag, None)) is not None:
+                    deliver(replies)

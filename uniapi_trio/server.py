@@ -138,9 +138,15 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
     async def reloaded(ref: int) -> Reloaded:
         return Reloaded(ref, NO_RELOAD if reload is None else await reload())
 
-    async def consult(action: RunShared) -> SharedDone:
-        return SharedDone(action.ref, None if fleet is None
-                          else await fleet.call(action.commands, action.timeout))
+    def shared_done(ref: int, replies: list | None) -> None:
+        """The fleet's answer, from its reader: into the inbox, not through a task."""
+        try:
+            send.send_nowait(SharedDone(ref, replies))
+        except trio.WouldBlock:
+            with contextlib.suppress(RuntimeError):  # the connection is over
+                nursery.start_soon(post, SharedDone(ref, replies))
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
 
     async def perform(actions: list) -> bool:
         """Carry out the core's actions; False once the connection is to be closed."""
@@ -161,7 +167,10 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
             elif cls is Scrape:
                 spawn(action.ref, partial(scrape, action))
             elif cls is RunShared:
-                spawn(action.ref, partial(consult, action))
+                if fleet is None:
+                    shared_done(action.ref, None)
+                else:
+                    fleet.ask(action.commands, action.timeout, partial(shared_done, action.ref))
             elif cls is TellShared:
                 if fleet is not None:
                     fleet.tell(action.commands)
@@ -250,8 +259,8 @@ async def follow_reloads(fleet: SharedRedis, get_gateway: Callable[[], Gateway],
     follower = ReloadFollower()
     while True:
         await trio.sleep(RELOAD_POLL)
-        if (commands := follower.ask(get_gateway())) is not None and follower.told(
-                await fleet.call(commands, RELOAD_POLL)):
+        commands = follower.ask(get_gateway(), trio.current_time())
+        if commands is not None and follower.told(await fleet.call(commands, RELOAD_POLL)):
             await reload()
             follower.followed(get_gateway())
 

@@ -263,24 +263,70 @@ class _Gw:
 
     def __init__(self, fleet: str | None) -> None:
         self.router = type("R", (), {"shared": None if fleet is None
-                                     else SharedState(fleet=fleet)})()
+                                     else SharedState(fleet=fleet),
+                                     "resync": lambda self, now: None})()
 
 
 def test_a_reload_elsewhere_is_followed_and_one_here_is_announced():
     follower = ReloadFollower()
     gw = _Gw("f1")
-    assert follower.ask(gw) == (("GET", "uniapi:f1:reload"),)
+    assert follower.ask(gw, 0.0) == (("GET", "uniapi:f1:reload"),)
     assert follower.told([None]) is False  # the first look only reads the generation
-    assert follower.ask(gw) == (("GET", "uniapi:f1:reload"),)
+    assert follower.ask(gw, 0.0) == (("GET", "uniapi:f1:reload"),)
     assert follower.told([b"0"]) is False
-    assert follower.ask(gw) is not None and follower.told([b"1"]) is True  # someone reloaded
+    assert follower.ask(gw, 0.0) is not None and follower.told([b"1"]) is True  # a reload
     follower.followed(gw2 := _Gw("f1"))  # this process followed: nothing to announce
-    assert follower.ask(gw2) == (("GET", "uniapi:f1:reload"),) and follower.told([b"1"]) is False
+    assert follower.ask(gw2, 0.0) == (("GET", "uniapi:f1:reload"),)
+    assert follower.told([b"1"]) is False
     gw3 = _Gw("f2")  # reloaded here (SIGHUP) with other client keys: announced under both names
-    assert follower.ask(gw3) == (("INCR", "uniapi:f2:reload"), ("INCR", "uniapi:f1:reload"))
+    assert follower.ask(gw3, 0.0) == (("INCR", "uniapi:f2:reload"), ("INCR", "uniapi:f1:reload"))
     assert follower.told([1, 2]) is False
-    assert follower.ask(gw3) == (("GET", "uniapi:f2:reload"),) and follower.told([b"1"]) is False
-    assert follower.ask(gw3) is not None and follower.told([b"0"]) is False  # Redis restarted
-    assert follower.ask(gw3) is not None and follower.told([RespError("ERR x")]) is False
-    assert follower.ask(gw3) is not None and follower.told(None) is False  # no answer
-    assert follower.ask(_Gw(None)) is None  # no shared state: nothing to look at
+    assert follower.ask(gw3, 0.0) == (("GET", "uniapi:f2:reload"),)
+    assert follower.told([b"1"]) is False
+    assert follower.ask(gw3, 0.0) is not None and follower.told([b"0"]) is False  # restarted
+    assert follower.ask(gw3, 0.0) is not None and follower.told([RespError("ERR x")]) is False
+    assert follower.ask(gw3, 0.0) is not None and follower.told(None) is False  # no answer
+    assert follower.ask(_Gw(None), 0.0) is None  # no shared state: nothing to look at
+
+
+def test_the_reload_look_says_whether_redis_answers():
+    """Between requests, the degraded gauge follows the reload follower's looks."""
+    follower, gw = ReloadFollower(), _Gw("f3")
+    shared = gw.router.shared
+    follower.ask(gw, 0.0)
+    follower.told(None)
+    assert shared.degraded and shared.fallbacks == 0  # a look is not a decision
+    follower.ask(gw, 0.0)
+    follower.told([b"4"])
+    assert not shared.degraded
+    follower.ask(gw, 0.0)
+    follower.told([RespError("LOADING Redis is loading the dataset in memory")])
+    assert shared.degraded
+
+
+def test_once_redis_is_back_what_was_decided_alone_is_told(redis):
+    """Cooldowns and benches recorded while deciding alone reach the fleet on the first look
+    after Redis answers again (the resync), and the other instances then skip that channel."""
+    config = load_config(CONFIG).config
+    alone = Router(config, Catalog(config), detect_engine)
+    alone.shared = fresh(redis)
+    plan = alone.plan(config.api_keys[2], "sk-fixed", "m", Need(), 100.0, random.Random(0),
+                      _build)
+    attempt = plan.resume(None, 100.0)  # Redis away: decided here
+    assert attempt.provider == "a"
+    assert plan.attempt_finished(attempt, 100.0, UpstreamError("x", upstream_status=500))
+    gw = type("G", (), {"router": alone})()
+    follower = ReloadFollower()
+    assert follower.ask(gw, 100.0) == (("GET", alone.shared.prefix + "reload"),)
+    follower.told([b"0"])  # Redis answers again: the next look carries the resync
+    commands = follower.ask(gw, 101.0)
+    assert len(commands) == 2 and commands[1][3] == "note"
+    for command in commands:
+        redis.call(*command)
+    other = Router(config, Catalog(config), detect_engine)  # another instance, same fleet
+    other.shared = alone.shared
+    plan = other.plan(config.api_keys[2], "sk-fixed", "m", Need(), 102.0, random.Random(0),
+                      _build)
+    first = plan.resume(run(redis, plan.next_attempt(102.0, None).command), 102.0)
+    assert first.provider == "b"  # a is cooling for the fleet now
+    assert follower.ask(gw, 103.0) == (("GET", alone.shared.prefix + "reload"),)  # told once

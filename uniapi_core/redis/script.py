@@ -39,9 +39,11 @@ Keys (``p`` is ``uniapi:<fleet>:``; every ``<d>`` is a digest ``routing/shared.p
 what the state belongs to): ``clock``; ``seq`` (admission serial numbers, so two admissions
 at one instant are two members); ``w:<d>`` a sliding window (a sorted set of admission
 times); ``s:<d>`` a rotation; ``c:<d>`` a channel's cooldown end; ``k:<d>`` a key pool's
-cursor; ``k:<d>:<i>`` key ``i``'s bench end. Every key expires by itself once it can no longer
-matter (windows after their period, ends at the end, rotations and cursors a day after last
-use), so nothing piles up. Redis Cluster is not supported: the keys are not declared.
+cursor; ``k:<d>:<i>`` key ``i``'s bench end. Every one of these expires by itself once it can no
+longer matter (windows after their period, ends at the end, rotations and cursors a day after
+last use), so nothing piles up; three small keys per fleet stay: ``clock``, ``seq`` and
+``reload`` (the reload generation, ``routing/shared.py`` ``ReloadFollower``). Redis Cluster is
+not supported: the keys are not declared.
 """
 
 from __future__ import annotations

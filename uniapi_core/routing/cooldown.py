@@ -62,6 +62,10 @@ class Cooldowns:
         """How many pairs are cooling at ``now`` (for the metrics gauge)."""
         return sum(1 for end in self._until.values() if end > now)
 
+    def cooling(self, now: float) -> list[tuple[str, str, float]]:
+        """(provider, model, end) of every pair cooling at ``now``."""
+        return [(p, m, end) for (p, m), end in self._until.items() if end > now]
+
     def until(self, provider: str, model: str, now: float) -> float | None:
         """When the pair's cooldown ends, if it is cooling at ``now``; else ``None``."""
         key = (provider, model)

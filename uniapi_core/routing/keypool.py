@@ -235,6 +235,17 @@ class KeyPools:
             return None
         return period
 
+    def benched(self, now: float
+                ) -> list[tuple[str, tuple[str, ...] | None, tuple[str, ...], int, float]]:
+        """(provider name, slots or None, the pool's keys or slots, index, end) of every key
+        or slot benched at ``now``."""
+        found = []
+        for name, pool in self._pools.items():
+            provider, slots = name if isinstance(name, tuple) else (name, None)
+            found += [(provider, slots, pool.keys, i, end) for i, end in pool.benched.items()
+                      if end > now]
+        return found
+
     def benched_until(self, provider: Provider, index: int, now: float,
                       slots: tuple[str, ...] | None = None) -> float | None:
         """When key ``index``'s bench ends, if it is benched at ``now``; else ``None``."""

@@ -48,12 +48,15 @@ from .regions import vertex_regions
 from .resolve import Catalog, Channel, resolve
 from .retry import attempt_budget, verdict
 from .schedule import Scheduler
-from .shared import Note, SharedState, as_list, cool_name, pool_name, pool_spec, route_request
+from .shared import (Note, SharedState, as_list, cool_name, pool_name, pool_name_of, pool_spec,
+                     route_request)
 
 __all__ = ["Router", "RoutePlan", "Need", "Decision", "DEFAULT_COOLDOWN"]
 
 #: seconds a failed channel is skipped when api.yaml does not say (docs/routing.md §5)
 DEFAULT_COOLDOWN = 300.0
+#: encoded ``route`` requests a Router keeps (all dropped when full)
+ROUTE_REQUESTS = 4096
 
 
 @attrs.frozen(kw_only=True)
@@ -95,6 +98,10 @@ class Router:
         #: the fleet's shared state (``--redis-url``): decisions are made there, and on the
         #: objects above only when it does not answer (``routing/shared.py``); None: here
         self.shared: SharedState | None = None
+        #: the ``route`` requests already encoded, by (key, model, ordered channels): the same
+        #: for every request of one rule until the config changes (a reload makes a new
+        #: Router); none is kept for a pool with random key order, drawn per request
+        self.route_requests: dict[tuple, str] = {}
         #: (provider, upstream model) -> [successes, failures]
         self.stats: dict[tuple[str, str], list[int]] = {}
 
@@ -165,6 +172,19 @@ class Router:
             return own
         glob = self.config.preferences.cooldown_period
         return DEFAULT_COOLDOWN if glob is None else glob
+
+    def resync(self, now: float) -> tuple[str, ...] | None:
+        """Once Redis is back: the ``note`` telling the fleet of the channels this process
+        cooled and the keys it benched while deciding alone (None: none, or no fleet)."""
+        if self.shared is None:
+            return None
+        cool = [[cool_name(p, alias), end - now]
+                for p, alias, end in self.cooldowns.cooling(now)]
+        bench = [[f"{pool_name_of(p, slots, keys)}:{i}", end - now]
+                 for p, slots, keys, i, end in self.keys.benched(now)]
+        if not cool and not bench:
+            return None
+        return self.shared.command("note", {"cool": cool, "bench": bench}, now)
 
     def finished(self, channel: Channel, key_index: int | None, now: float,
                  error: UpstreamError | None, other_keys_left: bool) -> list[Note]:
@@ -316,9 +336,19 @@ class RoutePlan:
         if algorithm not in ("round_robin", "weighted_round_robin"):  # stateless: ordered here
             self.channels = self._router.scheduler.order(algorithm, self.channels,
                                                          (key_id, model), self._rng)
-        specs = [self._spec(c) for c in self.channels]
-        return self._shared.consult("route", route_request(key, key_id, model, self.channels,
-                                                           specs, algorithm), now)
+        cache = self._router.route_requests
+        ident = (key_id, model, tuple((c.provider.provider, c.upstream_model, c.alias)
+                                      for c in self.channels))
+        text = cache.get(ident)
+        if text is None:
+            specs = [self._spec(c) for c in self.channels]
+            text = self._shared.encode(route_request(key, key_id, model, self.channels, specs,
+                                                     algorithm))
+            if not any("o" in spec for spec in specs):  # the same for every request
+                if len(cache) >= ROUTE_REQUESTS:
+                    cache.clear()
+                cache[ident] = text
+        return self._shared.consult("route", text, now)
 
     def _pick_consult(self, now: float) -> Consult:
         assert self._shared is not None

@@ -35,6 +35,7 @@ import attrs
 
 from ..config.model import ApiKey, Provider, RateRule
 from ..ratelimit.scope import limit_scope
+from ..redis.resp import RespError
 from ..redis.script import SHA
 from .keypool import key_windows
 from .plan import Consult
@@ -77,8 +78,11 @@ def cool_name(provider: str, alias: str) -> str:
 def pool_name(provider: Provider, slots: tuple[str, ...] | None) -> str:
     """The shared name of a provider's key pool (or of one of its Vertex region lists); a
     changed key list is another pool, as ``KeyPools`` starts afresh."""
-    keys = provider.api if slots is None else slots
-    return _d("pool", provider.provider, slots is not None, keys)
+    return pool_name_of(provider.provider, slots, provider.api if slots is None else slots)
+
+
+def pool_name_of(provider: str, slots: tuple[str, ...] | None, keys: tuple[str, ...]) -> str:
+    return _d("pool", provider, slots is not None, keys)
 
 
 def pool_spec(provider: Provider, upstream_model: str, slots: tuple[str, ...] | None,
@@ -143,15 +147,18 @@ class SharedState:
     def prefix(self) -> str:
         return f"uniapi:{self.fleet}:"
 
-    def consult(self, mode: str, request: dict[str, Any], now: float) -> Consult:
+    def consult(self, mode: str, request: dict[str, Any] | str, now: float) -> Consult:
         """The script call for one decision at ``now`` (the caller's clock, used only with
-        ``own_clock``: else Redis's)."""
+        ``own_clock``: else Redis's); ``request`` as a dict, or as ``encode`` made it."""
         return Consult(self.command(mode, request, now), self.timeout)
 
-    def command(self, mode: str, request: dict[str, Any], now: float) -> tuple[str, ...]:
-        request = {"p": self.prefix, **request}
-        return ("EVALSHA", SHA, "0", mode, json.dumps(request, separators=(",", ":")),
-                repr(float(now)) if self.own_clock else "")
+    def encode(self, request: dict[str, Any]) -> str:
+        """A request's JSON text, the fleet's prefix in it (what ``command`` sends)."""
+        return json.dumps({"p": self.prefix, **request}, separators=(",", ":"))
+
+    def command(self, mode: str, request: dict[str, Any] | str, now: float) -> tuple[str, ...]:
+        text = request if isinstance(request, str) else self.encode(request)
+        return ("EVALSHA", SHA, "0", mode, text, repr(float(now)) if self.own_clock else "")
 
     def answer(self, replies: Sequence[Any] | None) -> dict[str, Any] | None:
         """The script's answer, or None when there is none to trust (no reply in time, an
@@ -194,20 +201,29 @@ class ReloadFollower:
     gateway changed since the last look (SIGHUP, ``POST /v1/reload``), ``ask`` announces it
     instead (INCR, under the fleet's old name too when the client keys, and so the fleet's
     name, changed: the others still watch that one). A counter that went down (Redis
-    restarted, flushed) is only re-read; no reload follows from it."""
+    restarted, flushed) is only re-read; no reload follows from it.
+
+    The looks also tell whether Redis answers (``SharedState.degraded`` between requests), and
+    the first look after Redis came back carries the resync (``Router.resync``): the channels
+    this process cooled and the keys it benched alone are told to the fleet."""
 
     _gateway: Any = None
     _seen: int | None = None
     _announcing: bool = False
+    _shared: SharedState | None = None
+    _was_degraded: bool = False
 
-    def ask(self, gateway: Any) -> tuple[tuple[str, ...], ...] | None:
+    def ask(self, gateway: Any, now: float) -> tuple[tuple[str, ...], ...] | None:
         shared: SharedState | None = gateway.router.shared
         if shared is None:
             return None
+        back = self._shared is shared and self._was_degraded and not shared.degraded
+        self._shared, self._was_degraded = shared, shared.degraded
         old, self._gateway = self._gateway, gateway
         self._announcing = old is not None and old is not gateway
         if not self._announcing:
-            return (("GET", shared.prefix + "reload"),)
+            resync = gateway.router.resync(now) if back else None
+            return (("GET", shared.prefix + "reload"),) + ((resync,) if resync else ())
         before: SharedState | None = old.router.shared
         commands = [("INCR", shared.prefix + "reload")]
         if before is not None and before.prefix != shared.prefix:
@@ -215,13 +231,17 @@ class ReloadFollower:
         return tuple(commands)
 
     def told(self, replies: Sequence[Any] | None) -> bool:
-        if not replies:
-            return False
-        first = replies[0]
+        """Read the replies of ``ask``'s command (None: none). They also say whether Redis
+        answers, which is what ``uniapi_shared_state_degraded`` shows between requests."""
+        first = replies[0] if replies else RespError("no answer")
         try:
             value = int(first) if first is not None else 0
-        except (TypeError, ValueError):  # an error reply: look again next time
+        except (TypeError, ValueError):  # no answer, or an error reply: look again next time
+            if self._shared is not None:
+                self._shared.degraded = True
             return False
+        if self._shared is not None:
+            self._shared.degraded = False
         seen, self._seen = self._seen, value
         return not self._announcing and seen is not None and value > seen
 
