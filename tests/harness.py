@@ -63,16 +63,18 @@ class RunningGateway:
 def run_gateway(config_text: str, *, backend: str = "trio", env_timeout: float | None = None,
                 limits: ServerLimits | None = None, discover: bool = True,
                 options: FrontOptions | None = None, upstream_ssl: ssl.SSLContext | None = None,
-                wall: Callable[[], float] = real_wall,
+                wall: Callable[[], float] = real_wall, seed: int = 1,
                 **settings: object) -> Iterator[RunningGateway]:
     """Serve ``config_text`` on 127.0.0.1 in a thread; ``options`` (or just ``limits``)
     set the front; ``upstream_ssl`` is the pool's TLS context for upstreams; ``wall`` is the
-    wall clock the backend's ``serve`` hands the core (a fixed one makes ``created`` fixed)."""
+    wall clock the backend's ``serve`` hands the core (a fixed one makes ``created`` fixed);
+    ``seed``: the gateway's entropy (two gateways on one stats store need two, as two processes
+    have: it makes the instance id of their rows)."""
     if options is None:
         options = FrontOptions(limits=limits or ServerLimits())
     loaded = load_config(config_text, "test.yaml")
     gateway = Gateway(loaded.config, settings=Settings(env_timeout=env_timeout, **settings),
-                      entropy=random.Random(1))
+                      entropy=random.Random(seed))
     if backend not in BACKENDS:
         raise NotImplementedError(backend)
     ready = threading.Event()

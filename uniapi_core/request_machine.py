@@ -94,6 +94,7 @@ from .relay import (
 )
 from .relay.events import UpstreamData, UpstreamEnded, UpstreamFailed, UpstreamHead
 from .ssrf import FETCH_TIMEOUT, MAX_IMAGE_BYTES, MAX_REDIRECTS, url_refusal
+from .routing.shared import token_name
 from .vendors import gauth
 
 __all__ = ["RequestMachine", "Step", "StartUpstream", "StopUpstream", "Fetch", "FetchResult",
@@ -318,6 +319,23 @@ class _TokenFetch:
     body: bytearray = attrs.Factory(bytearray)
 
 
+@attrs.define
+class _TokenAsk:
+    """``--redis-url``: a token this request asks the fleet for before fetching it (the
+    ``token`` mode of redis/script.py): ``ref`` is the ask in flight (None: waiting until
+    ``until`` to ask again, another process is fetching); ``give_up``: then fetch here."""
+
+    account: gauth.ServiceAccount
+    proxy: str | None
+    flight: int
+    until: float
+    give_up: float
+    ref: int | None = None
+
+#: seconds between two asks while another process of the fleet fetches a token
+TOKEN_POLL = 0.1
+
+
 class RequestMachine:
     """One request, from ``start`` until ``finished`` (see the module docstring)."""
 
@@ -350,6 +368,7 @@ class RequestMachine:
         self._routed: Routed | None = None  # AWAITING_TOKEN
         self._tokens: dict[int, _TokenFetch] = {}  # ref -> a token POST of ours
         self._watches: dict[int, object] = {}  # ref -> the account key watched
+        self._asks: dict[tuple[str, str, str], _TokenAsk] = {}  # account key -> fleet ask
         self._wait_until: float | None = None
 
     # -- the door -----------------------------------------------------------------------------
@@ -388,6 +407,7 @@ class RequestMachine:
             return self._query_deadline
         if step is Step.AWAITING_TOKEN:
             times = [f.deadline for f in self._tokens.values()]
+            times += [a.until for a in self._asks.values()]
             if self._wait_until is not None:
                 times.append(self._wait_until)
             return min(times) if times else None
@@ -550,11 +570,47 @@ class RequestMachine:
                 cache.fail(account.key, fetch.flight, exc, now)
             else:
                 cache.succeed(account.key, fetch.flight, token, expires_in, now)
+                self._share_token(account, token, expires_in - min(gauth.MAX_MARGIN,
+                                                                   expires_in / 2), now, out)
         else:  # UpstreamFailed
             cache.fail(account.key, fetch.flight, gauth.token_failure(
                 account, f"{event.message}"), now)
         del self._tokens[event.ref]
+        if not cache.fresh(account.key, now):  # failed: the fleet's claim is freed
+            self._share_token(account, None, 0.0, now, out)
         out.append(Notify(account.key))
+        self._guarded(self._tokens_step, now, wall, out)
+
+    def _share_token(self, account: gauth.ServiceAccount, token: str | None, fresh_for: float,
+                     now: float, out: list[MachineAction]) -> None:
+        """Tell the fleet a token this process fetched (or that its fetch failed)."""
+        shared = self._gw.router.shared
+        if shared is not None:
+            request = {"a": token_name(account.key), "s": fresh_for}
+            if token is not None:
+                request["t"] = token
+            out.append(TellShared((shared.command("token_put", request, now),)))
+
+    def _on_token_shared(self, event: SharedDone, now: float, wall: float,
+                         out: list[MachineAction]) -> None:
+        """The fleet's answer about a token: it, a claim on its fetch, or wait."""
+        found = [(k, a) for k, a in self._asks.items() if a.ref == event.ref]
+        if not found:
+            return
+        key, ask = found[0]
+        shared = self._gw.router.shared
+        answer = None if shared is None else shared.answer(event.replies)
+        fresh_for = None if answer is None else answer.get("s")
+        if answer is not None and isinstance(answer.get("t"), str) \
+                and isinstance(fresh_for, (int, float)) and not isinstance(fresh_for, bool):
+            del self._asks[key]
+            self._gw.tokens.adopt(key, ask.flight, answer["t"], float(fresh_for), now)
+            out.append(Notify(key))
+        elif answer is not None and answer.get("wait") and now < ask.give_up:
+            ask.ref, ask.until = None, now + TOKEN_POLL
+        else:  # the claim is ours, or Redis did not answer: fetch it here
+            del self._asks[key]
+            self._fetch_token(ask.account, ask.proxy, ask.flight, now, wall, out)
         self._guarded(self._tokens_step, now, wall, out)
 
     def _on_query_late(self, event: DeadlineReached, now: float, wall: float,
@@ -627,7 +683,12 @@ class RequestMachine:
         routed = self._routed
         assert routed is not None
         cache = self._gw.tokens
-        busy = {f.account.key for f in self._tokens.values()} | set(self._watches.values())
+        shared = self._gw.router.shared
+        busy = ({f.account.key for f in self._tokens.values()} | set(self._watches.values())
+                | set(self._asks))
+        for key, ask in self._asks.items():  # another process fetches: ask again when due
+            if ask.ref is None and now >= ask.until:
+                self._ask_fleet(ask, now, out)
         for account, proxy in routed.accounts:
             key = account.key
             if key in busy:
@@ -640,23 +701,42 @@ class RequestMachine:
                 self._wait_until = now + TOKEN_TIMEOUT
             elif state == gauth.IDLE:
                 flight = cache.begin(key, now)
-                try:
-                    request = gauth.token_request(account, wall)
-                except UniapiError as exc:
-                    cache.fail(key, flight, exc, now)
-                    continue
-                except Exception:  # a signing bug must cost this provider, not the connection
-                    cache.fail(key, flight, GatewayError(
-                        "internal error while signing the Vertex token request", status=500,
-                        code="internal_error"), now)
-                    continue
-                ref = self._new_ref()
-                self._tokens[ref] = _TokenFetch(account, flight, now + TOKEN_TIMEOUT)
-                out.append(StartUpstream(ref, request, proxy))
-        if self._tokens or self._watches:
+                if shared is not None:  # one fetch for the fleet: ask it first
+                    ask = self._asks[key] = _TokenAsk(account, proxy, flight, now,
+                                                      now + TOKEN_TIMEOUT)
+                    self._ask_fleet(ask, now, out)
+                else:
+                    self._fetch_token(account, proxy, flight, now, wall, out)
+        if self._tokens or self._watches or self._asks:
             return
         self._routed = self._wait_until = None
         self._answer(routed.relay, now, wall, out)
+
+    def _ask_fleet(self, ask: _TokenAsk, now: float, out: list[MachineAction]) -> None:
+        shared = self._gw.router.shared
+        assert shared is not None
+        ask.ref, ask.until = self._new_ref(), now + shared.timeout
+        out.append(RunShared(ask.ref, (shared.command("token", {
+            "a": token_name(ask.account.key), "l": int(TOKEN_TIMEOUT * 1000)}, now),),
+            shared.timeout))
+
+    def _fetch_token(self, account: gauth.ServiceAccount, proxy: str | None, flight: int,
+                     now: float, wall: float, out: list[MachineAction]) -> None:
+        """Run the token POST of ``flight`` (claimed with ``TokenCache.begin``)."""
+        cache = self._gw.tokens
+        try:
+            request = gauth.token_request(account, wall)
+        except UniapiError as exc:
+            cache.fail(account.key, flight, exc, now)
+            return
+        except Exception:  # a signing bug must cost this provider, not the connection
+            cache.fail(account.key, flight, GatewayError(
+                "internal error while signing the Vertex token request", status=500,
+                code="internal_error"), now)
+            return
+        ref = self._new_ref()
+        self._tokens[ref] = _TokenFetch(account, flight, now + TOKEN_TIMEOUT)
+        out.append(StartUpstream(ref, request, proxy))
 
     def _token_deadline(self, now: float, wall: float, out: list[MachineAction]) -> None:
         cache = self._gw.tokens
@@ -667,6 +747,17 @@ class RequestMachine:
                 cache.fail(fetch.account.key, fetch.flight, gauth.token_failure(
                     fetch.account, f"no answer within {TOKEN_TIMEOUT:g} s"), now)
                 out.append(Notify(fetch.account.key))
+        for key, ask in list(self._asks.items()):
+            if ask.ref is not None and now >= ask.until:  # the fleet did not answer in time
+                out.append(StopUpstream(ask.ref))
+                del self._asks[key]
+                shared = self._gw.router.shared
+                if shared is not None:
+                    shared.lost()
+                self._fetch_token(ask.account, ask.proxy, ask.flight, now, wall, out)
+            elif ask.ref is None and now >= ask.give_up:  # waited long enough: fetch here
+                del self._asks[key]
+                self._fetch_token(ask.account, ask.proxy, ask.flight, now, wall, out)
         if self._wait_until is not None and now >= self._wait_until:
             for ref in self._watches:  # look again: the flight may have gone stale
                 out.append(StopUpstream(ref))
@@ -713,6 +804,10 @@ class RequestMachine:
                     out.append(action)  # type: ignore[arg-type]
             elif cls is TokenRefused:
                 self._gw.tokens.invalidate(*action.credential)  # type: ignore
+                if (shared := self._gw.router.shared) is not None:  # and the fleet's copy
+                    key, token = action.credential  # type: ignore[union-attr]
+                    out.append(TellShared((shared.command("token_drop", {
+                        "a": token_name(key), "t": token}, now),)))
             elif checking:
                 if cls is SendHead:
                     self._check_status = action.status  # type: ignore[union-attr]
@@ -783,6 +878,12 @@ class RequestMachine:
                 cache.abandon(fetch.account.key, fetch.flight)
                 out.append(StopUpstream(ref))
                 out.append(Notify(fetch.account.key))
+        for account, ask in self._asks.items():  # let a waiter of this process take over
+            self._gw.tokens.abandon(account, ask.flight)
+            out.append(Notify(account))
+            if ask.ref is not None:
+                out.append(StopUpstream(ask.ref))
+        self._asks.clear()
         for ref in [*self._watches, *self._fetching, *self._relay_refs]:
             out.append(StopUpstream(ref))
         if self._query is not None:  # the client left: its query's answer is not wanted
@@ -817,6 +918,7 @@ for _step in (Step.MODERATING, Step.RELAYING):
 for _ev in (UpstreamHead, UpstreamData, UpstreamEnded, UpstreamFailed):
     _TABLE[(Step.AWAITING_TOKEN, _ev)] = RequestMachine._on_token_upstream
 _TABLE[(Step.AWAITING_TOKEN, Notified)] = RequestMachine._on_notified
+_TABLE[(Step.AWAITING_TOKEN, SharedDone)] = RequestMachine._on_token_shared
 _TABLE[(Step.AWAITING_TOKEN, DeadlineReached)] = RequestMachine._on_deadline
 _TABLE[(Step.FETCHING, FetchDone)] = RequestMachine._on_fetch_done
 _TABLE[(Step.QUERYING, QueryDone)] = RequestMachine._on_query_done

@@ -267,10 +267,11 @@ def test_a_wedged_server_is_dropped_and_the_pending_cap_holds(backend, server):
                 return time.monotonic() - start
 
             flooded, waited = await rt.gather([flood, over_the_cap])
-            assert flooded == [None] * MAX_PENDING and waited < 0.05
+            # refused at once, not after the call's 5 s (generous: CI runs other tests beside)
+            assert flooded == [None] * MAX_PENDING and waited < 0.5
             assert r.connected  # not yet: overdue by more than 2 s drops it
             took = await rt.until(lambda: not r.connected, 4)
-            assert 1.5 < took + 0.3 < 3.5
+            assert 1.5 < took + 0.3 < 6
         finally:
             os.kill(pid, signal.SIGCONT)
         await rt.until(lambda: r.connected, 3)

@@ -204,3 +204,29 @@ def test_a_store_that_cannot_be_written_costs_rows_never_answers(backend, tmp_pa
         up.close()
     assert status == 503 and stats["error"]["code"] == "stats_unavailable"
     assert queue.written + queue.failed + len(queue) == queue.added
+
+
+def test_two_instances_on_one_postgres_see_the_fleets_figures(pg_server):  # noqa: F811
+    """Scale-out (docs/scale-out.md): a trio and an asyncio gateway write to one PostgreSQL
+    database, and /v1/stats and /v1/token_usage on either show both instances' requests."""
+    up = FakeUpstream(lambda seen: json_reply(answer("ok", 5)))
+    with pg_database(pg_server) as db:
+        try:
+            with run_gateway(config(up), backend="trio", stats_store=db.config) as one, \
+                    run_gateway(config(up), backend="asyncio", stats_store=db.config,
+                                seed=2) as two:
+                for gw, n in ((one, 3), (two, 4)):
+                    for i in range(n):
+                        gw.openai(USER).chat.completions.create(
+                            model="m", messages=[{"role": "user", "content": str(i)}])
+                settled(one, 3)
+                settled(two, 4)
+                answers = [(get(gw.url + "/v1/stats?hours=1", ADMIN),
+                            get(gw.url + "/v1/token_usage", USER)) for gw in (one, two)]
+        finally:
+            up.close()
+    for (status, stats), (usage_status, usage) in answers:
+        assert status == 200 and usage_status == 200
+        assert {r["model"]: r["count"] for r in stats["model_request_counts"]} == {"m": 7}
+        (mine,) = [u for u in usage["usage"] if u["model"] == "m"]
+        assert mine["request_count"] == 7 and mine["total_prompt_tokens"] == 35

@@ -34,12 +34,19 @@ Modes:
            benches a key until now + seconds (a later end is kept). Answers ``{}``.
 ``admit``  ``{p, lim}``: the limiter alone (the property tests' entry). Answers ``{rl, wi}``
            or ``{}``.
+``token``  ``{p, a, l}``: a Vertex service account's access token, one fetch for the fleet:
+           ``{t, s}`` (the token, seconds it stays fresh), else ``{claim: true}`` (this caller
+           fetches: it holds ``t:<d>:lock`` for ``l`` ms), else ``{wait: true}`` (another
+           one is fetching). ``token_put`` ``{p, a, t?, s}`` stores a fetched token for ``s``
+           seconds (none after a failure) and frees the lock; ``token_drop`` ``{p, a, t}``
+           forgets the token Vertex refused, if it is still the one stored.
 
 Keys (``p`` is ``uniapi:<fleet>:``; every ``<d>`` is a digest ``routing/shared.py`` makes of
 what the state belongs to): ``clock``; ``seq`` (admission serial numbers, so two admissions
 at one instant are two members); ``w:<d>`` a sliding window (a sorted set of admission
 times); ``s:<d>`` a rotation; ``c:<d>`` a channel's cooldown end; ``k:<d>`` a key pool's
-cursor; ``k:<d>:<i>`` key ``i``'s bench end. Every one of these expires by itself once it can no
+cursor; ``k:<d>:<i>`` key ``i``'s bench end; ``t:<d>`` a Vertex access token and
+``t:<d>:lock`` the claim on its fetch. Every one of these expires by itself once it can no
 longer matter (windows after their period, ends at the end, rotations and cursors a day after
 last use), so nothing piles up; three small keys per fleet stay: ``clock``, ``seq`` and
 ``reload`` (the reload generation, ``routing/shared.py`` ``ReloadFollower``). Redis Cluster is
@@ -241,6 +248,29 @@ if mode == 'route' then
   local o = {}
   for k, idx in ipairs(order) do o[k] = idx - 1 end
   return cjson.encode({o = o, cl = cl, p = p, i = i, sk = sk})
+end
+
+if mode == 'token' then
+  local key = P .. 't:' .. req.a
+  local tok = redis.call('GET', key)
+  if tok then return cjson.encode({t = tok, s = redis.call('PTTL', key) / 1000}) end
+  if redis.call('SET', key .. ':lock', '1', 'NX', 'PX', req.l) then return '{"claim":true}' end
+  return '{"wait":true}'
+end
+
+if mode == 'token_put' then
+  local key = P .. 't:' .. req.a
+  if type(req.t) == 'string' and req.s > 0 then
+    redis.call('SET', key, req.t, 'PX', math.floor(req.s * 1000))
+  end
+  redis.call('DEL', key .. ':lock')
+  return '{}'
+end
+
+if mode == 'token_drop' then
+  local key = P .. 't:' .. req.a
+  if redis.call('GET', key) == req.t then redis.call('DEL', key) end
+  return '{}'
 end
 
 return redis.error_reply('uniapi: unknown mode ' .. tostring(mode))

@@ -43,7 +43,7 @@ from .resolve import Channel
 from .schedule import weight_of
 
 __all__ = ["SharedState", "DEFAULT_REDIS_TIMEOUT", "fleet_of", "route_request", "pool_spec",
-           "cool_name", "Note", "ReloadFollower", "RELOAD_POLL"]
+           "cool_name", "token_name", "Note", "ReloadFollower", "RELOAD_POLL"]
 
 #: seconds a shared decision may take before this process decides on its own state
 DEFAULT_REDIS_TIMEOUT = 0.05
@@ -68,6 +68,11 @@ def fleet_of(client_keys: Sequence[str]) -> str:
 def windows(subject: Hashable, rules: Sequence[RateRule]) -> list[dict[str, Any]]:
     """One limiter subject's windows, as the script takes them."""
     return [{"k": _d(subject, r.count, r.period), "n": r.count, "s": r.period} for r in rules]
+
+
+def token_name(account: Hashable) -> str:
+    """The shared name of a Vertex service account's access token."""
+    return _d("token", account)
 
 
 def cool_name(provider: str, alias: str) -> str:
@@ -233,7 +238,7 @@ class ReloadFollower:
     def told(self, replies: Sequence[Any] | None) -> bool:
         """Read the replies of ``ask``'s command (None: none). They also say whether Redis
         answers, which is what ``uniapi_shared_state_degraded`` shows between requests."""
-        first = replies[0] if replies else RespError("no answer")
+        first: Any = replies[0] if replies else RespError("no answer")
         try:
             value = int(first) if first is not None else 0
         except (TypeError, ValueError):  # no answer, or an error reply: look again next time

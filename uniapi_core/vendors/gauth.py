@@ -215,6 +215,13 @@ class TokenCache:
         e.margin = min(MAX_MARGIN, expires_in / 2)
         e.failed_at, e.failure = None, None
 
+    def adopt(self, key: tuple[str, str, str], flight: int, token: str, fresh_for: float,
+              now: float) -> None:
+        """A token another process fetched (the fleet's, ``--redis-url``), fresh for
+        ``fresh_for`` more seconds (its margin already taken by whoever fetched it)."""
+        self.succeed(key, flight, token, fresh_for, now)
+        self._entry(key).margin = 0.0
+
     def fail(self, key: tuple[str, str, str], flight: int, error: UniapiError,
              now: float) -> None:
         e = self._entry(key)
