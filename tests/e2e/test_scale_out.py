@@ -1,9 +1,10 @@
 """Scale-out end to end (issue 16): three gateway processes, mixed backends (trio, asyncio,
 trio), one api.yaml, one real redis-server (``--redis-url``). Whatever instance a request
 lands on, the client-key rate limits, the provider-key limits, the channel cooldowns and the
-round-robin position are the fleet's, exactly; with Redis gone every request is still answered
-on the process's own state (and ``GET /metrics`` says so), and sharing resumes once Redis is
-back.
+round-robin position are the fleet's, exactly; a Vertex service account's access token is
+fetched once for the fleet; a hot reload of one instance is followed by the others; with Redis
+gone every request is still answered on the process's own state (and ``GET /metrics`` says so),
+and sharing resumes once Redis is back.
 
 One redis-server and one fleet for the module: each scenario has its own client key, models
 and providers (and its own fake upstream per provider, so the upstream's request log says
@@ -20,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -29,6 +31,7 @@ from pathlib import Path
 import attrs
 import pytest
 
+from tests.e2e.test_vertex import EMAIL, PEM, FakeVertex
 from tests.fakes import redis_server
 from tests.fakes.upstream import FakeUpstream, Seen, json_reply
 
@@ -38,7 +41,7 @@ CONNECTED = "shared state: connected to"
 UNREACHABLE = "unreachable"
 
 # every upstream (one per provider) by its provider name
-PROVIDERS = ("s1", "s2", "s3a", "s3b", "s4a", "s4b", "s4c", "s5")
+PROVIDERS = ("s1", "s2", "s3a", "s3b", "s4a", "s4b", "s4c", "s5", "s7")
 
 
 def answer(name: str) -> dict:
@@ -48,9 +51,14 @@ def answer(name: str) -> dict:
             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
 
 
-def config(ups: dict[str, FakeUpstream]) -> str:
+def config(ups: dict[str, FakeUpstream], vertex: FakeVertex, reloaded: bool = False) -> str:
+    """The fleet's api.yaml; ``reloaded``: the one the reload scenario writes, which only adds
+    model m-s7b to provider s7 (same client keys, so the same fleet name)."""
     def base(name: str) -> str:
         return f"{ups[name].url}/v1/chat/completions"
+
+    s7_models = "[m-s7a, m-s7b]" if reloaded else "[m-s7a]"
+    pem = PEM.replace("\n", "\\n")
 
     # redis_timeout: generous, so that a loaded test machine never makes a decision fall back
     # to the process's own state while Redis is up (the exact counts below would then be off);
@@ -73,6 +81,16 @@ providers:
   - {{provider: s4b, base_url: "{base('s4b')}", api: sk-upstream-s4b, model: [m-s4]}}
   - {{provider: s4c, base_url: "{base('s4c')}", api: sk-upstream-s4c, model: [m-s4]}}
   - {{provider: s5, base_url: "{base('s5')}", api: sk-upstream-s5, model: [m-s5]}}
+  - provider: v6
+    engine: vertex
+    base_url: {vertex.url}
+    project_id: proj-1
+    client_email: {EMAIL}
+    private_key: '{pem}'
+    token_uri: {vertex.url}/token
+    model:
+      - gemini-2.0-flash: m-v6
+  - {{provider: s7, base_url: "{base('s7')}", api: sk-upstream-s7, model: {s7_models}}}
 api_keys:
   - api: {ADMIN}
     role: admin
@@ -92,6 +110,10 @@ api_keys:
   - api: sk-scale-5b
     model: [s5/*]
     preferences: {{rate_limit: 2/min}}
+  - api: sk-scale-6
+    model: [v6/*]
+  - api: sk-scale-7
+    model: [s7/*]
 preferences:
   redis_timeout: 1
 """
@@ -126,6 +148,25 @@ class Gateway:
         except urllib.error.HTTPError as e:
             status, headers, raw = e.code, e.headers, e.read()
         return status, {k.lower(): v for k, v in headers.items()}, json.loads(raw)
+
+    def models(self, key: str) -> list[str]:
+        """The ids GET /v1/models lists for a client key."""
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}/v1/models",
+                                     headers={"Authorization": f"Bearer {key}"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert r.status == 200
+            return [m["id"] for m in json.loads(r.read())["data"]]
+
+    def reload(self) -> tuple[int, dict]:
+        """POST /v1/reload with the admin key: status, JSON body."""
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}/v1/reload", data=b"",
+                                     method="POST",
+                                     headers={"Authorization": f"Bearer {ADMIN}"})
+        try:
+            with urllib.request.urlopen(req, timeout=70) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
 
     def metrics(self) -> dict[str, float]:
         """The unlabelled samples of GET /metrics (admin key), by name."""
@@ -164,6 +205,8 @@ def healthy(port: int) -> bool:
 class Fleet:
     redis: redis_server.RedisServer
     ups: dict[str, FakeUpstream]
+    vertex: FakeVertex
+    conf: Path
     gateways: list[Gateway]
 
     def __getitem__(self, i: int) -> Gateway:
@@ -205,23 +248,26 @@ def fleet(tmp_path_factory) -> Iterator[Fleet]:
     tmp = tmp_path_factory.mktemp("scale-out")
     ups = {name: FakeUpstream(lambda seen, name=name: json_reply(answer(name)))
            for name in PROVIDERS}
+    # a slow token endpoint, so that the first requests of all three instances overlap
+    vertex = FakeVertex(token_delay=0.3)
     server = redis_server.start()
     gateways: list[Gateway] = []
     try:
         conf = tmp / "api.yaml"
-        conf.write_text(config(ups))
+        conf.write_text(config(ups, vertex))
         for i, module in enumerate(BACKENDS):
             gateways.append(start_gateway(module, conf, server.url, tmp / f"gw{i}.log"))
         deadline = time.monotonic() + 30
         for gw in gateways:
             wait_ready(gw, deadline)
-        yield Fleet(server, ups, gateways)
+        yield Fleet(server, ups, vertex, conf, gateways)
     finally:
         for gw in gateways:
             gw.stop()
         server.stop()
         for up in ups.values():
             up.close()
+        vertex.close()
 
 
 def spread(fleet: Fleet, n: int, key: str, model: str) -> list[tuple[int, dict, dict]]:
@@ -309,6 +355,89 @@ def test_round_robin_position_is_the_fleets(fleet):
     # the shared cursor moves one further per request, whichever instance takes it
     start = names.index(served[0])
     assert served == [names[(start + i) % 3] for i in range(30)], served
+
+
+def test_vertex_token_is_fetched_once_for_the_fleet(fleet):
+    """One Vertex service account, three processes: 6 concurrent first requests (2 on each
+    instance, started together while the token POST takes 0.3 s) and 6 more one after another
+    all succeed with the token, and Google's token endpoint saw ONE POST. Within a process the
+    second request waits for the first one's fetch (that much holds on a single node too);
+    across processes only the fleet's claim in Redis stops the other two from fetching. Without
+    it each process makes its own POST: run with each gateway on its own Redis db (three
+    fleets, every one "connected"), this test fails with token_posts == 3."""
+    vertex = fleet.vertex
+    barrier = threading.Barrier(6)
+    got: list[tuple[int, int, float, float, dict]] = []  # instance, status, start, end, body
+    errors: list[BaseException] = []
+
+    def one(i: int) -> None:
+        try:
+            barrier.wait(10)
+            start = time.monotonic()
+            status, _, body = fleet[i].chat("sk-scale-6", "m-v6")
+            got.append((i, status, start, time.monotonic(), body))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(i % 3,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == [] and len(got) == 6, (errors, got, fleet.logs())
+    assert [s for _, s, _, _, _ in got] == [200] * 6, (got, fleet.logs())
+    # the six overlapped: all were sent before the first answer could exist (the token alone
+    # takes 0.3 s), so every instance had to get its first token while another one was fetching
+    assert max(start for _, _, start, _, _ in got) < min(end for _, _, _, end, _ in got), got
+    for _, _, _, _, body in got:
+        assert body["choices"][0]["message"]["content"] \
+            == "Hello! How can I help you today? 😊", body
+
+    later = spread(fleet, 6, "sk-scale-6", "m-v6")
+    assert [s for s, _, _ in later] == [200] * 6, later
+    assert vertex.problems == []  # every JWT was right, every model call carried the token
+    assert vertex.token_posts == 1, (vertex.token_posts, fleet.logs())
+    assert len([s for s in vertex.up.seen if s.path != "/token"]) == 12
+
+
+def test_a_reload_on_one_instance_is_followed_by_all(fleet):
+    """The config file gains model m-s7b (same client keys: same fleet); POST /v1/reload to
+    instance 0 alone. Within 2.5 s instances 1 and 2 list m-s7b and serve it (they poll the
+    fleet's reload counter every 0.5 s), each having reloaded exactly once: a follower's
+    reload is not announced again (no reload ping-pong)."""
+    key = "sk-scale-7"
+    for gw in fleet.gateways:
+        assert gw.models(key) == ["m-s7a"], gw.module
+    status, _, body = fleet[1].chat(key, "m-s7b")
+    assert status == 404, (status, body)  # not a model of this key yet
+    reloads_before = [gw.output().count("reloaded the config from") for gw in fleet.gateways]
+
+    fleet.conf.write_text(config(fleet.ups, fleet.vertex, reloaded=True))
+    status, body = fleet[0].reload()
+    assert (status, body) == (200, {"status": "reloaded"}), (status, body, fleet.logs())
+    reloaded_at = time.monotonic()
+    assert sorted(fleet[0].models(key)) == ["m-s7a", "m-s7b"]  # its own reload is done
+
+    pending = {1: 0.0, 2: 0.0}  # instance -> seconds until it listed m-s7b
+    while True:
+        for i in [i for i, t in pending.items() if not t]:
+            if "m-s7b" in fleet[i].models(key):
+                pending[i] = time.monotonic() - reloaded_at
+        if all(pending.values()) or time.monotonic() - reloaded_at > 3.5:
+            break
+        time.sleep(0.05)
+    assert all(pending.values()), (pending, fleet.logs())
+    assert max(pending.values()) < 2.5, (pending, fleet.logs())
+    for i in (1, 2, 0):
+        status, _, body = fleet[i].chat(key, "m-s7b")
+        assert status == 200 and body["choices"][0]["message"]["content"] == "s7", \
+            (fleet[i].module, status, body)
+    assert len(fleet.ups["s7"].seen) == 3
+
+    time.sleep(1.2)  # more than two polls: a follower that announced its reload would show
+    for gw, before in zip(fleet.gateways, reloads_before):
+        assert gw.output().count("reloaded the config from") == before + 1, \
+            (gw.module, gw.output())
 
 
 def test_redis_outage_degrades_then_sharing_resumes(fleet):
