@@ -20,6 +20,7 @@ from uniapi_core.startup import (
     launch,
     load_checked,
     read_failure,
+    shared_state_text,
     worker_exit,
     workers_verdict,
 )
@@ -145,3 +146,46 @@ def test_launch_builds_the_gateway_with_its_settings():
     gateway = got.gateway(load_config(demo_config("http://127.0.0.1:9"), "d").config,
                           random.Random(0))
     assert gateway.settings.env_timeout == 7.0
+
+
+def test_redis_url_from_the_flag_or_the_environment_and_never_quoted_when_bad():
+    assert launch(_serve(), {}).settings.redis is None
+    env = launch(_serve(), {"REDIS_URL": "redis://:s3cret@cache.internal:6380/2"}).settings.redis
+    assert (env.host, env.port, env.db, env.password) == ("cache.internal", 6380, 2, "s3cret")
+    flag = launch(_serve("--redis-url", "unix:///run/redis.sock"),
+                  {"REDIS_URL": "redis://other"}).settings.redis
+    assert flag.kind == "unix" and flag.path == "/run/redis.sock"  # the flag wins
+    with pytest.raises(ValueError, match=r"^--redis-url \(or REDIS_URL\): ") as bad:
+        launch(_serve("--redis-url", "http://user:s3cret@host"), {})
+    assert "s3cret" not in str(bad.value)
+
+
+def test_workers_without_redis_are_warned_that_limits_are_per_process():
+    four = launch(_serve("--port", "9000", "--workers", "4"), {})
+    assert four.workers_text() == (
+        "uniapi: warning: --workers 4 without --redis-url: rate limits, cooldowns and "
+        "rotations are per process (a 10/min key admits up to 40/min); share them with "
+        "--redis-url (docs/scale-out.md)\n")
+    shared = launch(_serve("--port", "9000", "--workers", "4", "--redis-url",
+                           "redis://127.0.0.1"), {})
+    assert shared.workers_text() == ""
+
+
+def test_the_shared_state_log_says_each_change_once():
+    lines: list[str] = []
+    target = launch(_serve("--redis-url", "redis://:pw@r.internal:6379"), {}).settings.redis
+    say = shared_state_text(target, lines.append)
+    say(False, "r.internal:6379: connection refused")
+    say(False, "r.internal:6379: connection refused")  # each reconnect attempt: not again
+    say(True, "")
+    say(True, "")
+    say(False, "r.internal:6379: connection lost")
+    assert lines == [
+        "uniapi: warning: shared state: redis://:***@r.internal:6379 unreachable (r.internal:6379: "
+        "connection refused); limits, cooldowns and rotations are decided by this process "
+        "alone until it is back\n",
+        "uniapi: shared state: connected to redis://:***@r.internal:6379\n",
+        "uniapi: warning: shared state: redis://:***@r.internal:6379 unreachable (r.internal:6379: "
+        "connection lost); limits, cooldowns and rotations are decided by this process "
+        "alone until it is back\n"]
+    assert not any("pw" in line for line in lines)
