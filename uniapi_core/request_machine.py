@@ -317,6 +317,8 @@ class _TokenFetch:
     deadline: float
     status: int = 0
     body: bytearray = attrs.Factory(bytearray)
+    #: ``--redis-url``: the owner id of the fleet's claim on this fetch (None: no claim)
+    owner: str | None = None
 
 
 @attrs.define
@@ -330,6 +332,7 @@ class _TokenAsk:
     flight: int
     until: float
     give_up: float
+    owner: str  # who the fleet's claim names, if it is granted
     ref: int | None = None
 
 #: seconds between two asks while another process of the fleet fetches a token
@@ -570,23 +573,25 @@ class RequestMachine:
                 cache.fail(account.key, fetch.flight, exc, now)
             else:
                 cache.succeed(account.key, fetch.flight, token, expires_in, now)
-                self._share_token(account, token, expires_in - min(gauth.MAX_MARGIN,
-                                                                   expires_in / 2), now, out)
+                self._share_token(account, fetch.owner, token, expires_in - min(
+                    gauth.MAX_MARGIN, expires_in / 2), now, out)
         else:  # UpstreamFailed
             cache.fail(account.key, fetch.flight, gauth.token_failure(
                 account, f"{event.message}"), now)
         del self._tokens[event.ref]
         if not cache.fresh(account.key, now):  # failed: the fleet's claim is freed
-            self._share_token(account, None, 0.0, now, out)
+            self._share_token(account, fetch.owner, None, 0.0, now, out)
         out.append(Notify(account.key))
         self._guarded(self._tokens_step, now, wall, out)
 
-    def _share_token(self, account: gauth.ServiceAccount, token: str | None, fresh_for: float,
-                     now: float, out: list[MachineAction]) -> None:
-        """Tell the fleet a token this process fetched (or that its fetch failed)."""
+    def _share_token(self, account: gauth.ServiceAccount, owner: str | None, token: str | None,
+                     fresh_for: float, now: float, out: list[MachineAction]) -> None:
+        """Tell the fleet a token this process fetched, or free its claim (``owner``) when
+        the fetch failed or its request went away."""
         shared = self._gw.router.shared
-        if shared is not None:
-            request = {"a": token_name(account.key), "s": fresh_for}
+        if shared is not None and owner is not None:
+            request: dict[str, object] = {"a": token_name(account.key), "o": owner,
+                                          "s": fresh_for}
             if token is not None:
                 request["t"] = token
             out.append(TellShared((shared.command("token_put", request, now),)))
@@ -610,7 +615,8 @@ class RequestMachine:
             ask.ref, ask.until = None, now + TOKEN_POLL
         else:  # the claim is ours, or Redis did not answer: fetch it here
             del self._asks[key]
-            self._fetch_token(ask.account, ask.proxy, ask.flight, now, wall, out)
+            self._fetch_token(ask.account, ask.proxy, ask.flight, now, wall, out,
+                              ask.owner if answer is not None and answer.get("claim") else None)
         self._guarded(self._tokens_step, now, wall, out)
 
     def _on_query_late(self, event: DeadlineReached, now: float, wall: float,
@@ -702,8 +708,9 @@ class RequestMachine:
             elif state == gauth.IDLE:
                 flight = cache.begin(key, now)
                 if shared is not None:  # one fetch for the fleet: ask it first
-                    ask = self._asks[key] = _TokenAsk(account, proxy, flight, now,
-                                                      now + TOKEN_TIMEOUT)
+                    ask = self._asks[key] = _TokenAsk(
+                        account, proxy, flight, now, now + TOKEN_TIMEOUT,
+                        f"{self._gw.entropy.getrandbits(64):016x}")
                     self._ask_fleet(ask, now, out)
                 else:
                     self._fetch_token(account, proxy, flight, now, wall, out)
@@ -717,25 +724,29 @@ class RequestMachine:
         assert shared is not None
         ask.ref, ask.until = self._new_ref(), now + shared.timeout
         out.append(RunShared(ask.ref, (shared.command("token", {
-            "a": token_name(ask.account.key), "l": int(TOKEN_TIMEOUT * 1000)}, now),),
-            shared.timeout))
+            "a": token_name(ask.account.key), "l": int(TOKEN_TIMEOUT * 1000),
+            "o": ask.owner}, now),), shared.timeout))
 
     def _fetch_token(self, account: gauth.ServiceAccount, proxy: str | None, flight: int,
-                     now: float, wall: float, out: list[MachineAction]) -> None:
-        """Run the token POST of ``flight`` (claimed with ``TokenCache.begin``)."""
+                     now: float, wall: float, out: list[MachineAction],
+                     owner: str | None = None) -> None:
+        """Run the token POST of ``flight`` (claimed with ``TokenCache.begin``; ``owner``:
+        the fleet's claim on it, freed whatever the outcome)."""
         cache = self._gw.tokens
         try:
             request = gauth.token_request(account, wall)
         except UniapiError as exc:
             cache.fail(account.key, flight, exc, now)
+            self._share_token(account, owner, None, 0.0, now, out)
             return
         except Exception:  # a signing bug must cost this provider, not the connection
             cache.fail(account.key, flight, GatewayError(
                 "internal error while signing the Vertex token request", status=500,
                 code="internal_error"), now)
+            self._share_token(account, owner, None, 0.0, now, out)
             return
         ref = self._new_ref()
-        self._tokens[ref] = _TokenFetch(account, flight, now + TOKEN_TIMEOUT)
+        self._tokens[ref] = _TokenFetch(account, flight, now + TOKEN_TIMEOUT, owner=owner)
         out.append(StartUpstream(ref, request, proxy))
 
     def _token_deadline(self, now: float, wall: float, out: list[MachineAction]) -> None:
@@ -746,6 +757,7 @@ class RequestMachine:
                 out.append(StopUpstream(ref))
                 cache.fail(fetch.account.key, fetch.flight, gauth.token_failure(
                     fetch.account, f"no answer within {TOKEN_TIMEOUT:g} s"), now)
+                self._share_token(fetch.account, fetch.owner, None, 0.0, now, out)
                 out.append(Notify(fetch.account.key))
         for key, ask in list(self._asks.items()):
             if ask.ref is not None and now >= ask.until:  # the fleet did not answer in time
@@ -876,13 +888,15 @@ class RequestMachine:
             cache = self._gw.tokens
             for ref, fetch in self._tokens.items():  # let a waiter take the fetch over
                 cache.abandon(fetch.account.key, fetch.flight)
+                self._share_token(fetch.account, fetch.owner, None, 0.0, now, out)
                 out.append(StopUpstream(ref))
                 out.append(Notify(fetch.account.key))
         for account, ask in self._asks.items():  # let a waiter of this process take over
             self._gw.tokens.abandon(account, ask.flight)
             out.append(Notify(account))
-            if ask.ref is not None:
+            if ask.ref is not None:  # the claim may have been granted unseen: free it
                 out.append(StopUpstream(ask.ref))
+                self._share_token(ask.account, ask.owner, None, 0.0, now, out)
         self._asks.clear()
         for ref in [*self._watches, *self._fetching, *self._relay_refs]:
             out.append(StopUpstream(ref))

@@ -51,7 +51,8 @@ def answer(name: str) -> dict:
             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
 
 
-def config(ups: dict[str, FakeUpstream], vertex: FakeVertex, reloaded: bool = False) -> str:
+def config(ups: dict[str, FakeUpstream], vertex: FakeVertex, reloaded: bool = False,
+           slow: FakeVertex | None = None) -> str:
     """The fleet's api.yaml; ``reloaded``: the one the reload scenario writes, which only adds
     model m-s7b to provider s7 (same client keys, so the same fleet name)."""
     def base(name: str) -> str:
@@ -90,6 +91,15 @@ providers:
     token_uri: {vertex.url}/token
     model:
       - gemini-2.0-flash: m-v6
+  - provider: v8
+    engine: vertex
+    base_url: {slow.url if slow else vertex.url}
+    project_id: proj-1
+    client_email: {EMAIL}
+    private_key: '{pem}'
+    token_uri: {slow.url if slow else vertex.url}/token
+    model:
+      - gemini-2.0-flash: m-v8
   - {{provider: s7, base_url: "{base('s7')}", api: sk-upstream-s7, model: {s7_models}}}
 api_keys:
   - api: {ADMIN}
@@ -114,6 +124,8 @@ api_keys:
     model: [v6/*]
   - api: sk-scale-7
     model: [s7/*]
+  - api: sk-scale-8
+    model: [v8/*]
 preferences:
   redis_timeout: 1
 """
@@ -208,6 +220,7 @@ class Fleet:
     vertex: FakeVertex
     conf: Path
     gateways: list[Gateway]
+    slow: FakeVertex
 
     def __getitem__(self, i: int) -> Gateway:
         return self.gateways[i]
@@ -250,17 +263,18 @@ def fleet(tmp_path_factory) -> Iterator[Fleet]:
            for name in PROVIDERS}
     # a slow token endpoint, so that the first requests of all three instances overlap
     vertex = FakeVertex(token_delay=0.3)
+    slow = FakeVertex(token_delay=2.0)  # another service account (its own token_uri)
     server = redis_server.start()
     gateways: list[Gateway] = []
     try:
         conf = tmp / "api.yaml"
-        conf.write_text(config(ups, vertex))
+        conf.write_text(config(ups, vertex, slow=slow))
         for i, module in enumerate(BACKENDS):
             gateways.append(start_gateway(module, conf, server.url, tmp / f"gw{i}.log"))
         deadline = time.monotonic() + 30
         for gw in gateways:
             wait_ready(gw, deadline)
-        yield Fleet(server, ups, vertex, conf, gateways)
+        yield Fleet(server, ups, vertex, conf, gateways, slow)
     finally:
         for gw in gateways:
             gw.stop()
@@ -268,6 +282,7 @@ def fleet(tmp_path_factory) -> Iterator[Fleet]:
         for up in ups.values():
             up.close()
         vertex.close()
+        slow.close()
 
 
 def spread(fleet: Fleet, n: int, key: str, model: str) -> list[tuple[int, dict, dict]]:
@@ -400,6 +415,25 @@ def test_vertex_token_is_fetched_once_for_the_fleet(fleet):
     assert len([s for s in vertex.up.seen if s.path != "/token"]) == 12
 
 
+def test_a_client_gone_during_the_fleets_token_fetch_frees_the_claim(fleet):
+    """Instance 0 claims the fleet's fetch of a token that takes 2 s, and its client leaves
+    after 0.5 s: the claim is freed at once (not after its 30 s), so a request on instance 1
+    fetches the token itself and is answered in about the fetch's time."""
+    body = json.dumps({"model": "m-v8", "messages": [{"role": "user", "content": "hi"}]})
+    with socket.create_connection(("127.0.0.1", fleet[0].port), timeout=5) as sock:
+        sock.sendall((f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                      f"Authorization: Bearer sk-scale-8\r\nContent-Type: application/json\r\n"
+                      f"Content-Length: {len(body)}\r\n\r\n{body}").encode())
+        time.sleep(0.5)  # the claim is made and the token POST is under way: leave
+    time.sleep(0.2)
+    start = time.monotonic()
+    status, _, answer_ = fleet[1].chat("sk-scale-8", "m-v8")
+    took = time.monotonic() - start
+    assert status == 200, (answer_, fleet.logs())
+    assert took < 6, (took, fleet.logs())  # a held claim would make it wait about 30 s
+    assert fleet.slow.token_posts == 2  # the one given up on, and instance 1's own
+
+
 def test_a_reload_on_one_instance_is_followed_by_all(fleet):
     """The config file gains model m-s7b (same client keys: same fleet); POST /v1/reload to
     instance 0 alone. Within 2.5 s instances 1 and 2 list m-s7b and serve it (they poll the
@@ -412,7 +446,7 @@ def test_a_reload_on_one_instance_is_followed_by_all(fleet):
     assert status == 404, (status, body)  # not a model of this key yet
     reloads_before = [gw.output().count("reloaded the config from") for gw in fleet.gateways]
 
-    fleet.conf.write_text(config(fleet.ups, fleet.vertex, reloaded=True))
+    fleet.conf.write_text(config(fleet.ups, fleet.vertex, reloaded=True, slow=fleet.slow))
     status, body = fleet[0].reload()
     assert (status, body) == (200, {"status": "reloaded"}), (status, body, fleet.logs())
     reloaded_at = time.monotonic()

@@ -34,11 +34,12 @@ Modes:
            benches a key until now + seconds (a later end is kept). Answers ``{}``.
 ``admit``  ``{p, lim}``: the limiter alone (the property tests' entry). Answers ``{rl, wi}``
            or ``{}``.
-``token``  ``{p, a, l}``: a Vertex service account's access token, one fetch for the fleet:
-           ``{t, s}`` (the token, seconds it stays fresh), else ``{claim: true}`` (this caller
-           fetches: it holds ``t:<d>:lock`` for ``l`` ms), else ``{wait: true}`` (another
-           one is fetching). ``token_put`` ``{p, a, t?, s}`` stores a fetched token for ``s``
-           seconds (none after a failure) and frees the lock; ``token_drop`` ``{p, a, t}``
+``token``  ``{p, a, l, o}``: a Vertex service account's access token, one fetch for the
+           fleet: ``{t, s}`` (the token, seconds it stays fresh), else ``{claim: true}`` (this
+           caller fetches: ``t:<d>:lock`` holds its owner id ``o`` for ``l`` ms), else
+           ``{wait: true}`` (another one is fetching). ``token_put`` ``{p, a, o, t?, s}``
+           stores a fetched token for ``s`` seconds (none after a failure, or when the asker
+           went away) and frees the lock if ``o`` still holds it; ``token_drop`` ``{p, a, t}``
            forgets the token Vertex refused, if it is still the one stored.
 
 Keys (``p`` is ``uniapi:<fleet>:``; every ``<d>`` is a digest ``routing/shared.py`` makes of
@@ -254,7 +255,7 @@ if mode == 'token' then
   local key = P .. 't:' .. req.a
   local tok = redis.call('GET', key)
   if tok then return cjson.encode({t = tok, s = redis.call('PTTL', key) / 1000}) end
-  if redis.call('SET', key .. ':lock', '1', 'NX', 'PX', req.l) then return '{"claim":true}' end
+  if redis.call('SET', key .. ':lock', req.o, 'NX', 'PX', req.l) then return '{"claim":true}' end
   return '{"wait":true}'
 end
 
@@ -263,7 +264,7 @@ if mode == 'token_put' then
   if type(req.t) == 'string' and req.s > 0 then
     redis.call('SET', key, req.t, 'PX', math.floor(req.s * 1000))
   end
-  redis.call('DEL', key .. ':lock')
+  if redis.call('GET', key .. ':lock') == req.o then redis.call('DEL', key .. ':lock') end
   return '{}'
 end
 
