@@ -10,6 +10,7 @@ after the core's backoff."""
 from __future__ import annotations
 
 import math
+import os
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from itertools import count
@@ -20,6 +21,8 @@ from uniapi_core.redis.link import (CONNECT_TIMEOUT, MAX_PENDING, READ_SIZE, WAT
                                     Command, RedisLink, failure_reason)
 from uniapi_core.redis.resp import Reply
 from uniapi_core.redis.url import RedisTarget
+
+from .upstream import plain_socket, receive_some
 
 __all__ = ["SharedRedis"]
 
@@ -40,6 +43,8 @@ class SharedRedis:
         self._up: tuple[RedisLink, Queue] | None = None  # while connected and greeted
         self._waiting: dict[object, Deliver] = {}
         self._tags = count()
+        self._plain: object | None = None  # the socket, when plain (TCP, Unix): written at once
+        self._queued = 0  # writes the writer task still holds: later ones queue behind them
 
     @property
     def connected(self) -> bool:
@@ -55,7 +60,20 @@ class SharedRedis:
         link, queue = self._up
         tag = next(self._tags)
         self._waiting[tag] = deliver
-        queue.send_nowait(link.request(tag, commands, due=trio.current_time() + timeout))
+        self._send(queue, link.request(tag, commands, due=trio.current_time() + timeout))
+
+    def _send(self, queue: Queue, data: bytes) -> None:
+        """Write at once on a plain socket when nothing is queued before it (no task wakes
+        for it); else, or for what the socket does not take, queue it for the writer."""
+        if self._queued == 0 and self._plain is not None:
+            try:
+                data = data[os.write(self._plain.fileno(), data):]  # type: ignore[attr-defined]
+            except OSError:  # it would block, or the link is failing: the writer finds out
+                pass
+            if not data:
+                return
+        self._queued += 1
+        queue.send_nowait(data)
 
     async def call(self, commands: Sequence[Command], timeout: float) -> list[Reply] | None:
         """The replies of a pipeline, or None: not connected, lost, or none within
@@ -77,7 +95,7 @@ class SharedRedis:
 
     def tell(self, commands: Sequence[Command]) -> None:
         if self._up is not None and not self._up[0].full:
-            self._up[1].send_nowait(self._up[0].tell(commands, due=trio.current_time()))
+            self._send(self._up[1], self._up[0].tell(commands, due=trio.current_time()))
 
     async def run(self) -> None:
         backoff = Backoff()
@@ -122,7 +140,8 @@ class SharedRedis:
         except (OSError, trio.BrokenResourceError) as exc:
             return failure_reason(self.target, exc)
         send, receive = trio.open_memory_channel[bytes](math.inf)
-        send.send_nowait(link.greeting(due=trio.current_time() + self.connect_timeout))
+        self._plain, self._queued = plain_socket(stream), 0
+        self._send(send, link.greeting(due=trio.current_time() + self.connect_timeout))
         why: list[str] = []
         try:
             async with trio.open_nursery() as nursery:
@@ -154,6 +173,7 @@ class SharedRedis:
                     break
             if data := b"".join(chunks):
                 await stream.send_all(data)
+            self._queued -= len(chunks)
 
     async def _watch(self, link: RedisLink) -> None:
         while True:
@@ -168,7 +188,7 @@ class SharedRedis:
                 backoff.reset()
                 if self.on_state is not None:
                     self.on_state(True, "")
-            data = await stream.receive_some(READ_SIZE)
+            data = await receive_some(stream, self._plain)
             if not data:
                 return
             for tag, replies in link.receive(data):
