@@ -82,15 +82,16 @@ def _code_lines(package: str) -> int:
 #: SIGHUP, the ``Reload`` action; in cli.py the one file reader shared by start and reload,
 #: and ``--workers`` forwarding SIGHUP), plus ``--workers`` metrics (28 lines in trio, 23 in
 #: asyncio: publishing this worker's snapshot every second, reading the others' for a scrape,
-#: in cli.py the shared directory), plus issue 16's shared state (214 lines in trio, 171 in
+#: in cli.py the shared directory), plus issue 16's shared state (198 lines in trio, 154 in
 #: asyncio: ``redis.py``, the I/O of the core's ``RedisLink`` over TCP, TLS or a Unix socket —
 #: reader, single writer batching what queued (trio writes a plain socket at once when
 #: nothing is queued, as asyncio's transport does: half a millisecond per request), watchdog,
 #: reconnect, and ``ask``, which hands a pipeline's replies to the connection's inbox from the
-#: reader, so a request's shared decision costs no task of its own; in server.py the ``RunShared``/``TellShared`` actions
+#: reader, so a request's shared decision costs no task of its own (who waits for which
+#: pipeline is the core's ``redis/link.Callers``); in server.py the ``RunShared``/``TellShared`` actions
 #: and the loop following the fleet's reloads, whose decisions are the core's
 #: ``ReloadFollower``).
-THIN = {"uniapi_trio": 976, "uniapi_asyncio": 838}
+THIN = {"uniapi_trio": 960, "uniapi_asyncio": 821}
 
 
 def test_transports_stay_thin():

@@ -12,17 +12,13 @@ import asyncio
 import socket
 import ssl
 from collections.abc import Callable, Sequence
-from itertools import count
 
-from uniapi_core.redis.link import (CONNECT_TIMEOUT, READ_SIZE, WATCH_EVERY, Backoff, Command,
-                                    LinkFailed, RedisLink, failure_reason)
+from uniapi_core.redis.link import (CONNECT_TIMEOUT, READ_SIZE, WATCH_EVERY, Backoff, Callers,
+                                    Command, Deliver, LinkFailed, RedisLink, failure_reason)
 from uniapi_core.redis.resp import Reply
 from uniapi_core.redis.url import RedisTarget
 
 __all__ = ["SharedRedis"]
-
-#: what receives one pipeline's replies (None: not connected, or the connection was lost)
-Deliver = Callable[[list[Reply] | None], None]
 
 
 class SharedRedis:
@@ -32,32 +28,24 @@ class SharedRedis:
                  connect_timeout: float = CONNECT_TIMEOUT) -> None:
         self.target, self.scripts, self.connect_timeout = target, tuple(scripts), connect_timeout
         self.on_state: Callable[[bool, str], None] | None = None
-        self._up: tuple[RedisLink, asyncio.StreamWriter] | None = None  # connected, greeted
-        self._waiting: dict[object, Deliver] = {}
-        self._tags = count()
+        self.callers = Callers()  # the core's: who waits for which pipeline
+        self._writer: asyncio.StreamWriter | None = None
 
     @property
     def connected(self) -> bool:
-        return self._up is not None
+        return self.callers.link is not None
 
     def ask(self, commands: Sequence[Command], timeout: float, deliver: Deliver) -> None:
         """Send a pipeline; ``deliver(replies)`` runs when they are read, or with None at once
         when not connected (or full), or once the connection is lost. No task, no timer: the
         core gives up on its own deadline and ignores a late answer."""
-        if self._up is None or self._up[0].full:
-            deliver(None)
-            return
-        link, writer = self._up
-        tag = next(self._tags)
-        self._waiting[tag] = deliver
-        writer.write(link.request(tag, commands,
-                                  due=asyncio.get_running_loop().time() + timeout))
+        due = asyncio.get_running_loop().time() + timeout
+        if (data := self.callers.ask(commands, due, deliver)) is not None:
+            self._writer.write(data)  # type: ignore[union-attr]
 
     async def call(self, commands: Sequence[Command], timeout: float) -> list[Reply] | None:
         """The replies of a pipeline, or None: not connected, lost, or none within
         ``timeout``."""
-        if self._up is None or self._up[0].full:
-            return None
         waiter = asyncio.get_running_loop().create_future()
         self.ask(commands, timeout,
                  lambda replies: None if waiter.done() else waiter.set_result(replies))
@@ -67,27 +55,21 @@ class SharedRedis:
             return None
 
     def tell(self, commands: Sequence[Command]) -> None:
-        if self._up is not None and not self._up[0].full:
-            link, writer = self._up
-            writer.write(link.tell(commands, due=asyncio.get_running_loop().time()))
+        due = asyncio.get_running_loop().time()
+        if (data := self.callers.tell(commands, due)) is not None:
+            self._writer.write(data)  # type: ignore[union-attr]
 
     async def run(self) -> None:
         backoff = Backoff()
         try:
             while True:
                 reason = await self._connection(backoff)
-                self._drop()
+                self.callers.lost()
                 if self.on_state is not None:
                     self.on_state(False, reason)
                 await asyncio.sleep(backoff.next())
         finally:
-            self._drop()
-
-    def _drop(self) -> None:
-        self._up = None
-        waiting, self._waiting = self._waiting, {}
-        for deliver in waiting.values():
-            deliver(None)
+            self.callers.lost()
 
     async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         t = self.target
@@ -120,21 +102,19 @@ class SharedRedis:
         try:
             writer.write(link.greeting(due=loop.time() + self.connect_timeout))
             while True:
-                if self._up is None and link.ready:
-                    self._up = (link, writer)
+                if self.callers.link is None and link.ready:
+                    self.callers.link, self._writer = link, writer
                     backoff.reset()
                     if self.on_state is not None:
                         self.on_state(True, "")
                 data = await reader.read(READ_SIZE)
                 if not data:
                     return why[0] if why else failure_reason(self.target, None)
-                for tag, replies in link.receive(data):
-                    if (deliver := self._waiting.pop(tag, None)) is not None:
-                        deliver(replies)
+                self.callers.received(link, data)
         except Exception as exc:  # noqa: BLE001 - any failure ends the connection, not run
             return why[0] if why else failure_reason(self.target, exc)
         finally:
-            self._up = None
+            self.callers.link = None
             watch.cancel()
             writer.transport.abort()
 

@@ -13,12 +13,11 @@ import math
 import os
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
-from itertools import count
 
 import trio
 
-from uniapi_core.redis.link import (CONNECT_TIMEOUT, MAX_PENDING, READ_SIZE, WATCH_EVERY, Backoff,
-                                    Command, RedisLink, failure_reason)
+from uniapi_core.redis.link import (CONNECT_TIMEOUT, MAX_PENDING, WATCH_EVERY, Backoff, Callers,
+                                    Command, Deliver, RedisLink, failure_reason)
 from uniapi_core.redis.resp import Reply
 from uniapi_core.redis.url import RedisTarget
 
@@ -29,10 +28,6 @@ __all__ = ["SharedRedis"]
 Queue = trio.MemorySendChannel[bytes]
 
 
-#: what receives one pipeline's replies (None: not connected, or the connection was lost)
-Deliver = Callable[[list[Reply] | None], None]
-
-
 class SharedRedis:
     """One Redis connection shared by a process's tasks; see the module docstring."""
 
@@ -40,29 +35,28 @@ class SharedRedis:
                  connect_timeout: float = CONNECT_TIMEOUT) -> None:
         self.target, self.scripts, self.connect_timeout = target, tuple(scripts), connect_timeout
         self.on_state: Callable[[bool, str], None] | None = None
-        self._up: tuple[RedisLink, Queue] | None = None  # while connected and greeted
-        self._waiting: dict[object, Deliver] = {}
-        self._tags = count()
+        self.callers = Callers()  # the core's: who waits for which pipeline
+        self._queue: Queue | None = None  # the writer task's, while connected
         self._plain: object | None = None  # the socket, when plain (TCP, Unix): written at once
         self._queued = 0  # writes the writer task still holds: later ones queue behind them
 
     @property
     def connected(self) -> bool:
-        return self._up is not None
+        return self.callers.link is not None
 
     def ask(self, commands: Sequence[Command], timeout: float, deliver: Deliver) -> None:
         """Send a pipeline; ``deliver(replies)`` runs when they are read, or with None at once
         when not connected (or full), or once the connection is lost. No task, no timer: the
         core gives up on its own deadline and ignores a late answer."""
-        if self._up is None or self._up[0].full:
-            deliver(None)
-            return
-        link, queue = self._up
-        tag = next(self._tags)
-        self._waiting[tag] = deliver
-        self._send(queue, link.request(tag, commands, due=trio.current_time() + timeout))
+        if (data := self.callers.ask(commands, trio.current_time() + timeout,
+                                     deliver)) is not None:
+            self._send(data)
 
-    def _send(self, queue: Queue, data: bytes) -> None:
+    def tell(self, commands: Sequence[Command]) -> None:
+        if (data := self.callers.tell(commands, trio.current_time())) is not None:
+            self._send(data)
+
+    def _send(self, data: bytes) -> None:
         """Write at once on a plain socket when nothing is queued before it (no task wakes
         for it); else, or for what the socket does not take, queue it for the writer."""
         if self._queued == 0 and self._plain is not None:
@@ -73,13 +67,11 @@ class SharedRedis:
             if not data:
                 return
         self._queued += 1
-        queue.send_nowait(data)
+        self._queue.send_nowait(data)  # type: ignore[union-attr]
 
     async def call(self, commands: Sequence[Command], timeout: float) -> list[Reply] | None:
         """The replies of a pipeline, or None: not connected, lost, or none within
         ``timeout``."""
-        if self._up is None or self._up[0].full:
-            return None  # at once, without a checkpoint
         done = trio.Event()
         box: list[list[Reply] | None] = [None]
 
@@ -88,32 +80,23 @@ class SharedRedis:
             done.set()
 
         self.ask(commands, timeout, deliver)
-        with trio.move_on_after(timeout):
-            await done.wait()
+        if not done.is_set():  # refused at once: no checkpoint
+            with trio.move_on_after(timeout):
+                await done.wait()
         done.set()  # a late answer is not taken
         return box[0]
-
-    def tell(self, commands: Sequence[Command]) -> None:
-        if self._up is not None and not self._up[0].full:
-            self._send(self._up[1], self._up[0].tell(commands, due=trio.current_time()))
 
     async def run(self) -> None:
         backoff = Backoff()
         try:
             while True:
                 reason = await self._connection(backoff)
-                self._drop()
+                self.callers.lost()
                 if self.on_state is not None:
                     self.on_state(False, reason)
                 await trio.sleep(backoff.next())
         finally:
-            self._drop()
-
-    def _drop(self) -> None:
-        self._up = None
-        waiting, self._waiting = self._waiting, {}
-        for deliver in waiting.values():
-            deliver(None)
+            self.callers.lost()
 
     async def _open(self) -> trio.abc.Stream:
         t = self.target
@@ -140,16 +123,16 @@ class SharedRedis:
         except (OSError, trio.BrokenResourceError) as exc:
             return failure_reason(self.target, exc)
         send, receive = trio.open_memory_channel[bytes](math.inf)
-        self._plain, self._queued = plain_socket(stream), 0
-        self._send(send, link.greeting(due=trio.current_time() + self.connect_timeout))
+        self._queue, self._plain, self._queued = send, plain_socket(stream), 0
+        self._send(link.greeting(due=trio.current_time() + self.connect_timeout))
         why: list[str] = []
         try:
             async with trio.open_nursery() as nursery:
                 for job, args in ((self._write, (stream, receive)), (self._watch, (link,)),
-                                  (self._read, (stream, link, send, backoff))):
+                                  (self._read, (stream, link, backoff))):
                     nursery.start_soon(self._guard, why, nursery.cancel_scope, job, *args)
         finally:
-            self._up = None
+            self.callers.link = None
             await trio.aclose_forcefully(stream)
         return why[0]
 
@@ -180,17 +163,14 @@ class SharedRedis:
             link.check(trio.current_time())
             await trio.sleep(WATCH_EVERY)
 
-    async def _read(self, stream: trio.abc.Stream, link: RedisLink, queue: Queue,
-                    backoff: Backoff) -> None:
+    async def _read(self, stream: trio.abc.Stream, link: RedisLink, backoff: Backoff) -> None:
         while True:
-            if self._up is None and link.ready:
-                self._up = (link, queue)
+            if self.callers.link is None and link.ready:
+                self.callers.link = link
                 backoff.reset()
                 if self.on_state is not None:
                     self.on_state(True, "")
             data = await receive_some(stream, self._plain)
             if not data:
                 return
-            for tag, replies in link.receive(data):
-                if (deliver := self._waiting.pop(tag, None)) is not None:
-                    deliver(replies)
+            self.callers.received(link, data)

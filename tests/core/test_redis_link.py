@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from tests.core.test_resp import encode_reply, replies
 from uniapi_core.redis.link import (BACKOFF_CAP, BACKOFF_FIRST, MAX_PENDING, OVERDUE, Backoff,
+                                    Callers,
                                     LinkFailed, RedisLink, failure_reason, script_sha)
 from uniapi_core.redis.resp import RespError, RespParser, encode_command
 from uniapi_core.redis.url import RedisTarget, parse_redis_url
@@ -300,3 +301,24 @@ def test_failure_reasons():
     u = parse_redis_url("unix:///tmp/nope.sock")
     assert failure_reason(u, FileNotFoundError(errno.ENOENT, "x")) == \
         "/tmp/nope.sock: no such socket file"
+
+
+def test_callers_deliver_each_pipeline_once_and_none_when_there_is_no_link():
+    callers, got = Callers(), []
+    assert callers.ask([["PING"]], 1.0, lambda r: got.append(("early", r))) is None
+    assert got == [("early", None)]  # not connected: answered at once
+    assert callers.tell([["PING"]], 1.0) is None
+    link = RedisLink(parse_redis_url("redis://127.0.0.1"))
+    link.greeting()
+    callers.link = link
+    assert callers.ask([["PING"]], 1.0, lambda r: got.append(("a", r))) == b"*1\r\n$4\r\nPING\r\n"
+    callers.ask([["GET", "k"]], 1.0, lambda r: got.append(("b", r)))
+    assert callers.tell([["INCR", "n"]], 1.0) is not None
+    callers.received(link, b"+PONG\r\n$-1\r\n")
+    assert got[1:] == [("a", ["PONG"]), ("b", [None])]
+    callers.ask([["PING"]], 1.0, lambda r: got.append(("c", r)))
+    callers.received(link, b":1\r\n")  # the told pipeline's reply: nobody's
+    callers.lost()
+    assert got[3:] == [("c", None)] and callers.link is None
+    callers.lost()  # nothing waits any more: nothing delivered twice
+    assert len(got) == 4

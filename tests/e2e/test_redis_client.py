@@ -261,7 +261,7 @@ def test_a_wedged_server_is_dropped_and_the_pending_cap_holds(backend, server):
                 return await rt.gather([lambda: r.call([["PING"]], 0.3)] * MAX_PENDING)
 
             async def over_the_cap() -> float:
-                await rt.until(lambda: r._up is not None and r._up[0].full, 5)  # flood is in
+                await rt.until(lambda: r.callers.link is not None and r.callers.link.full, 5)
                 start = time.monotonic()
                 assert await r.call([["PING"]], 5) is None
                 return time.monotonic() - start

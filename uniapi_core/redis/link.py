@@ -33,15 +33,20 @@ delays), ``CONNECT_TIMEOUT``, ``WATCH_EVERY`` (how often the transport checks ``
 After ``LinkFailed`` (a refused greeting, a reply nobody asked for, or bytes that are not RESP)
 the link is dead: every further ``receive`` raises it again. A ``LinkFailed`` reason never
 contains the password.
+
+``Callers`` is the other half both transports share: a process keeps one, across reconnects.
+It holds the link once it is ready, hands every caller a tag, and calls each caller's
+``deliver`` with its replies, or with None (not connected, too many waiting, the link lost).
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import itertools
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import attrs
 
@@ -49,8 +54,8 @@ from .resp import Reply, RespError, RespParser, RespProtocolError, encode_comman
 from .url import RedisTarget
 
 __all__ = ["BACKOFF_CAP", "BACKOFF_FIRST", "CONNECT_TIMEOUT", "MAX_PENDING", "OVERDUE",
-           "OVERDUE_REASON", "READ_SIZE", "WATCH_EVERY", "Backoff", "Command", "LinkFailed",
-           "RedisLink", "failure_reason", "script_sha"]
+           "OVERDUE_REASON", "READ_SIZE", "WATCH_EVERY", "Backoff", "Callers", "Command",
+           "Deliver", "LinkFailed", "RedisLink", "failure_reason", "script_sha"]
 
 #: A reply more than this many seconds past its caller's due time means a wedged server.
 OVERDUE = 2.0
@@ -238,6 +243,50 @@ class RedisLink:
     def _fail(self, reason: str) -> LinkFailed:
         self._failed = reason
         return LinkFailed(reason)
+
+
+#: what receives one pipeline's replies (None: not connected, too many waiting, or lost)
+Deliver = Callable[[list[Reply] | None], None]
+
+
+class Callers:
+    """Who waits for which pipeline on a process's one Redis connection (module docstring).
+    ``link`` is the connection's ``RedisLink`` once it is ready, else None."""
+
+    def __init__(self) -> None:
+        self.link: RedisLink | None = None
+        self._waiting: dict[object, Deliver] = {}
+        self._tags = itertools.count()
+
+    def ask(self, commands: Sequence[Command], due: float, deliver: Deliver) -> bytes | None:
+        """The bytes to write for a caller's pipeline, or None having delivered None at once
+        (not connected, or ``MAX_PENDING`` waiting)."""
+        link = self.link
+        if link is None or link.full:
+            deliver(None)
+            return None
+        tag = next(self._tags)
+        self._waiting[tag] = deliver
+        return link.request(tag, commands, due=due)
+
+    def tell(self, commands: Sequence[Command], due: float) -> bytes | None:
+        """The bytes of a pipeline nobody waits for, or None: not sent."""
+        link = self.link
+        return None if link is None or link.full else link.tell(commands, due=due)
+
+    def received(self, link: RedisLink, data: bytes | bytearray | memoryview) -> None:
+        """Bytes read from ``link``'s socket: each completed pipeline to its caller (raises
+        ``LinkFailed`` as ``RedisLink.receive`` does)."""
+        for tag, replies in link.receive(data):
+            if (deliver := self._waiting.pop(tag, None)) is not None:
+                deliver(replies)
+
+    def lost(self) -> None:
+        """The connection is gone: every waiting caller gets None."""
+        self.link = None
+        waiting, self._waiting = self._waiting, {}
+        for deliver in waiting.values():
+            deliver(None)
 
 
 # -- the transports' shared policies ----------------------------------------------------------
