@@ -37,7 +37,12 @@ the optional steps, each a named gateway call with the call as its argument:
   ``Notified(ref)`` when that key is next notified (a request that gives up its fetch says
   ``Notify`` too, so a waiter takes it over). ``TOKEN_TIMEOUT`` also bounds a wait, so a lost
   notification costs time, never a hang. Once no account is pending the relay starts; an
-  attempt whose token is missing is skipped by routing with the token error.
+  attempt whose token is missing is skipped by routing with the token error. With shared
+  state (``--redis-url``) an ``IDLE`` account is first asked of the fleet (``RunShared``, the
+  ``token`` mode of redis/script.py, reported by ``SharedDone``): the stored token is adopted,
+  a granted claim means this request fetches and stores it (``TellShared``; the claim, which
+  names its owner, is freed however the fetch ends or the request goes away), and ``wait``
+  means asking again every ``TOKEN_POLL`` seconds; no answer in time means fetching here.
 * ``RELAYING``: the relay (``relay/machine.py``) runs; a 401 to an attempt carrying a Vertex
   token (``TokenRefused``) drops that token from the cache (VTX-T4).
 * ``QUERYING``: a ``DbCall``'s work runs on the stats store (``Query``, reported by
@@ -334,6 +339,7 @@ class _TokenAsk:
     give_up: float
     owner: str  # who the fleet's claim names, if it is granted
     ref: int | None = None
+
 
 #: seconds between two asks while another process of the fleet fetches a token
 TOKEN_POLL = 0.1

@@ -22,6 +22,11 @@ the same ``KeyPools`` rotation picks the region of each attempt, and a 429 (only
 the credential's, the same everywhere) tries the channel's next region before the next channel
 and benches the region.
 
+With shared state (``--redis-url``, ``routing/shared.py``) steps 3 to 5 are the fleet's: the
+plan's first attempt is a ``Consult`` of one Redis script call (the key's limit, the order, the
+cooldowns, the first key pick) and a retry's key pick another; failures are told to the fleet
+as well as kept here. Without an answer in time the request decides on this object's state.
+
 Attempts never exceed the ``AUTO_RETRY`` budget and never repeat a channel before all were
 tried. What a failure means — the key's fault (bench it, try the channel's next key), the
 channel's (cool it) or the request's (nothing) — is the one table of ``routing/retry.py``.
@@ -41,8 +46,7 @@ from ..config.model import ApiKey, Config, Provider
 from ..errors import ClientError, GatewayError, UniapiError, UpstreamError
 from ..ratelimit import Admitted, Limiter, limit_scope
 from .cooldown import Cooldowns
-from .keypool import KeyPools
-from .keypool import KeyPick
+from .keypool import KeyPick, KeyPools
 from .plan import Attempt, Consult
 from .regions import vertex_regions
 from .resolve import Catalog, Channel, resolve
@@ -197,20 +201,21 @@ class Router:
             return notes
         slots = self.slots(channel)
         seen = verdict(error, regions=slots is not None)  # routing/retry.py
+        tell = self.shared is not None
         if seen.bench_key:
             self.keys.record_failure(channel.provider, key_index, error.upstream_status, now,
                                      slots)
-            period = self.keys.bench_period(channel.provider, key_index, error.upstream_status,
-                                            slots)
-            if period is not None:
+            bench = self.keys.bench_period(channel.provider, key_index,
+                                           error.upstream_status, slots) if tell else None
+            if bench is not None:
                 notes.append(("bench", f"{pool_name(channel.provider, slots)}:{key_index}",
-                              period))
+                              bench))
             if other_keys_left:
                 return notes  # the key is at fault, not the channel
         if seen.cool_channel:
             period = self.cooldown_period(channel.provider)
             self.cooldowns.cool(channel.provider.provider, channel.alias, now, period)
-            if period > 0:
+            if tell and period > 0:
                 notes.append(("cool", cool_name(channel.provider.provider, channel.alias),
                               period))
         return notes
