@@ -23,7 +23,8 @@ from functools import partial
 from pathlib import Path
 
 from uniapi_core.connection import ALPN, INBOX, LISTEN_BACKLOG, Connection
-from uniapi_core.events import (ClientData, Close, DeadlineReached, DrainStarted, Fetch, FetchDone,
+from uniapi_core.events import (LINGER_BYTES, LINGER_TIME, ClientData, Close, DeadlineReached,
+                                DrainStarted, Fetch, FetchDone, Shed,
                                 Notified, Notify, PauseUpstream, Query, QueryDone, Reload, Reloaded,
                                 ResumeUpstream, RunShared, Scrape, Scraped, Served,
                                 SharedDone, StartUpstream, StopUpstream, TellShared, Watch, Write,
@@ -32,6 +33,7 @@ from uniapi_core.gateway import Gateway
 from uniapi_core.ops.accesslog import AccessLog
 from uniapi_core.ops.metrics import PUBLISH_EVERY, read_snapshots, snapshot_file, write_snapshot
 from uniapi_core.ops.stats import StoreConfig, StoreSession
+from uniapi_core.http.occupancy import Occupancy
 from uniapi_core.http.pool import READ_SIZE
 from uniapi_core.http.stall import TCP_INFO_SIZE, WriteWatch, bytes_acked
 from uniapi_core.redis.script import SOURCE
@@ -46,7 +48,6 @@ __all__ = ["serve", "handle_connection"]
 
 TIMER = DeadlineReached()
 
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 #: the process's hot reload (``runtime.py``): why the config was refused, or None
 Reloader = Callable[[], Awaitable[str | None]]
 
@@ -57,7 +58,8 @@ async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
                             wall: Callable[[], float] = time.time,
                             watches: dict[object, asyncio.Event] | None = None,
                             store: Store | None = None, reload: Reloader | None = None,
-                            fleet: SharedRedis | None = None) -> None:
+                            fleet: SharedRedis | None = None,
+                            tracked: tuple[Occupancy, int] | None = None) -> None:
     """Serve one client connection until the core closes it; ``draining`` set means shut
     down gracefully; ``watches``: the process's ``Watch`` keys (shared by connections);
     ``reload``: the process's hot reload (the error text, or None); ``fleet``: its link to
@@ -67,8 +69,11 @@ async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
     peer = writer.get_extra_info("peername")
     conn = Connection(get_gateway, options.limits, options.h2, now=loop.time(),
                       alpn=tls.selected_alpn_protocol() if tls is not None else None,
-                      peer=str(peer[0]) if isinstance(peer, tuple) and peer else None)
+                      peer=str(peer[0]) if isinstance(peer, tuple) and peer else None,
+                      occupancy=tracked)
     inbox: asyncio.Queue[object] = asyncio.Queue(INBOX)
+    if tracked is not None:  # at the cap, an idle connection is told to make room
+        tracked[0].shedders[tracked[1]] = partial(_post_nowait, inbox, Shed())
     paused: dict[int, asyncio.Event] = {}  # PauseUpstream refs -> set at ResumeUpstream
     watches = {} if watches is None else watches
     watch = WriteWatch(options.write_stall_timeout)
@@ -186,6 +191,7 @@ async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
             elif cls is Served:
                 sys.stderr.write(access.line(action.record))  # accesslog.py
             elif cls is Close:
+                closing.append(action.linger)
                 return False
         return True
 
@@ -194,28 +200,51 @@ async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
         await draining.wait()
         await inbox.put(DrainStarted())
 
-    async with asyncio.TaskGroup() as nursery:
-        tasks[-1] = nursery.create_task(read_client())
-        tasks[-3] = nursery.create_task(watch_writes())
-        if draining is not None:
-            tasks[-2] = nursery.create_task(watch_drain())
-        try:
-            while True:
-                try:  # events first: they may make a passed deadline moot
-                    event = inbox.get_nowait()
-                except asyncio.QueueEmpty:
-                    event = TIMER
-                    try:
-                        async with asyncio.timeout_at(conn.next_deadline()):
-                            event = await inbox.get()
-                    except TimeoutError:
-                        pass
-                if not await perform(conn.handle(event, loop.time(), wall())):  # type: ignore
-                    break
-        finally:
-            for task in tasks.values():
-                task.cancel()
-            writer.transport.abort()
+    closing: list[bool] = []  # Close's linger, once said
+    try:
+        async with asyncio.TaskGroup() as nursery:
+            tasks[-1] = nursery.create_task(read_client())
+            tasks[-3] = nursery.create_task(watch_writes())
+            if draining is not None:
+                tasks[-2] = nursery.create_task(watch_drain())
+            try:
+                while True:
+                    try:  # events first: they may make a passed deadline moot
+                        event = inbox.get_nowait()
+                    except asyncio.QueueEmpty:
+                        event = TIMER
+                        try:
+                            async with asyncio.timeout_at(conn.next_deadline()):
+                                event = await inbox.get()
+                        except TimeoutError:
+                            pass
+                    if not await perform(conn.handle(event, loop.time(), wall())):  # type: ignore
+                        break
+            finally:
+                for task in tasks.values():
+                    task.cancel()
+        if closing and closing[0]:
+            await linger(reader, writer)
+    finally:
+        writer.transport.abort()
+
+
+def _post_nowait(inbox: asyncio.Queue[object], event: object) -> None:
+    with contextlib.suppress(asyncio.QueueFull):  # a full inbox: busy, not to be shed anyway
+        inbox.put_nowait(event)
+
+
+async def linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A lingering close (``events.Close``): half-close once what was written is sent, then
+    read and drop what the client still sends, for at most ``LINGER_TIME`` s and
+    ``LINGER_BYTES``."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(LINGER_TIME):
+            if writer.can_write_eof():
+                writer.write_eof()
+            left = LINGER_BYTES
+            while left > 0 and (data := await reader.read(READ_SIZE)):
+                left -= len(data)
 
 
 def acked(sock: object) -> int | None:
@@ -225,28 +254,32 @@ def acked(sock: object) -> int | None:
     return None
 
 
-async def listen(handler: Handler, host: str, port: int, tasks: set[asyncio.Task], *,
-                 context: ssl.SSLContext | None = None, handshake_timeout: float | None = None,
-                 max_connections: int | None = None, reuse_port: bool = False
-                 ) -> asyncio.Server:
+async def listen(handler: Callable[..., Awaitable[None]], host: str, port: int,
+                 tasks: set[asyncio.Task], *, context: ssl.SSLContext | None = None,
+                 handshake_timeout: float | None = None, occupancy: Occupancy | None = None,
+                 reuse_port: bool = False) -> asyncio.Server:
     """``asyncio.start_server``, keeping every running handler task in ``tasks`` so that
-    shutdown can cancel and await them (none may outlive the loop). Over
-    ``max_connections`` open handlers, a new connection is closed at once; a TLS handshake
-    gets ``handshake_timeout``."""
+    shutdown can cancel and await them (none may outlive the loop). ``occupancy`` admits each
+    connection (``handler(reader, writer, (occupancy, id))``), or refuses it at the cap, none
+    being idle: it is closed at once. A TLS handshake gets ``handshake_timeout``."""
 
     async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if max_connections is not None and len(tasks) >= max_connections:
-            writer.transport.abort()
-            return
+        conn_id = None
+        if occupancy is not None:
+            if (conn_id := occupancy.opened(asyncio.get_running_loop().time())) is None:
+                writer.transport.abort()
+                return
         task = asyncio.current_task()
         assert task is not None
         tasks.add(task)
         try:
-            await handler(reader, writer)
+            await handler(reader, writer, None if conn_id is None else (occupancy, conn_id))
         except asyncio.CancelledError:  # by cancel_all: asyncio logs cancelled handler tasks
             pass
         finally:
             tasks.discard(task)
+            if conn_id is not None:
+                occupancy.closed(conn_id)  # type: ignore[union-attr]
 
     return await asyncio.start_server(tracked, host, port, ssl=context,
                                       ssl_handshake_timeout=handshake_timeout if context else None,
@@ -357,13 +390,15 @@ async def serve(get_gateway: Callable[[], Gateway], host: str, port: int, *,
     following = fleet and reload and asyncio.create_task(follow_reloads(fleet, get_gateway,
                                                                         reload))
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      tracked: tuple[Occupancy, int] | None) -> None:
         await handle_connection(reader, writer, get_gateway, pool, options, draining, wall,
-                                watches, store, reload, fleet)
+                                watches, store, reload, fleet, tracked)
 
+    occupancy = Occupancy(options.max_connections,
+                          lambda: getattr(get_gateway(), "metrics", None))
     server = await listen(handler, host, port, connections, context=tls_context(options),
-                          handshake_timeout=options.limits.head_timeout,
-                          max_connections=options.max_connections,
+                          handshake_timeout=options.limits.head_timeout, occupancy=occupancy,
                           reuse_port=options.reuse_port)
     bound = server.sockets[0].getsockname()[1]
     try:

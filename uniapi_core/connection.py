@@ -22,10 +22,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .events import Action, ClientData, DeadlineReached, DrainStarted, Event, merge_writes
+from .events import (Action, ClientData, Close, DeadlineReached, DrainStarted, Event, Shed,
+                     merge_writes)
 from .gateway import Gateway
 from .h2session import PREFACE, H2Session
 from .http.h2server import H2Limits
+from .http.occupancy import Occupancy
 from .http.server import ServerLimits
 from .session import Session
 
@@ -46,8 +48,13 @@ class Connection:
 
     def __init__(self, gateway: Callable[[], Gateway], limits: ServerLimits = ServerLimits(),
                  h2limits: H2Limits = H2Limits(), *, now: float = 0.0,
-                 alpn: str | None = None, peer: str | None = None) -> None:
+                 alpn: str | None = None, peer: str | None = None,
+                 occupancy: tuple[Occupancy, int] | None = None) -> None:
         self._args = (gateway, limits, h2limits)
+        #: the process's ``Occupancy`` and this connection's id in it: told when this
+        #: connection is idle, busy or over (None: not tracked)
+        self._occupancy = occupancy
+        self._idle = True
         self._peer = peer  # the client's address, for the request records
         #: the process's metrics, told of this connection until it closes (the demo's
         #: upstream, gateway-shaped, has none)
@@ -72,6 +79,8 @@ class Connection:
         return self._current().next_deadline()
 
     def handle(self, event: Event, now: float, wall: float) -> list[Action]:
+        if type(event) is Shed:
+            return self._shed(now, wall)
         inner = self.inner
         if inner is None:
             out = self._undecided(event, now, wall)
@@ -87,7 +96,31 @@ class Connection:
         if self._metrics is not None and inner.closed:
             self._metrics.connections(-1)
             self._metrics = None
+        if self._occupancy is not None:
+            occupancy, conn = self._occupancy
+            if inner.closed:
+                occupancy.closed(conn)
+                self._occupancy = None
+            elif (idle := self._idle_now()) is not self._idle:
+                self._idle = idle
+                occupancy.idle(conn, now) if idle else occupancy.busy(conn)
         return out
+
+    def _shed(self, now: float, wall: float) -> list[Action]:
+        """To make room at the cap: close as at a drain if still idle, without lingering
+        (an idle client has nothing unread); else stay."""
+        if self._occupancy is not None and not self._idle_now():
+            occupancy, conn = self._occupancy
+            occupancy.kept(conn)  # a request came meanwhile: it stays
+            return []
+        if self._metrics is not None:
+            self._metrics.connection_shed()
+        return [Close() if type(a) is Close else a
+                for a in self.handle(DrainStarted(), now, wall)]
+
+    def _idle_now(self) -> bool:
+        inner = self.inner
+        return not self._sniffed if inner is None else inner.idle
 
     def _current(self) -> Session | H2Session:
         return self.inner if self.inner is not None else self._h1_idle

@@ -21,6 +21,8 @@ event                                        when
 ``WriteFailed()``                            a write to the client failed or stalled past
                                              ``FrontOptions.write_stall_timeout``
 ``DrainStarted()``                           shutdown began: finish what is in flight
+``Shed()``                                   at the connection cap, this idle connection is
+                                             to make room (``http/occupancy.py``)
 ===========================================  ================================================
 
 ===========================================  ================================================
@@ -47,7 +49,8 @@ action                                       the transport…
                                              Redis (``--redis-url``), reports ``SharedDone``
 ``TellShared(commands)``                     sends a pipeline to it; nobody waits for replies
 ``Served(record)``                           logs one finished request
-``Close()``                                  closes the client connection; it is over
+``Close(linger)``                             closes the client connection; it is over
+                                             (``linger``: half-close, drain, then close)
 ===========================================  ================================================
 """
 
@@ -78,12 +81,13 @@ from .relay.actions import RunShared, TellShared
 from .relay.events import (DeadlineReached, SharedDone, UpstreamData, UpstreamEnded,
                            UpstreamFailed, UpstreamHead)
 
-__all__ = ["ClientData", "WriteFailed", "DrainStarted", "DeadlineReached", "UpstreamHead",
+__all__ = ["ClientData", "WriteFailed", "DrainStarted", "Shed", "DeadlineReached", "UpstreamHead",
            "UpstreamData", "UpstreamEnded", "UpstreamFailed", "UpstreamEvent", "FetchDone",
            "FetchResult", "Notified", "Event", "Write", "Close", "StartUpstream",
            "StopUpstream", "PauseUpstream", "ResumeUpstream", "Fetch", "Watch", "Notify",
            "Query", "QueryDone", "Reload", "Reloaded", "Scrape", "Scraped", "Served", "ServedRecord", "Action",
-           "RunShared", "TellShared", "SharedDone", "merge_writes"]
+           "RunShared", "TellShared", "SharedDone", "merge_writes", "LINGER_TIME",
+           "LINGER_BYTES"]
 
 
 @attrs.frozen
@@ -104,13 +108,31 @@ class DrainStarted:
 
 
 @attrs.frozen
+class Shed:
+    """The process is at its connection cap and chose this idle connection to make room
+    (``http/occupancy.py``): close it now if it is still idle, as at a drain."""
+
+
+@attrs.frozen
 class Write:
     data: bytes
 
 
 @attrs.frozen
 class Close:
-    """Close the client connection; the connection machine is over."""
+    """Close the client connection; the connection machine is over. ``linger``: the client
+    may still be sending (a refused request, a keep-alive the server ends, a GOAWAY), so the
+    transport half-closes its side once everything written is sent, then reads and drops what
+    comes for at most ``LINGER_TIME`` seconds and ``LINGER_BYTES`` bytes before closing (nginx's
+    lingering close): closing with unread bytes would reset the connection, and the client
+    would lose the answer it has not read yet."""
+
+    linger: bool = False
+
+
+#: the longest a lingering close waits for the client's end (seconds), and the most it reads
+LINGER_TIME = 2.0
+LINGER_BYTES = 16 << 20
 
 
 @attrs.frozen
@@ -128,7 +150,7 @@ class ResumeUpstream:
 
 Event = (ClientData | UpstreamHead | UpstreamData | UpstreamEnded | UpstreamFailed | FetchDone
          | Notified | QueryDone | Reloaded | Scraped | DeadlineReached | WriteFailed
-         | DrainStarted | SharedDone)
+         | DrainStarted | SharedDone | Shed)
 Action = (Write | Close | StartUpstream | StopUpstream | PauseUpstream | ResumeUpstream | Fetch
           | Watch | Notify | Query | Reload | Scrape | Served | RunShared | TellShared)
 

@@ -58,6 +58,11 @@ class H2Session:
         self._paused: set[int] = set()  # refs told PauseUpstream
         self._next_ref = 0
 
+    @property
+    def idle(self) -> bool:
+        """No stream is open: no request is being read or served."""
+        return not self._machines
+
     def handle(self, event: Event, now: float, wall: float) -> list[Action]:
         if self.closed:
             return []
@@ -163,7 +168,7 @@ class H2Session:
             out.append(Write(data))
         if not self.closed and (self.conn.closed or self.conn.drained):
             self.closed = True
-            out.append(Close())
+            out.append(Close(linger=True))  # the client may still be sending (events.Close)
         return out
 
     def _backpressure(self, out: list[Action]) -> None:

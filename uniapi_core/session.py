@@ -55,6 +55,11 @@ class Session:
         self._next_ref += 1
         return self._next_ref
 
+    @property
+    def idle(self) -> bool:
+        """No request is being read or served: before the first, or between two."""
+        return self._machine is None and not self.conn.busy
+
     def handle(self, event: Event, now: float, wall: float) -> list[Action]:
         if self.closed:
             return []
@@ -149,12 +154,13 @@ class Session:
     def _client_gone(self, now: float, wall: float, out: list[Action]) -> None:
         if self._machine is not None:
             self._run(self._machine.handle(ClientGone(), now, wall), now, wall, out)
-        self._close(out)
+        self._close(out, linger=False)
 
-    def _close(self, out: list[Action]) -> None:
+    def _close(self, out: list[Action], linger: bool = True) -> None:
+        """Close; ``linger`` unless the client is gone (events.Close)."""
         if not self.closed:
             self.closed = True
-            out.append(Close())
+            out.append(Close(linger))
 
 
 def _write(out: list[Action], chunks: list[bytes]) -> None:

@@ -18,7 +18,8 @@ from pathlib import Path
 import trio
 
 from uniapi_core.connection import ALPN, INBOX, LISTEN_BACKLOG, Connection
-from uniapi_core.events import (ClientData, Close, DeadlineReached, DrainStarted, Fetch, FetchDone,
+from uniapi_core.events import (LINGER_BYTES, LINGER_TIME, ClientData, Close, DeadlineReached,
+                                DrainStarted, Fetch, FetchDone, Shed,
                                 Notified, Notify, PauseUpstream, Query, QueryDone, Reload, Reloaded,
                                 ResumeUpstream, RunShared, Scrape, Scraped, Served,
                                 SharedDone, StartUpstream, StopUpstream, TellShared, Watch, Write,
@@ -27,6 +28,8 @@ from uniapi_core.gateway import Gateway
 from uniapi_core.ops.accesslog import AccessLog
 from uniapi_core.ops.metrics import PUBLISH_EVERY, read_snapshots, snapshot_file, write_snapshot
 from uniapi_core.ops.stats import StoreConfig, StoreSession
+from uniapi_core.http.occupancy import Occupancy
+from uniapi_core.http.pool import READ_SIZE
 from uniapi_core.http.stall import TCP_INFO_SIZE, WriteWatch, bytes_acked
 from uniapi_core.redis.script import SOURCE
 from uniapi_core.routing.shared import RELOAD_POLL, ReloadFollower
@@ -50,7 +53,8 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
                             watches: dict[object, trio.Event] | None = None,
                             peer: str | None = None, store: Store | None = None,
                             reload: Reloader | None = None,
-                            fleet: SharedRedis | None = None) -> None:
+                            fleet: SharedRedis | None = None,
+                            tracked: tuple[Occupancy, int] | None = None) -> None:
     """Serve one client connection until the core closes it (``watches``: the process's;
     ``reload``: the process's hot reload, the error text or None; ``fleet``: its link to the
     shared-state Redis)."""
@@ -65,8 +69,10 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
             return
         alpn = stream.selected_alpn_protocol()
     conn = Connection(get_gateway, options.limits, options.h2, now=trio.current_time(),
-                      alpn=alpn, peer=peer)
+                      alpn=alpn, peer=peer, occupancy=tracked)
     send, inbox = trio.open_memory_channel[object](INBOX)
+    if tracked is not None:  # at the cap, an idle connection is told to make room
+        tracked[0].shedders[tracked[1]] = partial(_post_nowait, send, Shed())
     scopes: dict[int, trio.CancelScope] = {}
     paused: dict[int, trio.Event] = {}  # PauseUpstream refs -> set at ResumeUpstream
     watches = {} if watches is None else watches
@@ -189,6 +195,7 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
             elif cls is Served:
                 sys.stderr.write(access.line(action.record))  # accesslog.py
             elif cls is Close:
+                closing.append(action.linger)
                 return False
         return True
 
@@ -196,25 +203,47 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
         await draining.wait()
         await send.send(DrainStarted())
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(read_client)
-        nursery.start_soon(watch_writes)
-        if draining is not None:
-            nursery.start_soon(watch_drain, draining)
-        try:
-            while True:
-                try:  # events first: they may make a passed deadline moot
-                    event = inbox.receive_nowait()
-                except trio.WouldBlock:
-                    deadline = conn.next_deadline()
-                    event = TIMER
-                    with trio.move_on_at(deadline if deadline is not None else math.inf):
-                        event = await inbox.receive()
-                if not await perform(conn.handle(event, trio.current_time(), wall())):
-                    break
-        finally:
-            nursery.cancel_scope.cancel()
-            await trio.aclose_forcefully(stream)
+    closing: list[bool] = []  # Close's linger, once said
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_client)
+            nursery.start_soon(watch_writes)
+            if draining is not None:
+                nursery.start_soon(watch_drain, draining)
+            try:
+                while True:
+                    try:  # events first: they may make a passed deadline moot
+                        event = inbox.receive_nowait()
+                    except trio.WouldBlock:
+                        deadline = conn.next_deadline()
+                        event = TIMER
+                        with trio.move_on_at(deadline if deadline is not None else math.inf):
+                            event = await inbox.receive()
+                    if not await perform(conn.handle(event, trio.current_time(), wall())):
+                        break
+            finally:
+                nursery.cancel_scope.cancel()
+        if closing and closing[0]:
+            await linger(stream)
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+def _post_nowait(send: trio.MemorySendChannel[object], event: object) -> None:
+    with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+        send.send_nowait(event)  # a full inbox: busy, not to be shed anyway
+
+
+async def linger(stream: trio.abc.Stream) -> None:
+    """A lingering close (``events.Close``): half-close, then read and drop what the client
+    still sends, for at most ``LINGER_TIME`` s and ``LINGER_BYTES``."""
+    with trio.move_on_after(LINGER_TIME), contextlib.suppress(
+            trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        if isinstance(stream, trio.abc.HalfCloseableStream):
+            await stream.send_eof()
+        left = LINGER_BYTES
+        while left > 0 and (data := await stream.receive_some(READ_SIZE)):
+            left -= len(data)
 
 
 class Store:
@@ -325,7 +354,8 @@ async def serve(get_gateway: Callable[[], Gateway], host: str, port: int, *,
     bound = listeners[0].socket.getsockname()[1]
     draining, drained = trio.Event(), trio.Event()
     watches: dict[object, trio.Event] = {}
-    open_count = [0]
+    occupancy = Occupancy(options.max_connections,
+                          lambda: getattr(get_gateway(), "metrics", None))
     gateway = get_gateway()  # the demo's upstream has no stats: a gateway-shaped object
     queue = getattr(gateway, "stats", None)  # a StatsQueue is falsy while empty: "is None"
     store = None if queue is None else Store(gateway.settings.stats_store)
@@ -333,10 +363,9 @@ async def serve(get_gateway: Callable[[], Gateway], host: str, port: int, *,
     fleet = None if redis is None else SharedRedis(redis, (SOURCE,))
 
     async def handler(tcp: trio.SocketStream, peer: str | None = None) -> None:
-        if open_count[0] >= options.max_connections:
+        if (conn_id := occupancy.opened(trio.current_time())) is None:  # at the cap, none idle
             await trio.aclose_forcefully(tcp)
             return
-        open_count[0] += 1
         with contextlib.suppress(OSError):  # a client already gone is nobody
             peer = str(tcp.socket.getpeername()[0])
         try:
@@ -344,9 +373,9 @@ async def serve(get_gateway: Callable[[], Gateway], host: str, port: int, *,
             if context is not None:
                 stream = trio.SSLStream(tcp, context, server_side=True, https_compatible=True)
             await handle_connection(stream, get_gateway, pool, options, draining, wall,
-                                    watches, peer, store, reload, fleet)
+                                    watches, peer, store, reload, fleet, (occupancy, conn_id))
         finally:
-            open_count[0] -= 1
+            occupancy.closed(conn_id)
 
     async with trio.open_nursery() as background:
         linked = trio.CancelScope()  # the fleet's link lives until the drain is over

@@ -86,7 +86,9 @@ def test_render_counts_what_was_observed():
                      "uniapi_stats_rows_dropped": "counter",
                      "uniapi_client_connections_open": "gauge",
                      "uniapi_shared_state_degraded": "gauge",
-                     "uniapi_shared_state_fallbacks": "counter"}
+                     "uniapi_shared_state_fallbacks": "counter",
+                     "uniapi_connections_shed": "counter",
+                     "uniapi_connections_refused": "counter"}
     req = "uniapi_requests_total"
     labels = {"endpoint": CHAT, "model": "gpt-4o"}
     assert value(samples, req, **labels, provider="openai", status_class="2xx") == 1

@@ -476,3 +476,14 @@ def test_a_client_that_leaves_mid_stream_is_recorded_with_the_tokens_seen_so_far
     record = of(acts, Served)[0].record
     assert record.client_closed and record.usage is not None
     assert record.usage["prompt_tokens"] == 25
+
+
+def test_a_close_the_server_decides_lingers_and_one_after_the_client_left_does_not():
+    s = auto()
+    huge = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (1 << 20) + b"\r\n\r\n"
+    actions = s.handle(ClientData(huge), 0.0, 0.0)
+    assert actions[-1] == Close(linger=True)  # refused: the client is still sending
+    assert of(actions, Write)[0].data.startswith(b"HTTP/1.1 431 ")
+    s = auto()
+    s.handle(ClientData(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"[:10]), 0.0, 0.0)
+    assert s.handle(ClientData(b""), 0.0, 0.0)[-1] == Close(linger=False)  # gone

@@ -172,13 +172,18 @@ def test_r4_slowloris_heads_get_408_while_normal_clients_are_served(backend):
     assert normal == [200] * 50
 
 
-def test_r4_connection_cap_closes_the_extra_connection(backend):
+def test_r4_connection_cap_closes_the_extra_connection_when_none_is_idle(backend):
+    """16 connections each mid-request (half a head sent) fill a cap of 16: none may be shed,
+    so the 17th is closed at once; the 16 are still served, and once they are gone service
+    goes on."""
     up = SSEUpstream()
-    # head timeout 5 s here, so that the 16 idle connections outlive the test of the 17th
+    # head timeout 5 s here, so that the 16 busy connections outlive the test of the 17th
     options = FrontOptions(limits=ServerLimits(head_timeout=5.0), max_connections=16)
     try:
         with run_gateway(config(up), backend=backend, options=options) as gw:
-            idle = [connect(gw.port) for _ in range(16)]
+            busy = [connect(gw.port) for _ in range(16)]
+            for s in busy:
+                s.sendall(b"GET /healthz HTTP/1.1\r\n")  # a request begun: not idle
             time.sleep(0.3)  # let the server accept (and count) all of them
             extra = connect(gw.port, timeout=3)
             t0 = time.monotonic()
@@ -190,15 +195,15 @@ def test_r4_connection_cap_closes_the_extra_connection(backend):
             extra.close()
             assert got == b"", got[:200]
             # the 16 are still open and served
-            for s in idle:
+            for s in busy:
                 s.setblocking(False)
                 with pytest.raises(BlockingIOError):
                     s.recv(1)
                 s.setblocking(True)
-            idle[0].sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            head, _ = read_head(idle[0])
+            busy[0].sendall(b"Host: x\r\n\r\n")
+            head, _ = read_head(busy[0])
             assert head.startswith(b"HTTP/1.1 200")
-            for s in idle:
+            for s in busy:
                 s.close()
             # after the flood ends, service goes on (the server notices the closes first)
             ok, deadline = 0, time.monotonic() + 5
@@ -212,7 +217,36 @@ def test_r4_connection_cap_closes_the_extra_connection(backend):
                   f"{refused_in * 1000:.1f} ms; {ok}/20 requests ok after the 16 closed")
             assert refused_in < 1.0
             assert ok == 20
+            assert gw.gateway.metrics.counter("uniapi_connections_refused_total") >= 1
     finally:
+        up.close()
+
+
+def test_r4_a_flood_of_idle_sockets_never_locks_a_client_out(backend):
+    """Twice the cap in sockets that send nothing: each newcomer makes room by shedding the
+    connection idle the longest, so a legitimate client is served at once, every time, and
+    the sheds are counted."""
+    up = SSEUpstream()
+    options = FrontOptions(limits=ServerLimits(head_timeout=30.0), max_connections=32)
+    flood: list[socket.socket] = []
+    try:
+        with run_gateway(config(up), backend=backend, options=options) as gw:
+            for _ in range(64):
+                flood.append(connect(gw.port))
+            time.sleep(0.3)  # all accepted; the head timeout (30 s) reaps none of them
+            took = []
+            for i in range(10):
+                t0 = time.monotonic()
+                assert h1_chat(gw.port, f"legit-{i}") == 200
+                took.append(time.monotonic() - t0)
+                flood.append(connect(gw.port))  # the attacker keeps reconnecting
+            print(f"\nR4 idle flood [{backend}]: slowest legitimate request "
+                  f"{max(took) * 1000:.1f} ms")
+            assert max(took) < 1.0
+            assert gw.gateway.metrics.counter("uniapi_connections_shed_total") >= 32
+    finally:
+        for s in flood:
+            s.close()
         up.close()
 
 
@@ -860,3 +894,40 @@ def test_drain_lets_the_h1_stream_in_flight_finish_and_refuses_new_connections(b
 
 def test_drain_lets_the_h2_stream_in_flight_finish_and_refuses_new_connections(backend):
     _drain(backend, "h2c")
+
+
+def _oversize_head(port: int, size: int) -> bytes | str:
+    """Send a request whose head is ``size`` bytes, all of it, then read to the end: the
+    answer's bytes, or "reset" when the connection was reset before it was read."""
+    head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * size
+            + b"\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        try:
+            s.sendall(head)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server stopped reading: its answer may still be there to read
+        got = b""
+        try:
+            while chunk := s.recv(65536):
+                got += chunk
+        except ConnectionResetError:
+            return "reset"
+        return got
+
+
+def test_r4_every_oversize_head_is_answered_before_the_close(backend):
+    """A refused request is answered and the socket half-closed and drained (lingering
+    close), so the client reads its 431 instead of a reset: 100 of 100 heads of 1 MB (before
+    the lingering close, every one of them was reset on both backends: the server closed with
+    the rest of the head unread)."""
+    up = SSEUpstream()
+    try:
+        with run_gateway(config(up), backend=backend, options=OPTIONS) as gw:
+            got = [_oversize_head(gw.port, 1_000_000) for _ in range(100)]
+            statuses = [g if isinstance(g, str) else g.split(b" ", 2)[1].decode()
+                        if g.startswith(b"HTTP/1.1 ") else repr(g[:40]) for g in got]
+            assert statuses == ["431"] * 100, sorted(set(statuses))
+            assert all(b'"error"' in g for g in got if isinstance(g, bytes))
+            assert h1_chat(gw.port, "after") == 200  # and the server serves on
+    finally:
+        up.close()

@@ -83,6 +83,8 @@ _TOKENS = "uniapi_tokens_total"
 _ROWS_WRITTEN = "uniapi_stats_rows_written_total"
 _ROWS_DROPPED = "uniapi_stats_rows_dropped_total"
 _CONNECTIONS = "uniapi_client_connections_open"
+_SHED = "uniapi_connections_shed_total"
+_REFUSED = "uniapi_connections_refused_total"
 _SHARED_DEGRADED = "uniapi_shared_state_degraded"
 _SHARED_FALLBACKS = "uniapi_shared_state_fallbacks_total"
 
@@ -113,6 +115,10 @@ SPECS: tuple[tuple[str, str, str, tuple[str, ...], tuple[float, ...]], ...] = (
     (_ROWS_WRITTEN, "counter", "Stats rows written to the stats store.", (), ()),
     (_ROWS_DROPPED, "counter", "Stats rows dropped because the write queue was full.", (), ()),
     (_CONNECTIONS, "gauge", "Client connections open now.", (), ()),
+    (_SHED, "counter", ("Idle client connections closed to make room for a new one at the "
+                        "connection cap (--max-connections)."), (), ()),
+    (_REFUSED, "counter", ("Client connections refused at the connection cap because none "
+                           "was idle to make room."), (), ()),
     (_SHARED_DEGRADED, "gauge", ("1 while this process decides on its own state because the "
                                  "shared-state Redis (--redis-url) did not answer its last "
                                  "decision in time; summed over --workers."), (), ()),
@@ -214,6 +220,14 @@ class Metrics:
     def connections(self, delta: int) -> None:
         """A client connection opened (+1) or closed (-1)."""
         self._gauges[_CONNECTIONS] += delta
+
+    def connection_shed(self) -> None:
+        """An idle connection was closed to make room at the cap."""
+        _add(self._counters[_SHED], (), 1)
+
+    def connection_refused(self) -> None:
+        """A connection was refused at the cap, none being idle."""
+        _add(self._counters[_REFUSED], (), 1)
 
     def rate_limited(self, scope: str) -> None:
         """A request was refused by a rate limit of ``scope`` ("key" or "model")."""

@@ -1,0 +1,99 @@
+"""Which client connections a process holds, which of them are idle, and whom to shed.
+
+Theory of operation
+-------------------
+A process serves at most ``cap`` client connections (``--max-connections``). A flood of
+connections that never send a request (or keep-alive connections that sit between requests)
+would otherwise fill the cap and lock every new client out until the head or keep-alive
+timeout reaps them. Under that pressure nginx drops its idle keep-alive connections first, and
+Envoy's overload manager sheds idle connections; this is the same rule:
+
+- ``opened(now)`` is asked for every accepted connection. Under the cap it is admitted. At the
+  cap, the connection idle the longest (no request yet, or between requests) is shed to make
+  room — its ``shedders`` entry is called, with which the transport posts it ``Shed``, and the
+  connection closes if it is still idle — and the newcomer is admitted; only when no
+  connection is idle is the newcomer refused. A connection mid-request or mid-stream is never
+  shed.
+- A connection says when it becomes idle (``idle(id, now)``) and busy (``busy(id)``), and
+  ``closed(id)`` when it is over; ``connection.Connection`` does it after each event.
+
+Admitting the newcomer while its victim is still closing lets the count pass the cap by the
+victims in flight; at most a cap's worth may be closing at once (then newcomers are refused
+until some are gone), so at most ``2 × cap`` connections are ever open. ``shed`` and ``refused`` count what happened, for ``/metrics``. No clock is read: times
+are the ``now`` arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["Occupancy"]
+
+
+class Occupancy:
+    """The process's client connections (module docstring)."""
+
+    def __init__(self, cap: int, metrics: Callable[[], Any] = lambda: None) -> None:
+        """``metrics``: the process's current ``ops.metrics.Metrics`` (or None), told of each
+        refusal (a shed connection tells them itself, when it closes for it)."""
+        if cap < 1:
+            raise ValueError("the connection cap is at least 1")
+        self.cap = cap
+        self._metrics = metrics
+        self._open: set[int] = set()
+        #: idle connections, the longest idle first (a dict keeps insertion order)
+        self._idle: dict[int, float] = {}
+        self._shedding: set[int] = set()  # told to close, not closed yet
+        self._next = 0
+        #: connection id -> what posts it ``Shed`` (registered by the transport)
+        self.shedders: dict[int, Callable[[], None]] = {}
+        self.shed = 0  #: connections shed to make room, since start
+        self.refused = 0  #: connections refused at the cap (none idle), since start
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def opened(self, now: float) -> int | None:
+        """A connection was accepted: its id, or None when it is refused (at the cap, none
+        idle). Makes room by shedding the longest idle connection when at the cap."""
+        if len(self._open) - len(self._shedding) >= self.cap:
+            if not self._idle or len(self._shedding) >= self.cap:  # or a cap's worth closing
+                self.refused += 1
+                if (metrics := self._metrics()) is not None:
+                    metrics.connection_refused()
+                return None
+            victim = next(iter(self._idle))
+            del self._idle[victim]
+            self._shedding.add(victim)
+            self.shed += 1
+            if (shed := self.shedders.get(victim)) is not None:
+                shed()
+        self._next += 1
+        conn = self._next
+        self._open.add(conn)
+        self._idle[conn] = now  # nothing sent yet: idle until its first request
+        return conn
+
+    def idle(self, conn: int, now: float) -> None:
+        """``conn`` has no request in progress from ``now`` on."""
+        if conn in self._open and conn not in self._shedding and conn not in self._idle:
+            self._idle[conn] = now
+
+    def busy(self, conn: int) -> None:
+        """``conn`` is serving a request (or receiving one)."""
+        self._idle.pop(conn, None)
+
+    def kept(self, conn: int) -> None:
+        """``conn`` was chosen to make room but had a request by then: it stays, and counts
+        again."""
+        if conn in self._shedding:
+            self._shedding.discard(conn)
+            self.shed -= 1
+
+    def closed(self, conn: int) -> None:
+        """``conn`` is over (however it ended; saying it twice is harmless)."""
+        self.shedders.pop(conn, None)
+        self._open.discard(conn)
+        self._idle.pop(conn, None)
+        self._shedding.discard(conn)
