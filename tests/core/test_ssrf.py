@@ -44,3 +44,27 @@ def test_every_resolved_address_must_pass():
 def test_urls(url, kw, ok):
     parsed, why = url_refusal(url, **kw)
     assert (parsed is not None) == ok and (why is None) == ok
+
+
+# R11's table (docs/contracts.md): every address a name may resolve to, decided on the
+# resolved address with embedded IPv4 unwrapped; the names are what getaddrinfo turns into
+# them (spellings ipaddress rejects but the resolver accepts), served here by a fake resolver.
+FAKE_DNS = {
+    "2130706433": ["127.0.0.1"], "0x7f.1": ["127.0.0.1"], "017700000001": ["127.0.0.1"],
+    "127.1": ["127.0.0.1"], "mapped.example": ["::ffff:127.0.0.1"],
+    "compat.example": ["::127.0.0.1"], "nat64.example": ["64:ff9b::7f00:1"],
+    "sixtofour.example": ["2002:7f00:1::1"], "cgnat.example": ["100.64.0.1"],
+    "metadata.example": ["169.254.169.254"], "metadata6.example": ["fd00:ec2::254"],
+    "mapped-metadata.example": ["::ffff:169.254.169.254"],
+    "nat64-metadata.example": ["64:ff9b::a9fe:a9fe"],
+    "teredo.example": ["2001:0:4136:e378:8000:63bf:80ff:fffe"],  # embeds 127.0.0.1
+    "rebind.example": ["93.184.216.34", "10.0.0.1"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAKE_DNS))
+def test_r11_every_name_of_the_table_is_refused_after_resolution(name):
+    parsed, why = url_refusal(f"https://{name}/cat.png")
+    assert why is None and parsed is not None  # the URL itself is fine: the address decides
+    assert pick_address(FAKE_DNS[name]) is None, FAKE_DNS[name]
+    assert pick_address(FAKE_DNS[name], allow_private=True) is not None  # the tests' opt-in
