@@ -18,8 +18,9 @@ Envoy's overload manager sheds idle connections; this is the same rule:
   ``closed(id)`` when it is over; ``connection.Connection`` does it after each event.
 
 Admitting the newcomer while its victim is still closing lets the count pass the cap by the
-victims in flight; at most a cap's worth may be closing at once (then newcomers are refused
-until some are gone), so at most ``2 × cap`` connections are ever open. ``shed`` and ``refused`` count what happened, for ``/metrics``. No clock is read: times
+victims in flight (and by a victim that got a request before its ``Shed`` and is ``kept``);
+at ``2 × cap`` open connections newcomers are refused until some are gone, so that is the
+most ever open. ``shed`` and ``refused`` count what happened, for ``/metrics``. No clock is read: times
 are the ``now`` arguments.
 """
 
@@ -58,7 +59,7 @@ class Occupancy:
         """A connection was accepted: its id, or None when it is refused (at the cap, none
         idle). Makes room by shedding the longest idle connection when at the cap."""
         if len(self._open) - len(self._shedding) >= self.cap:
-            if not self._idle or len(self._shedding) >= self.cap:  # or a cap's worth closing
+            if not self._idle or len(self._open) >= 2 * self.cap:  # a cap's worth closing
                 self.refused += 1
                 if (metrics := self._metrics()) is not None:
                     metrics.connection_refused()
