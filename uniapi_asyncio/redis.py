@@ -13,7 +13,7 @@ import socket
 import ssl
 from collections.abc import Callable, Sequence
 
-from uniapi_core.redis.link import (CONNECT_TIMEOUT, READ_SIZE, WATCH_EVERY, Backoff, Callers,
+from uniapi_core.redis.link import (CONNECT_TIMEOUT, READ_SIZE, WATCH_EVERY, Callers,
                                     Command, Deliver, LinkFailed, RedisLink, failure_reason)
 from uniapi_core.redis.resp import Reply
 from uniapi_core.redis.url import RedisTarget
@@ -27,7 +27,6 @@ class SharedRedis:
     def __init__(self, target: RedisTarget, scripts: Sequence[str] = (), *,
                  connect_timeout: float = CONNECT_TIMEOUT) -> None:
         self.target, self.scripts, self.connect_timeout = target, tuple(scripts), connect_timeout
-        self.on_state: Callable[[bool, str], None] | None = None
         self.callers = Callers()  # the core's: who waits for which pipeline
         self._writer: asyncio.StreamWriter | None = None
 
@@ -59,15 +58,19 @@ class SharedRedis:
         if (data := self.callers.tell(commands, due)) is not None:
             self._writer.write(data)  # type: ignore[union-attr]
 
+    @property
+    def on_state(self) -> Callable[[bool, str], None] | None:
+        """Told (up, reason) of each connection made, and each one lost or not made."""
+        return self.callers.on_state
+
+    @on_state.setter
+    def on_state(self, tell: Callable[[bool, str], None] | None) -> None:
+        self.callers.on_state = tell
+
     async def run(self) -> None:
-        backoff = Backoff()
         try:
             while True:
-                reason = await self._connection(backoff)
-                self.callers.lost()
-                if self.on_state is not None:
-                    self.on_state(False, reason)
-                await asyncio.sleep(backoff.next())
+                await asyncio.sleep(self.callers.ended(await self._connection()))
         finally:
             self.callers.lost()
 
@@ -88,7 +91,7 @@ class SharedRedis:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return reader, writer
 
-    async def _connection(self, backoff: Backoff) -> str:
+    async def _connection(self) -> str:
         """One connection, from connect to loss; returns why it ended."""
         link = RedisLink(self.target, self.scripts)
         try:
@@ -103,10 +106,8 @@ class SharedRedis:
             writer.write(link.greeting(due=loop.time() + self.connect_timeout))
             while True:
                 if self.callers.link is None and link.ready:
-                    self.callers.link, self._writer = link, writer
-                    backoff.reset()
-                    if self.on_state is not None:
-                        self.on_state(True, "")
+                    self._writer = writer
+                    self.callers.up(link)
                 data = await reader.read(READ_SIZE)
                 if not data:
                     return why[0] if why else failure_reason(self.target, None)

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 
-from uniapi_core.redis.link import (CONNECT_TIMEOUT, MAX_PENDING, WATCH_EVERY, Backoff, Callers,
+from uniapi_core.redis.link import (CONNECT_TIMEOUT, MAX_PENDING, WATCH_EVERY, Callers,
                                     Command, Deliver, RedisLink, failure_reason)
 from uniapi_core.redis.resp import Reply
 from uniapi_core.redis.url import RedisTarget
@@ -34,7 +34,6 @@ class SharedRedis:
     def __init__(self, target: RedisTarget, scripts: Sequence[str] = (), *,
                  connect_timeout: float = CONNECT_TIMEOUT) -> None:
         self.target, self.scripts, self.connect_timeout = target, tuple(scripts), connect_timeout
-        self.on_state: Callable[[bool, str], None] | None = None
         self.callers = Callers()  # the core's: who waits for which pipeline
         self._queue: Queue | None = None  # the writer task's, while connected
         self._plain: object | None = None  # the socket, when plain (TCP, Unix): written at once
@@ -86,15 +85,19 @@ class SharedRedis:
         done.set()  # a late answer is not taken
         return box[0]
 
+    @property
+    def on_state(self) -> Callable[[bool, str], None] | None:
+        """Told (up, reason) of each connection made, and each one lost or not made."""
+        return self.callers.on_state
+
+    @on_state.setter
+    def on_state(self, tell: Callable[[bool, str], None] | None) -> None:
+        self.callers.on_state = tell
+
     async def run(self) -> None:
-        backoff = Backoff()
         try:
             while True:
-                reason = await self._connection(backoff)
-                self.callers.lost()
-                if self.on_state is not None:
-                    self.on_state(False, reason)
-                await trio.sleep(backoff.next())
+                await trio.sleep(self.callers.ended(await self._connection()))
         finally:
             self.callers.lost()
 
@@ -112,7 +115,7 @@ class SharedRedis:
         await tls.do_handshake()
         return tls
 
-    async def _connection(self, backoff: Backoff) -> str:
+    async def _connection(self) -> str:
         """One connection, from connect to loss; returns why it ended."""
         link = RedisLink(self.target, self.scripts)
         try:
@@ -129,7 +132,7 @@ class SharedRedis:
         try:
             async with trio.open_nursery() as nursery:
                 for job, args in ((self._write, (stream, receive)), (self._watch, (link,)),
-                                  (self._read, (stream, link, backoff))):
+                                  (self._read, (stream, link))):
                     nursery.start_soon(self._guard, why, nursery.cancel_scope, job, *args)
         finally:
             self.callers.link = None
@@ -163,13 +166,10 @@ class SharedRedis:
             link.check(trio.current_time())
             await trio.sleep(WATCH_EVERY)
 
-    async def _read(self, stream: trio.abc.Stream, link: RedisLink, backoff: Backoff) -> None:
+    async def _read(self, stream: trio.abc.Stream, link: RedisLink) -> None:
         while True:
             if self.callers.link is None and link.ready:
-                self.callers.link = link
-                backoff.reset()
-                if self.on_state is not None:
-                    self.on_state(True, "")
+                self.callers.up(link)
             data = await receive_some(stream, self._plain)
             if not data:
                 return

@@ -251,12 +251,30 @@ Deliver = Callable[[list[Reply] | None], None]
 
 class Callers:
     """Who waits for which pipeline on a process's one Redis connection (module docstring).
-    ``link`` is the connection's ``RedisLink`` once it is ready, else None."""
+    ``link`` is the connection's ``RedisLink`` once it is ready (``up``), else None;
+    ``on_state(up, reason)`` is told of each connection made and each lost or failed one."""
 
     def __init__(self) -> None:
         self.link: RedisLink | None = None
+        self.on_state: Callable[[bool, str], None] | None = None
         self._waiting: dict[object, Deliver] = {}
         self._tags = itertools.count()
+        self._backoff = Backoff()
+
+    def up(self, link: RedisLink) -> None:
+        """``link`` is connected and its greeting answered: calls may go out on it."""
+        self.link = link
+        self._backoff.reset()
+        if self.on_state is not None:
+            self.on_state(True, "")
+
+    def ended(self, reason: str) -> float:
+        """The connection is over (or could not be made), for ``reason``: every waiting
+        caller gets None; the seconds to wait before the next attempt (``Backoff``)."""
+        self.lost()
+        if self.on_state is not None:
+            self.on_state(False, reason)
+        return self._backoff.next()
 
     def ask(self, commands: Sequence[Command], due: float, deliver: Deliver) -> bytes | None:
         """The bytes to write for a caller's pipeline, or None having delivered None at once
