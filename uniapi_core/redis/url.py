@@ -116,13 +116,15 @@ def _decode(text: str, what: str) -> str:
 
 def _db(text: str) -> int:
     if _DIGITS.fullmatch(text) is None:
-        raise ValueError(f"db {text[:20]!r} is not a non-negative integer")
+        raise ValueError("the db is not a non-negative integer")  # never quoted: it may be
+        # a password whose URL lost its host
     return int(text)
 
 
 def _port(text: str) -> int:
     if _DIGITS.fullmatch(text) is None or not 1 <= int(text) <= 65535:
-        raise ValueError(f"port {text[:20]!r} is not a number from 1 to 65535")
+        raise ValueError("the port is not a number from 1 to 65535 (a URL without its host, "
+                         "redis://user:password, reads the password as the port)")
     return int(text)
 
 
