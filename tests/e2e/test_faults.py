@@ -1,0 +1,425 @@
+"""Fault injection (issue 17, the first reliability rule), on both backends: 2,000 requests
+(``UNIAPI_FAULT_REQUESTS``) from 16 client threads, mixed over the OpenAI chat, Anthropic
+Messages and Responses fronts, streams and not, to one model served by four fake upstreams of
+four vendor protocols (OpenAI chat, Anthropic Messages, Gemini, Bedrock;
+``tests/fakes/faults.py``) that fail ~12 % of their attempts from a seeded fault table: reset
+before the head, 500, 429 with ``Retry-After: 0``, 400, a slow first byte, a stall mid-body
+longer than the idle timeout (1 s here), a truncated body, garbage, a Bedrock event-stream
+frame with a wrong CRC.
+
+Every upstream answer is unique to its attempt (``ans-<request token>-<attempt>``), so the
+figures are exact: 0 lost (every request answered), 0 duplicated (a 200 answer is exactly the
+text of its request's last attempt, a clean one, and no text is in two answers; an in-stream
+error follows a prefix of the last attempt's text), 0 hung (each request within the client's
+15 s), 0 tracebacks (logs and stderr); attempts within the retry budget and every channel tried
+once (a stale keep-alive connection's one transparent retry aside), a 400 never retried and
+passed on; every error (an answer or an in-stream error event) in its front's error shape; the
+stats store holds one request row per request.
+
+Known bug, held by ``test_a_429_on_a_keyless_channel_moves_on`` (strict xfail): a 429 from a
+channel without ``api`` keys (Bedrock) tries that channel again, up to the whole budget; the
+main test counts those retries as their own figure.
+
+Not covered: HTTP/2 upstream RST_STREAM/GOAWAY (no h2 fake upstream under load here;
+tests/e2e/test_h2_upstream.py covers them one by one) and the Responses-native upstream (the
+Responses front is served here by translation to the four vendors).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fakes.faults import FaultTable, FaultyVendor
+from tests.fakes.llm_vendors import ANTHROPIC_MODEL
+from tests.fakes.upstream import FakeUpstream
+from tests.harness import run_gateway
+from uniapi_core.ops.stats import StoreConfig
+from uniapi_core.routing.retry import attempt_budget
+
+KEY = "sk-faults-e2e"
+REQUESTS = int(os.environ.get("UNIAPI_FAULT_REQUESTS", "2000"))
+THREADS = 16
+CLIENT_TIMEOUT = 15.0
+SEED = 20261206
+VENDORS = ("openai", "anthropic", "gemini", "bedrock")
+BEDROCK_MODEL = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+KINDS = [(front, stream) for front in ("chat", "messages", "responses")
+         for stream in (False, True)]
+PATHS = {"chat": "/v1/chat/completions", "messages": "/v1/messages",
+         "responses": "/v1/responses"}
+
+
+def config(ups: dict[str, FakeUpstream]) -> str:
+    return f"""
+providers:
+  - provider: oai
+    base_url: {ups["openai"].url}/v1/chat/completions
+    api: sk-oai
+    model:
+      - gpt-4o: m
+  - provider: ant
+    engine: claude
+    base_url: {ups["anthropic"].url}/v1/messages
+    api: sk-ant-up
+    model:
+      - {ANTHROPIC_MODEL}: m
+  - provider: gem
+    engine: gemini
+    base_url: {ups["gemini"].url}/v1beta
+    api: AIza-test
+    model:
+      - gemini-2.5-flash: m
+  - provider: bdr
+    engine: aws
+    base_url: {ups["bedrock"].url}
+    aws_access_key: AKIDEXAMPLE
+    aws_secret_key: wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY
+    aws_region: us-east-1
+    model:
+      - {BEDROCK_MODEL}: m
+api_keys:
+  - api: {KEY}
+    preferences:
+      SCHEDULING_ALGORITHM: round_robin
+preferences:
+  cooldown_period: 0
+  model_timeout:
+    default: 1
+"""
+
+
+@dataclass
+class Result:
+    token: str
+    front: str
+    stream: bool
+    status: int = 0
+    outcome: str = ""  # ok | error | stream_error | lost | hung | bad
+    text: str = ""
+    problem: str = ""
+    seconds: float = 0.0
+    events: list[Any] = field(default_factory=list)
+
+
+def body_of(front: str, stream: bool, token: str) -> dict[str, Any]:
+    prompt = f"Please answer {token}."
+    if front == "chat":
+        return {"model": "m", "stream": stream, "messages": [{"role": "user",
+                                                               "content": prompt}]}
+    if front == "messages":
+        return {"model": "m", "max_tokens": 64, "stream": stream,
+                "messages": [{"role": "user", "content": prompt}]}
+    return {"model": "m", "stream": stream, "input": prompt}
+
+
+def error_shaped(front: str, obj: Any) -> bool:
+    """Whether ``obj`` is the front's error body (or in-stream error event data)."""
+    if not isinstance(obj, dict):
+        return False
+    if front == "messages":
+        err = obj.get("error")
+        return (obj.get("type") == "error" and isinstance(err, dict)
+                and isinstance(err.get("type"), str) and isinstance(err.get("message"), str))
+    err = obj.get("error")
+    return isinstance(err, dict) and isinstance(err.get("message"), str)
+
+
+def sse_events(resp: httpx.Response, deadline: float) -> list[tuple[str, str]]:
+    events, name, data = [], "", []
+    for line in resp.iter_lines():
+        if time.monotonic() > deadline:
+            raise TimeoutError("stream past the client deadline")
+        if line == "":
+            if data:
+                events.append((name, "\n".join(data)))
+            name, data = "", []
+        elif line.startswith("event:"):
+            name = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].lstrip())
+    if data:
+        events.append((name, "\n".join(data)))
+    return events
+
+
+def whole_text(front: str, obj: dict[str, Any]) -> str:
+    if front == "chat":
+        return obj["choices"][0]["message"]["content"] or ""
+    if front == "messages":
+        return "".join(b.get("text", "") for b in obj["content"] if b["type"] == "text")
+    return "".join(c.get("text", "") for item in obj["output"] if item["type"] == "message"
+                   for c in item["content"] if c["type"] == "output_text")
+
+
+def read_stream(front: str, events: list[tuple[str, str]], r: Result) -> None:
+    """Assemble a stream's text; ``r.outcome`` ok (it ended properly) or stream_error (an
+    error event in the front's shape ended it) or bad."""
+    text, done, error, last = [], False, None, None
+    for name, data in events:
+        last = (name, data)
+        if front == "chat" and data == "[DONE]":
+            done = True
+            continue
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            r.outcome, r.problem = "bad", f"event not JSON: {data[:200]!r}"
+            return
+        if front == "chat":
+            if "error" in obj:
+                error = obj if error_shaped(front, obj) else ("bad", obj)
+            for choice in obj.get("choices") or []:
+                text.append((choice.get("delta") or {}).get("content") or "")
+        elif front == "messages":
+            if name == "error" or obj.get("type") == "error":
+                error = obj if error_shaped(front, obj) else ("bad", obj)
+            elif obj.get("type") == "content_block_delta" and \
+                    obj["delta"].get("type") == "text_delta":
+                text.append(obj["delta"]["text"])
+            elif obj.get("type") == "message_stop":
+                done = True
+        else:
+            kind = obj.get("type")
+            if kind == "response.output_text.delta":
+                text.append(obj["delta"])
+            elif kind == "response.completed":
+                done = True
+            elif kind == "response.failed":
+                error = obj["response"] if error_shaped(front, obj["response"]) \
+                    else ("bad", obj)
+            elif kind == "error" or name == "error":
+                error = obj if isinstance(obj.get("message"), str) or \
+                    error_shaped(front, obj) else ("bad", obj)
+    r.text = "".join(text)
+    if isinstance(error, tuple):
+        r.outcome, r.problem = "bad", f"in-stream error not in the front's shape: {error[1]}"
+    elif error is not None and not done:
+        r.outcome = "stream_error"
+    elif done and error is None:
+        r.outcome = "ok"
+    else:
+        r.outcome, r.problem = "bad", f"stream neither completed nor failed; last {last}"
+
+
+def send(client: httpx.Client, token: str, front: str, stream: bool) -> Result:
+    r = Result(token, front, stream)
+    start = time.monotonic()
+    deadline = start + CLIENT_TIMEOUT
+    headers = {"authorization": f"Bearer {KEY}"}
+    if front == "messages":
+        headers.update({"x-api-key": KEY, "anthropic-version": "2023-06-01"})
+    try:
+        with client.stream("POST", PATHS[front], json=body_of(front, stream, token),
+                           headers=headers) as resp:
+            r.status = resp.status_code
+            ctype = resp.headers.get("content-type", "")
+            if resp.status_code != 200:
+                raw = resp.read()
+                try:
+                    obj = json.loads(raw)
+                except ValueError:
+                    obj = None
+                if error_shaped(front, obj):
+                    r.outcome = "error"
+                else:
+                    r.outcome, r.problem = "bad", f"error body not in shape: {raw[:300]!r}"
+            elif stream:
+                if "text/event-stream" not in ctype:
+                    r.outcome, r.problem = "bad", f"stream answered as {ctype}"
+                else:
+                    read_stream(front, sse_events(resp, deadline), r)
+            else:
+                obj = json.loads(resp.read())
+                r.text = whole_text(front, obj)
+                r.outcome = "ok"
+    except (httpx.TimeoutException, TimeoutError) as exc:
+        r.outcome, r.problem = "hung", repr(exc)
+    except httpx.HTTPError as exc:
+        r.outcome, r.problem = "lost", repr(exc)
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        r.outcome, r.problem = "bad", f"unreadable answer: {exc!r}"
+    r.seconds = time.monotonic() - start
+    if r.seconds > CLIENT_TIMEOUT and r.outcome != "hung":
+        r.outcome, r.problem = "hung", f"{r.seconds:.1f} s"
+    return r
+
+
+def judge(results: list[Result], table: FaultTable, budget: int) -> tuple[list[str], dict]:
+    """The problems of the run (empty: all held) and its figures."""
+    problems: list[str] = []
+    seen_text: dict[str, str] = {}
+    figures: Counter[str] = Counter()
+    statuses: Counter[str] = Counter()
+    max_attempts = 0
+    for r in results:
+        attempts = table.attempts.get(r.token, [])
+        # a reused keep-alive connection that fails before any response byte (our ``drop``)
+        # is tried once more on a fresh one by the transport, before routing sees a failure
+        # (docs/architecture.md, "The two retry rules"): not a routing attempt
+        stale = sum(1 for a, b in zip(attempts, attempts[1:])
+                    if a.kind == "drop" and b.vendor == a.vendor)
+        # KNOWN BUG (test_a_429_on_a_keyless_channel_moves_on): a 429 from a channel without
+        # ``api`` keys (Bedrock's AWS credentials) tries the same channel again; counted and
+        # shown as its own figure, held by that test, not by this one
+        keyless = sum(1 for a, b in zip(attempts, attempts[1:])
+                      if a.kind == "429" and a.vendor == b.vendor == "bedrock")
+        routed = len(attempts) - stale
+        visits = [a.vendor for i, a in enumerate(attempts)
+                  if i == 0 or a.vendor != attempts[i - 1].vendor]
+        max_attempts = max(max_attempts, routed)
+        figures[r.outcome] += 1
+        figures["retries"] += max(0, routed - 1)
+        figures["stale retries"] += stale
+        figures["keyless 429 retries"] += keyless
+        statuses[f"{r.status}{' (in-stream error)' if r.outcome == 'stream_error' else ''}"] \
+            += 1
+        where = f"{r.token} {r.front} stream={r.stream} status={r.status}: " \
+                f"{[(a.vendor, a.kind) for a in attempts]}"
+        if r.outcome in ("lost", "hung", "bad"):
+            problems.append(f"{r.outcome} {where}: {r.problem}")
+            continue
+        if routed > budget:
+            problems.append(f"over budget ({routed} > {budget}) {where}")
+        unexplained = sum(1 for a, b in zip(attempts, attempts[1:])
+                          if a.vendor == b.vendor) - stale - keyless
+        if len(visits) != len(set(visits)) or unexplained > 0 or \
+                routed - keyless > len(VENDORS):
+            problems.append(f"a channel tried more than once {where}")
+        if any(a.kind == "400" for a in attempts[:-1]):
+            problems.append(f"a 400 retried {where}")
+        if attempts and attempts[-1].kind == "400" and r.status != 400:
+            problems.append(f"a 400 not passed on {where}")
+        if r.outcome == "ok":
+            if r.status != 200:
+                problems.append(f"ok but {r.status} {where}")
+            markers = [a.marker for a in attempts]
+            if r.text not in markers:
+                problems.append(f"answer {r.text!r} is no attempt's {where}")
+            elif r.text != markers[-1]:
+                problems.append(f"answer {r.text!r} is not the last attempt's {where}")
+            elif attempts[-1].kind not in ("ok", "slow"):
+                problems.append(f"a whole answer from a faulty attempt {where}")
+            if r.text in seen_text:
+                problems.append(f"duplicated {r.text!r} in {seen_text[r.text]} and {r.token}")
+            seen_text[r.text] = r.token
+        elif r.outcome == "stream_error":
+            # committed: only the last attempt may have reached the client, a prefix of it
+            if r.text and not (attempts and attempts[-1].marker.startswith(r.text)):
+                problems.append(f"in-stream error after {r.text!r}, no prefix of the last "
+                                f"attempt {where}")
+            if attempts and attempts[-1].kind in ("ok", "slow"):
+                problems.append(f"an in-stream error from a clean attempt {where}")
+    out = {"requests": len(results),
+           "answered": sum(figures[k] for k in ("ok", "error", "stream_error")),
+           "2xx whole": figures["ok"], "in-stream errors": figures["stream_error"],
+           "by status": dict(sorted(statuses.items())),
+           "attempts": sum(len(v) for v in table.attempts.values()),
+           "retries": figures["retries"], "stale-connection retries": figures["stale retries"],
+           "keyless-channel 429 retries (known bug)": figures["keyless 429 retries"],
+           "max attempts": max_attempts, "budget": budget,
+           "faults drawn": dict(sorted(table.counts.items())),
+           "lost": figures["lost"], "hung": figures["hung"], "bad": figures["bad"],
+           "duplicated": sum(1 for p in problems if p.startswith("duplicated"))}
+    return problems, out
+
+
+def wait_written(gw, n: int, limit: float = 15.0) -> int:
+    queue = gw.gateway.stats
+    deadline = time.monotonic() + limit
+    while queue.written < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return queue.written
+
+
+def test_fault_injection(backend, tmp_path, caplog, capfd):
+    caplog.set_level(logging.WARNING)
+    table = FaultTable(SEED)
+    ups = {v: FakeUpstream(FaultyVendor(table, v)) for v in VENDORS}
+    budget = attempt_budget(None)  # AUTO_RETRY default: 10, and every channel once (judge)
+    started = time.monotonic()
+    try:
+        with run_gateway(config(ups), backend=backend, discover=False,
+                         stats_store=StoreConfig(path=str(tmp_path / "stats.db"))) as gw:
+            local = threading.local()
+
+            def one(i: int) -> Result:
+                client = getattr(local, "client", None)
+                if client is None:
+                    client = local.client = httpx.Client(
+                        base_url=gw.url, timeout=httpx.Timeout(CLIENT_TIMEOUT),
+                        limits=httpx.Limits(max_connections=4))
+                front, stream = KINDS[i % len(KINDS)]
+                return send(client, f"rq-{i:06d}", front, stream)
+
+            with ThreadPoolExecutor(THREADS) as pool:
+                results = list(pool.map(one, range(REQUESTS)))
+            elapsed = time.monotonic() - started
+            written = wait_written(gw, REQUESTS)
+    finally:
+        for u in ups.values():
+            u.close()
+    problems, figures = judge(results, table, budget)
+    figures.update({"backend": backend, "seconds": round(elapsed, 1),
+                    "stats rows": written, "attempts without a token": table.unknown})
+    tracebacks = [r for r in caplog.records
+                  if r.exc_info or "Traceback" in r.getMessage()]
+    err = capfd.readouterr().err
+    figures["tracebacks"] = len(tracebacks) + err.count("Traceback")
+    print("\nfault injection:", json.dumps(figures, indent=1))
+    for p in problems[:30]:
+        print("  PROBLEM", p)
+    assert not problems, f"{len(problems)} problems, first: {problems[:10]}"
+    assert figures["answered"] == REQUESTS
+    assert figures["tracebacks"] == 0, (tracebacks[:3], err[-3000:])
+    assert table.unknown == 0
+    assert written == REQUESTS, (written, gw.gateway.stats.last_error)
+    assert figures["max attempts"] <= budget
+
+
+class Scripted(FaultTable):
+    """A fault table whose faults are scripted per vendor (then clean answers)."""
+
+    def __init__(self, script: dict[str, list[str]]) -> None:
+        super().__init__(SEED, rate=0.0)
+        self.script = script
+
+    def draw(self, token, vendor, stream):  # type: ignore[no-untyped-def]
+        attempt, rng = super().draw(token, vendor, stream)
+        if self.script.get(vendor):
+            attempt.kind = self.script[vendor].pop(0)
+        return attempt, rng
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "KNOWN BUG (found by test_fault_injection): a 429 blames the key, and the router stays on "
+    "the channel for its next key (RoutePlan.next_attempt, stay = verdict.bench_key); a channel "
+    "without `api` keys (Bedrock's AWS credentials) gets KeyPick(None, usable=True) again "
+    "(keypool.pick, n == 0) and None is never added to the tried keys, so the same channel is "
+    "tried until the whole budget (10) is spent and the healthy channels never are"))
+def test_a_429_on_a_keyless_channel_moves_on(backend):
+    table = Scripted({"bedrock": ["429"] * 40})
+    ups = {v: FakeUpstream(FaultyVendor(table, v)) for v in VENDORS}
+    try:
+        with run_gateway(config(ups), backend=backend, discover=False) as gw, \
+                httpx.Client(base_url=gw.url, timeout=CLIENT_TIMEOUT) as client:
+            statuses = [client.post("/v1/chat/completions",
+                                    json=body_of("chat", False, f"rq-{i:06d}"),
+                                    headers={"authorization": f"Bearer {KEY}"}).status_code
+                        for i in range(len(VENDORS))]  # round robin: one starts at Bedrock
+    finally:
+        for u in ups.values():
+            u.close()
+    tries = {t: [a.vendor for a in atts] for t, atts in table.attempts.items()}
+    assert statuses == [200] * len(VENDORS), (statuses, tries)
+    assert all(vendors.count("bedrock") <= 1 for vendors in tries.values()), tries
