@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import importlib
 import os
 import ssl
@@ -33,7 +34,7 @@ from uniapi_core.gateway import Gateway
 from uniapi_core.ops.accesslog import AccessLog
 from uniapi_core.ops.metrics import PUBLISH_EVERY, read_snapshots, snapshot_file, write_snapshot
 from uniapi_core.ops.stats import StoreConfig, StoreSession
-from uniapi_core.http.occupancy import Occupancy
+from uniapi_core.http.occupancy import TRIM_AFTER, Occupancy
 from uniapi_core.http.pool import READ_SIZE
 from uniapi_core.http.stall import TCP_INFO_SIZE, WriteWatch, bytes_acked
 from uniapi_core.redis.script import SOURCE
@@ -229,6 +230,13 @@ async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
         writer.transport.abort()
 
 
+def trim_memory() -> None:
+    """Hand the heap's freed memory back to the system (glibc's ``malloc_trim``; elsewhere
+    nothing): ``Occupancy.trim_due`` said a burst is over."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
+
+
 def _post_nowait(inbox: asyncio.Queue[object], event: object) -> None:
     with contextlib.suppress(asyncio.QueueFull):  # a full inbox: busy, not to be shed anyway
         inbox.put_nowait(event)
@@ -280,6 +288,8 @@ async def listen(handler: Callable[..., Awaitable[None]], host: str, port: int,
             tasks.discard(task)
             if conn_id is not None:
                 occupancy.closed(conn_id)  # type: ignore[union-attr]
+                if occupancy.trim_due(asyncio.get_running_loop().time()):  # type: ignore
+                    asyncio.get_running_loop().call_later(TRIM_AFTER, trim_memory)
 
     return await asyncio.start_server(tracked, host, port, ssl=context,
                                       ssl_handshake_timeout=handshake_timeout if context else None,

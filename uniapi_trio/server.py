@@ -4,6 +4,7 @@ by the loop of docs/architecture.md ("The door")."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib
 import math
 import os
@@ -28,7 +29,7 @@ from uniapi_core.gateway import Gateway
 from uniapi_core.ops.accesslog import AccessLog
 from uniapi_core.ops.metrics import PUBLISH_EVERY, read_snapshots, snapshot_file, write_snapshot
 from uniapi_core.ops.stats import StoreConfig, StoreSession
-from uniapi_core.http.occupancy import Occupancy
+from uniapi_core.http.occupancy import TRIM_AFTER, Occupancy
 from uniapi_core.http.pool import READ_SIZE
 from uniapi_core.http.stall import TCP_INFO_SIZE, WriteWatch, bytes_acked
 from uniapi_core.redis.script import SOURCE
@@ -229,6 +230,14 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
         await trio.aclose_forcefully(stream)
 
 
+async def trim_memory_soon() -> None:
+    """In ``TRIM_AFTER`` s, hand the heap's freed memory back to the system (glibc's
+    ``malloc_trim``; elsewhere nothing): ``Occupancy.trim_due`` said a burst is over."""
+    await trio.sleep(TRIM_AFTER)
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
+
+
 def _post_nowait(send: trio.MemorySendChannel[object], event: object) -> None:
     with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
         send.send_nowait(event)  # a full inbox: busy, not to be shed anyway
@@ -376,6 +385,8 @@ async def serve(get_gateway: Callable[[], Gateway], host: str, port: int, *,
                                     watches, peer, store, reload, fleet, (occupancy, conn_id))
         finally:
             occupancy.closed(conn_id)
+            if occupancy.trim_due(trio.current_time()):
+                background.start_soon(trim_memory_soon)
 
     async with trio.open_nursery() as background:
         linked = trio.CancelScope()  # the fleet's link lives until the drain is over

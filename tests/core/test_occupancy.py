@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from uniapi_core.connection import Connection
 from uniapi_core.demo import DemoUpstream
 from uniapi_core.events import ClientData, Close, Shed
-from uniapi_core.http.occupancy import Occupancy
+from uniapi_core.http.occupancy import TRIM_EVERY, TRIM_PEAK, Occupancy
 
 
 def test_at_the_cap_the_longest_idle_is_shed_and_a_busy_one_never():
@@ -86,3 +86,22 @@ def test_a_connection_closes_at_shed_only_while_idle_and_never_lingers():
     other = Connection(DemoUpstream, occupancy=(occ, other_id))
     other.handle(ClientData(b"GET /healthz HTTP/1.1\r\n"), 1.0, 1.0)  # a head begun: busy
     assert other.handle(Shed(), 1.0, 1.0) == [] and len(occ) == 1
+
+
+def test_a_trim_is_due_once_a_burst_is_over_and_not_more_often_than_trim_every():
+    occ = Occupancy(1000)
+    ids = [occ.opened(0.0) for _ in range(TRIM_PEAK)]
+    assert not occ.trim_due(0.0)  # the burst goes on
+    for conn in ids[:-3]:
+        occ.closed(conn)
+    assert occ.trim_due(1.0)  # down to a sixteenth of the peak: trim
+    assert not occ.trim_due(1.5)  # once per burst
+    more = [occ.opened(1.6) for _ in range(TRIM_PEAK)]
+    for conn in more:
+        occ.closed(conn)
+    assert not occ.trim_due(1.7)  # another burst, but within TRIM_EVERY of the last trim
+    assert occ.trim_due(1.0 + TRIM_EVERY)
+    small = Occupancy(1000)
+    for conn in [small.opened(0.0) for _ in range(TRIM_PEAK - 1)]:
+        small.closed(conn)
+    assert not small.trim_due(10.0)  # too small a peak to be worth a trim

@@ -275,3 +275,25 @@ def test_a_key_failure_with_a_key_left_does_not_cool_the_channel():
                       if a.key_index == 0 else None)
     assert [(p, k) for p, _, k in got] == [("a", 0), ("a", 1)]
     assert r.cooldowns.until("a", "m", 0.0) is None
+
+
+def test_a_key_fault_on_a_channel_without_keys_moves_to_the_next_channel():
+    """A 429 blames the key; a channel with no ``api`` keys (AWS credentials) has no other key
+    to try, so the next channel is tried, not the same one until the budget is spent."""
+    config = load_config("""
+providers:
+  - provider: aws
+    base_url: https://bedrock-runtime.us-east-1.amazonaws.com
+    aws_access_key: AKIAEXAMPLE
+    aws_secret_key: secret
+    model: [m]
+  - {provider: b, base_url: "https://b.example/v1/chat/completions", api: kb, model: [m]}
+api_keys:
+  - api: sk-k
+    model: [aws/m, b/m]
+""").config
+    key = config.api_keys[0]
+    got, _ = attempts(router(config), key, "m",
+                      fail=lambda a: UpstreamError("slow down", upstream_status=429)
+                      if a.provider == "aws" else None)
+    assert [(p, k) for p, _, k in got] == [("aws", None), ("b", 0)]

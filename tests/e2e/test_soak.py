@@ -65,9 +65,7 @@ def test_abuse_is_refused_and_does_not_leak(run: Run):
     assert run.again.rss_after - run.again.rss_before < 5, run.again.lines()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 17: after the abuse episode RSS stays ~20-25 MB above its pre-abuse value on both "
-    "backends (a plateau: a second episode adds ~0-1 MB, see the test above), not within "
-    "15 MB; reported, not yet fixed: strict, so that the day it holds this marker goes"))
 def test_rss_returns_near_baseline_after_abuse(run: Run):
+    """The allocator hands a burst's freed memory back (``http/occupancy`` ``trim_due``,
+    glibc's malloc_trim): without it RSS stayed 19–25 MB up."""
     assert run.abuse.rss_after - run.abuse.rss_before < 15, run.abuse.lines()

@@ -29,7 +29,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Occupancy"]
+__all__ = ["Occupancy", "TRIM_AFTER", "TRIM_PEAK", "TRIM_EVERY"]
+
+#: the fewest connections open at once that make a burst worth trimming after
+TRIM_PEAK = 64
+#: the least time between two trims (seconds)
+TRIM_EVERY = 1.0
+#: how long after the burst's end the trim is made (seconds)
+TRIM_AFTER = 1.0
 
 
 class Occupancy:
@@ -49,6 +56,8 @@ class Occupancy:
         self._next = 0
         #: connection id -> what posts it ``Shed`` (registered by the transport)
         self.shedders: dict[int, Callable[[], None]] = {}
+        self._peak = 0  # the most open at once since the last trim
+        self._trimmed = -TRIM_EVERY
         self.shed = 0  #: connections shed to make room, since start
         self.refused = 0  #: connections refused at the cap (none idle), since start
 
@@ -73,6 +82,7 @@ class Occupancy:
         self._next += 1
         conn = self._next
         self._open.add(conn)
+        self._peak = max(self._peak, len(self._open))
         self._idle[conn] = now  # nothing sent yet: idle until its first request
         return conn
 
@@ -91,6 +101,14 @@ class Occupancy:
         if conn in self._shedding:
             self._shedding.discard(conn)
             self.shed -= 1
+
+    def trim_due(self, now: float) -> bool:
+        """Whether to return freed memory to the system now (module docstring)."""
+        if (self._peak >= TRIM_PEAK and len(self._open) * 16 <= self._peak
+                and now >= self._trimmed + TRIM_EVERY):
+            self._peak, self._trimmed = len(self._open), now
+            return True
+        return False
 
     def closed(self, conn: int) -> None:
         """``conn`` is over (however it ended; saying it twice is harmless)."""

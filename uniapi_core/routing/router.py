@@ -273,7 +273,10 @@ class RoutePlan:
             return None
         if self._pending is not None:
             return self._route_consult(now)
-        stay = (failure is not None and self._current is not None  # the key's fault: next key
+        # the key's fault: the channel's next key, if the attempt had one (a channel without
+        # keys, such as Bedrock's AWS credentials, has no other to try: the next channel)
+        stay = (failure is not None and self._current is not None
+                and self._current[1] is not None
                 and verdict(failure, regions=self._router.slots(
                     self.channels[self._current[0]]) is not None).bench_key)
         if self._current is not None and not stay:
