@@ -82,7 +82,7 @@ def _code_lines(package: str) -> int:
 #: SIGHUP, the ``Reload`` action; in cli.py the one file reader shared by start and reload,
 #: and ``--workers`` forwarding SIGHUP), plus ``--workers`` metrics (28 lines in trio, 23 in
 #: asyncio: publishing this worker's snapshot every second, reading the others' for a scrape,
-#: in cli.py the shared directory), plus issue 16's shared state (198 lines in trio, 154 in
+#: in cli.py the shared directory), plus issue 16's shared state (191 lines in trio, 147 in
 #: asyncio: ``redis.py``, the I/O of the core's ``RedisLink`` over TCP, TLS or a Unix socket —
 #: reader, single writer batching what queued (trio writes a plain socket at once when
 #: nothing is queued, as asyncio's transport does: half a millisecond per request), watchdog,
@@ -95,7 +95,7 @@ def _code_lines(package: str) -> int:
 #: half-close and bounded drain after a ``Close(linger=True)``, registering each connection's
 #: ``Shed`` with the core's ``http/occupancy.Occupancy``, which decides, and the
 #: ``malloc_trim`` it says is due after a burst).
-THIN = {"uniapi_trio": 992, "uniapi_asyncio": 859}
+THIN = {"uniapi_trio": 985, "uniapi_asyncio": 852}
 
 
 def test_transports_stay_thin():

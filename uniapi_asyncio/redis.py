@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from uniapi_core.redis.link import (CONNECT_TIMEOUT, READ_SIZE, WATCH_EVERY, Callers,
                                     Command, Deliver, LinkFailed, RedisLink, failure_reason)
@@ -57,15 +57,6 @@ class SharedRedis:
         due = asyncio.get_running_loop().time()
         if (data := self.callers.tell(commands, due)) is not None:
             self._writer.write(data)  # type: ignore[union-attr]
-
-    @property
-    def on_state(self) -> Callable[[bool, str], None] | None:
-        """Told (up, reason) of each connection made, and each one lost or not made."""
-        return self.callers.on_state
-
-    @on_state.setter
-    def on_state(self, tell: Callable[[bool, str], None] | None) -> None:
-        self.callers.on_state = tell
 
     async def run(self) -> None:
         try:

@@ -395,7 +395,7 @@ async def serve(get_gateway: Callable[[], Gateway], host: str, port: int, *,
     redis = getattr(getattr(gateway, "settings", None), "redis", None)
     fleet = None if redis is None else SharedRedis(redis, (SOURCE,))
     if fleet is not None:
-        fleet.on_state = shared_state_text(redis, sys.stderr.write)
+        fleet.callers.on_state = shared_state_text(redis, sys.stderr.write)
     linking = fleet and asyncio.create_task(fleet.run())
     following = fleet and reload and asyncio.create_task(follow_reloads(fleet, get_gateway,
                                                                         reload))

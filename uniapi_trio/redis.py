@@ -85,15 +85,6 @@ class SharedRedis:
         done.set()  # a late answer is not taken
         return box[0]
 
-    @property
-    def on_state(self) -> Callable[[bool, str], None] | None:
-        """Told (up, reason) of each connection made, and each one lost or not made."""
-        return self.callers.on_state
-
-    @on_state.setter
-    def on_state(self, tell: Callable[[bool, str], None] | None) -> None:
-        self.callers.on_state = tell
-
     async def run(self) -> None:
         try:
             while True:

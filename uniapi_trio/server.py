@@ -391,7 +391,7 @@ async def serve(get_gateway: Callable[[], Gateway], host: str, port: int, *,
     async with trio.open_nursery() as background:
         linked = trio.CancelScope()  # the fleet's link lives until the drain is over
         if fleet is not None:
-            fleet.on_state = shared_state_text(redis, sys.stderr.write)
+            fleet.callers.on_state = shared_state_text(redis, sys.stderr.write)
             background.start_soon(_until, linked, fleet.run, None if reload is None else partial(
                 follow_reloads, fleet, get_gateway, reload))  # a reload anywhere is followed
         if store is not None:

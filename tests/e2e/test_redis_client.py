@@ -90,7 +90,7 @@ def drive(backend: str, url: str, scenario: Scenario, scripts: tuple[str, ...] =
         from uniapi_asyncio.redis import SharedRedis  # type: ignore[assignment]
     client = SharedRedis(parse_redis_url(url), scripts)
     if states is not None:
-        client.on_state = lambda up, reason: states.append((up, reason))
+        client.callers.on_state = lambda up, reason: states.append((up, reason))
     rt = Runtime(backend)
 
     async def body() -> None:
