@@ -1,11 +1,16 @@
 """Fault injection (issue 17, the first reliability rule), on both backends: 2,000 requests
-(``UNIAPI_FAULT_REQUESTS``) from 16 client threads, mixed over the OpenAI chat, Anthropic
-Messages and Responses fronts, streams and not, to one model served by four fake upstreams of
-four vendor protocols (OpenAI chat, Anthropic Messages, Gemini, Bedrock;
-``tests/fakes/faults.py``) that fail ~12 % of their attempts from a seeded fault table: reset
-before the head, 500, 429 with ``Retry-After: 0``, 400, a slow first byte, a stall mid-body
-longer than the idle timeout (1 s here), a truncated body, garbage, a Bedrock event-stream
-frame with a wrong CRC.
+(``UNIAPI_FAULT_REQUESTS``) from 16 client threads, half of them speaking HTTP/1.1 to the
+gateway and half HTTP/2 with prior knowledge (h2c; six consecutive requests, one of each kind,
+go over one protocol), mixed over the OpenAI chat, Anthropic Messages and Responses fronts,
+streams and not, to one model served by five fake upstreams (``tests/fakes/faults.py``): four
+vendor protocols over HTTP/1.1 (OpenAI chat, Anthropic Messages, Gemini, Bedrock) and OpenAI
+chat over TLS with ALPN ``h2`` (``FakeH2Upstream``, every stream multiplexed on one
+connection). They fail ~12 % of their attempts from a seeded fault table: reset before the
+head, 500, 429 with ``Retry-After: 0``, 400, a slow first byte, a stall mid-body longer than
+the idle timeout (1 s here), a truncated body, garbage, a Bedrock event-stream frame with a
+wrong CRC; and the h2 upstream besides RST_STREAM mid-body (3 %) and GOAWAY mid-body, then the
+connection closed (3 %; it cuts the other streams open on that connection too, which count as
+faulty attempts, ``cut``). The judge takes RST_STREAM and GOAWAY like a stall or a truncation.
 
 Every upstream answer is unique to its attempt (``ans-<request token>-<attempt>``), so the
 figures are exact: 0 lost (every request answered), 0 duplicated (a 200 answer is exactly the
@@ -14,18 +19,35 @@ error follows a prefix of the last attempt's text), 0 hung (each request within 
 15 s), 0 tracebacks (logs and stderr); attempts within the retry budget and every channel tried
 once (a stale keep-alive connection's one transparent retry aside), a 400 never retried and
 passed on; every error (an answer or an in-stream error event) in its front's error shape; the
-stats store holds one request row per request.
+stats store holds one request row per request. Figures in total and per client protocol.
+
+File descriptors (the gateway runs in a thread of this process, ``tests/harness.py``, so
+``/proc/self/fd`` holds its fds along with the fakes' and the clients'): the baseline is taken
+with the fakes listening, before the gateway starts. After the run, with the clients closed,
+the gateway holds no client connection (by port, ``/proc/self/net/tcp``), and what it holds
+beyond its start is its pool's keep-alive upstream connections (both ends are in this process:
+counted by port) and the stats store's files, ± 2. Once it has stopped, the count is back to
+the baseline ± 2 besides the stats store's SQLite files (db, -wal, -shm): ``serve`` does not
+close the store's connection, the cycle collector does (``gc.collect()``; after it, baseline
+± 2 with nothing set aside). Tasks are not counted (the trio and asyncio loops are gone with
+the gateway's thread).
+
+``benchmarks/faults.py`` runs the same at full size (10,000 requests × both backends × h1 and
+h2c; ``benchmarks/results/faults.json``).
 
 ``test_a_429_on_a_keyless_channel_moves_on`` holds the bug this test found: a 429 from a channel
 without ``api`` keys (Bedrock) tried that channel again, up to the whole budget.
 
-Not covered: HTTP/2 upstream RST_STREAM/GOAWAY (no h2 fake upstream under load here;
-tests/e2e/test_h2_upstream.py covers them one by one) and the Responses-native upstream (the
-Responses front is served here by translation to the four vendors).
+Not covered: the Responses-native upstream (the Responses front is served here by translation
+to the vendors), HTTP/2 to the gateway over TLS (ALPN; h2c only here), an h2 upstream's reset
+before the head or a GOAWAY whose last stream id leaves streams unprocessed (the transparent
+retry; tests/e2e/test_h2_upstream.py covers those one by one).
 """
 
 from __future__ import annotations
 
+import gc
+import itertools
 import json
 import logging
 import os
@@ -37,9 +59,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import pytest
 
-from tests.fakes.faults import FaultTable, FaultyVendor
+from tests.fakes.faults import FaultTable, FaultyH2Vendor, FaultyVendor
 from tests.fakes.llm_vendors import ANTHROPIC_MODEL
 from tests.fakes.upstream import FakeUpstream
 from tests.harness import run_gateway
@@ -51,7 +72,9 @@ REQUESTS = int(os.environ.get("UNIAPI_FAULT_REQUESTS", "2000"))
 THREADS = 16
 CLIENT_TIMEOUT = 15.0
 SEED = 20261206
-VENDORS = ("openai", "anthropic", "gemini", "bedrock")
+VENDORS = ("openai", "anthropic", "gemini", "bedrock", "h2")
+#: the client front protocols: HTTP/1.1, and HTTP/2 with prior knowledge (h2c)
+PROTOCOLS = ("h1", "h2c")
 BEDROCK_MODEL = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
 KINDS = [(front, stream) for front in ("chat", "messages", "responses")
          for stream in (False, True)]
@@ -59,7 +82,7 @@ PATHS = {"chat": "/v1/chat/completions", "messages": "/v1/messages",
          "responses": "/v1/responses"}
 
 
-def config(ups: dict[str, FakeUpstream]) -> str:
+def config(ups: dict[str, Any]) -> str:
     return f"""
 providers:
   - provider: oai
@@ -87,6 +110,11 @@ providers:
     aws_region: us-east-1
     model:
       - {BEDROCK_MODEL}: m
+  - provider: oai-h2
+    base_url: {ups["h2"].url}/v1/chat/completions
+    api: sk-oai-h2
+    model:
+      - gpt-4o: m
 api_keys:
   - api: {KEY}
     preferences:
@@ -103,6 +131,7 @@ class Result:
     token: str
     front: str
     stream: bool
+    protocol: str = "h1"
     status: int = 0
     outcome: str = ""  # ok | error | stream_error | lost | hung | bad
     text: str = ""
@@ -266,7 +295,7 @@ def judge(results: list[Result], table: FaultTable, budget: int) -> tuple[list[s
         # a reused keep-alive connection that fails before any response byte (our ``drop``)
         # is tried once more on a fresh one by the transport, before routing sees a failure
         # (docs/architecture.md, "The two retry rules"): not a routing attempt
-        stale = sum(1 for a, b in zip(attempts, attempts[1:])
+        stale = sum(1 for a, b in itertools.pairwise(attempts)
                     if a.kind == "drop" and b.vendor == a.vendor)
         routed = len(attempts) - stale
         visits = [a.vendor for i, a in enumerate(attempts)
@@ -284,7 +313,7 @@ def judge(results: list[Result], table: FaultTable, budget: int) -> tuple[list[s
             continue
         if routed > budget:
             problems.append(f"over budget ({routed} > {budget}) {where}")
-        unexplained = sum(1 for a, b in zip(attempts, attempts[1:])
+        unexplained = sum(1 for a, b in itertools.pairwise(attempts)
                           if a.vendor == b.vendor) - stale
         if len(visits) != len(set(visits)) or unexplained > 0 or routed > len(VENDORS):
             problems.append(f"a channel tried more than once {where}")
@@ -320,6 +349,7 @@ def judge(results: list[Result], table: FaultTable, budget: int) -> tuple[list[s
            "retries": figures["retries"], "stale-connection retries": figures["stale retries"],
            "max attempts": max_attempts, "budget": budget,
            "faults drawn": dict(sorted(table.counts.items())),
+           "errors": figures["error"],
            "lost": figures["lost"], "hung": figures["hung"], "bad": figures["bad"],
            "duplicated": sum(1 for p in problems if p.startswith("duplicated"))}
     return problems, out
@@ -333,36 +363,193 @@ def wait_written(gw, n: int, limit: float = 15.0) -> int:
     return queue.written
 
 
-def test_fault_injection(backend, tmp_path, caplog, capfd):
-    caplog.set_level(logging.WARNING)
-    table = FaultTable(SEED)
-    ups = {v: FakeUpstream(FaultyVendor(table, v)) for v in VENDORS}
-    budget = attempt_budget(None)  # AUTO_RETRY default: 10, and every channel once (judge)
-    started = time.monotonic()
+def by_protocol(results: list[Result], table: FaultTable) -> dict[str, dict[str, Any]]:
+    """The figures of each client protocol's requests (faults by their final kind: an
+    attempt cut by another's ``goaway`` counts as ``cut``)."""
+    out = {}
+    for proto in PROTOCOLS:
+        mine = [r for r in results if r.protocol == proto]
+        outcomes = Counter(r.outcome for r in mine)
+        attempts = [a for r in mine for a in table.attempts.get(r.token, [])]
+        out[proto] = {
+            "requests": len(mine),
+            "answered": sum(outcomes[k] for k in ("ok", "error", "stream_error")),
+            "2xx whole": outcomes["ok"], "errors": outcomes["error"],
+            "in-stream errors": outcomes["stream_error"],
+            "retries": sum(max(0, len(table.attempts.get(r.token, [])) - 1) for r in mine),
+            "faults": dict(sorted(Counter(a.kind for a in attempts
+                                          if a.kind != "ok").items())),
+            "lost": outcomes["lost"], "hung": outcomes["hung"], "bad": outcomes["bad"]}
+    return out
+
+
+def fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def files_open(prefix: str) -> int:
+    """This process's fds open on files whose path starts with ``prefix``."""
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            n += os.readlink(f"/proc/self/fd/{fd}").startswith(prefix)
+        except OSError:
+            pass
+    return n
+
+
+def tcp_sockets() -> list[tuple[int, int]]:
+    """(local port, remote port) of this process's open TCP sockets (IPv4 and IPv6)."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    out = []
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            if cols[9] in inodes:
+                out.append((int(cols[1].rsplit(":", 1)[1], 16),
+                            int(cols[2].rsplit(":", 1)[1], 16)))
+    return out
+
+
+def settle(condition, limit: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def upstreams(table: FaultTable) -> dict[str, Any]:
+    """The five fake upstreams (``h2``: TLS, ALPN ``h2``; the gateway's ``upstream_ssl`` is
+    its ``client_ssl_context``), drawing their faults from ``table``."""
+    ups: dict[str, Any] = {v: FakeUpstream(FaultyVendor(table, v)) for v in VENDORS[:4]}
+    ups["h2"] = FaultyH2Vendor(table).upstream()
+    return ups
+
+
+@dataclass
+class Run:
+    backend: str
+    results: list[Result]
+    table: FaultTable
+    seconds: float
+    written: int
+    last_error: Any
+    fds: dict[str, int]
+
+
+def run_faults(backend: str, requests: int, stats_path: str, *, threads: int = THREADS,
+               protocols: tuple[str, ...] = PROTOCOLS, seed: int = SEED) -> Run:
+    """The fault-injection run: ``requests`` requests over ``threads`` client threads, shared
+    out evenly among ``protocols`` (six consecutive requests, one of each front and stream
+    kind, go over one protocol), against a gateway on ``backend``; with the fd counts."""
+    table = FaultTable(seed)
+    ups = upstreams(table)
+    upstream_ports = {u.port for u in ups.values()}
+    clients: list[httpx.Client] = []
+    clients_lock = threading.Lock()
+    fds: dict[str, int] = {}
     try:
+        gc.collect()
+        fds["baseline"] = fd_count()  # the fakes listening, no gateway yet
         with run_gateway(config(ups), backend=backend, discover=False,
-                         stats_store=StoreConfig(path=str(tmp_path / "stats.db"))) as gw:
+                         upstream_ssl=ups["h2"].client_ssl_context(("h2",)),
+                         stats_store=StoreConfig(path=stats_path)) as gw:
+            fds["gateway up"] = fd_count()
+            fds["stats store files at start"] = files_open(stats_path)
+            started = time.monotonic()
             local = threading.local()
 
-            def one(i: int) -> Result:
+            def one(i: int, proto: str) -> Result:
                 client = getattr(local, "client", None)
                 if client is None:
                     client = local.client = httpx.Client(
                         base_url=gw.url, timeout=httpx.Timeout(CLIENT_TIMEOUT),
-                        limits=httpx.Limits(max_connections=4))
+                        limits=httpx.Limits(max_connections=4),
+                        http1=proto == "h1", http2=proto == "h2c")
+                    with clients_lock:
+                        clients.append(client)
                 front, stream = KINDS[i % len(KINDS)]
-                return send(client, f"rq-{i:06d}", front, stream)
+                r = send(client, f"rq-{i:06d}", front, stream)
+                r.protocol = proto
+                return r
 
-            with ThreadPoolExecutor(THREADS) as pool:
-                results = list(pool.map(one, range(REQUESTS)))
-            elapsed = time.monotonic() - started
-            written = wait_written(gw, REQUESTS)
+            per = max(1, threads // len(protocols))
+            pools = {p: ThreadPoolExecutor(per, thread_name_prefix=f"faults-{p}")
+                     for p in protocols}
+            try:
+                futures = [pools[p].submit(one, i, p) for i in range(requests)
+                           for p in [protocols[(i // len(KINDS)) % len(protocols)]]]
+                results = [f.result() for f in futures]
+            finally:
+                for pool in pools.values():
+                    pool.shutdown()  # its threads, and their thread-local clients, gone
+            seconds = time.monotonic() - started
+            written = wait_written(gw, requests)
+            fds["after the run"] = fd_count()
+            for client in clients:
+                client.close()
+
+            def accepted() -> int:  # the gateway's connections from clients
+                return sum(1 for here, there in tcp_sockets()
+                           if here == gw.port and there != 0)
+
+            settle(lambda: accepted() == 0)
+            socks = tcp_sockets()
+            fds["clients gone"] = fd_count()
+            fds["gateway client connections"] = accepted()
+            fds["gateway upstream connections"] = sum(1 for _, there in socks
+                                                      if there in upstream_ports)
+            fds["their fake ends"] = sum(1 for here, there in socks
+                                         if here in upstream_ports and there != 0)
+            fds["stats store files"] = files_open(stats_path)
+            # what the run left besides the pool's keep-alive connections (both ends, both in
+            # this process) and the stats store's files (the store opens them on first use)
+            fds["unexplained"] = (fds["clients gone"] - fds["gateway up"]
+                                  - fds["gateway upstream connections"]
+                                  - fds["their fake ends"] - fds["stats store files"]
+                                  + fds["stats store files at start"])
+            last_error = gw.gateway.stats.last_error
+        # stopped: its pool closed; the fakes see EOF and close their ends
+        settle(lambda: fd_count() <= fds["baseline"] + 2 + files_open(stats_path), limit=5.0)
+        fds["gateway stopped"] = fd_count()
+        fds["stats store files after stop"] = files_open(stats_path)
+        gc.collect()
+        fds["gateway stopped, after gc"] = fd_count()
     finally:
         for u in ups.values():
             u.close()
-    problems, figures = judge(results, table, budget)
-    figures.update({"backend": backend, "seconds": round(elapsed, 1),
-                    "stats rows": written, "attempts without a token": table.unknown})
+    return Run(backend, results, table, seconds, written, last_error, fds)
+
+
+def figures_of(run: Run, budget: int) -> tuple[list[str], dict[str, Any]]:
+    problems, figures = judge(run.results, run.table, budget)
+    figures.update({"backend": run.backend, "seconds": round(run.seconds, 1),
+                    "requests/s": round(len(run.results) / run.seconds, 1),
+                    "stats rows": run.written, "attempts without a token": run.table.unknown,
+                    "cut by another's goaway": run.table.collateral,
+                    "by protocol": by_protocol(run.results, run.table), "fds": run.fds})
+    return problems, figures
+
+
+def test_fault_injection(backend, tmp_path, caplog, capfd):
+    caplog.set_level(logging.WARNING)
+    budget = attempt_budget(None)  # AUTO_RETRY default: 10, and every channel once (judge)
+    run = run_faults(backend, REQUESTS, str(tmp_path / "stats.db"))
+    problems, figures = figures_of(run, budget)
     tracebacks = [r for r in caplog.records
                   if r.exc_info or "Traceback" in r.getMessage()]
     err = capfd.readouterr().err
@@ -373,9 +560,17 @@ def test_fault_injection(backend, tmp_path, caplog, capfd):
     assert not problems, f"{len(problems)} problems, first: {problems[:10]}"
     assert figures["answered"] == REQUESTS
     assert figures["tracebacks"] == 0, (tracebacks[:3], err[-3000:])
-    assert table.unknown == 0
-    assert written == REQUESTS, (written, gw.gateway.stats.last_error)
+    assert run.table.unknown == 0
+    assert run.written == REQUESTS, (run.written, run.last_error)
     assert figures["max attempts"] <= budget
+    shares = [f["requests"] for f in figures["by protocol"].values()]
+    assert sum(shares) == REQUESTS and max(shares) - min(shares) <= len(KINDS), shares
+    fds = run.fds
+    assert fds["gateway client connections"] == 0, fds
+    assert abs(fds["unexplained"]) <= 2, fds
+    assert abs(fds["gateway stopped"] - fds["stats store files after stop"]
+               - fds["baseline"]) <= 2, fds
+    assert abs(fds["gateway stopped, after gc"] - fds["baseline"]) <= 2, fds
 
 
 class Scripted(FaultTable):
@@ -397,9 +592,10 @@ def test_a_429_on_a_keyless_channel_moves_on(backend):
     ``api`` keys (Bedrock's AWS credentials) has none, so the next channel is tried (before the
     fix it was tried again until the whole budget was spent)."""
     table = Scripted({"bedrock": ["429"] * 40})
-    ups = {v: FakeUpstream(FaultyVendor(table, v)) for v in VENDORS}
+    ups = upstreams(table)
     try:
-        with run_gateway(config(ups), backend=backend, discover=False) as gw, \
+        with run_gateway(config(ups), backend=backend, discover=False,
+                         upstream_ssl=ups["h2"].client_ssl_context(("h2",))) as gw, \
                 httpx.Client(base_url=gw.url, timeout=CLIENT_TIMEOUT) as client:
             statuses = [client.post("/v1/chat/completions",
                                     json=body_of("chat", False, f"rq-{i:06d}"),

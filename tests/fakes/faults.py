@@ -15,7 +15,16 @@ The faults: ``drop`` (connection closed before the head), ``500``, ``429`` (``Re
 under the gateway's timeout), ``stall`` (the body stops mid-way for longer than the idle
 timeout), ``truncate`` (the connection closed mid-body, before the end of the answer),
 ``garbage`` (a body that is no JSON, or a stream event that is no JSON / no frame), and for
-Bedrock streams ``crc`` (an event-stream frame whose message CRC is wrong). Test-only I/O.
+Bedrock streams ``crc`` (an event-stream frame whose message CRC is wrong).
+
+The fifth vendor, ``h2``: ``FaultyH2Vendor(table)`` is a ``FakeH2Upstream`` handler (TLS, ALPN
+``h2``) speaking OpenAI chat completions, its answers multiplexed on one HTTP/2 connection. It
+draws ``rst`` (RST_STREAM mid-body, after some of the pieces) and ``goaway`` (GOAWAY mid-body,
+then the connection closed) at ``H2_RATE`` each, and otherwise the faults above at the table's
+rate, but for ``drop`` and ``truncate`` (one connection carries every stream: the ``goaway``
+fault is its drop and its truncation). A ``goaway`` cuts every other stream still open on that
+connection too: ``FaultyH2Vendor.cut`` marks their attempts ``cut`` (``table.collateral``
+counts them), faulty like the others. Test-only I/O.
 """
 
 from __future__ import annotations
@@ -28,11 +37,17 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from tests.fakes import h2upstream
 from tests.fakes.llm_vendors import ANTHROPIC_MODEL, bedrock_fx, compact
 from tests.fakes.upstream import Reply, Seen, json_reply
 
 FAULTS = ("drop", "500", "429", "400", "slow", "stall", "truncate", "garbage")
 BEDROCK_STREAM_FAULTS = FAULTS + ("crc",)
+#: the h2 vendor's faults besides ``rst`` and ``goaway`` (drawn at ``H2_RATE`` each)
+H2_FAULTS = ("500", "429", "400", "slow", "stall", "garbage")
+H2_RATE = 0.03
+#: a stall on the h2 vendor: this long before the held piece (the gateway resets the stream)
+H2_STALL = 3600.0
 SLOW = 0.3
 TOKEN = re.compile(rb"rq-[0-9]{6}")
 #: never set: a gate on it holds a piece until the gateway closes the connection
@@ -61,12 +76,19 @@ class FaultTable:
         self.attempts: dict[str, list[Attempt]] = {}
         self.counts: Counter[str] = Counter()
         self.unknown = 0  # attempts without a request token (none expected)
+        self.collateral = 0  # h2: attempts cut by another attempt's ``goaway``
 
     def draw(self, token: str, vendor: str, stream: bool) -> tuple[Attempt, random.Random]:
         with self.lock:
             self.counter += 1
-            faults = BEDROCK_STREAM_FAULTS if vendor == "bedrock" and stream else FAULTS
-            kind = self.rng.choice(faults) if self.rng.random() < self.rate else "ok"
+            if vendor == "h2":
+                roll = self.rng.random()
+                kind = ("rst" if roll < H2_RATE else "goaway" if roll < 2 * H2_RATE
+                        else self.rng.choice(H2_FAULTS) if roll < 2 * H2_RATE + self.rate
+                        else "ok")
+            else:
+                faults = BEDROCK_STREAM_FAULTS if vendor == "bedrock" and stream else FAULTS
+                kind = self.rng.choice(faults) if self.rng.random() < self.rate else "ok"
             # each attempt its own RNG (seeded from the table's), so where a piece is cut does
             # not depend on which thread got there first once the draw is made
             own = random.Random(self.rng.getrandbits(64))
@@ -261,3 +283,66 @@ class FaultyVendor:
             body = corrupt_crc(b"".join(ok.pieces), rng)
             ok.pieces = [body[i:i + 61] for i in range(0, len(body), 61)]
         return ok
+
+
+class FaultyH2Vendor:
+    """``FakeH2Upstream`` handler (and ``on_cut``) for the ``h2`` vendor: OpenAI chat
+    completions over HTTP/2, its faults from ``table`` (see the module docstring)."""
+
+    vendor = "h2"
+
+    def __init__(self, table: FaultTable) -> None:
+        self.table = table
+
+    def upstream(self) -> h2upstream.FakeH2Upstream:
+        """A TLS ``FakeH2Upstream`` (ALPN ``h2`` only) served by this handler."""
+        return h2upstream.FakeH2Upstream(tls=True, alpn=("h2",), handler=self,
+                                         on_cut=self.cut, max_connections=64)
+
+    def cut(self, seens: list[h2upstream.Seen]) -> None:
+        with self.table.lock:
+            for seen in seens:
+                if isinstance(seen.tag, Attempt) and seen.tag.kind != "cut":
+                    seen.tag.kind = "cut"
+                    self.table.collateral += 1
+
+    def __call__(self, seen: h2upstream.Seen) -> h2upstream.H2Reply:
+        try:
+            req = json.loads(seen.body)
+        except ValueError:
+            req = {}
+        stream = bool(req.get("stream"))
+        found = TOKEN.search(seen.body)
+        if found is None:
+            with self.table.lock:
+                self.table.unknown += 1
+            return self._h2(_error("openai", 400, "no request token"), stream)
+        attempt, rng = self.table.draw(found.group().decode(), self.vendor, stream)
+        seen.tag = attempt
+        kind = attempt.kind
+        if kind in ("500", "429", "400"):
+            return self._h2(_error("openai", int(kind), f"injected {kind}"), False)
+        ok = _openai(req, stream, attempt.marker)
+        if not stream:  # a whole body in two pieces (its length said up front)
+            body = ok.pieces[0]
+            ok.pieces = [body[:len(body) // 2], body[len(body) // 2:]]
+        if kind == "garbage":
+            ok.pieces = [GARBAGE_JSON] if not stream else \
+                ok.pieces[:rng.randrange(len(ok.pieces) - 2)] + [GARBAGE_EVENT]
+        reply = self._h2(ok, stream)
+        if kind == "slow":
+            reply.delay = SLOW
+        elif kind == "stall":
+            reply.piece_delays = {rng.randrange(len(ok.pieces)): H2_STALL}
+        elif kind in ("rst", "goaway"):  # before the end of the answer (its last two pieces)
+            reply.cut = kind
+            reply.cut_after = rng.randrange(1, max(2, len(ok.pieces) - 1)) if stream else 1
+        return reply
+
+    @staticmethod
+    def _h2(reply: Reply, stream: bool) -> h2upstream.H2Reply:
+        headers = [(k, v) for k, v in reply.headers if k.lower() != "content-length"]
+        if not stream:
+            headers.append(("content-length", str(sum(len(p) for p in reply.pieces))))
+        return h2upstream.H2Reply(status=reply.status, headers=headers,
+                                  pieces=list(reply.pieces))

@@ -25,6 +25,15 @@ stream (as the client's flow-control windows allow).
 (``last_stream_id``, default the highest stream seen; ``error`` code) and then the close, or
 just the close.
 
+Scripted bodies (HTTP/2 only; the fault-injection upstream, ``tests/fakes/faults.py``): an
+``H2Reply`` with ``pieces`` sends exactly those body pieces (its ``headers`` all the headers),
+``piece_delays[i]`` seconds before piece ``i`` (a huge one: a stall), then ends the stream, or
+after ``cut_after`` pieces (once they are on the wire) ``cut`` it: ``"rst"`` resets the stream
+(``cut_error``), ``"goaway"`` sends a GOAWAY (``cut_error``, the highest stream seen) and
+closes the connection, cutting every stream still open on it; ``on_cut(seens)`` (a constructor
+argument) hears which other requests' streams (their ``Seen``) that cut. ``Seen.tag`` is free
+for a handler's own bookkeeping.
+
     with FakeH2Upstream(H2Reply(stream=True, chunks=5, delay=0.05)) as fake:
         ... fake.url ... fake.requests ... fake.max_concurrent_streams
 """
@@ -72,6 +81,14 @@ class H2Reply:
     headers: list[tuple[str, str]] = field(default_factory=list)
     #: send this JSON body instead of a generated completion (JSON replies only)
     body: Any = None
+    #: HTTP/2, scripted: exactly these body pieces, ``headers`` being all the headers
+    pieces: list[bytes] | None = None
+    #: HTTP/2, scripted: seconds before piece i (key), after ``delay`` before the head
+    piece_delays: dict[int, float] = field(default_factory=dict)
+    #: HTTP/2, scripted: after this many pieces, ``cut`` instead of ending the stream
+    cut_after: int | None = None
+    cut: str = "rst"  # "rst" (RST_STREAM) or "goaway" (GOAWAY, then the connection closed)
+    cut_error: int = 2  # the error code of the RST_STREAM or GOAWAY (INTERNAL_ERROR)
 
 
 @dataclass
@@ -82,6 +99,7 @@ class Seen:
     body: bytes
     protocol: str  # "h2" or "http/1.1"
     sent: int = 0  # HTTP/2: response body bytes sent so far
+    tag: Any = None  # a handler's own (the fault table's attempt)
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -135,9 +153,11 @@ class FakeH2Upstream:
                  cert_dir: str | Path | None = None,
                  alpn: tuple[str, ...] = ("h2", "http/1.1"),
                  handler: Callable[[Seen], H2Reply] | None = None,
-                 max_concurrent_streams: int = 100, max_connections: int = 32) -> None:
+                 max_concurrent_streams: int = 100, max_connections: int = 32,
+                 on_cut: Callable[[list[Seen]], None] | None = None) -> None:
         self.reply = reply or H2Reply()
         self.handler = handler
+        self.on_cut = on_cut
         self.tls = tls
         self.max_streams_setting = max_concurrent_streams
         self.max_connections = max_connections
@@ -328,10 +348,13 @@ class FakeH2Upstream:
                 for ev in conn.receive_data(pending):
                     self._on_h2_event(conn, streams, ev)
                 pending = b""
-            self._run_h2_actions(conn, streams)
+            goaway = self._run_h2_actions(conn, streams)
             out = conn.data_to_send()
             if out:
                 sock.sendall(out)
+            if goaway is not None:
+                self._cut_connection(conn, sock, streams, goaway)
+                return
             if conn.state_machine.state is h2.connection.ConnectionState.CLOSED:
                 return
             dues = [a[0] for s in streams.values() for a in s.actions[:1]]
@@ -355,6 +378,19 @@ class FakeH2Upstream:
             sock.settimeout(2.0)  # closing with unread bytes would send RST, losing the GOAWAY
             while sock.recv(65536):
                 pass
+
+    def _cut_connection(self, conn: h2.connection.H2Connection, sock: socket.socket,
+                        streams: dict[int, _Stream], error: int) -> None:
+        """A scripted ``goaway`` cut: GOAWAY, the end of our side, and every open stream cut."""
+        cut = [st.seen for st in streams.values() if st.seen is not None]
+        if self.on_cut is not None and cut:
+            self.on_cut(cut)  # before the client can see the connection end
+        conn.close_connection(error)
+        sock.sendall(conn.data_to_send())
+        sock.shutdown(socket.SHUT_WR)  # the GOAWAY, then EOF; unread bytes are drained
+        sock.settimeout(2.0)
+        while sock.recv(65536):
+            pass
 
     def _on_h2_event(self, conn: h2.connection.H2Connection, streams: dict[int, _Stream],
                      ev: h2.events.Event) -> None:
@@ -389,7 +425,18 @@ class FakeH2Upstream:
         st.seen = seen
         reply = self._reply_for(seen)
         now = time.monotonic()
-        if self._wants_stream(reply, seen):
+        if reply.pieces is not None:
+            due = now + reply.delay
+            st.actions.append((due, "head", (reply.status, list(reply.headers))))
+            for i, piece in enumerate(reply.pieces):
+                if reply.cut_after is not None and i >= reply.cut_after:
+                    break
+                due += reply.piece_delays.get(i, 0.0)
+                st.actions.append((due, "data", piece))
+            if reply.cut_after is not None:
+                st.actions.append((due, reply.cut, reply.cut_error))
+                return
+        elif self._wants_stream(reply, seen):
             head = [("content-type", "text/event-stream"), ("cache-control", "no-cache")]
             st.actions.append((now, "head", (reply.status, head + reply.headers)))
             for i, piece in enumerate(_sse_pieces(reply)):
@@ -402,10 +449,21 @@ class FakeH2Upstream:
         st.actions.append((st.actions[-1][0], "end", None))
 
     def _run_h2_actions(self, conn: h2.connection.H2Connection,
-                        streams: dict[int, _Stream]) -> None:
+                        streams: dict[int, _Stream]) -> int | None:
+        """Run what is due; the error code of a scripted GOAWAY cut, if one is due."""
         now = time.monotonic()
         for sid, st in list(streams.items()):
             while st.actions and st.actions[0][0] <= now:
+                if st.actions[0][1] in ("rst", "goaway"):
+                    if st.outbuf:  # a cut comes once the pieces before it are on the wire
+                        break
+                    _, kind, payload = st.actions.pop(0)
+                    if kind == "goaway":
+                        del streams[sid]
+                        return int(payload)
+                    conn.reset_stream(sid, payload)
+                    del streams[sid]
+                    break
                 _, kind, payload = st.actions.pop(0)
                 if kind == "head":
                     status, headers = payload
