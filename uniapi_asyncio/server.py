@@ -25,7 +25,7 @@ from pathlib import Path
 
 from uniapi_core.connection import ALPN, INBOX, LISTEN_BACKLOG, Connection
 from uniapi_core.events import (LINGER_BYTES, LINGER_TIME, ClientData, Close, DeadlineReached,
-                                DrainStarted, Fetch, FetchDone, Shed,
+                                DrainStarted, Fetch, FetchDone,
                                 Notified, Notify, PauseUpstream, Query, QueryDone, Reload, Reloaded,
                                 ResumeUpstream, RunShared, Scrape, Scraped, Served,
                                 SharedDone, StartUpstream, StopUpstream, TellShared, Watch, Write,
@@ -68,13 +68,11 @@ async def handle_connection(reader: asyncio.StreamReader, writer: asyncio.Stream
     loop = asyncio.get_running_loop()
     tls = writer.get_extra_info("ssl_object")
     peer = writer.get_extra_info("peername")
+    inbox: asyncio.Queue[object] = asyncio.Queue(INBOX)
     conn = Connection(get_gateway, options.limits, options.h2, now=loop.time(),
                       alpn=tls.selected_alpn_protocol() if tls is not None else None,
                       peer=str(peer[0]) if isinstance(peer, tuple) and peer else None,
-                      occupancy=tracked)
-    inbox: asyncio.Queue[object] = asyncio.Queue(INBOX)
-    if tracked is not None:  # at the cap, an idle connection is told to make room
-        tracked[0].shedders[tracked[1]] = partial(_post_nowait, inbox, Shed())
+                      occupancy=tracked, post=partial(_post_nowait, inbox))
     paused: dict[int, asyncio.Event] = {}  # PauseUpstream refs -> set at ResumeUpstream
     watches = {} if watches is None else watches
     watch = WriteWatch(options.write_stall_timeout)

@@ -4,7 +4,11 @@ A transport makes one ``Connection`` per accepted client connection (passing the
 protocol TLS selected, if any), reports every event to ``handle`` and performs the actions it
 returns, in order (the vocabulary: ``events.py``). Between events it sleeps until
 ``next_deadline()``, and then reports ``DeadlineReached()``. Nothing else: no query, no side
-door. ``now`` is monotonic seconds, ``wall`` the wall clock (for ``created``).
+door. ``now`` is monotonic seconds, ``wall`` the wall clock (for ``created``). A transport
+that counts its connections (``http/occupancy.py``) also passes the connection's place in the
+count and ``post``, which queues an event for the connection: with it the process's count has
+an idle connection told ``Shed`` at the cap, or ``DeadlineReached`` to look at a deadline the
+rising load shrank.
 
 The protocol is decided by ALPN (``"h2"``/``"http/1.1"``) or, in cleartext and under TLS
 without ALPN, by the first bytes: the HTTP/2 preface means h2c prior knowledge, anything else
@@ -21,6 +25,7 @@ comes before anything else.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 from .events import (Action, ClientData, Close, DeadlineReached, DrainStarted, Event, Shed,
                      merge_writes)
@@ -49,11 +54,15 @@ class Connection:
     def __init__(self, gateway: Callable[[], Gateway], limits: ServerLimits = ServerLimits(),
                  h2limits: H2Limits = H2Limits(), *, now: float = 0.0,
                  alpn: str | None = None, peer: str | None = None,
-                 occupancy: tuple[Occupancy, int] | None = None) -> None:
+                 occupancy: tuple[Occupancy, int] | None = None,
+                 post: Callable[[Event], None] | None = None) -> None:
         self._args = (gateway, limits, h2limits)
         #: the process's ``Occupancy`` and this connection's id in it: told when this
         #: connection is idle, busy or over (None: not tracked)
         self._occupancy = occupancy
+        if occupancy is not None and post is not None:  # ``post``: queues an event for us
+            occupancy[0].shedders[occupancy[1]] = partial(post, Shed())  # make room at the cap
+            occupancy[0].wakers[occupancy[1]] = partial(post, _TIMER)  # look at a shrunk time
         self._idle = True
         self._peer = peer  # the client's address, for the request records
         #: the process's metrics, told of this connection until it closes (the demo's
@@ -76,11 +85,20 @@ class Connection:
         return self._current().closed
 
     def next_deadline(self) -> float | None:
-        return self._current().next_deadline()
+        deadline = self._current().next_deadline()
+        if deadline is not None and self._idle and self._occupancy is not None:
+            occupancy, conn = self._occupancy  # idle near the cap: less time (occupancy.py)
+            return occupancy.idle_deadline(conn, deadline)
+        return deadline
 
     def handle(self, event: Event, now: float, wall: float) -> list[Action]:
         if type(event) is Shed:
             return self._shed(now, wall)
+        if type(event) is DeadlineReached and self._idle and self._occupancy is not None:
+            own = self._current().next_deadline()
+            if own is not None and now < own and now >= self._occupancy[0].idle_deadline(
+                    self._occupancy[1], own):
+                return self._shed(now, wall)  # its idle time, shrunk, is up
         inner = self.inner
         if inner is None:
             out = self._undecided(event, now, wall)
@@ -101,14 +119,15 @@ class Connection:
             if inner.closed:
                 occupancy.closed(conn)
                 self._occupancy = None
-            elif (idle := self._idle_now()) is not self._idle:
+            elif (idle := self._idle_now()) is not self._idle or (
+                    idle and type(event) is ClientData):  # maybe a request served whole
                 self._idle = idle
                 occupancy.idle(conn, now) if idle else occupancy.busy(conn)
         return out
 
     def _shed(self, now: float, wall: float) -> list[Action]:
-        """To make room at the cap: close as at a drain if still idle, without lingering
-        (an idle client has nothing unread); else stay."""
+        """To make room at the cap, or its shrunk idle time up: close as at a drain if still
+        idle, without lingering (an idle client has nothing unread); else stay."""
         if self._occupancy is not None and not self._idle_now():
             occupancy, conn = self._occupancy
             occupancy.kept(conn)  # a request came meanwhile: it stays

@@ -20,7 +20,7 @@ import trio
 
 from uniapi_core.connection import ALPN, INBOX, LISTEN_BACKLOG, Connection
 from uniapi_core.events import (LINGER_BYTES, LINGER_TIME, ClientData, Close, DeadlineReached,
-                                DrainStarted, Fetch, FetchDone, Shed,
+                                DrainStarted, Fetch, FetchDone,
                                 Notified, Notify, PauseUpstream, Query, QueryDone, Reload, Reloaded,
                                 ResumeUpstream, RunShared, Scrape, Scraped, Served,
                                 SharedDone, StartUpstream, StopUpstream, TellShared, Watch, Write,
@@ -69,11 +69,9 @@ async def handle_connection(stream: trio.abc.Stream, get_gateway: Callable[[], G
             await trio.aclose_forcefully(stream)
             return
         alpn = stream.selected_alpn_protocol()
-    conn = Connection(get_gateway, options.limits, options.h2, now=trio.current_time(),
-                      alpn=alpn, peer=peer, occupancy=tracked)
     send, inbox = trio.open_memory_channel[object](INBOX)
-    if tracked is not None:  # at the cap, an idle connection is told to make room
-        tracked[0].shedders[tracked[1]] = partial(_post_nowait, send, Shed())
+    conn = Connection(get_gateway, options.limits, options.h2, now=trio.current_time(),
+                      alpn=alpn, peer=peer, occupancy=tracked, post=partial(_post_nowait, send))
     scopes: dict[int, trio.CancelScope] = {}
     paused: dict[int, trio.Event] = {}  # PauseUpstream refs -> set at ResumeUpstream
     watches = {} if watches is None else watches

@@ -1,15 +1,18 @@
 """http/occupancy.py: at the cap, the connection idle the longest makes room; a busy one
-never does; counts and bounds hold under any order of events (hypothesis)."""
+never does; counts and bounds hold under any order of events (hypothesis); past half the cap,
+idle connections' timeouts shrink, and a connection closes when its shrunk time is up."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from uniapi_core.connection import Connection
 from uniapi_core.demo import DemoUpstream
-from uniapi_core.events import ClientData, Close, Shed
-from uniapi_core.http.occupancy import TRIM_EVERY, TRIM_PEAK, Occupancy
+from uniapi_core.events import ClientData, Close, DeadlineReached, Shed, Write
+from uniapi_core.http.occupancy import SHRINK_FROM, SHRINK_TO, TRIM_EVERY, TRIM_PEAK, Occupancy
+from uniapi_core.http.server import ServerLimits
 
 
 def test_at_the_cap_the_longest_idle_is_shed_and_a_busy_one_never():
@@ -105,3 +108,94 @@ def test_a_trim_is_due_once_a_burst_is_over_and_not_more_often_than_trim_every()
     for conn in [small.opened(0.0) for _ in range(TRIM_PEAK - 1)]:
         small.closed(conn)
     assert not small.trim_due(10.0)  # too small a peak to be worth a trim
+
+
+def test_the_scale_is_one_up_to_half_the_cap_then_falls_linearly_to_shrink_to():
+    occ = Occupancy(100)
+    scales = []
+    for _ in range(100):
+        occ.opened(0.0)
+        scales.append(occ.scale())
+    assert scales[: int(100 * SHRINK_FROM)] == [1.0] * int(100 * SHRINK_FROM)
+    assert scales[-1] == SHRINK_TO
+    assert all(a >= b for a, b in zip(scales, scales[1:]))  # never grows as load rises
+    assert abs(scales[74] - (1 + SHRINK_TO) / 2) < 1e-9  # three quarters full: half way
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 64), st.integers(0, 128), st.floats(0, 100), st.floats(0.001, 100))
+def test_an_idle_deadline_only_ever_comes_sooner_and_never_before_idle_began(cap, load, since,
+                                                                              wait):
+    occ = Occupancy(cap)
+    conn = occ.opened(since)
+    assert conn is not None
+    for _ in range(load):
+        occ.opened(since)
+    shrunk = occ.idle_deadline(conn, since + wait)
+    assert since <= shrunk <= since + wait
+    occ.busy(conn)
+    assert occ.idle_deadline(conn, since + wait) == since + wait  # busy: its own deadline
+
+
+def _crowded(cap: int, open_: int) -> tuple[Occupancy, int]:
+    occ = Occupancy(cap)
+    conn = occ.opened(0.0)
+    assert conn is not None
+    for _ in range(open_ - 1):
+        occ.opened(0.0)
+    return occ, conn
+
+
+def test_an_idle_connection_near_the_cap_closes_when_its_shrunk_time_is_up():
+    limits = ServerLimits(head_timeout=10.0, keepalive_timeout=75.0)
+    occ, conn_id = _crowded(10, 10)  # at the cap: 10 s → 0.5 s
+    conn = Connection(DemoUpstream, limits, occupancy=(occ, conn_id))
+    assert conn.next_deadline() == 10.0 * SHRINK_TO
+    assert conn.handle(DeadlineReached(), 0.4, 0.4) == []  # not yet
+    assert conn.handle(DeadlineReached(), 0.5, 0.5) == [Close(linger=False)]
+    assert len(occ) == 9
+
+    quiet, quiet_id = _crowded(10, 5)  # half full: its own timeout
+    calm = Connection(DemoUpstream, limits, occupancy=(quiet, quiet_id))
+    assert calm.next_deadline() == 10.0
+    assert calm.handle(DeadlineReached(), 5.0, 5.0) == []
+
+
+def test_a_keep_alive_wait_shrinks_from_when_the_response_ended_and_a_head_begun_does_not():
+    limits = ServerLimits(head_timeout=10.0, keepalive_timeout=75.0)
+    occ, conn_id = _crowded(10, 10)
+    conn = Connection(DemoUpstream, limits, occupancy=(occ, conn_id))
+    out = conn.handle(ClientData(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n"), 0.1, 0.1)
+    assert any(type(a) is Write for a in out) and not conn.closed
+    assert conn.next_deadline() == pytest.approx(0.1 + 75.0 * SHRINK_TO)  # idle from 0.1
+    assert conn.handle(ClientData(b"GET /hea"), 1.0, 1.0) == []  # a head begun: busy
+    assert conn.next_deadline() == 1.0 + 10.0  # its own head timeout, not shrunk
+    assert conn.handle(DeadlineReached(), 4.0, 4.0) == [] and not conn.closed
+
+
+def test_the_idle_are_woken_when_the_load_rises_into_a_higher_band_and_not_more_often():
+    occ = Occupancy(32)  # eight bands between 16 and 32 open: 17 → 0, 18-19 → 1, 20-21 → 2
+    woken: list[int] = []
+    ids = []
+    for t in range(16):  # half the cap: no band yet
+        conn = occ.opened(float(t))
+        assert conn is not None
+        ids.append(conn)
+        occ.wakers[conn] = lambda conn=conn: woken.append(conn)  # type: ignore[misc]
+    assert woken == []
+    occ.busy(ids[0])
+    occ.opened(16.0)  # 17: the first band; the idle are woken, not the busy one
+    assert sorted(woken) == ids[1:]
+    woken.clear()
+    occ.opened(16.1)  # 18: the next band
+    assert sorted(woken) == ids[1:]
+    woken.clear()
+    occ.opened(16.2)  # 19: the same band
+    assert woken == []
+    for conn in ids[-2:]:
+        occ.closed(conn)
+    occ.opened(16.3)
+    occ.opened(16.4)  # down a band and up again within WAKE_EVERY: no new round
+    assert woken == []
+    occ.opened(16.5)  # 20: a band higher than any woken for
+    assert sorted(woken) == ids[1:-2]

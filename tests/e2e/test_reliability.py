@@ -250,6 +250,62 @@ def test_r4_a_flood_of_idle_sockets_never_locks_a_client_out(backend):
         up.close()
 
 
+def test_r4_idle_timeouts_shrink_as_the_cap_nears(backend):
+    """Five idle sockets in a cap of 20 keep the whole 6 s head timeout; when 14 more come (95 %
+    of the cap, where idle time is cut to 0.145 of itself: 0.87 s) the rising load wakes the
+    five to look again. Idle for 1.5 s by then, two close at once; each close relieves the
+    pressure and lengthens the others' time (85 %: 2 s, 80 %: 2.6 s, 75 %: 3.15 s from when
+    they became idle), so the five close oldest first at about 0, 0, 0.5, 1.1 and 1.65 s,
+    not at 4.5 s, and count as shed, while the 14 newer ones stay open: shrinking frees room,
+    it does not empty the server."""
+    up = SSEUpstream()
+    options = FrontOptions(limits=ServerLimits(head_timeout=6.0), max_connections=20)
+    first: list[socket.socket] = []
+    later: list[socket.socket] = []
+    try:
+        with run_gateway(config(up), backend=backend, options=options) as gw:
+            for _ in range(5):
+                first.append(connect(gw.port, timeout=10))
+            time.sleep(1.5)  # a quarter of the cap: nothing shrinks
+            for s in first:
+                s.setblocking(False)
+                with pytest.raises(BlockingIOError):
+                    s.recv(1)  # still open
+                s.setblocking(True)
+            t0 = time.monotonic()
+            for _ in range(14):
+                later.append(connect(gw.port, timeout=10))
+            closed_after = []
+            for s in first:
+                try:
+                    got = s.recv(1)
+                except ConnectionResetError:
+                    got = b""
+                assert got == b""
+                closed_after.append(time.monotonic() - t0)
+            time.sleep(0.5)
+            still_open = 0
+            for s in later:
+                s.setblocking(False)
+                try:
+                    still_open += s.recv(1) != b""
+                except BlockingIOError:
+                    still_open += 1
+                except OSError:
+                    pass
+            print(f"\nR4 shrinking [{backend}]: the five oldest idle closed after "
+                  f"{[round(t, 2) for t in closed_after]} s, the load at 95 % (head timeout 6 s); "
+                  f"{still_open} of the 14 newer still open")
+            assert max(closed_after) < 3.0  # not at 4.5 s, their own timeout
+            assert still_open == 14
+            assert gw.gateway.metrics.counter("uniapi_connections_shed_total") == 5
+            assert h1_chat(gw.port, "after") == 200  # service goes on
+    finally:
+        for s in first + later:
+            s.close()
+        up.close()
+
+
 def _trickle_body(port: int, period: float, limit: float = 3.0) -> tuple[bytes, int, float]:
     """Send a head announcing 1,000 body bytes, then one byte per ``period`` until the server
     answers or ``limit`` s pass: (what the server sent, bytes trickled, seconds)."""

@@ -22,6 +22,18 @@ victims in flight (and by a victim that got a request before its ``Shed`` and is
 at ``2 × cap`` open connections newcomers are refused until some are gone, so that is the
 most ever open. ``shed`` and ``refused`` count what happened, for ``/metrics``. No clock is read: times
 are the ``now`` arguments.
+
+Before the cap is reached, idle connections also get less time, as Envoy's overload manager
+scales its idle timers: ``idle_deadline(id, deadline)`` shrinks an idle connection's deadline
+(the head timeout while it has sent nothing, the keep-alive timeout between requests) by
+``scale()``, which is 1 up to ``SHRINK_FROM`` of the cap and falls linearly to ``SHRINK_TO``
+at the cap. ``connection.Connection`` asks it each time its deadline is asked, and closes an
+idle connection whose shrunk deadline has passed as it closes a shed one. A head or body that
+has started, and a response in flight, keep their own timeouts. An idle connection asks only
+when it hears something, so when the load rises into a higher of ``SHRINK_BANDS`` bands the
+idle connections are woken (their ``wakers`` entry, with which the transport posts them
+``DeadlineReached``) to look again; after a wake, a fall and a rise within ``WAKE_EVERY`` do
+not wake them again, so load wavering at a band's edge costs at most one round a second.
 """
 
 from __future__ import annotations
@@ -29,7 +41,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Occupancy", "TRIM_AFTER", "TRIM_PEAK", "TRIM_EVERY"]
+__all__ = ["Occupancy", "TRIM_AFTER", "TRIM_PEAK", "TRIM_EVERY", "SHRINK_FROM", "SHRINK_TO",
+           "SHRINK_BANDS", "WAKE_EVERY"]
 
 #: the fewest connections open at once that make a burst worth trimming after
 TRIM_PEAK = 64
@@ -37,6 +50,14 @@ TRIM_PEAK = 64
 TRIM_EVERY = 1.0
 #: how long after the burst's end the trim is made (seconds)
 TRIM_AFTER = 1.0
+#: the share of the cap open from which idle connections' timeouts shrink
+SHRINK_FROM = 0.5
+#: what idle connections' timeouts are multiplied by at the cap (10 s → 0.5 s, 75 s → 3.75 s)
+SHRINK_TO = 0.05
+#: bands of load between SHRINK_FROM and the cap; rising into a higher one wakes the idle
+SHRINK_BANDS = 8
+#: the least time after a wake before a fall and rise of the load wakes the idle again (s)
+WAKE_EVERY = 1.0
 
 
 class Occupancy:
@@ -56,6 +77,10 @@ class Occupancy:
         self._next = 0
         #: connection id -> what posts it ``Shed`` (registered by the transport)
         self.shedders: dict[int, Callable[[], None]] = {}
+        #: connection id -> what posts it ``DeadlineReached`` (registered by the transport)
+        self.wakers: dict[int, Callable[[], None]] = {}
+        self._band = -1  # the highest load band the idle were woken for
+        self._woken = -WAKE_EVERY
         self._peak = 0  # the most open at once since the last trim
         self._trimmed = -TRIM_EVERY
         self.shed = 0  #: connections shed to make room, since start
@@ -84,11 +109,43 @@ class Occupancy:
         self._open.add(conn)
         self._peak = max(self._peak, len(self._open))
         self._idle[conn] = now  # nothing sent yet: idle until its first request
+        self._wake(now)
         return conn
 
+    def _wake(self, now: float) -> None:
+        """Wake the idle when the load rose into a higher band (module docstring)."""
+        load = (len(self._open) - len(self._shedding)) / self.cap
+        band = -1 if load <= SHRINK_FROM else min(
+            SHRINK_BANDS, int((load - SHRINK_FROM) / (1.0 - SHRINK_FROM) * SHRINK_BANDS))
+        if band > self._band:
+            self._band, self._woken = band, now
+            for conn in list(self._idle):
+                if (wake := self.wakers.get(conn)) is not None:
+                    wake()
+        elif band < self._band and now >= self._woken + WAKE_EVERY:
+            self._band = band
+
+    def scale(self) -> float:
+        """What idle connections' timeouts are multiplied by now (module docstring)."""
+        load = (len(self._open) - len(self._shedding)) / self.cap
+        if load <= SHRINK_FROM:
+            return 1.0
+        return max(SHRINK_TO, SHRINK_TO + (1.0 - SHRINK_TO) * (1.0 - load) / (1.0 - SHRINK_FROM))
+
+    def idle_deadline(self, conn: int, deadline: float) -> float:
+        """``deadline``, a connection's own, shrunk by ``scale()`` when ``conn`` is idle:
+        the time it has been idle counts from when it became idle."""
+        since = self._idle.get(conn)
+        if since is None or deadline <= since:
+            return deadline
+        scale = self.scale()
+        return deadline if scale >= 1.0 else since + (deadline - since) * scale
+
     def idle(self, conn: int, now: float) -> None:
-        """``conn`` has no request in progress from ``now`` on."""
-        if conn in self._open and conn not in self._shedding and conn not in self._idle:
+        """``conn`` has no request in progress from ``now`` on (an idle connection that just
+        served a request whole, in one event, is idle anew: its idle time restarts)."""
+        if conn in self._open and conn not in self._shedding:
+            self._idle.pop(conn, None)
             self._idle[conn] = now
 
     def busy(self, conn: int) -> None:
@@ -113,6 +170,7 @@ class Occupancy:
     def closed(self, conn: int) -> None:
         """``conn`` is over (however it ended; saying it twice is harmless)."""
         self.shedders.pop(conn, None)
+        self.wakers.pop(conn, None)
         self._open.discard(conn)
         self._idle.pop(conn, None)
         self._shedding.discard(conn)

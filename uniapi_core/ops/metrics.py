@@ -115,8 +115,9 @@ SPECS: tuple[tuple[str, str, str, tuple[str, ...], tuple[float, ...]], ...] = (
     (_ROWS_WRITTEN, "counter", "Stats rows written to the stats store.", (), ()),
     (_ROWS_DROPPED, "counter", "Stats rows dropped because the write queue was full.", (), ()),
     (_CONNECTIONS, "gauge", "Client connections open now.", (), ()),
-    (_SHED, "counter", ("Idle client connections closed to make room for a new one at the "
-                        "connection cap (--max-connections)."), (), ()),
+    (_SHED, "counter", ("Idle client connections closed under pressure: to make room for a new "
+                        "one at the connection cap (--max-connections), or when their idle "
+                        "timeout, shrunk past half the cap, ran out."), (), ()),
     (_REFUSED, "counter", ("Client connections refused at the connection cap because none "
                            "was idle to make room."), (), ()),
     (_SHARED_DEGRADED, "gauge", ("1 while this process decides on its own state because the "
