@@ -132,6 +132,7 @@ def check(data: bytes) -> None:
 def main() -> None:  # pragma: no cover - needs atheris
     import atheris
 
+    atheris.instrument_all()
     atheris.Setup(sys.argv, check)
     atheris.Fuzz()
 
