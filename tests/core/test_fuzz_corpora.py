@@ -14,6 +14,7 @@ needs only its script and its corpus directory; add it to the table in fuzz/READ
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import random
@@ -29,8 +30,9 @@ FUZZ = ROOT / "fuzz"
 TARGETS = sorted(p.stem.removeprefix("fuzz_") for p in FUZZ.glob("fuzz_*.py"))
 
 #: fewest files each corpus may hold (the seeds committed with the target)
-MIN_CORPUS = {"anthropic": 8, "bedrock": 8, "cloudflare": 10, "cohere": 10, "front": 10,
-              "gemini": 10, "multipart": 10, "openai": 4, "sse": 8}
+MIN_CORPUS = {"anthropic": 8, "bedrock": 8, "cloudflare": 10, "cohere": 10, "config": 20,
+              "front": 10, "fronts": 20, "gemini": 10, "multipart": 10, "openai": 4,
+              "resp": 30, "sse": 8}
 
 #: inputs every oracle must take: degenerate for some decoders, junk for others
 DEGENERATE = [b"", b"{}", b"[]", b'"text"', b"null", b"\xff", b"\x00" * 12, b"\xff" * 16,
@@ -76,6 +78,9 @@ SWEEPS = {
     **{name: Sweep(seed=1200 + i, count=60, truncate=True)
        for i, name in enumerate(("anthropic", "cloudflare", "cohere", "gemini", "multipart",
                                  "openai", "sse"))},
+    "resp": Sweep(seed=1300, count=100, truncate=True),
+    "fronts": Sweep(seed=1301, count=100),
+    "config": Sweep(seed=1302, count=60, truncate=True),
 }
 
 
@@ -175,3 +180,46 @@ def test_the_bedrock_corpus_classifies_as_expected():
     assert kind is None and items[-1].error.code == "InternalFailure"
     items, kind = outcome["text_stream.bin"]
     assert kind is None and type(items[-1]).__name__ == "StreamDone"
+
+
+def test_the_resp_seeds_parse_as_redis_sends_them():
+    from uniapi_core.redis.resp import RespError, RespParser
+
+    def replies(name: str) -> list[object]:
+        return RespParser().feed((FUZZ / "corpus" / "resp" / name).read_bytes())
+
+    assert replies("noscript.resp")[0].kind == "NOSCRIPT"
+    assert replies("integers.resp")[3:] == [2**63 - 1, -(2**63)]
+    assert replies("arrays_nested.resp") == [[1, [b"foo", "bar"], []], None]
+    assert replies("array_of_nulls.resp") == [[None, None, RespError("ERR inner")]]
+    (route,) = replies("evalsha_route.resp")
+    assert json.loads(route)["o"] == [1, 0, 2]
+
+
+def test_the_fronts_seeds_translate():
+    from uniapi_core.errors import ClientError
+
+    check = target("fronts")
+    ok = {}
+    for path in corpus("fronts"):
+        data = path.read_bytes()
+        with contextlib.suppress(ClientError, ValueError):
+            ok[path.name] = check._translate(check.FRONTS[data[0] % 3], json.loads(data[1:]),
+                                             bool(data[0] // 3 % 2))
+    assert {"messages_claude_code_tools.json", "responses_codex.json",
+            "gemini_cli.json"} <= set(ok)
+    assert [t["function"]["name"] for t in ok["gemini_cli.json"].chat["tools"]] == \
+        ["list_directory", "read_file"]
+
+
+def test_the_config_seeds_load_or_are_refused_as_expected():
+    load = target("config")._load
+
+    def outcome(name: str) -> tuple[str, object]:
+        return load((FUZZ / "corpus" / "config" / name).read_text(encoding="utf-8"))
+
+    assert outcome("seed-minimal.yaml")[0] == "loaded"
+    assert outcome("small_two_providers.yaml")[0] == "loaded"
+    for bomb in ("billion_laughs.yaml", "self_reference.yaml"):
+        kind, problems = outcome(bomb)
+        assert kind == "error" and "expands to more than" in problems[0]
