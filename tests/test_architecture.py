@@ -168,7 +168,7 @@ FLOORS: dict[int, tuple[str, ...]] = {
     5: ("relay",),
     6: ("gateway", "demo", "summary", "startup", "cmdline"),
     7: ("request_machine", "upstream"),
-    8: ("events", "session", "h2session", "connection", "shell"),
+    8: ("events", "session", "h2session", "connection", "shell", "simulate"),
 }
 #: ``uniapi_core/__init__.py`` is the package's front door: it sits above every floor, so a
 #: core module importing ``uniapi_core`` itself is an upward arrow too.

@@ -49,7 +49,7 @@ def add_serve_args(parser: argparse.ArgumentParser, *, backend: str | None = Non
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``uniapi`` command: ``serve``, ``check``, ``route``, ``demo``."""
+    """The ``uniapi`` command: ``serve``, ``check``, ``route``, ``simulate``, ``demo``."""
     ap = argparse.ArgumentParser(prog="uniapi", description="One OpenAI-compatible endpoint "
                                  "in front of every LLM vendor, driven by api.yaml.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -64,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     route.add_argument("--requests", type=int, default=1, help="how many requests (default 1)")
     route.add_argument("--seed", type=int, default=0, help="seed for random/lottery (default 0)")
     route.add_argument("--tools", action="store_true", help="the requests carry tools")
+    sim = sub.add_parser("simulate", help="run the config's routing against built-in fake "
+                         "upstreams under a fault script, on a virtual clock")
+    sim.add_argument("--config", help=CONFIG_HELP)
+    sim.add_argument("--faults", required=True, help="the fault script (YAML; "
+                     "docs/operations.md, \"Simulating failover\")")
+    sim.add_argument("--json", action="store_true", help="print one JSON object per request")
     demo = sub.add_parser("demo", help="run the gateway in front of a built-in local fake "
                           "upstream (no vendor keys needed)")
     add_serve_args(demo, config=False)

@@ -30,7 +30,7 @@ action                                       the transport…
 ===========================================  ================================================
 ``Write(data)``                              writes the bytes (never empty) to the client,
                                              before it handles the next event
-``StartUpstream(ref, request, proxy)``       runs an upstream exchange, reporting its events
+``StartUpstream(ref, request, proxy, …)``    runs an upstream exchange, reporting its events
 ``StopUpstream(ref)``                        cancels whatever runs for ref (an exchange, a
                                              fetch or a watch), closing its connection
 ``PauseUpstream(ref)``                       stops reading that exchange's upstream until

@@ -1,4 +1,4 @@
-"""The command line as a sans-IO program: what ``uniapi check|route|demo|serve`` and
+"""The command line as a sans-IO program: what ``uniapi check|route|simulate|demo|serve`` and
 ``python -m uniapi_<backend>`` do, as effects a shell performs.
 
 ``program(args, environ)`` is a generator. It yields an effect; the shell performs it and sends
@@ -35,13 +35,14 @@ decided here (with ``startup``, ``summary`` and ``cmdline``), so the shell
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable, Generator, Mapping
 from typing import Any
 
 import attrs
 
-from . import startup, summary
-from .config import Loaded
+from . import simulate, startup, summary
+from .config import Config, Loaded
 from .demo import DEMO_SOURCE, demo_config
 from .gateway import Gateway
 from .upstream import config_url_text
@@ -116,6 +117,9 @@ def program(args: argparse.Namespace, environ: Mapping[str, str]) -> Program:
             yield Print(summary.render_route(config, args.key, args.model, seed=args.seed,
                                              requests=args.requests, tools=args.tools),
                         stdout=True)
+        elif command == "simulate":
+            config = (yield from _load(args.config, environ)).config
+            yield Print((yield from _simulate(config, args.faults, args.json)), stdout=True)
         elif command == "demo":
             launch = yield from _decide(startup.launch, args, environ, True)
             yield Serve(launch, _demo)
@@ -127,6 +131,25 @@ def program(args: argparse.Namespace, environ: Mapping[str, str]) -> Program:
                         lambda current: reload(args.config, environ, current))
     except _Stop:
         return
+
+
+def _simulate(config: Config, path: str, as_json: bool) -> Generator[Effect, Any, str]:
+    """``uniapi simulate``'s report for the fault script at ``path``; a script that cannot be
+    read or run ends the process with status 2 and why."""
+    text = yield ReadFile(path)
+    if isinstance(text, BaseException):
+        why = getattr(text, "strerror", None) or text
+        yield Exit(f"uniapi simulate: cannot read the fault script {path!r}: {why}")
+        raise _Stop()
+    try:
+        reports = simulate.simulate(config, simulate.load_script(text, path))
+    except simulate.ScriptError as exc:
+        yield Print(f"error: {exc}\n")
+        yield Exit(2)
+        raise _Stop() from None
+    if as_json:
+        return "".join(json.dumps(r.as_dict()) + "\n" for r in reports)
+    return simulate.render_report(reports)
 
 
 def _decide(decide: Callable[..., Any], *args: Any) -> Generator[Effect, Any, Any]:

@@ -16,11 +16,15 @@ __all__ = ["StartUpstream", "StopUpstream", "SendHead", "SendData", "EndResponse
 @attrs.frozen
 class StartUpstream:
     """Run one upstream exchange: connect (through ``proxy`` if set), send ``request``, and
-    report its ``UpstreamHead/Data/Ended/Failed`` events with ``ref``."""
+    report its ``UpstreamHead/Data/Ended/Failed`` events with ``ref``. ``channel`` and
+    ``key_index`` say which provider and key a routing attempt is for (None for other
+    exchanges, such as a token POST); a transport needs neither (``uniapi simulate`` does)."""
 
     ref: int
     request: UpstreamRequest
     proxy: str | None = None
+    channel: str | None = None
+    key_index: int | None = None
 
 
 @attrs.frozen

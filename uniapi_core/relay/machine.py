@@ -508,7 +508,8 @@ class Relay:
         self.state = State.CONNECTING
         self._deadline = now + attempt.timeout
         self._ref = self._refs()
-        out.append(StartUpstream(self._ref, attempt.exchange.request, attempt.proxy))
+        out.append(StartUpstream(self._ref, attempt.exchange.request, attempt.proxy,
+                                 attempt.provider, attempt.key_index))
 
     def _respond_error(self, err: UniapiError, out: list[RelayAction]) -> None:
         body = to_openai_error(err) if self._front is None else self._front.error_body(err)
