@@ -29,8 +29,9 @@ beyond its start is its pool's keep-alive upstream connections (both ends are in
 counted by port) and the stats store's files, ± 2. Once it has stopped, the count is back to
 the baseline ± 2 besides the stats store's SQLite files (db, -wal, -shm): ``serve`` does not
 close the store's connection, the cycle collector does (``gc.collect()``; after it, baseline
-± 2 with nothing set aside). Tasks are not counted (the trio and asyncio loops are gone with
-the gateway's thread).
+± 2 with nothing set aside). Tasks are not counted (the trio and asyncio loops end with the
+gateway's thread); the threads before and after are reported, not asserted (the fakes' and
+the backends' worker threads come and go on their own timers).
 
 ``benchmarks/faults.py`` runs the same at full size (10,000 requests × both backends × h1 and
 h2c; ``benchmarks/results/faults.json``).
@@ -54,6 +55,7 @@ import os
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -283,6 +285,14 @@ def send(client: httpx.Client, token: str, front: str, stream: bool) -> Result:
     return r
 
 
+def stale_retries(attempts: list[Any]) -> int:
+    """A reused keep-alive connection that fails before any response byte (our ``drop``) is
+    tried once more on a fresh one by the transport, before routing sees a failure
+    (docs/architecture.md, "The two retry rules"): not a routing attempt."""
+    return sum(1 for a, b in itertools.pairwise(attempts)
+               if a.kind == "drop" and b.vendor == a.vendor)
+
+
 def judge(results: list[Result], table: FaultTable, budget: int) -> tuple[list[str], dict]:
     """The problems of the run (empty: all held) and its figures."""
     problems: list[str] = []
@@ -292,11 +302,7 @@ def judge(results: list[Result], table: FaultTable, budget: int) -> tuple[list[s
     max_attempts = 0
     for r in results:
         attempts = table.attempts.get(r.token, [])
-        # a reused keep-alive connection that fails before any response byte (our ``drop``)
-        # is tried once more on a fresh one by the transport, before routing sees a failure
-        # (docs/architecture.md, "The two retry rules"): not a routing attempt
-        stale = sum(1 for a, b in itertools.pairwise(attempts)
-                    if a.kind == "drop" and b.vendor == a.vendor)
+        stale = stale_retries(attempts)
         routed = len(attempts) - stale
         visits = [a.vendor for i, a in enumerate(attempts)
                   if i == 0 or a.vendor != attempts[i - 1].vendor]
@@ -376,7 +382,8 @@ def by_protocol(results: list[Result], table: FaultTable) -> dict[str, dict[str,
             "answered": sum(outcomes[k] for k in ("ok", "error", "stream_error")),
             "2xx whole": outcomes["ok"], "errors": outcomes["error"],
             "in-stream errors": outcomes["stream_error"],
-            "retries": sum(max(0, len(table.attempts.get(r.token, [])) - 1) for r in mine),
+            "retries": sum(max(0, len(atts) - 1 - stale_retries(atts)) for atts in
+                           (table.attempts.get(r.token, []) for r in mine)),
             "faults": dict(sorted(Counter(a.kind for a in attempts
                                           if a.kind != "ok").items())),
             "lost": outcomes["lost"], "hung": outcomes["hung"], "bad": outcomes["bad"]}
@@ -423,7 +430,7 @@ def tcp_sockets() -> list[tuple[int, int]]:
     return out
 
 
-def settle(condition, limit: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+def settle(condition: Callable[[], bool], limit: float = 10.0) -> bool:
     deadline = time.monotonic() + limit
     while not condition():
         if time.monotonic() > deadline:
@@ -465,6 +472,7 @@ def run_faults(backend: str, requests: int, stats_path: str, *, threads: int = T
     try:
         gc.collect()
         fds["baseline"] = fd_count()  # the fakes listening, no gateway yet
+        fds["threads at baseline"] = threading.active_count()  # a figure, not asserted
         with run_gateway(config(ups), backend=backend, discover=False,
                          upstream_ssl=ups["h2"].client_ssl_context(("h2",)),
                          stats_store=StoreConfig(path=stats_path)) as gw:
@@ -522,13 +530,14 @@ def run_faults(backend: str, requests: int, stats_path: str, *, threads: int = T
                                   - fds["gateway upstream connections"]
                                   - fds["their fake ends"] - fds["stats store files"]
                                   + fds["stats store files at start"])
-            last_error = gw.gateway.stats.last_error
+            last_error = getattr(gw.gateway.stats, "last_error", None)
         # stopped: its pool closed; the fakes see EOF and close their ends
         settle(lambda: fd_count() <= fds["baseline"] + 2 + files_open(stats_path), limit=5.0)
         fds["gateway stopped"] = fd_count()
         fds["stats store files after stop"] = files_open(stats_path)
         gc.collect()
         fds["gateway stopped, after gc"] = fd_count()
+        fds["threads after stop"] = threading.active_count()
     finally:
         for u in ups.values():
             u.close()

@@ -484,6 +484,7 @@ class FakeH2Upstream:
             if st.ending and not st.outbuf:
                 conn.end_stream(sid)
                 del streams[sid]
+        return None
 
     # -- HTTP/1.1 (fallback) -----------------------------------------------------------------
 
