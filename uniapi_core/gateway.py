@@ -39,8 +39,8 @@ from .vendors import (ENDPOINTS, TRANSLATORS, UPLOADS, detect_engine, discovery_
 from .vendors.openai import Upload
 from .vendors.base import ChatContext, UpstreamRequest
 from .ops.metrics import Metrics, summed
-from .ops.stats import StatsQuery, StatsQueryError, StatsQueue, StoreConfig, TokenUsageQuery, \
-    migrate_work, new_instance_id
+from .ops.stats import CLOSE_STORE, StatsQuery, StatsQueryError, StatsQueue, StoreConfig, \
+    TokenUsageQuery, migrate_work, new_instance_id
 from .vendors.dialects import dialect_for
 from .vendors.gauth import ServiceAccount, TokenCache, service_account
 from .vendors.messages_native import build_count_tokens_exchange
@@ -268,6 +268,7 @@ class Gateway:
         self._wall_seen: tuple[float, float] | None = None
         self._migration: Any = None  # the start-up schema work, once asked for
         self._schema_ready = False
+        self._store_closed = False  # CLOSE_STORE given (at shutdown)
         self._dialect = _per_provider(dialect_for)
         self.router = Router(config, self.catalog, self._engine)
         if self.settings.redis is not None:  # the fleet's routing state (routing/shared.py)
@@ -549,13 +550,17 @@ class Gateway:
             self._expire_at = now + EXPIRE_EVERY
             mono, wall = self._wall_seen  # the wall clock, from the last request's pair
             self.stats.add_work(expire_work(self.stats.dialect, wall + (now - mono)))
-        return self.stats.take(now, flush=stopping)
+        work = self.stats.take(now, flush=stopping)
+        if work is None and stopping and not self._store_closed:
+            self._store_closed = True
+            return CLOSE_STORE  # all written: the session lets go of its connection
+        return work
 
     def stats_done(self, work: Any, result: list | str, now: float) -> None:
         """The transport ran ``work`` (``stats_start``'s or ``stats_next``'s): its rows, or
         the error's text."""
         failed = result if isinstance(result, str) else None
-        if self.stats is None:
+        if self.stats is None or work is CLOSE_STORE:
             return
         if work is self._migration:  # the schema: tried again before the next batch
             self._schema_ready = failed is None

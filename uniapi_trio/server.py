@@ -271,13 +271,14 @@ class Store:
                     wall: Callable[[], float]) -> None:
         """The schema, then the rows in batches off the request path; the rest once stopped."""
         work = get_gateway().stats_start(wall())
-        while work is not None or not stopped.is_set():
-            if work is not None:
-                get_gateway().stats_done(work, await self.run(work), trio.current_time())
-            else:
-                with trio.move_on_at(get_gateway().stats_deadline(trio.current_time())):
-                    await stopped.wait()
-            work = get_gateway().stats_next(trio.current_time(), stopped.is_set())
+        with trio.CancelScope(shield=True):  # cancelled too: serve sets stopped (as asyncio)
+            while work is not None or not stopped.is_set():
+                if work is not None:
+                    get_gateway().stats_done(work, await self.run(work), trio.current_time())
+                else:
+                    with trio.move_on_at(get_gateway().stats_deadline(trio.current_time())):
+                        await stopped.wait()
+                work = get_gateway().stats_next(trio.current_time(), stopped.is_set())
 
 
 async def _until(scope: trio.CancelScope,
@@ -396,14 +397,16 @@ async def serve(get_gateway: Callable[[], Gateway], host: str, port: int, *,
             background.start_soon(store.flush, get_gateway, drained, wall)
         if (shared := getattr(getattr(gateway, "settings", None), "metrics_dir", None)):
             background.start_soon(publish, get_gateway, shared, drained)
-        async with trio.open_nursery() as connections:
-            async with trio.open_nursery() as accepting:
-                await accepting.start(partial(trio.serve_listeners, handler, listeners,
-                                              handler_nursery=connections))
-                task_status.started(bound)
-                await (stop if stop is not None else trio.Event()).wait()
-                accepting.cancel_scope.cancel()
-            draining.set()
-            connections.cancel_scope.deadline = trio.current_time() + options.drain_grace
-        drained.set()
-        linked.cancel()
+        try:
+            async with trio.open_nursery() as connections:
+                async with trio.open_nursery() as accepting:
+                    await accepting.start(partial(trio.serve_listeners, handler, listeners,
+                                                  handler_nursery=connections))
+                    task_status.started(bound)
+                    await (stop if stop is not None else trio.Event()).wait()
+                    accepting.cancel_scope.cancel()
+                draining.set()
+                connections.cancel_scope.deadline = trio.current_time() + options.drain_grace
+        finally:  # stopped or cancelled: the stats flush writes what is left, then ends
+            drained.set()
+            linked.cancel()

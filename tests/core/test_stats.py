@@ -999,3 +999,31 @@ def test_a_big_batch_is_written_whole_in_multi_row_inserts(backend):
     for table, count in ((stats.REQUESTS, 500), (stats.ATTEMPTS, 1000)):
         cur.execute(f"SELECT COUNT(*) FROM {table}")
         assert cur.fetchone()[0] == count
+
+
+def test_the_last_work_at_shutdown_closes_the_stores_connection(tmp_path):
+    """Once stopping and every row is written, ``Gateway.stats_next`` gives ``CLOSE_STORE``
+    once, then nothing; ``StoreSession.run`` closes its connection for it (so the files or
+    socket are let go at shutdown, not whenever the garbage collector runs), and a later work
+    opens a fresh one."""
+    from uniapi_core.config import load_config
+    from uniapi_core.gateway import Gateway, Settings
+    from uniapi_core.ops.stats import CLOSE_STORE, StoreSession
+
+    config = load_config("providers:\n  - provider: p\n    base_url: http://h/v1\n"
+                         "    api: sk-u\n    model: [m]\napi_keys:\n  - api: sk-c\n").config
+    store = StoreConfig(path=str(tmp_path / "stats.db"))
+    gw = Gateway(config, settings=Settings(stats_store=store))
+    session = StoreSession(store, importlib.import_module, os.makedirs)
+    work = gw.stats_start(0.0)
+    gw.stats_done(work, session.run(work), 0.0)
+    assert gw.stats_next(1.0, False) is None  # nothing to write, not stopping
+    assert gw.stats_next(1.0, True) is CLOSE_STORE
+    assert gw.stats_next(1.0, True) is None  # once
+    conn = session._conn
+    assert conn is not None
+    assert session.run(CLOSE_STORE) == [] and session._conn is None
+    with pytest.raises(sqlite3.ProgrammingError):
+        conn.execute("select 1")  # closed
+    assert session.run(CLOSE_STORE) == []  # twice is harmless
+    assert isinstance(session.run(migrate_work(SQLITE, 0.0)), list)  # and it opens again

@@ -42,6 +42,7 @@ from .records import AttemptLike, RecordLike
 
 __all__ = [
     "ATTEMPT_COLUMNS",
+    "CLOSE_STORE",
     "DISABLED_STATS",
     "ESTIMATED",
     "MIGRATIONS",
@@ -175,6 +176,18 @@ class StoreConfig:
         return f"stats: postgres {self.user}@{self.host}:{self.port}/{self.name}"
 
 
+class _CloseStore:
+    """``CLOSE_STORE``: the work ``Gateway.stats_next`` gives last, once stopping and every
+    row is written, so the session closes its connection (its files, its socket) before the
+    transport's loop ends, rather than whenever the garbage collector gets to it."""
+
+    def __repr__(self) -> str:
+        return "CLOSE_STORE"
+
+
+CLOSE_STORE = _CloseStore()
+
+
 class StoreSession:
     """A process's connection to the store, for the transport's worker thread: ``run(work)``
     opens it on first use (``StoreConfig.open`` with the transport's ``import_module`` and
@@ -189,6 +202,12 @@ class StoreSession:
         self._conn: Any = None
 
     def run(self, work: Any) -> list[list[Any]] | str:
+        if work is CLOSE_STORE:  # the last work at shutdown: let go of the connection
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
+            return []
         try:
             if self._conn is None:
                 self._conn = self._config.open(*self._open)
