@@ -248,3 +248,15 @@ def test_unusable_proxy_urls_warn_at_load_without_quoting_them():
                      + "preferences:\n  proxy: ''\n")
     assert not ok.warnings
     assert ok.config.providers[0].preferences.proxy == "socks5://u:p@127.0.0.1:1080"
+
+
+def test_yaml_errors_keep_pyyamls_tokens_and_hide_the_users_text():
+    """A YAML error quotes PyYAML's own tokens (kept: they say what was expected) and
+    sometimes the user's text, which may be a secret (hidden). The pieces are read left to
+    right, so the text between two tokens is never taken for a quote (found by fuzz_config)."""
+    with pytest.raises(ConfigError) as caught:
+        load_config("providers: [[a] b]")
+    assert "expected ',' or ']', but got '<scalar>' (line 1)" in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        load_config("a: *sk-secret-alias")
+    assert "sk-secret" not in str(caught.value) and "'…'" in str(caught.value)

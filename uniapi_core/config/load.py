@@ -69,7 +69,7 @@ _KINDS = {_STR: "a string", _INT: "a number", _FLOAT: "a number", _BOOL: "a bool
           _NULL: "nothing", _T + "timestamp": "a date"}
 _DROP: Any = object()  # a reader's "nothing to keep" (a problem was recorded, or absent)
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_QUOTED = re.compile(r"""(['"])(?!<)(?:(?!\1).){3,}\1""")  # quoted text in a YAML error
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")  # quoted text in a YAML error, left to right
 _RATE = 'a rate like "15/min,1000/day"'
 
 _Reader = Callable[["_Walk", str, yaml.Node], Any]
@@ -596,6 +596,13 @@ def _converter() -> cattrs.Converter:
 _CONVERTER = _converter()
 
 
+def _hide_quoted(match: re.Match[str]) -> str:
+    """A quoted piece of a YAML error: the user's text (3 characters or more) hidden, as it
+    may be a secret; PyYAML's own tokens (``','``, ``'<scalar>'``) kept."""
+    inner = match.group()[1:-1]
+    return match.group() if len(inner) < 3 or inner.startswith("<") else "'…'"
+
+
 def _compose(text: str, source: str) -> yaml.Node | None:
     try:
         return yaml.compose(text, Loader=yaml.SafeLoader)
@@ -604,7 +611,7 @@ def _compose(text: str, source: str) -> yaml.Node | None:
         what = exc.problem or exc.context or "invalid YAML"
         if exc.context and what.startswith("but "):  # "expected X" / "but found Y"
             what = f"{exc.context}, {what}"
-        what = _QUOTED.sub("'…'", what)
+        what = _QUOTED.sub(_hide_quoted, what)
         at = f" (line {mark.line + 1})" if mark is not None else ""
         raise ConfigError([f"{source}: {what}{at}"]) from None
     except yaml.reader.ReaderError as exc:
