@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 
 from uniapi_core.config import load_config
 from uniapi_core.gateway import Gateway, Settings
@@ -28,9 +29,16 @@ def real_wall() -> float:
 
 
 class RunningGateway:
-    def __init__(self, gateway: Gateway, port: int) -> None:
+    def __init__(self, gateway: Gateway, port: int,
+                 tasks: Callable[[], int] | None = None) -> None:
         self.gateway = gateway
         self.port = port
+        self._tasks = tasks
+
+    def tasks(self) -> int:
+        """How many tasks the gateway's event loop runs now (asked from the test's thread)."""
+        assert self._tasks is not None
+        return self._tasks()
 
     @property
     def url(self) -> str:
@@ -95,12 +103,33 @@ def run_gateway(config_text: str, *, backend: str = "trio", env_timeout: float |
     if "error" in state:
         raise state["error"]
     try:
-        yield RunningGateway(gateway, state["port"])
+        yield RunningGateway(gateway, state["port"], partial(_count_tasks, backend, state))
     finally:
         stop()
         t.join(10)
         if "error" in state:
             raise state["error"]
+
+
+def _count_tasks(backend: str, state: dict) -> int:
+    """The live tasks of the gateway's loop: trio's task tree from its root (system tasks
+    included), or asyncio's ``all_tasks`` (the counting task itself left out)."""
+    if backend == "trio":
+        import trio
+
+        def count() -> int:
+            todo, n = [trio.lowlevel.current_root_task()], 0
+            while todo:
+                task = todo.pop()
+                n += 1
+                todo += [t for nursery in task.child_nurseries for t in nursery.child_tasks]
+            return n
+        return int(trio.from_thread.run_sync(count, trio_token=state["token"]))
+    import asyncio
+
+    async def count_asyncio() -> int:
+        return len(asyncio.all_tasks()) - 1
+    return int(asyncio.run_coroutine_threadsafe(count_asyncio(), state["loop"]).result(5))
 
 
 Start = tuple[Callable[[], None], Callable[[], None]]  # (thread body, stop from another thread)

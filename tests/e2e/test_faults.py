@@ -29,9 +29,11 @@ beyond its start is its pool's keep-alive upstream connections (both ends are in
 counted by port) and the stats store's files, ± 2. Once it has stopped, the count is back to
 the baseline ± 2 and the stats store's SQLite files (db, -wal, -shm) are closed: the store's
 last work at shutdown is ``CLOSE_STORE`` (before it, the cycle collector closed them some time
-later; this test found that). Tasks are not counted (the trio and asyncio loops end with the
-gateway's thread); the threads before and after are reported, not asserted (the fakes' and
-the backends' worker threads come and go on their own timers).
+later; this test found that). Tasks (``RunningGateway.tasks``, counted in the gateway's own
+loop) are back to what ran at the start once the clients are gone, plus a reader and a writer
+per live HTTP/2 upstream link and at most one timer of the stats flush. The threads before and
+after are reported, not asserted (the fakes' and the backends' worker threads come and go on
+their own timers).
 
 ``benchmarks/faults.py`` runs the same at full size (10,000 requests × both backends × h1 and
 h2c; ``benchmarks/results/faults.json``).
@@ -477,6 +479,7 @@ def run_faults(backend: str, requests: int, stats_path: str, *, threads: int = T
                          upstream_ssl=ups["h2"].client_ssl_context(("h2",)),
                          stats_store=StoreConfig(path=stats_path)) as gw:
             fds["gateway up"] = fd_count()
+            fds["tasks at start"] = gw.tasks()
             fds["stats store files at start"] = files_open(stats_path)
             started = time.monotonic()
             local = threading.local()
@@ -518,9 +521,11 @@ def run_faults(backend: str, requests: int, stats_path: str, *, threads: int = T
             settle(lambda: accepted() == 0)
             socks = tcp_sockets()
             fds["clients gone"] = fd_count()
+            fds["tasks after"] = gw.tasks()
             fds["gateway client connections"] = accepted()
             fds["gateway upstream connections"] = sum(1 for _, there in socks
                                                       if there in upstream_ports)
+            fds["h2 upstream links"] = sum(1 for _, there in socks if there == ups["h2"].port)
             fds["their fake ends"] = sum(1 for here, there in socks
                                          if here in upstream_ports and there != 0)
             fds["stats store files"] = files_open(stats_path)
@@ -578,6 +583,9 @@ def test_fault_injection(backend, tmp_path, caplog, capfd):
     assert fds["gateway client connections"] == 0, fds
     assert abs(fds["unexplained"]) <= 2, fds
     assert fds["stats store files after stop"] == 0, fds  # closed at shutdown (CLOSE_STORE)
+    # tasks: what ran at the start, plus a reader and a writer per live HTTP/2 upstream link,
+    # plus at most one waiting timer of the stats flush (asyncio's wait_for): nothing leaked
+    assert fds["tasks after"] <= fds["tasks at start"] + 2 * fds["h2 upstream links"] + 1, fds
     assert abs(fds["gateway stopped"] - fds["baseline"]) <= 2, fds
     assert abs(fds["gateway stopped, after gc"] - fds["baseline"]) <= 2, fds
 
