@@ -17,10 +17,14 @@ becomes ONE user content of ``functionResponse`` parts whose names come from the
 function-response turn stays on its own so Gemini's call/response part counts match. Empty text is
 dropped (GEM-R3). Tool schemas go through ``_Schema`` (docs/vendor-rules.md, "Tool schemas cleaned
 for Gemini": allow-list of Schema keywords, ``$ref`` inlining under a node budget, nullable types,
-``const``, ``default`` into the description). Fields are mapped through ``MAPPED``; ``DROPPED`` and
-every unknown field are never copied (REQ-3, GEM-R1). Thinking follows the per-model ``_THINKING``
-table (docs/vendor-rules.md, "Gemini thinking configuration"); ``-search`` aliases add Google Search
-and safetySettings are fixed (docs/vendor-rules.md, "Gemini -search aliases and safety settings").
+``const``, ``default`` into the description). A ``json_schema`` response format goes whole
+into ``responseJsonSchema`` on Gemini 2.5 and later, else through ``_Schema`` into
+``responseSchema`` with the constraints it cannot hold written into descriptions
+(``_RESPONSE_SCHEMA_FIELD``; docs/vendors.md, "Structured outputs"). Fields are mapped through
+``MAPPED``; ``DROPPED`` and every unknown field are never copied (REQ-3, GEM-R1). Thinking
+follows the per-model ``_THINKING`` table (docs/vendor-rules.md, "Gemini thinking
+configuration"); ``-search`` aliases add Google Search and safetySettings are fixed
+(docs/vendor-rules.md, "Gemini -search aliases and safety settings").
 
 Thought signatures (GEM-R4) make a round trip without server state: a ``functionCall`` part's
 ``thoughtSignature`` goes to the client as the tool call's
@@ -149,6 +153,27 @@ _SCHEMA_SCALARS: dict[str, tuple[type, ...]] = {
     "minProperties": (int,), "maxProperties": (int,), "minimum": (int, float),
     "maximum": (int, float), "propertyOrdering": (list,),
 }
+#: Which generationConfig field a ``json_schema`` response format goes in, by upstream model
+#: (docs/vendors.md, "Structured outputs"; first pattern that matches the lower-cased model).
+#: Gemini 2.5 and later (and the ``-latest`` aliases, which point at them) take
+#: ``responseJsonSchema``: JSON Schema sent whole ($ref/$defs, anyOf, prefixItems, bounds…).
+#: Any other model (1.x, 2.0, Gemma, tuned or unknown names) gets ``responseSchema``, the
+#: OpenAPI-subset Schema object made by ``_Schema`` with ``notes=True``.
+_RESPONSE_SCHEMA_FIELD: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"gemini-(?:2\.[5-9]|[3-9](?![\d])|[1-9]\d)"), "responseJsonSchema"),
+    (re.compile(r"gemini-(?:flash|pro)(?:-lite)?-latest"), "responseJsonSchema"),
+)
+#: JSON Schema constraints the Schema object cannot hold. In a response schema bound for
+#: ``responseSchema`` they are not dropped but written into the node's ``description`` as
+#: ``Constraints: <json>`` (with a string ``format`` other than enum/date-time), so the model
+#: still reads them; tool schemas drop them as before (docs/vendor-rules.md, "Tool schemas
+#: cleaned for Gemini"). ``additionalProperties: false`` needs no note: Gemini only writes the
+#: properties the schema declares.
+_NOTED_KEYWORDS = ("exclusiveMinimum", "exclusiveMaximum", "multipleOf", "uniqueItems",
+                   "contains", "minContains", "maxContains", "prefixItems",
+                   "additionalProperties", "patternProperties", "propertyNames",
+                   "dependentRequired", "dependentSchemas", "unevaluatedProperties",
+                   "unevaluatedItems", "not", "if", "then", "else")
 
 
 # -- request -----------------------------------------------------------------------------------
@@ -439,27 +464,34 @@ class _Schema:
     """JSON Schema -> Gemini's OpenAPI-subset Schema, bounded by a node budget
     (docs/vendor-rules.md, "Tool schemas cleaned for Gemini")."""
 
-    def __init__(self, root: dict[str, Any]) -> None:
+    def __init__(self, root: dict[str, Any], *, notes: bool = False,
+                 what: str = "a tool schema") -> None:
         self.defs: dict[str, Any] = {}
         for key in ("definitions", "$defs"):
             if isinstance(root.get(key), dict):
                 self.defs.update(root[key])
         self.budget = _SCHEMA_BUDGET
+        self.notes = notes  # keep what cannot be kept as text in descriptions
+        self.what = what
 
     def clean(self, node: Any, stack: tuple[str, ...], depth: int = 0) -> dict[str, Any]:
         self.budget -= 1
         if self.budget < 0 or depth > 2 * MAX_DEPTH:
-            raise _bad("a tool schema is too large after $ref expansion")
+            raise _bad(f"{self.what} is too large after $ref expansion")
         if not isinstance(node, dict):
             return {}
         ref = node.get("$ref")
         if isinstance(ref, str):
             name = ref.rsplit("/", 1)[-1]
             if name in stack or not isinstance(self.defs.get(name), dict):
-                return {"type": "object"}  # recursive or unresolvable: cut here
+                cut: dict[str, Any] = {"type": "object"}  # recursive or unresolvable: cut here
+                if self.notes:
+                    _describe(cut, f"Constraints: {_note({'$ref': ref})}")
+                return cut
             merged = {**self.defs[name], **{k: v for k, v in node.items() if k != "$ref"}}
             return self.clean(merged, stack + (name,), depth + 1)
         out: dict[str, Any] = {}
+        kept: dict[str, Any] = {}  # constraints written into the description (``notes``)
         kind = node.get("type")
         if isinstance(kind, list):
             kinds = [k for k in kind if isinstance(k, str) and k != "null"]
@@ -507,16 +539,21 @@ class _Schema:
             elif key == "format" and isinstance(value, str):
                 if out.get("type") != "string" or value in ("enum", "date-time"):
                     out["format"] = value
+                elif self.notes:
+                    kept["format"] = value
             elif key in _SCHEMA_SCALARS and typed(value, _SCHEMA_SCALARS[key], bools=False):
                 out[key] = value
+            elif self.notes and key in _NOTED_KEYWORDS and not (
+                    key == "additionalProperties" and type(value) is bool):
+                kept[key] = value
         if "default" in node:
-            try:
-                note = "Default: " + json.dumps(node["default"], ensure_ascii=False)
-            except (TypeError, ValueError, RecursionError):
-                note = ""
+            note = _note(node["default"])
             if note:
-                out["description"] = f"{out['description']} {note}" \
-                    if out.get("description") else note
+                _describe(out, f"Default: {note}")
+        if kept:
+            note = _note(kept)
+            if note:
+                _describe(out, f"Constraints: {note}")
         if "required" in out:
             props = out.get("properties", {})
             required = list(dict.fromkeys(r for r in out["required"]
@@ -526,6 +563,25 @@ class _Schema:
             else:
                 del out["required"]
         return out
+
+
+def _note(value: Any) -> str:
+    """``value`` as compact JSON text for a description ('' if it cannot be written)."""
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        return ""
+
+
+def _describe(out: dict[str, Any], note: str) -> None:
+    out["description"] = f"{out['description']} {note}" if out.get("description") else note
+
+
+def _response_schema_field(upstream_model: str) -> str:
+    """``responseJsonSchema`` or ``responseSchema`` for this model (``_RESPONSE_SCHEMA_FIELD``)."""
+    model = upstream_model.lower()
+    return next((field for pattern, field in _RESPONSE_SCHEMA_FIELD if pattern.search(model)),
+                "responseSchema")
 
 
 def _tool_config(req: ChatRequest, declarations: list[dict[str, Any]]) -> dict[str, Any]:
@@ -580,7 +636,12 @@ def _generation_config(req: ChatRequest, ctx: ChatContext) -> dict[str, Any]:
             spec = fmt.get("json_schema")
             if kind == "json_schema" and type(spec) is dict \
                     and type(schema := spec.get("schema")) is dict:
-                config["responseSchema"] = _Schema(schema).clean(schema, ())
+                field = _response_schema_field(ctx.upstream_model)
+                if field == "responseJsonSchema":  # whole, as the client wrote it
+                    config[field] = schema
+                else:
+                    config[field] = _Schema(schema, notes=True, what="the response_format "
+                                            "schema").clean(schema, ())
         elif kind != "text":
             raise _bad(_FORMAT_ERROR)
     if "reasoning_effort" in invalid:
