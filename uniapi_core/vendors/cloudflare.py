@@ -22,8 +22,11 @@ sorting it relies on, and words its own 400s from the model's ``invalid`` marker
   in the OpenAI function shape; an assistant's tool calls and the tool results are sent as
   ``tool_calls`` (OpenAI shape, arguments as text) and ``{"role":"tool","tool_call_id",
   "content"}`` (unverified against Cloudflare's per-model schemas; models without tool
-  support ignore them). Every tool result must answer an earlier call (REQ-2). Nothing else
-  is copied (REQ-3; ``DROPPED`` says why).
+  support ignore them). Every tool result must answer an earlier call (REQ-2).
+  ``response_format`` becomes Workers AI JSON Mode on the models of ``JSON_MODE_MODELS``
+  (``{"type": "json_schema", "json_schema": <the bare schema>}`` or ``{"type":
+  "json_object"}``), not streamed; elsewhere it is a 400 naming the model (docs/vendors.md,
+  "Structured outputs"). Nothing else is copied (REQ-3; ``DROPPED`` says why).
 
 ``CloudflareExchange.parse_body`` (docs/vendor-rules.md, "Cloudflare answers and streams")
 reads the envelope ``{"result", "success", "errors", "messages"}``: ``success: false`` or a
@@ -68,7 +71,7 @@ from .openai import merge_headers
 from .toolkit import as_dict as _dict, as_list as _list, as_str as _str, bad as _bad, call_id
 from .toolkit import retry_after, status_error, status_type, typed as _is
 
-__all__ = ["DEFAULT_ORIGIN", "MAPPED", "DROPPED", "run_url", "build_exchange",
+__all__ = ["DEFAULT_ORIGIN", "MAPPED", "DROPPED", "JSON_MODE_MODELS", "run_url", "build_exchange",
            "CloudflareExchange", "CloudflareStreamDecoder"]
 
 DEFAULT_ORIGIN = "https://api.cloudflare.com"
@@ -78,12 +81,12 @@ _SAMPLING = ("temperature", "top_p", "top_k", "seed", "repetition_penalty",
              "frequency_penalty", "presence_penalty")
 #: every OpenAI field this translator reads (REQ-3)
 MAPPED = frozenset({"model", "messages", "stream", "max_tokens", "max_completion_tokens",
-                    "tools", "n", *_SAMPLING})
+                    "tools", "n", "response_format", *_SAMPLING})
 #: fields left out on purpose, with the reason (any other field is dropped too)
 DROPPED: dict[str, str] = {
     "stream_options": "include_usage is the gateway's", "stop": "no ai/run field",
     "tool_choice": "no ai/run field", "parallel_tool_calls": "no ai/run field",
-    "response_format": "per-model JSON mode is not mapped", "logit_bias": "no ai/run field",
+    "logit_bias": "no ai/run field",
     "logprobs": "no ai/run field", "top_logprobs": "no ai/run field", "user": "no ai/run field",
     "store": "OpenAI only", "metadata": "OpenAI only", "service_tier": "OpenAI only",
 }
@@ -91,6 +94,15 @@ DROPPED: dict[str, str] = {
 #: reasons")
 _FINISH_KEEP = frozenset({"stop", "length", "tool_calls", "content_filter"})
 _OPENAI_MODE = re.compile(r"/ai/v1(?:/|$)")
+#: the models Workers AI documents as having JSON Mode (developers.cloudflare.com/workers-ai/
+#: features/json-mode/, "Supported Models"); ``response_format`` json_object / json_schema is
+#: sent to these and refused with a 400 for any other (docs/vendors.md, "Structured outputs")
+JSON_MODE_MODELS = frozenset({
+    "@cf/meta/llama-3.3-70b-instruct-fp8-fast", "@cf/meta/llama-3-8b-instruct",
+    "@cf/meta/llama-3.1-8b-instruct", "@hf/nousresearch/hermes-2-pro-mistral-7b",
+    "@hf/thebloke/deepseek-coder-6.7b-instruct-awq", "@cf/deepseek-ai/deepseek-r1-distill-qwen-32b",
+})
+_FORMAT_ERROR = "'response_format' must be text, json_object or json_schema"
 
 
 # -- small helpers -----------------------------------------------------------------------------
@@ -228,6 +240,34 @@ def _sampling(req: ChatRequest, body: dict[str, Any]) -> None:
             body[key] = value
 
 
+def _response_format(req: ChatRequest, ctx: ChatContext) -> dict[str, Any] | None:
+    """Workers AI JSON Mode (docs/vendors.md, "Structured outputs"): ``json_schema`` carries
+    the bare schema (not OpenAI's ``{name, schema, strict}`` wrapper; ``strict`` has no
+    counterpart), ``json_object`` or a ``json_schema`` without a schema is ``json_object``.
+    Only ``JSON_MODE_MODELS`` take it, and never streamed (JSON Mode does not stream)."""
+    if "response_format" in req.invalid:
+        raise _bad(_FORMAT_ERROR, "invalid_value")
+    fmt = req.sampling.response_format
+    kind = req.sampling.response_format_type
+    if fmt is None or kind == "text":
+        return None
+    if kind != "json_object" and kind != "json_schema":
+        raise _bad(_FORMAT_ERROR, "invalid_value")
+    model = ctx.upstream_model
+    if model.lower() not in JSON_MODE_MODELS:
+        raise _bad(f"'response_format' {kind} is not supported by cloudflare model {model!r}: "
+                   "Workers AI JSON Mode is documented only for "
+                   + ", ".join(sorted(JSON_MODE_MODELS)), "unsupported_parameter")
+    if ctx.stream:
+        raise _bad(f"'response_format' {kind} cannot be streamed from cloudflare model "
+                   f"{model!r}: Workers AI JSON Mode does not stream", "unsupported_parameter")
+    spec = fmt.get("json_schema")
+    schema = spec.get("schema") if type(spec) is dict else None
+    if kind == "json_schema" and type(schema) is dict:
+        return {"type": "json_schema", "json_schema": schema}
+    return {"type": "json_object"}
+
+
 def build_exchange(chat: ChatRequest | dict[str, Any], ctx: ChatContext
                    ) -> CloudflareExchange | openai.OpenAIExchange:
     """The Workers AI request for one attempt (CF-1..CF-3), built from the request model (a
@@ -266,6 +306,9 @@ def build_exchange(chat: ChatRequest | dict[str, Any], ctx: ChatContext
     tools = _tools(req)
     if tools:
         body["tools"] = tools
+    fmt = _response_format(req, ctx)
+    if fmt is not None:
+        body["response_format"] = fmt
     headers = [("content-type", "application/json"),
                ("accept", "text/event-stream" if ctx.stream else "application/json")]
     if ctx.api_key:
