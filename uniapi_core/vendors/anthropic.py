@@ -27,6 +27,13 @@ are left out) and builds the Messages body in three steps:
    (``{"type":"thinking","thinking","signature"}`` / ``{"type":"redacted_thinking","data"}``,
    LiteLLM's convention) or ``reasoning_content`` with ``reasoning_signature``; reasoning
    without a signature is dropped (Anthropic refuses unsigned thinking blocks).
+4. *Structured output* (ANT-J1..J4): ``response_format`` ``json_schema`` becomes
+   ``output_config.format`` (the schema put in Claude's form by ``claude_schema``) on the models
+   of ``STRUCTURED_MODELS``; on other models, and for ``json_object`` always, a forced tool
+   ``ANSWER_TOOL`` whose input is the answer. Strict function tools keep ``strict: true`` on
+   those models. The exchange and its decoders remember which way was used (``structured``):
+   the answer tool's input comes back as ``content``, and a ``refusal`` stop as
+   ``message.refusal`` / ``delta.refusal`` (ANT-J5, ANT-J6).
 
 ``AnthropicExchange.parse_body`` walks the content blocks in order (ANT-N1); ``parse_error``
 maps Anthropic's error JSON by HTTP status first and ``error.type`` second (docs/contracts.md,
@@ -61,8 +68,9 @@ from .toolkit import as_str as _str, bad as _fail, call_id, clean_id, data_url
 from .toolkit import positive_int as _int, retry_after, sniff, status_error, status_type
 
 __all__ = ["DEFAULT_URL", "API_VERSION", "MAPPED", "DROPPED", "FINISH_REASONS", "ERROR_TYPES",
-           "EFFORT_BUDGETS", "messages_url", "build_exchange", "AnthropicExchange",
-           "AnthropicStreamDecoder"]
+           "EFFORT_BUDGETS", "STRUCTURED_MODELS", "ANSWER_TOOL", "STRING_FORMATS",
+           "structured_outputs", "claude_schema", "messages_url", "build_exchange",
+           "AnthropicExchange", "AnthropicStreamDecoder"]
 
 DEFAULT_URL = "https://api.anthropic.com/v1/messages"
 API_VERSION = "2023-06-01"
@@ -114,6 +122,83 @@ _IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 _TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")  # TC-6
 _THINK_N = re.compile(r"-think-(\d+)$", re.I)
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+
+#: Claude models whose Messages API enforces ``output_config.format`` and ``strict`` tools
+#: (docs/vendor-rules.md, ANT-J2): family -> lowest (major, minor) version that has them.
+#: The upstream model id is read as ``claude-<family>-<major>[-<minor>]`` anywhere in it, so
+#: Anthropic (``claude-sonnet-4-5-20250929``), Bedrock (``us.anthropic.claude-haiku-4-5-…``) and
+#: Vertex (``claude-opus-4-5@20251101``) ids all match; older names (``claude-3-7-sonnet-…``,
+#: ``claude-sonnet-4-…``, ``claude-opus-4-1-…``) do not, and get the tool fallback (ANT-J3).
+STRUCTURED_MODELS = {"opus": (4, 5), "sonnet": (4, 5), "haiku": (4, 5)}
+#: the tool the fallback forces (ANT-J3); a client tool of this name is refused
+ANSWER_TOOL = "uniapi_json_answer"
+#: string formats Claude's structured outputs accept (ANT-J1); others move to the description
+STRING_FORMATS = frozenset({"date-time", "time", "date", "duration", "email", "hostname", "uri",
+                           "ipv4", "ipv6", "uuid"})
+_MODEL_VERSION = re.compile(r"claude-(opus|sonnet|haiku)-(\d+)(?:[-.](\d)(?!\d))?")
+#: keywords kept as they are in every schema node (ANT-J1); the rest is per type or described
+_KEPT = ("title", "description", "enum", "const", "$ref")
+
+
+def structured_outputs(upstream_model: str) -> bool:
+    """Whether the model enforces ``output_config.format`` and strict tools (ANT-J2)."""
+    m = _MODEL_VERSION.search(upstream_model.lower())
+    if m is None:
+        return False
+    version = (int(m.group(2)), int(m.group(3) or 0))
+    return version >= STRUCTURED_MODELS[m.group(1)]
+
+
+def claude_schema(schema: Any) -> Any:
+    """A JSON Schema in the form Claude's structured outputs accept (docs/vendor-rules.md,
+    ANT-J1), as the official Anthropic SDKs transform it: every object gets
+    ``additionalProperties: false``; ``oneOf`` becomes ``anyOf``; an array keeps ``minItems``
+    only when it is 0 or 1; a string keeps ``format`` only when Claude knows it; any other
+    keyword (``minLength``, ``pattern``, ``minimum``, ``maxItems``, an ``additionalProperties``
+    schema…) is removed and written into the node's ``description`` as ``{key: value, …}``, so
+    the constraint still reaches the model as text. Sub-schemas (``properties``, ``items``,
+    ``anyOf``, ``allOf``, ``$defs``/``definitions``) are transformed the same way."""
+    if not isinstance(schema, dict):
+        return schema
+    rest = dict(schema)
+    out: dict[str, Any] = {}
+    for key in ("$defs", "definitions"):
+        defs = rest.pop(key, None)
+        if isinstance(defs, dict):
+            out[key] = {k: claude_schema(v) for k, v in defs.items()}
+        elif defs is not None:
+            rest[key] = defs
+    kind = rest.pop("type", None)
+    if kind is not None:
+        out["type"] = kind
+    for key in _KEPT:
+        if key in rest:
+            out[key] = rest.pop(key)
+    for key, new in (("anyOf", "anyOf"), ("oneOf", "anyOf"), ("allOf", "allOf")):
+        if isinstance(rest.get(key), list):
+            out.setdefault(new, []).extend(claude_schema(v) for v in rest.pop(key))
+    kinds = kind if isinstance(kind, list) else [kind]
+    if "object" in kinds or isinstance(rest.get("properties"), dict):
+        props = rest.pop("properties", None)
+        if isinstance(props, dict):
+            out["properties"] = {k: claude_schema(v) for k, v in props.items()}
+        if isinstance(rest.get("required"), list):
+            out["required"] = rest.pop("required")
+        if rest.get("additionalProperties") is False:
+            del rest["additionalProperties"]
+        out["additionalProperties"] = False
+    if "array" in kinds or "items" in rest:
+        if isinstance(rest.get("items"), dict):
+            out["items"] = claude_schema(rest.pop("items"))
+        if rest.get("minItems") in (0, 1) and type(rest["minItems"]) is int:
+            out["minItems"] = rest.pop("minItems")
+    if "string" in kinds and rest.get("format") in STRING_FORMATS:
+        out["format"] = rest.pop("format")
+    if rest:  # what Claude does not enforce: kept as text for the model (never dropped)
+        note = "{" + ", ".join(f"{k}: {dumps(v).decode()}" for k, v in rest.items()) + "}"
+        desc = out.get("description")
+        out["description"] = (desc + "\n\n" if isinstance(desc, str) and desc else "") + note
+    return out
 
 
 def messages_url(base_url: str | None) -> str:
@@ -327,8 +412,9 @@ def _check_name(name: str, where: str) -> None:
                     "(1-128 of A-Z a-z 0-9 _ -)", "invalid_tool_name")
 
 
-def _tools(req: ChatRequest) -> tuple[list[dict[str, Any]], Any]:
-    """ANT-T1/T2: (tools, tool_choice) in Anthropic form."""
+def _tools(req: ChatRequest, strict: bool = False) -> tuple[list[dict[str, Any]], Any]:
+    """ANT-T1/T2: (tools, tool_choice) in Anthropic form; ``strict``: the model takes strict
+    tools (ANT-J4)."""
     tools = []
     for i, t in enumerate(req.tools):
         if t.type != "function" or not t.function:
@@ -342,6 +428,9 @@ def _tools(req: ChatRequest) -> tuple[list[dict[str, Any]], Any]:
             tool["description"] = t.description
         tool["input_schema"] = t.parameters if t.parameters is not None else \
             {"type": "object", "properties": {}}
+        if t.strict and strict:  # ANT-J4
+            tool["input_schema"] = claude_schema(tool["input_schema"])
+            tool["strict"] = True
         if t.cache_control is not None:
             tool["cache_control"] = t.cache_control
         tools.append(tool)
@@ -401,17 +490,29 @@ def build_exchange(req: ChatRequest | dict[str, Any], ctx: ChatContext) -> "Anth
     n = sampling.n
     if "n" in req.invalid or (n is not None and n != 1):
         raise _fail("'n' other than 1 is not supported by Anthropic", "unsupported_parameter")
-    fmt = sampling.response_format_type
-    if fmt not in (None, "text"):
-        raise _fail(f"response_format {fmt!r} is not supported by Anthropic",
-                    "unsupported_parameter")
+    native = structured_outputs(ctx.upstream_model)
+    schema, structured = _response_format(req, native)
     limit = sampling.max_tokens
     if "max_tokens" in req.invalid or (limit is not None and limit < 1):
         raise _fail("'max_tokens' must be a positive integer", "invalid_value")
     thinking, explicit = _thinking(req, ctx.client_model)
-    tools, choice = _tools(req)
+    tools, choice = _tools(req, native)
+    ours = False  # the tool choice is the fallback's, not the client's (ANT-J3)
+    if structured == "tool":  # ANT-J3: a forced answer tool whose input is the answer
+        if any(t["name"] == ANSWER_TOOL for t in tools):
+            raise _fail(f"tool name {ANSWER_TOOL!r} is reserved for structured output on this "
+                        "model", "invalid_tool_name")
+        ours = not tools or choice is None or choice["type"] in ("none", "auto")
+        if not tools or choice is not None and choice["type"] == "none":
+            choice = {"type": "tool", "name": ANSWER_TOOL}
+        elif ours:
+            choice = {"type": "any"}  # a client tool, or the answer through the answer tool
+        tools.append({"name": ANSWER_TOOL, "description": _ANSWER_DESCRIPTION,
+                      "input_schema": schema})
     if thinking and not explicit and tools and choice and choice["type"] in ("any", "tool"):
         thinking = None  # a forced tool cannot be combined with thinking (ANT-K3)
+    if structured == "tool" and ours and thinking and thinking["type"] != "disabled":
+        choice = {"type": "auto"}  # ANT-J3: explicit thinking, so the answer tool is offered
     if thinking and thinking["type"] == "enabled":  # ANT-K2
         budget = max(MIN_BUDGET, thinking["budget_tokens"])
         if limit is not None and limit <= budget:
@@ -462,11 +563,14 @@ def build_exchange(req: ChatRequest | dict[str, Any], ctx: ChatContext) -> "Anth
         raise _fail("'top_k' must be a positive integer", "invalid_value")
     if top_k is not None:
         body["top_k"] = top_k
-    if not tools and b.tool_names:  # ANT-T3: history needs tools; placeholders, never used
+    answer = structured == "tool"
+    if b.tool_names and len(tools) == answer:  # ANT-T3: history needs tools; never used
         tools = [{"name": t, "description": "(tool from the conversation history)",
                   "input_schema": {"type": "object", "properties": {}}}
-                 for t in dict.fromkeys(b.tool_names)]
-        choice = {"type": "none"}
+                 for t in dict.fromkeys(b.tool_names)
+                 if not (answer and t == ANSWER_TOOL)] + tools
+        if not answer:
+            choice = {"type": "none"}
     if tools:
         body["tools"] = tools
         if req.parallel_tool_calls is False and (choice or {}).get("type") != "none":
@@ -475,6 +579,8 @@ def build_exchange(req: ChatRequest | dict[str, Any], ctx: ChatContext) -> "Anth
             body["tool_choice"] = choice
     if thinking:
         body["thinking"] = thinking
+    if structured == "native":  # ANT-J1
+        body["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
     if req.user:
         body["metadata"] = {"user_id": req.user}
     if ctx.stream:
@@ -489,7 +595,47 @@ def build_exchange(req: ChatRequest | dict[str, Any], ctx: ChatContext) -> "Anth
         raise _fail("the request holds text or numbers that cannot be sent as JSON") from None
     request = UpstreamRequest("POST", messages_url(ctx.provider.base_url),
                               merge_headers(headers, ctx.provider.preferences.headers), data)
-    return AnthropicExchange(request, ctx)
+    return AnthropicExchange(request, ctx, structured)
+
+
+_ANSWER_DESCRIPTION = ("Give your final answer by calling this tool: its input is the answer, "
+                       "a JSON value that follows this input schema.")
+#: ``json_object`` under the fallback (ANT-J3): any JSON object
+_ANY_OBJECT = {"type": "object"}
+
+
+def _response_format(req: ChatRequest, native: bool) -> tuple[Any, str | None]:
+    """``response_format`` → (schema, ``"native"`` / ``"tool"`` / None) per ANT-J1..J3: a
+    ``json_schema`` schema is sent as ``output_config.format`` when the model enforces it
+    (transformed by ``claude_schema``) and as the answer tool's ``input_schema`` otherwise
+    (as sent: tool input schemas take any JSON Schema); ``json_object`` always takes the
+    answer tool with a schema that admits any object, because ``output_config.format``
+    requires ``additionalProperties: false`` on every object and so cannot say "any object"."""
+    fmt = req.sampling.response_format_type
+    if "response_format" in req.invalid:
+        raise _fail("'response_format' must be an object", "invalid_value")
+    if fmt is None or fmt == "text":
+        return None, None
+    if fmt == "json_object":
+        return dict(_ANY_OBJECT), "tool"
+    if fmt != "json_schema":
+        raise _fail(f"response_format {fmt!r} is not supported by Anthropic",
+                    "unsupported_parameter")
+    spec = (req.sampling.response_format or {}).get("json_schema")
+    if not isinstance(spec, dict):
+        raise _fail("response_format 'json_schema' needs a 'json_schema' object",
+                    "invalid_value")
+    schema = spec.get("schema")
+    if schema is None:  # OpenAI allows it: no schema is any JSON object
+        return dict(_ANY_OBJECT), "tool"
+    if not isinstance(schema, dict):
+        raise _fail("'response_format.json_schema.schema' must be an object", "invalid_value")
+    if native:
+        return claude_schema(schema), "native"
+    if schema.get("type") != "object":  # a tool's input is an object (ANT-J3)
+        raise _fail("this Claude model cannot enforce a JSON schema whose root is not an "
+                    "object", "unsupported_parameter")
+    return schema, "tool"
 
 
 # -- responses -------------------------------------------------------------------------------
@@ -535,11 +681,15 @@ def _upstream_error(status: int, headers: tuple[tuple[str, str], ...], message: 
 class AnthropicExchange:
     """One attempt against the Messages API: the request and how to read its answers."""
 
-    def __init__(self, request: UpstreamRequest, ctx: ChatContext) -> None:
+    def __init__(self, request: UpstreamRequest, ctx: ChatContext,
+                 structured: str | None = None) -> None:
         self.request = request
         #: the usage of the whole answer ``parse_body`` read (for stats)
         self.usage: dict[str, Any] | None = None
         self.ctx = ctx
+        #: structured output asked for: ``"native"`` (``output_config.format``), ``"tool"`` (the
+        #: answer-tool fallback, ANT-J3) or None (docs/vendor-rules.md, ANT-J5, ANT-J6)
+        self.structured = structured
         #: signed thinking / redacted blocks of the last parsed body, for replay (ANT-K4)
         self.thinking_blocks: list[dict[str, Any]] = []
 
@@ -563,6 +713,7 @@ class AnthropicExchange:
         calls: list[dict[str, Any]]
         blocks: list[dict[str, Any]]
         text, reasoning, calls, blocks = [], [], [], []
+        answers: list[Any] = []
         for block in obj["content"]:
             block, kind = _dict(block), _dict(block).get("type")
             if kind == "text":
@@ -575,6 +726,9 @@ class AnthropicExchange:
                 blocks.append({"type": "redacted_thinking", "data": _str(block.get("data"))})
             elif kind == "tool_use":
                 args = block.get("input")
+                if self.structured == "tool" and block.get("name") == ANSWER_TOOL:
+                    answers.append({} if args is None else args)  # ANT-J5
+                    continue
                 calls.append({"id": call_id(self.ctx, block.get("id"), len(calls),
                                              alphabet=ALNUM_LOWER_FIRST),
                               "name": _str(block.get("name")),
@@ -584,9 +738,19 @@ class AnthropicExchange:
             for c in calls:
                 c["arguments"] = dumps(c["arguments"]).decode()
             self.usage = _usage(_dict(obj.get("usage")))
+            stop = obj.get("stop_reason")
+            if self.structured and stop == "refusal":  # ANT-J6
+                out = completion(self.ctx, content="", reasoning="".join(reasoning),
+                                 tool_calls=calls, usage=self.usage, finish_reason="stop")
+                return _with_refusal(out, "".join(text))
+            if answers:  # ANT-J5: the answer tool's input is the answer
+                return completion(self.ctx, content=dumps(answers[0]).decode(),
+                                  reasoning="".join(reasoning), tool_calls=calls,
+                                  usage=self.usage,
+                                  finish_reason="tool_calls" if calls else "stop")
             return completion(self.ctx, content="".join(text), reasoning="".join(reasoning),
                               tool_calls=calls, usage=self.usage,
-                              finish_reason=_finish(obj.get("stop_reason"), bool(calls)))
+                              finish_reason=_finish(stop, bool(calls)))
         except (ValueError, RecursionError):  # lone surrogates, nesting beyond the encoder
             raise UpstreamError("upstream answer cannot be re-encoded", kind="decode",
                                 upstream_status=status) from None
@@ -605,7 +769,16 @@ class AnthropicExchange:
         return error_from_body(status or 502, headers, body)
 
     def stream_decoder(self) -> "AnthropicStreamDecoder":
-        return AnthropicStreamDecoder(self.ctx)
+        return AnthropicStreamDecoder(self.ctx, self.structured)
+
+
+def _with_refusal(body: bytes, refusal: str) -> bytes:
+    """A ``completion`` body with ``message.content`` null and ``message.refusal`` set
+    (ANT-J6). ``completion`` has no refusal argument yet, so the body is rewritten."""
+    obj = loads_strict(body)
+    message = obj["choices"][0]["message"]
+    message["content"], message["refusal"] = None, refusal
+    return dumps(obj)
 
 
 
@@ -617,10 +790,15 @@ class AnthropicStreamDecoder(SSEVendorDecoder):
     signed thinking and redacted blocks, kept for replay and never emitted (ANT-K4).
     """
 
-    def __init__(self, ctx: ChatContext) -> None:
+    def __init__(self, ctx: ChatContext, structured: str | None = None) -> None:
         super().__init__()
         self.ctx = ctx
         self._writer = ChunkWriter(ctx)
+        #: as ``AnthropicExchange.structured`` (ANT-J5, ANT-J6)
+        self.structured = structured
+        self._held: list[str] = []  # text held back until it is known to be content or refusal
+        self._json_out = False  # native: the text began as JSON and streams as content
+        self._answered = False  # fallback: the answer tool was called
         self._raw_usage: dict[str, Any] | None = None
         self._blocks: dict[int, dict[str, Any]] = {}  # Anthropic block index -> state
         self._stop_reason: Any = None
@@ -646,6 +824,9 @@ class AnthropicStreamDecoder(SSEVendorDecoder):
         ``_block_delta``), only its string. A string without \\u or \\/ escapes (and without
         U+2028/U+2029) is already in the form the writer gives it: JSON-escaping writes
         quotes, backslashes and controls with exactly the escapes JSON allows for them."""
+        if self.structured is not None:  # text may be held back (ANT-J5, ANT-J6)
+            super()._events(events, out)
+            return
         writer = self._writer
         match = _TEXT_DELTA.fullmatch
         head, tail = writer.text_parts
@@ -704,13 +885,16 @@ class AnthropicStreamDecoder(SSEVendorDecoder):
         state = self._blocks[index] = {"type": kind, "args": False, "text": "", "sig": ""}
         w = self._writer
         if kind == "text":
-            return list(w.text(_str(block.get("text"))))
+            return self._text(_str(block.get("text")))
         if kind == "thinking":
             state["text"], state["sig"] = _str(block.get("thinking")), _str(block.get("signature"))
             return list(w.reasoning(state["text"]))
         if kind == "redacted_thinking":
             self.thinking_blocks.append({"type": "redacted_thinking",
                                          "data": _str(block.get("data"))})
+        elif kind == "tool_use" and self.structured == "tool" and \
+                block.get("name") == ANSWER_TOOL:
+            state["type"], self._answered = "answer", True  # ANT-J5
         elif kind == "tool_use":
             call = call_id(self.ctx, block.get("id"), w.tool_count, alphabet=ALNUM_LOWER_FIRST)
             return list(w.tool_start(index, call, _str(block.get("name"))))
@@ -721,13 +905,17 @@ class AnthropicStreamDecoder(SSEVendorDecoder):
         state = self._blocks.get(index) if isinstance(index, int) else None
         kind = delta.get("type")
         if kind == "text_delta":
-            return list(self._writer.text(_str(delta.get("text"))))
+            return self._text(_str(delta.get("text")))
         if kind == "thinking_delta":
             if state is not None:
                 state["text"] += _str(delta.get("thinking"))
             return list(self._writer.reasoning(_str(delta.get("thinking"))))
         if kind == "signature_delta" and state is not None:
             state["sig"] += _str(delta.get("signature"))
+        elif kind == "input_json_delta" and state is not None and state["type"] == "answer":
+            fragment = _str(delta.get("partial_json"))  # ANT-J5: the answer, as content
+            state["args"] = state["args"] or bool(fragment)
+            return list(self._writer.text(fragment))
         elif kind == "input_json_delta" and state is not None and state["type"] == "tool_use":
             fragment = _str(delta.get("partial_json"))  # S-7: "" gives nothing
             state["args"] = state["args"] or bool(fragment)
@@ -745,6 +933,26 @@ class AnthropicStreamDecoder(SSEVendorDecoder):
                                          "signature": state["sig"]})
         if state["type"] == "tool_use" and not state["args"]:  # TC-3
             return list(self._writer.tool_args(index, "{}"))
+        if state["type"] == "answer" and not state["args"]:
+            return list(self._writer.text("{}"))
+        return []
+
+    def _text(self, text: str) -> list[StreamItem]:
+        """Text to the client, or held back under structured output (ANT-J5, ANT-J6): with
+        ``output_config.format`` until its first non-blank character shows whether it is the
+        JSON answer (``{`` or ``[``: sent from then on) or not (held to the end); under the
+        fallback always (the answer comes from the answer tool)."""
+        if not text:
+            return []
+        if self.structured is None or self._json_out:
+            return list(self._writer.text(text))
+        self._held.append(text)
+        if self.structured == "native":
+            head = "".join(self._held).lstrip()
+            if head and head[0] in "{[":
+                self._json_out = True
+                held, self._held = self._held, []
+                return [c for t in held for c in self._writer.text(t)]
         return []
 
     def _message_delta(self, obj: dict[str, Any]) -> list[StreamItem]:
@@ -760,8 +968,20 @@ class AnthropicStreamDecoder(SSEVendorDecoder):
     def _message_stop(self, obj: dict[str, Any]) -> list[StreamItem]:
         self._done = True
         reported = self.usage  # None when the host reported none: absent, not zero (stats)
-        reason = _finish(self._stop_reason, self._writer.tool_count > 0)
-        return [*self._writer.finish(reason, reported or usage_object()), StreamDone(reported)]
+        w = self._writer
+        reason = _finish(self._stop_reason, w.tool_count > 0)
+        out: list[StreamItem] = []
+        if self.structured and self._stop_reason == "refusal" and not self._json_out:
+            reason = "stop"  # ANT-J6: the held text is the refusal
+            if self._held:
+                out += w._role()
+            out += [w._chunk({"refusal": t}) for t in self._held]
+        elif self._answered:  # ANT-J5
+            reason = "tool_calls" if w.tool_count else "stop"
+        else:
+            out += [c for t in self._held for c in w.text(t)]
+        self._held = []
+        return [*out, *w.finish(reason, reported or usage_object()), StreamDone(reported)]
 
     def _error_event(self, obj: dict[str, Any]) -> list[StreamItem]:
         self._done = True

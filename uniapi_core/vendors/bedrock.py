@@ -291,7 +291,7 @@ class BedrockExchange:
         return _make_error(status, message, cls, headers)
 
     def stream_decoder(self) -> "BedrockStreamDecoder":
-        return BedrockStreamDecoder(self.ctx)
+        return BedrockStreamDecoder(self.ctx, structured=self._inner.structured)
 
 
 # -- stream ----------------------------------------------------------------------------------
@@ -308,11 +308,13 @@ class BedrockStreamDecoder(VendorDecoder):
     signed thinking kept for replay (ANT-K4), both from the inner Anthropic decoder.
     """
 
-    def __init__(self, ctx: ChatContext, max_frame: int = MAX_FRAME) -> None:
+    def __init__(self, ctx: ChatContext, max_frame: int = MAX_FRAME, *,
+                 structured: str | None = None) -> None:
         self._frames = EventStreamDecoder(max_frame)
         super().__init__(self._frames)
         self.ctx = ctx
-        self._inner = anthropic.AnthropicStreamDecoder(ctx)
+        #: structured output of the request (ANT-J5, ANT-J6), read by the inner decoder
+        self._inner = anthropic.AnthropicStreamDecoder(ctx, structured)
 
     @property
     def usage(self) -> dict[str, Any] | None:

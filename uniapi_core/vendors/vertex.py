@@ -118,7 +118,7 @@ def build_exchange(req: ChatRequest | dict[str, Any], ctx: ChatContext
         headers = [("content-type", "application/json"),
                    ("accept", "text/event-stream" if ctx.stream else "application/json")]
         request = UpstreamRequest("POST", url, _auth(headers, prefs, ctx.access_token), data)
-        return VertexClaudeExchange(request, ctx)
+        return VertexClaudeExchange(request, ctx, inner.structured)
     gemini_inner = gemini.build_exchange(req, inner_ctx)
     headers = [("content-type", "application/json")]
     request = UpstreamRequest("POST", url, _auth(headers, prefs, ctx.access_token),
