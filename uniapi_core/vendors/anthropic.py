@@ -668,6 +668,14 @@ def _finish(stop_reason: Any, tools: bool) -> str:
     return FINISH_REASONS.get(stop_reason.lower(), "stop")
 
 
+def _answer_finish(stop_reason: Any, calls: bool) -> str:
+    """The finish reason of an answer given through the answer tool (ANT-J5): ``stop_reason:
+    tool_use`` is ``stop`` unless client tools were called too; ``max_tokens`` stays
+    ``length`` (the answer may be cut)."""
+    reason = _finish(stop_reason, calls)
+    return "stop" if reason == "tool_calls" and not calls else reason
+
+
 def _upstream_error(status: int, headers: tuple[tuple[str, str], ...], message: str,
                     etype: Any) -> UpstreamError:
     vendor = ERROR_TYPES.get(etype) if isinstance(etype, str) else None
@@ -747,7 +755,7 @@ class AnthropicExchange:
                 return completion(self.ctx, content=dumps(answers[0]).decode(),
                                   reasoning="".join(reasoning), tool_calls=calls,
                                   usage=self.usage,
-                                  finish_reason="tool_calls" if calls else "stop")
+                                  finish_reason=_answer_finish(stop, bool(calls)))
             return completion(self.ctx, content="".join(text), reasoning="".join(reasoning),
                               tool_calls=calls, usage=self.usage,
                               finish_reason=_finish(stop, bool(calls)))
@@ -977,7 +985,7 @@ class AnthropicStreamDecoder(SSEVendorDecoder):
                 out += w._role()
             out += [w._chunk({"refusal": t}) for t in self._held]
         elif self._answered:  # ANT-J5
-            reason = "tool_calls" if w.tool_count else "stop"
+            reason = _answer_finish(self._stop_reason, w.tool_count > 0)
         else:
             out += [c for t in self._held for c in w.text(t)]
         self._held = []

@@ -299,6 +299,18 @@ def test_fallback_answer_becomes_the_content_ant_j5():
     assert "tool_calls" not in choice["message"] and choice["message"]["refusal"] is None
 
 
+def test_fallback_answer_cut_by_max_tokens_is_length_ant_j5():
+    ex = exchange(OLD, response_format=FORMAT)
+    choice = whole(ex, message("max_tokens", {"type": "tool_use", "id": "toolu_1",
+                                              "name": ANSWER_TOOL, "input": {}}))
+    assert (choice["message"]["content"], choice["finish_reason"]) == ("{}", "length")
+    wire = sse(START, block_start(0, type="tool_use", id="toolu_1", name=ANSWER_TOOL, input={}),
+               delta(0, type="input_json_delta", partial_json='{"city": "Pa'),
+               block_stop(0), message_delta("max_tokens", output_tokens=4), STOP)
+    out = summarize(decode_stream(exchange(OLD, stream=True, response_format=FORMAT), [wire]))
+    assert (out["content"], out["finish"]) == ('{"city": "Pa', "length")
+
+
 def test_fallback_answer_beside_a_client_tool_call_ant_j5():
     ex = exchange(OLD, response_format=FORMAT, tools=[tool()])
     choice = whole(ex, message("tool_use",
