@@ -299,7 +299,7 @@ def _effort(body: dict[str, Any]) -> str | None:
         config = _obj(config, "output_config")
         chosen = config.get("effort")
         if chosen is not None:
-            if chosen not in _EFFORTS:
+            if type(chosen) is not str or chosen not in _EFFORTS:  # a dict is unhashable
                 raise _bad("output_config.effort", f"expected 'low', 'medium', 'high' or "
                            f"'max', got {chosen!r}")
             effort = _EFFORTS[chosen]

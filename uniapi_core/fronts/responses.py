@@ -534,7 +534,7 @@ def chat_request_from_responses(body: Any) -> ResponsesCall:
         reasoning = _obj(reasoning, "reasoning")
         effort = reasoning.get("effort")
         if effort is not None:
-            if effort not in _EFFORTS:
+            if type(effort) is not str or effort not in _EFFORTS:  # a dict is unhashable
                 raise _bad("reasoning.effort", f"expected one of {', '.join(_EFFORTS)}, got "
                            f"{effort!r}")
             chat["reasoning_effort"] = _EFFORTS[effort]
