@@ -55,11 +55,66 @@ def render() -> str:
                "whole tool calls, one per real call, named from its first part, arguments "
                "assembled from the pieces' JSON paths (vendor-rules.md, GEM-S3). The gateway "
                "never asks for pieces itself.\n")
+    out += _structured()
     out += _messages_front()
     out += _responses_front()
     out += _gemini_front()
     out += _errors()
     return "".join(out)
+
+
+def _structured() -> list[str]:
+    """The "Structured outputs" section: where ``response_format`` goes per vendor (issue 19)."""
+    from uniapi_core.vendors import cloudflare
+    cf_models = ", ".join(f"`{m}`" for m in sorted(cloudflare.JSON_MODE_MODELS))
+    rows = [
+        ("OpenAI-compatible family, Azure",
+         "`response_format` passed through untouched (`json_object`, `json_schema` with "
+         "`strict`)",
+         "all of it; what the host enforces is the host's"),
+        ("Anthropic, Vertex Claude, Bedrock Claude",
+         "`output_config.format` (`{\"type\": \"json_schema\", \"schema\": …}`) on models "
+         "that have structured outputs; a forced tool call for older models (to be confirmed "
+         "by the Anthropic translator's own notes)",
+         "the schema transformed to what Anthropic accepts (details to be confirmed)"),
+        ("Gemini, Vertex Gemini: Gemini 2.5 and later, `gemini-*-latest`",
+         "`responseMimeType: application/json` + `responseJsonSchema`",
+         "all of it, as sent (`$ref`/`$defs`, `anyOf`, `prefixItems`, bounds…); Google "
+         "documents which keywords the model enforces"),
+        ("Gemini, Vertex Gemini: 1.x, 2.0, Gemma, tuned or unknown names",
+         "`responseMimeType: application/json` + `responseSchema` (OpenAPI-subset Schema)",
+         "the Schema allow-list (vendor-rules.md, \"Tool schemas cleaned for Gemini\"), "
+         "`$ref` inlined; every other constraint (`exclusiveMinimum`, `multipleOf`, "
+         "`uniqueItems`, `prefixItems`, a string `format`, a schema-valued "
+         "`additionalProperties`, `not`, `if`/`then`/`else`, a cut recursive `$ref`…) is "
+         "written into the node's `description` as `Constraints: <json>`, never dropped"),
+        ("Cohere v2",
+         "`response_format: {\"type\": \"json_object\", \"json_schema\": <schema>}`; "
+         "`json_object` alone without a schema",
+         "all of it, as sent; `strict` has no counterpart (Cohere's JSON Schema mode is "
+         "always constrained)"),
+        ("Cloudflare Workers AI (`ai/run`)",
+         f"JSON Mode on {cf_models}: `{{\"type\": \"json_schema\", \"json_schema\": "
+         "<the bare schema>}` or `{\"type\": \"json_object\"}`; not streamed. Other models, "
+         "or `stream: true`, get a 400 naming the model (`unsupported_parameter`). The "
+         "`/ai/v1` OpenAI-compatible endpoint passes it through",
+         "all of it, as sent; `strict` has no counterpart"),
+    ]
+    out = ["\n## Structured outputs\n\n",
+           "`response_format` `json_object` and `json_schema` (with `strict`) go to each "
+           "vendor's own mechanism; `text` adds nothing. A vendor that cannot take it answers "
+           "a 400, never a silent drop.\n\n",
+           "| vendor | what is sent | what is kept of the schema |\n| --- | --- | --- |\n"]
+    out += [f"| {a} | {b} | {c} |\n" for a, b, c in rows]
+    out.append("\nGemini's model table is `_RESPONSE_SCHEMA_FIELD` in `gemini.py`; Workers "
+               "AI's is `JSON_MODE_MODELS` in `cloudflare.py` (Cloudflare's \"JSON Mode\" "
+               "page, \"Supported Models\"). Refusals: Gemini has no refusal field; a "
+               "structured answer stopped by `finishReason` `SAFETY`, `RECITATION`, "
+               "`BLOCKLIST`, `PROHIBITED_CONTENT` or `SPII` ends with `finish_reason: "
+               "content_filter`, and a blocked prompt is a 400 `content_filter` (GEM-N3), as "
+               "for any answer. Workers AI answers a schema it could not meet with an error "
+               "(`JSON Mode couldn't be met`), relayed as Cloudflare's errors are.\n")
+    return out
 
 
 def _responses_front() -> list[str]:
@@ -328,8 +383,10 @@ TAG = re.compile(rf"(?<![\w-])(?:(?:{_PREFIXES})-[A-Z]?\d+|R\d{{1,2}})(?![\w-])"
 #: ``S-1..S-8``, ``GEM-R1..R3``, ``SSE-1 … SSE-10``, ``R3–R11``: every id in between is cited
 RANGE = re.compile(rf"(?<![\w-])(?P<p>(?:{_PREFIXES})-|)(?P<l>[A-Z]?)(?P<a>\d+)"
                    r"\s*(?:\.\.|…|–)\s*(?:(?P=p))?(?P=l)(?P<b>\d+)(?![\w-])")
-#: names of documents that live outside this repository (spelled so this file does not match)
-OUTSIDE = re.compile(r"spec[/]|semantics\.md|vendor[-]protocols|reliability\.md|"
+#: names of documents that live outside this repository (spelled so this file does not match);
+#: ``docs/reliability.md`` is ours: linked as ``docs/…``, ``(…`` or ``[…``, the name is allowed
+OUTSIDE = re.compile(r"spec[/]|semantics\.md|vendor[-]protocols|(?<!docs/)(?<![(\[])"
+                     r"reliability\.md|"
                      r"uni-api[-]reference|dependencies\.md|seeds[/]|style\.md|"
                      r"DEVELOPERS\.md|\.\.[/]shared")
 

@@ -228,7 +228,7 @@ def test_tools_in_openai_function_shape():
 
 
 def test_unmapped_fields_are_never_copied_req_3():
-    body = build(stop=["x"], tool_choice="auto", response_format={"type": "json_object"},
+    body = build(stop=["x"], tool_choice="auto", logprobs=True,
                  logit_bias={"1": 1}, user="u", stream_options={"include_usage": True},
                  frobnicate=True, n=1)
     assert set(body) == {"messages"}
