@@ -72,11 +72,23 @@ def _structured() -> list[str]:
          "`response_format` passed through untouched (`json_object`, `json_schema` with "
          "`strict`)",
          "all of it; what the host enforces is the host's"),
-        ("Anthropic, Vertex Claude, Bedrock Claude",
-         "`output_config.format` (`{\"type\": \"json_schema\", \"schema\": …}`) on models "
-         "that have structured outputs; a forced tool call for older models (to be confirmed "
-         "by the Anthropic translator's own notes)",
-         "the schema transformed to what Anthropic accepts (details to be confirmed)"),
+        ("Anthropic, Vertex Claude, Bedrock Claude: Opus, Sonnet, Haiku 4.5 and later",
+         "`json_schema`: `output_config.format` (`{\"type\": \"json_schema\", \"schema\": "
+         "…}`, no beta header); `json_object`: the forced answer tool below (Claude needs "
+         "every object closed, so a format cannot say \"any object\"); `strict` function "
+         "tools: `strict: true`",
+         "rewritten as Anthropic's SDKs do: every object gets `additionalProperties: false`, "
+         "`oneOf` becomes `anyOf`; kept: `type`, `title`, `description`, `enum`, `const`, "
+         "`$ref`/`$defs`, `properties`, `required`, `anyOf`, `allOf`, `items`, `minItems` 0 "
+         "or 1, the common string `format`s; every other constraint (`minLength`, `pattern`, "
+         "`minimum`, `maxItems`, `default`…) is written into the property's `description`, "
+         "never dropped (ANT-J1…ANT-J6)"),
+        ("Anthropic, Vertex Claude, Bedrock Claude: older models",
+         "a forced tool `uniapi_json_answer` whose `input_schema` is the schema; its input "
+         "comes back as `message.content` (streamed as content deltas) with `finish_reason: "
+         "stop`; a client tool of that name is a 400",
+         "all of it, as the tool's input schema (the root must be an object); `strict` left "
+         "out"),
         ("Gemini, Vertex Gemini: Gemini 2.5 and later, `gemini-*-latest`",
          "`responseMimeType: application/json` + `responseJsonSchema`",
          "all of it, as sent (`$ref`/`$defs`, `anyOf`, `prefixItems`, bounds…); Google "
@@ -106,7 +118,10 @@ def _structured() -> list[str]:
            "a 400, never a silent drop.\n\n",
            "| vendor | what is sent | what is kept of the schema |\n| --- | --- | --- |\n"]
     out += [f"| {a} | {b} | {c} |\n" for a, b, c in rows]
-    out.append("\nGemini's model table is `_RESPONSE_SCHEMA_FIELD` in `gemini.py`; Workers "
+    out.append("\nClaude's model table is `STRUCTURED_MODELS` in `anthropic.py`; a Claude "
+               "refusal under structured output (`stop_reason: refusal`) comes back as "
+               "`message.refusal` with `content: null` (`delta.refusal` in a stream). "
+               "Gemini's model table is `_RESPONSE_SCHEMA_FIELD` in `gemini.py`; Workers "
                "AI's is `JSON_MODE_MODELS` in `cloudflare.py` (Cloudflare's \"JSON Mode\" "
                "page, \"Supported Models\"). Refusals: Gemini has no refusal field; a "
                "structured answer stopped by `finishReason` `SAFETY`, `RECITATION`, "

@@ -624,11 +624,6 @@ def test_n_other_than_one_is_refused(n):
     assert refused(n=n).code == "unsupported_parameter"
 
 
-def test_json_response_formats_are_refused():
-    refused(response_format={"type": "json_object"})
-    refused(response_format={"type": "json_schema", "json_schema": {"name": "x"}})
-
-
 def test_cache_control_reaches_anthropic_on_parts_messages_and_tools():
     body = build([
         {"role": "system", "content": "sys", "cache_control": {"type": "ephemeral"}},
