@@ -21,6 +21,13 @@ headers, body, protocol), ``resets`` (streams the client reset), ``alpn`` (proto
 TLS connection). ``Seen.sent`` counts the response body bytes sent so far on an HTTP/2
 stream (as the client's flow-control windows allow).
 
+``handshake_delay`` (a constructor argument and an attribute, read as each connection is
+accepted): seconds the connection's thread waits before the TLS handshake (or, plain, before
+its first read), an upstream slow to come up. ``frames`` logs, per HTTP/2 connection and in the
+order they were read, ``(time.monotonic(), connection number, kind, stream id)`` with ``kind``
+``"headers"`` (a request's HEADERS), ``"end"`` (its END_STREAM: the request is whole) and
+``"reset"`` (the client's RST_STREAM).
+
 ``end_connections("goaway" | "eof")`` ends every open HTTP/2 connection mid-way: a GOAWAY
 (``last_stream_id``, default the highest stream seen; ``error`` code) and then the close, or
 just the close.
@@ -154,7 +161,10 @@ class FakeH2Upstream:
                  alpn: tuple[str, ...] = ("h2", "http/1.1"),
                  handler: Callable[[Seen], H2Reply] | None = None,
                  max_concurrent_streams: int = 100, max_connections: int = 32,
-                 on_cut: Callable[[list[Seen]], None] | None = None) -> None:
+                 on_cut: Callable[[list[Seen]], None] | None = None,
+                 handshake_delay: float = 0.0) -> None:
+        self.handshake_delay = handshake_delay
+        self.frames: list[tuple[float, int, str, int]] = []
         self.reply = reply or H2Reply()
         self.handler = handler
         self.on_cut = on_cut
@@ -270,12 +280,15 @@ class FakeH2Upstream:
                     sock.close()
                     continue
                 self.connections += 1
+                number = self.connections
                 self._socks.add(sock)
-            self._start(self._serve, sock)
+            self._start(self._serve, sock, number)
 
-    def _serve(self, sock: socket.socket) -> None:
+    def _serve(self, sock: socket.socket, number: int = 0) -> None:
         conn: socket.socket = sock
         try:
+            if self.handshake_delay > 0:
+                self._stop.wait(self.handshake_delay)
             sock.settimeout(5.0)
             if self._ssl is not None:
                 conn = self._ssl.wrap_socket(sock, server_side=True)
@@ -289,7 +302,7 @@ class FakeH2Upstream:
                 first = conn.recv(65536)
                 proto = "h2" if first[:3] == PREFACE[:3] else "http/1.1"
             if proto == "h2":
-                self._serve_h2(conn, first)
+                self._serve_h2(conn, first, number)
             else:
                 self._serve_h1(conn, first)
         # ValueError: select() on a socket that close() shut meanwhile
@@ -328,7 +341,7 @@ class FakeH2Upstream:
 
     # -- HTTP/2 ------------------------------------------------------------------------------
 
-    def _serve_h2(self, sock: socket.socket, first: bytes) -> None:
+    def _serve_h2(self, sock: socket.socket, first: bytes, number: int = 0) -> None:
         config = h2.config.H2Configuration(client_side=False, header_encoding=None)
         conn = h2.connection.H2Connection(config=config)
         conn.local_settings = h2.settings.Settings(client=False, initial_values={
@@ -346,6 +359,7 @@ class FakeH2Upstream:
                 return
             if pending:
                 for ev in conn.receive_data(pending):
+                    self._log_frame(number, ev)
                     self._on_h2_event(conn, streams, ev)
                 pending = b""
             goaway = self._run_h2_actions(conn, streams)
@@ -369,6 +383,14 @@ class FakeH2Upstream:
                     continue
                 if not pending:
                     return
+
+    def _log_frame(self, number: int, ev: h2.events.Event) -> None:
+        kind = ("headers" if isinstance(ev, h2.events.RequestReceived)
+                else "end" if isinstance(ev, h2.events.StreamEnded)
+                else "reset" if isinstance(ev, h2.events.StreamReset) else None)
+        if kind is not None:
+            with self._lock:
+                self.frames.append((time.monotonic(), number, kind, int(ev.stream_id)))
 
     def _end_h2(self, conn: h2.connection.H2Connection, sock: socket.socket) -> None:
         _, how, last, error = self._ending
