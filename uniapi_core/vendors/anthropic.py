@@ -748,9 +748,9 @@ class AnthropicExchange:
             self.usage = _usage(_dict(obj.get("usage")))
             stop = obj.get("stop_reason")
             if self.structured and stop == "refusal":  # ANT-J6
-                out = completion(self.ctx, content="", reasoning="".join(reasoning),
-                                 tool_calls=calls, usage=self.usage, finish_reason="stop")
-                return _with_refusal(out, "".join(text))
+                return completion(self.ctx, content="", reasoning="".join(reasoning),
+                                  tool_calls=calls, usage=self.usage, finish_reason="stop",
+                                  refusal="".join(text))
             if answers:  # ANT-J5: the answer tool's input is the answer
                 return completion(self.ctx, content=dumps(answers[0]).decode(),
                                   reasoning="".join(reasoning), tool_calls=calls,
@@ -778,17 +778,6 @@ class AnthropicExchange:
 
     def stream_decoder(self) -> "AnthropicStreamDecoder":
         return AnthropicStreamDecoder(self.ctx, self.structured)
-
-
-def _with_refusal(body: bytes, refusal: str) -> bytes:
-    """A ``completion`` body with ``message.content`` null and ``message.refusal`` set
-    (ANT-J6). ``completion`` has no refusal argument yet, so the body is rewritten."""
-    obj = loads_strict(body)
-    message = obj["choices"][0]["message"]
-    message["content"], message["refusal"] = None, refusal
-    return dumps(obj)
-
-
 
 
 class AnthropicStreamDecoder(SSEVendorDecoder):
@@ -981,9 +970,7 @@ class AnthropicStreamDecoder(SSEVendorDecoder):
         out: list[StreamItem] = []
         if self.structured and self._stop_reason == "refusal" and not self._json_out:
             reason = "stop"  # ANT-J6: the held text is the refusal
-            if self._held:
-                out += w._role()
-            out += [w._chunk({"refusal": t}) for t in self._held]
+            out += [c for t in self._held for c in w.refusal(t)]
         elif self._answered:  # ANT-J5
             reason = _answer_finish(self._stop_reason, w.tool_count > 0)
         else:

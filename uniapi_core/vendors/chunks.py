@@ -96,12 +96,15 @@ def usage_object(prompt: int = 0, completion: int = 0, cached: int = 0,
 
 def completion(ctx: ChatContext, *, content: str, reasoning: str = "",
                tool_calls: list[dict[str, Any]] | None = None, finish_reason: str = "stop",
-               usage: dict[str, Any] | None = None) -> bytes:
+               usage: dict[str, Any] | None = None, refusal: str | None = None) -> bytes:
     """A whole ``chat.completion`` body (O-1..O-6). ``tool_calls`` items are
-    ``{"id", "name", "arguments"}``."""
+    ``{"id", "name", "arguments"}``. ``refusal``: the model refused, in these words (OpenAI's
+    ``message.refusal``; ``content`` is then null)."""
     message: dict[str, Any] = {"role": "assistant",
-                               "content": None if (tool_calls and not content) else content,
-                               "refusal": None}
+                               "content": None if (refusal is not None or (tool_calls and
+                                                                          not content))
+                               else content,
+                               "refusal": refusal}
     if reasoning:
         message["reasoning_content"] = reasoning
     if tool_calls:
@@ -179,6 +182,12 @@ class ChunkWriter:
         if not self._started:
             return self._role() + [self._chunk({"content": text})]
         return [self._delta(self._text_parts, "content", text)]
+
+    def refusal(self, text: str) -> list[StreamChunk]:
+        """A piece of a refusal (OpenAI's ``delta.refusal``), the role chunk first if due."""
+        if not text:
+            return []
+        return self._role() + [self._chunk({"refusal": text})]
 
     def json_text(self, body: str, source: str, start: int) -> list[StreamChunk]:
         """``text(t)`` where ``t`` is the value of a valid JSON string whose body (between the
