@@ -377,6 +377,7 @@ _PROVIDER_PREFS = {
     "api_key_schedule_algorithm": _choice(KEY_SCHEDULE_ALGORITHMS, alias="round_robin"),
     "model_timeout": _timeouts, "cooldown_period": _seconds, "proxy": _proxy, "headers": _headers,
     "dialect": _choice(DIALECTS), "think_tags": _bool, "stream_usage": _bool,
+    "structured_output": _choice(("native", "tool")),
 }
 _ROUTING_COMPAT = frozenset({"exclude_endpoints", "only_request_types", "exclude_request_types",
                              "exclude_request_rules", "max_request_body_bytes"})

@@ -78,6 +78,9 @@ class ProviderPreferences:
     #: OpenAI-compatible hosts: add ``stream_options.include_usage`` to streams the client did
     #: not ask usage for (OAI-4); ``False`` for hosts that reject ``stream_options``
     stream_usage: bool | None = None
+    #: Claude channels: how ``response_format`` is enforced, ``"native"`` (``output_config``)
+    #: or ``"tool"`` (the forced answer tool); None: by the model (vendors/anthropic.py)
+    structured_output: str | None = None
     #: keys uniapi accepts for compatibility but does not act on yet (name -> raw value)
     extra: tuple[tuple[str, Any], ...] = ()
 

@@ -490,7 +490,8 @@ def build_exchange(req: ChatRequest | dict[str, Any], ctx: ChatContext) -> "Anth
     n = sampling.n
     if "n" in req.invalid or (n is not None and n != 1):
         raise _fail("'n' other than 1 is not supported by Anthropic", "unsupported_parameter")
-    native = structured_outputs(ctx.upstream_model)
+    forced = ctx.provider.preferences.structured_output if ctx.provider is not None else None
+    native = structured_outputs(ctx.upstream_model) if forced is None else forced == "native"
     schema, structured = _response_format(req, native)
     limit = sampling.max_tokens
     if "max_tokens" in req.invalid or (limit is not None and limit < 1):

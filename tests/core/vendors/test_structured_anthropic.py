@@ -488,3 +488,31 @@ def test_bedrock_stream_decodes_the_fallback_answer():
     items = dec.feed(data) + dec.close()
     out = summarize(items)
     assert (out["content"], out["tools"], out["finish"]) == ('{"city":"Paris"}', [], "stop")
+
+
+def test_the_provider_can_force_native_or_the_tool_whatever_the_model():
+    """``preferences.structured_output`` decides instead of the model table (ANT-J2)."""
+    from uniapi_core.config import load_config
+    from uniapi_core.vendors.anthropic import ANSWER_TOOL, build_exchange
+    from uniapi_core.vendors.base import ChatContext
+
+    def body(model: str, pref: str | None) -> dict:
+        prefs = f"\n    preferences:\n      structured_output: {pref}" if pref else ""
+        provider = load_config(f"providers:\n  - provider: c\n    base_url: https://x/v1/messages"
+                               f"\n    api: k\n    model: [{model}]{prefs}\n"
+                               "api_keys:\n  - api: sk\n").config.providers[0]
+        ctx = ChatContext(client_model=model, upstream_model=model, provider=provider,
+                          api_key="k", stream=False, include_usage=False,
+                          response_id="chatcmpl-x", created=0)
+        req = {"model": model, "messages": [{"role": "user", "content": "hi"}],
+               "response_format": {"type": "json_schema", "json_schema": {
+                   "name": "a", "schema": {"type": "object", "properties": {
+                       "x": {"type": "string"}}, "required": ["x"]}}}}
+        return json.loads(build_exchange(req, ctx).request.body)
+
+    assert "output_config" in body("claude-sonnet-4-5", None)
+    assert "output_config" not in body("my-alias", None)  # the table cannot read an alias
+    assert "output_config" in body("my-alias", "native")
+    forced = body("claude-sonnet-4-5", "tool")
+    assert "output_config" not in forced
+    assert forced["tool_choice"] == {"type": "tool", "name": ANSWER_TOOL}
