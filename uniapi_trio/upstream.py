@@ -264,7 +264,8 @@ class UpstreamPool:
                 await post(target.failed(conn))
                 return
             outcome = None
-            try:
+            try:  # stopped while it waited for the connection: send nothing (asyncio's await)
+                await trio.lowlevel.checkpoint_if_cancelled()
                 attempt = self._core.attempt(conn, target, fresh, retried)
                 outcome = await self._attempt(conn, attempt, post)
             finally:  # also on cancellation: an abandoned exchange never returns to the pool

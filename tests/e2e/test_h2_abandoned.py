@@ -18,11 +18,11 @@ abandoned attempt could still reach an h2 upstream:
   request's connect is woken (the connect is up) and, before it runs, its attempt is stopped
   (``StopUpstream``: the relay's deadline passed in the same scheduling round). It must not
   open its stream. asyncio holds (a cancelled task gets ``CancelledError`` at the ``await`` it
-  was woken from); trio does not (xfail, ``TRIO_OPENS_AFTER_STOP``): the cancel takes effect
-  at the task's next checkpoint, and between the wake-up and that checkpoint the pool routes
-  and opens the stream, whose bytes the link's writer task sends. The same window follows a
-  connector's own TLS handshake (its last step, writing the client Finished, ends in a
-  checkpoint that does not raise) and a refused stream's retry.
+  was woken from); trio held only once ``UpstreamPool.run`` checked for cancellation before
+  starting the attempt. Before, with no checkpoint between ``_route`` returning and
+  ``H2Link.open`` queueing HEADERS and DATA for the link's writer, the cancel took effect
+  after the request was queued: the upstream got the whole request, then RST_STREAM (this
+  test found it).
 
 Not a bug, and not asserted: when the gateway's thread is starved past the model timeout just
 as a connect completes, both backends may open the stream before the relay has handled its
@@ -241,17 +241,8 @@ def _race(backend: str, fake: FakeH2Upstream) -> dict:
     return seen
 
 
-TRIO_OPENS_AFTER_STOP = (
-    "trio: UpstreamPool.run/_attempt (uniapi_trio/upstream.py) open the HTTP/2 stream "
-    "(H2Attempt.start -> H2Link.open queues HEADERS+DATA for the link's writer task) with no "
-    "checkpoint after _route returns; a StopUpstream (CancelScope.cancel) given after the task "
-    "was rescheduled but before it ran only takes effect at the next checkpoint, after the "
-    "request is queued: the upstream gets the whole request, then RST_STREAM(CANCEL)")
-
-
 @pytest.mark.parametrize("backend", [
-    pytest.param("trio", marks=pytest.mark.xfail(strict=True, reason=TRIO_OPENS_AFTER_STOP)),
-    "asyncio"])
+    "trio", "asyncio"])
 def test_waiting_attempt_stopped_as_the_connect_completes_is_never_sent(backend):
     """Deterministic form of the race under load (see the module docstring): B's stream must
     not be opened once B was stopped; only A's request reaches the upstream."""
