@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from uniapi_core.config import load_config
 from uniapi_core.errors import ClientError
 from uniapi_core.gateway import Gateway, Respond
-from uniapi_core.multipart import Form, FormParser, Part, boundary_of, parse_form
+from uniapi_core.multipart import MAX_PREAMBLE, Form, FormParser, Part, boundary_of, parse_form
 from uniapi_core.relay import StartUpstream, Relay, SendData, SendHead
 from uniapi_core.relay.events import UpstreamData, UpstreamEnded, UpstreamHead
 
@@ -267,3 +267,37 @@ def test_json_error_in_a_200_is_an_error():
 def test_part_is_a_frozen_value():
     p = Part("a", (), b"x")
     assert Form(B, (p,)).get("a") is p
+
+
+def test_what_comes_before_the_first_delimiter_is_judged_the_same_however_it_is_cut():
+    """The multipart library judges bytes in front of the first delimiter by what it still
+    holds, which depended on the cut: whole, ``\\n--b0und`` was refused; byte by byte, the
+    preamble was gone by then and it was accepted (found by fuzz_multipart). FormParser now
+    hands the preamble over whole; a delimiter must start within MAX_PREAMBLE bytes."""
+    body = (b'-\xadb0und\nContent-Disposition: form-data; name="model"\n\nm\n--b0und--\n')
+    ctype = "multipart/form-data; boundary=b0und"
+    outcomes = set()
+    for cut in [None, 1, 5, 12, len(body) - 3]:
+        parser = FormParser(boundary_of(ctype))
+        pieces = [body] if cut is None else [body[:cut], body[cut:]]
+        try:
+            for piece in pieces:
+                parser.feed(piece)
+            outcomes.add(("form", parser.close().parts))
+        except ClientError as exc:
+            outcomes.add(("refused", exc.code))
+    bytewise = FormParser(boundary_of(ctype))
+    try:
+        for i in range(len(body)):
+            bytewise.feed(body[i:i + 1])
+        outcomes.add(("form", bytewise.close().parts))
+    except ClientError as exc:
+        outcomes.add(("refused", exc.code))
+    assert outcomes == {("refused", "invalid_multipart")}, outcomes
+    late = b"x" * MAX_PREAMBLE + b"\r\n--b0und\r\n\r\n\r\n--b0und--\r\n"
+    for pieces in ([late], [late[i:i + 4096] for i in range(0, len(late), 4096)]):
+        parser = FormParser("b0und")
+        with pytest.raises(ClientError, match="no boundary in its first"):
+            for piece in pieces:
+                parser.feed(piece)
+            parser.close()
