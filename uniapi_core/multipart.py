@@ -6,10 +6,12 @@ A thin wrapper around ``multipart.PushMultipartParser`` (the ``multipart`` packa
 push parser, strict about truncation). ``FormParser`` is fed the body in any number of chunks
 (``feed``) and ``close`` returns the ``Form``: its parts in order, each with its headers as
 received (names Title-Cased by the parser), its ``name``/``filename``/``content_type`` and its
-bytes. Any split of the same body gives the same ``Form``: the library decides whether what
-comes before the first delimiter is acceptable from what it still holds, which depends on how
-the body was cut, so the parser holds that part (the preamble, at most ``MAX_PREAMBLE``
-bytes) and hands it over whole, with the first delimiter and the two bytes after it.
+bytes. Any split of the same body gives the same ``Form``. The library's verdict on some
+malformed bodies depends on where its chunks begin (a preamble ending in a bare LF, a bare LF
+inside a header line: refused or accepted by the cut), so the parser never hands it the
+client's chunks: it hands it the body in ``FEED`` bytes at a time from the start, and the rest
+at ``close``. The library sees the same chunks whatever the cut, and a part's size is known at
+most ``FEED`` bytes late.
 
 Every refusal is a ``ClientError``:
 
@@ -17,7 +19,6 @@ Every refusal is a ``ClientError``:
   ``invalid_multipart``;
 - a body that is not valid multipart, or ends before its closing delimiter (truncated) → 400
   ``invalid_multipart``;
-- no delimiter within the first ``MAX_PREAMBLE`` bytes (64 KiB) → 400 ``invalid_multipart``;
 - more than ``max_parts`` parts (1000) → 400 ``too_many_parts``;
 - a part with more than ``max_part_bytes`` bytes (26 MiB: the 25 MB OpenAI accepts, plus
   room) → 413 ``part_too_large``, counted as the bytes arrive (before the part is complete).
@@ -37,13 +38,13 @@ import multipart as _mp
 
 from .errors import ClientError
 
-__all__ = ["MAX_PARTS", "MAX_PART_BYTES", "MAX_PREAMBLE", "Part", "Form", "FormParser", "boundary_of",
+__all__ = ["MAX_PARTS", "MAX_PART_BYTES", "FEED", "Part", "Form", "FormParser", "boundary_of",
            "parse_form"]
 
 MAX_PARTS = 1000
 MAX_PART_BYTES = 26 << 20
-#: bytes before the first delimiter a body may carry (clients send none)
-MAX_PREAMBLE = 64 << 10
+#: the library is handed the body in pieces of this size, from its start (module docstring)
+FEED = 64 << 10
 
 
 @attrs.frozen
@@ -131,34 +132,23 @@ class FormParser:
         self._segment: _mp.MultipartSegment | None = None
         self._data: list[bytes] = []
         self._size = 0
-        #: the body until its first delimiter and two more bytes are in (None: handed over)
-        self._preamble: bytearray | None = bytearray()
-        self._first = b"--" + boundary.encode("latin-1", "replace")
-        self._found = -1  # where the first delimiter starts in it, once seen
+        self._held = bytearray()  # what came since the last FEED-sized piece went
 
     def feed(self, chunk: bytes) -> None:
-        if not chunk:
-            return
-        if (held := self._preamble) is not None:
-            held += chunk
-            if self._found < 0:  # look only where a delimiter could now be whole
-                self._found = held.find(self._first, max(0, len(held) - len(chunk)
-                                                         - len(self._first) + 1))
-            # a delimiter must start within MAX_PREAMBLE bytes, however the body is cut
-            if self._found > MAX_PREAMBLE or (
-                    self._found < 0 and len(held) >= MAX_PREAMBLE + len(self._first)):
-                raise ClientError(f"invalid multipart/form-data body: no boundary in its "
-                                  f"first {MAX_PREAMBLE} bytes", code="invalid_multipart")
-            if self._found < 0 or len(held) < self._found + len(self._first) + 2:
-                return
-            chunk, self._preamble = bytes(held), None
-        self._run(chunk)
+        held = self._held
+        held += chunk
+        if len(held) >= FEED:
+            whole = len(held) - len(held) % FEED
+            pieces = bytes(held[:whole])
+            del held[:whole]
+            for at in range(0, whole, FEED):
+                self._run(pieces[at:at + FEED])
 
     def close(self) -> Form:
-        if self._preamble:  # the first delimiter never came whole
-            chunk, self._preamble = bytes(self._preamble), None
-            self._run(chunk)
-        self._preamble = None
+        if self._held:
+            rest = bytes(self._held)
+            self._held.clear()
+            self._run(rest)
         self._run(b"")
         return Form(self.boundary, tuple(self._parts))
 
