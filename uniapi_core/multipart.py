@@ -21,7 +21,8 @@ Every refusal is a ``ClientError``:
   ``invalid_multipart``;
 - more than ``max_parts`` parts (1000) → 400 ``too_many_parts``;
 - a part with more than ``max_part_bytes`` bytes (26 MiB: the 25 MB OpenAI accepts, plus
-  room) → 413 ``part_too_large``, counted as the bytes arrive (before the part is complete).
+  room) → 413 ``part_too_large``, counted as the body is handed to the library (before the
+  part is complete, at most ``FEED`` bytes after its limit was passed).
 
 ``Form.with_field(name, value)`` replaces one text field (the ``model`` a provider knows under
 another name) and ``Form.encode()`` writes the form again with the same boundary, so the
