@@ -86,7 +86,7 @@ FAULTS = ("ok", "reset", "refused", "timeout", "stall", "truncate", "garbage")
 EPOCH = 1_767_225_600
 #: a request still unanswered this long after it was sent is reported as hung (a bug)
 HUNG_AFTER = 3600.0
-_MAX_REQUESTS = 100_000
+_MAX_REQUESTS = 10_000
 #: events one request may take before it is reported hung (a connection that never settles)
 MAX_STEPS = 100_000
 
