@@ -26,7 +26,9 @@ File descriptors (the gateway runs in a thread of this process, ``tests/harness.
 with the fakes listening, before the gateway starts. After the run, with the clients closed,
 the gateway holds no client connection (by port, ``/proc/self/net/tcp``), and what it holds
 beyond its start is its pool's keep-alive upstream connections (both ends are in this process:
-counted by port) and the stats store's files, ± 2. Once it has stopped, the count is back to
+counted by port), the stats store's files and the fakes' epoll fds (one per fake thread
+waiting on an idle connection), ± 2, read once two snapshots agree (connections still
+closing move the counts between two reads). Once it has stopped, the count is back to
 the baseline ± 2 and the stats store's SQLite files (db, -wal, -shm) are closed: the store's
 last work at shutdown is ``CLOSE_STORE`` (before it, the cycle collector closed them some time
 later; this test found that). Tasks (``RunningGateway.tasks``, counted in the gateway's own
@@ -49,6 +51,7 @@ retry; tests/e2e/test_h2_upstream.py covers those one by one).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import itertools
 import json
@@ -295,6 +298,23 @@ def stale_retries(attempts: list[Any]) -> int:
                if a.kind == "drop" and b.vendor == a.vendor)
 
 
+def last_but_late_h2(attempts: list[Any], this: Callable[[Any], bool]) -> bool:
+    """Whether the last attempt is ``this`` one, counting back over HTTP/2 attempts only.
+
+    The fakes record an attempt when its request has arrived, so the order is the order of
+    arrival. An HTTP/2 attempt the gateway gave up on (its model timeout passed as its
+    connection came up) may still arrive, as an upstream cannot tell from one sent just before
+    the timeout, and the h2 fake (TLS and HTTP/2 parsing, a thread per connection) may read it
+    after the next channel's request (tests/e2e/test_h2_abandoned.py): such an attempt can be
+    recorded after the one that answered."""
+    for attempt in reversed(attempts):
+        if this(attempt):
+            return True
+        if attempt.vendor != "h2":
+            return False
+    return False
+
+
 def judge(results: list[Result], table: FaultTable, budget: int) -> tuple[list[str], dict]:
     """The problems of the run (empty: all held) and its figures."""
     problems: list[str] = []
@@ -335,19 +355,21 @@ def judge(results: list[Result], table: FaultTable, budget: int) -> tuple[list[s
             markers = [a.marker for a in attempts]
             if r.text not in markers:
                 problems.append(f"answer {r.text!r} is no attempt's {where}")
-            elif r.text != markers[-1]:
+            elif not last_but_late_h2(attempts, lambda a: a.marker == r.text):
                 problems.append(f"answer {r.text!r} is not the last attempt's {where}")
-            elif attempts[-1].kind not in ("ok", "slow"):
+            elif not last_but_late_h2(attempts, lambda a: a.marker == r.text
+                                      and a.kind in ("ok", "slow")):
                 problems.append(f"a whole answer from a faulty attempt {where}")
             if r.text in seen_text:
                 problems.append(f"duplicated {r.text!r} in {seen_text[r.text]} and {r.token}")
             seen_text[r.text] = r.token
         elif r.outcome == "stream_error":
             # committed: only the last attempt may have reached the client, a prefix of it
-            if r.text and not (attempts and attempts[-1].marker.startswith(r.text)):
+            if r.text and not last_but_late_h2(attempts, lambda a: a.marker.startswith(r.text)):
                 problems.append(f"in-stream error after {r.text!r}, no prefix of the last "
                                 f"attempt {where}")
-            if attempts and attempts[-1].kind in ("ok", "slow"):
+            if attempts and not last_but_late_h2(attempts, lambda a: (
+                    not r.text or a.marker.startswith(r.text)) and a.kind not in ("ok", "slow")):
                 problems.append(f"an in-stream error from a clean attempt {where}")
     out = {"requests": len(results),
            "answered": sum(figures[k] for k in ("ok", "error", "stream_error")),
@@ -394,6 +416,16 @@ def by_protocol(results: list[Result], table: FaultTable) -> dict[str, dict[str,
 
 def fd_count() -> int:
     return len(os.listdir("/proc/self/fd"))
+
+
+def pollers() -> int:
+    """This process's epoll fds: the fakes' threads open one per wait (tests/fakes/poll.py),
+    so an idle fake connection holds one while the gateway holds none more."""
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            n += os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:[eventpoll]"
+    return n
 
 
 def files_open(prefix: str) -> int:
@@ -479,6 +511,7 @@ def run_faults(backend: str, requests: int, stats_path: str, *, threads: int = T
                          upstream_ssl=ups["h2"].client_ssl_context(("h2",)),
                          stats_store=StoreConfig(path=stats_path)) as gw:
             fds["gateway up"] = fd_count()
+            fds["pollers at start"] = pollers()
             fds["tasks at start"] = gw.tasks()
             fds["stats store files at start"] = files_open(stats_path)
             started = time.monotonic()
@@ -519,22 +552,39 @@ def run_faults(backend: str, requests: int, stats_path: str, *, threads: int = T
                            if here == gw.port and there != 0)
 
             settle(lambda: accepted() == 0)
-            socks = tcp_sockets()
-            fds["clients gone"] = fd_count()
+
+            def snapshot() -> dict[str, int]:
+                socks = tcp_sockets()
+                now = {"clients gone": fd_count(),
+                       "gateway client connections": accepted(),
+                       "gateway upstream connections": sum(1 for _, there in socks
+                                                           if there in upstream_ports),
+                       "h2 upstream links": sum(1 for _, there in socks
+                                                if there == ups["h2"].port),
+                       "their fake ends": sum(1 for here, there in socks
+                                              if here in upstream_ports and there != 0),
+                       "stats store files": files_open(stats_path),
+                       "fake pollers": pollers() - fds["pollers at start"]}
+                # what the run left besides the pool's keep-alive connections (both ends,
+                # both in this process) and the stats store's files (opened on first use)
+                now["unexplained"] = (now["clients gone"] - fds["gateway up"]
+                                      - now["gateway upstream connections"]
+                                      - now["their fake ends"] - now["stats store files"]
+                                      + fds["stats store files at start"]
+                                      - now["fake pollers"])
+                return now
+
+            # connections still closing (a fake's end, an expiring keep-alive) move the counts
+            # between two reads: take them once two snapshots agree and nothing is left over
+            last: list[dict[str, int]] = [snapshot()]
+
+            def steady() -> bool:
+                last.append(snapshot())
+                return last[-1] == last[-2] and abs(last[-1]["unexplained"]) <= 2
+
+            settle(steady, limit=5.0)
+            fds.update(last[-1])
             fds["tasks after"] = gw.tasks()
-            fds["gateway client connections"] = accepted()
-            fds["gateway upstream connections"] = sum(1 for _, there in socks
-                                                      if there in upstream_ports)
-            fds["h2 upstream links"] = sum(1 for _, there in socks if there == ups["h2"].port)
-            fds["their fake ends"] = sum(1 for here, there in socks
-                                         if here in upstream_ports and there != 0)
-            fds["stats store files"] = files_open(stats_path)
-            # what the run left besides the pool's keep-alive connections (both ends, both in
-            # this process) and the stats store's files (the store opens them on first use)
-            fds["unexplained"] = (fds["clients gone"] - fds["gateway up"]
-                                  - fds["gateway upstream connections"]
-                                  - fds["their fake ends"] - fds["stats store files"]
-                                  + fds["stats store files at start"])
             last_error = getattr(gw.gateway.stats, "last_error", None)
         # stopped: its pool closed; the fakes see EOF and close their ends
         settle(lambda: fd_count() <= fds["baseline"] + 2, limit=5.0)
