@@ -199,8 +199,13 @@ class H2ServerConnection:
                 h2_events = self._h2.receive_data(frame)
             except h2.exceptions.ProtocolError as exc:
                 code = getattr(exc, "error_code", h2.errors.ErrorCodes.PROTOCOL_ERROR)
-                return events + self._over(f"HTTP/2 protocol error: {type(exc).__name__}",
-                                           code=code)
+                name = type(exc).__name__
+                if isinstance(exc, (h2.exceptions.StreamClosedError,
+                                    h2.exceptions.NoSuchStreamError)):
+                    # one fault, named by h2 after whether we had finished the stream yet
+                    # (a timing of ours, not the client's): one text and code for both
+                    name, code = "a frame on a closed stream", h2.errors.ErrorCodes.STREAM_CLOSED
+                return events + self._over(f"HTTP/2 protocol error: {name}", code=code)
             for ev in h2_events:
                 events.extend(self._event(ev, now))
                 if self.closed:
