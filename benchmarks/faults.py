@@ -85,8 +85,12 @@ def main() -> int:
                 "no traceback": catcher.count == 0,
                 "a stats row per request": run.written == args.requests,
                 "no gateway client connection left": fds["gateway client connections"] == 0,
-                "fds after stop (and gc) back to baseline ± 2":
-                    abs(fds["gateway stopped, after gc"] - fds["baseline"]) <= 2,
+                "fds after stop back to baseline ± 2, the stats store's files closed":
+                    abs(fds["gateway stopped"] - fds["baseline"]) <= 2
+                    and fds["stats store files after stop"] == 0,
+                "tasks back to the start's, plus 2 per live HTTP/2 upstream link (+1 timer)":
+                    fds["tasks after"] <= fds["tasks at start"] + 2 * fds["h2 upstream links"]
+                    + 1,
             }
             figures["checks"] = checks
             print(f"[{backend} {proto}] " + json.dumps(figures, indent=1), flush=True)
