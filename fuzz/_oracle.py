@@ -10,6 +10,8 @@ which ``openai_grammar`` calls too; ``body_problems`` does the same for a whole 
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Callable
 from typing import Any
 
 from uniapi_core.streams import DONE, ChatStreamChecker, check_chat_body, encode_event
@@ -187,3 +189,13 @@ def openai_grammar(items: list[tuple[Any, ...]], include_usage: bool) -> dict[st
     if out["finish"] is not None:
         assert all(c["arguments"] for c in out["tool_calls"]), "TC-3: at least {}"
     return out
+
+
+def fuzz(check: Callable[[bytes], None]) -> None:  # pragma: no cover - needs atheris
+    """Run a target's ``check`` under atheris (libFuzzer), every module instrumented so the
+    fuzzer is steered by coverage; the command line is libFuzzer's (fuzz/README.md)."""
+    import atheris
+
+    atheris.instrument_all()
+    atheris.Setup(sys.argv, check)
+    atheris.Fuzz()

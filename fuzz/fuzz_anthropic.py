@@ -34,7 +34,7 @@ if __name__ == "__main__":  # run as a script: make the repository importable
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fuzz._oracle import body_problems, client_problems  # noqa: E402
+from fuzz._oracle import body_problems, client_problems, fuzz  # noqa: E402
 from uniapi_core.config.model import Provider  # noqa: E402
 from uniapi_core.errors import ClientError, DecodeError, UpstreamError  # noqa: E402
 from uniapi_core.vendors.anthropic import AnthropicExchange, build_exchange  # noqa: E402
@@ -169,13 +169,5 @@ def check(data: bytes) -> None:
     _check_requests(data)
 
 
-def main() -> None:
-    import atheris
-
-    atheris.instrument_all()
-    atheris.Setup(sys.argv, check)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    fuzz(check)

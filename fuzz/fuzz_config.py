@@ -34,6 +34,7 @@ if __name__ == "__main__":  # run as a script: make the repository importable
 
 import yaml
 
+from fuzz._oracle import fuzz  # noqa: E402
 from uniapi_core.config import ConfigError, Loaded, load_config
 
 SOURCE = "api.yaml"
@@ -109,13 +110,5 @@ def check(data: bytes) -> None:
     assert _load(text) == (outcome, value), "deterministic"
 
 
-def main() -> None:
-    import atheris
-
-    atheris.instrument_all()
-    atheris.Setup(sys.argv, check)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    fuzz(check)

@@ -35,6 +35,7 @@ if __name__ == "__main__":  # run as a script: make the repository importable
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from fuzz._oracle import fuzz  # noqa: E402
 from uniapi_core.http.h2server import (  # noqa: E402
     PREFACE,
     H2ServerConnection,
@@ -139,13 +140,5 @@ def check(data: bytes) -> None:
         assert all(e in delivered for e in mine if isinstance(e, StreamRequest)), (first, other)
 
 
-def main() -> None:  # pragma: no cover - needs atheris
-    import atheris
-
-    atheris.instrument_all()
-    atheris.Setup(sys.argv, check)
-    atheris.Fuzz()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
+if __name__ == "__main__":
+    fuzz(check)

@@ -36,6 +36,7 @@ if __name__ == "__main__":  # run as a script: make the repository importable
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from fuzz._oracle import fuzz  # noqa: E402
 from uniapi_core.errors import ClientError
 from uniapi_core.fronts.gemini import (
     GeminiStream,
@@ -156,13 +157,5 @@ def check(data: bytes) -> None:
         _translated(front, value, call, stream)
 
 
-def main() -> None:
-    import atheris
-
-    atheris.instrument_all()
-    atheris.Setup(sys.argv, check)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    fuzz(check)

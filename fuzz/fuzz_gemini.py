@@ -30,12 +30,12 @@ if __name__ == "__main__":  # run as a script: make the repository importable
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from fuzz._oracle import _splits, client_problems, fuzz, normalize, openai_grammar  # noqa: E402,F401
 from uniapi_core.config.model import Provider  # noqa: E402
 from uniapi_core.errors import ClientError, DecodeError  # noqa: E402
 from uniapi_core.jsonutil import parse_request_json  # noqa: E402
 from uniapi_core.vendors.base import ChatContext, ImagesNeeded, StreamItem  # noqa: E402
 from uniapi_core.vendors.gemini import GeminiStreamDecoder, build_exchange  # noqa: E402
-from fuzz._oracle import _splits, client_problems, normalize, openai_grammar  # noqa: E402,F401
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
 KEY = "AIzaFUZZKEY"
@@ -114,13 +114,5 @@ def check(data: bytes) -> None:
     _check_request(data)
 
 
-def main() -> None:
-    import atheris
-
-    atheris.instrument_all()
-    atheris.Setup(sys.argv, check)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    fuzz(check)

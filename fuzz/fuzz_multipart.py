@@ -26,9 +26,9 @@ if __name__ == "__main__":  # run as a script: make the repository importable
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from fuzz._oracle import _splits, fuzz  # noqa: E402
 from uniapi_core.errors import ClientError  # noqa: E402
 from uniapi_core.multipart import Form, FormParser, boundary_of, parse_form  # noqa: E402
-from fuzz._oracle import _splits  # noqa: E402
 
 LIMITS = {"max_parts": 8, "max_part_bytes": 64}
 CODES = {(400, "invalid_multipart"), (400, "too_many_parts"), (413, "part_too_large")}
@@ -83,13 +83,5 @@ def check(data: bytes) -> None:
             [p.data for p in renamed.parts]
 
 
-def main() -> None:
-    import atheris
-
-    atheris.instrument_all()
-    atheris.Setup(sys.argv, check)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    fuzz(check)

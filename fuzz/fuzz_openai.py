@@ -23,7 +23,7 @@ if __name__ == "__main__":
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fuzz._oracle import body_problems, client_problems  # noqa: E402
+from fuzz._oracle import body_problems, client_problems, fuzz  # noqa: E402
 from uniapi_core.config.model import Provider  # noqa: E402
 from uniapi_core.errors import ClientError, DecodeError, UpstreamError  # noqa: E402
 from uniapi_core.jsonutil import parse_request_json  # noqa: E402
@@ -93,13 +93,5 @@ def check(data: bytes) -> None:
     assert sent == want
 
 
-def main() -> None:  # pragma: no cover - needs atheris
-    import atheris
-
-    atheris.instrument_all()
-    atheris.Setup(sys.argv, check)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    fuzz(check)

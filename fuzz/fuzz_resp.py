@@ -31,7 +31,7 @@ if __name__ == "__main__":  # run as a script: make the repository importable
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fuzz._oracle import _splits
+from fuzz._oracle import _splits, fuzz
 from uniapi_core.redis.resp import (
     RespError,
     RespParser,
@@ -159,13 +159,5 @@ def check(data: bytes) -> None:
         assert _parse_all(encode_command(*text)) == [[t.encode("utf-8") for t in text]]
 
 
-def main() -> None:
-    import atheris
-
-    atheris.instrument_all()
-    atheris.Setup(sys.argv, check)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    fuzz(check)

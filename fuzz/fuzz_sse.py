@@ -28,6 +28,7 @@ if __name__ == "__main__":  # run as a script: make the repository importable
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from fuzz._oracle import fuzz  # noqa: E402
 from uniapi_core.errors import DecodeError  # noqa: E402
 from uniapi_core.streams import LineSplitter, SSEDecoder, SSEEvent, encode_event  # noqa: E402
 
@@ -111,13 +112,5 @@ def check(data: bytes) -> None:
                 [(e.data, e.event) for e in ref_events], (wire, again)
 
 
-def main() -> None:
-    import atheris
-
-    atheris.instrument_all()
-    atheris.Setup(sys.argv, check)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    fuzz(check)
