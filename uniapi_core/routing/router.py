@@ -262,6 +262,8 @@ class RoutePlan:
         self._retry_after: int | None = None
         self._current: tuple[int, int | None] | None = None
         self._unbuildable: UniapiError | None = None
+        #: "provider (engine)" of every channel skipped as unbuildable, in order (``refusal``)
+        self._unbuildable_at: list[str] = []
         #: shared state: (key, key id, model) until the ``route`` decision is made
         self._pending = pending
         self._shared = router.shared if pending is not None else None
@@ -414,8 +416,21 @@ class RoutePlan:
         self.explained.append(Decision(channel.provider.provider, channel.upstream_model,
                                        "skipped", f"cannot translate the request: {detail}"))
         self._unbuildable = self._unbuildable or error
+        name = f"{channel.provider.provider} ({self._router.engine_of(channel.provider)})"
+        if name not in self._unbuildable_at:
+            self._unbuildable_at.append(name)
         self._pos += 1
         self._current = None
+
+    def _unbuildable_refusal(self, first: UniapiError) -> UniapiError:
+        """The first unbuildable error (a channel mismatch: its status, type and code), its
+        message extended with every channel tried (issue 20). Not a ``ClientError`` (a
+        translator bug's 500) or without a channel named: ``first`` as it is."""
+        if type(first) is not ClientError or not self._unbuildable_at:
+            return first
+        return ClientError(f"{first.message} — no channel can take this request; tried: "
+                           f"{', '.join(self._unbuildable_at)}", status=first.status,
+                           type=first.type, code=first.code, headers=first.headers)
 
     def attempt_finished(self, attempt: Attempt, now: float, error: UpstreamError | None
                          ) -> tuple[tuple[str, ...], ...]:
@@ -443,7 +458,7 @@ class RoutePlan:
         if self._refused is not None:
             return self._refused
         if self._unbuildable is not None:
-            return self._unbuildable
+            return self._unbuildable_refusal(self._unbuildable)
         if self._retry_after is not None:
             return ClientError(
                 f"All upstream keys are over their rate limits; retry in {self._retry_after} s",

@@ -18,7 +18,9 @@ readings of its: a text/refusal part's ``text`` key is read before ``refusal``, 
   origin and path prefix; one ending in ``/v1`` or ``/v2`` gets ``/chat`` after ``/v2``; any
   other path gets ``/v2/chat`` appended. The query is kept. ``Authorization: Bearer <key>``.
 * Messages: ``system``/``developer`` → ``system`` (text flattened), ``user`` → ``user``
-  (a string, or ``text``/``image_url`` parts; ``detail`` dropped), ``assistant`` with tool calls
+  (a string, or ``text``/``image_url`` parts; ``detail`` dropped; a text ``file`` part goes to
+  the top-level ``documents`` as ``{"data": {"title", "text"}}``, a PDF or a ``file_id`` is a 400
+  ``unsupported_content``, ``input_audio`` a 400 naming cohere), ``assistant`` with tool calls
   → ``{"role":"assistant","tool_plan":<text>,"tool_calls":[…]}`` (every call kept, arguments
   as the client's JSON text, ``""`` → ``"{}"``), ``assistant`` text → ``content``, ``tool`` →
   ``{"role":"tool","tool_call_id","content"}``. Tool-call ids are sanitised injectively
@@ -78,7 +80,15 @@ from .base import (
 )
 from .chunks import ChunkWriter, completion, token_count, token_counts, usage_object
 from .openai import merge_headers
-from .toolkit import ID_OK, call_id, clean_id, retry_after, status_error, status_type
+from .toolkit import (
+    ID_OK,
+    call_id,
+    clean_id,
+    data_url,
+    retry_after,
+    status_error,
+    status_type,
+)
 from .toolkit import as_dict as _dict
 from .toolkit import as_str as _str
 from .toolkit import bad as _bad
@@ -188,7 +198,30 @@ def _texts(m: Message, where: str) -> str:
     return "".join(out)
 
 
-def _user_content(m: Message, where: str) -> str | list[dict[str, Any]]:
+def _document(p: Part, where: str) -> dict[str, Any]:
+    """A ``file`` part as a Cohere v2 ``documents`` entry (issue 20): text files only, as
+    ``{"data": {"title": filename, "text": text}}``; Cohere reads no PDF, no audio and no
+    OpenAI file ids, so those are 400 ``unsupported_content`` (a channel mismatch: the router
+    tries the next channel)."""
+    if p.data is None or not p.data.startswith("data:"):
+        what = "'file_id' file parts" if p.file_id is not None else "file parts without a " \
+            "'file_data' data: URL"
+        raise _bad(f"{where}: {what} are not supported by cohere", "unsupported_content")
+    media, data = data_url(p.data, where, flavour="gemini")
+    if not media.startswith("text/"):
+        raise _bad(f"{where}: file parts of type {media or 'unknown'!r} are not supported by "
+                   "cohere (only text files, sent as documents)", "unsupported_content")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _bad(f"{where}: the text file is not valid UTF-8", "invalid_request") from None
+    fields: dict[str, Any] = {"title": p.filename} if p.filename else {}
+    fields["text"] = text
+    return {"data": fields}
+
+
+def _user_content(m: Message, where: str, documents: list[dict[str, Any]] | None = None
+                  ) -> str | list[dict[str, Any]]:
     if m.text is not None:
         return m.text
     if "content" in m.invalid:
@@ -205,6 +238,8 @@ def _user_content(m: Message, where: str) -> str | list[dict[str, Any]]:
             if not p.url:
                 raise _bad(f"{where}.content[{j}].image_url.url must be a string")
             parts.append({"type": "image_url", "image_url": {"url": p.url}})  # detail dropped
+        elif kind == "file" and not p.bare and documents is not None:
+            documents.append(_document(p, f"{where}.content[{j}]"))
         else:
             raise _bad(f"{where}.content[{j}]: part type {None if p.bare else kind!r} is not "
                        "supported by cohere")
@@ -249,9 +284,10 @@ def _arguments(raw: Any, where: str) -> str:
     return raw
 
 
-def _messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
+def _messages(messages: tuple[Message, ...], documents: list[dict[str, Any]] | None = None
+              ) -> list[dict[str, Any]]:
     """OpenAI messages -> Cohere v2 messages (docs/vendor-rules.md, "Cohere request body";
-    REQ-2, TC-5)."""
+    REQ-2, TC-5). User ``file`` parts go to ``documents`` (``_document``)."""
     ids = _Ids(messages)
     calls: set[str] = set()
     out: list[dict[str, Any]] = []
@@ -263,7 +299,7 @@ def _messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
         if role == "system" or role == "developer":
             out.append({"role": "system", "content": _texts(m, where)})
         elif role == "user":
-            out.append({"role": "user", "content": _user_content(m, where)})
+            out.append({"role": "user", "content": _user_content(m, where, documents)})
         elif role == "assistant":
             text = _texts(m, where)
             if "tool_calls" in m.invalid:
@@ -372,7 +408,11 @@ def build_exchange(chat: ChatRequest | dict[str, Any], ctx: ChatContext) -> Cohe
     invalid, s = req.invalid, req.sampling
     if "n" in invalid or (s.n is not None and s.n != 1):
         raise _bad("'n' other than 1 is not supported by cohere", "unsupported_parameter")
-    body: dict[str, Any] = {"model": ctx.upstream_model, "messages": _messages(req.messages)}
+    documents: list[dict[str, Any]] = []
+    body: dict[str, Any] = {"model": ctx.upstream_model,
+                            "messages": _messages(req.messages, documents)}
+    if documents:
+        body["documents"] = documents
     tools = _tools(req)
     choice, tools = _tool_choice(req, tools)
     if tools:

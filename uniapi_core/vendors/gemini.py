@@ -303,7 +303,12 @@ class _History:
                     raise _bad(f"{where}.input_audio needs 'data' and 'format'")
                 parts.append(self.inline_part(f"audio/{fmt.lower()}", _b64(data, where)))
             elif kind == "file" and p.data is not None and p.data.startswith("data:"):
-                parts.append(self.inline_part(*data_url(p.data, where, flavour="gemini")))
+                parts.append(self.inline_part(*data_url(p.data, where, flavour="gemini"),
+                                              document=True))
+            elif kind == "file" and p.file_id is not None:
+                raise _bad(f"{where}: 'file_id' file parts are not supported by gemini (it "
+                           "cannot read OpenAI file ids; send 'file_data' as a data: URL)",
+                           "unsupported_content")
             else:
                 raise _bad(f"{where}: part type {kind!r} is not supported by gemini")
         return parts
@@ -321,9 +326,14 @@ class _History:
             return [self.inline_part(sniff(data) or media or "application/octet-stream", data)]
         raise _bad(f"{where}: image URLs must be data: or http(s): URLs")
 
-    def inline_part(self, media: str, data: bytes) -> dict[str, Any]:
+    def inline_part(self, media: str, data: bytes, *, document: bool = False
+                    ) -> dict[str, Any]:
         self.inline += len(data)
         if self.inline > MAX_INLINE_BYTES:
+            if document:  # a file part: 413 before any upstream call (issue 20)
+                raise ClientError("inline documents/images/audio exceed gemini's 20 MiB "
+                                  "inline request limit", status=413,
+                                  code="document_too_large")
             raise _bad("inline images/audio exceed gemini's 20 MiB request limit",
                        "request_too_large")
         return {"inlineData": {"mimeType": media, "data": base64.b64encode(data).decode()}}
