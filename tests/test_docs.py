@@ -56,6 +56,7 @@ def render() -> str:
                "assembled from the pieces' JSON paths (vendor-rules.md, GEM-S3). The gateway "
                "never asks for pieces itself.\n")
     out += _structured()
+    out += _input_parts()
     out += _messages_front()
     out += _responses_front()
     out += _gemini_front()
@@ -129,6 +130,44 @@ def _structured() -> list[str]:
                "content_filter`, and a blocked prompt is a 400 `content_filter` (GEM-N3), as "
                "for any answer. Workers AI answers a schema it could not meet with an error "
                "(`JSON Mode couldn't be met`), relayed as Cloudflare's errors are.\n")
+    return out
+
+
+def _input_parts() -> list[str]:
+    """The "Input parts" section: which chat content parts reach each vendor, and how
+    (issue 20). A part a vendor cannot take is a channel mismatch: the next channel is tried."""
+    from uniapi_core.vendors import gemini
+    limit = gemini.MAX_INLINE_BYTES // (1024 * 1024)
+    rows = [
+        ("OpenAI-compatible family, Azure", "✓", "✓ passed through",
+         "✓ passed through (`file_data` and `file_id`)", "✓ passed through",
+         "✓ passed through (`input_audio`)"),
+        ("Anthropic, Vertex Claude, Bedrock Claude", "✓", "✓ `image` blocks",
+         "✓ `document` block (base64 PDF); `file_id` refused; 32 MB limit",
+         "✓ `document` block (`text/plain`)", "✗ (falls over)"),
+        ("Gemini, Vertex Gemini", "✓", "✓ `inlineData` (data URLs; http(s) URLs fetched)",
+         f"✓ `inlineData` `application/pdf`; `file_id` refused; {limit} MiB of inline data "
+         "per request, else 413 `document_too_large` before any upstream call",
+         "✓ `inlineData` (`text/plain`)", "✓ `inlineData` `audio/<format>` (wav, mp3…)"),
+        ("Cohere v2", "✓", "✓ `image_url` (vision models)", "✗ (falls over)",
+         "✓ top-level `documents`: `{\"data\": {\"title\": <filename>, \"text\": …}}`",
+         "✗ (falls over)"),
+        ("Cloudflare Workers AI (`ai/run`)", "✓", "✗ (falls over)", "✗ (falls over)",
+         "✗ (falls over)", "✗ (falls over)"),
+    ]
+    out = ["\n## Input parts\n\n",
+           "Which chat `content` parts reach each vendor, and as what. ✗ is a 400 "
+           "(`unsupported_content`, or `unsupported_parameter` for `n` and `response_format`) "
+           "that only makes that channel unusable: the router tries the next channel of the "
+           "key, and only when no channel can take the request does the client get the first "
+           "refusal, its message ending with every provider tried (`no channel can take this "
+           "request; tried: <provider> (<engine>), …`).\n\n",
+           "| vendor | text | image | file: PDF | file: text | audio |\n"
+           "| --- | --- | --- | --- | --- | --- |\n"]
+    out += [f"| {' | '.join(row)} |\n" for row in rows]
+    out.append("\nA `file` part is `{\"type\": \"file\", \"file\": {\"file_data\": "
+               "\"data:<mime>;base64,…\", \"filename\": …}}` or `{\"file_id\": …}`; no vendor "
+               "but the OpenAI family can read an OpenAI file id.\n")
     return out
 
 
