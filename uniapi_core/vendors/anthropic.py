@@ -15,7 +15,9 @@ are left out) and builds the Messages body in three steps:
    first turn is a user turn and a final assistant turn (prefill) is right-stripped. Tool-call
    ids are mapped injectively onto Anthropic's alphabet (TC-5). Images become base64 blocks
    (REQ-4); remote images come from ``ctx.images`` or raise ``ImagesNeeded`` with every
-   missing URL.
+   missing URL. A user message's ``file`` parts become ``document`` blocks: PDFs as base64,
+   plain text as text, the filename as ``title``; other types and ``file_id`` are 400s, and
+   documents over the 32 MB request limit a 413 (ANT-D1..D4).
 2. *Tools* (ANT-T1..T3, TC-6): OpenAI functions become ``{name, description, input_schema}``;
    ``tool_choice`` and ``parallel_tool_calls`` map to Anthropic's tool choice. A history that
    holds tool blocks but no ``tools`` gets placeholder definitions and ``tool_choice: none``.
@@ -55,7 +57,7 @@ from json.decoder import scanstring  # type: ignore[attr-defined]
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..errors import DecodeError, UpstreamError
+from ..errors import ClientError, DecodeError, UpstreamError
 from ..jsonutil import dumps, loads_strict
 from ..request import ChatRequest, Message, Part, ToolCall, chat_request
 from ..streams import SSEEvent
@@ -78,6 +80,11 @@ DEFAULT_MAX_TOKENS = 4096  # docs/vendor-rules.md, ANT-K2: default, and answer r
 DEFAULT_BUDGET = 4096  # ANT-K1
 MIN_BUDGET = 1024  # ANT-K2
 MAX_IMAGE_BYTES = 5 * 1024 * 1024  # Anthropic's documented per-image cap
+#: Anthropic's documented request-size cap, which PDF support names as the documents' limit
+#: (ANT-D3): the documents' bytes as sent (base64 for PDFs) may not exceed it
+MAX_DOCUMENT_BYTES = 32 * 1024 * 1024
+#: the media types a ``file`` part may carry (ANT-D1, ANT-D2)
+DOCUMENT_TYPES = ("application/pdf", "text/plain")
 PREFILL_PLACEHOLDER = "."  # ANT-R6
 
 #: request fields this translator reads (REQ-3); everything else never reaches Anthropic
@@ -234,6 +241,46 @@ def _image_block(raw: bytes, declared: str, where: str) -> dict[str, Any]:
                                         "data": base64.b64encode(raw).decode("ascii")}}
 
 
+# -- documents (docs/vendor-rules.md, ANT-D1..D4) ---------------------------------------------
+
+def _document_block(part: Part, where: str) -> tuple[dict[str, Any], int]:
+    """A ``file`` part → ``(document block, bytes it puts in the body)``; ClientError when
+    Anthropic cannot take it (ANT-D1..D4)."""
+    if not part.ok:
+        raise _fail(f"{where}: 'file' must be an object")
+    if part.file_id is not None and part.data is None:
+        raise _fail(f"{where}: file_id is not supported by Anthropic channels (send the file "
+                    "as file_data, a data URL)", "unsupported_content")
+    url = part.data
+    if url is None or url[:5].lower() != "data:":
+        raise _fail(f"{where}: file.file_data must be a data URL (data:<media type>;base64,…)")
+    try:
+        declared, raw = data_url(url, where, flavour="anthropic")
+    except ClientError as exc:
+        raise _fail(exc.message) from None
+    media = declared.strip().lower()
+    if media in ("", "application/octet-stream") and raw.startswith(b"%PDF-"):
+        media = "application/pdf"
+    if media not in DOCUMENT_TYPES:
+        raise _fail(f"{where}: file type {media or 'unknown'!r} is not supported by Anthropic "
+                    "(application/pdf, text/plain)", "unsupported_content")
+    if media == "application/pdf":
+        data = base64.b64encode(raw).decode("ascii")
+        source = {"type": "base64", "media_type": media, "data": data}
+        size = len(data)
+    else:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _fail(f"{where}: text/plain file is not UTF-8 text") from None
+        source = {"type": "text", "media_type": media, "data": text}
+        size = len(raw)
+    block: dict[str, Any] = {"type": "document", "source": source}
+    if part.filename:
+        block["title"] = part.filename
+    return block, size
+
+
 # -- request building ------------------------------------------------------------------------
 
 class _Builder:
@@ -245,6 +292,7 @@ class _Builder:
         self.missing: list[str] = []
         self.ids: dict[str, str] = {}
         self.tool_names: list[str] = []
+        self.document_bytes = 0  # ANT-D3
 
     # ids (TC-5): valid ids map to themselves, others to a cleaned form, hashed on collision
     def prepare_ids(self, messages: tuple[Message, ...]) -> None:
@@ -273,8 +321,20 @@ class _Builder:
             return _image_block(got[1], got[0], where)
         raise _fail(f"{where}: image URL must be a data: or http(s) URL", "invalid_image")
 
-    def parts(self, m: Message, where: str, *, images: bool = True) -> list[dict[str, Any]]:
-        """A message's content (string or parts) → Anthropic text/image blocks."""
+    def document(self, part: Part, where: str) -> dict[str, Any]:
+        block, size = _document_block(part, where)
+        self.document_bytes += size
+        if self.document_bytes > MAX_DOCUMENT_BYTES:  # ANT-D3: before the upstream call
+            raise ClientError(
+                f"{where}: documents of {self.document_bytes} bytes exceed Anthropic's "
+                f"{MAX_DOCUMENT_BYTES}-byte (32 MB) request size limit", status=413,
+                code="document_too_large")
+        return block
+
+    def parts(self, m: Message, where: str, *, images: bool = True,
+              documents: bool = False) -> list[dict[str, Any]]:
+        """A message's content (string or parts) → Anthropic text/image/document blocks
+        (documents only where ``documents``: user turns, ANT-D1)."""
         if m.text is not None:
             return [{"type": "text", "text": m.text}]
         if "content" in m.invalid:
@@ -291,6 +351,8 @@ class _Builder:
                 block: dict[str, Any] | None = {"type": "text", "text": part.text}
             elif kind == "image_url" and images:
                 block = self.image(part, w)
+            elif kind == "file" and documents:
+                block = self.document(part, w)
             else:
                 raise _fail(f"{w}: content part type {kind!r} is not supported here",
                             "unsupported_content")
@@ -344,7 +406,7 @@ class _Builder:
             if role == "system" or role == "developer":
                 blocks = self.parts(m, where, images=False)
             elif role == "user":
-                blocks = self.parts(m, where)
+                blocks = self.parts(m, where, documents=True)
             elif role == "assistant":
                 blocks = self.thinking(m) if thinking_on else []
                 blocks += [b for b in self.parts(m, where, images=False)

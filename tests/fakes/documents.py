@@ -1,0 +1,154 @@
+"""A fake upstream that plays Claude on Anthropic (``/v1/messages``), Bedrock InvokeModel
+(``/model/…/invoke[-with-response-stream]``) and Vertex (``/v1/projects/…:rawPredict`` /
+``:streamRawPredict``, with a token endpoint at ``/token``), plus an OpenAI-compatible host
+(``/v1/chat/completions``), for ``tests/e2e/test_documents_claude.py``.
+
+Each Claude request must carry, in its last user turn, a ``document`` block whose base64 data
+decodes to ``expected`` (and whose ``title`` is ``title``); what is wrong is recorded in
+``problems`` (checked by the test; a handler thread cannot fail it) and answered with a 400.
+The answer says how many bytes the fake decoded (``answer_for``), whole or streamed in the
+vendor's own framing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from tests.fakes.llm_vendors import anthropic_sse, bedrock_fx
+from tests.fakes.upstream import FakeUpstream, Reply, Seen, json_reply
+
+TOKEN = "ya29.fake-documents-token"
+
+
+def answer_for(size: int) -> str:
+    return f"The PDF holds {size} bytes."
+
+
+class DocumentsFake:
+    def __init__(self, expected: bytes, title: str) -> None:
+        self.expected = expected
+        self.title = title
+        self.problems: list[str] = []
+        self.up = FakeUpstream(self.handle)
+
+    @property
+    def url(self) -> str:
+        return self.up.url
+
+    @property
+    def calls(self) -> list[Seen]:
+        """The model calls (token posts left out)."""
+        return [s for s in self.up.seen if s.path != "/token"]
+
+    def close(self) -> None:
+        self.up.close()
+
+    def bad(self, why: str) -> Reply:
+        self.problems.append(why)
+        return json_reply({"type": "error", "error": {"type": "invalid_request_error",
+                                                      "message": f"fake: {why}"}}, status=400)
+
+    def handle(self, seen: Seen) -> Reply:
+        path = seen.path
+        if path == "/token":
+            return json_reply({"access_token": TOKEN, "expires_in": 3599,
+                               "token_type": "Bearer"})
+        try:
+            req = seen.json()
+            if path == "/v1/chat/completions":
+                return json_reply({"id": "chatcmpl-doc", "object": "chat.completion",
+                                   "created": 1, "model": "gpt-4o",
+                                   "choices": [{"index": 0, "finish_reason": "stop",
+                                                "message": {"role": "assistant",
+                                                            "content": "openai here"}}],
+                                   "usage": {"prompt_tokens": 1, "completion_tokens": 2,
+                                             "total_tokens": 3}})
+            if path == "/v1/messages":
+                return self.claude(req, bool(req.get("stream")), "anthropic")
+            if path.startswith("/model/"):
+                if req.get("anthropic_version") != "bedrock-2023-05-31" or "stream" in req:
+                    self.problems.append(f"bedrock body {sorted(req)}")
+                return self.claude(req, path.endswith("/invoke-with-response-stream"),
+                                   "bedrock")
+            if "/publishers/anthropic/models/" in path:
+                if seen.headers.get("authorization") != f"Bearer {TOKEN}":
+                    return self.bad(f"vertex authorization {seen.headers.get('authorization')}")
+                if req.get("anthropic_version") != "vertex-2023-10-16" or "model" in req:
+                    self.problems.append(f"vertex body {sorted(req)}")
+                stream = path.endswith(":streamRawPredict")
+                if stream != bool(req.get("stream")):
+                    self.problems.append(f"vertex stream flag {req.get('stream')!r} on {path}")
+                return self.claude(req, stream, "vertex")
+            return self.bad(f"no route {path}")
+        except Exception as exc:  # noqa: BLE001 - reported by the test
+            return self.bad(f"fake crashed: {exc!r}")
+
+    def document_size(self, req: dict[str, Any]) -> int | None:
+        """The decoded size of the checked document, None (and a problem) when it is wrong."""
+        turns = req.get("messages") or []
+        if not turns or turns[-1].get("role") != "user":
+            self.problems.append(f"no final user turn: {turns!r:.200}")
+            return None
+        docs = [b for b in turns[-1].get("content") or [] if isinstance(b, dict)
+                and b.get("type") == "document"]
+        if len(docs) != 1:
+            self.problems.append(f"{len(docs)} document blocks in the user turn")
+            return None
+        doc = docs[0]
+        source = doc.get("source") or {}
+        if source.get("type") != "base64" or source.get("media_type") != "application/pdf":
+            self.problems.append(f"document source {dict(source, data='…')!r}")
+            return None
+        if doc.get("title") != self.title:
+            self.problems.append(f"document title {doc.get('title')!r}")
+        try:
+            raw = base64.b64decode(source.get("data") or "", validate=True)
+        except (binascii.Error, ValueError):
+            self.problems.append("document data is not base64")
+            return None
+        if raw != self.expected:
+            self.problems.append(f"document bytes differ ({len(raw)} received, "
+                                 f"{len(self.expected)} sent)")
+            return None
+        return len(raw)
+
+    def claude(self, req: dict[str, Any], stream: bool, vendor: str) -> Reply:
+        size = self.document_size(req)
+        if size is None:
+            return self.bad(f"{vendor}: the document did not arrive intact")
+        text = answer_for(size)
+        usage = {"input_tokens": 1500, "output_tokens": 9}
+        if not stream:
+            return json_reply({"id": "msg_doc01", "type": "message", "role": "assistant",
+                               "model": "claude-fake", "content": [{"type": "text",
+                                                                    "text": text}],
+                               "stop_reason": "end_turn", "stop_sequence": None,
+                               "usage": usage})
+        half = len(text) // 2
+        events: list[dict[str, Any]] = [
+            {"type": "message_start", "message": {
+                "id": "msg_doc01", "type": "message", "role": "assistant",
+                "model": "claude-fake", "content": [], "stop_reason": None,
+                "stop_sequence": None, "usage": {"input_tokens": 1500, "output_tokens": 1}}},
+            {"type": "content_block_start", "index": 0,
+             "content_block": {"type": "text", "text": ""}},
+            {"type": "content_block_delta", "index": 0,
+             "delta": {"type": "text_delta", "text": text[:half]}},
+            {"type": "content_block_delta", "index": 0,
+             "delta": {"type": "text_delta", "text": text[half:]}},
+            {"type": "content_block_stop", "index": 0},
+            {"type": "message_delta", "delta": {"stop_reason": "end_turn",
+                                                "stop_sequence": None},
+             "usage": {"output_tokens": 9}},
+            {"type": "message_stop"}]
+        if vendor != "bedrock":
+            return Reply(headers=[("content-type", "text/event-stream")],
+                         pieces=anthropic_sse(events))
+        events[-1]["amazon-bedrock-invocationMetrics"] = {
+            "inputTokenCount": 1500, "outputTokenCount": 9, "invocationLatency": 100,
+            "firstByteLatency": 30}
+        body = bedrock_fx.stream(events)
+        return Reply(headers=[("content-type", "application/vnd.amazon.eventstream")],
+                     pieces=[body[i:i + 61] for i in range(0, len(body), 61)])
