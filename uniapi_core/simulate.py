@@ -47,7 +47,7 @@ import json
 import math
 import random
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
@@ -456,13 +456,10 @@ def _text_of(body: bytes, status: int, stream: bool) -> str:
         return json.dumps(obj)[:200]
 
 
-def simulate(config: Config, script: Script,
-             settle: Callable[[Gateway], None] | None = None) -> list[Report]:
+def simulate(config: Config, script: Script) -> list[Report]:
     """Run ``script`` against ``config`` (module docstring); one ``Report`` per request, in
-    the order they were sent. ``settle`` may adjust the gateway first (tests)."""
+    the order they were sent."""
     gateway = Gateway(config, entropy=random.Random(script.seed))
-    if settle is not None:
-        settle(gateway)
     draw = random.Random(f"faults:{script.seed}")
     providers = {p.provider: p for p in config.providers}
     queue: list[tuple[float, int, _Client, Any]] = []
@@ -497,17 +494,6 @@ def simulate(config: Config, script: Script,
         fault = rule.fault if rule is not None else "ok"
         client.faults.append((fault, action.key_index))
         when = now + script.latency + (rule.delay if rule is not None else 0.0)
-        provider = providers.get(action.channel)
-        engine = detect_engine(provider) if provider is not None else "gpt"
-        url = action.request.url
-        try:
-            sent = json.loads(action.request.body) if action.request.body else {}
-        except ValueError:
-            sent = {}
-        stream = client.report.stream
-        model = str(sent.get("model") or action.channel)
-        ctype, pieces = answer(engine, url, stream,
-                               f"Simulated answer from {action.channel}.", model)
         if fault == "timeout":
             return
         if fault in ("reset", "refused"):
@@ -525,7 +511,17 @@ def simulate(config: Config, script: Script,
             at(when, client, UpstreamEnded(ref))
             return
         if fault == "garbage":
-            pieces, ctype = [b"<html><body>502 Bad Gateway</body></html>"], "text/html"
+            ctype, pieces = "text/html", [b"<html><body>502 Bad Gateway</body></html>"]
+        else:  # a healthy answer in the provider's protocol, maybe cut below
+            provider = providers.get(action.channel)
+            try:
+                sent = json.loads(action.request.body) if action.request.body else {}
+            except ValueError:
+                sent = {}
+            ctype, pieces = answer(detect_engine(provider) if provider is not None else "gpt",
+                                   action.request.url, client.report.stream,
+                                   f"Simulated answer from {action.channel}.",
+                                   str(sent.get("model") or action.channel))
         whole = b"".join(pieces)
         if fault in ("stall", "truncate"):
             pieces = [whole[: len(whole) // 2]]
