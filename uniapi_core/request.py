@@ -76,7 +76,9 @@ class Part:
     #: false for an item that is not an object (nor a string)
     obj: bool = True
     text: str = ""
-    #: image_url: its ``url`` (or the bare string), None when not a string
+    #: image_url: its ``url`` (or the bare string); file: ``file_url`` (uniapi's extension: a
+    #: remote document the gateway fetches, docs/vendors.md "Input parts"); None when not a
+    #: string
     url: str | None = None
     detail: str | None = None
     #: input_audio: ``data`` and ``format``; file: ``file_data``, ``file_id``, ``filename``
@@ -284,7 +286,9 @@ def _part(p: Any) -> Part:
         spec = p.get("file")
         if type(spec) is dict:
             data, fid, name = spec.get("file_data"), spec.get("file_id"), spec.get("filename")
+            url = spec.get("file_url")
             return Part(kind=kind, ok=True, data=data if type(data) is str else None,
+                        url=url if type(url) is str else None,
                         file_id=fid if type(fid) is str else None,
                         filename=name if type(name) is str else None, cache_control=cache,
                         raw=p)
