@@ -9,6 +9,7 @@ the ``now``/``wall`` values and the ``entropy`` the caller passes in. No I/O, no
 
 from __future__ import annotations
 
+import base64
 import collections
 import hashlib
 import hmac
@@ -37,7 +38,7 @@ from .request import ChatRequest, parse_openai_chat
 from .vendors import (ENDPOINTS, TRANSLATORS, UPLOADS, detect_engine, discovery_request,
                       parse_discovery)
 from .vendors.openai import Upload
-from .vendors.base import ChatContext, UpstreamRequest
+from .vendors.base import ChatContext, ImagesNeeded, UpstreamRequest
 from .ops.metrics import Metrics, summed
 from .ops.stats import CLOSE_STORE, StatsQuery, StatsQueryError, StatsQueue, StoreConfig, \
     TokenUsageQuery, migrate_work, new_instance_id
@@ -46,6 +47,7 @@ from .vendors.gauth import ServiceAccount, TokenCache, service_account
 from .vendors.messages_native import build_count_tokens_exchange
 from .fronts.front import MESSAGES_PATHS, FrontCall, MessagesFront, is_gemini_path, \
     native_exchange, writer
+from .fronts.common import url_filename
 from .fronts.messages import chat_request_from_messages, estimate_input_tokens
 from .fronts.responses import chat_request_from_responses, output_items_of
 from .ops.responses_store import StoredResponse, conversation, delete_work, deleted, \
@@ -54,7 +56,7 @@ from .fronts.gemini import chat_request_from_gemini, count_tokens_response, esti
     model_entry, models_list, parse_model_path
 
 __all__ = ["Settings", "Respond", "ChatCall", "ReloadCall", "Routed", "Gateway",
-           "ADMIN_ONLY", "INLINE_IMAGE_ENGINES"]
+           "ADMIN_ONLY", "INLINE_IMAGE_ENGINES", "INLINE_DOCUMENT_ENGINES"]
 
 #: the Prometheus scrape path, and its text exposition format
 METRICS = "/metrics"
@@ -78,7 +80,12 @@ QUERY_PATHS = frozenset({"/v1/stats", "/v1/token_usage"})
 #: other engine builds from the request model (``request.py``), parsed once per request
 PASSTHROUGH_ENGINES = frozenset({"gpt", "openrouter", "azure"})
 #: engines that need image bytes inline: remote image URLs are fetched for them (REQ-4)
-INLINE_IMAGE_ENGINES = frozenset({"claude", "gemini", "vertex"})
+INLINE_IMAGE_ENGINES = frozenset({"claude", "gemini", "vertex", "aws"})
+#: engines that need a remote document's bytes (a ``file`` part's ``file_url``): fetched for
+#: them like images; first-party Anthropic takes the URL itself (a ``url`` document source),
+#: and Cloudflare reads no documents
+INLINE_DOCUMENT_ENGINES = frozenset({"gpt", "openrouter", "azure", "gemini", "vertex", "aws",
+                                     "cohere"})
 _ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
 
@@ -818,6 +825,15 @@ class Gateway:
             return remote
         return ()
 
+    def documents_needed(self, call: ChatCall) -> tuple[str, ...]:
+        """The remote document URLs (``file`` parts' ``file_url``) to fetch first: those of
+        the request, when some candidate channel's vendor needs the bytes; else none."""
+        remote = _remote_files(call.req["messages"])
+        if remote and any(self._engine(c.provider) in INLINE_DOCUMENT_ENGINES
+                          for c in resolve(self.catalog, call.key, call.model)):
+            return remote
+        return ()
+
     def route_chat(self, call: ChatCall, images: Mapping[str, tuple[str, bytes]], now: float,
                    wall: float) -> Routed | Respond:
         """The relay for ``call`` (``images``: the fetched remote images, url -> (media type,
@@ -834,8 +850,8 @@ class Gateway:
         parsed: list[ChatRequest] = []  # the request model, parsed once if a vendor needs it
 
         def request_for(engine: str) -> ChatRequest | dict[str, Any]:
-            if engine in PASSTHROUGH_ENGINES:
-                return req  # the client's own protocol: sent as it came
+            if engine in PASSTHROUGH_ENGINES:  # the client's own protocol: sent as it came,
+                return inline_files(req, images)  # remote documents as data URLs
             if not parsed:
                 parsed.append(parse_openai_chat(req))
             return parsed[0]
@@ -993,6 +1009,72 @@ def _check_json_media_type(headers: tuple[tuple[str, str], ...]) -> None:
 def _form_text(form: Any, name: str) -> str | None:
     part = form.get(name)
     return None if part is None else part.text().strip()
+
+
+def _remote_files(messages: list[Any]) -> tuple[str, ...]:
+    """The http(s) ``file_url`` of a chat request's ``file`` parts, in order, once each."""
+    found: dict[str, None] = {}
+    for m in messages:
+        content = m.get("content") if isinstance(m, dict) else None
+        if not isinstance(content, list):
+            continue
+        for part in content:
+            spec = part.get("file") if isinstance(part, dict) and part.get("type") == "file" \
+                else None
+            url = spec.get("file_url") if isinstance(spec, dict) else None
+            if isinstance(url, str) and url.lower().startswith(("http://", "https://")):
+                found.setdefault(url, None)
+    return tuple(found)
+
+
+def inline_files(req: dict[str, Any], fetched: Mapping[str, tuple[str, bytes]]
+                 ) -> dict[str, Any]:
+    """``req`` for an OpenAI-protocol upstream, whose chat API has no file URLs: each ``file``
+    part's ``file_url`` replaced by a ``file_data`` data URL of the fetched bytes (the request
+    itself when it has none). A URL not fetched raises ``ImagesNeeded``."""
+    messages_in = req.get("messages")
+    if not isinstance(messages_in, list) or not any(
+            isinstance(part, dict) and part.get("type") == "file"
+            and isinstance(part.get("file"), dict) and "file_url" in part["file"]
+            for m in messages_in if isinstance(m, dict) and isinstance(m.get("content"), list)
+            for part in m["content"]):
+        return req  # the common case: nothing to replace, the client's dict as it came
+    missing: list[str] = []
+    messages = []
+    for m in messages_in:
+        content = m.get("content") if isinstance(m, dict) else None
+        if not isinstance(content, list):
+            messages.append(m)
+            continue
+        parts = []
+        for part in content:
+            spec = part.get("file") if isinstance(part, dict) and part.get("type") == "file" \
+                else None
+            url = spec.get("file_url") if isinstance(spec, dict) else None
+            if not isinstance(url, str):
+                parts.append(part)
+                continue
+            if not url.lower().startswith(("http://", "https://")):
+                raise ClientError(f"file.file_url must be an http(s) URL, got {url[:100]!r}",
+                                  code="invalid_file_url")
+            got = fetched.get(url)
+            if got is None:
+                missing.append(url)
+                parts.append(part)
+                continue
+            media, raw = got
+            if media in ("", "application/octet-stream") and raw.startswith(b"%PDF-"):
+                media = "application/pdf"
+            assert isinstance(spec, dict)
+            spec = {k: v for k, v in spec.items() if k != "file_url"}
+            spec["file_data"] = f"data:{media or 'application/octet-stream'};base64," \
+                + base64.b64encode(raw).decode("ascii")
+            spec.setdefault("filename", url_filename(url))
+            parts.append({**part, "file": spec})
+        messages.append({**m, "content": parts})
+    if missing:
+        raise ImagesNeeded(missing)
+    return {**req, "messages": messages}
 
 
 def _remote_images(messages: list[Any]) -> tuple[str, ...]:

@@ -25,8 +25,10 @@ the optional steps, each a named gateway call with the call as its argument:
 
 * ``MODERATING`` (``ENABLE_MODERATION``): ``Gateway.moderation_check`` gives a /v1/moderations
   relay, run here with its answer kept from the client; ``moderation_verdict`` reads it.
-* ``FETCHING``: ``Gateway.images_needed`` names remote images a vendor needs inline; each is
-  a ``Fetch`` (redirects followed here, within ``ssrf.url_refusal``), reported by ``FetchDone``.
+* ``FETCHING``: ``Gateway.images_needed`` and ``documents_needed`` name the remote images and
+  documents a vendor needs inline; each is a ``Fetch`` (redirects followed here, within
+  ``ssrf.url_refusal``; images capped at ``MAX_IMAGE_BYTES``, documents at
+  ``MAX_DOCUMENT_BYTES``, past which a document is a 413), reported by ``FetchDone``.
 * ``AWAITING_TOKEN``: ``Gateway.route_chat`` gave a relay and the Vertex service accounts whose
   access token ``Gateway.tokens`` (``vendors/gauth.TokenCache``) holds no fresh copy of. Per
   account, the cache's state says: ``IDLE`` → this request claims the one fetch (``begin``),
@@ -98,7 +100,7 @@ from .relay import (
     TokenRefused,
 )
 from .relay.events import UpstreamData, UpstreamEnded, UpstreamFailed, UpstreamHead
-from .ssrf import FETCH_TIMEOUT, MAX_IMAGE_BYTES, MAX_REDIRECTS, url_refusal
+from .ssrf import FETCH_TIMEOUT, MAX_DOCUMENT_BYTES, MAX_IMAGE_BYTES, MAX_REDIRECTS, url_refusal
 from .routing.shared import token_name
 from .vendors import gauth
 
@@ -372,8 +374,10 @@ class RequestMachine:
         self._check_status = 0  # MODERATING: the check's answer, kept from the client
         self._check_body = bytearray()
         self._fetching: dict[int, tuple[str, str, int]] = {}  # ref -> (url, current, hops)
-        self._images: dict[str, tuple[str, bytes]] = {}
+        self._images: dict[str, tuple[str, bytes]] = {}  # images and documents, by URL
+        self._documents: frozenset[str] = frozenset()  # the URLs fetched as documents
         self._fetch_error: str | None = None
+        self._fetch_failed: tuple[str, bool] | None = None  # its URL, and was it too large
         self._routed: Routed | None = None  # AWAITING_TOKEN
         self._tokens: dict[int, _TokenFetch] = {}  # ref -> a token POST of ours
         self._watches: dict[int, object] = {}  # ref -> the account key watched
@@ -444,11 +448,12 @@ class RequestMachine:
 
     def _fetch_images(self, now: float, wall: float, out: list[MachineAction]) -> None:
         assert self._call is not None
-        urls = self._gw.images_needed(self._call)
+        documents = self._gw.documents_needed(self._call)
+        urls = dict.fromkeys(self._gw.images_needed(self._call) + documents)
         if not urls:
             self._route(now, wall, out)
             return
-        self.step = Step.FETCHING
+        self.step, self._documents = Step.FETCHING, frozenset(documents)
         for url in urls:
             self._start_fetch(url, url, 0, out)
         if not self._fetching:  # every URL refused before fetching
@@ -539,16 +544,17 @@ class RequestMachine:
         url, current, hops = self._fetching.pop(event.ref)
         location = dict(result.headers).get("location")
         if result.error is not None:
-            self._fetch_error = self._fetch_error or f"{url}: {result.error}"
+            self._fail_fetch(url, result.error)
         elif result.status in (301, 302, 303, 307, 308) and location:
             if hops >= MAX_REDIRECTS:
-                self._fetch_error = self._fetch_error or f"{url}: too many redirects"
+                self._fail_fetch(url, "too many redirects")
             else:
                 self._start_fetch(url, urljoin(current, location), hops + 1, out)
         elif result.status != 200:
-            self._fetch_error = self._fetch_error or f"{url}: HTTP {result.status}"
+            self._fail_fetch(url, f"HTTP {result.status}")
         elif result.truncated:
-            self._fetch_error = self._fetch_error or f"{url}: larger than {MAX_IMAGE_BYTES} bytes"
+            cap = MAX_DOCUMENT_BYTES if url in self._documents else MAX_IMAGE_BYTES
+            self._fail_fetch(url, f"larger than {cap} bytes", too_large=True)
         else:
             media = dict(result.headers).get("content-type", "").split(";")[0].strip().lower()
             self._images[url] = (media, result.body)  # the vendor sniffs the bytes too
@@ -789,11 +795,17 @@ class RequestMachine:
         parsed, why = url_refusal(current, allow_http=settings.fetch_allow_http,
                                   allow_any_port=settings.fetch_allow_private)
         if parsed is None:
-            self._fetch_error = self._fetch_error or f"{url}: {why}"
+            self._fail_fetch(url, why or "refused")
             return
         ref = self._new_ref()
         self._fetching[ref] = (url, current, hops)
-        out.append(Fetch(ref, parsed, settings.fetch_allow_private))
+        cap = MAX_DOCUMENT_BYTES if url in self._documents else MAX_IMAGE_BYTES
+        out.append(Fetch(ref, parsed, settings.fetch_allow_private, cap))
+
+    def _fail_fetch(self, url: str, why: str, too_large: bool = False) -> None:
+        if self._fetch_error is None:  # the first failure is the one answered
+            self._fetch_error = f"{url}: {why}"
+            self._fetch_failed = (url, too_large)
 
     def _fetched(self, now: float, wall: float, out: list[MachineAction]) -> None:
         """Every image is in (or one failed): go on with the request."""
@@ -802,9 +814,18 @@ class RequestMachine:
         self._fetching.clear()
         if self._fetch_error is not None:
             assert self._call is not None
-            self._answer(Respond.error(ClientError(
-                f"image URL could not be fetched: {self._fetch_error}",
-                code="image_fetch_failed"), self._call.extra), now, wall, out)
+            url, too_large = self._fetch_failed or ("", False)
+            if url not in self._documents:
+                error = ClientError(f"image URL could not be fetched: {self._fetch_error}",
+                                    code="image_fetch_failed")
+            elif too_large:
+                error = ClientError(f"document URL: {self._fetch_error} (the gateway's "
+                                    "remote-document cap)", status=413,
+                                    code="document_too_large")
+            else:
+                error = ClientError(f"document URL could not be fetched: {self._fetch_error}",
+                                    code="document_fetch_failed")
+            self._answer(Respond.error(error, self._call.extra), now, wall, out)
             return
         self._guarded(self._route, now, wall, out)
 

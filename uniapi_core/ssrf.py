@@ -1,7 +1,7 @@
 """Which URLs and addresses the gateway may fetch on a client's behalf (R11, docs/contracts.md).
 
-Remote image URLs in a chat request are fetched by the transport when a vendor needs images
-inline. The decisions are here, as pure functions of the URL, the *resolved* addresses and the
+Remote image and document URLs in a chat request are fetched by the transport when a vendor
+needs their bytes inline. The decisions are here, as pure functions of the URL, the *resolved* addresses and the
 settings: the transport resolves the name, asks ``pick_address`` which address it may
 connect to, and connects to exactly that address (the name stays in SNI and Host), which
 closes DNS rebinding. Every redirect is checked again.
@@ -20,9 +20,13 @@ from collections.abc import Iterable
 from .http.url import Url, parse_url
 
 __all__ = ["address_refusal", "pick_address", "url_refusal", "MAX_IMAGE_BYTES",
-           "MAX_REDIRECTS", "FETCH_TIMEOUT"]
+           "MAX_DOCUMENT_BYTES", "MAX_REDIRECTS", "FETCH_TIMEOUT"]
 
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
+#: a remote document (a ``file`` part's ``file_url``): Anthropic's 32 MB request limit, the
+#: largest any vendor takes inline (each vendor's own smaller limit is checked when its
+#: request is built)
+MAX_DOCUMENT_BYTES = 32 * 1024 * 1024
 MAX_REDIRECTS = 3
 FETCH_TIMEOUT = 10.0
 
