@@ -8,12 +8,13 @@ import hashlib
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import unquote
 
 from ..errors import ClientError
 from ..jsonutil import loads_upstream
 
 __all__ = ["bad", "is_num", "obj", "string", "reasoning_of", "arguments_object",
-           "named_event", "digest62", "first_choice"]
+           "named_event", "digest62", "first_choice", "url_filename"]
 
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
@@ -121,3 +122,11 @@ def named_event(raw: bytes, fail: Callable[[str], Exception]) -> dict[str, Any] 
     if event.get("type") != name:
         raise fail(f"event name {name!r} but data type {event.get('type')!r}")
     return event
+
+
+def url_filename(url: str) -> str:
+    """A remote document's name: its URL's last path segment, unquoted (``document`` when the
+    URL has no path)."""
+    rest = url.split("?", 1)[0].split("#", 1)[0].split("//", 1)[-1]
+    path = rest.partition("/")[2].rstrip("/")
+    return unquote(path.rsplit("/", 1)[-1]) or "document"

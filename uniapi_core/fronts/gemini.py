@@ -30,9 +30,11 @@ What does not survive the trip (a native Gemini path would keep all of it):
 - ``inlineData``: images become ``image_url`` data URLs, ``audio/*`` an ``input_audio`` part
   (format from the subtype: ``mpeg`` is ``mp3``, ``x-wav``/``wave`` are ``wav``), video is a
   400, anything else (PDF, text…) a chat ``file`` part with a data URL (filename
-  ``displayName``, else ``document.pdf`` or ``document``). ``fileData`` is forwarded only as an
-  ``image_url`` for an ``image/*`` file at an http(s) URI that is not a Gemini Files API URI;
-  anything else is a 400. ``videoMetadata``, ``mediaResolution`` and ``partMetadata`` are
+  ``displayName``, else ``document.pdf`` or ``document``). ``fileData``: an ``image/*`` file at
+  an http(s) URI becomes an ``image_url``, any other http(s) file but audio and video a chat
+  ``file`` part with uniapi's ``file_url`` (the gateway fetches it for upstreams that need the
+  bytes); a Gemini Files API or ``gs://`` URI becomes a ``file`` part with that ``file_id``
+  (only Gemini channels read it; elsewhere the channel is skipped); anything else is a 400. ``videoMetadata``, ``mediaResolution`` and ``partMetadata`` are
   ignored.
 - ``executableCode``, ``codeExecutionResult``, ``toolCall`` and ``toolResponse`` parts
   (server-side tools) are a 400, as are media in a model turn and ``cachedContent``.
@@ -88,7 +90,7 @@ from ..errors import ClientError
 from ..jsonutil import dumps
 from .chatstream import chat_chunks
 from .common import arguments_object as _args, bad as _bad, digest62 as _digest, \
-    first_choice, is_num as _is_num, obj as _obj, reasoning_of as _reasoning
+    first_choice, is_num as _is_num, obj as _obj, reasoning_of as _reasoning, url_filename
 
 __all__ = [
     "GENERATION_METHODS",
@@ -222,15 +224,22 @@ def _inline(data: Any, path: str) -> dict[str, Any]:
 def _file_data(data: Any, path: str) -> dict[str, Any]:
     data = _obj(data, path)
     uri = _str(data, "fileUri", path) or ""
-    mime = _str(data, "mimeType", path, required=False) or ""
-    if _FILES_API.match(uri):
-        raise _bad(f"{path}.fileUri", "Gemini Files API uploads cannot be read from here; "
-                   "send the bytes as inlineData")
-    if not mime.lower().startswith("image/") or not uri.lower().startswith(("http://",
-                                                                             "https://")):
-        raise _bad(f"{path}", f"only http(s) image files can be forwarded (got mimeType "
-                   f"{mime!r}, fileUri {uri[:100]!r}); send the bytes as inlineData")
-    return {"type": "image_url", "image_url": {"url": uri}}
+    mime = (_str(data, "mimeType", path, required=False) or "").lower()
+    name = _str(data, "displayName", path, required=False)
+    if _FILES_API.match(uri) or uri.lower().startswith("gs://"):  # an upload: only its
+        spec: dict[str, Any] = {"file_id": uri}  # issuer reads it (a Gemini channel)
+        if name:
+            spec["filename"] = name
+        return {"type": "file", "file": spec}
+    if not uri.lower().startswith(("http://", "https://")):
+        raise _bad(f"{path}.fileUri", f"expected an http(s), gs:// or Gemini Files API URI, "
+                   f"got {uri[:100]!r}")
+    if mime.startswith("image/"):
+        return {"type": "image_url", "image_url": {"url": uri}}
+    if mime.startswith(("audio/", "video/")):
+        raise _bad(f"{path}.mimeType", f"{mime!r} files cannot be forwarded by URL to this "
+                   "model; send the bytes as inlineData")
+    return {"type": "file", "file": {"file_url": uri, "filename": name or url_filename(uri)}}
 
 
 def _media(part: dict[str, Any], kind: str, path: str) -> dict[str, Any]:

@@ -13,8 +13,11 @@ What does not survive the trip (the native Anthropic path keeps all of it):
   text nor tool calls is left out.
 - ``top_k`` is passed as ``top_k`` (the request model knows it; OpenAI-compatible upstreams
   receive it as sent, and some of them refuse unknown fields).
-- A ``document`` with a ``url`` source, a ``content`` source or a base64 source that is not a
-  PDF, server tools (``web_search_…``, ``bash_…``, ``text_editor_…``, any ``type`` but
+- A ``document`` with a ``url`` source becomes a chat ``file`` part with uniapi's
+  ``file_url`` (the gateway fetches it for upstreams that need the bytes; Anthropic takes the
+  URL itself), one with a ``file`` source a ``file`` part with its ``file_id`` (only an
+  upstream whose Files API issued the id can read it). A ``content`` source or a base64
+  source that is not a PDF, server tools (``web_search_…``, ``bash_…``, ``text_editor_…``, any ``type`` but
   ``custom``), server-tool blocks (``server_tool_use``, ``web_search_tool_result``…),
   ``search_result`` and ``container_upload`` blocks and ``mcp_servers`` are refused with a
   400 naming the JSON path: OpenAI chat has no way to say them.
@@ -50,6 +53,7 @@ import attrs
 from ..errors import ClientError
 from ..jsonutil import dumps
 from .chatstream import chat_chunks
+from .common import url_filename
 from .common import arguments_object as _input, bad as _bad, digest62 as _digest, \
     first_choice, is_num as _is_num, obj as _obj, reasoning_of as _reasoning, string as _str
 
@@ -123,8 +127,17 @@ def _document(block: dict[str, Any], path: str) -> dict[str, Any]:
         data = _str(source, "data", f"{path}.source") or ""
         return {"type": "text", "text": f"{title}\n\n{data}" if title else data}
     if kind == "url":
-        raise _bad(f"{path}.source.type", "document source 'url' cannot be forwarded to this "
-                   "model (send the PDF as base64)")
+        url = _str(source, "url", f"{path}.source") or ""
+        if not url.lower().startswith(("http://", "https://")):
+            raise _bad(f"{path}.source.url", "expected an http(s) URL")
+        return {"type": "file", "file": {"file_url": url,
+                                         "filename": title or url_filename(url)}}
+    if kind == "file":
+        file_id = _str(source, "file_id", f"{path}.source") or ""
+        spec = {"file_id": file_id}
+        if title:
+            spec["filename"] = title
+        return {"type": "file", "file": spec}
     raise _bad(f"{path}.source.type", f"document source {kind!r} is not supported here")
 
 

@@ -14,8 +14,11 @@ What does not survive the trip:
 - Several text parts of one user, system or developer message are joined with a blank line;
   the text parts of one assistant message are concatenated; an assistant ``refusal`` part is
   sent as text. Message ``id``, ``status`` and ``phase`` are dropped.
-- ``input_image`` with ``file_id``, ``input_file`` with ``file_id`` or ``file_url``,
-  ``item_reference`` items and item types other than ``message``, ``function_call``,
+- ``input_file`` becomes a chat ``file`` part: ``file_data`` as it is, ``file_url`` as
+  uniapi's ``file_url`` (fetched by the gateway for upstreams that need the bytes; the
+  filename defaults to the URL's last path segment), ``file_id`` as the chat ``file_id`` (only
+  an upstream whose Files API issued it can read it; elsewhere the channel is skipped).
+- ``input_image`` with ``file_id``, ``item_reference`` items and item types other than ``message``, ``function_call``,
   ``function_call_output`` and ``reasoning`` (``custom_tool_call``, ``web_search_call``,
   ``computer_call``, ``compaction``…) are refused with a 400 naming the JSON path.
 - A ``reasoning`` item's text (its ``content`` reasoning text, else its ``summary`` texts, joined
@@ -66,7 +69,7 @@ from ..errors import ClientError
 from ..jsonutil import dumps
 from .chatstream import chat_chunks
 from .common import bad as _bad, first_choice, is_num as _is_num, obj as _obj, \
-    reasoning_of as _reasoning, string as _str
+    reasoning_of as _reasoning, string as _str, url_filename
 from ..vendors.base import STATUS_TYPES
 
 __all__ = [
@@ -148,15 +151,23 @@ def _image(part: dict[str, Any], path: str) -> dict[str, Any]:
 
 
 def _file(part: dict[str, Any], path: str) -> dict[str, Any]:
-    for key in ("file_id", "file_url"):
-        if part.get(key) is not None:
-            raise _bad(f"{path}.{key}", f"files given by {key} cannot be forwarded to this "
-                       "model (send the file as file_data, a data URL)")
-    data = _str(part, "file_data", path) or ""
-    if not data.startswith("data:"):
-        raise _bad(f"{path}.file_data", "expected a data URL (data:<media type>;base64,…)")
+    """An ``input_file`` → a chat ``file`` part: ``file_data`` (a data URL) as it is,
+    ``file_url`` as uniapi's ``file_url`` (fetched by the gateway for upstreams that need the
+    bytes), ``file_id`` as the chat ``file_id`` (only an upstream that issued it reads it)."""
+    given = [k for k in ("file_data", "file_url", "file_id") if part.get(k) is not None]
+    if len(given) != 1:
+        raise _bad(path, "expected exactly one of file_data, file_url and file_id"
+                   + (f", got {' and '.join(given)}" if given else ""))
+    key = given[0]
+    value = _str(part, key, path) or ""
     name = _str(part, "filename", path, required=False)
-    spec: dict[str, Any] = {"file_data": data}
+    if key == "file_data" and not value.startswith("data:"):
+        raise _bad(f"{path}.file_data", "expected a data URL (data:<media type>;base64,…)")
+    if key == "file_url":
+        if not value.lower().startswith(("http://", "https://")):
+            raise _bad(f"{path}.file_url", "expected an http(s) URL")
+        name = name or url_filename(value)
+    spec: dict[str, Any] = {key: value}
     if name is not None:
         spec["filename"] = name
     return {"type": "file", "file": spec}

@@ -327,14 +327,11 @@ BAD: list[tuple[Any, str]] = [
     (body(contents=[user({"inlineData": {"mimeType": "video/mp4", "data": "x"}})]),
      "contents[0].parts[0].inlineData.mimeType: video"),
     (body(contents=[user({"fileData": {"mimeType": "application/pdf",
-                                       "fileUri": "https://x.test/a.pdf"}})]),
-     "contents[0].parts[0].fileData: only http(s) image files"),
-    (body(contents=[user({"fileData": {"mimeType": "image/png", "fileUri": "gs://b/a.png"}})]),
-     "contents[0].parts[0].fileData: only http(s) image files"),
-    (body(contents=[user({"fileData": {
-        "mimeType": "image/png",
-        "fileUri": "https://generativelanguage.googleapis.com/v1beta/files/abc"}})]),
-     "contents[0].parts[0].fileData.fileUri: Gemini Files API uploads"),
+                                       "fileUri": "ftp://x.test/a.pdf"}})]),
+     "contents[0].parts[0].fileData.fileUri: expected an http(s), gs:// or Gemini Files API"),
+    (body(contents=[user({"fileData": {"mimeType": "video/mp4",
+                                       "fileUri": "https://x.test/a.mp4"}})]),
+     "contents[0].parts[0].fileData.mimeType: 'video/mp4' files cannot be forwarded by URL"),
     (body(contents=[user({"fileData": {}})]), "contents[0].parts[0].fileData.fileUri: field"),
     (body(contents=[user({"functionCall": {"name": "f"}})]),
      "contents[0].parts[0].functionCall: a functionCall belongs in a model turn"),
@@ -1032,3 +1029,22 @@ def test_the_sdk_history_round_trips() -> None:
     assert tool_call["extra_content"]["google"]["thought_signature"] == "c2ln"
     assert call.chat["messages"][1]["content"][1]["image_url"]["url"] == \
         "data:image/png;base64,iVBORw=="
+
+
+def test_file_data_documents_and_uploads() -> None:
+    """An http(s) document becomes uniapi's file_url; an upload (Files API, gs://) its file_id,
+    which only a Gemini channel reads."""
+    files = "https://generativelanguage.googleapis.com/v1beta/files/abc"
+    out = chat(contents=[user(
+        {"fileData": {"mimeType": "application/pdf", "fileUri": "https://x.test/d/a%20b.pdf"}},
+        {"fileData": {"mimeType": "text/plain", "fileUri": "https://x.test/n.txt",
+                      "displayName": "notes"}},
+        {"fileData": {"mimeType": "application/pdf", "fileUri": files}},
+        {"fileData": {"mimeType": "image/png", "fileUri": "gs://b/a.png",
+                      "displayName": "a.png"}})])
+    assert out["messages"][0]["content"] == [
+        {"type": "file", "file": {"file_url": "https://x.test/d/a%20b.pdf",
+                                  "filename": "a b.pdf"}},
+        {"type": "file", "file": {"file_url": "https://x.test/n.txt", "filename": "notes"}},
+        {"type": "file", "file": {"file_id": files}},
+        {"type": "file", "file": {"file_id": "gs://b/a.png", "filename": "a.png"}}]

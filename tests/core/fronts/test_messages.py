@@ -134,6 +134,22 @@ def test_documents() -> None:
         {"type": "text", "text": "plain"}]
 
 
+def test_documents_by_url_and_file_id() -> None:
+    """A url source is uniapi's file_url (the gateway fetches it where the bytes are needed),
+    a file source the chat file_id; the title is the filename, else the URL's last segment."""
+    out = chat(messages=[user(
+        {"type": "document", "source": {"type": "url", "url": "https://x.test/r/Q3%20v2.pdf"}},
+        {"type": "document", "title": "Q4", "source": {"type": "url", "url": "https://x.test/"}},
+        {"type": "document", "source": {"type": "file", "file_id": "file_011CN"}},
+        {"type": "document", "title": "T", "source": {"type": "file", "file_id": "file_2"}})])
+    assert out["messages"][0]["content"] == [
+        {"type": "file", "file": {"file_url": "https://x.test/r/Q3%20v2.pdf",
+                                  "filename": "Q3 v2.pdf"}},
+        {"type": "file", "file": {"file_url": "https://x.test/", "filename": "Q4"}},
+        {"type": "file", "file": {"file_id": "file_011CN"}},
+        {"type": "file", "file": {"file_id": "file_2", "filename": "T"}}]
+
+
 def test_assistant_tool_use_and_thinking_dropped() -> None:
     out = chat(messages=[
         {"role": "user", "content": "weather?"},
@@ -293,8 +309,10 @@ BAD: list[tuple[Any, str]] = [
     (body(messages=[user({"type": "image", "source": {"type": "base64", "data": "x"}})]),
      "messages[0].content[0].source.media_type: field required"),
     (body(messages=[user({"type": "image"})]), "messages[0].content[0].source: expected"),
-    (body(messages=[user({"type": "document", "source": {"type": "url", "url": "https://x"}})]),
-     "messages[0].content[0].source.type: document source 'url'"),
+    (body(messages=[user({"type": "document", "source": {"type": "url", "url": "x.pdf"}})]),
+     "messages[0].content[0].source.url: expected an http(s) URL"),
+    (body(messages=[user({"type": "document", "source": {"type": "content", "content": []}})]),
+     "messages[0].content[0].source.type: document source 'content'"),
     (body(messages=[user({"type": "document", "source": {"type": "base64", "data": "x",
                                                          "media_type": "image/png"}})]),
      "messages[0].content[0].source.media_type: base64 documents must be application/pdf"),

@@ -124,6 +124,17 @@ def test_images_and_files() -> None:
         {"type": "file", "file": {"file_data": "data:application/pdf;base64,JW"}}]}]
 
 
+def test_files_by_url_and_id() -> None:
+    out = msgs([{"role": "user", "content": [
+        {"type": "input_file", "file_url": "https://x.test/a/r.pdf"},
+        {"type": "input_file", "file_url": "https://x.test/a/r.pdf", "filename": "R"},
+        {"type": "input_file", "file_id": "file-abc"}]}])
+    assert out == [{"role": "user", "content": [
+        {"type": "file", "file": {"file_url": "https://x.test/a/r.pdf", "filename": "r.pdf"}},
+        {"type": "file", "file": {"file_url": "https://x.test/a/r.pdf", "filename": "R"}},
+        {"type": "file", "file": {"file_id": "file-abc"}}]}]
+
+
 def fc(call_id: str, name: str, args: str = "{}", **extra: Any) -> dict[str, Any]:
     return {"type": "function_call", "call_id": call_id, "name": name, "arguments": args,
             **extra}
@@ -404,11 +415,15 @@ BAD: list[tuple[Any, str]] = [
     (body(input=[{"role": "user", "content": [{"type": "input_image", "image_url": "u",
                                                 "detail": "max"}]}]),
      "input[0].content[0].detail: expected"),
-    (body(input=[{"role": "user", "content": [{"type": "input_file", "file_id": "file-1"}]}]),
-     "input[0].content[0].file_id: files given by file_id"),
-    (body(input=[{"role": "user", "content": [{"type": "input_file",
+    (body(input=[{"role": "user", "content": [{"type": "input_file", "file_id": "file-1",
                                                 "file_url": "https://x/a.pdf"}]}]),
-     "input[0].content[0].file_url: files given by file_url"),
+     "input[0].content[0]: expected exactly one of file_data, file_url and file_id, got "
+     "file_url and file_id"),
+    (body(input=[{"role": "user", "content": [{"type": "input_file"}]}]),
+     "input[0].content[0]: expected exactly one of file_data, file_url and file_id"),
+    (body(input=[{"role": "user", "content": [{"type": "input_file",
+                                                "file_url": "file:///etc/passwd"}]}]),
+     "input[0].content[0].file_url: expected an http(s) URL"),
     (body(input=[{"role": "user", "content": [{"type": "input_file", "file_data": "JVBE"}]}]),
      "input[0].content[0].file_data: expected a data URL"),
     (body(input=[{"role": "system", "content": [{"type": "input_image", "image_url": "u"}]}]),
