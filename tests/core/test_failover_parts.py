@@ -7,10 +7,12 @@ the relay's first action says which channel was picked."""
 from __future__ import annotations
 
 import base64
+import io
 import json
 import random
 
 import pytest
+from pypdf import PdfWriter
 
 from uniapi_core.config import load_config
 from uniapi_core.gateway import ChatCall, Gateway, Respond, Routed
@@ -31,7 +33,19 @@ PROVIDERS = {
               "    model: [{gpt-4o: m}]",
 }
 
-PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
+
+
+def blank_pdf() -> bytes:
+    """A valid one-page PDF with no text layer (a scan, as far as Cohere goes)."""
+    w = PdfWriter()
+    w.add_blank_page(612, 792)
+    out = io.BytesIO()
+    w.write(out)
+    return out.getvalue()
+
+
+#: Cohere reads a PDF's text layer; this one has none, so Cohere refuses it (issue 20)
+PDF = blank_pdf()
 PDF_PART = {"type": "file", "file": {
     "file_data": "data:application/pdf;base64," + base64.b64encode(PDF).decode(),
     "filename": "a.pdf"}}
@@ -87,7 +101,7 @@ def error_of(reply) -> tuple[int, dict]:
 @pytest.mark.parametrize("vendors, parts, fields, picked", [
     # Anthropic takes no audio: Gemini gets it as inlineData
     (("anthropic", "gemini"), [AUDIO_PART], {}, "gemini"),
-    # Cohere reads no PDF: Gemini gets it
+    # Cohere reads no PDF without a text layer: Gemini gets it
     (("cohere", "gemini"), [PDF_PART], {}, "gemini"),
     # Cloudflare takes no file and no audio: Gemini gets them
     (("cloudflare", "gemini"), [PDF_PART], {}, "gemini"),
@@ -123,7 +137,7 @@ def test_gemini_gets_the_pdf_bytes_intact():
 
 
 @pytest.mark.parametrize("vendors, parts, fields, kind, names", [
-    (("cohere", "cloudflare"), [PDF_PART], {}, "file",
+    (("cohere", "cloudflare"), [PDF_PART], {}, "no text layer",
      ["cohere (cohere)", "cloudflare (cloudflare)"]),
     (("anthropic", "cohere", "cloudflare"), [AUDIO_PART], {}, "input_audio",
      ["anthropic (claude)", "cohere (cohere)", "cloudflare (cloudflare)"]),
@@ -144,13 +158,13 @@ def test_when_no_channel_can_take_it_the_400_names_the_part_and_every_provider(
 def test_the_refusal_keeps_the_first_errors_status_type_and_code():
     status, err = error_of(send(gateway("cohere", "cloudflare"), [PDF_PART]))
     assert (status, err["code"]) == (400, "unsupported_content")
-    assert err["message"].startswith("messages[0].content[1]: file parts of type "
-                                     "'application/pdf' are not supported by cohere")
+    assert err["message"].startswith("messages[0].content[1]: the PDF has no text layer")
 
 
 def test_a_single_unbuildable_channel_is_named_too():
     status, err = error_of(send(gateway("cohere"), [AUDIO_PART]))
-    assert status == 400 and "input_audio" in err["message"]
+    assert (status, err["code"]) == (400, "unsupported_content")
+    assert "input_audio" in err["message"]
     assert err["message"].endswith("tried: cohere (cohere)")
 
 

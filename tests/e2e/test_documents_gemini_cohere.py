@@ -1,16 +1,20 @@
 """Issue 20 end to end, on both backends: OpenAI ``file`` parts sent with the openai SDK reach
 Gemini as ``inlineData`` (bytes intact, whole and streamed) and Cohere v2 as ``documents``; an
 inline document over Gemini's limit is a 413 before any upstream call; a key whose first
-channel (Cohere) cannot read a PDF gets it answered by the next one (Gemini)."""
+channel (Cohere) cannot read a PDF (no text layer) gets it answered by the next one (Gemini); a
+PDF with text reaches Cohere as a ``documents`` entry holding the text the gateway extracted."""
 
 from __future__ import annotations
 
 import base64
+import io
 import json
 from typing import Any
 
 import openai
 import pytest
+from pypdf import PdfWriter
+from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
 
 from tests.fakes.llm_vendors import compact
 from tests.fakes.upstream import FakeUpstream, Reply, Seen, json_reply
@@ -22,6 +26,31 @@ PDF = b"%PDF-1.4\n" + bytes(range(256)) * 4 + b"\n%%EOF\n"
 NOTES = "Meeting notes: ship on Friday. Ünïcödé kept."
 ANSWER = "It is a short document."
 WAYS = pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+
+
+
+
+def real_pdf(*texts: str) -> bytes:
+    """A valid PDF, one page per text (a page with ``""`` has no text layer: a scan)."""
+    w = PdfWriter()
+    font = w._add_object(DictionaryObject({
+        NameObject("/Type"): NameObject("/Font"), NameObject("/Subtype"): NameObject("/Type1"),
+        NameObject("/BaseFont"): NameObject("/Helvetica")}))
+    for text in texts:
+        page = w.add_blank_page(612, 792)
+        page[NameObject("/Resources")] = DictionaryObject({
+            NameObject("/Font"): DictionaryObject({NameObject("/F1"): font})})
+        stream = DecodedStreamObject()
+        stream.set_data(b"BT /F1 12 Tf 72 700 Td (" + text.encode() + b") Tj ET" if text
+                        else b"")
+        page[NameObject("/Contents")] = w._add_object(stream)
+    out = io.BytesIO()
+    w.write(out)
+    return out.getvalue()
+
+
+#: a PDF Cohere cannot read: no text layer
+SCAN = real_pdf("")
 
 
 def pdf_part(data: bytes = PDF) -> dict[str, Any]:
@@ -162,11 +191,25 @@ def test_an_oversized_document_is_413_before_any_upstream_call(backend, fake):
 
 
 @WAYS
-def test_a_pdf_for_a_cohere_first_key_is_answered_by_gemini(backend, fake, stream):
+def test_a_text_pdf_reaches_cohere_as_a_document_of_its_text(backend, fake, stream):
+    pdf = real_pdf("Ship on Friday.", "Budget approved.")
     with run_gateway(config(fake.url), backend=backend, discover=False) as gw:
-        assert ask(gw.openai(KEY), "doc", pdf_part(), stream) == ANSWER
+        assert ask(gw.openai(KEY), "doc", pdf_part(pdf), stream) == ANSWER
+    [seen] = fake.seen
+    body = seen.json()
+    assert seen.path == "/v2/chat" and body["stream"] is stream
+    assert body["documents"] == [{"data": {"title": "report.pdf",
+                                           "text": "Ship on Friday.\n\nBudget approved."}}]
+    assert body["messages"] == [{"role": "user",
+                                 "content": [{"type": "text", "text": "What is this?"}]}]
+
+
+@WAYS
+def test_a_pdf_without_text_for_a_cohere_first_key_is_answered_by_gemini(backend, fake, stream):
+    with run_gateway(config(fake.url), backend=backend, discover=False) as gw:
+        assert ask(gw.openai(KEY), "doc", pdf_part(SCAN), stream) == ANSWER
     assert [s.path.split(":")[0] for s in fake.seen] == ["/v1beta/models/gemini-2.5-flash"]
-    assert base64.b64decode(inline_parts(fake.seen[0])[0]["data"]) == PDF
+    assert base64.b64decode(inline_parts(fake.seen[0])[0]["data"]) == SCAN
 
 
 def test_when_no_channel_takes_the_part_the_400_names_them(backend, fake):

@@ -19,8 +19,15 @@ readings of its: a text/refusal part's ``text`` key is read before ``refusal``, 
   other path gets ``/v2/chat`` appended. The query is kept. ``Authorization: Bearer <key>``.
 * Messages: ``system``/``developer`` → ``system`` (text flattened), ``user`` → ``user``
   (a string, or ``text``/``image_url`` parts; ``detail`` dropped; a text ``file`` part goes to
-  the top-level ``documents`` as ``{"data": {"title", "text"}}``, a PDF or a ``file_id`` is a 400
-  ``unsupported_content``, ``input_audio`` a 400 naming cohere), ``assistant`` with tool calls
+  the top-level ``documents`` as ``{"data": {"title", "text"}}``, and so does a PDF's text
+  layer, extracted with pypdf (``_pdf_text``: pages joined with a blank line; a type of
+  ``application/octet-stream`` or none is sniffed, ``%PDF-``) within ``MAX_PDF_BYTES`` (2 MiB),
+  ``MAX_PDF_PAGES`` (100), ``MAX_PDF_TOKENS`` (100,000 content-stream tokens) and
+  ``MAX_PDF_CHARS`` (1,000,000), else a 413 ``document_too_large``; a PDF pypdf cannot read is
+  a 400 ``invalid_request``; one with no text layer or a password, any other file type, a
+  ``file_id`` and ``input_audio`` are 400 ``unsupported_content`` (a channel mismatch: the
+  router tries the next channel); a ``file_url`` is read from ``ctx.images``, else
+  ``ImagesNeeded`` names every one not fetched yet), ``assistant`` with tool calls
   → ``{"role":"assistant","tool_plan":<text>,"tool_calls":[…]}`` (every call kept, arguments
   as the client's JSON text, ``""`` → ``"{}"``), ``assistant`` text → ``content``, ``tool`` →
   ``{"role":"tool","tool_call_id","content"}``. Tool-call ids are sanitised injectively
@@ -60,17 +67,22 @@ is terminal (DEC-4): a finish chunk + ``StreamDone``, or ``StreamFailed`` for ``
 from __future__ import annotations
 
 import functools
+import io
 import re
 from collections.abc import Sequence
 from typing import Any, TypeGuard
 from urllib.parse import urlsplit, urlunsplit
 
-from ..errors import DecodeError, UpstreamError
+import pypdf
+from pypdf.errors import LimitReachedError
+
+from ..errors import ClientError, DecodeError, UpstreamError
 from ..jsonutil import dumps, loads_strict
 from ..request import ChatRequest, Message, Part, chat_request, parse_openai_chat
 from ..streams import SSEEvent
 from .base import (
     ChatContext,
+    ImagesNeeded,
     SSEVendorDecoder,
     StreamDone,
     StreamFailed,
@@ -86,6 +98,7 @@ from .toolkit import (
     clean_id,
     data_url,
     retry_after,
+    sniff,
     status_error,
     status_type,
 )
@@ -198,29 +211,150 @@ def _texts(m: Message, where: str) -> str:
     return "".join(out)
 
 
-def _document(p: Part, where: str) -> dict[str, Any]:
-    """A ``file`` part as a Cohere v2 ``documents`` entry (issue 20): text files only, as
-    ``{"data": {"title": filename, "text": text}}``; Cohere reads no PDF, no audio and no
-    OpenAI file ids, so those are 400 ``unsupported_content`` (a channel mismatch: the router
-    tries the next channel)."""
+#: PDF bounds (docs/vendor-rules.md, "Cohere": PDF text), each checked before or while pypdf
+#: works, so a hostile PDF cannot hold the event loop for long (pypdf is pure Python and this
+#: runs synchronously). Measured with pypdf 7.1 (CPython 3.11): a text-heavy page extracts in
+#: ~5 ms (100 such pages, ~54,000 tokens: ~0.67 s); content-stream parsing costs ~5 µs a token,
+#: so the token budget bounds the worst cases (one huge content stream, one operator with
+#: 40,000 operands on each page, a form XObject invoked 1,000 times) to ~0.65 s; opening a file
+#: of garbage or of xref-less objects costs ~0.2 s a MiB (0.83 s at 4 MiB), hence 2 MiB.
+MAX_PDF_BYTES = 2 * 1024 * 1024
+MAX_PDF_PAGES = 100
+#: content-stream tokens (operators and operands, array items counted) over all pages and forms
+MAX_PDF_TOKENS = 100_000
+#: pypdf's own cap on one stream's tokens, so a single stream is never parsed past the budget
+_STREAM_TOKENS = 50_000
+MAX_PDF_CHARS = 1_000_000
+_TOO_LARGE = "document_too_large"
+
+
+class _PdfBudget(Exception):
+    """Raised from pypdf's operator visitor when the token budget is spent (caught below)."""
+
+
+def _too_large(message: str) -> ClientError:
+    return ClientError(message, status=413, code=_TOO_LARGE)
+
+
+def _pdf_text(raw: bytes, where: str) -> str:
+    """A PDF's text layer, page by page, pages joined with a blank line (``"\\n\\n"``), within
+    ``MAX_PDF_BYTES``/``MAX_PDF_PAGES``/``MAX_PDF_TOKENS``/``MAX_PDF_CHARS`` (413
+    ``document_too_large``). A PDF pypdf cannot read is a 400 ``invalid_request``; one with no
+    text layer, or encrypted with a password, a 400 ``unsupported_content`` (the router tries a
+    channel that reads PDFs). pypdf logs what it repairs to the ``pypdf`` logger; left as it is
+    (the host's logging config decides)."""
+    if len(raw) > MAX_PDF_BYTES:
+        raise _too_large(f"{where}: the PDF has {len(raw)} bytes; cohere reads PDFs as text, "
+                         f"extracted by the gateway from at most {MAX_PDF_BYTES} bytes (2 MiB)")
+    spent = 0
+
+    def count(operator: Any, operands: Any, cm: Any, tm: Any) -> None:
+        nonlocal spent
+        spent += 1 + sum(len(o) if isinstance(o, list) else 1 for o in operands)
+        if spent > MAX_PDF_TOKENS:
+            raise _PdfBudget
+
+    pages: list[str] = []
+    chars = 0
+    try:
+        # pypdf's own limits, through its context-local configuration (no global state)
+        with pypdf.apply_configuration(stream_parsing_work_maximum_count=_STREAM_TOKENS,
+                                       page_tree_maximum_entries=4 * MAX_PDF_PAGES,
+                                       xform_maximum_invocations_per_extraction=200):
+            reader = pypdf.PdfReader(io.BytesIO(raw))
+            if reader.is_encrypted and not reader.decrypt(""):
+                raise _bad(f"{where}: the PDF is encrypted with a password; cohere reads "
+                           "text only", "unsupported_content")
+            if len(reader.pages) > MAX_PDF_PAGES:
+                raise _too_large(f"{where}: the PDF has {len(reader.pages)} pages; cohere "
+                                 f"reads PDFs as text, extracted from at most {MAX_PDF_PAGES} "
+                                 "pages")
+            for page in reader.pages:
+                text = page.extract_text(visitor_operand_before=count)
+                chars += len(text)
+                if chars > MAX_PDF_CHARS:
+                    raise _too_large(f"{where}: the PDF's text is over {MAX_PDF_CHARS} "
+                                     "characters, the most the gateway extracts for cohere")
+                pages.append(text)
+    except ClientError:
+        raise
+    except (_PdfBudget, LimitReachedError):
+        raise _too_large(f"{where}: the PDF's pages hold more than {MAX_PDF_TOKENS} content "
+                         "tokens (or more pages than the gateway reads), the most the gateway "
+                         "extracts text from for cohere") from None
+    except Exception as exc:  # noqa: BLE001 - pypdf raises many types on a malformed file
+        raise _bad(f"{where}: the PDF could not be read: {type(exc).__name__}: "
+                   f"{str(exc)[:120]}") from None
+    text = "\n\n".join(pages)
+    if not text.strip():
+        raise _bad(f"{where}: the PDF has no text layer (a scan?); cohere reads text only",
+                   "unsupported_content")
+    return text
+
+
+def _file_bytes(p: Part, where: str, ctx: ChatContext | None, missing: list[str]
+                ) -> tuple[str, bytes] | None:
+    """A ``file`` part's (media type, bytes): a ``file_data`` data URL decoded, or a
+    ``file_url`` the gateway fetched into ``ctx.images`` (None, the URL noted in ``missing``,
+    when it is not fetched yet). A declared ``application/octet-stream`` or empty type is
+    sniffed: ``%PDF-`` is a PDF."""
+    if p.data is None and p.url is not None and ctx is not None:
+        got = ctx.images.get(p.url)
+        if got is None:
+            if p.url not in missing:
+                missing.append(p.url)
+            return None
+        media = got[0].split(";")[0].strip().lower()
+        if not media or media == "application/octet-stream":
+            media = "application/pdf" if got[1].startswith(b"%PDF-") else (sniff(got[1]) or "")
+        return media, got[1]
     if p.data is None or not p.data.startswith("data:"):
         what = "'file_id' file parts" if p.file_id is not None else "file parts without a " \
             "'file_data' data: URL"
         raise _bad(f"{where}: {what} are not supported by cohere", "unsupported_content")
-    media, data = data_url(p.data, where, flavour="gemini")
-    if not media.startswith("text/"):
+    head, comma, payload = p.data[5:].partition(",")
+    declared = head.split(";")[0]
+    if comma and declared.strip().lower() in ("", "application/octet-stream"):
+        # decoded as a PDF, then sniffed: data_url's own sniff knows images only
+        media, data = data_url(f"data:application/pdf{head[len(declared):]},{payload}", where,
+                               flavour="gemini")
+        if not data.startswith(b"%PDF-"):
+            media = sniff(data) or ""
+            if not media:
+                raise _bad(f"{where}: cannot tell the media type of the data URL")
+        return media, data
+    return data_url(p.data, where, flavour="gemini")
+
+
+def _document(p: Part, where: str, ctx: ChatContext | None = None,
+              missing: list[str] | None = None) -> dict[str, Any] | None:
+    """A ``file`` part as a Cohere v2 ``documents`` entry (issue 20), ``{"data": {"title":
+    filename, "text": text}}``: a text file's UTF-8 text, or a PDF's text layer (``_pdf_text``).
+    Cohere reads no other type and no OpenAI file ids: those are 400 ``unsupported_content`` (a
+    channel mismatch: the router tries the next channel). None when a ``file_url`` is still to
+    be fetched (noted in ``missing``)."""
+    got = _file_bytes(p, where, ctx, missing if missing is not None else [])
+    if got is None:
+        return None
+    media, data = got
+    if media == "application/pdf":
+        text = _pdf_text(data, where)
+    elif media.startswith("text/"):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _bad(f"{where}: the text file is not valid UTF-8", "invalid_request") from None
+    else:
         raise _bad(f"{where}: file parts of type {media or 'unknown'!r} are not supported by "
-                   "cohere (only text files, sent as documents)", "unsupported_content")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise _bad(f"{where}: the text file is not valid UTF-8", "invalid_request") from None
+                   "cohere (only text files and PDFs with text, sent as documents)",
+                   "unsupported_content")
     fields: dict[str, Any] = {"title": p.filename} if p.filename else {}
     fields["text"] = text
     return {"data": fields}
 
 
-def _user_content(m: Message, where: str, documents: list[dict[str, Any]] | None = None
+def _user_content(m: Message, where: str, documents: list[dict[str, Any]] | None = None,
+                  ctx: ChatContext | None = None, missing: list[str] | None = None
                   ) -> str | list[dict[str, Any]]:
     if m.text is not None:
         return m.text
@@ -239,10 +373,15 @@ def _user_content(m: Message, where: str, documents: list[dict[str, Any]] | None
                 raise _bad(f"{where}.content[{j}].image_url.url must be a string")
             parts.append({"type": "image_url", "image_url": {"url": p.url}})  # detail dropped
         elif kind == "file" and not p.bare and documents is not None:
-            documents.append(_document(p, f"{where}.content[{j}]"))
-        else:
+            doc = _document(p, f"{where}.content[{j}]", ctx, missing)
+            if doc is not None:
+                documents.append(doc)
+        elif kind == "text" or not p.obj:  # a malformed text part or item
             raise _bad(f"{where}.content[{j}]: part type {None if p.bare else kind!r} is not "
                        "supported by cohere")
+        else:  # a part type Cohere cannot take (input_audio, …): a channel mismatch
+            raise _bad(f"{where}.content[{j}]: part type {None if p.bare else kind!r} is not "
+                       "supported by cohere", "unsupported_content")
     return parts
 
 
@@ -284,11 +423,13 @@ def _arguments(raw: Any, where: str) -> str:
     return raw
 
 
-def _messages(messages: tuple[Message, ...], documents: list[dict[str, Any]] | None = None
-              ) -> list[dict[str, Any]]:
+def _messages(messages: tuple[Message, ...], documents: list[dict[str, Any]] | None = None,
+              ctx: ChatContext | None = None) -> list[dict[str, Any]]:
     """OpenAI messages -> Cohere v2 messages (docs/vendor-rules.md, "Cohere request body";
-    REQ-2, TC-5). User ``file`` parts go to ``documents`` (``_document``)."""
+    REQ-2, TC-5). User ``file`` parts go to ``documents`` (``_document``); ``ImagesNeeded``
+    names every ``file_url`` not yet in ``ctx.images``."""
     ids = _Ids(messages)
+    missing: list[str] = []
     calls: set[str] = set()
     out: list[dict[str, Any]] = []
     for i, m in enumerate(messages):
@@ -299,7 +440,8 @@ def _messages(messages: tuple[Message, ...], documents: list[dict[str, Any]] | N
         if role == "system" or role == "developer":
             out.append({"role": "system", "content": _texts(m, where)})
         elif role == "user":
-            out.append({"role": "user", "content": _user_content(m, where, documents)})
+            out.append({"role": "user",
+                        "content": _user_content(m, where, documents, ctx, missing)})
         elif role == "assistant":
             text = _texts(m, where)
             if "tool_calls" in m.invalid:
@@ -333,6 +475,8 @@ def _messages(messages: tuple[Message, ...], documents: list[dict[str, Any]] | N
             out.append({"role": "tool", "tool_call_id": ids(tid), "content": _texts(m, where)})
         else:
             raise _bad(f"{where}.role {m.raw.get('role')!r} is not supported")
+    if missing:
+        raise ImagesNeeded(missing)
     if not any(m["role"] != "system" for m in out):
         raise _bad("the request has no user, assistant or tool message for cohere")
     return out
@@ -410,7 +554,7 @@ def build_exchange(chat: ChatRequest | dict[str, Any], ctx: ChatContext) -> Cohe
         raise _bad("'n' other than 1 is not supported by cohere", "unsupported_parameter")
     documents: list[dict[str, Any]] = []
     body: dict[str, Any] = {"model": ctx.upstream_model,
-                            "messages": _messages(req.messages, documents)}
+                            "messages": _messages(req.messages, documents, ctx)}
     if documents:
         body["documents"] = documents
     tools = _tools(req)

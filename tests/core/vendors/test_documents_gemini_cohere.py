@@ -61,13 +61,21 @@ def test_cohere_sends_no_documents_without_files():
     assert "documents" not in body
 
 
-def test_cohere_refuses_pdf_file_id_and_audio_naming_itself():
-    for part, code, words in ((PDF_PART, "unsupported_content", "application/pdf"),
+def test_cohere_refuses_a_textless_pdf_file_id_and_audio_naming_itself():
+    for part, code, words in ((PDF_PART, "unsupported_content", "no text layer"),
                               (ID_PART, "unsupported_content", "file_id"),
-                              (AUDIO_PART, "invalid_request", "input_audio")):
+                              (AUDIO_PART, "unsupported_content", "input_audio")):
         status, err = error_of(send(gateway("cohere"), [part]))
         assert (status, err["code"]) == (400, code)
         assert words in err["message"] and "cohere" in err["message"]
+
+
+def test_cohere_refuses_an_image_file_as_unsupported_content():
+    png = {"type": "file", "file": {"file_data": "data:image/png;base64,"
+                                    + base64.b64encode(b"\x89PNG\r\n").decode()}}
+    status, err = error_of(send(gateway("cohere"), [png]))
+    assert (status, err["code"]) == (400, "unsupported_content")
+    assert "image/png" in err["message"]
 
 
 def test_cohere_refuses_a_text_file_that_is_not_utf8():
