@@ -283,7 +283,7 @@ def test_foreign_tool_ids_are_sanitised_injectively_tc_5():
     ([user(), {"role": "assistant", "tool_calls": [{"id": "c1"}]}], "invalid_request"),
     ([{"role": "function", "content": "x"}], "invalid_request"),
     ([user([{"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}])],
-     "invalid_request"),
+     "unsupported_content"),  # Cohere takes no audio: a channel mismatch (issue 20)
     ([{"role": "system", "content": "only a system prompt"}], "invalid_request"),
     (["not an object"], "invalid_request"),
 ])
