@@ -16,8 +16,15 @@ are left out) and builds the Messages body in three steps:
    ids are mapped injectively onto Anthropic's alphabet (TC-5). Images become base64 blocks
    (REQ-4); remote images come from ``ctx.images`` or raise ``ImagesNeeded`` with every
    missing URL. A user message's ``file`` parts become ``document`` blocks: PDFs as base64,
-   plain text as text, the filename as ``title``; other types and ``file_id`` are 400s, and
-   documents over the 32 MB request limit a 413 (ANT-D1..D4).
+   plain text as text, the filename as ``title``; other types are 400s, and documents over the
+   32 MB request limit a 413 (ANT-D1..D3). A ``file_url`` (uniapi's extension) is a ``url``
+   source on Anthropic's own API, which fetches it; on Bedrock and Vertex
+   (``first_party=False``) its bytes come from ``ctx.images`` like a remote image's (missing
+   ones join the images in ``ImagesNeeded``) and make the block a data URL would, counted in
+   the 32 MB (ANT-D5). A ``file_id`` of Anthropic's Files API form (``file_…``) is a ``file``
+   source on Anthropic's own API, with ``files-api-2025-04-14`` merged into the
+   ``anthropic-beta`` header; any other id, and every id on Bedrock and Vertex, is a 400
+   (ANT-D4, ANT-D6).
 2. *Tools* (ANT-T1..T3, TC-6): OpenAI functions become ``{name, description, input_schema}``;
    ``tool_choice`` and ``parallel_tool_calls`` map to Anthropic's tool choice. A history that
    holds tool blocks but no ``tools`` gets placeholder definitions and ``tool_choice: none``.
@@ -70,7 +77,7 @@ from .toolkit import as_str as _str, bad as _fail, call_id, clean_id, data_url
 from .toolkit import positive_int as _int, retry_after, sniff, status_error, status_type
 
 __all__ = ["DEFAULT_URL", "API_VERSION", "MAPPED", "DROPPED", "FINISH_REASONS", "ERROR_TYPES",
-           "EFFORT_BUDGETS", "STRUCTURED_MODELS", "ANSWER_TOOL", "STRING_FORMATS",
+           "EFFORT_BUDGETS", "STRUCTURED_MODELS", "ANSWER_TOOL", "STRING_FORMATS", "FILES_BETA",
            "structured_outputs", "claude_schema", "messages_url", "build_exchange",
            "AnthropicExchange", "AnthropicStreamDecoder"]
 
@@ -86,6 +93,11 @@ MAX_DOCUMENT_BYTES = 32 * 1024 * 1024
 #: the media types a ``file`` part may carry (ANT-D1, ANT-D2)
 DOCUMENT_TYPES = ("application/pdf", "text/plain")
 PREFILL_PLACEHOLDER = "."  # ANT-R6
+#: the beta a Files API document source needs on Anthropic's own API (ANT-D6)
+FILES_BETA = "files-api-2025-04-14"
+#: an Anthropic Files API id (``file_011CNha8iCJcU1wXNR6q4V8w``); OpenAI's are ``file-…``
+_FILE_ID = re.compile(r"file_[A-Za-z0-9]+")
+_BETA = "anthropic-beta"
 
 #: request fields this translator reads (REQ-3); everything else never reaches Anthropic
 MAPPED = frozenset({"model", "messages", "max_tokens", "max_completion_tokens", "stop",
@@ -244,13 +256,8 @@ def _image_block(raw: bytes, declared: str, where: str) -> dict[str, Any]:
 # -- documents (docs/vendor-rules.md, ANT-D1..D4) ---------------------------------------------
 
 def _document_block(part: Part, where: str) -> tuple[dict[str, Any], int]:
-    """A ``file`` part → ``(document block, bytes it puts in the body)``; ClientError when
-    Anthropic cannot take it (ANT-D1..D4)."""
-    if not part.ok:
-        raise _fail(f"{where}: 'file' must be an object")
-    if part.file_id is not None and part.data is None:
-        raise _fail(f"{where}: file_id is not supported by Anthropic channels (send the file "
-                    "as file_data, a data URL)", "unsupported_content")
+    """A ``file`` part's ``file_data`` → ``(document block, bytes it puts in the body)``;
+    ClientError when Anthropic cannot take it (ANT-D1..D4)."""
     url = part.data
     if url is None or url[:5].lower() != "data:":
         raise _fail(f"{where}: file.file_data must be a data URL (data:<media type>;base64,…)")
@@ -258,7 +265,14 @@ def _document_block(part: Part, where: str) -> tuple[dict[str, Any], int]:
         declared, raw = data_url(url, where, flavour="anthropic")
     except ClientError as exc:
         raise _fail(exc.message) from None
-    media = declared.strip().lower()
+    return _document_bytes(declared, raw, part.filename, where)
+
+
+def _document_bytes(declared: str, raw: bytes, filename: str | None, where: str
+                    ) -> tuple[dict[str, Any], int]:
+    """A document's media type and bytes (from a data URL, or fetched from a ``file_url``:
+    ANT-D5) → ``(document block, bytes it puts in the body)`` (ANT-D1..D3)."""
+    media = declared.split(";", 1)[0].strip().lower()
     if media in ("", "application/octet-stream") and raw.startswith(b"%PDF-"):
         media = "application/pdf"
     if media not in DOCUMENT_TYPES:
@@ -275,10 +289,17 @@ def _document_block(part: Part, where: str) -> tuple[dict[str, Any], int]:
             raise _fail(f"{where}: text/plain file is not UTF-8 text") from None
         source = {"type": "text", "media_type": media, "data": text}
         size = len(raw)
-    block: dict[str, Any] = {"type": "document", "source": source}
-    if part.filename:
-        block["title"] = part.filename
-    return block, size
+    return _titled({"type": "document", "source": source}, filename), size
+
+
+def _titled(block: dict[str, Any], filename: str | None) -> dict[str, Any]:
+    if filename:
+        block["title"] = filename
+    return block
+
+
+def _remote(url: str) -> bool:
+    return url[:7].lower() == "http://" or url[:8].lower() == "https://"
 
 
 # -- request building ------------------------------------------------------------------------
@@ -287,12 +308,16 @@ class _Builder:
     """One request's conversion state: id map, missing images, placeholders
     (docs/vendor-rules.md, ANT-R1..R8)."""
 
-    def __init__(self, ctx: ChatContext) -> None:
+    def __init__(self, ctx: ChatContext, first_party: bool = True) -> None:
         self.ctx = ctx
-        self.missing: list[str] = []
+        #: building for Anthropic's own API (URL and Files API sources: ANT-D5, ANT-D6), not
+        #: for Bedrock or Vertex
+        self.first_party = first_party
+        self.missing: list[str] = []  # remote images and documents, in request order
         self.ids: dict[str, str] = {}
         self.tool_names: list[str] = []
         self.document_bytes = 0  # ANT-D3
+        self.file_ids = False  # a Files API document was sent: the beta header (ANT-D6)
 
     # ids (TC-5): valid ids map to themselves, others to a cleaned form, hashed on collision
     def prepare_ids(self, messages: tuple[Message, ...]) -> None:
@@ -312,17 +337,47 @@ class _Builder:
         if url[:5].lower() == "data:":
             declared, raw = data_url(url, where, flavour="anthropic")
             return _image_block(raw, declared, where)
-        if url[:7].lower() == "http://" or url[:8].lower() == "https://":
-            got = self.ctx.images.get(url)
-            if got is None:
-                if url not in self.missing:
-                    self.missing.append(url)
-                return None
-            return _image_block(got[1], got[0], where)
+        if _remote(url):
+            got = self.fetched(url)
+            return None if got is None else _image_block(got[1], got[0], where)
         raise _fail(f"{where}: image URL must be a data: or http(s) URL", "invalid_image")
 
-    def document(self, part: Part, where: str) -> dict[str, Any]:
-        block, size = _document_block(part, where)
+    def fetched(self, url: str) -> tuple[str, bytes] | None:
+        """A remote URL's (media type, bytes) from ``ctx.images``; None, and the URL noted for
+        ``ImagesNeeded``, when the gateway has not fetched it yet."""
+        got = self.ctx.images.get(url)
+        if got is None and url not in self.missing:
+            self.missing.append(url)
+        return got
+
+    def document(self, part: Part, where: str) -> dict[str, Any] | None:
+        """A ``file`` part → a document block (ANT-D1..D6); None while its URL is unfetched.
+        ``file_data`` wins over ``file_url``, which wins over ``file_id``."""
+        if not part.ok:
+            raise _fail(f"{where}: 'file' must be an object")
+        if part.data is None and part.url is not None:
+            url = part.url
+            if not _remote(url):
+                raise _fail(f"{where}: file.file_url must be an http(s) URL")
+            if self.first_party:  # ANT-D5: Anthropic fetches the URL itself
+                return _titled({"type": "document", "source": {"type": "url", "url": url}},
+                               part.filename)
+            got = self.fetched(url)
+            if got is None:
+                return None
+            block, size = _document_bytes(got[0], got[1], part.filename, where)
+        elif part.data is None and part.file_id is not None:
+            fid = part.file_id
+            if not (self.first_party and _FILE_ID.fullmatch(fid)):
+                own = "; Anthropic's own API takes its Files API ids, file_…" \
+                    if self.first_party else ""
+                raise _fail(f"{where}: file_id is not supported by Anthropic channels (send "
+                            f"the file as file_data, a data URL{own})", "unsupported_content")
+            self.file_ids = True  # ANT-D6
+            return _titled({"type": "document", "source": {"type": "file", "file_id": fid}},
+                           part.filename)
+        else:
+            block, size = _document_block(part, where)
         self.document_bytes += size
         if self.document_bytes > MAX_DOCUMENT_BYTES:  # ANT-D3: before the upstream call
             raise ClientError(
@@ -543,10 +598,13 @@ def _num(req: ChatRequest, key: str, value: float | None) -> float | None:
     return value
 
 
-def build_exchange(req: ChatRequest | dict[str, Any], ctx: ChatContext) -> "AnthropicExchange":
+def build_exchange(req: ChatRequest | dict[str, Any], ctx: ChatContext, *,
+                   first_party: bool = True) -> "AnthropicExchange":
     """The Anthropic Messages request for one attempt (docs/vendor-rules.md, ANT-1 to ANT-K4),
     built from the request model (a dict is parsed first); ``ClientError`` (400) for a request
-    Anthropic cannot serve, ``ImagesNeeded`` when remote images must be fetched first."""
+    Anthropic cannot serve, ``ImagesNeeded`` when remote images or documents must be fetched
+    first. ``first_party`` is false when Bedrock or Vertex build their body with it: those
+    take no URL or Files API document sources (ANT-D5, ANT-D6)."""
     req = chat_request(req)
     sampling = req.sampling
     n = sampling.n
@@ -584,7 +642,7 @@ def build_exchange(req: ChatRequest | dict[str, Any], ctx: ChatContext) -> "Anth
     if "messages" in req.invalid:
         raise _fail("'messages' must be a list of message objects", "invalid_messages")
     on = bool(thinking and thinking["type"] != "disabled")
-    b = _Builder(ctx)
+    b = _Builder(ctx, first_party)
     system, turns = b.convert(req.messages, on)
     if on:
         last = next((t for t in reversed(turns) if t["role"] == "assistant"), None)
@@ -593,7 +651,7 @@ def build_exchange(req: ChatRequest | dict[str, Any], ctx: ChatContext) -> "Anth
         if last and any(x["type"] == "tool_use" for x in last["content"]) and \
                 last["content"][0]["type"] not in ("thinking", "redacted_thinking"):
             thinking, on = None, False  # ANT-K4: nothing to replay, so no thinking this time
-            b = _Builder(ctx)
+            b = _Builder(ctx, first_party)
             system, turns = b.convert(req.messages, on)
     if limit is None:  # the default leaves room for an answer above the budget (ANT-K2)
         limit = DEFAULT_MAX_TOKENS + (thinking or {}).get("budget_tokens", 0)
@@ -652,12 +710,18 @@ def build_exchange(req: ChatRequest | dict[str, Any], ctx: ChatContext) -> "Anth
                ("accept", "text/event-stream" if ctx.stream else "application/json")]
     if ctx.api_key:
         headers.insert(0, ("x-api-key", ctx.api_key))
+    prefs = ctx.provider.preferences.headers
+    if b.file_ids:  # ANT-D6: the provider's betas, then the Files API's, as one header
+        betas = [x.strip() for k, v in prefs if k.lower() == _BETA
+                 for x in str(v).split(",") if x.strip()]
+        headers.append((_BETA, ",".join(dict.fromkeys([*betas, FILES_BETA]))))
+        prefs = tuple((k, v) for k, v in prefs if k.lower() != _BETA)
     try:
         data = dumps(body)
     except (ValueError, RecursionError):  # lone surrogates, 1e999 (inf) from the client's JSON
         raise _fail("the request holds text or numbers that cannot be sent as JSON") from None
     request = UpstreamRequest("POST", messages_url(ctx.provider.base_url),
-                              merge_headers(headers, ctx.provider.preferences.headers), data)
+                              merge_headers(headers, prefs), data)
     return AnthropicExchange(request, ctx, structured)
 
 

@@ -7,7 +7,9 @@ this module only adds the AWS layer around ``anthropic.py``:
 
 * *Request* (BR-1..BR-3). ``build_exchange`` lets ``anthropic.build_exchange`` build the
   Messages body (every rule of docs/vendor-rules.md, "Anthropic Messages": message
-  conversion, tools, thinking, images), then removes
+  conversion, tools, thinking, images; with ``first_party=False``, so a ``file_url`` document
+  is inlined from the bytes the gateway fetched and no ``file_id`` is taken: ANT-D5, ANT-D6),
+  then removes
   ``model`` and ``stream``, adds ``"anthropic_version": "bedrock-2023-05-31"`` and moves any
   ``anthropic-beta`` header from the provider's ``preferences.headers`` into the body list
   ``anthropic_beta`` (BR-2). The URL is ``<base_url>/model/<model id>/invoke`` or
@@ -160,7 +162,7 @@ def build_exchange(req: ChatRequest | dict[str, Any], ctx: ChatContext) -> "Bedr
                                  "https://bedrock-runtime.<region>.amazonaws.com)")
     if not p.aws_access_key or not p.aws_secret_key:
         raise _config_error(ctx, "has no AWS credentials (aws_access_key, aws_secret_key)")
-    inner = anthropic.build_exchange(req, ctx)
+    inner = anthropic.build_exchange(req, ctx, first_party=False)
     body = json.loads(inner.request.body)
     body.pop("model", None)
     body.pop("stream", None)
