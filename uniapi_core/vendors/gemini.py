@@ -10,7 +10,15 @@ request. The URL is the provider's ``base_url`` cut after its API version (GEM-1
 key travels in ``x-goog-api-key`` only (GEM-3). Messages are converted in order (``_History``):
 ``system``/``developer`` text becomes ``systemInstruction``; ``user`` parts become text and
 ``inlineData`` parts (data URLs are decoded and re-encoded; remote URLs come from ``ctx.images`` or
-raise ``ImagesNeeded`` naming every missing one: REQ-4); an ``assistant`` message becomes one
+raise ``ImagesNeeded`` naming every missing one: REQ-4). A ``file`` part's ``file_data`` data URL,
+and the bytes the gateway fetched for its ``file_url`` (from ``ctx.images`` like a remote image,
+its media type as fetched, ``%PDF-`` read as a PDF; missing ones join the images in
+``ImagesNeeded``), become ``inlineData`` counted in the 20 MiB inline limit (a 413 past it); a
+``file_id`` the host can read becomes ``fileData`` (a Files API name ``files/<id>`` or its URI on
+the Gemini API, a ``gs://`` object on Vertex; ``mimeType`` from the filename's extension, else
+PDF), any other ``file_id`` is a 400 ``unsupported_content`` (docs/vendor-rules.md, "Gemini
+reads documents and audio inline", "Gemini fetched documents", "Gemini file ids"); an
+``assistant`` message becomes one
 ``model`` content, its text then one ``functionCall`` per tool call; a run of ``tool`` messages
 becomes ONE user content of ``functionResponse`` parts whose names come from the assistant's calls
 (GEM-R2, GEM-R4, REQ-2, TC-6). Consecutive plain contents of one role are merged (GEM-R2); a
@@ -80,7 +88,8 @@ from .openai import merge_headers
 from .toolkit import STATUS_TYPES_NO_409, b64decode_loose, bad as _bad, call_id, data_url
 from .toolkit import positive_int, retry_after, sniff, status_error, status_type, typed
 
-__all__ = ["DEFAULT_BASE", "SIGNATURE_PLACEHOLDER", "MAX_INLINE_BYTES", "MAPPED", "DROPPED",
+__all__ = ["DEFAULT_BASE", "SIGNATURE_PLACEHOLDER", "MAX_INLINE_BYTES", "FILES_URI",
+           "FILE_TYPES", "MAPPED", "DROPPED", "file_uri",
            "gemini_base", "build_exchange", "GeminiExchange", "GeminiStreamDecoder"]
 
 DEFAULT_BASE = "https://generativelanguage.googleapis.com/v1beta"
@@ -88,6 +97,24 @@ SIGNATURE_PLACEHOLDER = "skip_thought_signature_validator"
 #: AI Studio's inline-data request limit (docs/vendor-rules.md, "Gemini images are sent inline")
 MAX_INLINE_BYTES = 20 * 1024 * 1024
 _SCHEMA_BUDGET = 10_000  # schema nodes after $ref inlining
+#: where a Gemini API Files API name (``files/<id>``) lives: its ``fileUri``
+#: (docs/vendor-rules.md, "Gemini file ids", as the file-id rules below)
+FILES_URI = "https://generativelanguage.googleapis.com/v1beta/files/"
+#: a ``file_id`` the Gemini API reads: a Files API name or its full URI; an id is up to 40
+#: lowercase letters, digits and dashes, not starting or ending with a dash
+_GEMINI_FILE = re.compile(r"(?:files/|" + re.escape(FILES_URI) +
+                          r")([a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?)")
+#: a ``file_id`` Vertex reads: a Cloud Storage object ``gs://<bucket>/<object>``
+_GCS_OBJECT = re.compile(r"gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]/[^\s]+")
+#: file extension -> the ``mimeType`` of a ``fileData`` part: a fixed table, because
+#: ``mimetypes`` reads the system's tables on first use; anything else is sent as a PDF
+FILE_TYPES = {
+    "pdf": "application/pdf", "txt": "text/plain", "text": "text/plain",
+    "md": "text/markdown", "markdown": "text/markdown", "csv": "text/csv",
+    "html": "text/html", "htm": "text/html", "json": "application/json",
+    "xml": "text/xml", "png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg",
+    "gif": "image/gif", "webp": "image/webp", "heic": "image/heic", "heif": "image/heif",
+}
 
 _NAME_OK = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,63}\Z")  # TC-6, Gemini's rule
 _VERSION = re.compile(r"/v1(?:beta)?(?=/|$)")
@@ -195,12 +222,15 @@ def gemini_base(base_url: str | None) -> str:
 
 
 def build_exchange(chat: ChatRequest | dict[str, Any], ctx: ChatContext, *,
-                   signatures: Mapping[str, str] | None = None) -> GeminiExchange:
+                   signatures: Mapping[str, str] | None = None,
+                   vertex: bool = False) -> GeminiExchange:
     """The Gemini request for one attempt, built from the request model (a dict is parsed
     first; docs/architecture.md, "The request model"). ``signatures`` is an optional
     caller-owned store ``tool_call_id -> thoughtSignature`` (GEM-R4) used when the history lacks
-    ``extra_content``. Raises ``ClientError`` (400) for requests Gemini cannot take,
-    ``ImagesNeeded`` for remote images not yet in ``ctx.images``."""
+    ``extra_content``. ``vertex``: the body is for Vertex, whose ``file_id``s are Cloud
+    Storage objects ("Gemini file ids"). Raises ``ClientError`` (400) for requests Gemini
+    cannot take, ``ImagesNeeded`` for remote images and documents not yet in
+    ``ctx.images``."""
     if type(chat) is not ChatRequest and not isinstance(chat, dict):
         raise _bad("the request must be a JSON object")
     req = chat_request(chat)
@@ -211,7 +241,7 @@ def build_exchange(chat: ChatRequest | dict[str, Any], ctx: ChatContext, *,
         raise _bad("'n' must be a positive integer")
     if n and n > 1 and ctx.stream:
         raise _bad("'n' > 1 cannot be streamed from gemini", "unsupported_parameter")
-    system, contents = _History(ctx, signatures).convert(req.messages)
+    system, contents = _History(ctx, signatures, vertex).convert(req.messages)
     body: dict[str, Any] = {"contents": contents}
     if system:
         body["systemInstruction"] = {"parts": system}
@@ -245,15 +275,27 @@ def build_exchange(chat: ChatRequest | dict[str, Any], ctx: ChatContext, *,
     return GeminiExchange(request, ctx)
 
 
+def file_uri(file_id: str, *, vertex: bool = False) -> str | None:
+    """The ``fileUri`` of a ``file_id`` the host can read, else None ("Gemini file ids"): on
+    the Gemini API a Files API name ``files/<id>`` or its URI (both give the URI), on Vertex
+    a ``gs://<bucket>/<object>`` URI (as given)."""
+    if vertex:
+        return file_id if _GCS_OBJECT.fullmatch(file_id) else None
+    m = _GEMINI_FILE.fullmatch(file_id)
+    return FILES_URI + m.group(1) if m else None
+
+
 class _History:
     """OpenAI messages -> (systemInstruction parts, contents) (docs/vendor-rules.md,
     GEM-R1..R4)."""
 
-    def __init__(self, ctx: ChatContext, signatures: Mapping[str, str] | None) -> None:
+    def __init__(self, ctx: ChatContext, signatures: Mapping[str, str] | None,
+                 vertex: bool = False) -> None:
         self.ctx = ctx
         self.signatures = signatures or {}
+        self.vertex = vertex  # file ids are Cloud Storage objects, not Files API names
         self.calls: dict[str, tuple[str, str | None]] = {}  # tool_call_id -> (name, gemini id)
-        self.missing: list[str] = []
+        self.missing: list[str] = []  # remote images and documents, in request order
         self.inline = 0
 
     def convert(self, messages: tuple[Message, ...]
@@ -305,10 +347,10 @@ class _History:
             elif kind == "file" and p.data is not None and p.data.startswith("data:"):
                 parts.append(self.inline_part(*data_url(p.data, where, flavour="gemini"),
                                               document=True))
+            elif kind == "file" and p.data is None and p.url is not None:
+                parts += self.remote_document(p.url, where)
             elif kind == "file" and p.file_id is not None:
-                raise _bad(f"{where}: 'file_id' file parts are not supported by gemini (it "
-                           "cannot read OpenAI file ids; send 'file_data' as a data: URL)",
-                           "unsupported_content")
+                parts.append(self.file_part(p.file_id, p.filename, where))
             else:
                 raise _bad(f"{where}: part type {kind!r} is not supported by gemini")
         return parts
@@ -325,6 +367,40 @@ class _History:
             media, data = fetched
             return [self.inline_part(sniff(data) or media or "application/octet-stream", data)]
         raise _bad(f"{where}: image URLs must be data: or http(s): URLs")
+
+    def remote_document(self, url: str, where: str) -> list[dict[str, Any]]:
+        """A ``file_url`` → ``inlineData`` from the bytes the gateway fetched ("Gemini fetched
+        documents"), or nothing yet (the URL is noted for ``ImagesNeeded``)."""
+        if not (url[:7].lower() == "http://" or url[:8].lower() == "https://"):
+            raise _bad(f"{where}: file.file_url must be an http(s) URL")
+        fetched = self.ctx.images.get(url)
+        if fetched is None:
+            if url not in self.missing:
+                self.missing.append(url)
+            return []
+        declared, data = fetched
+        media = declared.split(";", 1)[0].strip().lower()
+        if media in ("", "application/octet-stream"):
+            media = "application/pdf" if data.startswith(b"%PDF-") else sniff(data) or ""
+        if "/" not in media:
+            raise _bad(f"{where}: cannot tell the media type of the document at file.file_url",
+                       "unsupported_content")
+        return [self.inline_part(media, data, document=True)]
+
+    def file_part(self, file_id: str, filename: str | None, where: str) -> dict[str, Any]:
+        """A ``file_id`` this host can read → ``fileData`` ("Gemini file ids"); any other is a
+        400."""
+        uri = file_uri(file_id, vertex=self.vertex)
+        if uri is None:
+            host = "Vertex (a gs:// Cloud Storage URI)" if self.vertex else \
+                "the Gemini API (a Files API name files/… or its URI)"
+            raise _bad(f"{where}: 'file_id' {file_id!r} is not a file gemini can read (it "
+                       f"cannot read OpenAI file ids; send 'file_data' as a data: URL, or on "
+                       f"{host})", "unsupported_content")
+        name = filename or (uri if self.vertex else "")
+        ext = name.rpartition("/")[2].rpartition(".")[2].lower() if "." in name else ""
+        return {"fileData": {"mimeType": FILE_TYPES.get(ext, "application/pdf"),
+                             "fileUri": uri}}
 
     def inline_part(self, media: str, data: bytes, *, document: bool = False
                     ) -> dict[str, Any]:

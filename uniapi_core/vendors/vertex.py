@@ -22,8 +22,10 @@ only adds the Vertex layer around ``gemini.py`` and ``anthropic.py``:
 * *Auth* (VTX-A1): ``Authorization: Bearer <access token>`` from ``ChatContext.access_token``
   (the gateway's ``TokenCache``, ``gauth.py``); no API key header.
 * *Bodies* (docs/vendor-rules.md, VTX-B2, VTX-B3): Gemini's body exactly as
-  ``gemini.build_exchange`` makes it;
-  Claude's as ``anthropic.build_exchange`` makes it, without ``model`` and with
+  ``gemini.build_exchange(…, vertex=True)`` makes it (a ``file_id`` is a ``gs://`` object);
+  Claude's as ``anthropic.build_exchange(…, first_party=False)`` makes it (a ``file_url``
+  document inlined from the fetched bytes, no ``file_id``: ANT-D5, ANT-D6), without ``model``
+  and with
   ``"anthropic_version": "vertex-2023-10-16"`` first (``stream: true`` stays for the stream).
   The ``anthropic-version`` header is not sent (the body carries it); other provider headers
   (an ``anthropic-beta``, say) pass as headers.
@@ -111,7 +113,7 @@ def build_exchange(req: ChatRequest | dict[str, Any], ctx: ChatContext
                      ctx.stream)
     prefs = tuple((k, v) for k, v in p.preferences.headers if k.lower() not in _AUTH_OWNED)
     if publisher(ctx.upstream_model) == "anthropic":
-        inner = anthropic.build_exchange(req, inner_ctx)
+        inner = anthropic.build_exchange(req, inner_ctx, first_party=False)
         body = json.loads(inner.request.body)
         body.pop("model", None)
         data = dumps({"anthropic_version": ANTHROPIC_VERSION, **body})
@@ -119,7 +121,7 @@ def build_exchange(req: ChatRequest | dict[str, Any], ctx: ChatContext
                    ("accept", "text/event-stream" if ctx.stream else "application/json")]
         request = UpstreamRequest("POST", url, _auth(headers, prefs, ctx.access_token), data)
         return VertexClaudeExchange(request, ctx, inner.structured)
-    gemini_inner = gemini.build_exchange(req, inner_ctx)
+    gemini_inner = gemini.build_exchange(req, inner_ctx, vertex=True)
     headers = [("content-type", "application/json")]
     request = UpstreamRequest("POST", url, _auth(headers, prefs, ctx.access_token),
                               gemini_inner.request.body)
