@@ -1,6 +1,8 @@
 """File parts as Claude ``document`` blocks (docs/vendor-rules.md, ANT-D1..D4): the bodies for
 PDF and text files on Anthropic, Bedrock (InvokeModel) and Vertex, and the refusals (other media
-types, ``file_id``, documents over the 32 MB request limit), all before any upstream call."""
+types, an OpenAI ``file_id``, documents over the 32 MB request limit), all before any upstream
+call. Remote documents (``file_url``) and Anthropic's own file ids are in test_documents_urls.py
+(ANT-D5, ANT-D6)."""
 
 from __future__ import annotations
 
