@@ -73,8 +73,6 @@ from collections.abc import Sequence
 from typing import Any, TypeGuard
 from urllib.parse import urlsplit, urlunsplit
 
-import pypdf
-from pypdf.errors import LimitReachedError
 
 from ..errors import ClientError, DecodeError, UpstreamError
 from ..jsonutil import dumps, loads_strict
@@ -246,6 +244,11 @@ def _pdf_text(raw: bytes, where: str) -> str:
     if len(raw) > MAX_PDF_BYTES:
         raise _too_large(f"{where}: the PDF has {len(raw)} bytes; cohere reads PDFs as text, "
                          f"extracted by the gateway from at most {MAX_PDF_BYTES} bytes (2 MiB)")
+    # imported on the first PDF for Cohere, not at start-up: pypdf costs ~70 ms and ~10 MB
+    # per process, which a gateway that never sends a PDF to Cohere should not pay
+    import pypdf
+    from pypdf.errors import LimitReachedError
+
     spent = 0
 
     def count(operator: Any, operands: Any, cm: Any, tm: Any) -> None:
