@@ -61,7 +61,8 @@ class ChatContext:
     include_usage: bool
     response_id: str  # chatcmpl-… from the injected entropy (O-1)
     created: int  # from the injected wall clock (O-2)
-    #: remote image URLs already fetched by the transport: url -> (media type, bytes)
+    #: remote image and document URLs already fetched by the transport: url -> (media type,
+    #: bytes)
     images: Mapping[str, tuple[str, bytes]] = attrs.field(factory=dict)
     #: opaque ids from the injected entropy for synthesized tool-call ids (TC-4)
     entropy: Any = None
@@ -74,17 +75,18 @@ class ChatContext:
 
 
 class ImagesNeeded(UniapiError):
-    """A translator needs these remote images inline; the transport fetches them (within the
-    SSRF policy and size caps) and the exchange is built again with ``ChatContext.images``."""
+    """A translator needs these remote images (or documents: ``file_url``) inline; the
+    transport fetches them (within the SSRF policy and size caps) and the exchange is built
+    again with ``ChatContext.images``."""
 
     status = 400
     type = "invalid_request_error"
     code = "image_fetch_required"
 
     def __init__(self, urls: Sequence[str]) -> None:
-        super().__init__("this provider needs images inline: the remote image URLs are fetched "
-                         "first (https only, public addresses, size-capped), then the request "
-                         "is built again")
+        super().__init__("this provider needs images and documents inline: their remote URLs "
+                         "are fetched first (https only, public addresses, size-capped), then "
+                         "the request is built again")
         self.urls = tuple(urls)
 
 

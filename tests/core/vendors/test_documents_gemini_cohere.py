@@ -27,6 +27,13 @@ def test_gemini_reads_pdf_and_text_files_as_inline_data():
                                       "data": base64.b64encode(b"hello notes").decode()}
 
 
+def test_gemini_reads_an_untyped_pdf_data_url_as_a_pdf():
+    untyped = {"type": "file", "file": {
+        "file_data": "data:application/octet-stream;base64," + base64.b64encode(PDF).decode()}}
+    _, body = first_channel(send(gateway("gemini"), [untyped]))
+    assert body["contents"][0]["parts"][1]["inlineData"]["mimeType"] == "application/pdf"
+
+
 def test_gemini_reads_audio_as_inline_data_with_its_mime_type():
     mp3 = {"type": "input_audio", "input_audio": {"data": "SUQz", "format": "mp3"}}
     _, body = first_channel(send(gateway("gemini"), [AUDIO_PART, mp3]))
