@@ -345,11 +345,8 @@ class _History:
                     raise _bad(f"{where}.input_audio needs 'data' and 'format'")
                 parts.append(self.inline_part(f"audio/{fmt.lower()}", _b64(data, where)))
             elif kind == "file" and p.data is not None and p.data.startswith("data:"):
-                media, data = data_url(p.data, where, flavour="gemini")
-                if media.lower() in ("", "application/octet-stream") \
-                        and data.startswith(b"%PDF-"):  # as for a fetched document
-                    media = "application/pdf"
-                parts.append(self.inline_part(media, data, document=True))
+                parts.append(self.inline_part(*data_url(p.data, where, flavour="gemini"),
+                                              document=True))
             elif kind == "file" and p.data is None and p.url is not None:
                 parts += self.remote_document(p.url, where)
             elif kind == "file" and p.file_id is not None:

@@ -185,8 +185,8 @@ def data_url(url: str, where: str, *, flavour: str) -> tuple[str, bytes]:
       sniffs); errors have the code ``invalid_image``;
     * ``"gemini"``: base64 when it is *any* parameter after the type; the payload is
       percent-decoded only when it holds a ``%``; the URL-safe alphabet is read too; the media
-      type is stripped and lower-cased, sniffed when empty or ``application/octet-stream``,
-      and must hold a ``/``; errors have the code ``invalid_request``.
+      type is stripped and lower-cased, sniffed when empty or ``application/octet-stream``
+      (an image by its magic bytes, a PDF by ``%PDF-``), and must hold a ``/``; errors have the code ``invalid_request``.
     """
     anthropic = flavour == "anthropic"
     code = "invalid_image" if anthropic else "invalid_request"
@@ -213,7 +213,7 @@ def data_url(url: str, where: str, *, flavour: str) -> tuple[str, bytes]:
     if anthropic:
         return media, data
     if not media or media == "application/octet-stream":
-        media = sniff(data) or ""
+        media = sniff(data) or ("application/pdf" if data.startswith(b"%PDF-") else "")
     if "/" not in media:
         raise bad(f"{where}: cannot tell the media type of the data URL")
     return media, data
