@@ -1,13 +1,15 @@
 """A fake upstream that plays Claude on Anthropic (``/v1/messages``), Bedrock InvokeModel
 (``/model/…/invoke[-with-response-stream]``) and Vertex (``/v1/projects/…:rawPredict`` /
 ``:streamRawPredict``, with a token endpoint at ``/token``), plus an OpenAI-compatible host
-(``/v1/chat/completions``), for ``tests/e2e/test_documents_claude.py``.
+(``/v1/chat/completions``, whole or streamed), for ``tests/e2e/test_documents_claude.py``.
 
 Each Claude request must carry, in its last user turn, a ``document`` block whose base64 data
-decodes to ``expected`` (and whose ``title`` is ``title``); what is wrong is recorded in
+decodes to ``expected`` (and whose ``title`` is ``title``, unless that is None), or, when
+``document_url`` is given, a ``url`` source naming it; what is wrong is recorded in
 ``problems`` (checked by the test; a handler thread cannot fail it) and answered with a 400.
 The answer says how many bytes the fake decoded (``answer_for``), whole or streamed in the
-vendor's own framing.
+vendor's own framing. The ``file`` objects of OpenAI-host requests are kept in
+``openai_files`` for the test to check.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import binascii
 from typing import Any
 
 from tests.fakes.llm_vendors import anthropic_sse, bedrock_fx
-from tests.fakes.upstream import FakeUpstream, Reply, Seen, json_reply
+from tests.fakes.upstream import FakeUpstream, Reply, Seen, json_reply, sse_reply
 
 TOKEN = "ya29.fake-documents-token"
 
@@ -27,9 +29,12 @@ def answer_for(size: int) -> str:
 
 
 class DocumentsFake:
-    def __init__(self, expected: bytes, title: str) -> None:
+    def __init__(self, expected: bytes, title: str | None,
+                 document_url: str | None = None) -> None:
         self.expected = expected
-        self.title = title
+        self.title = title  # None: not checked
+        self.document_url = document_url  # a url source naming it is taken too
+        self.openai_files: list[dict[str, Any]] = []  # the OpenAI host's file parts' objects
         self.problems: list[str] = []
         self.up = FakeUpstream(self.handle)
 
@@ -58,6 +63,19 @@ class DocumentsFake:
         try:
             req = seen.json()
             if path == "/v1/chat/completions":
+                self.openai_files += [
+                    p["file"] for m in req.get("messages") or [] if isinstance(m, dict)
+                    and isinstance(m.get("content"), list) for p in m["content"]
+                    if isinstance(p, dict) and p.get("type") == "file"]
+                if req.get("stream"):
+                    return sse_reply([{"id": "chatcmpl-doc", "object": "chat.completion.chunk",
+                                       "created": 1, "model": "gpt-4o", "choices": [{
+                                           "index": 0, "delta": {"role": "assistant",
+                                                                 "content": "openai here"},
+                                           "finish_reason": None}]},
+                                      {"id": "chatcmpl-doc", "object": "chat.completion.chunk",
+                                       "created": 1, "model": "gpt-4o", "choices": [{
+                                           "index": 0, "delta": {}, "finish_reason": "stop"}]}])
                 return json_reply({"id": "chatcmpl-doc", "object": "chat.completion",
                                    "created": 1, "model": "gpt-4o",
                                    "choices": [{"index": 0, "finish_reason": "stop",
@@ -98,10 +116,15 @@ class DocumentsFake:
             return None
         doc = docs[0]
         source = doc.get("source") or {}
+        if self.document_url is not None and source.get("type") == "url":
+            if source.get("url") != self.document_url:
+                self.problems.append(f"document url {source.get('url')!r}")
+                return None
+            return len(self.expected)  # the vendor would fetch it
         if source.get("type") != "base64" or source.get("media_type") != "application/pdf":
             self.problems.append(f"document source {dict(source, data='…')!r}")
             return None
-        if doc.get("title") != self.title:
+        if self.title is not None and doc.get("title") != self.title:
             self.problems.append(f"document title {doc.get('title')!r}")
         try:
             raw = base64.b64decode(source.get("data") or "", validate=True)
