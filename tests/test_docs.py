@@ -136,24 +136,32 @@ def _structured() -> list[str]:
 def _input_parts() -> list[str]:
     """The "Input parts" section: which chat content parts reach each vendor, and how
     (issue 20). A part a vendor cannot take is a channel mismatch: the next channel is tried."""
-    from uniapi_core.vendors import gemini
+    from uniapi_core.vendors import cohere, gemini
     limit = gemini.MAX_INLINE_BYTES // (1024 * 1024)
+    pdf_mib = cohere.MAX_PDF_BYTES // (1024 * 1024)
     rows = [
         ("OpenAI-compatible family, Azure", "✓", "✓ passed through",
-         "✓ passed through (`file_data` and `file_id`)", "✓ passed through",
-         "✓ passed through (`input_audio`)"),
-        ("Anthropic, Vertex Claude, Bedrock Claude", "✓", "✓ `image` blocks",
-         "✓ `document` block (base64 PDF); `file_id` refused; 32 MB limit",
-         "✓ `document` block (`text/plain`)", "✗ (falls over)"),
+         "✓ passed through", "✓ passed through", "✓ fetched, sent as `file_data`",
+         "✓ passed through (OpenAI's own ids)", "✓ passed through (`input_audio`)"),
+        ("Anthropic", "✓", "✓ `image` blocks",
+         "✓ `document` block (base64); 32 MB per request, else 413",
+         "✓ `document` block (`text/plain`)", "✓ `url` document source (PDFs; not fetched)",
+         "✓ Files API ids (`file_…`) as a `file` source, beta `files-api-2025-04-14`",
+         "✗"),
+        ("Vertex Claude, Bedrock Claude", "✓", "✓ `image` blocks",
+         "✓ `document` block (base64); 32 MB per request, else 413",
+         "✓ `document` block (`text/plain`)", "✓ fetched, as a data URL", "✗", "✗"),
         ("Gemini, Vertex Gemini", "✓", "✓ `inlineData` (data URLs; http(s) URLs fetched)",
-         f"✓ `inlineData` `application/pdf`; `file_id` refused; {limit} MiB of inline data "
-         "per request, else 413 `document_too_large` before any upstream call",
-         "✓ `inlineData` (`text/plain`)", "✓ `inlineData` `audio/<format>` (wav, mp3…)"),
-        ("Cohere v2", "✓", "✓ `image_url` (vision models)", "✗ (falls over)",
+         f"✓ `inlineData` `application/pdf`; {limit} MiB of inline data per request, else "
+         "413", "✓ `inlineData` (`text/plain`)", "✓ fetched, as `inlineData`",
+         "✓ `fileData`: Files API names and URIs on Gemini, `gs://` URIs on Vertex",
+         "✓ `inlineData` `audio/<format>` (wav, mp3…)"),
+        ("Cohere v2", "✓", "✓ `image_url` (vision models)",
+         f"✓ its text layer (pypdf) as a document; at most {pdf_mib} MiB, "
+         f"{cohere.MAX_PDF_PAGES} pages, else 413; a scan ✗",
          "✓ top-level `documents`: `{\"data\": {\"title\": <filename>, \"text\": …}}`",
-         "✗ (falls over)"),
-        ("Cloudflare Workers AI (`ai/run`)", "✓", "✗ (falls over)", "✗ (falls over)",
-         "✗ (falls over)", "✗ (falls over)"),
+         "✓ fetched, then as a PDF or text file", "✗", "✗"),
+        ("Cloudflare Workers AI (`ai/run`)", "✓", "✗", "✗", "✗", "✗", "✗", "✗"),
     ]
     out = ["\n## Input parts\n\n",
            "Which chat `content` parts reach each vendor, and as what. ✗ is a 400 "
@@ -161,13 +169,24 @@ def _input_parts() -> list[str]:
            "that only makes that channel unusable: the router tries the next channel of the "
            "key, and only when no channel can take the request does the client get the first "
            "refusal, its message ending with every provider tried (`no channel can take this "
-           "request; tried: <provider> (<engine>), …`).\n\n",
-           "| vendor | text | image | file: PDF | file: text | audio |\n"
-           "| --- | --- | --- | --- | --- | --- |\n"]
+           "request; tried: <provider> (<engine>), …`). A 413 for a document over a vendor's "
+           "limit is checked before any upstream call, and falls over the same way.\n\n",
+           "| vendor | text | image | file: PDF | file: text | file by URL | file by id "
+           "| audio |\n"
+           "| --- | --- | --- | --- | --- | --- | --- | --- |\n"]
     out += [f"| {' | '.join(row)} |\n" for row in rows]
-    out.append("\nA `file` part is `{\"type\": \"file\", \"file\": {\"file_data\": "
-               "\"data:<mime>;base64,…\", \"filename\": …}}` or `{\"file_id\": …}`; no vendor "
-               "but the OpenAI family can read an OpenAI file id.\n")
+    out.append(
+        "\nA `file` part is `{\"type\": \"file\", \"file\": {\"file_data\": "
+        "\"data:<mime>;base64,…\", \"filename\": …}}` or `{\"file_id\": …}`, as OpenAI defines "
+        "it; uniapi also takes `{\"file_url\": \"https://…\", \"filename\": …}`, which the "
+        "Messages front's `document` url source and the Responses front's `input_file."
+        "file_url` become. A URL is fetched, for the vendors that need the bytes, under the "
+        "fetch policy of [contracts.md](contracts.md) R11 (https, public addresses, 32 MiB: "
+        "else a 413 `document_too_large`; a failed fetch is a 400 `document_fetch_failed`). "
+        "An id is read only by the vendor whose Files API issued it. The rules behind each "
+        "cell are in [vendor-rules.md](vendor-rules.md) (ANT-D1…D6, \"Gemini reads documents "
+        "and audio inline\", \"Gemini fetched documents\", \"Gemini file ids\", \"Cohere "
+        "documents\", \"Cohere PDF text\").\n")
     return out
 
 
@@ -188,10 +207,12 @@ def _responses_front() -> list[str]:
         "shape.\n\n",
         "- `input` as a string or items: `message` (roles user, assistant, system, "
         "developer as system; `input_text`, `output_text`, `input_image` by URL or data URL, "
-        "`input_file` by `file_data`), `function_call` (consecutive ones make one assistant "
+        "`input_file` by `file_data`, `file_url` or `file_id`: a `file` part, its URL "
+        "fetched for upstreams that need the bytes), `function_call` (consecutive ones make "
+        "one assistant "
         "message with `tool_calls`), `function_call_output` (a `tool` message), `reasoning` "
         "(its text becomes `reasoning_content` of the next assistant message; "
-        "`encrypted_content` is dropped). An image or file by `file_id`, a `file_url`, "
+        "`encrypted_content` is dropped). An image by `file_id`, "
         "`item_reference` and other item types (`custom_tool_call`, `web_search_call` …) "
         "are a 400 naming the JSON path. `instructions` is a leading system message.\n",
         "- `tools`: function tools pass (with `strict`); Codex's `namespace` tools are "
@@ -231,8 +252,9 @@ def _gemini_front() -> list[str]:
         "array gets it re-framed). Every other channel gets an OpenAI chat request "
         "(`fronts/gemini.py`):\n\n",
         "- `contents` (user and model turns): text; `inlineData` images as data URLs, audio "
-        "as `input_audio`, other documents as `file` parts; `fileData` only for http(s) "
-        "images; `functionCall` and `functionResponse` as tool calls and tool messages (a "
+        "as `input_audio`, other documents as `file` parts; `fileData`: http(s) images as "
+        "image URLs, other http(s) documents (not audio or video) as `file` parts by URL, a "
+        "Files API or `gs://` URI as a `file_id` only Gemini reads; `functionCall` and `functionResponse` as tool calls and tool messages (a "
         "call's `thoughtSignature` rides on the tool call); thought parts of the history and "
         "signatures on text are dropped; `executableCode`, `codeExecutionResult`, video and "
         "`cachedContent` are a 400.\n",
@@ -286,8 +308,10 @@ def _messages_front() -> list[str]:
         "- `system` (a string or text blocks, joined with a blank line) and a `role: "
         "\"system\"` turn among the messages become system messages in place.\n",
         "- Blocks: `text`; `image` from base64 (a data URL) or a URL; a base64 PDF `document` "
-        "becomes a `file` part, a text document a text part (its title first). A URL or "
-        "content-block document, an image from a file id, server-tool blocks "
+        "becomes a `file` part, a text document a text part (its title first), a URL "
+        "document a `file` part by URL (fetched for upstreams that need the bytes), a "
+        "document from a file id a `file` part with that `file_id`. A content-block "
+        "document, an image from a file id, server-tool blocks "
         "(`server_tool_use`, `web_search_tool_result` …), `search_result` and "
         "`container_upload` blocks, and server tools (`web_search_…`, `bash_…`, "
         "`text_editor_…`) are a 400 on a translated channel.\n",
