@@ -293,7 +293,9 @@ def _messages_front() -> list[str]:
         "client's own body (`vendors/messages_native.py`): `model` replaced by the upstream "
         "model (Vertex and Bedrock: removed, `anthropic_version` added, Bedrock without "
         "`stream`), the client's `anthropic-beta` values added (a header for Anthropic, the "
-        "body's `anthropic_beta` list for Vertex and Bedrock); the answer and every stream "
+        "body's `anthropic_beta` list for Vertex and Bedrock; Vertex and Bedrock, which take "
+        "no `url` sources, get image and document URLs fetched and inlined as base64, a text "
+        "document as a text source); the answer and every stream "
         "event come back as the upstream wrote them, `model` the client's, Bedrock's event "
         "stream re-framed as SSE | nothing: `cache_control`, signed `thinking`, "
         "`redacted_thinking`, citations and server-tool blocks pass through |\n",

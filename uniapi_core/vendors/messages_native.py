@@ -23,6 +23,8 @@ Theory of operation
   - Bedrock (BR-1..BR-3): no ``model`` and no ``stream`` (the URL's ``invoke`` /
     ``invoke-with-response-stream`` says it), ``"anthropic_version": "bedrock-2023-05-31"``
     first, signed with SigV4 exactly as ``bedrock.build_exchange`` signs.
+  - Vertex and Bedrock take no ``url`` sources: an ``image`` or ``document`` block with one
+    (in a turn or a ``tool_result``) gets the bytes the gateway fetched (``_inline_urls``).
 
   ``stream`` follows ``ctx.stream`` (the gateway's decision): ``true`` is set when it streams,
   a ``true`` the client sent is made ``false`` when it does not; otherwise it is the client's.
@@ -87,6 +89,7 @@ from . import anthropic, bedrock, vertex
 from .anthropic import _TEXT_DELTA, _upstream_error, _usage
 from .base import (
     ChatContext,
+    ImagesNeeded,
     SSEVendorDecoder,
     StreamChunk,
     StreamDone,
@@ -168,15 +171,66 @@ def _set_stream(out: dict[str, Any], stream: bool) -> None:
         out["stream"] = False
 
 
-def _cloud_body(body: dict[str, Any], version: str, betas: list[str]) -> dict[str, Any]:
-    """Vertex/Bedrock: ``anthropic_version`` first, no ``model``, betas in the body."""
+def _cloud_body(body: dict[str, Any], version: str, betas: list[str],
+                ctx: ChatContext) -> dict[str, Any]:
+    """Vertex/Bedrock: ``anthropic_version`` first, no ``model``, betas in the body, and
+    ``url`` sources inlined (``_inline_urls``)."""
     out = {"anthropic_version": version,
            **{k: v for k, v in body.items() if k not in ("model", "anthropic_version")}}
+    if isinstance(out.get("messages"), list):
+        out["messages"] = _inline_urls(out["messages"], ctx)
     if betas:
         sent = out.get("anthropic_beta")
         have = [b for b in sent if isinstance(b, str)] if isinstance(sent, list) else []
         out["anthropic_beta"] = list(dict.fromkeys(have + betas))
     return out
+
+
+def _inline_urls(messages: list[Any], ctx: ChatContext) -> list[Any]:
+    """Vertex and Bedrock take no ``url`` sources: each ``image`` or ``document`` block with
+    one (in a turn, or in a ``tool_result``'s content) gets the bytes the gateway fetched
+    (``ctx.images``) as a base64 source, a text document a text source, built as the chat
+    path builds them (ANT-D1, ANT-D2, ANT-D5, REQ-4); ``ImagesNeeded`` names every URL not
+    fetched yet. Blocks without one, and the messages holding none, are the client's objects
+    as they came."""
+    missing: list[str] = []
+
+    def block(b: Any, where: str) -> Any:
+        if not isinstance(b, dict):
+            return b
+        if b.get("type") == "tool_result" and isinstance(b.get("content"), list):
+            content = blocks(b["content"], f"{where}.content")
+            return b if content is b["content"] else {**b, "content": content}
+        source = b.get("source")
+        if b.get("type") not in ("image", "document") or not isinstance(source, dict) \
+                or source.get("type") != "url" or not isinstance(source.get("url"), str):
+            return b
+        url = source["url"]
+        got = ctx.images.get(url)
+        if got is None:
+            if url not in missing:
+                missing.append(url)
+            return b
+        if b["type"] == "image":
+            built = anthropic._image_block(got[1], got[0], where)
+        else:
+            built, _ = anthropic._document_bytes(got[0], got[1], None, where)
+        return {**b, "source": built["source"]}
+
+    def blocks(items: list[Any], where: str) -> list[Any]:
+        out = [block(b, f"{where}[{i}]") for i, b in enumerate(items)]
+        return items if all(a is b for a, b in zip(out, items)) else out
+
+    result = []
+    for i, m in enumerate(messages):
+        content = m.get("content") if isinstance(m, dict) else None
+        if isinstance(content, list):
+            new = blocks(content, f"messages[{i}].content")
+            m = m if new is content else {**m, "content": new}
+        result.append(m)
+    if missing:
+        raise ImagesNeeded(missing)
+    return result
 
 
 def _encode(body: dict[str, Any]) -> bytes:
@@ -212,7 +266,7 @@ def _vertex_request(body: dict[str, Any], ctx: ChatContext,
         raise GatewayError(f"provider {p.provider!r}: no Vertex region or access token for "
                            "this attempt", status=500, code="vertex_token_missing")
     prefs = p.preferences.headers
-    out = _cloud_body(body, vertex.ANTHROPIC_VERSION, _betas(beta, prefs))
+    out = _cloud_body(body, vertex.ANTHROPIC_VERSION, _betas(beta, prefs), ctx)
     _set_stream(out, ctx.stream)
     url = vertex.vertex_url(p.base_url, p.project_id.strip(), ctx.region, ctx.upstream_model,
                             ctx.stream)
@@ -234,7 +288,7 @@ def _bedrock_request(body: dict[str, Any], ctx: ChatContext,
         raise bedrock._config_error(ctx, "has no AWS credentials (aws_access_key, "
                                          "aws_secret_key)")
     prefs = p.preferences.headers
-    out = _cloud_body(body, bedrock.BEDROCK_VERSION, _betas(beta, prefs))
+    out = _cloud_body(body, bedrock.BEDROCK_VERSION, _betas(beta, prefs), ctx)
     out.pop("stream", None)  # BR-1: the URL says whether it streams
     data = _encode(out)
     # the header order and the signing of bedrock.build_exchange (BR-3)

@@ -17,14 +17,21 @@ import random
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from uniapi_core.config.model import Provider, ProviderPreferences
-from uniapi_core.errors import DecodeError, GatewayError, UpstreamError
+from uniapi_core.errors import ClientError, DecodeError, GatewayError, UpstreamError
 from uniapi_core.vendors import sigv4
-from uniapi_core.vendors.base import ChatContext, StreamChunk, StreamDone, StreamFailed
+from uniapi_core.vendors.base import (
+    ChatContext,
+    ImagesNeeded,
+    StreamChunk,
+    StreamDone,
+    StreamFailed,
+)
 from uniapi_core.vendors.messages_native import (
     NativeBedrockDecoder,
     NativeExchange,
@@ -287,6 +294,54 @@ def test_the_builders_are_pure_and_leave_the_clients_body_alone():
         b = build_native_exchange(CLIENT_BODY, ctx_for(engine), engine, beta=("x",))
         assert a.request == b.request
     assert json.dumps(CLIENT_BODY) == snapshot
+
+
+# -- url sources on Vertex and Bedrock (issue 20) ----------------------------------------------
+
+PDF = b"%PDF-1.4\n" + bytes(range(256)) + b"\n%%EOF\n"
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(32)
+URL_BODY = {"model": CLIENT_MODEL, "max_tokens": 64, "messages": [
+    {"role": "user", "content": [
+        {"type": "document", "title": "R", "cache_control": {"type": "ephemeral"},
+         "source": {"type": "url", "url": "https://d.test/r.pdf"}},
+        {"type": "text", "text": "and this?"}]},
+    {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f",
+                                       "input": {}}]},
+    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": [
+        {"type": "image", "source": {"type": "url", "url": "https://d.test/a.png"}}]}]}]}
+
+
+@pytest.mark.parametrize("engine", ["vertex", "aws"])
+def test_vertex_and_bedrock_get_url_sources_inline(engine):
+    snapshot = json.dumps(URL_BODY)
+    with pytest.raises(ImagesNeeded) as info:
+        build_native_exchange(URL_BODY, ctx_for(engine), engine)
+    assert info.value.urls == ("https://d.test/r.pdf", "https://d.test/a.png")
+    fetched = {"https://d.test/r.pdf": ("application/octet-stream", PDF),
+               "https://d.test/a.png": ("image/png", PNG)}
+    ctx = attrs.evolve(ctx_for(engine), images=fetched)
+    sent = json.loads(build_native_exchange(URL_BODY, ctx, engine).request.body)
+    assert sent["messages"][0]["content"][0] == {
+        "type": "document", "title": "R", "cache_control": {"type": "ephemeral"},
+        "source": {"type": "base64", "media_type": "application/pdf",
+                   "data": base64.b64encode(PDF).decode()}}
+    assert sent["messages"][0]["content"][1] == URL_BODY["messages"][0]["content"][1]
+    assert sent["messages"][2]["content"][0]["content"][0]["source"] == {
+        "type": "base64", "media_type": "image/png", "data": base64.b64encode(PNG).decode()}
+    assert json.dumps(URL_BODY) == snapshot  # the client's objects are left alone
+
+
+def test_anthropic_keeps_url_sources_as_sent():
+    sent = json.loads(build_native_exchange(URL_BODY, ctx_for("claude"), "claude").request.body)
+    assert sent["messages"] == URL_BODY["messages"]
+
+
+def test_a_fetched_document_anthropic_cannot_read_is_unsupported_content():
+    ctx = attrs.evolve(ctx_for("aws"), images={"https://d.test/r.pdf": ("text/html", b"<p>"),
+                                               "https://d.test/a.png": ("image/png", PNG)})
+    with pytest.raises(ClientError) as info:
+        build_native_exchange(URL_BODY, ctx, "aws")
+    assert info.value.code == "unsupported_content" and "text/html" in info.value.message
 
 
 # -- whole answers ---------------------------------------------------------------------------
