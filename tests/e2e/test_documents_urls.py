@@ -273,6 +273,23 @@ def test_messages_document_url_reaches_an_openai_channel_as_file_data(backend, d
     assert_openai_got_the_pdf(fake)
 
 
+@pytest.mark.parametrize("vendor", ["bedrock", "vertex"])
+def test_messages_document_url_reaches_native_bedrock_and_vertex_inline(backend, docs, fake,
+                                                                       gemini, vendor):
+    """The Messages front's native path: Bedrock and Vertex take no url sources, so the
+    gateway fetches the document and the client's block gets a base64 source."""
+    with run_gateway(config(fake, gemini), backend=backend, discover=False, **ALLOW) as gw:
+        msg = ask_messages(gw, vendor, docs.url + DOC_PATH)
+    assert fake.problems == []
+    assert msg.content[0].text == answer_for(len(PDF))
+    assert [s.path for s in docs.seen] == [DOC_PATH, "/store/blob-7"]
+    (call,) = fake.calls
+    assert call.path.startswith(PATHS[vendor])
+    (doc,) = [b for b in call.json()["messages"][-1]["content"] if b["type"] == "document"]
+    assert doc["source"]["type"] == "base64"
+    assert base64.b64decode(doc["source"]["data"]) == PDF
+
+
 # -- 3. the openai SDK's responses.create with an input_file file_url ------------------------
 
 @pytest.mark.parametrize("vendor", ["openai", "bedrock"])
