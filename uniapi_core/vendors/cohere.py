@@ -73,7 +73,6 @@ from collections.abc import Sequence
 from typing import Any, TypeGuard
 from urllib.parse import urlsplit, urlunsplit
 
-
 from ..errors import ClientError, DecodeError, UpstreamError
 from ..jsonutil import dumps, loads_strict
 from ..request import ChatRequest, Message, Part, chat_request, parse_openai_chat
@@ -315,18 +314,7 @@ def _file_bytes(p: Part, where: str, ctx: ChatContext | None, missing: list[str]
         what = "'file_id' file parts" if p.file_id is not None else "file parts without a " \
             "'file_data' data: URL"
         raise _bad(f"{where}: {what} are not supported by cohere", "unsupported_content")
-    head, comma, payload = p.data[5:].partition(",")
-    declared = head.split(";")[0]
-    if comma and declared.strip().lower() in ("", "application/octet-stream"):
-        # decoded as a PDF, then sniffed: data_url's own sniff knows images only
-        media, data = data_url(f"data:application/pdf{head[len(declared):]},{payload}", where,
-                               flavour="gemini")
-        if not data.startswith(b"%PDF-"):
-            media = sniff(data) or ""
-            if not media:
-                raise _bad(f"{where}: cannot tell the media type of the data URL")
-        return media, data
-    return data_url(p.data, where, flavour="gemini")
+    return data_url(p.data, where, flavour="gemini")  # it sniffs %PDF- and images too
 
 
 def _document(p: Part, where: str, ctx: ChatContext | None = None,
