@@ -46,7 +46,7 @@ from .vendors.dialects import dialect_for
 from .vendors.gauth import ServiceAccount, TokenCache, service_account
 from .vendors.messages_native import build_count_tokens_exchange
 from .fronts.front import MESSAGES_PATHS, FrontCall, MessagesFront, is_gemini_path, \
-    native_exchange, writer
+    native_exchange, reads_own_urls, writer
 from .fronts.common import url_filename
 from .fronts.messages import chat_request_from_messages, estimate_input_tokens
 from .fronts.responses import chat_request_from_responses, output_items_of
@@ -820,19 +820,25 @@ class Gateway:
         """The remote image URLs to fetch first: those of the request, when some candidate
         channel's vendor needs images inline (REQ-4); else none."""
         remote = _remote_images(call.req["messages"])
-        if remote and any(self._engine(c.provider) in INLINE_IMAGE_ENGINES
-                          for c in resolve(self.catalog, call.key, call.model)):
-            return remote
-        return ()
+        return remote if remote and self._needs_bytes(call, INLINE_IMAGE_ENGINES) else ()
 
     def documents_needed(self, call: ChatCall) -> tuple[str, ...]:
         """The remote document URLs (``file`` parts' ``file_url``) to fetch first: those of
         the request, when some candidate channel's vendor needs the bytes; else none."""
         remote = _remote_files(call.req["messages"])
-        if remote and any(self._engine(c.provider) in INLINE_DOCUMENT_ENGINES
-                          for c in resolve(self.catalog, call.key, call.model)):
-            return remote
-        return ()
+        return remote if remote and self._needs_bytes(call, INLINE_DOCUMENT_ENGINES) else ()
+
+    def _needs_bytes(self, call: ChatCall, engines: frozenset[str]) -> bool:
+        """Some candidate channel of ``call`` needs remote URLs' bytes inline: its engine is
+        one of ``engines`` and it is not sent the client's own body, whose URLs it reads
+        itself (``reads_own_urls``)."""
+        front = call.front
+        for c in resolve(self.catalog, call.key, call.model):
+            engine = self._engine(c.provider)
+            if engine in engines and (front is None or not reads_own_urls(
+                    front, engine, c.upstream_model, c.provider)):
+                return True
+        return False
 
     def route_chat(self, call: ChatCall, images: Mapping[str, tuple[str, bytes]], now: float,
                    wall: float) -> Routed | Respond:

@@ -29,6 +29,9 @@ def config(*providers: str) -> str:
         "oa": '{provider: oa, base_url: "http://u/v1/chat/completions", api: k, model: [m]}',
         "an": '{provider: an, base_url: "http://a/v1/messages", api: k, '
               'model: [{claude-sonnet-4-5: m}]}',
+        "rs": '{provider: rs, base_url: "http://r/v1/responses", api: k, model: [m]}',
+        "gm": '{provider: gm, base_url: "http://g/v1beta", engine: gemini, api: k, '
+              'model: [{gemini-2.5-flash: m}]}',
     }
     return ("providers:\n" + "".join(f"  - {known[p]}\n" for p in providers)
             + "api_keys:\n  - api: sk-s\n")
@@ -172,3 +175,46 @@ def test_the_responses_front_file_url_reaches_an_openai_channel_inline():
     (start,) = of(fetched(s, acts, "application/pdf", PDF), StartUpstream)
     part = json.loads(start.request.body)["messages"][0]["content"][0]
     assert part["file"]["file_data"].endswith(base64.b64encode(PDF).decode())
+
+
+# -- a channel sent the client's own body reads its URLs itself: nothing is fetched for it --
+
+def test_a_messages_url_image_to_anthropic_is_not_fetched():
+    s = session("an")
+    body = {"model": "m", "max_tokens": 16, "messages": [{"role": "user", "content": [
+        {"type": "image", "source": {"type": "url", "url": "http://img.test/a.png"}},
+        {"type": "document", "source": {"type": "url", "url": URL}}]}]}
+    acts = s.handle(ClientData(request(body, "/v1/messages")), 0.0, 0.0)
+    assert not of(acts, Fetch)
+    (start,) = of(acts, StartUpstream)
+    assert json.loads(start.request.body)["messages"] == body["messages"]
+
+
+def test_a_responses_file_url_to_a_responses_upstream_is_not_fetched():
+    s = session("rs")
+    body = {"model": "m", "input": [{"role": "user", "content": [
+        {"type": "input_file", "file_url": URL}]}]}
+    acts = s.handle(ClientData(request(body, "/v1/responses")), 0.0, 0.0)
+    assert not of(acts, Fetch)
+    (start,) = of(acts, StartUpstream)
+    assert json.loads(start.request.body)["input"] == body["input"]
+
+
+def test_a_gemini_file_data_url_to_gemini_is_not_fetched():
+    s = session("gm")
+    contents = [{"role": "user", "parts": [
+        {"fileData": {"mimeType": "application/pdf", "fileUri": URL}},
+        {"fileData": {"mimeType": "image/png", "fileUri": "http://img.test/a.png"}}]}]
+    acts = s.handle(ClientData(request({"contents": contents},
+                                       "/v1beta/models/m:generateContent")), 0.0, 0.0)
+    assert not of(acts, Fetch)
+    (start,) = of(acts, StartUpstream)
+    assert json.loads(start.request.body)["contents"] == contents
+
+
+def test_the_same_request_is_fetched_when_another_candidate_needs_the_bytes():
+    s = session("rs", "oa")
+    body = {"model": "m", "input": [{"role": "user", "content": [
+        {"type": "input_file", "file_url": URL}]}]}
+    (fetch,) = of(s.handle(ClientData(request(body, "/v1/responses")), 0.0, 0.0), Fetch)
+    assert fetch.max_bytes == MAX_DOCUMENT_BYTES

@@ -49,7 +49,7 @@ from .responses import ResponsesCall, ResponsesStream, response_id, responses_er
     responses_error_type, responses_response_from_chat
 
 __all__ = ["FrontCall", "GeminiFront", "MESSAGES_PATHS", "MessagesFront", "ResponsesFront",
-           "error_for_path", "is_gemini_path", "native_exchange", "writer"]
+           "error_for_path", "is_gemini_path", "native_exchange", "reads_own_urls", "writer"]
 
 
 @attrs.frozen(kw_only=True)
@@ -82,6 +82,20 @@ def native_exchange(front: FrontCall, engine: str, ctx: ChatContext) -> Any:
         return build_gemini_native_exchange(front.body, ctx, engine, stream=ctx.stream,
                                             sse=front.sse, client_model=ctx.client_model)
     return None
+
+
+def reads_own_urls(front: FrontCall, engine: str, upstream_model: str, provider: Any) -> bool:
+    """Whether a channel is sent the client's own body (``native_exchange``) and reads the
+    remote image and document URLs in it itself, so the gateway need not fetch them: Anthropic
+    (not Vertex or Bedrock, which take no ``url`` sources and get the fetched bytes), a
+    Responses upstream, a Gemini upstream."""
+    if front.kind == "messages":
+        return native_engine(engine, upstream_model) == "claude"
+    if front.kind == "responses":
+        return speaks_responses(provider)
+    if front.kind == "gemini":
+        return native_gemini(engine, upstream_model) is not None
+    return False
 
 
 def writer(front: FrontCall, model: str, response_id: str) -> Any:
