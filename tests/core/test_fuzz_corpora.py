@@ -31,7 +31,7 @@ TARGETS = sorted(p.stem.removeprefix("fuzz_") for p in FUZZ.glob("fuzz_*.py"))
 
 #: fewest files each corpus may hold (the seeds committed with the target)
 MIN_CORPUS = {"anthropic": 8, "bedrock": 8, "cloudflare": 10, "cohere": 10, "config": 20,
-              "front": 10, "fronts": 20, "gemini": 10, "multipart": 10, "openai": 4,
+              "front": 10, "fronts": 20, "gemini": 10, "multipart": 10, "openai": 4, "pdf": 8,
               "resp": 30, "sse": 8}
 
 #: inputs every oracle must take: degenerate for some decoders, junk for others

@@ -285,8 +285,8 @@ def _pdf_text(raw: bytes, where: str) -> str:
                          "tokens (or more pages than the gateway reads), the most the gateway "
                          "extracts text from for cohere") from None
     except Exception as exc:  # noqa: BLE001 - pypdf raises many types on a malformed file
-        raise _bad(f"{where}: the PDF could not be read: {type(exc).__name__}: "
-                   f"{str(exc)[:120]}") from None
+        why = " ".join(str(exc).split())[:120]  # one line, whatever pypdf wrote
+        raise _bad(f"{where}: the PDF could not be read: {type(exc).__name__}: {why}") from None
     text = "\n\n".join(pages)
     if not text.strip():
         raise _bad(f"{where}: the PDF has no text layer (a scan?); cohere reads text only",
