@@ -24,7 +24,7 @@ from .ops.stats import StoreConfig
 from .redis.url import parse_redis_url
 from .vendors.base import UpstreamRequest
 
-__all__ = ["LOG_FORMATS", "LOG_LINES", "config_source", "env_timeout", "FrontOptions", "add_front_args",
+__all__ = ["LOG_FORMATS", "LOG_LINES", "QUIET_LOGGERS", "config_source", "env_timeout", "FrontOptions", "add_front_args",
            "front_options",
            "Launch", "launch", "config_url_request", "load_checked", "fatal", "read_failure",
            "discovery_text", "draining_text", "worker_exit", "workers_verdict", "reload_refused",
@@ -57,6 +57,11 @@ def env_timeout(env: Mapping[str, str]) -> float | None:
     return value
 
 
+#: libraries the core calls that log about a client's input by themselves, muted by the
+#: command line (their warnings would let a client write the gateway's log, and break the JSON
+#: log format): pypdf, which reads PDFs for Cohere (vendors/cohere.py), warns about every
+#: broken object it works around
+QUIET_LOGGERS = ("pypdf",)
 #: the access log formats (``--log-format``)
 LOG_FORMATS = ("text", "json", "off")
 #: the ``logging`` line format of each: in "json" a line is the record's JSON object alone

@@ -72,6 +72,8 @@ def _serve(launch: startup.Launch, config: Callable[[str | None], Loaded], backe
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the runtime reloads on it, not a kill
     logging.basicConfig(level=logging.INFO, format=startup.LOG_LINES[launch.options.log_format])
     logging.Formatter.converter = time.gmtime  # UTC, as the access log's lines (accesslog.py)
+    for name in startup.QUIET_LOGGERS:  # a client's input must not write the gateway's log
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     # the one arrow between the twins: the asyncio backend is started from here
     run = importlib.import_module(f"uniapi_{backend}.runtime").run
     if launch.options.workers > 1:  # where the workers publish their metrics for each other

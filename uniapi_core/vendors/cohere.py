@@ -238,8 +238,8 @@ def _pdf_text(raw: bytes, where: str) -> str:
     ``MAX_PDF_BYTES``/``MAX_PDF_PAGES``/``MAX_PDF_TOKENS``/``MAX_PDF_CHARS`` (413
     ``document_too_large``). A PDF pypdf cannot read is a 400 ``invalid_request``; one with no
     text layer, or encrypted with a password, a 400 ``unsupported_content`` (the router tries a
-    channel that reads PDFs). pypdf logs what it repairs to the ``pypdf`` logger; left as it is
-    (the host's logging config decides)."""
+    channel that reads PDFs). pypdf logs what it repairs to the ``pypdf`` logger, which the
+    command line mutes (``startup.QUIET_LOGGERS``; an embedder's logging config decides)."""
     if len(raw) > MAX_PDF_BYTES:
         raise _too_large(f"{where}: the PDF has {len(raw)} bytes; cohere reads PDFs as text, "
                          f"extracted by the gateway from at most {MAX_PDF_BYTES} bytes (2 MiB)")
