@@ -336,3 +336,38 @@ def test_json_access_log_is_one_object_per_request_and_no_secret(backend, checke
     assert row["tries"][0]["outcome"] == "ok" and row["duration"] >= row["ttft"] >= 0
     logged = "\n".join(json.dumps(r) for r in rows)  # the banner shows the demo key itself
     assert "sk-uniapi-demo" not in logged and "You said" not in logged and "Hi" not in logged
+
+
+def test_a_clients_broken_pdf_does_not_write_the_log(backend, tmp_path):
+    """pypdf, reading a PDF for a Cohere channel, warns about what it repairs on its own
+    logger; the command line mutes it (startup.QUIET_LOGGERS), so a client cannot write the
+    gateway's log. The PDF here has a wrong startxref (pypdf warns and repairs) and no text."""
+    import base64
+
+    import pypdf
+
+    writer = pypdf.PdfWriter()
+    writer.add_blank_page(100, 100)
+    out = tmp_path / "blank.pdf"
+    with out.open("wb") as f:
+        writer.write(f)
+    pdf = re.sub(rb"startxref\s+\d+", b"startxref\n9", out.read_bytes())
+    conf = tmp_path / "api.yaml"
+    conf.write_text(f"providers:\n  - provider: co\n    engine: cohere\n"
+                    f"    base_url: http://127.0.0.1:{free_port()}/v2/chat\n    api: co-k\n"
+                    f"    model: [command-a-03-2025]\napi_keys:\n  - api: sk-user\n")
+    port = free_port()
+    with process([*CLI, "serve", "--config", str(conf), "--port", str(port),
+                  "--backend", backend, "--log-format", "json"], port) as proc:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-user",
+                               max_retries=0)
+        with pytest.raises(openai.BadRequestError) as exc:
+            client.chat.completions.create(model="command-a-03-2025", messages=[
+                {"role": "user", "content": [{"type": "file", "file": {
+                    "file_data": "data:application/pdf;base64," + base64.b64encode(pdf).decode(),
+                    "filename": "scan.pdf"}}]}])
+        assert "no text layer" in exc.value.message
+    log = proc.stdout.read().decode() if proc.stdout else ""
+    assert '"/v1/chat/completions"' in log, log  # the access log is there
+    assert "startxref" not in log, log
+    assert all(json.loads(line) for line in log.splitlines() if line.startswith("{")), log
