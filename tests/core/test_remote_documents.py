@@ -12,9 +12,10 @@ import random
 
 import pytest
 
+from tests.core.test_session import of, request, written
 from uniapi_core.config import load_config
 from uniapi_core.connection import Connection
-from uniapi_core.events import ClientData, Fetch, FetchDone, FetchResult, StartUpstream, Write
+from uniapi_core.events import ClientData, Fetch, FetchDone, FetchResult, StartUpstream
 from uniapi_core.gateway import Gateway, Settings
 from uniapi_core.session import Session
 from uniapi_core.ssrf import MAX_DOCUMENT_BYTES, MAX_IMAGE_BYTES
@@ -42,21 +43,6 @@ def session(*providers: str, **settings) -> Session:
     gw = Gateway(load_config(config(*providers)).config, settings=Settings(**settings),
                  entropy=random.Random(0))
     return Connection(lambda: gw, now=0.0, alpn="http/1.1")
-
-
-def request(body: dict, path: str = "/v1/chat/completions") -> bytes:
-    data = json.dumps(body).encode()
-    return (f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-s\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
-            ).encode() + data
-
-
-def of(actions, kind):
-    return [a for a in actions if isinstance(a, kind)]
-
-
-def written(actions) -> bytes:
-    return b"".join(a.data for a in actions if isinstance(a, Write))
 
 
 def chat(*parts: dict, **fields) -> dict:

@@ -13,19 +13,13 @@ import random
 
 import openai
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.fakes.documents import DocumentsFake, answer_for
+from tests.fakes.documents import DocumentsFake, answer_for, claude_providers
 from tests.harness import run_gateway
 
 KEY = "sk-documents-e2e"
 PDF = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n" + random.Random(20).randbytes(6000) + b"\n%%EOF\n"
 TITLE = "a.pdf"
-BEDROCK_MODEL = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
-PEM = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
-    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-    serialization.NoEncryption()).decode()
 VENDORS = {
     "anthropic": "/v1/messages",
     "bedrock": "/model/us.anthropic.claude-sonnet-4-5-20250929-v1%3A0/invoke",
@@ -34,34 +28,9 @@ VENDORS = {
 
 
 def config(url: str) -> str:
-    key = PEM.replace("\n", "\\n")
     return f"""
 providers:
-  - provider: ant
-    engine: claude
-    base_url: {url}/v1/messages
-    api: sk-ant-up
-    model:
-      - claude-sonnet-4-5-20250929: anthropic
-      - claude-sonnet-4-5-20250929: mixed
-  - provider: bdr
-    engine: aws
-    base_url: {url}
-    aws_access_key: AKIDEXAMPLE
-    aws_secret_key: wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY
-    aws_region: us-east-1
-    model:
-      - {BEDROCK_MODEL}: bedrock
-  - provider: vtx
-    engine: vertex
-    base_url: {url}
-    project_id: proj-1
-    client_email: svc@proj-1.iam.gserviceaccount.com
-    private_key: '{key}'
-    token_uri: {url}/token
-    model:
-      - claude-sonnet-4@20250514: vertex
-  - provider: oai
+{claude_providers(url, ("anthropic", "mixed"))}  - provider: oai
     base_url: {url}/v1/chat/completions
     api: sk-oai
     model:

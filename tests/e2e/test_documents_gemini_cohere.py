@@ -16,6 +16,7 @@ import pytest
 from pypdf import PdfWriter
 from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
 
+from tests.fakes import documents
 from tests.fakes.llm_vendors import compact
 from tests.fakes.upstream import FakeUpstream, Reply, Seen, json_reply
 from tests.harness import run_gateway
@@ -65,20 +66,7 @@ TEXT_PART = {"type": "file", "file": {
 
 
 def gemini_reply(stream: bool) -> Reply:
-    def response(text: str, last: bool) -> dict[str, Any]:
-        cand: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"},
-                                "index": 0}
-        if last:
-            cand["finishReason"] = "STOP"
-        return {"candidates": [cand], "modelVersion": "gemini-2.5-flash",
-                "usageMetadata": {"promptTokenCount": 300, "candidatesTokenCount": 6,
-                                  "totalTokenCount": 306}}
-    if not stream:
-        return json_reply(response(ANSWER, True))
-    pieces = [ANSWER[:10], ANSWER[10:]]
-    return Reply(headers=[("content-type", "text/event-stream")],
-                 pieces=[b"data: " + compact(response(p, i == 1)) + b"\r\n\r\n"
-                         for i, p in enumerate(pieces)])
+    return documents.gemini_reply(ANSWER, stream)
 
 
 def cohere_reply(stream: bool) -> Reply:

@@ -21,11 +21,8 @@ from typing import Any
 import anthropic
 import openai
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.fakes.documents import DocumentsFake, answer_for
-from tests.fakes.llm_vendors import compact
+from tests.fakes.documents import DocumentsFake, answer_for, claude_providers, gemini_reply
 from tests.fakes.upstream import FakeUpstream, Reply, Seen, json_reply
 from tests.harness import run_gateway
 from uniapi_core.ssrf import MAX_DOCUMENT_BYTES
@@ -40,10 +37,6 @@ TOO_BIG = b"%PDF-1.4\n" + bytes(MAX_DOCUMENT_BYTES + 1 - 9)
 DOC_PATH = "/docs/annual%20report.pdf"
 FILENAME = "annual report.pdf"
 ANSWER = "Gemini read the document."
-BEDROCK_MODEL = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
-PEM = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
-    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-    serialization.NoEncryption()).decode()
 ALLOW: dict[str, Any] = {"fetch_allow_http": True, "fetch_allow_private": True}
 #: model name -> the path prefix of its call on the Claude/OpenAI fake
 PATHS = {
@@ -88,19 +81,7 @@ class GeminiFake:
         self.inline += [p["inlineData"] for p in contents[-1].get("parts") or []
                         if "inlineData" in p]
 
-        def response(text: str, last: bool) -> dict[str, Any]:
-            cand: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"},
-                                    "index": 0}
-            if last:
-                cand["finishReason"] = "STOP"
-            return {"candidates": [cand], "modelVersion": "gemini-2.5-flash",
-                    "usageMetadata": {"promptTokenCount": 300, "candidatesTokenCount": 5,
-                                      "totalTokenCount": 305}}
-        if ":streamGenerateContent" not in seen.path:
-            return json_reply(response(ANSWER, True))
-        return Reply(headers=[("content-type", "text/event-stream")],
-                     pieces=[b"data: " + compact(response(p, i == 1)) + b"\r\n\r\n"
-                             for i, p in enumerate([ANSWER[:9], ANSWER[9:]])])
+        return gemini_reply(ANSWER, ":streamGenerateContent" in seen.path)
 
 
 @pytest.fixture
@@ -126,33 +107,9 @@ def gemini():
 
 def config(fake: DocumentsFake, gemini: GeminiFake) -> str:
     url = fake.url
-    key = PEM.replace("\n", "\\n")
     return f"""
 providers:
-  - provider: ant
-    engine: claude
-    base_url: {url}/v1/messages
-    api: sk-ant-up
-    model:
-      - claude-sonnet-4-5-20250929: anthropic
-  - provider: bdr
-    engine: aws
-    base_url: {url}
-    aws_access_key: AKIDEXAMPLE
-    aws_secret_key: wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY
-    aws_region: us-east-1
-    model:
-      - {BEDROCK_MODEL}: bedrock
-  - provider: vtx
-    engine: vertex
-    base_url: {url}
-    project_id: proj-1
-    client_email: svc@proj-1.iam.gserviceaccount.com
-    private_key: '{key}'
-    token_uri: {url}/token
-    model:
-      - claude-sonnet-4@20250514: vertex
-  - provider: oai
+{claude_providers(url)}  - provider: oai
     base_url: {url}/v1/chat/completions
     api: sk-oai
     model:

@@ -18,10 +18,66 @@ import base64
 import binascii
 from typing import Any
 
-from tests.fakes.llm_vendors import anthropic_sse, bedrock_fx
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tests.fakes.llm_vendors import anthropic_sse, bedrock_fx, compact
 from tests.fakes.upstream import FakeUpstream, Reply, Seen, json_reply, sse_reply
 
 TOKEN = "ya29.fake-documents-token"
+BEDROCK_MODEL = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+PEM = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+    serialization.NoEncryption()).decode()
+
+
+def gemini_reply(answer: str, stream: bool) -> Reply:
+    """A Gemini answer of ``answer``: whole, or streamed as SSE in two pieces."""
+    def response(text: str, last: bool) -> dict[str, Any]:
+        cand: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"},
+                                "index": 0}
+        if last:
+            cand["finishReason"] = "STOP"
+        return {"candidates": [cand], "modelVersion": "gemini-2.5-flash",
+                "usageMetadata": {"promptTokenCount": 300, "candidatesTokenCount": 6,
+                                  "totalTokenCount": 306}}
+    if not stream:
+        return json_reply(response(answer, True))
+    pieces = [answer[:10], answer[10:]]
+    return Reply(headers=[("content-type", "text/event-stream")],
+                 pieces=[b"data: " + compact(response(p, i == 1)) + b"\r\n\r\n"
+                         for i, p in enumerate(pieces)])
+
+
+def claude_providers(url: str, anthropic: tuple[str, ...] = ("anthropic",)) -> str:
+    """``api.yaml`` provider blocks for the fake at ``url``: Anthropic (serving the aliases
+    ``anthropic``), Bedrock (``bedrock``) and Vertex Claude (``vertex``, its token at
+    ``/token``)."""
+    key = PEM.replace("\n", "\\n")
+    aliases = "".join(f"      - claude-sonnet-4-5-20250929: {a}\n" for a in anthropic)
+    return f"""  - provider: ant
+    engine: claude
+    base_url: {url}/v1/messages
+    api: sk-ant-up
+    model:
+{aliases}  - provider: bdr
+    engine: aws
+    base_url: {url}
+    aws_access_key: AKIDEXAMPLE
+    aws_secret_key: wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY
+    aws_region: us-east-1
+    model:
+      - {BEDROCK_MODEL}: bedrock
+  - provider: vtx
+    engine: vertex
+    base_url: {url}
+    project_id: proj-1
+    client_email: svc@proj-1.iam.gserviceaccount.com
+    private_key: '{key}'
+    token_uri: {url}/token
+    model:
+      - claude-sonnet-4@20250514: vertex
+"""
 
 
 def answer_for(size: int) -> str:
