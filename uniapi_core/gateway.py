@@ -14,7 +14,7 @@ import collections
 import hashlib
 import hmac
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote
 from functools import partial
@@ -1017,20 +1017,42 @@ def _form_text(form: Any, name: str) -> str | None:
     return None if part is None else part.text().strip()
 
 
-def _remote_files(messages: list[Any]) -> tuple[str, ...]:
-    """The http(s) ``file_url`` of a chat request's ``file`` parts, in order, once each."""
-    found: dict[str, None] = {}
-    for m in messages:
+def _content_parts(messages: Any) -> Iterator[Any]:
+    """Every item of every list ``content`` among a chat request's messages, in order."""
+    for m in messages if isinstance(messages, list) else ():
         content = m.get("content") if isinstance(m, dict) else None
-        if not isinstance(content, list):
-            continue
-        for part in content:
-            spec = part.get("file") if isinstance(part, dict) and part.get("type") == "file" \
-                else None
-            url = spec.get("file_url") if isinstance(spec, dict) else None
-            if isinstance(url, str) and url.lower().startswith(("http://", "https://")):
-                found.setdefault(url, None)
-    return tuple(found)
+        if isinstance(content, list):
+            yield from content
+
+
+def _file_url(part: Any) -> Any:
+    """A ``file`` part's ``file_url`` as sent (None when there is none)."""
+    spec = part.get("file") if isinstance(part, dict) and part.get("type") == "file" else None
+    return spec.get("file_url") if isinstance(spec, dict) else None
+
+
+def _image_url(part: Any) -> Any:
+    """An ``image_url`` part's URL as sent (None when it is not one)."""
+    if not isinstance(part, dict) or part.get("type") != "image_url":
+        return None
+    image = part.get("image_url")
+    return image.get("url") if isinstance(image, dict) else image
+
+
+def _remote(urls: Iterator[Any]) -> tuple[str, ...]:
+    """The http(s) URLs among ``urls``, in order, once each."""
+    return tuple(dict.fromkeys(u for u in urls if isinstance(u, str)
+                               and u.lower().startswith(("http://", "https://"))))
+
+
+def _remote_files(messages: Any) -> tuple[str, ...]:
+    """The http(s) ``file_url`` of a chat request's ``file`` parts, in order, once each."""
+    return _remote(_file_url(p) for p in _content_parts(messages))
+
+
+def _remote_images(messages: Any) -> tuple[str, ...]:
+    """The http(s) image URLs of a chat request, in order, once each."""
+    return _remote(_image_url(p) for p in _content_parts(messages))
 
 
 def inline_files(req: dict[str, Any], fetched: Mapping[str, tuple[str, bytes]]
@@ -1038,65 +1060,36 @@ def inline_files(req: dict[str, Any], fetched: Mapping[str, tuple[str, bytes]]
     """``req`` for an OpenAI-protocol upstream, whose chat API has no file URLs: each ``file``
     part's ``file_url`` replaced by a ``file_data`` data URL of the fetched bytes (the request
     itself when it has none). A URL not fetched raises ``ImagesNeeded``."""
-    messages_in = req.get("messages")
-    if not isinstance(messages_in, list) or not any(
-            isinstance(part, dict) and part.get("type") == "file"
-            and isinstance(part.get("file"), dict) and "file_url" in part["file"]
-            for m in messages_in if isinstance(m, dict) and isinstance(m.get("content"), list)
-            for part in m["content"]):
+    if all(_file_url(p) is None for p in _content_parts(req.get("messages"))):
         return req  # the common case: nothing to replace, the client's dict as it came
     missing: list[str] = []
-    messages = []
-    for m in messages_in:
-        content = m.get("content") if isinstance(m, dict) else None
-        if not isinstance(content, list):
-            messages.append(m)
-            continue
-        parts = []
-        for part in content:
-            spec = part.get("file") if isinstance(part, dict) and part.get("type") == "file" \
-                else None
-            url = spec.get("file_url") if isinstance(spec, dict) else None
-            if not isinstance(url, str):
-                parts.append(part)
-                continue
-            if not url.lower().startswith(("http://", "https://")):
-                raise ClientError(f"file.file_url must be an http(s) URL, got {url[:100]!r}",
-                                  code="invalid_file_url")
-            got = fetched.get(url)
-            if got is None:
-                missing.append(url)
-                parts.append(part)
-                continue
-            media, raw = got
-            if media in ("", "application/octet-stream") and raw.startswith(b"%PDF-"):
-                media = "application/pdf"
-            assert isinstance(spec, dict)
-            spec = {k: v for k, v in spec.items() if k != "file_url"}
-            spec["file_data"] = f"data:{media or 'application/octet-stream'};base64," \
-                + base64.b64encode(raw).decode("ascii")
-            spec.setdefault("filename", url_filename(url))
-            parts.append({**part, "file": spec})
-        messages.append({**m, "content": parts})
+
+    def inlined(part: Any) -> Any:
+        url = _file_url(part)
+        if url is None:
+            return part
+        if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
+            raise ClientError(f"file.file_url must be an http(s) URL, got {str(url)[:100]!r}",
+                              code="invalid_file_url")
+        got = fetched.get(url)
+        if got is None:
+            missing.append(url)
+            return part
+        media, raw = got
+        if media in ("", "application/octet-stream") and raw.startswith(b"%PDF-"):
+            media = "application/pdf"
+        spec = {k: v for k, v in part["file"].items() if k != "file_url"}
+        spec["file_data"] = f"data:{media or 'application/octet-stream'};base64," \
+            + base64.b64encode(raw).decode("ascii")
+        spec.setdefault("filename", url_filename(url))
+        return {**part, "file": spec}
+
+    messages = [{**m, "content": [inlined(p) for p in m["content"]]}
+                if isinstance(m, dict) and isinstance(m.get("content"), list) else m
+                for m in req["messages"]]
     if missing:
         raise ImagesNeeded(missing)
     return {**req, "messages": messages}
-
-
-def _remote_images(messages: list[Any]) -> tuple[str, ...]:
-    """The http(s) image URLs of a chat request, in order, once each."""
-    found: dict[str, None] = {}
-    for m in messages:
-        content = m.get("content") if isinstance(m, dict) else None
-        if not isinstance(content, list):
-            continue
-        for part in content:
-            if isinstance(part, dict) and part.get("type") == "image_url":
-                image = part.get("image_url")
-                url = image.get("url") if isinstance(image, dict) else image
-                if isinstance(url, str) and url.lower().startswith(("http://", "https://")):
-                    found.setdefault(url, None)
-    return tuple(found)
 
 
 def _front_call(key: ApiKey, call: Any, extra: tuple[tuple[str, str], ...],
