@@ -157,8 +157,9 @@ def _input_parts() -> list[str]:
          "✓ `fileData`: Files API names and URIs on Gemini, `gs://` URIs on Vertex",
          "✓ `inlineData` `audio/<format>` (wav, mp3…)"),
         ("Cohere v2", "✓", "✓ `image_url` (vision models)",
-         f"✓ its text layer (pypdf) as a document; at most {pdf_mib} MiB, "
-         f"{cohere.MAX_PDF_PAGES} pages, else 413; a scan ✗",
+         f"✓ its text layer (pypdf) as a document; per request at most "
+         f"{cohere.MAX_PDF_FILES} PDFs, {pdf_mib} MiB, {cohere.MAX_PDF_PAGES} pages, else "
+         "413; a scan ✗",
          "✓ top-level `documents`: `{\"data\": {\"title\": <filename>, \"text\": …}}`",
          "✓ fetched, then as a PDF or text file", "✗", "✗"),
         ("Cloudflare Workers AI (`ai/run`)", "✓", "✗", "✗", "✗", "✗", "✗", "✗"),

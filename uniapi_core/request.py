@@ -240,6 +240,9 @@ class ChatRequest:
     user: str | None = None
     extras: Mapping[str, Any] = attrs.field(factory=dict)
     invalid: frozenset[str] = _NONE
+    #: work a translator did for this request that every attempt would do again, kept for the
+    #: next attempt (Cohere's PDF texts); the request's own, gone with it
+    memo: dict[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
 
 
 #: the top-level fields the model types; every other one is in ``extras``

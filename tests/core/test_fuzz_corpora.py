@@ -81,6 +81,7 @@ SWEEPS = {
     "resp": Sweep(seed=1300, count=100, truncate=True),
     "fronts": Sweep(seed=1301, count=100),
     "config": Sweep(seed=1302, count=60, truncate=True),
+    "pdf": Sweep(seed=1303, count=60, truncate=True),
 }
 
 

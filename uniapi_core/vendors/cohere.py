@@ -67,6 +67,7 @@ is terminal (DEC-4): a finish chunk + ``StreamDone``, or ``StreamFailed`` for ``
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import re
 from collections.abc import Sequence
@@ -208,14 +209,18 @@ def _texts(m: Message, where: str) -> str:
     return "".join(out)
 
 
-#: PDF bounds (docs/vendor-rules.md, "Cohere": PDF text), each checked before or while pypdf
-#: works, so a hostile PDF cannot hold the event loop for long (pypdf is pure Python and this
-#: runs synchronously). Measured with pypdf 7.1 (CPython 3.11): a text-heavy page extracts in
-#: ~5 ms (100 such pages, ~54,000 tokens: ~0.67 s); content-stream parsing costs ~5 µs a token,
-#: so the token budget bounds the worst cases (one huge content stream, one operator with
-#: 40,000 operands on each page, a form XObject invoked 1,000 times) to ~0.65 s; opening a file
-#: of garbage or of xref-less objects costs ~0.2 s a MiB (0.83 s at 4 MiB), hence 2 MiB.
+#: PDF bounds (docs/vendor-rules.md, "Cohere PDF text"), for all the PDFs of one request
+#: together, each checked before or while pypdf works, so a hostile request cannot hold the
+#: event loop for long (pypdf is pure Python and this runs synchronously; the texts are kept
+#: in ``ChatRequest.memo``, so a retry does not extract again). Measured with pypdf 7.1
+#: (CPython 3.11): a text-heavy page extracts in ~5 ms (100 such pages, ~54,000 tokens:
+#: ~0.67 s); content-stream parsing costs ~5 µs a token, so the token budget bounds the worst
+#: cases (one huge content stream, one operator with 40,000 operands on each page, a form
+#: XObject invoked 1,000 times) to ~0.65 s; opening a file of garbage or of xref-less objects
+#: costs ~0.2 s a MiB (0.83 s at 4 MiB), hence 2 MiB; and a file of a hundred bytes can cost
+#: ~0.35 s (pypdf looking for a missing root among up to 10,000 objects), hence 3 files.
 MAX_PDF_BYTES = 2 * 1024 * 1024
+MAX_PDF_FILES = 3
 MAX_PDF_PAGES = 100
 #: content-stream tokens (operators and operands, array items counted) over all pages and forms
 MAX_PDF_TOKENS = 100_000
@@ -223,6 +228,7 @@ MAX_PDF_TOKENS = 100_000
 _STREAM_TOKENS = 50_000
 MAX_PDF_CHARS = 1_000_000
 _TOO_LARGE = "document_too_large"
+_MEMO = "cohere.pdf"
 
 
 class _PdfBudget(Exception):
@@ -233,65 +239,99 @@ def _too_large(message: str) -> ClientError:
     return ClientError(message, status=413, code=_TOO_LARGE)
 
 
+class _Pdfs:
+    """The PDFs of one request: what is left of the request's bounds, and each PDF's outcome
+    (its text, or the ``ClientError`` it gave) kept in ``memo`` by its bytes, so that the
+    request's next attempt answers the same without extracting again."""
+
+    def __init__(self, memo: dict[str, Any]) -> None:
+        #: SHA-256 of a PDF's bytes -> its outcome
+        self.done: dict[bytes, str | ClientError] = memo.setdefault(_MEMO, {})
+        self.files = self.bytes = self.pages = self.tokens = self.chars = 0
+
+    def text(self, raw: bytes, where: str) -> str:
+        key = hashlib.sha256(raw).digest()
+        got = self.done.get(key)
+        if got is None:
+            try:
+                got = self._extract(raw, where)
+            except ClientError as exc:
+                got = exc
+            self.done[key] = got
+        if isinstance(got, ClientError):
+            raise got
+        return got
+
+    def _extract(self, raw: bytes, where: str) -> str:
+        """``raw``'s text layer, page by page, pages joined with a blank line (``"\\n\\n"``),
+        within what is left of the bounds (413 ``document_too_large``). A PDF pypdf cannot read
+        is a 400 ``invalid_request``; one with no text layer, or encrypted with a password, a
+        400 ``unsupported_content`` (the router tries a channel that reads PDFs). pypdf logs
+        what it repairs to the ``pypdf`` logger, which the command line mutes
+        (``startup.QUIET_LOGGERS``; an embedder's logging config decides)."""
+        self.files += 1
+        self.bytes += len(raw)
+        if self.files > MAX_PDF_FILES:
+            raise _too_large(f"{where}: more than {MAX_PDF_FILES} PDFs in one request; cohere "
+                             f"reads PDFs as text, extracted by the gateway from at most "
+                             f"{MAX_PDF_FILES}")
+        if self.bytes > MAX_PDF_BYTES:
+            raise _too_large(f"{where}: the request's PDFs have {self.bytes} bytes; cohere "
+                             f"reads PDFs as text, extracted by the gateway from at most "
+                             f"{MAX_PDF_BYTES} bytes (2 MiB)")
+        # imported on the first PDF for Cohere, not at start-up: pypdf costs ~70 ms and ~10 MB
+        # per process, which a gateway that never sends a PDF to Cohere should not pay
+        import pypdf
+        from pypdf.errors import LimitReachedError
+
+        def count(operator: Any, operands: Any, cm: Any, tm: Any) -> None:
+            self.tokens += 1 + sum(len(o) if isinstance(o, list) else 1 for o in operands)
+            if self.tokens > MAX_PDF_TOKENS:
+                raise _PdfBudget
+
+        pages: list[str] = []
+        try:
+            # pypdf's own limits, through its context-local configuration (no global state)
+            with pypdf.apply_configuration(stream_parsing_work_maximum_count=_STREAM_TOKENS,
+                                           page_tree_maximum_entries=4 * MAX_PDF_PAGES,
+                                           xform_maximum_invocations_per_extraction=200):
+                reader = pypdf.PdfReader(io.BytesIO(raw))
+                if reader.is_encrypted and not reader.decrypt(""):
+                    raise _bad(f"{where}: the PDF is encrypted with a password; cohere reads "
+                               "text only", "unsupported_content")
+                self.pages += len(reader.pages)
+                if self.pages > MAX_PDF_PAGES:
+                    raise _too_large(f"{where}: the request's PDFs have {self.pages} pages; "
+                                     "cohere reads PDFs as text, extracted from at most "
+                                     f"{MAX_PDF_PAGES} pages")
+                for page in reader.pages:
+                    text = page.extract_text(visitor_operand_before=count)
+                    self.chars += len(text)
+                    if self.chars > MAX_PDF_CHARS:
+                        raise _too_large(f"{where}: the request's PDFs hold over "
+                                         f"{MAX_PDF_CHARS} characters of text, the most the "
+                                         "gateway extracts for cohere")
+                    pages.append(text)
+        except ClientError:
+            raise
+        except (_PdfBudget, LimitReachedError):
+            raise _too_large(f"{where}: the request's PDFs hold more than {MAX_PDF_TOKENS} "
+                             "content tokens (or more pages than the gateway reads), the most "
+                             "the gateway extracts text from for cohere") from None
+        except Exception as exc:  # noqa: BLE001 - pypdf raises many types on a malformed file
+            why = " ".join(str(exc).split())[:120]  # one line, whatever pypdf wrote
+            raise _bad(f"{where}: the PDF could not be read: {type(exc).__name__}: "
+                       f"{why}") from None
+        text = "\n\n".join(pages)
+        if not text.strip():
+            raise _bad(f"{where}: the PDF has no text layer (a scan?); cohere reads text only",
+                       "unsupported_content")
+        return text
+
+
 def _pdf_text(raw: bytes, where: str) -> str:
-    """A PDF's text layer, page by page, pages joined with a blank line (``"\\n\\n"``), within
-    ``MAX_PDF_BYTES``/``MAX_PDF_PAGES``/``MAX_PDF_TOKENS``/``MAX_PDF_CHARS`` (413
-    ``document_too_large``). A PDF pypdf cannot read is a 400 ``invalid_request``; one with no
-    text layer, or encrypted with a password, a 400 ``unsupported_content`` (the router tries a
-    channel that reads PDFs). pypdf logs what it repairs to the ``pypdf`` logger, which the
-    command line mutes (``startup.QUIET_LOGGERS``; an embedder's logging config decides)."""
-    if len(raw) > MAX_PDF_BYTES:
-        raise _too_large(f"{where}: the PDF has {len(raw)} bytes; cohere reads PDFs as text, "
-                         f"extracted by the gateway from at most {MAX_PDF_BYTES} bytes (2 MiB)")
-    # imported on the first PDF for Cohere, not at start-up: pypdf costs ~70 ms and ~10 MB
-    # per process, which a gateway that never sends a PDF to Cohere should not pay
-    import pypdf
-    from pypdf.errors import LimitReachedError
-
-    spent = 0
-
-    def count(operator: Any, operands: Any, cm: Any, tm: Any) -> None:
-        nonlocal spent
-        spent += 1 + sum(len(o) if isinstance(o, list) else 1 for o in operands)
-        if spent > MAX_PDF_TOKENS:
-            raise _PdfBudget
-
-    pages: list[str] = []
-    chars = 0
-    try:
-        # pypdf's own limits, through its context-local configuration (no global state)
-        with pypdf.apply_configuration(stream_parsing_work_maximum_count=_STREAM_TOKENS,
-                                       page_tree_maximum_entries=4 * MAX_PDF_PAGES,
-                                       xform_maximum_invocations_per_extraction=200):
-            reader = pypdf.PdfReader(io.BytesIO(raw))
-            if reader.is_encrypted and not reader.decrypt(""):
-                raise _bad(f"{where}: the PDF is encrypted with a password; cohere reads "
-                           "text only", "unsupported_content")
-            if len(reader.pages) > MAX_PDF_PAGES:
-                raise _too_large(f"{where}: the PDF has {len(reader.pages)} pages; cohere "
-                                 f"reads PDFs as text, extracted from at most {MAX_PDF_PAGES} "
-                                 "pages")
-            for page in reader.pages:
-                text = page.extract_text(visitor_operand_before=count)
-                chars += len(text)
-                if chars > MAX_PDF_CHARS:
-                    raise _too_large(f"{where}: the PDF's text is over {MAX_PDF_CHARS} "
-                                     "characters, the most the gateway extracts for cohere")
-                pages.append(text)
-    except ClientError:
-        raise
-    except (_PdfBudget, LimitReachedError):
-        raise _too_large(f"{where}: the PDF's pages hold more than {MAX_PDF_TOKENS} content "
-                         "tokens (or more pages than the gateway reads), the most the gateway "
-                         "extracts text from for cohere") from None
-    except Exception as exc:  # noqa: BLE001 - pypdf raises many types on a malformed file
-        why = " ".join(str(exc).split())[:120]  # one line, whatever pypdf wrote
-        raise _bad(f"{where}: the PDF could not be read: {type(exc).__name__}: {why}") from None
-    text = "\n\n".join(pages)
-    if not text.strip():
-        raise _bad(f"{where}: the PDF has no text layer (a scan?); cohere reads text only",
-                   "unsupported_content")
-    return text
+    """One PDF's text, as for a request holding only it (``_Pdfs``)."""
+    return _Pdfs({}).text(raw, where)
 
 
 def _file_bytes(p: Part, where: str, ctx: ChatContext | None, missing: list[str]
@@ -318,7 +358,8 @@ def _file_bytes(p: Part, where: str, ctx: ChatContext | None, missing: list[str]
 
 
 def _document(p: Part, where: str, ctx: ChatContext | None = None,
-              missing: list[str] | None = None) -> dict[str, Any] | None:
+              missing: list[str] | None = None, pdfs: _Pdfs | None = None
+              ) -> dict[str, Any] | None:
     """A ``file`` part as a Cohere v2 ``documents`` entry (issue 20), ``{"data": {"title":
     filename, "text": text}}``: a text file's UTF-8 text, or a PDF's text layer (``_pdf_text``).
     Cohere reads no other type and no OpenAI file ids: those are 400 ``unsupported_content`` (a
@@ -329,7 +370,7 @@ def _document(p: Part, where: str, ctx: ChatContext | None = None,
         return None
     media, data = got
     if media == "application/pdf":
-        text = _pdf_text(data, where)
+        text = (pdfs or _Pdfs({})).text(data, where)
     elif media.startswith("text/"):
         try:
             text = data.decode("utf-8")
@@ -345,8 +386,8 @@ def _document(p: Part, where: str, ctx: ChatContext | None = None,
 
 
 def _user_content(m: Message, where: str, documents: list[dict[str, Any]] | None = None,
-                  ctx: ChatContext | None = None, missing: list[str] | None = None
-                  ) -> str | list[dict[str, Any]]:
+                  ctx: ChatContext | None = None, missing: list[str] | None = None,
+                  pdfs: _Pdfs | None = None) -> str | list[dict[str, Any]]:
     if m.text is not None:
         return m.text
     if "content" in m.invalid:
@@ -364,7 +405,7 @@ def _user_content(m: Message, where: str, documents: list[dict[str, Any]] | None
                 raise _bad(f"{where}.content[{j}].image_url.url must be a string")
             parts.append({"type": "image_url", "image_url": {"url": p.url}})  # detail dropped
         elif kind == "file" and not p.bare and documents is not None:
-            doc = _document(p, f"{where}.content[{j}]", ctx, missing)
+            doc = _document(p, f"{where}.content[{j}]", ctx, missing, pdfs)
             if doc is not None:
                 documents.append(doc)
         elif kind == "text" or not p.obj:  # a malformed text part or item
@@ -415,7 +456,8 @@ def _arguments(raw: Any, where: str) -> str:
 
 
 def _messages(messages: tuple[Message, ...], documents: list[dict[str, Any]] | None = None,
-              ctx: ChatContext | None = None) -> list[dict[str, Any]]:
+              ctx: ChatContext | None = None, pdfs: _Pdfs | None = None
+              ) -> list[dict[str, Any]]:
     """OpenAI messages -> Cohere v2 messages (docs/vendor-rules.md, "Cohere request body";
     REQ-2, TC-5). User ``file`` parts go to ``documents`` (``_document``); ``ImagesNeeded``
     names every ``file_url`` not yet in ``ctx.images``."""
@@ -432,7 +474,7 @@ def _messages(messages: tuple[Message, ...], documents: list[dict[str, Any]] | N
             out.append({"role": "system", "content": _texts(m, where)})
         elif role == "user":
             out.append({"role": "user",
-                        "content": _user_content(m, where, documents, ctx, missing)})
+                        "content": _user_content(m, where, documents, ctx, missing, pdfs)})
         elif role == "assistant":
             text = _texts(m, where)
             if "tool_calls" in m.invalid:
@@ -545,7 +587,8 @@ def build_exchange(chat: ChatRequest | dict[str, Any], ctx: ChatContext) -> Cohe
         raise _bad("'n' other than 1 is not supported by cohere", "unsupported_parameter")
     documents: list[dict[str, Any]] = []
     body: dict[str, Any] = {"model": ctx.upstream_model,
-                            "messages": _messages(req.messages, documents, ctx)}
+                            "messages": _messages(req.messages, documents, ctx,
+                                                  _Pdfs(req.memo))}
     if documents:
         body["documents"] = documents
     tools = _tools(req)

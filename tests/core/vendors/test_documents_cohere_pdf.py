@@ -111,6 +111,40 @@ def test_too_many_pages_is_413_naming_the_limit():
     assert str(cohere.MAX_PDF_PAGES) in err["message"]
 
 
+def test_the_bounds_are_for_the_whole_request():
+    pages = [text("p")] * (cohere.MAX_PDF_PAGES // 2 + 1)
+    status, err = refusal(part(make_pdf(*pages)), part(make_pdf(*pages, text("q"))))
+    assert (status, err["code"]) == (413, "document_too_large")
+    assert "the request's PDFs have" in err["message"]
+    pdfs = [part(make_pdf(text(f"file {i}"))) for i in range(cohere.MAX_PDF_FILES + 1)]
+    status, err = refusal(*pdfs)
+    assert (status, err["code"]) == (413, "document_too_large")
+    assert f"more than {cohere.MAX_PDF_FILES} PDFs" in err["message"]
+    assert len(documents(*pdfs[:-1])) == cohere.MAX_PDF_FILES
+
+
+def test_a_retry_reuses_the_text_and_the_refusal(monkeypatch):
+    """The request's next attempt (the same parsed request) does not extract again: the
+    outcome of each PDF, text or refusal, is kept in the request's memo."""
+    import pypdf
+
+    from uniapi_core.request import parse_openai_chat
+    opened = []
+    real = pypdf.PdfReader
+    monkeypatch.setattr(pypdf, "PdfReader", lambda *a, **k: opened.append(1) or real(*a, **k))
+    req = parse_openai_chat({"model": "m", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "read"}, part(HELLO)]}]})
+    first = cohere.build_exchange(req, make_ctx()).request.body
+    assert cohere.build_exchange(req, make_ctx()).request.body == first
+    assert len(opened) == 1
+    locked = parse_openai_chat({"model": "m", "messages": [{"role": "user", "content": [
+        part(make_pdf(text("x"), password="pw"))]}]})
+    for _ in range(2):
+        with pytest.raises(ClientError, match="encrypted with a password"):
+            cohere.build_exchange(locked, make_ctx())
+    assert len(opened) == 2
+
+
 def test_a_content_stream_over_the_token_budget_is_413():
     pdf = make_pdf(b"BT /F1 1 Tf " + b"(a) Tj " * cohere.MAX_PDF_TOKENS + b"ET")
     status, err = refusal(part(pdf))
