@@ -56,4 +56,10 @@ def check(data: bytes) -> None:
 
 
 if __name__ == "__main__":
+    import logging
+
+    from uniapi_core.startup import QUIET_LOGGERS
+
+    for name in QUIET_LOGGERS:  # as the command line does: pypdf's warnings are not findings
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     fuzz(check)
