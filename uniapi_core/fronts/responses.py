@@ -182,7 +182,7 @@ def _parts(content: Any, path: str, kinds: frozenset[str]) -> list[dict[str, Any
         where = f"{path}[{i}]"
         part = _obj(part, where)
         kind = part.get("type")
-        if kind not in kinds:
+        if type(kind) is not str or kind not in kinds:  # a list or dict is unhashable
             raise _bad(f"{where}.type", f"content part {kind!r} is not supported here")
         if kind in ("input_text", "output_text"):
             out.append({"type": "text", "text": _str(part, "text", where)})
