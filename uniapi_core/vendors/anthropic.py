@@ -59,6 +59,8 @@ from __future__ import annotations
 import base64
 import math
 import re
+from collections.abc import Iterable
+
 # typeshed's json.decoder stub does not declare ``scanstring``; the module has it at runtime
 from json.decoder import scanstring  # type: ignore[attr-defined]
 from typing import Any
@@ -78,6 +80,7 @@ from .toolkit import positive_int as _int, retry_after, sniff, status_error, sta
 
 __all__ = ["DEFAULT_URL", "API_VERSION", "MAPPED", "DROPPED", "FINISH_REASONS", "ERROR_TYPES",
            "EFFORT_BUDGETS", "STRUCTURED_MODELS", "ANSWER_TOOL", "STRING_FORMATS", "FILES_BETA",
+           "split_betas", "provider_betas", "without_beta",
            "structured_outputs", "claude_schema", "messages_url", "build_exchange",
            "AnthropicExchange", "AnthropicStreamDecoder"]
 
@@ -98,6 +101,21 @@ FILES_BETA = "files-api-2025-04-14"
 #: an Anthropic Files API id (``file_011CNha8iCJcU1wXNR6q4V8w``); OpenAI's are ``file-…``
 _FILE_ID = re.compile(r"file_[A-Za-z0-9]+")
 _BETA = "anthropic-beta"
+
+
+def split_betas(values: Iterable[str]) -> list[str]:
+    """``anthropic-beta`` values as sent (comma lists allowed), one beta each."""
+    return [b.strip() for v in values for b in str(v).split(",") if b.strip()]
+
+
+def provider_betas(prefs: tuple[tuple[str, str], ...]) -> list[str]:
+    """The betas of a provider's ``anthropic-beta`` preference header."""
+    return split_betas(v for k, v in prefs if k.lower() == _BETA)
+
+
+def without_beta(prefs: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """A provider's preference headers but ``anthropic-beta`` (sent merged, once)."""
+    return tuple((k, v) for k, v in prefs if k.lower() != _BETA)
 
 #: request fields this translator reads (REQ-3); everything else never reaches Anthropic
 MAPPED = frozenset({"model", "messages", "max_tokens", "max_completion_tokens", "stop",
@@ -712,10 +730,9 @@ def build_exchange(req: ChatRequest | dict[str, Any], ctx: ChatContext, *,
         headers.insert(0, ("x-api-key", ctx.api_key))
     prefs = ctx.provider.preferences.headers
     if b.file_ids:  # ANT-D6: the provider's betas, then the Files API's, as one header
-        betas = [x.strip() for k, v in prefs if k.lower() == _BETA
-                 for x in str(v).split(",") if x.strip()]
-        headers.append((_BETA, ",".join(dict.fromkeys([*betas, FILES_BETA]))))
-        prefs = tuple((k, v) for k, v in prefs if k.lower() != _BETA)
+        betas = dict.fromkeys([*provider_betas(prefs), FILES_BETA])
+        headers.append((_BETA, ",".join(betas)))
+        prefs = without_beta(prefs)
     try:
         data = dumps(body)
     except (ValueError, RecursionError):  # lone surrogates, 1e999 (inf) from the client's JSON

@@ -74,7 +74,7 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 # typeshed's json.decoder stub does not declare ``scanstring``; the module has it at runtime
 from json.decoder import scanstring  # type: ignore[attr-defined]
@@ -149,18 +149,9 @@ def native_engine(engine: str, upstream_model: str) -> str | None:
 
 # -- request ---------------------------------------------------------------------------------
 
-def _split_betas(values: Iterable[str]) -> list[str]:
-    return [b.strip() for v in values for b in str(v).split(",") if b.strip()]
-
-
 def _betas(beta: tuple[str, ...], prefs: tuple[tuple[str, str], ...]) -> list[str]:
     """The client's betas, then the provider's ``anthropic-beta`` preference, deduplicated."""
-    provider = [v for k, v in prefs if k.lower() == _BETA]
-    return list(dict.fromkeys(_split_betas(beta) + _split_betas(provider)))
-
-
-def _without_beta(prefs: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
-    return tuple((k, v) for k, v in prefs if k.lower() != _BETA)
+    return list(dict.fromkeys(anthropic.split_betas(beta) + anthropic.provider_betas(prefs)))
 
 
 def _set_stream(out: dict[str, Any], stream: bool) -> None:
@@ -254,7 +245,7 @@ def _anthropic_request(body: dict[str, Any], ctx: ChatContext,
     if betas:
         headers.append((_BETA, ",".join(betas)))
     return UpstreamRequest("POST", anthropic.messages_url(ctx.provider.base_url),
-                           merge_headers(headers, _without_beta(prefs)), _encode(out))
+                           merge_headers(headers, anthropic.without_beta(prefs)), _encode(out))
 
 
 def _vertex_request(body: dict[str, Any], ctx: ChatContext,
@@ -270,7 +261,8 @@ def _vertex_request(body: dict[str, Any], ctx: ChatContext,
     _set_stream(out, ctx.stream)
     url = vertex.vertex_url(p.base_url, p.project_id.strip(), ctx.region, ctx.upstream_model,
                             ctx.stream)
-    extra = tuple((k, v) for k, v in _without_beta(prefs) if k.lower() not in vertex._AUTH_OWNED)
+    extra = tuple((k, v) for k, v in anthropic.without_beta(prefs)
+                  if k.lower() not in vertex._AUTH_OWNED)
     headers = [("content-type", "application/json"),
                ("accept", "text/event-stream" if ctx.stream else "application/json")]
     return UpstreamRequest("POST", url, vertex._auth(headers, extra, ctx.access_token),
@@ -298,7 +290,7 @@ def _bedrock_request(body: dict[str, Any], ctx: ChatContext,
                     ("x-amzn-bedrock-accept", "application/json")]
     else:
         headers.append(("accept", "application/json"))
-    extra = [(k, v) for k, v in _without_beta(prefs) if k.lower() not in _SIGNER_OWNED]
+    extra = [(k, v) for k, v in anthropic.without_beta(prefs) if k.lower() not in _SIGNER_OWNED]
     names = {k.lower() for k, _ in extra}
     headers = [h for h in headers if h[0] not in names] + extra
     url = bedrock.invoke_url(bedrock.endpoint(p, region), ctx.upstream_model, ctx.stream)
