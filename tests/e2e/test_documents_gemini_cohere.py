@@ -7,15 +7,13 @@ PDF with text reaches Cohere as a ``documents`` entry holding the text the gatew
 from __future__ import annotations
 
 import base64
-import io
 import json
 from typing import Any
 
 import openai
 import pytest
-from pypdf import PdfWriter
-from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
 
+from tests.core.vendors.test_documents_cohere_pdf import make_pdf, text
 from tests.fakes import documents
 from tests.fakes.llm_vendors import compact
 from tests.fakes.upstream import FakeUpstream, Reply, Seen, json_reply
@@ -29,25 +27,9 @@ ANSWER = "It is a short document."
 WAYS = pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
 
 
-
-
 def real_pdf(*texts: str) -> bytes:
     """A valid PDF, one page per text (a page with ``""`` has no text layer: a scan)."""
-    w = PdfWriter()
-    font = w._add_object(DictionaryObject({
-        NameObject("/Type"): NameObject("/Font"), NameObject("/Subtype"): NameObject("/Type1"),
-        NameObject("/BaseFont"): NameObject("/Helvetica")}))
-    for text in texts:
-        page = w.add_blank_page(612, 792)
-        page[NameObject("/Resources")] = DictionaryObject({
-            NameObject("/Font"): DictionaryObject({NameObject("/F1"): font})})
-        stream = DecodedStreamObject()
-        stream.set_data(b"BT /F1 12 Tf 72 700 Td (" + text.encode() + b") Tj ET" if text
-                        else b"")
-        page[NameObject("/Contents")] = w._add_object(stream)
-    out = io.BytesIO()
-    w.write(out)
-    return out.getvalue()
+    return make_pdf(*(text(t) if t else b"" for t in texts))
 
 
 #: a PDF Cohere cannot read: no text layer
