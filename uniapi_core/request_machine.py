@@ -376,8 +376,8 @@ class RequestMachine:
         self._fetching: dict[int, tuple[str, str, int]] = {}  # ref -> (url, current, hops)
         self._images: dict[str, tuple[str, bytes]] = {}  # images and documents, by URL
         self._documents: frozenset[str] = frozenset()  # the URLs fetched as documents
-        self._fetch_error: str | None = None
-        self._fetch_failed: tuple[str, bool] | None = None  # its URL, and was it too large
+        #: the first failed fetch: its URL, why, and whether it was past its cap
+        self._fetch_failed: tuple[str, str, bool] | None = None
         self._routed: Routed | None = None  # AWAITING_TOKEN
         self._tokens: dict[int, _TokenFetch] = {}  # ref -> a token POST of ours
         self._watches: dict[int, object] = {}  # ref -> the account key watched
@@ -553,8 +553,7 @@ class RequestMachine:
         elif result.status != 200:
             self._fail_fetch(url, f"HTTP {result.status}")
         elif result.truncated:
-            cap = MAX_DOCUMENT_BYTES if url in self._documents else MAX_IMAGE_BYTES
-            self._fail_fetch(url, f"larger than {cap} bytes", too_large=True)
+            self._fail_fetch(url, f"larger than {self._cap(url)} bytes", too_large=True)
         else:
             media = dict(result.headers).get("content-type", "").split(";")[0].strip().lower()
             self._images[url] = (media, result.body)  # the vendor sniffs the bytes too
@@ -799,31 +798,32 @@ class RequestMachine:
             return
         ref = self._new_ref()
         self._fetching[ref] = (url, current, hops)
-        cap = MAX_DOCUMENT_BYTES if url in self._documents else MAX_IMAGE_BYTES
-        out.append(Fetch(ref, parsed, settings.fetch_allow_private, cap))
+        out.append(Fetch(ref, parsed, settings.fetch_allow_private, self._cap(url)))
+
+    def _cap(self, url: str) -> int:
+        return MAX_DOCUMENT_BYTES if url in self._documents else MAX_IMAGE_BYTES
 
     def _fail_fetch(self, url: str, why: str, too_large: bool = False) -> None:
-        if self._fetch_error is None:  # the first failure is the one answered
-            self._fetch_error = f"{url}: {why}"
-            self._fetch_failed = (url, too_large)
+        if self._fetch_failed is None:  # the first failure is the one answered
+            self._fetch_failed = (url, why, too_large)
 
     def _fetched(self, now: float, wall: float, out: list[MachineAction]) -> None:
         """Every image is in (or one failed): go on with the request."""
         for ref in list(self._fetching):
             out.append(StopUpstream(ref))
         self._fetching.clear()
-        if self._fetch_error is not None:
+        if self._fetch_failed is not None:
             assert self._call is not None
-            url, too_large = self._fetch_failed or ("", False)
+            url, why, too_large = self._fetch_failed
             if url not in self._documents:
-                error = ClientError(f"image URL could not be fetched: {self._fetch_error}",
+                error = ClientError(f"image URL could not be fetched: {url}: {why}",
                                     code="image_fetch_failed")
             elif too_large:
-                error = ClientError(f"document URL: {self._fetch_error} (the gateway's "
+                error = ClientError(f"document URL: {url}: {why} (the gateway's "
                                     "remote-document cap)", status=413,
                                     code="document_too_large")
             else:
-                error = ClientError(f"document URL could not be fetched: {self._fetch_error}",
+                error = ClientError(f"document URL could not be fetched: {url}: {why}",
                                     code="document_fetch_failed")
             self._answer(Respond.error(error, self._call.extra), now, wall, out)
             return
